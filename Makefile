@@ -1,0 +1,36 @@
+# renderocc: `make demo` runs the pipeline end to end, `make test` runs the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build by default (installs from local disk on this kind of machine); GPU users:
+#   make install TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu126"
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+DEMO_DIR ?= .demo
+
+.PHONY: install test lint demo bench clean
+
+$(BIN)/renderocc: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_INDEX) "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $@
+
+install: $(BIN)/renderocc
+
+test: install
+	$(BIN)/ruff check renderocc tests benchmarks
+	$(BIN)/python -m pytest tests
+
+lint: install
+	$(BIN)/ruff check renderocc tests benchmarks
+
+demo: install
+	PATH=$(BIN):$$PATH bash scripts/demo.sh $(DEMO_DIR)
+
+bench: install
+	PATH=$(BIN):$$PATH bash benchmarks/run_all.sh
+
+clean:
+	rm -rf $(DEMO_DIR) build *.egg-info
