@@ -1,0 +1,167 @@
+"""Occupancy and rendering metrics, as streaming accumulators over samples.
+
+Occ3D protocol (3D): an 18×18 confusion matrix (rows = GT, columns = prediction) over the voxels
+with `mask_camera`; IoU per class from it; mIoU = mean IoU of classes 0..16. Free (17) is left out
+of the mean but its voxels count as the other classes' false positives / negatives. A class with
+neither GT nor prediction voxels has no IoU (NaN) and is left out of the mean, as in the Occ3D
+reference code. Geometric IoU is occupied (class != free) vs free.
+
+Everything is accumulated as integer counts or float64 sums so a dataset is summed sample by
+sample and the result does not depend on how samples are batched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC
+
+N_OCC = NUM_SEMANTIC + 1  # 18 classes including free
+
+
+def _np(x) -> np.ndarray:
+    """numpy view of a numpy array or a (possibly GPU, possibly grad-tracking) torch tensor."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def confusion_matrix(gt, pred, n_classes: int, mask=None) -> np.ndarray:
+    """(n, n) int64 counts, rows = GT class, columns = predicted class.
+
+    Entries whose GT is IGNORE (or outside 0..n-1) and, when `mask` is given, entries where the
+    mask is false are not counted. Predictions outside 0..n-1 are an error: they would silently
+    shift counts.
+    """
+    gt = _np(gt).reshape(-1).astype(np.int64)
+    pred = _np(pred).reshape(-1).astype(np.int64)
+    if gt.shape != pred.shape:
+        raise ValueError(f"gt and pred sizes differ: {gt.shape} vs {pred.shape}")
+    keep = (gt >= 0) & (gt < n_classes) & (gt != IGNORE)
+    if mask is not None:
+        m = _np(mask).reshape(-1).astype(bool)
+        if m.shape != gt.shape:
+            raise ValueError(f"mask size {m.shape} differs from gt {gt.shape}")
+        keep &= m
+    gt, pred = gt[keep], pred[keep]
+    if pred.size and (pred.min() < 0 or pred.max() >= n_classes):
+        raise ValueError(f"prediction classes must be in 0..{n_classes - 1}")
+    return np.bincount(gt * n_classes + pred, minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes)
+
+
+def iou_per_class(cm: np.ndarray) -> np.ndarray:
+    """IoU = TP / (TP + FP + FN) per class; NaN where the class is in neither GT nor prediction."""
+    cm = cm.astype(np.float64)
+    tp = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
+
+
+def mean_iou(ious: np.ndarray) -> float:
+    """Mean of the non-NaN IoUs (NaN when every class is NaN)."""
+    valid = ious[~np.isnan(ious)]
+    return float(valid.mean()) if valid.size else float("nan")
+
+
+def geometry_iou(cm: np.ndarray, free: int = FREE) -> float:
+    """IoU of 'occupied' (any class but free) from an Occ3D confusion matrix."""
+    occ = np.ones(cm.shape[0], dtype=bool)
+    occ[free] = False
+    tp = cm[np.ix_(occ, occ)].sum()
+    fp = cm[free, occ].sum()
+    fn = cm[occ, free].sum()
+    denom = tp + fp + fn
+    return float(tp / denom) if denom else float("nan")
+
+
+@dataclass
+class OccMetrics:
+    """Occ3D 3D metrics accumulated over samples, with and without `mask_camera`."""
+
+    cm_camera: np.ndarray = field(default_factory=lambda: np.zeros((N_OCC, N_OCC), np.int64))
+    cm_all: np.ndarray = field(default_factory=lambda: np.zeros((N_OCC, N_OCC), np.int64))
+    samples: int = 0
+
+    def update(self, pred, gt, mask_camera=None) -> None:
+        """Add one sample (or a batch): `pred`, `gt` class grids 0..17 of one shape."""
+        self.cm_all += confusion_matrix(gt, pred, N_OCC)
+        if mask_camera is not None:
+            self.cm_camera += confusion_matrix(gt, pred, N_OCC, mask_camera)
+        else:
+            self.cm_camera += confusion_matrix(gt, pred, N_OCC)
+        self.samples += 1
+
+    def compute(self) -> dict:
+        """miou / iou_per_class / geometry_iou (camera mask) and the same with `_nomask`."""
+        out: dict = {"occ_samples": self.samples}
+        for suffix, cm in (("", self.cm_camera), ("_nomask", self.cm_all)):
+            ious = iou_per_class(cm)
+            out["miou" + suffix] = mean_iou(ious[:NUM_SEMANTIC])
+            out["iou_per_class" + suffix] = [_f(v) for v in ious]
+            out["geometry_iou" + suffix] = geometry_iou(cm)
+        out["confusion_camera"] = self.cm_camera.tolist()
+        return out
+
+
+@dataclass
+class DepthMetrics:
+    """AbsRel, RMSE and δ<1.25 of predicted vs labelled depth, summed over valid labels.
+
+    Valid = finite label > min_depth and finite prediction; predictions are clamped to
+    `min_depth` so δ and AbsRel stay finite where a ray rendered nothing.
+    """
+
+    min_depth: float = 1e-3
+    n: int = 0
+    abs_rel: float = 0.0
+    sq: float = 0.0
+    delta1: int = 0
+
+    def update(self, pred, gt) -> None:
+        pred = _np(pred).reshape(-1).astype(np.float64)
+        gt = _np(gt).reshape(-1).astype(np.float64)
+        keep = np.isfinite(gt) & (gt > self.min_depth) & np.isfinite(pred)
+        p, g = np.maximum(pred[keep], self.min_depth), gt[keep]
+        self.n += int(g.size)
+        self.abs_rel += float((np.abs(p - g) / g).sum())
+        self.sq += float(((p - g) ** 2).sum())
+        self.delta1 += int((np.maximum(p / g, g / p) < 1.25).sum())
+
+    def compute(self) -> dict:
+        if not self.n:
+            nan = float("nan")
+            return {"depth_abs_rel": nan, "depth_rmse": nan, "depth_delta1": nan, "depth_pixels": 0}
+        return {
+            "depth_abs_rel": self.abs_rel / self.n,
+            "depth_rmse": float(np.sqrt(self.sq / self.n)),
+            "depth_delta1": self.delta1 / self.n,
+            "depth_pixels": self.n,
+        }
+
+
+@dataclass
+class Sem2DMetrics:
+    """2D semantic mIoU over classes 0..16 of rendered vs labelled pixel classes (255 ignored)."""
+
+    cm: np.ndarray = field(
+        default_factory=lambda: np.zeros((NUM_SEMANTIC, NUM_SEMANTIC), np.int64))
+
+    def update(self, pred, gt) -> None:
+        self.cm += confusion_matrix(gt, pred, NUM_SEMANTIC)
+
+    def compute(self) -> dict:
+        ious = iou_per_class(self.cm)
+        return {
+            "sem2d_miou": mean_iou(ious),
+            "sem2d_iou_per_class": [_f(v) for v in ious],
+            "sem2d_pixels": int(self.cm.sum()),
+        }
+
+
+def _f(v: float) -> float | None:
+    """JSON-friendly float: NaN becomes None (null)."""
+    return None if np.isnan(v) else float(v)
