@@ -1,0 +1,320 @@
+// Per-ray volume-rendering math shared by the CPU (.cpp) and CUDA (.cu) kernels.
+//
+// Everything here is header-only and __host__ __device__ so both backends run the SAME
+// arithmetic in the same order: slab clipping, the sample rule, trilinear interpolation at
+// the Occ3D voxel-centre convention, compositing, the distortion loss and the backward
+// recomputation with the early termination mirrored exactly. No torch headers: this file
+// must compile with nvcc and a plain C++ compiler alike.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define RO_HD __host__ __device__ __forceinline__
+#else
+#define RO_HD inline
+#endif
+
+namespace renderocc {
+
+using std::exp;  // float overloads on the host too
+using std::floor;
+
+// A ray stops once its transmittance falls below this (forward and backward alike).
+constexpr double kTransmittanceEps = 1e-4;
+
+// One batch's view of the grids plus the box they fill.
+template <typename T>
+struct GridView {
+  const T* density;  // (B, X, Y, Z)
+  const T* sem;      // (B, X, Y, Z, C)
+  int64_t X, Y, Z, C;
+  T lo[3];   // pc_range min
+  T hi[3];   // pc_range max
+  T vox[3];  // voxel size per axis
+};
+
+template <typename T>
+struct MarchParams {
+  T near;
+  T step;
+  bool probs;  // composite softmax(interpolated logits) instead of logits
+};
+
+// Outputs of one ray that are not per-class.
+template <typename T>
+struct RayScalars {
+  T depth;       // sum w t (no background term; the wrapper adds it)
+  T opacity;     // sum w
+  T distortion;  // Mip-NeRF 360 distortion of the composited weights (metres)
+  T t_far;       // clipped exit distance, 0 for rays that miss
+};
+
+// Clip the ray to the box and to t >= near (slab test). Returns false on a miss.
+// Axes with a zero direction component never divide: the ray either lies within the slab
+// for all t or misses.
+template <typename T>
+RO_HD bool clip_ray(const T* o, const T* d, const GridView<T>& g, T near, T& t_in, T& t_out) {
+  t_in = near;
+  t_out = INFINITY;
+  for (int a = 0; a < 3; ++a) {
+    if (d[a] == T(0)) {
+      if (o[a] < g.lo[a] || o[a] > g.hi[a]) return false;
+      continue;
+    }
+    T t1 = (g.lo[a] - o[a]) / d[a];
+    T t2 = (g.hi[a] - o[a]) / d[a];
+    T tlo = t1 < t2 ? t1 : t2;
+    T thi = t1 < t2 ? t2 : t1;
+    if (tlo > t_in) t_in = tlo;
+    if (thi < t_out) t_out = thi;
+  }
+  return t_out > t_in;
+}
+
+// Relative slack on the sample count so a span of exactly n steps gives n samples whatever
+// the rounding of t_out - t_in (the last sample stays half a step inside the box).
+constexpr double kCountSlack = 1e-6;
+
+// K = floor((t_out - t_in) / step) samples (with the slack above) at t_in + (k + 0.5) step.
+template <typename T>
+RO_HD int64_t num_samples(T t_in, T t_out, T step) {
+  return static_cast<int64_t>(floor((t_out - t_in) / step * T(1 + kCountSlack)));
+}
+
+template <typename T>
+RO_HD T sample_t(T t_in, int64_t k, T step) {
+  return t_in + (T(k) + T(0.5)) * step;
+}
+
+// The 8 trilinear corners of a point: flat voxel offsets within one batch grid and weights.
+template <typename T>
+struct Corners {
+  int64_t idx[8];
+  T w[8];
+};
+
+// Continuous index u = (p - lo) / vox - 0.5 (voxel i's centre at lo + (i + 0.5) vox),
+// clamped to the outermost centres [0, N - 1].
+template <typename T>
+RO_HD void axis_lerp(T p, T lo, T vox, int64_t n, int64_t& i0, int64_t& i1, T& f) {
+  T u = (p - lo) / vox - T(0.5);
+  T umax = T(n - 1);
+  u = u < T(0) ? T(0) : (u > umax ? umax : u);
+  i0 = static_cast<int64_t>(floor(u));
+  if (i0 > n - 2) i0 = n > 1 ? n - 2 : 0;
+  i1 = n > 1 ? i0 + 1 : 0;
+  f = u - T(i0);
+}
+
+template <typename T>
+RO_HD void trilinear_corners(const T* p, const GridView<T>& g, Corners<T>& c) {
+  int64_t x0, x1, y0, y1, z0, z1;
+  T fx, fy, fz;
+  axis_lerp(p[0], g.lo[0], g.vox[0], g.X, x0, x1, fx);
+  axis_lerp(p[1], g.lo[1], g.vox[1], g.Y, y0, y1, fy);
+  axis_lerp(p[2], g.lo[2], g.vox[2], g.Z, z0, z1, fz);
+  const int64_t xs[2] = {x0, x1}, ys[2] = {y0, y1}, zs[2] = {z0, z1};
+  const T wx[2] = {T(1) - fx, fx}, wy[2] = {T(1) - fy, fy}, wz[2] = {T(1) - fz, fz};
+  int n = 0;
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 2; ++j)
+      for (int k = 0; k < 2; ++k, ++n) {
+        c.idx[n] = (xs[i] * g.Y + ys[j]) * g.Z + zs[k];
+        c.w[n] = wx[i] * wy[j] * wz[k];
+      }
+}
+
+template <typename T>
+RO_HD T interp_density(const T* dens, const Corners<T>& c) {
+  T s = 0;
+  for (int n = 0; n < 8; ++n) s += c.w[n] * dens[c.idx[n]];
+  return s;
+}
+
+template <typename T>
+RO_HD T interp_channel(const T* sem, int64_t C, int64_t ch, const Corners<T>& c) {
+  T s = 0;
+  for (int n = 0; n < 8; ++n) s += c.w[n] * sem[c.idx[n] * C + ch];
+  return s;
+}
+
+// probs mode: scratch[c] = softmax_c(interpolated logits).
+template <typename T>
+RO_HD void interp_softmax(const T* sem, int64_t C, const Corners<T>& c, T* scratch) {
+  T mx = -INFINITY;
+  for (int64_t ch = 0; ch < C; ++ch) {
+    scratch[ch] = interp_channel(sem, C, ch, c);
+    mx = scratch[ch] > mx ? scratch[ch] : mx;
+  }
+  T z = 0;
+  for (int64_t ch = 0; ch < C; ++ch) {
+    scratch[ch] = exp(scratch[ch] - mx);
+    z += scratch[ch];
+  }
+  for (int64_t ch = 0; ch < C; ++ch) scratch[ch] /= z;
+}
+
+// Forward for one ray. `sem_out` (C) is overwritten; `scratch` (C) is used in probs mode.
+template <typename T>
+RO_HD void render_ray_forward(const GridView<T>& g, int64_t b, const T* o, const T* d,
+                              const MarchParams<T>& mp, T* sem_out, T* scratch, RayScalars<T>& out) {
+  out.depth = out.opacity = out.distortion = out.t_far = T(0);
+  for (int64_t ch = 0; ch < g.C; ++ch) sem_out[ch] = T(0);
+  T t_in, t_out;
+  if (!clip_ray(o, d, g, mp.near, t_in, t_out)) return;
+  out.t_far = t_out;
+  const int64_t K = num_samples(t_in, t_out, mp.step);
+  const int64_t vox = g.X * g.Y * g.Z;
+  const T* dens = g.density + b * vox;
+  const T* sem = g.sem + b * vox * g.C;
+  T trans_acc = 1, w_sum = 0, wt_sum = 0, dist_pair = 0, w_sq = 0;
+  Corners<T> c;
+  for (int64_t k = 0; k < K; ++k) {
+    const T t = sample_t(t_in, k, mp.step);
+    const T p[3] = {o[0] + t * d[0], o[1] + t * d[1], o[2] + t * d[2]};
+    trilinear_corners(p, g, c);
+    const T sigma = interp_density(dens, c);
+    const T trans = exp(-sigma * mp.step);
+    const T w = trans_acc * (T(1) - trans);
+    if (mp.probs) {
+      interp_softmax(sem, g.C, c, scratch);
+      for (int64_t ch = 0; ch < g.C; ++ch) sem_out[ch] += w * scratch[ch];
+    } else {
+      for (int64_t ch = 0; ch < g.C; ++ch) sem_out[ch] += w * interp_channel(sem, g.C, ch, c);
+    }
+    dist_pair += w * (t * w_sum - wt_sum);
+    w_sq += w * w;
+    w_sum += w;
+    wt_sum += w * t;
+    trans_acc *= trans;
+    if (trans_acc < T(kTransmittanceEps)) break;
+  }
+  out.depth = wt_sum;
+  out.opacity = w_sum;
+  out.distortion = T(2) * dist_pair + mp.step / T(3) * w_sq;
+}
+
+// Upstream gradients and saved forward outputs of one ray.
+template <typename T>
+struct RayGrads {
+  T g_depth, g_opacity, g_distortion;
+  const T* g_sem;  // (C)
+  T depth, opacity, distortion;
+  const T* sem;  // saved forward semantics (C)
+};
+
+// Backward for one ray: recomputes the march (same samples, same break) and adds the
+// gradients to `grad_density` / `grad_sem` (per-batch base pointers; grad_sem may be null)
+// through `acc(ptr, value)`, which is a plain add on CPU and atomicAdd on CUDA.
+//
+// With v_k = dLoss/dw_k, dLoss/dsigma_k = step * (T_{k+1} v_k - sum_{j>k} w_j v_j); the
+// suffix sum is the total sum_j w_j v_j (rebuilt from the saved outputs) minus the prefix.
+template <typename T, typename Acc>
+RO_HD void render_ray_backward(const GridView<T>& g, int64_t b, const T* o, const T* d,
+                               const MarchParams<T>& mp, const RayGrads<T>& rg, T* scratch,
+                               T* grad_density, T* grad_sem, Acc acc) {
+  T t_in, t_out;
+  if (!clip_ray(o, d, g, mp.near, t_in, t_out)) return;
+  const int64_t K = num_samples(t_in, t_out, mp.step);
+  const int64_t vox = g.X * g.Y * g.Z;
+  const T* dens = g.density + b * vox;
+  const T* sem = g.sem + b * vox * g.C;
+  const T W = rg.opacity, M = rg.depth;
+  T total = rg.g_depth * rg.depth + rg.g_opacity * rg.opacity + T(2) * rg.g_distortion * rg.distortion;
+  for (int64_t ch = 0; ch < g.C; ++ch) total += rg.g_sem[ch] * rg.sem[ch];
+  T trans_acc = 1, w_prev = 0, m_prev = 0, prefix = 0;
+  Corners<T> c;
+  for (int64_t k = 0; k < K; ++k) {
+    const T t = sample_t(t_in, k, mp.step);
+    const T p[3] = {o[0] + t * d[0], o[1] + t * d[1], o[2] + t * d[2]};
+    trilinear_corners(p, g, c);
+    const T sigma = interp_density(dens, c);
+    const T trans = exp(-sigma * mp.step);
+    const T w = trans_acc * (T(1) - trans);
+    T dot = 0;  // <g_sem, s_k>
+    if (mp.probs) {
+      interp_softmax(sem, g.C, c, scratch);
+      for (int64_t ch = 0; ch < g.C; ++ch) dot += rg.g_sem[ch] * scratch[ch];
+    } else {
+      for (int64_t ch = 0; ch < g.C; ++ch) dot += rg.g_sem[ch] * interp_channel(sem, g.C, ch, c);
+    }
+    // d(distortion)/dw_k = 2 sum_j w_j |t_k - t_j| + 2 step / 3 w_k
+    const T w_next = W - w_prev - w, m_next = M - m_prev - w * t;
+    const T d_dist = T(2) * (t * w_prev - m_prev + m_next - t * w_next) + T(2) * mp.step / T(3) * w;
+    const T v = rg.g_depth * t + rg.g_opacity + dot + rg.g_distortion * d_dist;
+    const T suffix = total - prefix - w * v;
+    const T g_sigma = mp.step * (trans_acc * trans * v - suffix);
+    for (int n = 0; n < 8; ++n) acc(grad_density + c.idx[n], c.w[n] * g_sigma);
+    if (grad_sem != nullptr) {
+      for (int64_t ch = 0; ch < g.C; ++ch) {
+        // logits: w g_c; probs: w p_c (g_c - <g, p>)
+        const T gs = mp.probs ? w * scratch[ch] * (rg.g_sem[ch] - dot) : w * rg.g_sem[ch];
+        if (gs == T(0)) continue;
+        for (int n = 0; n < 8; ++n) acc(grad_sem + c.idx[n] * g.C + ch, c.w[n] * gs);
+      }
+    }
+    prefix += w * v;
+    w_prev += w;
+    m_prev += w * t;
+    trans_acc *= trans;
+    if (trans_acc < T(kTransmittanceEps)) break;
+  }
+}
+
+// Everything one launch needs, as raw pointers (no torch types, so the .cu needs no torch
+// headers). Forward writes depth/sem/opacity/distortion/t_far; backward reads them with the
+// upstream gradients and adds into grad_density / grad_sem (zero-initialised by the caller).
+template <typename T>
+struct RenderArgs {
+  GridView<T> grid;
+  MarchParams<T> march;
+  int64_t B, R;
+  const T* origins;       // (R, 3)
+  const T* dirs;          // (R, 3)
+  const int64_t* batch;   // (R,)
+  T* depth;               // (R,)
+  T* sem;                 // (R, C)
+  T* opacity;             // (R,)
+  T* distortion;          // (R,)
+  T* t_far;               // (R,)
+  const T* g_depth;       // (R,)
+  const T* g_sem;         // (R, C)
+  const T* g_opacity;     // (R,)
+  const T* g_distortion;  // (R,)
+  T* grad_density;        // (B, X, Y, Z)
+  T* grad_sem;            // (B, X, Y, Z, C) or null
+};
+
+template <typename T>
+RO_HD void forward_one(const RenderArgs<T>& a, int64_t r, T* scratch) {
+  RayScalars<T> s;
+  const int64_t C = a.grid.C;
+  render_ray_forward(a.grid, a.batch[r], a.origins + 3 * r, a.dirs + 3 * r, a.march, a.sem + r * C,
+                     scratch, s);
+  a.depth[r] = s.depth;
+  a.opacity[r] = s.opacity;
+  a.distortion[r] = s.distortion;
+  a.t_far[r] = s.t_far;
+}
+
+template <typename T, typename Acc>
+RO_HD void backward_one(const RenderArgs<T>& a, int64_t r, T* scratch, T* grad_density, T* grad_sem,
+                        Acc acc) {
+  const int64_t C = a.grid.C, b = a.batch[r];
+  const int64_t vox = a.grid.X * a.grid.Y * a.grid.Z;
+  RayGrads<T> rg;
+  rg.g_depth = a.g_depth[r];
+  rg.g_opacity = a.g_opacity[r];
+  rg.g_distortion = a.g_distortion[r];
+  rg.g_sem = a.g_sem + r * C;
+  rg.depth = a.depth[r];
+  rg.opacity = a.opacity[r];
+  rg.distortion = a.distortion[r];
+  rg.sem = a.sem + r * C;
+  render_ray_backward(a.grid, b, a.origins + 3 * r, a.dirs + 3 * r, a.march, rg, scratch,
+                      grad_density + b * vox, grad_sem ? grad_sem + b * vox * C : nullptr, acc);
+}
+
+}  // namespace renderocc

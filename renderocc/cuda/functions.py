@@ -1,0 +1,152 @@
+"""`render_rays`: the public entry point, its autograd wrapper and backend choice.
+
+The kernels return the raw composites (depth without background, semantics, opacity,
+distortion, t_far); options that are cheap tensor algebra on those (the background depth)
+are applied here so the kernels and the reference stay one contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from renderocc.cuda import loader
+from renderocc.cuda.reference import render_reference
+
+BACKENDS = ("auto", "cpu", "cuda", "reference")
+SEMANTIC_MODES = ("logits", "probs")
+
+
+@dataclass(frozen=True)
+class RenderOutput:
+    """Per-ray composites. Unpacks as (depth, semantics, opacity); `distortion` when asked."""
+
+    depth: torch.Tensor
+    semantics: torch.Tensor
+    opacity: torch.Tensor
+    distortion: torch.Tensor | None = None
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter((self.depth, self.semantics, self.opacity))
+
+
+def _launch(op: Any, device: torch.device, *args: Any) -> list[torch.Tensor]:
+    """Call an op with the current CUDA stream (as an int) and device set; stream 0 on CPU."""
+    if device.type != "cuda":
+        return op(*args, 0)
+    with torch.cuda.device(device):
+        return op(*args, torch.cuda.current_stream(device).cuda_stream)
+
+
+class _RenderFunction(torch.autograd.Function):
+    """Kernel forward; backward recomputes each ray (nothing per-sample is saved)."""
+
+    @staticmethod
+    def forward(ctx: Any, density: torch.Tensor, semantics: torch.Tensor, origins: torch.Tensor,
+                directions: torch.Tensor, batch_index: torch.Tensor, params: tuple, ops: Any
+                ) -> tuple[torch.Tensor, ...]:
+        depth, sem, opacity, distortion, t_far = _launch(
+            ops.forward, density.device, density, semantics, origins, directions, batch_index, *params)
+        ctx.save_for_backward(density, semantics, origins, directions, batch_index,
+                              depth, sem, opacity, distortion)
+        ctx.params, ctx.ops = params, ops
+        ctx.mark_non_differentiable(t_far)
+        return depth, sem, opacity, distortion, t_far
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g_depth: torch.Tensor | None, g_sem: torch.Tensor | None,
+                 g_opacity: torch.Tensor | None, g_distortion: torch.Tensor | None, _g_t_far: Any
+                 ) -> tuple[torch.Tensor | None, ...]:
+        density, semantics, origins, directions, batch_index, depth, sem, opacity, distortion = (
+            ctx.saved_tensors)
+
+        def dense(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+            return torch.zeros_like(like) if g is None else g.contiguous()
+
+        need_density, need_sem = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_density, grad_sem = _launch(
+            ctx.ops.backward, density.device, density, semantics, origins, directions, batch_index,
+            *ctx.params,
+            depth, sem, opacity, distortion, dense(g_depth, depth), dense(g_sem, sem),
+            dense(g_opacity, opacity), dense(g_distortion, distortion), need_sem)
+        return (grad_density if need_density else None, grad_sem if need_sem else None,
+                None, None, None, None, None)
+
+
+def _triple(value: float | Sequence[float] | torch.Tensor, what: str) -> list[float]:
+    values = value.tolist() if isinstance(value, torch.Tensor) else value
+    values = [float(values)] * 3 if isinstance(values, int | float) else [float(v) for v in values]
+    if len(values) != 3 or min(values) <= 0:
+        raise ValueError(f"{what} must be one positive number or three, got {value!r}")
+    return values
+
+
+def _choose_backend(backend: str, device: torch.device) -> tuple[str, Any]:
+    """(backend name, ops or None); falls back to the reference (one warning) without the extension."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "reference":
+        return backend, None
+    if backend == "auto":
+        backend = "cuda" if device.type == "cuda" else "cpu"
+    if backend != device.type:
+        raise ValueError(f"backend={backend!r} needs {backend} tensors, got {device.type} tensors")
+    ops = loader.load_or_warn()
+    return (backend, ops) if ops is not None else ("reference", None)
+
+
+def render_rays(density: torch.Tensor, semantics: torch.Tensor, origins: torch.Tensor,
+                directions: torch.Tensor, batch_index: torch.Tensor, *,
+                pc_range: Sequence[float] | torch.Tensor, voxel_size: float | Sequence[float],
+                step: float, near: float = 0.0, backend: str = "auto",
+                background_depth: bool = False, return_distortion: bool = False,
+                semantic_mode: str = "logits") -> RenderOutput:
+    """Volume-render rays through per-batch density/semantic grids (see issue 5 for the contract).
+
+    density (B, X, Y, Z) >= 0; semantics (B, X, Y, Z, C); origins/directions (R, 3) in the grid
+    frame, unit directions; batch_index (R,) int64. Options: `background_depth` adds
+    (1 - opacity) * t_far (the clipped exit distance); `return_distortion` fills
+    `RenderOutput.distortion` with the per-ray Mip-NeRF 360 distortion (metres, differentiable
+    w.r.t. density); `semantic_mode="probs"` composites softmax(interpolated logits).
+    """
+    if semantic_mode not in SEMANTIC_MODES:
+        raise ValueError(f"semantic_mode must be one of {SEMANTIC_MODES}, got {semantic_mode!r}")
+    if density.dim() != 4 or semantics.dim() != 5 or semantics.shape[:4] != density.shape:
+        raise ValueError(f"density (B,X,Y,Z) and semantics (B,X,Y,Z,C) disagree: "
+                         f"{tuple(density.shape)} vs {tuple(semantics.shape)}")
+    if density.dtype not in (torch.float32, torch.float64) or semantics.dtype != density.dtype:
+        raise ValueError("density and semantics must share a float32 or float64 dtype")
+    box = [float(v) for v in (pc_range.tolist() if isinstance(pc_range, torch.Tensor) else pc_range)]
+    if len(box) != 6 or any(box[a] >= box[a + 3] for a in range(3)):
+        raise ValueError(f"pc_range must be (xmin, ymin, zmin, xmax, ymax, zmax), got {pc_range!r}")
+    voxel = _triple(voxel_size, "voxel_size")
+    if not step > 0:
+        raise ValueError(f"step must be positive, got {step!r}")
+    dtype, device = density.dtype, density.device
+    origins = origins.to(device=device, dtype=dtype).contiguous()
+    directions = directions.to(device=device, dtype=dtype).contiguous()
+    batch_index = batch_index.to(device=device, dtype=torch.long).contiguous()
+    if origins.dim() != 2 or origins.shape[1] != 3 or directions.shape != origins.shape:
+        raise ValueError("origins and directions must both be (R, 3)")
+    if batch_index.shape != (origins.shape[0],):
+        raise ValueError("batch_index must be (R,)")
+    if batch_index.numel() and (int(batch_index.min()) < 0 or int(batch_index.max()) >= density.shape[0]):
+        raise ValueError(f"batch_index must lie in [0, {density.shape[0]})")
+    probs = semantic_mode == "probs"
+    name, ops = _choose_backend(backend, device)
+    if name == "reference":
+        depth, sem, opacity, distortion, t_far = render_reference(
+            density, semantics, origins, directions, batch_index, tuple(box), tuple(voxel),
+            float(near), float(step), probs)
+    else:
+        params = (box, voxel, float(near), float(step), probs)
+        depth, sem, opacity, distortion, t_far = _RenderFunction.apply(
+            density.contiguous(), semantics.contiguous(), origins, directions, batch_index, params, ops)
+    if background_depth:
+        depth = depth + (1 - opacity) * t_far
+    return RenderOutput(depth, sem, opacity, distortion if return_distortion else None)

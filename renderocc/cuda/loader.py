@@ -1,0 +1,205 @@
+"""Build-on-first-use loader for the renderer extension.
+
+The extension is compiled once with `torch.utils.cpp_extension.load` into a per-user cache
+keyed by a hash of the sources, torch version, flags and CUDA-ness, so a new checkout or a
+changed kernel rebuilds and everything else reuses the .so. Without a compiler (or if the
+build fails) callers fall back to the pure-PyTorch reference after ONE warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+CSRC = Path(__file__).parent / "csrc"
+OP_NAMESPACE = "renderocc_render"
+CPU_SOURCES = ("bindings.cpp", "render_cpu.cpp")
+CUDA_SOURCES = ("render_cuda.cu",)
+HEADERS = ("render_core.h",)
+CFLAGS = ["-O3"]
+CUDA_CFLAGS = ["-O3"]
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}
+
+
+class ExtensionUnavailable(RuntimeError):
+    """The extension could not be built or loaded (no compiler, no ninja, build error)."""
+
+
+def want_cuda() -> bool:
+    """Build the CUDA kernels only when torch itself is a CUDA build and nvcc is found."""
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    return torch.version.cuda is not None and CUDA_HOME is not None
+
+
+def cache_root() -> Path:
+    """Per-user cache: $RENDEROCC_EXT_DIR, else $XDG_CACHE_HOME/renderocc/ext, else ~/.cache/..."""
+    if os.environ.get("RENDEROCC_EXT_DIR"):
+        return Path(os.environ["RENDEROCC_EXT_DIR"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "renderocc" / "ext"
+
+
+def source_hash(with_cuda: bool) -> str:
+    """Everything that changes the binary: sources, flags, torch version, CUDA-ness."""
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(CPU_SOURCES + CUDA_SOURCES + HEADERS):
+        h.update(name.encode())
+        h.update((CSRC / name).read_bytes())
+    h.update(repr((CFLAGS, CUDA_CFLAGS, torch.__version__, with_cuda)).encode())
+    return h.hexdigest()[:16]
+
+
+def build_spec(with_cuda: bool | None = None) -> dict[str, Any]:
+    """Name, directory, sources and flags of the build (what `build-ext` prints)."""
+    with_cuda = want_cuda() if with_cuda is None else with_cuda
+    digest = source_hash(with_cuda)
+    name = f"{OP_NAMESPACE}_{'cuda' if with_cuda else 'cpu'}_{digest}"
+    sources = [str(CSRC / s) for s in CPU_SOURCES + (CUDA_SOURCES if with_cuda else ())]
+    defines = ["-DRENDEROCC_WITH_CUDA"] if with_cuda else []
+    return {
+        "name": name,
+        "build_dir": cache_root() / name,
+        "sources": sources,
+        "cflags": CFLAGS + defines,
+        "cuda_cflags": CUDA_CFLAGS + defines,
+        "with_cuda": with_cuda,
+    }
+
+
+def _build(verbose: bool) -> Path:
+    from torch.utils import cpp_extension
+
+    spec = build_spec()
+    spec["build_dir"].mkdir(parents=True, exist_ok=True)
+    # One compile job per source at most; more only costs memory on small machines.
+    os.environ.setdefault("MAX_JOBS", str(max(1, min(len(spec["sources"]), os.cpu_count() or 1))))
+    cpp_extension.load(
+        name=spec["name"],
+        sources=spec["sources"],
+        extra_cflags=spec["cflags"],
+        extra_cuda_cflags=spec["cuda_cflags"],
+        extra_include_paths=[str(CSRC)],
+        build_directory=str(spec["build_dir"]),
+        with_cuda=spec["with_cuda"],
+        is_python_module=False,
+        verbose=verbose,
+    )
+    return spec["build_dir"] / f"{spec['name']}.so"
+
+
+def load(verbose: bool = False) -> Any:
+    """The op namespace (torch.ops.renderocc_render), building it if needed; raises ExtensionUnavailable."""
+    with _lock:
+        if "ops" in _state:
+            return _state["ops"]
+        if "error" in _state:
+            raise ExtensionUnavailable(_state["error"])
+        if os.environ.get("RENDEROCC_NO_EXT"):
+            _state["error"] = "disabled by RENDEROCC_NO_EXT"
+            raise ExtensionUnavailable(_state["error"])
+        try:
+            _state["path"] = _build(verbose)
+            import torch
+
+            _state["ops"] = getattr(torch.ops, OP_NAMESPACE)
+        except Exception as exc:  # noqa: BLE001 - any build/load failure means "fall back"
+            _state["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc) else ''}"
+            raise ExtensionUnavailable(_state["error"]) from exc
+        return _state["ops"]
+
+
+def library_path() -> Path | None:
+    """Where the loaded .so lives (None before a successful load)."""
+    return _state.get("path")
+
+
+def load_or_warn() -> Any | None:
+    """The ops, or None after warning once that the reference implementation is used instead."""
+    try:
+        return load()
+    except ExtensionUnavailable as exc:
+        if not _state.get("warned"):
+            _state["warned"] = True
+            warnings.warn(f"renderocc: renderer extension unavailable ({exc}); using the slow "
+                          "pure-PyTorch reference. Run `renderocc build-ext` to see the build log.",
+                          RuntimeWarning, stacklevel=3)
+        return None
+
+
+def find_nvcc() -> str | None:
+    """nvcc from $CUDA_HOME, torch's idea of CUDA_HOME, or PATH."""
+    import shutil
+
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    for home in (os.environ.get("CUDA_HOME"), CUDA_HOME):
+        if home and (Path(home) / "bin" / "nvcc").exists():
+            return str(Path(home) / "bin" / "nvcc")
+    return shutil.which("nvcc")
+
+
+def compile_check_cuda(out_dir: Path, arch: str = "sm_80") -> dict[str, Any]:
+    """Compile (never run) the CUDA side: the .cu with nvcc, and the bindings' CUDA glue with
+    the host compiler; then check every CUDA symbol the bindings call is defined by the .cu.
+
+    Returns {"ok", "seconds", "steps": [(command, returncode, output)]}; raises
+    ExtensionUnavailable if nvcc is absent. Needs no GPU and no CUDA build of torch.
+    """
+    import subprocess
+    import time
+
+    from torch.utils.cpp_extension import include_paths
+
+    nvcc = find_nvcc()
+    if nvcc is None:
+        raise ExtensionUnavailable("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cu_obj, cpp_obj = out_dir / "render_cuda.o", out_dir / "bindings_cuda.o"
+    torch_inc = [f"-isystem{p}" for p in include_paths()]
+    cxx = os.environ.get("CXX", "c++")
+    commands = [
+        [nvcc, "-std=c++17", "-O3", f"-arch={arch}", f"-I{CSRC}", "-c", str(CSRC / "render_cuda.cu"),
+         "-o", str(cu_obj)],
+        [cxx, "-std=c++20", "-O1", "-fPIC", "-DRENDEROCC_WITH_CUDA", f"-I{CSRC}", *torch_inc, "-c",
+         str(CSRC / "bindings.cpp"), "-o", str(cpp_obj)],
+    ]
+    start = time.perf_counter()
+    procs = [(cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+             for cmd in commands]  # independent: run side by side
+    outputs = [(cmd, proc.communicate()[0], proc.returncode) for cmd, proc in procs]
+    steps = [(" ".join(cmd), code, out.strip()) for cmd, out, code in outputs]
+    if any(code != 0 for _, code, _ in steps):
+        return {"ok": False, "seconds": time.perf_counter() - start, "steps": steps}
+    missing = _undefined_cuda_symbols(cpp_obj, cu_obj)
+    steps.append(("symbol check", int(bool(missing)), "missing: " + ", ".join(missing) if missing else "ok"))
+    return {"ok": not missing, "seconds": time.perf_counter() - start, "steps": steps}
+
+
+def _undefined_cuda_symbols(user: Path, provider: Path) -> list[str]:
+    """`*_cuda` symbols `user` needs that `provider` does not define (via nm)."""
+    needed = {s for s in _nm(user, undefined=True) if "_cuda" in s}
+    return sorted(needed - _nm(provider, undefined=False))
+
+
+def _nm(path: Path, undefined: bool) -> set[str]:
+    """Demangled symbol names (undefined ones, or defined ones) of an object file."""
+    import subprocess
+
+    args = ["nm", "-C", "--undefined-only" if undefined else "--defined-only", str(path)]
+    out = subprocess.run(args, capture_output=True, text=True).stdout
+    names = set()
+    for line in out.splitlines():
+        parts = line.split(maxsplit=2) if not undefined else line.split(maxsplit=1)
+        if len(parts) >= 2:
+            names.add(parts[-1].strip())
+    return names

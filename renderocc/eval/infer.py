@@ -1,0 +1,191 @@
+"""Running a checkpoint on store samples: inputs, occupancy grids, rendered rays, visibility.
+
+Shared by eval, predict and viz so the three agree on one thing each: how images are fed
+(the trainer's deterministic, no-augmentation path), how a class grid is decided
+(density > checkpoint threshold, else free), and how depth is rendered (metric distance along
+the ray, unstopped mass at the box exit, as the trainer's loss sees it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from renderocc.classes import FREE
+from renderocc.errors import UserError
+from renderocc.eval.rays import clip_to_box, pixel_rays
+
+
+def load_checkpoint_model(path: str, device: str = "cpu"):
+    """(model, ckpt) via the trainer's contract; a missing file is a one-line UserError."""
+    if not Path(path).is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    from renderocc.train.checkpoint import load_model
+
+    return load_model(path, device)
+
+
+def model_grid(ckpt: dict, store_grid: dict) -> dict:
+    """The grid the model predicts on (saved in the checkpoint; the store's otherwise)."""
+    g = ckpt.get("grid") or ckpt.get("config", {}).get("grid") or store_grid
+    vs = g["voxel_size"]
+    vs = [float(vs)] * 3 if isinstance(vs, int | float) else [float(v) for v in vs]
+    return {"pc_range": [float(v) for v in g["pc_range"]], "voxel_size": vs,
+            "shape": [int(s) for s in g["shape"]]}
+
+
+def model_inputs(reader, i: int, cfg: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images (1,N,3,h,w), intrinsics (1,N,3,3), cam2ego (1,N,4,4)) exactly as the trainer
+    builds them without augmentation (centre-crop fit to `data.input_size`, ImageNet norm)."""
+    from renderocc.train.dataset import MEAN, STD, augment_matrix
+
+    s = reader.sample(i)
+    raw = reader.images(i)
+    H, W = raw.shape[1], raw.shape[2]
+    w, h = (int(v) for v in cfg["data"]["input_size"])
+    A, (rw, rh), (x0, y0), _ = augment_matrix((W, H), (w, h), [1, 1], False, None)
+    x = torch.from_numpy(np.ascontiguousarray(raw)).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False,
+                      antialias=rw < W)[:, :, y0:y0 + h, x0:x0 + w]
+    x = (x - torch.from_numpy(MEAN)[:, None, None]) / torch.from_numpy(STD)[:, None, None]
+    Ks = np.stack([A @ np.asarray(s["cameras"][n]["K"], np.float64) for n in reader.cameras])
+    c2e = np.stack([np.asarray(s["cameras"][n]["cam2ego"], np.float64) for n in reader.cameras])
+    return (x[None].contiguous(), torch.from_numpy(Ks).float()[None],
+            torch.from_numpy(c2e).float()[None])
+
+
+@torch.no_grad()
+def run_model(model, reader, i: int, cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(density (X,Y,Z), logits (X,Y,Z,17)) of sample i, on the model's device, float32."""
+    dev = next(model.parameters()).device
+    imgs, K, c2e = (t.to(dev) for t in model_inputs(reader, i, cfg))
+    density, logits = model(imgs, K, c2e)
+    return density[0].float(), logits[0].float()
+
+
+def threshold_of(ckpt: dict) -> float:
+    """The checkpoint's density threshold (0.5 when a run saved none; callers report it)."""
+    thr = ckpt.get("threshold")
+    return 0.5 if thr is None else float(thr)
+
+
+def classify(density: torch.Tensor, logits: torch.Tensor, threshold: float) -> np.ndarray:
+    """uint8 class grid: argmax class where density > threshold, free (17) elsewhere."""
+    cls = logits.argmax(-1)
+    cls = torch.where(density > threshold, cls, torch.full_like(cls, FREE))
+    return cls.to(torch.uint8).cpu().numpy()
+
+
+def to_shape(grid: np.ndarray, shape) -> np.ndarray:
+    """Nearest-neighbour resample of a [x, y, z] grid to `shape` (integer factors only).
+
+    A coarser model (e.g. 0.8 m) is scored on the 0.4 m Occ3D GT by repeating each voxel,
+    which is what a consumer of its output would see.
+    """
+    shape = tuple(int(s) for s in shape)
+    if grid.shape[:3] == shape:
+        return grid
+    out = grid
+    for ax in range(3):
+        n, m = grid.shape[ax], shape[ax]
+        if m % n and n % m:
+            raise UserError(f"model grid {grid.shape[:3]} does not divide the GT grid {shape}")
+        out = np.repeat(out, m // n, axis=ax) if m >= n else out.take(np.arange(0, n, n // m), axis=ax)
+    return out
+
+
+def render(density: torch.Tensor, logits: torch.Tensor, origins: np.ndarray, dirs: np.ndarray,
+           grid: dict, step: float, chunk: int = 16384) -> dict[str, np.ndarray]:
+    """Render rays through one sample's grid: distance (with box-exit background), semantic
+    logits, opacity. Chunked so memory stays bounded whatever the backend."""
+    from renderocc.cuda import render_rays
+
+    dev = density.device
+    outs = {"depth": [], "semantics": [], "opacity": []}
+    with torch.no_grad():
+        for s in range(0, len(origins), chunk):
+            o = torch.from_numpy(origins[s:s + chunk]).float().to(dev)
+            d = torch.from_numpy(dirs[s:s + chunk]).float().to(dev)
+            b = torch.zeros(len(o), dtype=torch.int64, device=dev)
+            r = render_rays(density[None], logits[None], o, d, b, pc_range=grid["pc_range"],
+                            voxel_size=grid["voxel_size"], step=step, background_depth=True)
+            outs["depth"].append(r.depth.double().cpu().numpy())
+            outs["semantics"].append(r.semantics.float().cpu().numpy())
+            outs["opacity"].append(r.opacity.double().cpu().numpy())
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in outs.items()}
+
+
+def label_rays(reader, i: int, sample: dict, labels: dict) -> dict[str, np.ndarray]:
+    """Key-frame label rays: origins, dirs, scale (distance per metre of z), camera index."""
+    n = len(labels["depth"])
+    o, d, sc = np.zeros((n, 3)), np.zeros((n, 3)), np.ones(n)
+    cam = np.asarray(labels["camera"], np.int64)
+    for c in np.unique(cam):
+        m = cam == c
+        info = sample["cameras"][reader.cameras[int(c)]]
+        o[m], d[m], sc[m] = pixel_rays(labels["u"][m], labels["v"][m], info["K_orig"], info["cam2ego"])
+    return {"origins": o, "dirs": d, "scale": sc, "camera": cam}
+
+
+def ends_inside(origins: np.ndarray, dirs: np.ndarray, dist: np.ndarray, grid: dict) -> np.ndarray:
+    """Rays whose labelled end point lies inside the grid box: the only ones rendering can explain."""
+    end = origins + dirs * dist[:, None]
+    lo, hi = np.asarray(grid["pc_range"][:3]), np.asarray(grid["pc_range"][3:])
+    return (end > lo).all(1) & (end < hi).all(1) & (dist > 0.1)
+
+
+def image_rays(reader, sample: dict, cam: str, stride: int) -> tuple[np.ndarray, ...]:
+    """Rays through every `stride`-th pixel centre of a stored image: (origins, dirs, scale, (h, w))."""
+    W, H = reader.image_size
+    us, vs = np.meshgrid(np.arange(stride / 2 - 0.5, W, stride), np.arange(stride / 2 - 0.5, H, stride))
+    info = sample["cameras"][cam]
+    o, d, sc = pixel_rays(us.ravel(), vs.ravel(), info["K"], info["cam2ego"])
+    return o, d, sc, us.shape
+
+
+@torch.no_grad()
+def visibility(density: torch.Tensor, origins: np.ndarray, dirs: np.ndarray, grid: dict, step: float,
+               min_transmittance: float = 0.1, chunk: int = 8192) -> np.ndarray:
+    """bool grid: voxels some ray reaches with transmittance ≥ `min_transmittance`.
+
+    Marches each ray through the predicted density at `step` (trilinear at voxel centres, as the
+    renderer samples it); a sample marks its voxel observed when the transmittance *before* it is
+    still above the threshold. Voxels behind an opaque surface, or outside every camera frustum,
+    stay unobserved: "unseen", not "free".
+    """
+    dev = density.device
+    shape = torch.tensor(density.shape, device=dev)
+    lo = torch.tensor(grid["pc_range"][:3], device=dev, dtype=torch.float32)
+    hi = torch.tensor(grid["pc_range"][3:], device=dev, dtype=torch.float32)
+    vs = torch.tensor(grid["voxel_size"], device=dev, dtype=torch.float32)
+    vol = density[None, None].float()
+    seen = torch.zeros(density.numel(), dtype=torch.bool, device=dev)
+    tn_all, tf_all = clip_to_box(origins, dirs, lo.cpu().numpy(), hi.cpu().numpy())
+    for s in range(0, len(origins), chunk):
+        tn = torch.from_numpy(tn_all[s:s + chunk]).float().to(dev)
+        tf = torch.from_numpy(tf_all[s:s + chunk]).float().to(dev)
+        ok = tf > tn
+        if not ok.any():
+            continue
+        o = torch.from_numpy(origins[s:s + chunk]).float().to(dev)[ok]
+        d = torch.from_numpy(dirs[s:s + chunk]).float().to(dev)[ok]
+        tn, tf = tn[ok], tf[ok]
+        k = torch.arange(int(torch.ceil(((tf - tn).max()) / step)), device=dev, dtype=torch.float32)
+        t = tn[:, None] + (k[None] + 0.5) * step
+        valid = t < tf[:, None]
+        p = o[:, None] + t[..., None] * d[:, None]
+        u = ((p - lo) / vs - 0.5).clamp(min=torch.zeros(3, device=dev), max=(shape - 1).float())
+        g = (u / (shape - 1).clamp(min=1).float() * 2 - 1).flip(-1)  # (z, y, x) for grid_sample
+        sig = F.grid_sample(vol, g[None, None], mode="bilinear", padding_mode="border",
+                            align_corners=True)[0, 0, 0]
+        sig = torch.where(valid, sig, torch.zeros_like(sig))
+        before = torch.exp(-(torch.cumsum(sig * step, 1) - sig * step))
+        mark = valid & (before >= min_transmittance)
+        idx = torch.floor((p - lo) / vs).long()
+        idx = torch.minimum(idx.clamp(min=0), shape - 1)
+        lin = (idx[..., 0] * shape[1] + idx[..., 1]) * shape[2] + idx[..., 2]
+        seen[lin[mark]] = True
+    return seen.view(*density.shape).cpu().numpy()

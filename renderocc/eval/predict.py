@@ -1,0 +1,77 @@
+"""`renderocc predict`: Occ3D-format occupancy per sample, plus what a planner needs beyond it.
+
+`labels.npz` keeps Occ3D's layout (`semantics` uint8 [x, y, z], free = 17) at the model's grid,
+and adds `density`, `occupancy_prob` and `visibility`: free space the cameras actually saw
+is not the same as space behind a wall, and only the visibility mask tells them apart.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from renderocc.eval import infer
+from renderocc.eval.common import clean_json
+
+KEYS = {
+    "semantics": "uint8 [x, y, z] Occ3D class (0-16), 17 = free: argmax class where density > threshold",
+    "density": "float16 predicted volume density σ (1/m)",
+    "occupancy_prob": "float16 1 - exp(-σ · voxel edge): opacity of one voxel crossing, in [0, 1]",
+    "visibility": "uint8 1 where some camera pixel ray reaches the voxel with transmittance >= "
+                  "min_transmittance through the predicted density; 0 = unseen (not free)",
+}
+
+
+def predict_sample(model, reader, i: int, ckpt: dict, vis_stride: int, min_transmittance: float
+                   ) -> dict[str, np.ndarray]:
+    """The arrays of one sample's labels.npz."""
+    cfg = ckpt["config"]
+    grid = infer.model_grid(ckpt, reader.grid)
+    step = float(cfg.get("render", {}).get("step", min(grid["voxel_size"]) / 2))
+    density, logits = infer.run_model(model, reader, i, cfg)
+    s = reader.sample(i)
+    rays = [infer.image_rays(reader, s, cam, vis_stride) for cam in reader.cameras]
+    o = np.concatenate([r[0] for r in rays])
+    d = np.concatenate([r[1] for r in rays])
+    vis = infer.visibility(density, o, d, grid, step, min_transmittance)
+    dens = density.cpu().numpy()
+    return {
+        "semantics": infer.classify(density, logits, infer.threshold_of(ckpt)),
+        "density": dens.astype(np.float16),
+        "occupancy_prob": (1 - np.exp(-dens * min(grid["voxel_size"]))).astype(np.float16),
+        "visibility": vis.astype(np.uint8),
+    }
+
+
+def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], vis_stride: int,
+        min_transmittance: float, progress: bool) -> dict:
+    """Write OUT/<scene>/<token>/labels.npz for the selected samples and OUT/predict.json."""
+    from renderocc.eval.common import open_store
+    from renderocc.eval.evaluate import describe_supervision, select_samples
+
+    reader = open_store(store)
+    indices, label = select_samples(reader, split or ("all",))
+    model, ckpt = infer.load_checkpoint_model(ckpt_path)
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    seen_share = []
+    for i in tqdm(indices, desc="predict", unit="sample", disable=not progress):
+        arrays = predict_sample(model, reader, i, ckpt, vis_stride, min_transmittance)
+        s = reader.sample(i)
+        d = root / s["scene_name"] / s["sample_token"]
+        d.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(d / "labels.npz", **arrays)
+        seen_share.append(float(arrays["visibility"].mean()))
+    info = {
+        "checkpoint": str(ckpt_path), "supervision": describe_supervision(ckpt),
+        "threshold": infer.threshold_of(ckpt), "grid": infer.model_grid(ckpt, reader.grid),
+        "store": str(store), "split": label, "samples": len(indices),
+        "layout": "<scene_name>/<sample_token>/labels.npz (Occ3D gts/ layout)", "keys": KEYS,
+        "visibility": {"pixel_stride": vis_stride, "min_transmittance": min_transmittance,
+                       "mean_visible_share": float(np.mean(seen_share)) if seen_share else None},
+    }
+    (root / "predict.json").write_text(json.dumps(clean_json(info), indent=1))
+    return info

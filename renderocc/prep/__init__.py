@@ -1,0 +1,1 @@
+"""Dataset preparation: nuScenes reading, LiDAR→camera projection, adjacency, the prep command."""

@@ -1,0 +1,70 @@
+"""`renderocc prep nuscenes`: thin click wrapper over `renderocc.prep.pipeline.run`."""
+
+from __future__ import annotations
+
+import click
+
+from renderocc.errors import UserError
+
+
+def _size(value: str) -> tuple[int, int]:
+    """'HxW' (e.g. 256x704) → (W, H)."""
+    try:
+        h, w = (int(x) for x in value.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--image-size must be HxW like 256x704, got {value!r}") from None
+    if h < 8 or w < 8:
+        raise UserError(f"--image-size too small: {value}")
+    return w, h
+
+
+def _names(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@click.command("nuscenes")
+@click.option("--dataroot", required=True, help="nuScenes dataroot (holds samples/, sweeps/, <version>/).")
+@click.option("--version", "version", default="v1.0-mini", show_default=True,
+              help="Table folder, e.g. v1.0-trainval.")
+@click.option("--out", required=True, help="STORE: a local folder or an fsspec URL (file://, memory://, s3://...).")
+@click.option("--scenes", default=None, help="Comma-separated scene names (default: all).")
+@click.option("--cameras", default=None, help="Comma-separated camera channels (default: the 6 CAM_*).")
+@click.option("--image-size", default="256x704", show_default=True,
+              help="Stored image size as HEIGHTxWIDTH (scaled to cover, then cropped from the top).")
+@click.option("--adjacent", default=3, show_default=True, type=click.IntRange(0, 20),
+              help="Keep ±K same-scene neighbour keyframes per sample.")
+@click.option("--sweeps", default=0, show_default=True, type=click.IntRange(0, 30),
+              help="Also project N previous LiDAR sweeps (denser depth; no semantics).")
+@click.option("--min-depth", default=1.0, show_default=True, type=click.FloatRange(0, None, min_open=True),
+              help="Drop points nearer than this camera z (m), like the devkit.")
+@click.option("--occlusion-filter/--no-occlusion-filter", default=False, show_default=True,
+              help="Drop LiDAR points hidden from the camera by a nearer surface (parallax).")
+@click.option("--occ-gt", default=None, help="Occ3D gts/ folder (default: <dataroot>/gts if present).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Worker processes.")
+@click.option("--shard-index", default=0, show_default=True, type=int,
+              help="This job's index (the store is split by scene).")
+@click.option("--num-shards", default=1, show_default=True, type=int,
+              help="Number of jobs sharing the store.")
+@click.option("--max-samples", default=None, type=click.IntRange(1, None),
+              help="Only the first N keyframes (tests, quick looks).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, adjacent, sweeps, min_depth,
+                  occlusion_filter, occ_gt, workers, shard_index, num_shards, max_samples, progress) -> None:
+    """Project LiDAR depth (and lidarseg semantics) into every camera; write a ray store.
+
+    Reruns resume: finished shards (scenes) are skipped. Parallel jobs on many machines:
+    give each the same options plus --shard-index i --num-shards n and the same --out.
+    """
+    from renderocc.prep.pipeline import PrepOptions, run
+
+    opts = PrepOptions(dataroot=dataroot, version=version, out=out, scenes=_names(scenes),
+                       cameras=_names(cameras), image_size=_size(image_size), adjacent=adjacent,
+                       sweeps=sweeps, min_depth=min_depth, occlusion_filter=occlusion_filter, occ_gt=occ_gt,
+                       workers=workers, shard_index=shard_index, num_shards=num_shards,
+                       max_samples=max_samples, progress=progress)
+    s = run(opts, log=lambda m: click.echo(m, err=True))
+    rate = s["samples"] / s["seconds"] if s["seconds"] > 0 else 0.0
+    state = "complete" if s["complete"] else "incomplete (other shards pending)"
+    click.echo(f"wrote {s['samples']} samples, {s['rays']} rays in {s['seconds']:.1f} s "
+               f"({rate:.2f} samples/s); store {state}: {s['root']}")

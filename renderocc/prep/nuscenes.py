@@ -1,0 +1,195 @@
+"""Read a nuScenes dataroot through the devkit tables into picklable per-sample tasks.
+
+Only the main process loads the devkit; workers get small `SampleTask`s (paths + 4×4s) so a
+trainval-sized table never crosses a process boundary.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from pyquaternion import Quaternion
+
+from renderocc.classes import lidarseg_index_to_occ3d
+from renderocc.errors import UserError
+from renderocc.prep.adjacency import cam_to_key_ego, neighbour_positions
+from renderocc.store.layout import shard_name
+
+REQUIRED_TABLES = (
+    "category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose",
+    "log", "scene", "sample", "sample_data", "sample_annotation", "map",
+)
+# BEVDet/RenderOcc camera order; cameras not listed here follow, sorted.
+CAMERA_ORDER = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK",
+                "CAM_BACK_RIGHT")
+LIDAR = "LIDAR_TOP"
+
+
+@dataclass
+class LidarFrame:
+    token: str
+    path: str
+    lidar2key: np.ndarray            # LiDAR(t) → key-ego (4×4)
+    lidarseg_path: str | None = None  # keyframe with lidarseg only
+
+
+@dataclass
+class CameraTask:
+    name: str
+    token: str
+    path: str
+    timestamp: int
+    size: tuple[int, int]            # original (W, H)
+    K: np.ndarray                    # 3×3, original image
+    cam2global: np.ndarray
+    cam2ego: np.ndarray              # camera → key-ego
+
+
+@dataclass
+class SampleTask:
+    index: int
+    token: str
+    scene_name: str
+    shard: str
+    timestamp: int
+    ego_pose: np.ndarray             # key-ego → global
+    lidar2ego: np.ndarray
+    frames: list[LidarFrame]         # keyframe first, then sweeps (newest first)
+    cameras: list[CameraTask]
+    occ_gt_path: str | None = None
+    adjacent: list[dict] = field(default_factory=list)
+
+
+def pose(record: dict) -> np.ndarray:
+    """4×4 from a devkit rotation [w, x, y, z] + translation record (sensor→ego or ego→global)."""
+    T = np.eye(4)
+    T[:3, :3] = Quaternion(record["rotation"]).rotation_matrix
+    T[:3, 3] = record["translation"]
+    return T
+
+
+def load_nuscenes(dataroot: str, version: str):
+    """The devkit's NuScenes, with a one-line UserError for a missing dataroot/version/table."""
+    if not os.path.isdir(dataroot):
+        raise UserError(f"dataroot not found: {dataroot}")
+    vdir = os.path.join(dataroot, version)
+    if not os.path.isdir(vdir):
+        raise UserError(f"version folder not found: {vdir}")
+    for t in REQUIRED_TABLES:
+        if not os.path.isfile(os.path.join(vdir, f"{t}.json")):
+            raise UserError(f"nuScenes table missing: {os.path.join(vdir, t + '.json')}")
+    from nuscenes.nuscenes import NuScenes
+
+    try:
+        return NuScenes(version=version, dataroot=dataroot, verbose=False)
+    except Exception as e:  # devkit asserts / KeyErrors on inconsistent tables
+        raise UserError(f"devkit cannot load {vdir}: {type(e).__name__}: {e}".splitlines()[0]) from e
+
+
+def camera_channels(nusc, wanted: list[str] | None) -> list[str]:
+    present = sorted({s["channel"] for s in nusc.sensor if s["modality"] == "camera"})
+    if wanted:
+        unknown = [c for c in wanted if c not in present]
+        if unknown:
+            raise UserError(f"camera not in dataset: {unknown[0]} (has {', '.join(present)})")
+        return list(wanted)
+    return [c for c in CAMERA_ORDER if c in present] + [c for c in present if c not in CAMERA_ORDER]
+
+
+def has_lidarseg(nusc) -> bool:
+    return bool(getattr(nusc, "lidarseg", None))
+
+
+def label_table(nusc) -> np.ndarray:
+    return lidarseg_index_to_occ3d(nusc.category)
+
+
+def scene_samples(nusc, scene: dict) -> list[dict]:
+    out, tok = [], scene["first_sample_token"]
+    while tok:
+        s = nusc.get("sample", tok)
+        out.append(s)
+        tok = s["next"]
+    return out
+
+
+def select_scenes(nusc, names: list[str] | None) -> list[dict]:
+    by_name = {s["name"]: s for s in nusc.scene}
+    if names:
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise UserError(f"scene not in dataset: {missing[0]}")
+        return [by_name[n] for n in sorted(set(names))]
+    return [by_name[n] for n in sorted(by_name)]
+
+
+def _sweeps(nusc, lidar_sd: dict, n: int, key_pose_inv: np.ndarray) -> list[LidarFrame]:
+    out, sd = [], lidar_sd
+    for _ in range(n):
+        if not sd["prev"]:
+            break
+        sd = nusc.get("sample_data", sd["prev"])
+        T = key_pose_inv @ pose(nusc.get("ego_pose", sd["ego_pose_token"])) @ pose(
+            nusc.get("calibrated_sensor", sd["calibrated_sensor_token"]))
+        out.append(LidarFrame(sd["token"], os.path.join(nusc.dataroot, sd["filename"]), T))
+    return out
+
+
+def build_tasks(nusc, cameras: list[str], *, scenes: list[str] | None = None, sweeps: int = 0,
+                adjacent: int = 3, max_samples: int | None = None,
+                occ_gt_dir: str | None = None) -> list[SampleTask]:
+    """One task per keyframe, in store order (scenes by name, samples in time order)."""
+    seg = has_lidarseg(nusc)
+    tasks: list[SampleTask] = []
+    per_scene: list[list[int]] = []
+    for scene in select_scenes(nusc, scenes):
+        idxs = []
+        for s in scene_samples(nusc, scene):
+            if max_samples is not None and len(tasks) >= max_samples:
+                break
+            tasks.append(_task(nusc, s, scene["name"], len(tasks), cameras, seg, sweeps, occ_gt_dir))
+            idxs.append(len(tasks) - 1)
+        if idxs:
+            per_scene.append(idxs)
+    for idxs in per_scene:
+        for pos, i in enumerate(idxs):
+            key = tasks[i]
+            for off, j in neighbour_positions(len(idxs), pos, adjacent):
+                nb = tasks[idxs[j]]
+                c2g = np.stack([c.cam2global for c in nb.cameras])
+                key.adjacent.append({"offset": off, "sample_index": nb.index, "sample_token": nb.token,
+                                     "cam2ego": cam_to_key_ego(key.ego_pose, c2g)})
+    return tasks
+
+
+def _task(nusc, s: dict, scene_name: str, index: int, cameras: list[str], seg: bool, sweeps: int,
+          occ_gt_dir: str | None) -> SampleTask:
+    if LIDAR not in s["data"]:
+        raise UserError(f"sample {s['token']} has no {LIDAR} data")
+    lsd = nusc.get("sample_data", s["data"][LIDAR])
+    ego = pose(nusc.get("ego_pose", lsd["ego_pose_token"]))
+    l2e = pose(nusc.get("calibrated_sensor", lsd["calibrated_sensor_token"]))
+    ego_inv = np.linalg.inv(ego)
+    seg_path = None
+    if seg:
+        seg_path = os.path.join(nusc.dataroot, nusc.get("lidarseg", lsd["token"])["filename"])
+    frames = [LidarFrame(lsd["token"], os.path.join(nusc.dataroot, lsd["filename"]), l2e, seg_path)]
+    frames += _sweeps(nusc, lsd, sweeps, ego_inv)
+    cams = []
+    for name in cameras:
+        if name not in s["data"]:
+            raise UserError(f"sample {s['token']} has no {name} image")
+        sd = nusc.get("sample_data", s["data"][name])
+        cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        c2g = pose(nusc.get("ego_pose", sd["ego_pose_token"])) @ pose(cs)
+        cams.append(CameraTask(name, sd["token"], os.path.join(nusc.dataroot, sd["filename"]),
+                               int(sd["timestamp"]), (int(sd["width"]), int(sd["height"])),
+                               np.array(cs["camera_intrinsic"], dtype=np.float64), c2g, ego_inv @ c2g))
+    occ = None
+    if occ_gt_dir:
+        p = os.path.join(occ_gt_dir, scene_name, s["token"], "labels.npz")
+        occ = p if os.path.isfile(p) else None
+    return SampleTask(index, s["token"], scene_name, shard_name(scene_name), int(s["timestamp"]), ego, l2e,
+                      frames, cams, occ)

@@ -1,0 +1,335 @@
+"""`prep nuscenes` end to end: plan → per-sample work (in worker processes) → shards → manifest.
+
+Per sample, each LiDAR file is read once and projected into all cameras at once; each worker
+writes its samples' images straight into the Zarr store (one object per sample) and returns only
+the kept rays, so the main process just assembles one Parquet shard per scene.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from renderocc import __version__
+from renderocc.classes import IGNORE, OCC3D_CLASSES
+from renderocc.errors import UserError
+from renderocc.prep import images as imgs
+from renderocc.prep import nuscenes as nus
+from renderocc.prep.nuscenes import SampleTask
+from renderocc.prep.projection import Projected, lidar_to_cam, occlusion_mask, project, zbuffer
+from renderocc.store import fsio, layout, writer
+from renderocc.store import manifest as manifest_mod
+from renderocc.store.layout import OCC_GRID, SCHEMA_VERSION
+
+POINT_BYTES = 20  # float32 x, y, z, intensity, ring
+
+
+@dataclass
+class PrepOptions:
+    dataroot: str
+    version: str
+    out: str
+    scenes: list[str] | None = None
+    cameras: list[str] | None = None
+    image_size: tuple[int, int] = (704, 256)   # (W, H)
+    adjacent: int = 3
+    sweeps: int = 0
+    min_depth: float = 1.0
+    occlusion_filter: bool = False
+    occ_gt: str | None = None
+    workers: int = 1
+    shard_index: int = 0
+    num_shards: int = 1
+    max_samples: int | None = None
+    progress: bool = True
+
+
+# ---------------------------------------------------------------- per-sample work (workers)
+
+def load_cloud(path: str) -> np.ndarray:
+    """(N, 5) float32 from a .pcd.bin; a size that is not a multiple of 20 bytes is corrupt."""
+    if not os.path.isfile(path):
+        raise UserError(f"LiDAR file missing: {path}")
+    size = os.path.getsize(path)
+    if size % POINT_BYTES:
+        raise UserError(f"corrupt point cloud (size {size} is not a multiple of {POINT_BYTES} bytes): {path}")
+    return np.fromfile(path, dtype=np.float32).reshape(-1, 5)
+
+
+def load_lidarseg(path: str, n_points: int) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise UserError(f"lidarseg file missing: {path}")
+    lab = np.fromfile(path, dtype=np.uint8)
+    if len(lab) != n_points:
+        raise UserError(f"lidarseg {path} has {len(lab)} labels for {n_points} points")
+    return lab
+
+
+def sample_rays(task: SampleTask, sizes: np.ndarray, table: np.ndarray | None, min_depth: float,
+                occlusion: bool) -> tuple[Projected, np.ndarray]:
+    """Kept projections of the keyframe (+ sweeps) into all cameras and their Occ3D labels."""
+    c2e = np.stack([c.cam2ego for c in task.cameras])
+    K = np.stack([c.K for c in task.cameras])
+    parts, labels = [], []
+    for f, frame in enumerate(task.frames):
+        pts = load_cloud(frame.path)
+        p = project(pts, lidar_to_cam(frame.lidar2key, c2e), K, sizes, min_depth)
+        if f == 0 and frame.lidarseg_path and table is not None:
+            lab = table[load_lidarseg(frame.lidarseg_path, len(pts))][p.point]
+        else:
+            lab = np.full(len(p.point), IGNORE, np.uint8)
+        parts.append(p)
+        labels.append(lab)
+    p = Projected(*(np.concatenate([getattr(q, k) for q in parts])
+                    for k in ("cam", "point", "u", "v", "depth")))
+    lab = np.concatenate(labels)
+    if occlusion:
+        keep = np.nonzero(occlusion_mask(p, sizes))[0]
+        p, lab = p.take(keep), lab[keep]
+    idx = zbuffer(p, sizes)
+    if len(parts) > 1:   # group rows by camera (one frame's output already is)
+        idx = idx[np.argsort(p.cam[idx], kind="stable")]
+    return p.take(idx), lab[idx]
+
+
+def load_occ_gt(path: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as z:
+            occ = {a: np.asarray(z[a], np.uint8) for a in layout.OCC_GT_ARRAYS}
+    except (OSError, KeyError, ValueError) as e:
+        raise UserError(f"bad Occ3D file {path}: {e}") from e
+    shape = tuple(OCC_GRID["shape"])
+    for a, v in occ.items():
+        if v.shape != shape:
+            raise UserError(f"Occ3D {path}: {a} has shape {v.shape}, expected {shape}")
+    return occ
+
+
+_CFG: dict = {}
+
+
+def _init_worker(cfg: dict) -> None:
+    _CFG.clear()
+    _CFG.update(cfg)
+
+
+def process_sample(task: SampleTask) -> dict:
+    """All work for one keyframe; writes its images/occ into Zarr and returns its rays."""
+    cfg = _CFG
+    root, out = cfg["root"], cfg["image_size"]
+    frames = [imgs.load_resized(c.path, c.size, out) for c in task.cameras]
+    img_digest = writer.write_images(root, task.index, np.stack(frames))
+    sizes = np.array([c.size for c in task.cameras], dtype=np.float64)
+    p, lab = sample_rays(task, sizes, cfg["label_table"], cfg["min_depth"], cfg["occlusion"])
+    occ_digest = None
+    if task.occ_gt_path:
+        occ_digest = writer.write_occ_gt(root, task.index, load_occ_gt(task.occ_gt_path))
+    return {"index": task.index, "cam": p.cam, "u": p.u.astype(np.float32), "v": p.v.astype(np.float32),
+            "depth": p.depth.astype(np.float32), "label": lab, "images": img_digest, "occ": occ_digest}
+
+
+# ---------------------------------------------------------------- plan, shards, manifest
+
+def _fill_sizes(tasks: list[SampleTask]) -> None:
+    """Tables with width/height 0 (allowed by the format): read the size from the image."""
+    known: dict[str, tuple[int, int]] = {}
+    for t in tasks:
+        for c in t.cameras:
+            if c.size[0] <= 0 or c.size[1] <= 0:
+                c.size = known.get(c.name) or imgs.image_size(c.path)
+            known.setdefault(c.name, c.size)
+
+
+def make_plan(opts: PrepOptions, cameras: list[str], tasks: list[SampleTask], has_occ: bool) -> dict:
+    options = {"version": opts.version, "cameras": cameras, "image_size_wh": list(opts.image_size),
+               "adjacent": opts.adjacent, "sweeps": opts.sweeps, "min_depth": opts.min_depth,
+               "occlusion_filter": opts.occlusion_filter, "occ_gt": has_occ,
+               "scenes": sorted(opts.scenes) if opts.scenes else None, "max_samples": opts.max_samples}
+    shards = []
+    for t in tasks:
+        if not shards or shards[-1]["name"] != t.shard:
+            shards.append({"name": t.shard, "scene_name": t.scene_name, "first_sample": t.index,
+                           "num_samples": 0})
+        shards[-1]["num_samples"] += 1
+    tokens = hashlib.sha256("".join(t.token for t in tasks).encode()).hexdigest()
+    fp = hashlib.sha256(json.dumps([SCHEMA_VERSION, options, shards, tokens]).encode()).hexdigest()
+    return {"format": layout.FORMAT_NAME, "schema_version": SCHEMA_VERSION, "fingerprint": fp,
+            "options": options, "shards": shards, "num_samples": len(tasks)}
+
+
+def samples_table(tasks: list[SampleTask], out: tuple[int, int], records: dict[str, dict]) -> pa.Table:
+    rows: dict[str, list] = {f.name: [] for f in layout.SAMPLES_SCHEMA}
+    pos = {}
+    for name, rec in records.items():
+        for k in range(rec["num_samples"]):
+            pos[rec["first_sample"] + k] = (name, k, rec["ray_counts"][k], rec["has_occ_gt"][k])
+    for t in tasks:
+        shard, rg, count, has_occ = pos[t.index]
+        r = {"sample_index": t.index, "sample_token": t.token, "scene_name": t.scene_name,
+             "timestamp": t.timestamp, "lidar_token": t.frames[0].token,
+             "ego_pose": t.ego_pose.ravel(), "lidar2ego": t.lidar2ego.ravel(),
+             "cam_token": [c.token for c in t.cameras], "cam_timestamp": [c.timestamp for c in t.cameras],
+             "K": [imgs.fit(c.size, out).K(c.K).ravel() for c in t.cameras],
+             "K_orig": [c.K.ravel() for c in t.cameras], "cam2ego": [c.cam2ego.ravel() for c in t.cameras],
+             "adj_offset": [a["offset"] for a in t.adjacent],
+             "adj_sample_index": [a["sample_index"] for a in t.adjacent],
+             "adj_sample_token": [a["sample_token"] for a in t.adjacent],
+             "adj_cam2ego": [[m.ravel() for m in a["cam2ego"]] for a in t.adjacent],
+             "shard": shard, "ray_row_group": rg, "ray_count": count, "has_occ_gt": has_occ}
+        for k, v in r.items():
+            rows[k].append(v)
+    return pa.Table.from_pydict(rows, schema=layout.SAMPLES_SCHEMA)
+
+
+def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[SampleTask], plan: dict,
+                   records: dict[str, dict], samples_info: dict, occ_dir: str | None) -> dict:
+    seg = nus.has_lidarseg(nusc)
+    first = tasks[0]
+    per_cam = {}
+    for c in first.cameras:
+        f = imgs.fit(c.size, opts.image_size)
+        per_cam[c.name] = {"original_size": list(c.size), "scale": [f.scale_x, f.scale_y],
+                           "crop": list(f.crop)}
+    lid = {c["name"]: {"index": int(c["index"]), "occ3d": int(nus.label_table(nusc)[int(c["index"])])}
+           for c in nusc.category if seg and "index" in c}
+    has_occ = any(any(r["has_occ_gt"]) for r in records.values())
+    shard_keys = ("name", "scene_name", "first_sample", "num_samples", "num_rays", "rays_path",
+                  "rays_sha256", "rays_bytes", "images_sha256", "occ_gt_sha256")
+    shards = [{k: records[s["name"]][k] for k in shard_keys} for s in plan["shards"]]
+    return {
+        "format": layout.FORMAT_NAME, "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "renderocc", "version": __version__, "command": "prep nuscenes"},
+        "created": writer.now_iso(),
+        "source": {"dataset": "nuscenes", "dataroot": os.path.abspath(opts.dataroot), "version": opts.version,
+                   "lidarseg": seg, "occ_gt_dir": os.path.abspath(occ_dir) if occ_dir else None,
+                   "scenes": plan["options"]["scenes"], "max_samples": opts.max_samples},
+        "classes": {"names": OCC3D_CLASSES, "free": 17, "ignore": 255, "lidarseg_to_occ3d": lid},
+        "cameras": cameras,
+        "image": {"stored_size": list(opts.image_size), "size_order": "WH", "dtype": "uint8 RGB",
+                  "resize": "scale s=max(W/W0,H/H0) (INTER_AREA), crop centred in x and from the top in y; "
+                            "pixel centres: u' + 0.5 = s (u + 0.5) - crop",
+                  "per_camera": per_cam},
+        "grid": OCC_GRID,
+        "labels": {"lidar_channel": nus.LIDAR, "min_depth": opts.min_depth, "sweeps": opts.sweeps,
+                   "occlusion_filter": ({"cell_px": 4, "window_cells": 3, "ratio": 0.8}
+                                        if opts.occlusion_filter else None),
+                   "zbuffer": "nearest point per original-image pixel (floor(u), floor(v))",
+                   "pixels": "devkit: u, v = (K p)_xy / z in the original image; "
+                             "kept 1 < u < W-1, 1 < v < H-1",
+                   "depth": "camera z in metres (ray distance = z * |K^-1 [u, v, 1]|)"},
+        "adjacent": opts.adjacent,
+        "supervision": manifest_mod.supervision(True, seg, has_occ and all(
+            all(r["has_occ_gt"]) for r in records.values()), False),
+        "motion_masks": None,
+        "num_samples": len(tasks), "num_rays": int(sum(r["num_rays"] for r in records.values())),
+        "samples": samples_info, "shards": shards,
+    }
+
+
+def normalise_root(out: str) -> str:
+    if fsio.is_local(out):
+        return os.path.abspath(fsio.local_path(out))
+    return out.rstrip("/")
+
+
+def run(opts: PrepOptions, log=print) -> dict:
+    """Prepare (or resume) a store; returns a summary dict."""
+    t0 = time.perf_counter()
+    if opts.num_shards < 1 or not 0 <= opts.shard_index < opts.num_shards:
+        raise UserError(f"--shard-index {opts.shard_index} must be in [0, --num-shards {opts.num_shards})")
+    root = normalise_root(opts.out)
+    nusc = nus.load_nuscenes(opts.dataroot, opts.version)
+    cameras = nus.camera_channels(nusc, opts.cameras)
+    occ_dir = opts.occ_gt
+    if occ_dir and not os.path.isdir(occ_dir):
+        raise UserError(f"--occ-gt folder not found: {occ_dir}")
+    if not occ_dir and os.path.isdir(os.path.join(opts.dataroot, "gts")):
+        occ_dir = os.path.join(opts.dataroot, "gts")
+    tasks = nus.build_tasks(nusc, cameras, scenes=opts.scenes, sweeps=opts.sweeps, adjacent=opts.adjacent,
+                            max_samples=opts.max_samples, occ_gt_dir=occ_dir)
+    if not tasks:
+        raise UserError("no samples selected")
+    _fill_sizes(tasks)
+    has_occ = any(t.occ_gt_path for t in tasks)
+    plan = make_plan(opts, cameras, tasks, has_occ)
+    writer.check_or_write_plan(root, plan)
+    writer.create_arrays(root, len(tasks), len(cameras), opts.image_size, has_occ)
+
+    fp = plan["fingerprint"]
+    mine = [s for k, s in enumerate(plan["shards"]) if k % opts.num_shards == opts.shard_index]
+    todo = [s for s in mine if not writer.shard_done(root, s["name"], fp)]
+    todo_tasks = [t for s in todo for t in tasks[s["first_sample"]:s["first_sample"] + s["num_samples"]]]
+    log(f"store {root}: {len(tasks)} samples in {len(plan['shards'])} shards; this job: {len(mine)} shards, "
+        f"{len(mine) - len(todo)} already complete, {len(todo_tasks)} samples to do")
+    cfg = {"root": root, "image_size": tuple(opts.image_size), "min_depth": opts.min_depth,
+           "occlusion": opts.occlusion_filter,
+           "label_table": nus.label_table(nusc) if nus.has_lidarseg(nusc) else None}
+    workers = opts.workers
+    if workers > 1 and not fsio.is_local(root) and root.startswith("memory://"):
+        log("memory:// stores live in one process: using --workers 1")
+        workers = 1
+    rays = _run_tasks(todo_tasks, todo, tasks, cameras, cfg, workers, root, fp, opts.progress)
+    done = writer.shard_records(root)
+    complete = all(s["name"] in done and done[s["name"]].get("fingerprint") == fp for s in plan["shards"])
+    if complete and not fsio.exists(root, layout.MANIFEST):
+        records = {s["name"]: done[s["name"]] for s in plan["shards"]}
+        info = writer.write_samples(root, samples_table(tasks, opts.image_size, records))
+        writer.write_manifest(root, build_manifest(opts, nusc, cameras, tasks, plan, records, info, occ_dir))
+    dt = time.perf_counter() - t0
+    return {"root": root, "samples": len(todo_tasks), "rays": rays, "seconds": dt, "complete": complete,
+            "shards_done": len(mine) - len(todo), "shards_written": len(todo)}
+
+
+def _run_tasks(todo_tasks, todo, tasks, cameras, cfg, workers, root, fp, progress) -> int:
+    """Process samples in store order; write each shard as soon as its last sample is in."""
+    if not todo_tasks:
+        return 0
+    by_shard = {s["name"]: s for s in todo}
+    pending: dict[str, list[dict]] = {s["name"]: [] for s in todo}
+    total = 0
+    bar = tqdm(total=len(todo_tasks), unit="sample", disable=not progress, file=sys.stderr,
+               desc="prep nuscenes")
+    pool = None
+    if workers > 1:
+        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(cfg,))
+        results = pool.imap(process_sample, todo_tasks, chunksize=1)
+    else:
+        _init_worker(cfg)
+        results = map(process_sample, todo_tasks)
+    try:
+        for res in results:
+            t = tasks[res["index"]]
+            pending[t.shard].append(res)
+            bar.update(1)
+            s = by_shard[t.shard]
+            if len(pending[t.shard]) == s["num_samples"]:
+                total += _write_shard(root, s, pending.pop(t.shard), tasks, cameras, fp)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return total
+
+
+def _write_shard(root: str, s: dict, results: list[dict], tasks, cameras, fp: str) -> int:
+    results.sort(key=lambda r: r["index"])
+    tables = [writer.ray_table(tasks[r["index"]].token, cameras, r["cam"], r["u"], r["v"], r["depth"],
+                               r["label"]) for r in results]
+    stats = writer.write_ray_shard(root, s["name"], tables)
+    occ = [r["occ"] for r in results]
+    rec = {**s, **stats, "fingerprint": fp, "created": writer.now_iso(),
+           "images_sha256": writer.combine_digests([r["images"] for r in results]),
+           "occ_gt_sha256": writer.combine_digests([o or "-" for o in occ]) if any(occ) else None,
+           "ray_counts": [len(r["u"]) for r in results], "has_occ_gt": [o is not None for o in occ]}
+    writer.write_shard_record(root, s["name"], rec)
+    return stats["num_rays"]

@@ -1,0 +1,1 @@
+"""Label-coverage (data QA) report over a ray store."""

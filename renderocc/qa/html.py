@@ -1,0 +1,192 @@
+"""Render a qa.json dict as one self-contained HTML page (plots as base64 PNG, no external files).
+
+Self-contained so it can be attached to a ticket or a CI artefact and opened anywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from renderocc.classes import OCC3D_COLORS  # noqa: E402
+from renderocc.qa.report import SUMMARY_KEYS  # noqa: E402
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1200px}
+h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ccc}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;
+text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+.fail{color:#b00;font-weight:bold}.ok{color:#070}img{max-width:100%;border:1px solid #eee}
+.wide{overflow-x:auto}.note{color:#555}
+.grid{display:flex;flex-wrap:wrap;gap:1em}.grid img{max-width:560px}
+"""
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _img(uri: str, alt: str) -> str:
+    return f'<img src="{uri}" alt="{html.escape(alt)}">'
+
+
+def _bar(labels, values, title, ylabel, colors=None, log=False) -> str:
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    x = np.arange(len(labels))
+    ax.bar(x, values, color=colors, edgecolor="#444", linewidth=0.4)
+    ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=8)
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    if log and np.any(np.asarray(values, float) > 0):
+        ax.set_yscale("log")
+    return _img(_png(fig), title)
+
+
+def _class_colors(n: int):
+    return OCC3D_COLORS[:n] / 255.0
+
+
+def _table(rows: list[dict], cols: list[str] | None = None, limit: int = 200) -> str:
+    if not rows:
+        return "<p>none</p>"
+    cols = cols or list(rows[0])
+    out = ["<div class='wide'><table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"]
+    for r in rows[:limit]:
+        out.append("<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in cols) + "</tr>")
+    out.append("</table></div>")
+    if len(rows) > limit:
+        out.append(f"<p>… {len(rows) - limit} more in qa.json</p>")
+    return "".join(out)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _plots(r: dict) -> list[str]:
+    plots = []
+    h2d = r["class_histogram_2d"]
+    if sum(h2d.values()):
+        plots.append(_bar(list(h2d), list(h2d.values()), "2D semantic labels per class", "pixels",
+                          _class_colors(len(h2d)), log=True))
+    if r["class_histogram_gt"]:
+        h = r["class_histogram_gt_camera"]
+        plots.append(_bar(list(h), list(h.values()), "GT voxels per class (inside mask_camera)",
+                          "voxels", _class_colors(len(h)), log=True))
+    dh = r["depth_histogram"]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.stairs(dh["counts"], dh["edges_m"], fill=True, color="#4a7ebb")
+    ax.set_title("Depth labels (camera z)")
+    ax.set_xlabel("metres (last bin: deeper)")
+    ax.set_ylabel("pixels")
+    plots.append(_img(_png(fig), "depth histogram"))
+    pc = r["per_camera"]
+    plots.append(_bar(list(pc), [v["labelled_pixels_mean"] for v in pc.values()],
+                      "Labelled pixels per image, by camera (mean)", "pixels"))
+    lab = [im["labelled"] for im in r["images"]]
+    if lab:
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+        ax.hist(lab, bins=min(50, max(5, len(lab) // 4)), color="#6a9f58")
+        ax.axvline(r["options"]["few_labels"], color="#b00", ls="--", label="few-labels threshold")
+        ax.set_title("Labelled pixels per image")
+        ax.set_xlabel("labelled pixels")
+        ax.set_ylabel("images")
+        ax.legend()
+        plots.append(_img(_png(fig), "labelled pixels per image"))
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+        ax.hist([im["mean_luma"] for im in r["images"]], bins=32, range=(0, 255), color="#999")
+        ax.axvline(r["options"]["dark_luma"], color="#b00", ls="--", label="dark threshold")
+        ax.set_title("Mean luma per image")
+        ax.set_xlabel("luma (0–255)")
+        ax.legend()
+        plots.append(_img(_png(fig), "mean luma"))
+    if r["dynamic"]:
+        d = r["dynamic"]["per_class"]
+        plots.append(_bar(list(d), [v or 0.0 for v in d.values()],
+                          "Share of 2D labels marked dynamic, per class", "share",
+                          _class_colors(len(d))))
+        dc = r["dynamic"]["per_camera"]
+        plots.append(_bar(list(dc), [v or 0.0 for v in dc.values()],
+                          "Share of labels marked dynamic, per camera", "share"))
+    cov = r["coverage"]
+    if cov and cov["per_sample"]:
+        rows = cov["per_sample"]
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+        x = [row["sample"] for row in rows]
+        ax.plot(x, [row["voxels_crossed_key"] / row["grid_voxels"] for row in rows], ".-",
+                label="key rays")
+        ax.plot(x, [row["voxels_crossed_all"] / row["grid_voxels"] for row in rows], ".-",
+                label="key + auxiliary rays")
+        ax.set_ylim(0, None)
+        ax.set_title("Grid voxels crossed by a label ray")
+        ax.set_xlabel("sample")
+        ax.set_ylabel("share of the grid")
+        ax.legend()
+        plots.append(_img(_png(fig), "grid coverage per sample"))
+    if cov and cov["per_sample"] and "gt_occupied" in cov["per_sample"][0]:
+        rows = cov["per_sample"]
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+        x = [row["sample"] for row in rows]
+        ax.plot(x, [row["gt_occupied_crossed_key"] / max(row["gt_occupied"], 1) for row in rows],
+                ".-", label="key rays")
+        ax.plot(x, [row["gt_occupied_crossed_all"] / max(row["gt_occupied"], 1) for row in rows],
+                ".-", label="key + auxiliary rays")
+        ax.set_ylim(0, 1)
+        ax.set_title("GT occupied voxels crossed by a label ray")
+        ax.set_xlabel("sample")
+        ax.set_ylabel("share")
+        ax.legend()
+        plots.append(_img(_png(fig), "coverage per sample"))
+    return plots
+
+
+def render_html(r: dict, title: str, failures: list[str] | None = None) -> str:
+    """The full page as a string."""
+    s = r["summary"]
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+             f"</title><style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"]
+    if failures:
+        parts.append("".join(f"<p class='fail'>FAIL: {html.escape(f)}</p>" for f in failures))
+    elif failures is not None:
+        parts.append("<p class='ok'>All --fail-under thresholds met.</p>")
+    st = r["store"]
+    parts.append(f"<p>{s['samples']} samples · {s['images']} images · cameras "
+                 f"{html.escape(', '.join(st['cameras']))} · stored image size "
+                 f"{st['image_size'][0]}×{st['image_size'][1]} · Occ3D GT: "
+                 f"{'yes' if st['has_occ_gt'] else 'no'} · motion masks: "
+                 f"{'yes' if st['has_motion_masks'] else 'no'}</p>")
+    if not sum(r["class_histogram_2d"].values()):
+        parts.append("<p class='note'>No semantic labels in this store (no lidarseg): 2D class "
+                     "statistics are empty and only depth supervision is available.</p>")
+    parts.append("<h2>Summary</h2>" + _table([{"key": k, "value": v, "meaning": SUMMARY_KEYS.get(k, "")}
+                                               for k, v in s.items()]))
+    parts.append("<h2>Plots</h2><div class='grid'>" + "".join(_plots(r)) + "</div>")
+    cams = [{"camera": k, **v} for k, v in r["per_camera"].items()]
+    parts.append("<h2>Per camera</h2>" + _table(cams))
+    parts.append("<h2>Per scene</h2>" + _table(r["per_scene"]))
+    cols = ["sample", "scene", "camera", "labelled", "semantic", "mean_luma"]
+    parts.append(f"<h2>Dark images (mean luma &lt; {r['options']['dark_luma']:g})</h2>"
+                 + _table(r["dark_images"], cols))
+    parts.append(f"<h2>Images with few labels (&lt; {r['options']['few_labels']} labelled pixels)"
+                 "</h2>" + _table(r["few_label_images"], cols))
+    if r["coverage"]:
+        parts.append("<h2>Ray coverage</h2><p>" + html.escape(r["coverage"]["note"]) + "</p>")
+    parts.append("<h2>2D class histogram</h2>"
+                 + _table([{"class": k, "pixels": v} for k, v in r["class_histogram_2d"].items()]))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+

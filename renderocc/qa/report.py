@@ -1,0 +1,317 @@
+"""Label-coverage statistics of a ray store: what supervision rendering can actually give.
+
+One pass over the store collects per-image counts (labelled pixels, semantic pixels, mean luma),
+histograms (2D classes, GT voxel classes, depth), the dynamic share per class / camera, and how
+many GT voxels the key and auxiliary label rays cross on their way to their LiDAR return. The
+result is one JSON-able dict (`qa.json`); `summary` holds the scalars `--fail-under` checks.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC, OCC3D_CLASSES
+from renderocc.eval.rays import mark_crossed, pixel_rays
+
+DEPTH_EDGES = np.arange(0.0, 101.0, 1.0)  # metres; deeper labels land in the last bin
+
+# Every key of qa.json's `summary` (None when the store cannot tell): what --fail-under checks.
+SUMMARY_KEYS: dict[str, str] = {
+    "samples": "keyframes in the store",
+    "images": "camera images (samples x cameras)",
+    "labelled_pixels_per_image": "mean depth-labelled pixels per image",
+    "labelled_pixels_per_image_min": "fewest depth-labelled pixels in any image",
+    "semantic_pixels_per_image": "mean pixels with a semantic label per image",
+    "semantic_share": "share of labelled pixels that carry a semantic label",
+    "dark_images": "images with mean luma below --dark-luma",
+    "few_label_images": "images with fewer labelled pixels than --few-labels",
+    "bright_image_share": "share of images that are not dark",
+    "well_labelled_image_share": "share of images with enough labels",
+    "semantic_classes_present": "Occ3D classes 0-16 present in the 2D labels",
+    "dynamic_share": "share of labels marked dynamic (needs prep motion-masks)",
+    "aux_rays_per_sample": "static auxiliary (neighbour-frame) rays per sample",
+    "grid_voxels_crossed_share": "share of grid voxels crossed by a key or auxiliary ray",
+    "gt_occupied_crossed_share": "share of GT occupied voxels crossed by a key or auxiliary ray",
+    "gt_occupied_crossed_share_key": "the same, key-frame rays only",
+    "gt_camera_voxels_crossed_share": "share of GT mask_camera voxels crossed by a ray",
+}
+
+
+@dataclass
+class QAOptions:
+    """Thresholds that flag images, and the cost knobs of the coverage march."""
+
+    dark_luma: float = 30.0  # mean luma (0..255) below which an image is "dark"
+    few_labels: int = 100  # labelled pixels below which an image has "few labels"
+    coverage: bool = True  # march label rays through the grid
+    ray_stride: int = 1  # use every n-th label ray in the coverage march (speed)
+
+
+class _LabelCache:
+    """Small LRU over `reader.labels(i)`: auxiliary rays re-read neighbouring samples."""
+
+    def __init__(self, reader, size: int = 16):
+        self.reader, self.size, self.data = reader, size, OrderedDict()
+
+    def __call__(self, i: int) -> dict:
+        if i in self.data:
+            self.data.move_to_end(i)
+            return self.data[i]
+        lab = self.reader.labels(i)
+        self.data[i] = lab
+        if len(self.data) > self.size:
+            self.data.popitem(last=False)
+        return lab
+
+
+def _luma(images: np.ndarray) -> np.ndarray:
+    """Mean Rec.601 luma per image of uint8 (n, H, W, 3)."""
+    rgb = images.reshape(images.shape[0], -1, 3).astype(np.float64).mean(1)
+    return rgb @ np.array([0.299, 0.587, 0.114])
+
+
+def _rays_of(labels: dict, cams: dict, names: list[str], stride: int, drop_dynamic: bool):
+    """Origins, directions, lengths of the label rays of one sample's labels (ego frame given)."""
+    keep = np.isfinite(labels["depth"]) & (labels["depth"] > 0)
+    if drop_dynamic and "dynamic" in labels:
+        keep &= ~np.asarray(labels["dynamic"], bool)
+    idx = np.flatnonzero(keep)[::max(stride, 1)]
+    out = []
+    cam_idx = np.asarray(labels["camera"])[idx]
+    for c in np.unique(cam_idx):
+        name = names[int(c)]
+        if name not in cams:
+            continue
+        sel = idx[cam_idx == c]
+        K, cam2ego = cams[name]
+        o, d, scale = pixel_rays(labels["u"][sel], labels["v"][sel], K, cam2ego)
+        out.append((o, d, labels["depth"][sel].astype(np.float64) * scale))
+    if not out:
+        z = np.zeros((0, 3))
+        return z, z, np.zeros(0)
+    return (np.concatenate([a[0] for a in out]), np.concatenate([a[1] for a in out]),
+            np.concatenate([a[2] for a in out]))
+
+
+def _coverage(reader, i: int, sample: dict, labels_of, opts: QAOptions) -> dict:
+    """Voxels crossed by key rays, and by key + auxiliary (neighbour-frame) rays, for sample i."""
+    grid = reader.grid
+    names = reader.cameras
+    shape = tuple(int(s) for s in grid["shape"])
+    key_cams = {n: (c["K_orig"], c["cam2ego"]) for n, c in sample["cameras"].items()}
+    hit_key = np.zeros(shape, bool)
+    o, d, L = _rays_of(labels_of(i), key_cams, names, opts.ray_stride, drop_dynamic=False)
+    mark_crossed(hit_key, o, d, L, grid["pc_range"], grid["voxel_size"])
+    hit_all = hit_key.copy()
+    aux_rays = 0
+    for adj in sample.get("adjacent", []):
+        j = int(adj["sample_index"])
+        adj_sample = reader.sample(j)
+        cams = {n: (adj_sample["cameras"][n]["K_orig"], m) for n, m in adj["cam2ego"].items()
+                if n in adj_sample["cameras"]}
+        o, d, L = _rays_of(labels_of(j), cams, names, opts.ray_stride, drop_dynamic=True)
+        aux_rays += len(o)
+        mark_crossed(hit_all, o, d, L, grid["pc_range"], grid["voxel_size"])
+    return {"hit_key": hit_key, "hit_all": hit_all, "aux_rays": aux_rays}
+
+
+def collect(reader, opts: QAOptions | None = None, progress: bool = True) -> dict:
+    """Walk the store once and return the qa.json dict."""
+    opts = opts or QAOptions()
+    names = list(reader.cameras)
+    n_cls = NUM_SEMANTIC
+    hist2d = np.zeros(n_cls, np.int64)
+    unlabelled_sem = 0
+    dyn_cls = np.zeros(n_cls, np.int64)
+    dyn_cam = np.zeros(len(names), np.int64)
+    rows_cam = np.zeros(len(names), np.int64)
+    depth_hist = np.zeros(len(DEPTH_EDGES) - 1, np.int64)
+    gt_hist = np.zeros(n_cls + 1, np.int64)
+    gt_hist_cam = np.zeros(n_cls + 1, np.int64)
+    has_dyn = bool(getattr(reader, "has_motion_masks", False))
+    images: list[dict] = []
+    cov_rows: list[dict] = []
+    labels_of = _LabelCache(reader)
+
+    for i in tqdm(range(len(reader)), desc="qa", disable=not progress, unit="sample"):
+        s = reader.sample(i)
+        lab = labels_of(i)
+        cam = np.asarray(lab["camera"], np.int64)
+        label = np.asarray(lab["label"])
+        depth = np.asarray(lab["depth"], np.float64)
+        sem = label != IGNORE
+        dyn = np.asarray(lab["dynamic"], bool) if "dynamic" in lab else None
+        has_dyn = has_dyn or dyn is not None
+        hist2d += np.bincount(label[sem].astype(np.int64), minlength=n_cls)[:n_cls]
+        unlabelled_sem += int((~sem).sum())
+        ok = np.isfinite(depth) & (depth > 0)
+        depth_hist += np.histogram(np.minimum(depth[ok], DEPTH_EDGES[-1] - 1e-6), DEPTH_EDGES)[0]
+        n_rows = np.bincount(cam, minlength=len(names))
+        n_sem = np.bincount(cam[sem], minlength=len(names))
+        rows_cam += n_rows
+        if dyn is not None:
+            dyn_cls += np.bincount(label[sem & dyn].astype(np.int64), minlength=n_cls)[:n_cls]
+            dyn_cam += np.bincount(cam[dyn], minlength=len(names))
+        lumas = _luma(reader.images(i))
+        for c, name in enumerate(names):
+            images.append({"sample": i, "sample_token": s["sample_token"], "scene": s["scene_name"],
+                           "camera": name, "labelled": int(n_rows[c]), "semantic": int(n_sem[c]),
+                           "mean_luma": float(lumas[c])})
+        gt = reader.occ_gt(i) if getattr(reader, "has_occ_gt", False) else None
+        if gt is not None:
+            g = np.asarray(gt["semantics"]).astype(np.int64)
+            gt_hist += np.bincount(g[g <= FREE].ravel(), minlength=n_cls + 1)[:n_cls + 1]
+            mc = np.asarray(gt["mask_camera"], bool)
+            gt_hist_cam += np.bincount(g[mc & (g <= FREE)].ravel(), minlength=n_cls + 1)[:n_cls + 1]
+        if opts.coverage:
+            cov = _coverage(reader, i, s, labels_of, opts)
+            row = {"sample": i, "scene": s["scene_name"],
+                   "key_rays": int(ok.sum()), "aux_rays": cov["aux_rays"],
+                   "voxels_crossed_key": int(cov["hit_key"].sum()),
+                   "voxels_crossed_all": int(cov["hit_all"].sum()),
+                   "grid_voxels": int(cov["hit_key"].size)}
+            if gt is not None:
+                occ = (g != FREE) & (g != IGNORE)
+                row.update(gt_occupied=int(occ.sum()), gt_camera=int(mc.sum()),
+                           gt_occupied_crossed_key=int((occ & cov["hit_key"]).sum()),
+                           gt_occupied_crossed_all=int((occ & cov["hit_all"]).sum()),
+                           gt_camera_crossed_all=int((mc & cov["hit_all"]).sum()))
+            cov_rows.append(row)
+
+    return _assemble(reader, opts, names, images, cov_rows, hist2d, unlabelled_sem, depth_hist,
+                     gt_hist, gt_hist_cam, has_dyn, dyn_cls, dyn_cam, rows_cam)
+
+
+def _share(num: float, den: float) -> float | None:
+    return float(num) / float(den) if den else None
+
+
+def _assemble(reader, opts, names, images, cov_rows, hist2d, unlabelled_sem, depth_hist,
+              gt_hist, gt_hist_cam, has_dyn, dyn_cls, dyn_cam, rows_cam) -> dict:
+    """Turn the raw counts into the qa.json structure (summary, per camera, per scene, lists)."""
+    lab = np.array([r["labelled"] for r in images], np.float64)
+    sem = np.array([r["semantic"] for r in images], np.float64)
+    dark = [r for r in images if r["mean_luma"] < opts.dark_luma]
+    few = [r for r in images if r["labelled"] < opts.few_labels]
+    n_img = len(images)
+    summary: dict = {
+        "samples": len(reader), "images": n_img,
+        "labelled_pixels_per_image": float(lab.mean()) if n_img else 0.0,
+        "labelled_pixels_per_image_min": float(lab.min()) if n_img else 0.0,
+        "semantic_pixels_per_image": float(sem.mean()) if n_img else 0.0,
+        "semantic_share": _share(sem.sum(), lab.sum()),
+        "dark_images": len(dark), "few_label_images": len(few),
+        "bright_image_share": _share(n_img - len(dark), n_img),
+        "well_labelled_image_share": _share(n_img - len(few), n_img),
+        "semantic_classes_present": int((hist2d > 0).sum()),
+    }
+    summary.update({k: None for k in SUMMARY_KEYS if k not in summary})
+    if has_dyn:
+        summary["dynamic_share"] = _share(dyn_cam.sum(), rows_cam.sum())
+    coverage = None
+    if cov_rows:
+        tot = defaultdict(int)
+        for r in cov_rows:
+            for k, v in r.items():
+                if isinstance(v, int) and k != "sample":
+                    tot[k] += v
+        summary["aux_rays_per_sample"] = tot["aux_rays"] / len(cov_rows)
+        summary["grid_voxels_crossed_share"] = _share(tot["voxels_crossed_all"], tot["grid_voxels"])
+        if "gt_occupied" in tot:
+            summary["gt_occupied_crossed_share"] = _share(tot["gt_occupied_crossed_all"],
+                                                          tot["gt_occupied"])
+            summary["gt_occupied_crossed_share_key"] = _share(tot["gt_occupied_crossed_key"],
+                                                              tot["gt_occupied"])
+            summary["gt_camera_voxels_crossed_share"] = _share(tot["gt_camera_crossed_all"],
+                                                               tot["gt_camera"])
+        coverage = {"per_sample": cov_rows, "totals": dict(tot), "ray_stride": opts.ray_stride,
+                    "note": "voxels crossed by a label ray between the camera and its LiDAR return "
+                            "(end voxel included); auxiliary rays on dynamic labels are excluded"}
+    per_camera = {}
+    for c, name in enumerate(names):
+        rows = [r for r in images if r["camera"] == name]
+        lc = np.array([r["labelled"] for r in rows], np.float64)
+        per_camera[name] = {
+            "images": len(rows),
+            "labelled_pixels_mean": float(lc.mean()) if len(rows) else 0.0,
+            "labelled_pixels_min": float(lc.min()) if len(rows) else 0.0,
+            "semantic_pixels_mean": float(np.mean([r["semantic"] for r in rows])) if rows else 0.0,
+            "mean_luma": float(np.mean([r["mean_luma"] for r in rows])) if rows else 0.0,
+            "dark_images": sum(r in dark for r in rows),
+            "few_label_images": sum(r["labelled"] < opts.few_labels for r in rows),
+            "dynamic_share": _share(dyn_cam[c], rows_cam[c]) if has_dyn else None,
+        }
+    per_scene = []
+    for scene in dict.fromkeys(r["scene"] for r in images):
+        rows = [r for r in images if r["scene"] == scene]
+        cov = [r for r in cov_rows if r["scene"] == scene]
+        occ = sum(r.get("gt_occupied", 0) for r in cov)
+        per_scene.append({
+            "scene": scene, "samples": len({r["sample"] for r in rows}), "images": len(rows),
+            "labelled_pixels_per_image": float(np.mean([r["labelled"] for r in rows])),
+            "semantic_pixels_per_image": float(np.mean([r["semantic"] for r in rows])),
+            "mean_luma": float(np.mean([r["mean_luma"] for r in rows])),
+            "dark_images": sum(r["mean_luma"] < opts.dark_luma for r in rows),
+            "few_label_images": sum(r["labelled"] < opts.few_labels for r in rows),
+            "gt_occupied_crossed_share": _share(sum(r.get("gt_occupied_crossed_all", 0) for r in cov),
+                                                occ),
+        })
+    has_gt = bool(gt_hist.sum())
+    return {
+        "summary": summary,
+        "store": {"cameras": names, "image_size": list(reader.image_size), "grid": reader.grid,
+                  "has_semantics": bool(getattr(reader, "has_semantics", True)),
+                  "has_occ_gt": has_gt, "has_motion_masks": has_dyn},
+        "options": {"dark_luma": opts.dark_luma, "few_labels": opts.few_labels,
+                    "coverage": opts.coverage, "ray_stride": opts.ray_stride},
+        "class_histogram_2d": {OCC3D_CLASSES[k]: int(v) for k, v in enumerate(hist2d)},
+        "unlabelled_semantic_pixels": int(unlabelled_sem),
+        "class_histogram_gt": ({OCC3D_CLASSES[k]: int(v) for k, v in enumerate(gt_hist)}
+                               if has_gt else None),
+        "class_histogram_gt_camera": ({OCC3D_CLASSES[k]: int(v) for k, v in enumerate(gt_hist_cam)}
+                                      if has_gt else None),
+        "depth_histogram": {"edges_m": DEPTH_EDGES.tolist(), "counts": depth_hist.tolist()},
+        "dynamic": ({"per_class": {OCC3D_CLASSES[k]: _share(dyn_cls[k], hist2d[k])
+                                   for k in range(len(hist2d))},
+                     "per_camera": {n: _share(dyn_cam[c], rows_cam[c]) for c, n in enumerate(names)}}
+                    if has_dyn else None),
+        "coverage": coverage,
+        "per_camera": per_camera,
+        "per_scene": per_scene,
+        "dark_images": dark,
+        "few_label_images": few,
+        "images": images,
+    }
+
+
+def numeric_summary(report: dict) -> dict[str, float]:
+    """The summary scalars `--fail-under` can check (None values are left out)."""
+    return {k: float(v) for k, v in report["summary"].items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def unavailable_reason(key: str, report: dict) -> str:
+    """Why a known summary key has no value for this store (for one clear failure line)."""
+    if key == "dynamic_share":
+        return "the store has no motion masks (run renderocc prep motion-masks)"
+    if not report["options"]["coverage"]:
+        return "coverage was skipped (--no-coverage)"
+    if key.startswith("gt_"):
+        return "the store has no Occ3D GT"
+    return "the store has no data for it"
+
+
+def check_fail_under(report: dict, thresholds: dict[str, float]) -> list[str]:
+    """One message per threshold the report falls below; unknown keys raise KeyError."""
+    values = numeric_summary(report)
+    failures = []
+    for key, limit in thresholds.items():
+        if key not in values:
+            raise KeyError(key)
+        if values[key] < limit:
+            failures.append(f"{key} = {values[key]:.6g} is below {limit:g}")
+    return failures

@@ -1,0 +1,1 @@
+"""The ray store: Zarr images + Parquet labels + a JSON manifest (see `layout` for the layout)."""

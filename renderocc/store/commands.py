@@ -1,0 +1,63 @@
+"""`renderocc store info|validate`: look inside a ray store."""
+
+from __future__ import annotations
+
+import click
+
+from renderocc.errors import UserError
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+@click.command("info")
+@click.argument("store")
+def store_info(store: str) -> None:
+    """Print a summary of STORE (a folder or fsspec URL)."""
+    from renderocc.store import fsio, layout
+    from renderocc.store.reader import StoreReader
+
+    r = StoreReader(store)
+    m = r.manifest
+    W, H = r.image_size
+    sup = m["supervision"]
+    rays_b = sum(s["rays_bytes"] for s in m["shards"])
+    img_b = fsio.du(r.root, layout.IMAGES)
+    occ_b = fsio.du(r.root, layout.OCC_GT)
+    lines = [
+        f"store        {r.root}",
+        f"schema       {m['format']} v{m['schema_version']} "
+        f"(renderocc {m['tool']['version']}, {m['created']})",
+        f"source       {m['source']['dataset']} {m['source']['version']} at {m['source']['dataroot']}"
+        f" (lidarseg: {'yes' if m['source']['lidarseg'] else 'no'})",
+        f"samples      {len(r)} in {len(set(r.scene_names()))} scenes, {len(m['shards'])} shards",
+        f"cameras      {', '.join(r.cameras)}",
+        f"images       {H}x{W} (HxW) uint8 RGB, {_mb(img_b)}",
+        f"rays         {m['num_rays']} ({m['num_rays'] / max(len(r), 1):.0f}/sample), {_mb(rays_b)}",
+        f"labels       depth; semantics: {'yes' if sup['semantics'] else 'absent (label = 255)'}; "
+        f"sweeps {m['labels']['sweeps']}; min depth {m['labels']['min_depth']} m; occlusion filter: "
+        f"{'on' if m['labels']['occlusion_filter'] else 'off'}",
+        f"occ gt       {'yes' if r.has_occ_gt else 'no'}" + (f", {_mb(occ_b)}" if occ_b else ""),
+        f"motion masks {'yes' if r.has_motion_masks else 'no'}",
+        f"supervision  {', '.join(sup['modes']) or 'none'}",
+        f"grid         {m['grid']['shape']} voxels of {m['grid']['voxel_size'][0]} m "
+        f"over {m['grid']['pc_range']}",
+        f"adjacent     ±{m['adjacent']} keyframes (same scene)",
+    ]
+    click.echo("\n".join(lines))
+
+
+@click.command("validate")
+@click.argument("store")
+@click.option("--no-data", is_flag=True, help="Skip re-hashing images and occupancy (faster).")
+def store_validate(store: str, no_data: bool) -> None:
+    """Check STORE's manifest schema, checksums and cross-references."""
+    from renderocc.store.validate import validate
+
+    problems = validate(store, data=not no_data)
+    if problems:
+        for p in problems[:50]:
+            click.echo(p, err=True)
+        raise UserError(f"store invalid: {len(problems)} problem(s), first: {problems[0]}")
+    click.echo(f"store valid: {store}")

@@ -1,0 +1,106 @@
+"""The one place that knows the ray store's paths, column names, Arrow schemas and version.
+
+Everything else (prep writer, reader, validator, motion-mask writer) asks this module, so a
+layout change is one edit plus a `SCHEMA_VERSION` bump.
+
+    STORE/
+      manifest.json            written LAST: a store without it is incomplete
+      samples.parquet          one row per keyframe; row i is sample index i
+      rays/<shard>.parquet     one row group per sample (in sample order), shard = one scene
+      images/                  Zarr v3 array (N, n_cams, H, W, 3) uint8, chunk = one image,
+                               zarr shard = one sample (one object per sample)
+      occ_gt/{semantics,mask_lidar,mask_camera}   Zarr v3 arrays (N, 200, 200, 16) uint8
+      motion_mask/             Zarr v3 array (N, n_cams, H, W) bool (added by prep motion-masks)
+      _plan.json               the prep plan (options + sample order) shared by all jobs
+      _shards/<shard>.json     per-shard completion record, written after the shard's data
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+FORMAT_NAME = "renderocc-ray-store"
+
+MANIFEST = "manifest.json"
+SAMPLES = "samples.parquet"
+RAYS_DIR = "rays"
+IMAGES = "images"
+OCC_GT = "occ_gt"
+OCC_GT_ARRAYS = ("semantics", "mask_lidar", "mask_camera")
+MOTION_MASK = "motion_mask"
+PLAN = "_plan.json"
+SHARDS_DIR = "_shards"
+TMP_PREFIX = ".tmp-"
+
+OCC_GRID = {
+    "pc_range": [-40.0, -40.0, -1.0, 40.0, 40.0, 5.4],
+    "voxel_size": [0.4, 0.4, 0.4],
+    "shape": [200, 200, 16],
+}
+
+# Ray (label) columns. `dynamic`/`instance` are optional: added later by prep motion-masks.
+RAY_COLUMNS = ("sample_token", "camera", "u", "v", "depth", "label")
+MOTION_COLUMNS = ("dynamic", "instance")
+
+RAY_SCHEMA = pa.schema([
+    pa.field("sample_token", pa.dictionary(pa.int32(), pa.string()), nullable=False),
+    pa.field("camera", pa.dictionary(pa.int8(), pa.string()), nullable=False),
+    pa.field("u", pa.float32(), nullable=False),
+    pa.field("v", pa.float32(), nullable=False),
+    pa.field("depth", pa.float32(), nullable=False),
+    pa.field("label", pa.uint8(), nullable=False),
+], metadata={b"renderocc.schema_version": str(SCHEMA_VERSION).encode()})
+
+MOTION_FIELDS = [
+    pa.field("dynamic", pa.bool_(), nullable=False),
+    pa.field("instance", pa.int32(), nullable=False),
+]
+RAY_SCHEMA_WITH_MOTION = pa.schema(list(RAY_SCHEMA) + MOTION_FIELDS, metadata=RAY_SCHEMA.metadata)
+
+_M4 = pa.list_(pa.float64(), 16)   # row-major 4x4
+_M3 = pa.list_(pa.float64(), 9)    # row-major 3x3
+
+# One row per keyframe. Per-camera columns are lists in manifest `cameras` order;
+# adjacency columns are lists over present neighbours (offset order -K..-1, 1..K).
+SAMPLES_SCHEMA = pa.schema([
+    pa.field("sample_index", pa.int32(), nullable=False),
+    pa.field("sample_token", pa.string(), nullable=False),
+    pa.field("scene_name", pa.string(), nullable=False),
+    pa.field("timestamp", pa.int64(), nullable=False),
+    pa.field("lidar_token", pa.string(), nullable=False),
+    pa.field("ego_pose", _M4, nullable=False),                      # key-ego -> global
+    pa.field("lidar2ego", _M4, nullable=False),                     # LiDAR -> key-ego
+    pa.field("cam_token", pa.list_(pa.string()), nullable=False),  # camera sample_data tokens
+    pa.field("cam_timestamp", pa.list_(pa.int64()), nullable=False),
+    pa.field("K", pa.list_(_M3), nullable=False),                   # stored image size
+    pa.field("K_orig", pa.list_(_M3), nullable=False),              # original image size
+    pa.field("cam2ego", pa.list_(_M4), nullable=False),             # camera -> key-ego
+    pa.field("adj_offset", pa.list_(pa.int8()), nullable=False),
+    pa.field("adj_sample_index", pa.list_(pa.int32()), nullable=False),
+    pa.field("adj_sample_token", pa.list_(pa.string()), nullable=False),
+    pa.field("adj_cam2ego", pa.list_(pa.list_(_M4)), nullable=False),  # [neighbour][camera]
+    pa.field("shard", pa.string(), nullable=False),
+    pa.field("ray_row_group", pa.int32(), nullable=False),          # row group in rays/<shard>
+    pa.field("ray_count", pa.int64(), nullable=False),
+    pa.field("has_occ_gt", pa.bool_(), nullable=False),
+], metadata={b"renderocc.schema_version": str(SCHEMA_VERSION).encode()})
+
+
+def join(root: str, *parts: str) -> str:
+    """Join store-relative parts onto a root path or URL (always '/')."""
+    return "/".join([root.rstrip("/"), *parts])
+
+
+def rays_path(root: str, shard: str) -> str:
+    return join(root, RAYS_DIR, f"{shard}.parquet")
+
+
+def shard_record_path(root: str, shard: str) -> str:
+    return join(root, SHARDS_DIR, f"{shard}.json")
+
+
+def shard_name(scene_name: str) -> str:
+    """A filesystem- and URL-safe shard name for a scene."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in scene_name)
+    return safe or "scene"

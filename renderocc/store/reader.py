@@ -1,0 +1,180 @@
+"""`StoreReader`: random access to a complete ray store, one sample at a time.
+
+Cheap per sample: samples.parquet is loaded once into numpy; labels are one Parquet row group;
+images are one Zarr shard object. Safe to use from DataLoader workers (handles open lazily, per
+process).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zarr
+
+from renderocc.store import fsio, layout
+from renderocc.store import manifest as manifest_mod
+
+
+def _flat(col: pa.ChunkedArray, depth: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Values and per-level offsets of a (nested) list column."""
+    arr = col.combine_chunks()
+    offsets = []
+    for _ in range(depth):
+        if isinstance(arr, pa.FixedSizeListArray):
+            arr = arr.flatten()
+        else:
+            offsets.append(arr.offsets.to_numpy())
+            arr = arr.flatten()
+    return arr.to_numpy(zero_copy_only=False), offsets
+
+
+class StoreReader:
+    """Read a ray store written by `renderocc prep nuscenes` (see docs/ARCHITECTURE.md)."""
+
+    def __init__(self, url_or_path: str | os.PathLike):
+        root = str(url_or_path)
+        self.root = os.path.abspath(fsio.local_path(root)) if fsio.is_local(root) else root.rstrip("/")
+        self.manifest: dict = manifest_mod.load(self.root)
+        m = self.manifest
+        self.cameras: list[str] = list(m["cameras"])
+        self.image_size: tuple[int, int] = tuple(m["image"]["stored_size"])  # (W, H)
+        self.grid: dict = m["grid"]
+        sup = m["supervision"]
+        self.has_semantics: bool = bool(sup["semantics"])
+        self.has_occ_gt: bool = bool(sup["occ_gt"]) or any(s["occ_gt_sha256"] for s in m["shards"])
+        self.has_motion_masks: bool = bool(sup["motion_masks"])
+        self._load_samples()
+        self._pq: dict[str, pq.ParquetFile] = {}
+        self._arrays: dict[str, zarr.Array | None] = {}
+        self._pid = os.getpid()
+
+    # -------------------------------------------------------------- samples table
+    def _load_samples(self) -> None:
+        fs, path = fsio.fs_path(self.root, layout.SAMPLES)
+        with fs.open(path, "rb") as f:
+            t = pq.read_table(f)
+        C = len(self.cameras)
+        n = t.num_rows
+        self._tokens = t.column("sample_token").to_pylist()
+        self._scenes = t.column("scene_name").to_pylist()
+        self._timestamp = t.column("timestamp").to_numpy()
+        self._ego = _flat(t.column("ego_pose"), 1)[0].reshape(n, 4, 4)
+        self._K = _flat(t.column("K"), 2)[0].reshape(n, C, 3, 3)
+        self._K_orig = _flat(t.column("K_orig"), 2)[0].reshape(n, C, 3, 3)
+        self._cam2ego = _flat(t.column("cam2ego"), 2)[0].reshape(n, C, 4, 4)
+        self._cam_ts = _flat(t.column("cam_timestamp"), 1)[0].reshape(n, C)
+        vals, (off,) = _flat(t.column("adj_offset"), 1)
+        self._adj_off = (vals, off)
+        self._adj_idx = _flat(t.column("adj_sample_index"), 1)[0]
+        self._adj_tok = _flat(t.column("adj_sample_token"), 1)[0]
+        self._adj_c2e = _flat(t.column("adj_cam2ego"), 3)[0].reshape(-1, C, 4, 4)
+        self._shard = t.column("shard").to_pylist()
+        self._row_group = t.column("ray_row_group").to_numpy()
+        self._ray_count = t.column("ray_count").to_numpy()
+        self._has_occ = t.column("has_occ_gt").to_numpy(zero_copy_only=False)
+        self._index = {tok: i for i, tok in enumerate(self._tokens)}
+
+    def __len__(self) -> int:
+        return len(self._tokens)
+
+    def tokens(self) -> list[str]:
+        return list(self._tokens)
+
+    def scene_names(self) -> list[str]:
+        """Scene name of every sample, in sample order."""
+        return list(self._scenes)
+
+    def index_of(self, token: str) -> int:
+        return self._index[token]
+
+    def _check(self, i: int) -> int:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"sample index {i} out of range for {len(self)} samples")
+        return i % len(self)
+
+    def sample(self, i: int) -> dict:
+        """Metadata and geometry of sample i (all 4×4 float64; see ARCHITECTURE.md)."""
+        i = self._check(i)
+        vals, off = self._adj_off
+        a, b = off[i], off[i + 1]
+        adjacent = [{"offset": int(vals[k]), "sample_index": int(self._adj_idx[k]),
+                     "sample_token": str(self._adj_tok[k]),
+                     "cam2ego": {c: self._adj_c2e[k, j].copy() for j, c in enumerate(self.cameras)}}
+                    for k in range(a, b)]
+        return {
+            "sample_index": i, "sample_token": self._tokens[i], "scene_name": self._scenes[i],
+            "timestamp": int(self._timestamp[i]), "ego_pose": self._ego[i].copy(),
+            "cameras": {c: {"K": self._K[i, j].copy(), "K_orig": self._K_orig[i, j].copy(),
+                            "cam2ego": self._cam2ego[i, j].copy(), "timestamp": int(self._cam_ts[i, j])}
+                        for j, c in enumerate(self.cameras)},
+            "adjacent": adjacent,
+        }
+
+    # -------------------------------------------------------------- bulk arrays
+    def _fresh(self) -> None:
+        """Drop handles inherited through fork (DataLoader workers) so each process opens its own."""
+        if os.getpid() != self._pid:
+            self._pq.clear()
+            self._arrays.clear()
+            self._pid = os.getpid()
+
+    def _array(self, name: str) -> zarr.Array | None:
+        self._fresh()
+        if name not in self._arrays:
+            try:
+                store = fsio.zarr_store(self.root, name, read_only=True)
+                self._arrays[name] = zarr.open_array(store, mode="r")
+            except (FileNotFoundError, zarr.errors.ArrayNotFoundError, KeyError):
+                self._arrays[name] = None
+        return self._arrays[name]
+
+    def images(self, i: int) -> np.ndarray:
+        """uint8 (n_cams, H, W, 3) at the stored size, cameras in `.cameras` order."""
+        return np.asarray(self._array(layout.IMAGES)[self._check(i)])
+
+    def _parquet(self, shard: str) -> pq.ParquetFile:
+        self._fresh()
+        if shard not in self._pq:
+            fs, path = fsio.fs_path(self.root, layout.RAYS_DIR, f"{shard}.parquet")
+            self._pq[shard] = pq.ParquetFile(path if fsio.is_local(self.root) else fs.open(path, "rb"))
+        return self._pq[shard]
+
+    def labels(self, i: int) -> dict[str, np.ndarray]:
+        """Rays of sample i: camera (int16 into `.cameras`), u, v, depth, label (+ dynamic, instance)."""
+        i = self._check(i)
+        cols = list(layout.RAY_COLUMNS[1:]) + (list(layout.MOTION_COLUMNS) if self.has_motion_masks else [])
+        if self._ray_count[i] == 0:
+            t = pa.Table.from_batches([], schema=pa.schema([
+                f for f in layout.RAY_SCHEMA_WITH_MOTION if f.name in cols]))
+        else:
+            t = self._parquet(self._shard[i]).read_row_group(int(self._row_group[i]), columns=cols)
+        cam = t.column("camera").combine_chunks()
+        if isinstance(cam, pa.DictionaryArray):
+            lut = np.array([self.cameras.index(c) for c in cam.dictionary.to_pylist()] or [0], np.int16)
+            cam_idx = lut[cam.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+        else:
+            cam_idx = np.array([self.cameras.index(c) for c in cam.to_pylist()], np.int16)
+        out = {"camera": cam_idx.astype(np.int16)}
+        for c in cols[1:]:
+            out[c] = t.column(c).to_numpy(zero_copy_only=False)
+        return out
+
+    def occ_gt(self, i: int) -> dict[str, np.ndarray] | None:
+        """Occ3D GT of sample i (uint8 (200, 200, 16) each), or None."""
+        i = self._check(i)
+        if not self._has_occ[i]:
+            return None
+        return {a: np.asarray(self._array(f"{layout.OCC_GT}/{a}")[i]) for a in layout.OCC_GT_ARRAYS}
+
+    def motion_mask(self, i: int) -> np.ndarray | None:
+        """bool (n_cams, H, W) at the stored size, or None when the store has no motion masks."""
+        if not self.has_motion_masks:
+            return None
+        arr = self._array(layout.MOTION_MASK)
+        return None if arr is None else np.asarray(arr[self._check(i)], bool)
+
+    def __repr__(self) -> str:
+        return f"StoreReader({self.root!r}, {len(self)} samples, cameras={self.cameras})"

@@ -1,0 +1,252 @@
+"""Writing a ray store: plan check, Zarr arrays, ray shards, shard records, final manifest.
+
+Completion protocol (so a killed run never looks complete):
+1. `_plan.json` (options + sample order) is written once; a rerun or a second job must match it.
+2. Per shard (one scene): images/occ into Zarr, rays to a temp Parquet then renamed, and only
+   then `_shards/<shard>.json` (the shard's completion record, with checksums).
+3. When every shard has a record: `samples.parquet`, then `manifest.json` LAST. Readers open
+   only stores with a manifest.
+
+The motion-mask helpers at the bottom let `prep motion-masks` add `dynamic`/`instance` ray
+columns and a dense mask array without touching images.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zarr
+
+from renderocc.errors import UserError
+from renderocc.store import fsio, layout
+from renderocc.store import manifest as manifest_mod
+
+PARQUET_OPTS = dict(compression="zstd", use_dictionary=["sample_token", "camera"],
+                    use_byte_stream_split=["u", "v", "depth"], write_statistics=False)
+
+_ARRAYS: dict[tuple[str, str], zarr.Array] = {}
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def combine_digests(digests: Sequence[str]) -> str:
+    return hashlib.sha256("".join(digests).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- plan and shard records
+
+def check_or_write_plan(root: str, plan: dict) -> None:
+    """Refuse a store made by another schema version or other options; else record the plan."""
+    for name in (layout.MANIFEST, layout.PLAN):
+        if fsio.exists(root, name):
+            try:
+                old = fsio.read_json(root, name)
+            except ValueError as e:
+                raise UserError(f"{fsio.fs_path(root, name)[1]} is not valid JSON") from e
+            manifest_mod.check_version(old, f"existing store {root}")
+            if name == layout.PLAN and old.get("fingerprint") != plan["fingerprint"]:
+                raise UserError(f"existing store {root} was prepared with other options or samples "
+                                f"({_diff(old.get('options', {}), plan['options'])}); use a new --out")
+    if not fsio.exists(root, layout.PLAN):
+        fsio.write_json_atomic(plan, root, layout.PLAN)
+
+
+def _diff(a: dict, b: dict) -> str:
+    keys = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return ", ".join(f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys[:3]) or "sample list differs"
+
+
+def shard_records(root: str) -> dict[str, dict]:
+    out = {}
+    for name in fsio.listdir_names(root, layout.SHARDS_DIR):
+        if name.endswith(".json") and not name.startswith(layout.TMP_PREFIX):
+            out[name[:-5]] = fsio.read_json(root, layout.SHARDS_DIR, name)
+    return out
+
+
+def shard_done(root: str, shard: str, fingerprint: str) -> bool:
+    if not fsio.exists(root, layout.SHARDS_DIR, f"{shard}.json"):
+        return False
+    return fsio.read_json(root, layout.SHARDS_DIR, f"{shard}.json").get("fingerprint") == fingerprint
+
+
+def write_shard_record(root: str, shard: str, record: dict) -> None:
+    fsio.write_json_atomic(record, root, layout.SHARDS_DIR, f"{shard}.json")
+
+
+# ---------------------------------------------------------------- Zarr arrays
+
+def _create(root: str, name: str, shape: tuple, chunks: tuple, shards: tuple | None, dtype: str,
+            dims: tuple[str, ...]) -> zarr.Array:
+    store = fsio.zarr_store(root, name, read_only=False)
+    try:
+        return zarr.create_array(store, shape=shape, chunks=chunks, shards=shards, dtype=dtype,
+                                 fill_value=0, dimension_names=dims, overwrite=False)
+    except zarr.errors.ContainsArrayError:
+        arr = zarr.open_array(store, mode="r+")
+        if arr.shape != shape or arr.dtype != np.dtype(dtype):
+            raise UserError(f"existing array {name} in {root} has shape {arr.shape}, "
+                            f"expected {shape}") from None
+        return arr
+
+
+def create_arrays(root: str, n: int, n_cams: int, size_wh: tuple[int, int], occ_gt: bool) -> None:
+    """Create (or reopen, for a rerun or a parallel job) the store's Zarr arrays."""
+    W, H = size_wh
+    _create(root, layout.IMAGES, (n, n_cams, H, W, 3), (1, 1, H, W, 3), (1, n_cams, H, W, 3), "uint8",
+            ("sample", "camera", "y", "x", "rgb"))
+    if occ_gt:
+        X, Y, Z = layout.OCC_GRID["shape"]
+        for a in layout.OCC_GT_ARRAYS:
+            _create(root, f"{layout.OCC_GT}/{a}", (n, X, Y, Z), (1, X, Y, Z), None, "uint8",
+                    ("sample", "x", "y", "z"))
+
+
+def array(root: str, name: str) -> zarr.Array:
+    """A cached writable handle (one per process: workers write their samples directly)."""
+    key = (root, name)
+    if key not in _ARRAYS:
+        _ARRAYS[key] = zarr.open_array(fsio.zarr_store(root, name, read_only=False), mode="r+")
+    return _ARRAYS[key]
+
+
+def write_images(root: str, index: int, images: np.ndarray) -> str:
+    """Write one sample's (n_cams, H, W, 3) images (one Zarr shard object); return their digest."""
+    array(root, layout.IMAGES)[index] = images
+    return digest(images)
+
+
+def write_occ_gt(root: str, index: int, occ: dict[str, np.ndarray]) -> str:
+    for a in layout.OCC_GT_ARRAYS:
+        array(root, f"{layout.OCC_GT}/{a}")[index] = occ[a]
+    return digest(*(occ[a] for a in layout.OCC_GT_ARRAYS))
+
+
+# ---------------------------------------------------------------- rays
+
+def ray_table(sample_token: str, cameras: list[str], cam: np.ndarray, u: np.ndarray, v: np.ndarray,
+              depth: np.ndarray, label: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> pa.Table:
+    """One sample's rays as a table of `layout.RAY_SCHEMA` (+ motion columns when given)."""
+    n = len(u)
+    cols = [
+        pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([sample_token])),
+        pa.DictionaryArray.from_arrays(pa.array(np.asarray(cam, np.int8)), pa.array(cameras)),
+        pa.array(np.asarray(u, np.float32)), pa.array(np.asarray(v, np.float32)),
+        pa.array(np.asarray(depth, np.float32)), pa.array(np.asarray(label, np.uint8)),
+    ]
+    schema = layout.RAY_SCHEMA
+    if extra:
+        schema = layout.RAY_SCHEMA_WITH_MOTION
+        cols += [pa.array(np.asarray(extra["dynamic"], bool)),
+                 pa.array(np.asarray(extra["instance"], np.int32))]
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def write_ray_shard(root: str, shard: str, tables: list[pa.Table]) -> dict:
+    """Write rays/<shard>.parquet, one row group per sample, via a temp name; return its stats."""
+    fs, path = fsio.fs_path(root, layout.RAYS_DIR, f"{shard}.parquet")
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    tmp = fsio.tmp_name(path)
+    schema = tables[0].schema if tables else layout.RAY_SCHEMA
+    with fs.open(tmp, "wb") as f, pq.ParquetWriter(f, schema, **PARQUET_OPTS) as w:
+        for t in tables:
+            w.write_table(t, row_group_size=max(len(t), 1))
+    fsio.move_into_place(fs, tmp, path)
+    return {"rays_path": f"{layout.RAYS_DIR}/{shard}.parquet",
+            "rays_sha256": fsio.sha256_file(root, layout.RAYS_DIR, f"{shard}.parquet"),
+            "rays_bytes": fsio.size(root, layout.RAYS_DIR, f"{shard}.parquet"),
+            "num_rays": int(sum(len(t) for t in tables))}
+
+
+# ---------------------------------------------------------------- finalisation
+
+def write_samples(root: str, table: pa.Table) -> dict:
+    fs, path = fsio.fs_path(root, layout.SAMPLES)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    tmp = fsio.tmp_name(path)
+    with fs.open(tmp, "wb") as f:
+        pq.write_table(table.cast(layout.SAMPLES_SCHEMA), f, compression="zstd")
+    fsio.move_into_place(fs, tmp, path)
+    return {"path": layout.SAMPLES, "rows": table.num_rows, "sha256": fsio.sha256_file(root, layout.SAMPLES)}
+
+
+def write_manifest(root: str, manifest: dict) -> None:
+    """Validate against the JSON Schema, then write manifest.json (always the last write)."""
+    errs = manifest_mod.schema_errors(manifest)
+    if errs:
+        raise RuntimeError(f"internal error, manifest invalid: {errs[0]}")
+    fsio.write_json_atomic(manifest, root, layout.MANIFEST)
+
+
+# ---------------------------------------------------------------- motion masks (prep motion-masks)
+
+def create_motion_mask_array(root: str) -> zarr.Array:
+    """Create the dense (N, n_cams, H, W) bool mask array beside the images (same chunking)."""
+    img = zarr.open_array(fsio.zarr_store(root, layout.IMAGES, read_only=True), mode="r")
+    n, c, H, W, _ = img.shape
+    return _create(root, layout.MOTION_MASK, (n, c, H, W), (1, 1, H, W), (1, c, H, W), "bool",
+                   ("sample", "camera", "y", "x"))
+
+
+def write_motion_mask(root: str, index: int, mask: np.ndarray) -> str:
+    """Write one sample's (n_cams, H, W) bool mask (stored image size); return its digest."""
+    array(root, layout.MOTION_MASK)[index] = mask
+    return digest(mask.astype(bool))
+
+
+def add_ray_columns(root: str, shard: str, dynamic: Sequence[np.ndarray],
+                    instance: Sequence[np.ndarray]) -> dict:
+    """Rewrite rays/<shard>.parquet with `dynamic` (bool) and `instance` (int32) columns.
+
+    One array per row group (= per sample of the shard, in order), each as long as that row
+    group. Rays are small, so the shard is rewritten (temp name, then rename); images are not
+    touched. Returns the new `rays_sha256`/`rays_bytes`/`num_rays` for `commit_motion_masks`.
+    """
+    fs, path = fsio.fs_path(root, layout.RAYS_DIR, f"{shard}.parquet")
+    with fs.open(path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        if pf.num_row_groups != len(dynamic) or len(dynamic) != len(instance):
+            raise ValueError(f"{shard}: {pf.num_row_groups} row groups, got {len(dynamic)} mask arrays")
+        tables = []
+        for g in range(pf.num_row_groups):
+            t = pf.read_row_group(g, columns=list(layout.RAY_COLUMNS))
+            if len(dynamic[g]) != len(t) or len(instance[g]) != len(t):
+                raise ValueError(f"{shard} row group {g}: {len(t)} rays, mask arrays differ in length")
+            cols = {c: t.column(c) for c in layout.RAY_COLUMNS}
+            cols["dynamic"] = pa.array(np.asarray(dynamic[g], bool))
+            cols["instance"] = pa.array(np.asarray(instance[g], np.int32))
+            tables.append(pa.Table.from_pydict(cols, schema=layout.RAY_SCHEMA_WITH_MOTION))
+    return write_ray_shard(root, shard, tables)
+
+
+def commit_motion_masks(root: str, info: dict, shard_updates: dict[str, dict],
+                        mask_digests: dict[str, str] | None = None) -> dict:
+    """Record motion masks in the manifest (written last): method `info`, new ray checksums.
+
+    `shard_updates` maps shard name → the dict `add_ray_columns` returned; `mask_digests` maps
+    shard name → `combine_digests` of its samples' `write_motion_mask` digests.
+    """
+    m = manifest_mod.load(root)
+    for s in m["shards"]:
+        if s["name"] in shard_updates:
+            s.update(shard_updates[s["name"]])
+        if mask_digests and s["name"] in mask_digests:
+            s["motion_mask_sha256"] = mask_digests[s["name"]]
+    m["motion_masks"] = {**info, "created": now_iso()}
+    m["supervision"]["motion_masks"] = True
+    write_manifest(root, m)
+    return m

@@ -1,0 +1,176 @@
+"""Vectorised ray casting of a ray grid (camera pixels or LiDAR beams) against analytic primitives.
+
+Instead of testing every ray against every primitive, each primitive is tested only against the
+window of the grid its bounding box covers (a screen-space rectangle for a camera, a ring x
+azimuth range for the LiDAR), with a z-buffer. Cost is the covered area, not rays x primitives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from renderocc.synth.world import BOX, CYLINDER, SPHERE, Prims
+
+Window = tuple[int, int, int, int]  # rows [r0, r1), cols [c0, c1)
+
+
+class RayGrid(Protocol):
+    """A set of rays from one origin, arranged as an (H, W) grid in the sensor frame."""
+
+    dirs: np.ndarray  # (H, W, 3) float32 unit directions, sensor frame
+
+    def windows(self, corners: np.ndarray, t_max: float) -> list[list[Window]]:
+        """Grid windows covered by each primitive's 8 bounding-box corners (M, 8, 3), sensor frame."""
+        ...
+
+
+@dataclass
+class Hits:
+    """Per-ray nearest hit: distance (inf = none), primitive (-1 ground, -2 nothing), normal."""
+
+    t: np.ndarray
+    pid: np.ndarray
+    normal: np.ndarray
+    points: np.ndarray  # (H, W, 3) float32 hit points in the scene-local frame (origin + t d)
+    dirs: np.ndarray  # (H, W, 3) unit directions in the scene-local frame
+    origin: np.ndarray
+    seen: np.ndarray | None = None  # per object: pixels hit when ignoring occluders
+
+
+def _box(o, dx, dy, dz, centre, half, yaw):
+    c, s = np.cos(yaw), np.sin(yaw)
+    rx, ry, rz = o - centre
+    ol = (c * rx + s * ry, -s * rx + c * ry, rz)
+    dl = (c * dx + s * dy, -s * dx + c * dy, dz) if yaw != 0.0 else (dx, dy, dz)
+    tn = tf = None
+    for a in range(3):
+        inv = 1.0 / dl[a]
+        ta, tb = (-half[a] - ol[a]) * inv, (half[a] - ol[a]) * inv
+        lo, hi = np.minimum(ta, tb), np.maximum(ta, tb)
+        tn = lo if tn is None else np.maximum(tn, lo)
+        tf = hi if tf is None else np.minimum(tf, hi)
+    return np.where((tn <= tf) & (tn > 1e-3), tn, np.inf)
+
+
+def _cylinder(o, dx, dy, dz, centre, half):
+    r, hz = half[0], half[2]
+    ox, oy, oz = o - centre
+    a = dx * dx + dy * dy
+    b = 2 * (ox * dx + oy * dy)
+    cc = ox * ox + oy * oy - r * r
+    disc = b * b - 4 * a * cc
+    ts = (-b - np.sqrt(np.maximum(disc, 0))) / (2 * a)
+    t = np.where((disc >= 0) & (ts > 1e-3) & (np.abs(oz + ts * dz) <= hz), ts, np.inf)
+    if abs(oz) > hz:
+        tc = (np.sign(oz) * hz - oz) / dz
+        xc, yc = ox + tc * dx, oy + tc * dy
+        t = np.where((tc > 1e-3) & (xc * xc + yc * yc <= r * r) & (tc < t), tc, t)
+    return t
+
+
+def _sphere(o, dx, dy, dz, centre, half):
+    r = half[0]
+    ox, oy, oz = o - centre
+    b = dx * ox + dy * oy + dz * oz
+    disc = b * b - (ox * ox + oy * oy + oz * oz - r * r)
+    t = -b - np.sqrt(np.maximum(disc, 0))
+    return np.where((disc >= 0) & (t > 1e-3), t, np.inf)
+
+
+def intersect(prims: Prims, i: int, o: np.ndarray, dx, dy, dz) -> np.ndarray:
+    """Distance (inf = miss) of rays o + t d (d given per component) to primitive i."""
+    k = prims.kind[i]
+    if k == BOX:
+        return _box(o, dx, dy, dz, prims.centre[i], prims.half[i], prims.yaw[i])
+    if k == CYLINDER:
+        return _cylinder(o, dx, dy, dz, prims.centre[i], prims.half[i])
+    return _sphere(o, dx, dy, dz, prims.centre[i], prims.half[i])
+
+
+def normals(prims: Prims, pid: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Outward unit normals (N, 3) at surface points of primitives pid (N,), all >= 0."""
+    c = prims.centre[pid].astype(np.float32)
+    h = prims.half[pid].astype(np.float32)
+    yaw = prims.yaw[pid].astype(np.float32)
+    kind = prims.kind[pid]
+    rel = points - c
+    cs, sn = np.cos(yaw), np.sin(yaw)
+    lx, ly = cs * rel[:, 0] + sn * rel[:, 1], -sn * rel[:, 0] + cs * rel[:, 1]
+    lz = rel[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        qx, qy, qz = np.abs(lx) / h[:, 0], np.abs(ly) / h[:, 1], np.abs(lz) / h[:, 2]
+        box = kind == BOX
+        ax = box & (qx >= qy) & (qx >= qz)
+        ay = box & ~ax & (qy >= qz)
+        nlx = np.where(ax, np.sign(lx), 0.0)
+        nly = np.where(ay, np.sign(ly), 0.0)
+        nlz = np.where(box & ~ax & ~ay, np.sign(lz), 0.0)
+        n = np.stack([cs * nlx - sn * nly, sn * nlx + cs * nly, nlz], 1)
+        cyl = kind == CYLINDER
+        radial = np.hypot(rel[:, 0], rel[:, 1]) / h[:, 0]
+        side = cyl & (radial >= qz)
+        cap = cyl & ~side
+        rad = np.maximum(radial * h[:, 0], 1e-6)
+        n[side, 0] = rel[side, 0] / rad[side]
+        n[side, 1] = rel[side, 1] / rad[side]
+        n[side, 2] = 0.0
+        n[cap, 0] = 0.0
+        n[cap, 1] = 0.0
+        n[cap, 2] = np.sign(lz[cap])
+        sph = kind == SPHERE
+        n[sph] = rel[sph] / h[sph, :1]
+    return n.astype(np.float32)
+
+
+def box_corners(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """(M, 8, 3) corners of axis-aligned boxes."""
+    sel = np.array([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)], bool)
+    return np.where(sel[None], hi[:, None], lo[:, None])
+
+
+def cast(grid: RayGrid, sensor_to_local: np.ndarray, prims: Prims, t_max: float,
+         count_seen: bool = False) -> Hits:
+    """Nearest hit of every ray of `grid` (posed by `sensor_to_local`) against ground + `prims`."""
+    rot, o = sensor_to_local[:3, :3], sensor_to_local[:3, 3].astype(np.float64)
+    h, w, _ = grid.dirs.shape
+    dirs = (grid.dirs.reshape(-1, 3) @ rot.T.astype(np.float32)).reshape(h, w, 3)
+    dx, dy, dz = (np.ascontiguousarray(dirs[..., a]) for a in range(3))
+    t = np.full((h, w), t_max, np.float32)
+    pid = np.full((h, w), -2, np.int32)
+    if o[2] > 0:  # the ground plane z = 0
+        with np.errstate(divide="ignore"):
+            tg = np.where(dz < -1e-6, -o[2] / dz, np.inf)
+        g = tg < t_max
+        t[g], pid[g] = tg[g], -1
+    lo, hi = prims.bounds()
+    corners = (box_corners(lo, hi) - o) @ rot  # sensor frame
+    n_obj = int(prims.obj.max()) + 1 if len(prims) else 0
+    seen = np.zeros(n_obj, np.int64) if count_seen else None
+    last = np.full((h, w), -1, np.int32) if count_seen else None
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for i, wins in enumerate(grid.windows(corners, t_max)):
+            for r0, r1, c0, c1 in wins:
+                ti = intersect(prims, i, o, dx[r0:r1, c0:c1], dy[r0:r1, c0:c1], dz[r0:r1, c0:c1])
+                zb = t[r0:r1, c0:c1]
+                k = prims.obj[i]
+                if seen is not None and k >= 0:
+                    hit = ti < t_max
+                    lw = last[r0:r1, c0:c1]
+                    seen[k] += int(np.count_nonzero(hit & (lw != k)))
+                    lw[hit] = k
+                better = ti < zb
+                if better.any():
+                    zb[better] = ti[better]
+                    pid[r0:r1, c0:c1][better] = i
+    t[pid == -2] = np.inf
+    with np.errstate(invalid="ignore"):
+        points = o.astype(np.float32) + t[..., None] * dirs
+    normal = np.zeros((h, w, 3), np.float32)
+    normal[..., 2] = 1.0
+    obj = pid >= 0
+    if obj.any():
+        normal[obj] = normals(prims, pid[obj], points[obj])
+    return Hits(t, pid, normal, points, dirs, o, seen)

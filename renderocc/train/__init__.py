@@ -1,0 +1,1 @@
+"""Training: store-backed dataset, losses, the trainer loop, checkpoints and the `train` command."""

@@ -1,0 +1,38 @@
+"""`renderocc train`: parse options, load the config, call the trainer. Nothing else."""
+
+from __future__ import annotations
+
+import click
+
+from renderocc.errors import UserError
+
+
+@click.command("train")
+@click.option("--store", required=True, help="Ray store (path or URL) written by `renderocc prep nuscenes`.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--config", "config", default="demo", show_default=True,
+              help="TOML file, or a shipped config: demo | occ3d.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value, e.g. --set data.rays=8192 --set optim.lr=1e-3.")
+@click.option("--max-steps", type=int, default=None, help="Train this many steps (sets train.max_steps).")
+@click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (same loss curve).")
+@click.option("--pretrained", type=click.Path(dir_okay=False), default=None,
+              help="state_dict file for the image encoder (torchvision ResNet names); nothing is downloaded.")
+def train(store: str, out: str, config: str, overrides: tuple[str, ...], max_steps: int | None, resume: bool,
+          pretrained: str | None) -> None:
+    """Train occupancy from a ray store (2D rendering supervision; 3D optional).
+
+    \b
+    Single process:  renderocc train --store S --out RUN --config demo
+    DDP (CPU/GPU):   torchrun --nproc_per_node 2 -m renderocc.cli train --store S --out RUN
+    Outputs: RUN/last.pt, RUN/metrics.jsonl, RUN/metrics.csv, RUN/tb/ (TensorBoard), RUN/config.json
+    """
+    from renderocc.train.config import load_config
+    from renderocc.train.trainer import train as run
+
+    cfg = load_config(config, overrides)
+    if max_steps is not None:
+        if max_steps < 1:
+            raise UserError("--max-steps must be ≥ 1")
+        cfg["train"]["max_steps"] = max_steps
+    run(store, out, cfg, resume=resume, pretrained=pretrained)

@@ -1,0 +1,329 @@
+"""Training samples read straight from the ray store: images, intrinsics, poses and label rays.
+
+Rays live in the LiDAR-keyframe ego frame (the grid frame): origin = camera centre from
+cam2ego, direction = R·K_orig⁻¹[u, v, 1] normalised, target = z·‖K_orig⁻¹[u, v, 1]‖, i.e. the
+metric distance along the ray that the renderer returns. Auxiliary rays come from the ±K
+adjacent keyframes via the stored neighbour-camera→key-ego transforms; their `dynamic` labels
+are dropped and missing neighbours simply contribute nothing.
+
+All randomness of an item comes from `(seed, epoch, index)`, so workers, resume and DDP see
+the same sample whatever process draws it — that is what makes `--resume` exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.utils.data import Dataset, Sampler
+
+from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC
+from renderocc.errors import UserError
+
+MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
+STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+
+
+def label_rays(labels: dict, K_orig: dict[int, np.ndarray], cam2ego: dict[int, np.ndarray]
+               ) -> dict[str, np.ndarray]:
+    """Label table → rays (origin, unit dir, distance) in the frame `cam2ego` maps into."""
+    cam = labels["camera"].astype(np.int64)
+    n = len(cam)
+    origins = np.zeros((n, 3), np.float64)
+    dirs = np.zeros((n, 3), np.float64)
+    scale = np.zeros(n, np.float64)
+    uv1 = np.stack([labels["u"], labels["v"], np.ones(n, np.float32)], -1).astype(np.float64)
+    for c in np.unique(cam):
+        m = cam == c
+        v = uv1[m] @ np.linalg.inv(K_orig[c]).T          # camera frame, z = 1
+        s = np.linalg.norm(v, axis=1)
+        dirs[m] = (v / s[:, None]) @ cam2ego[c][:3, :3].T
+        origins[m] = cam2ego[c][:3, 3]
+        scale[m] = s
+    return {"origins": origins, "dirs": dirs, "dist": labels["depth"].astype(np.float64) * scale}
+
+
+def weighted_sample(weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k indices without replacement, P ∝ weight (Efraimidis–Spirakis keys, O(n))."""
+    if k >= len(weights):
+        return np.arange(len(weights))
+    keys = np.log(rng.random(len(weights))) / np.maximum(weights, 1e-12)
+    return np.argpartition(-keys, k)[:k]
+
+
+def augment_matrix(stored_wh: tuple[int, int], input_wh: tuple[int, int], scale_range, flip: bool,
+                   rng: np.random.Generator | None) -> tuple[np.ndarray, tuple, tuple, bool]:
+    """Pixel affine A (new = A·old), resized size, crop offset and flip of one augmentation.
+
+    Pixel centres sit at integer coordinates; resizing with align_corners=False maps
+    u → (u + 0.5)·s − 0.5, so K_new = A·K keeps projection exact. rng=None: no randomness.
+    """
+    (W, H), (w, h) = stored_wh, input_wh
+    base = max(w / W, h / H)  # fill the input, crop the excess
+    s = base * (rng.uniform(*scale_range) if rng is not None else 1.0)
+    rw, rh = max(w, round(W * s)), max(h, round(H * s))
+    sx, sy = rw / W, rh / H
+    x0 = int(rng.integers(0, rw - w + 1)) if rng is not None else (rw - w) // 2
+    y0 = rh - h if rng is None else int(rng.integers(max(0, (rh - h) // 2), rh - h + 1))  # keep the bottom
+    do_flip = bool(flip and rng is not None and rng.random() < 0.5)
+    A = np.array([[sx, 0, 0.5 * sx - 0.5 - x0], [0, sy, 0.5 * sy - 0.5 - y0], [0, 0, 1]], np.float64)
+    if do_flip:
+        A = np.array([[-1, 0, w - 1], [0, 1, 0], [0, 0, 1]], np.float64) @ A
+    return A, (rw, rh), (x0, y0), do_flip
+
+
+class RayDataset(Dataset):
+    """Items are `(epoch, sample_index)` pairs (see EpochSampler); returns a dict of tensors."""
+
+    def __init__(self, reader, cfg: dict, indices: list[int] | None = None, train: bool = True):
+        self.reader = reader
+        self.cfg = cfg
+        d = cfg["data"]
+        self.train = train
+        self.indices = list(range(len(reader))) if indices is None else list(indices)
+        self.seed = int(cfg.get("seed", 0))
+        self.input_wh = tuple(int(v) for v in d["input_size"])
+        self.rays = int(d["rays"])
+        self.grid = cfg["grid"]
+        self.sup = cfg.get("supervision", "2d")
+        self.aux = int(d.get("aux_frames", 0))
+        if self.aux and not reader.has_motion_masks and d.get("aux_without_motion_masks", "drop") == "drop":
+            self.aux = 0  # no `dynamic` flags: moving objects would smear; say so in the trainer
+        mcfg = cfg["model"]
+        self.depth_bins = mcfg["depth_bins"]
+        self.want_depth = float(cfg["loss"].get("lss_depth", 0)) > 0
+        if self.sup in ("3d", "mixed") and not reader.has_occ_gt:
+            raise UserError(f"supervision {self.sup!r} needs dense 3D labels, but the store has no occ_gt "
+                            "(use 2d or lidar-sparse)")
+        if self.sup in ("lidar-sparse",) and not reader.has_semantics:
+            raise UserError("supervision 'lidar-sparse' needs semantic labels (lidarseg), the store has none")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key) -> dict:
+        epoch, i = key if isinstance(key, tuple) else (0, key)
+        rng = np.random.default_rng([self.seed, int(epoch), int(i)]) if self.train else None
+        r = self.reader
+        s = r.sample(i)
+        names = r.cameras
+        out = {"index": torch.tensor(i)}
+        img, K = self._images(i, s, rng)
+        out["images"], out["intrinsics"] = img, torch.from_numpy(K).float()
+        c2e = np.stack([np.asarray(s["cameras"][n]["cam2ego"], np.float64) for n in names])
+        out["cam2ego"] = torch.from_numpy(c2e).float()
+        K_orig = {c: np.asarray(s["cameras"][n]["K_orig"], np.float64) for c, n in enumerate(names)}
+        key_labels = r.labels(i)
+        key = label_rays(key_labels, K_orig, dict(enumerate(c2e)))
+        key["label"] = key_labels["label"].astype(np.int64)
+        frames = [(key, 1.0)]
+        for adj in s.get("adjacent", [])[: 2 * self.aux] if self.aux else []:
+            if abs(int(adj["offset"])) > self.aux:
+                continue
+            j = int(adj["sample_index"])
+            lab = r.labels(j)
+            if "dynamic" in lab:
+                lab = {k: v[~lab["dynamic"]] for k, v in lab.items()}
+            sj = r.sample(j)
+            Kj = {c: np.asarray(sj["cameras"][n]["K_orig"], np.float64) for c, n in enumerate(names)}
+            cj = {c: np.asarray(adj["cam2ego"][n], np.float64) for c, n in enumerate(names)}
+            aux = label_rays(lab, Kj, cj)
+            aux["label"] = lab["label"].astype(np.int64)
+            frames.append((aux, float(self.cfg["data"].get("aux_weight", 0.5))))
+        out.update(self._sample_rays(frames, rng))
+        if self.want_depth:
+            out["depth_target"] = self._depth_target(key_labels, K_orig, K, img.shape[-2:])
+        if self.sup == "lidar-sparse":
+            out["occ_target"] = torch.from_numpy(self._sparse_target(key, s))
+        elif self.sup in ("3d", "mixed"):
+            out["occ_target"] = torch.from_numpy(self._dense_target(i))
+        return out
+
+    # -- images ---------------------------------------------------------------------------------
+    def _images(self, i: int, s: dict, rng) -> tuple[torch.Tensor, np.ndarray]:
+        d = self.cfg["data"]
+        raw = self.reader.images(i)  # (N, H, W, 3) uint8
+        W, H = raw.shape[2], raw.shape[1]
+        w, h = self.input_wh
+        x = torch.from_numpy(np.ascontiguousarray(raw)).permute(0, 3, 1, 2).float()
+        Ks = []
+        imgs = []
+        for c, name in enumerate(self.reader.cameras):
+            A, (rw, rh), (x0, y0), flip = augment_matrix((W, H), (w, h), d.get("resize_range", [1, 1]),
+                                                         bool(d.get("flip", False)), rng)
+            im = F.interpolate(x[c:c + 1], size=(rh, rw), mode="bilinear", align_corners=False,
+                               antialias=rw < W)[0, :, y0:y0 + h, x0:x0 + w]
+            if flip:
+                im = im.flip(-1)
+            imgs.append(im)
+            Ks.append(A @ np.asarray(s["cameras"][name]["K"], np.float64))
+        img = torch.stack(imgs)
+        img = (img - torch.from_numpy(MEAN)[:, None, None]) / torch.from_numpy(STD)[:, None, None]
+        return img.contiguous(), np.stack(Ks)
+
+    # -- rays -----------------------------------------------------------------------------------
+    def _sample_rays(self, frames, rng) -> dict:
+        """Concatenate frames, keep rays ending inside the grid, draw R by weight (pad + mask)."""
+        o = np.concatenate([f["origins"] for f, _ in frames])
+        dvec = np.concatenate([f["dirs"] for f, _ in frames])
+        dist = np.concatenate([f["dist"] for f, _ in frames])
+        lab = np.concatenate([f["label"] for f, _ in frames])
+        is_key = np.concatenate([np.full(len(f["dist"]), k == 0) for k, (f, _) in enumerate(frames)])
+        fw = np.concatenate([np.full(len(f["dist"]), w) for f, w in frames])
+        lo, hi = np.array(self.grid["pc_range"][:3]), np.array(self.grid["pc_range"][3:])
+        end = o + dvec * dist[:, None]
+        ok = (dist > 0.1) & (end > lo).all(1) & (end < hi).all(1)
+        o, dvec, dist, lab, is_key, fw = o[ok], dvec[ok], dist[ok], lab[ok], is_key[ok], fw[ok]
+        counts = np.bincount(np.minimum(lab, NUM_SEMANTIC), minlength=NUM_SEMANTIC + 1).astype(np.float64)
+        cw = np.maximum(counts, 1.0) ** -float(self.cfg["data"].get("class_balance", 0.5))
+        w = fw * cw[np.minimum(lab, NUM_SEMANTIC)]
+        R = self.rays
+        if rng is None:  # evaluation: deterministic key rays first
+            pick = np.argsort(~is_key, kind="stable")[:R]
+        else:
+            pick = weighted_sample(w, R, rng)
+        n = len(pick)
+        res = {"origins": np.zeros((R, 3), np.float32), "dirs": np.tile(np.float32([1, 0, 0]), (R, 1)),
+               "dist": np.ones(R, np.float32), "label": np.full(R, IGNORE, np.int64),
+               "is_key": np.zeros(R, bool), "valid": np.zeros(R, bool)}
+        res["origins"][:n], res["dirs"][:n], res["dist"][:n] = o[pick], dvec[pick], dist[pick]
+        res["label"][:n], res["is_key"][:n], res["valid"][:n] = lab[pick], is_key[pick], True
+        return {k: torch.from_numpy(v) for k, v in res.items()}
+
+    def _depth_target(self, labels: dict, K_orig: dict, K_in: np.ndarray, hw) -> torch.Tensor:
+        """Nearest LiDAR z per stride-8 feature cell of each augmented camera (0 = no label)."""
+        h, w = (hw[0] + 7) // 8, (hw[1] + 7) // 8
+        out = np.full((len(K_in), h * w), np.inf, np.float32)
+        cam = labels["camera"].astype(np.int64)
+        for c in np.unique(cam):
+            m = cam == c
+            M = K_in[c] @ np.linalg.inv(K_orig[c])  # original pixels → input pixels (affine)
+            uv = np.stack([labels["u"][m], labels["v"][m], np.ones(m.sum())], -1) @ M.T
+            j = np.floor((uv[:, 0] + 0.5) / 8).astype(np.int64)
+            k = np.floor((uv[:, 1] + 0.5) / 8).astype(np.int64)
+            ok = (j >= 0) & (j < w) & (k >= 0) & (k < h)
+            np.minimum.at(out[c], k[ok] * w + j[ok], labels["depth"][m][ok])
+        out[np.isinf(out)] = 0
+        return torch.from_numpy(out.reshape(len(K_in), h, w))
+
+    # -- 3D targets -------------------------------------------------------------------------------
+    def _voxel(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lo, vs = np.array(self.grid["pc_range"][:3]), np.array(self.grid["voxel_size"])
+        shape = np.array(self.grid["shape"])
+        idx = np.floor((p - lo) / vs).astype(np.int64)
+        ok = ((idx >= 0) & (idx < shape)).all(-1)
+        return (idx[..., 0] * shape[1] + idx[..., 1]) * shape[2] + idx[..., 2], ok
+
+    def _sparse_target(self, key: dict, s: dict) -> np.ndarray:
+        """`lidar-sparse`: voxels hit by labelled key points (majority class) + free space before them.
+
+        Free space is traced along the LiDAR ray (sensor origin from `lidar2ego` when the store
+        gives it, else the camera ray) up to one voxel before the point.
+        """
+        X, Y, Z = self.grid["shape"]
+        tgt = np.full(X * Y * Z, IGNORE, np.uint8)
+        lab = key["label"]
+        end = key["origins"] + key["dirs"] * key["dist"][:, None]
+        vox, ok = self._voxel(end)
+        origin = key["origins"]
+        if s.get("lidar2ego") is not None:
+            origin = np.broadcast_to(np.asarray(s["lidar2ego"], np.float64)[:3, 3], end.shape)
+        seg = end - origin
+        length = np.linalg.norm(seg, axis=1)
+        d = seg / np.maximum(length, 1e-6)[:, None]
+        step = min(self.grid["voxel_size"]) / 2
+        for a in range(0, len(end), 8192):  # chunks bound memory
+            L = length[a:a + 8192] - min(self.grid["voxel_size"])
+            n = int(np.ceil(max(L.max(initial=0), 0) / step))
+            if n == 0:
+                continue
+            t = np.arange(n) * step
+            pts = origin[a:a + 8192, None] + d[a:a + 8192, None] * t[None, :, None]
+            fv, fok = self._voxel(pts)
+            fok &= t[None, :] < L[:, None]
+            tgt[fv[fok]] = FREE
+        keep = ok & (lab != IGNORE)
+        if keep.any():
+            pairs = vox[keep] * 32 + lab[keep]
+            uniq, cnt = np.unique(pairs, return_counts=True)
+            order = np.lexsort((cnt, uniq // 32))
+            uniq = uniq[order]
+            tgt[uniq // 32] = (uniq % 32).astype(np.uint8)  # last write per voxel = most frequent class
+        return tgt.reshape(X, Y, Z)
+
+    def _dense_target(self, i: int) -> np.ndarray:
+        """`3d`/`mixed`: store occ GT inside mask_camera (255 elsewhere), pooled to the model grid."""
+        gt = self.reader.occ_gt(i)
+        if gt is None:
+            return np.full(self.grid["shape"], IGNORE, np.uint8)
+        sem = np.asarray(gt["semantics"]).astype(np.uint8)
+        mask = np.asarray(gt["mask_camera"]).astype(bool)
+        f = [a // b for a, b in zip(sem.shape, self.grid["shape"], strict=True)]
+        if f == [1, 1, 1]:
+            return np.where(mask, sem, IGNORE).astype(np.uint8)
+        X, Y, Z = self.grid["shape"]
+        blk = sem.reshape(X, f[0], Y, f[1], Z, f[2]).transpose(0, 2, 4, 1, 3, 5).reshape(X, Y, Z, -1)
+        mblk = mask.reshape(X, f[0], Y, f[1], Z, f[2]).transpose(0, 2, 4, 1, 3, 5).reshape(X, Y, Z, -1)
+        occ = np.where(mblk & (blk < FREE), blk, NUM_SEMANTIC + 1).astype(np.int64)
+        counts = np.stack([(occ == c).sum(-1) for c in range(NUM_SEMANTIC)], -1)
+        out = np.where(counts.max(-1) > 0, counts.argmax(-1), FREE).astype(np.uint8)
+        return np.where(mblk.any(-1), out, IGNORE).astype(np.uint8)
+
+
+def holdout_split(reader, spec: str) -> tuple[list[int], list[int]]:
+    """(train, held-out) sample indices of the training store, for the occupancy threshold.
+
+    `auto`: the last scene when there are ≥ 4 scenes, else every 8th sample; `last-scene`;
+    `every-k:N`; `none` (no held-out; the threshold then uses training samples — said in the log).
+    """
+    n = len(reader)
+    idx = list(range(n))
+    if spec == "none" or n < 2:
+        return idx, []
+    scenes = [reader.sample(i)["scene_name"] for i in idx] if spec in ("auto", "last-scene") else []
+    names = list(dict.fromkeys(scenes))
+    if spec == "last-scene" or (spec == "auto" and len(names) >= 4):
+        held = [i for i in idx if scenes[i] == names[-1]]
+    elif spec == "auto" or spec.startswith("every-k"):
+        k = int(spec.split(":")[1]) if ":" in spec else 8
+        held = idx[k - 1::k] or idx[-1:]
+    else:
+        raise UserError(f"data.holdout {spec!r}: use auto, last-scene, every-k:N or none")
+    held_set = set(held)
+    return [i for i in idx if i not in held_set], held
+
+
+class EpochSampler(Sampler):
+    """Yields `(epoch, index)` in a seeded per-epoch permutation, sharded for DDP, resumable.
+
+    Global step g uses positions [g·B, (g+1)·B) of the infinite stream of permutations (B =
+    global batch); rank r takes every world-th item of each global batch, so 1 process with
+    batch B and W processes with batch B/W see exactly the same samples.
+    """
+
+    def __init__(self, indices: list[int], batch_per_rank: int, seed: int, rank: int = 0, world: int = 1,
+                 start_step: int = 0):
+        self.indices, self.b, self.seed = list(indices), batch_per_rank, seed
+        self.rank, self.world, self.start = rank, world, start_step
+
+    def _perm(self, epoch: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
+        return [self.indices[j] for j in torch.randperm(len(self.indices), generator=g).tolist()]
+
+    def __iter__(self):
+        gb = self.b * self.world
+        pos = self.start * gb
+        n = len(self.indices)
+        cached = (-1, [])
+        while True:
+            epoch, off = divmod(pos, n)
+            if cached[0] != epoch:
+                cached = (epoch, self._perm(epoch))
+            perm = cached[1]
+            k = pos - pos // gb * gb  # position inside the global batch
+            if k % self.world == self.rank:
+                yield (epoch, perm[off])
+            pos += 1
+
+    def __len__(self) -> int:  # infinite stream; the trainer stops at max_steps
+        return 2**62

@@ -1,0 +1,87 @@
+"""Losses. Every loss is a per-sample mean, then a mean over samples: the batch mean then
+decomposes over DDP ranks, so W processes with B/W samples give the gradients of 1 process
+with B samples.
+
+Rendered depth is the metric distance along the ray (renderer with background_depth: the
+unstopped mass sits at the box exit), compared with the label's z converted to ray distance.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC
+
+
+def per_sample_mean(values: torch.Tensor, sample: torch.Tensor, n: int, weight: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+    """Mean over samples of the (weighted) mean of `values` within each sample (empty → 0)."""
+    w = torch.ones_like(values) if weight is None else weight
+    num = values.new_zeros(n).index_add(0, sample, values * w)
+    den = values.new_zeros(n).index_add(0, sample, w)
+    return (num / den.clamp_min(1e-6)).mean()
+
+
+def silog(pred: torch.Tensor, target: torch.Tensor, sample: torch.Tensor, n: int, lam: float = 0.85
+          ) -> torch.Tensor:
+    """Scale-invariant log loss per sample: sqrt(E[g²] − λ·E[g]²), g = log pred − log target."""
+    g = torch.log(pred.clamp_min(1e-3)) - torch.log(target.clamp_min(1e-3))
+    ones = torch.ones_like(g)
+    cnt = g.new_zeros(n).index_add(0, sample, ones).clamp_min(1.0)
+    m1 = g.new_zeros(n).index_add(0, sample, g) / cnt
+    m2 = g.new_zeros(n).index_add(0, sample, g * g) / cnt
+    return torch.sqrt((m2 - lam * m1 * m1).clamp_min(1e-8)).mean()
+
+
+def semantic_ce(logits: torch.Tensor, label: torch.Tensor, sample: torch.Tensor, n: int,
+                class_weights: torch.Tensor | None) -> torch.Tensor:
+    """Class-weighted CE of rendered semantics; unlabelled rays (255) are ignored."""
+    ok = label != IGNORE
+    if not ok.any():
+        return logits.sum() * 0
+    ce = F.cross_entropy(logits[ok], label[ok], reduction="none")
+    w = class_weights[label[ok]] if class_weights is not None else None
+    return per_sample_mean(ce, sample[ok], n, w)
+
+
+def lss_depth(depth_logits: torch.Tensor, target: torch.Tensor, bins: list) -> torch.Tensor:
+    """CE of the LSS per-pixel depth distribution against the nearest LiDAR z of each cell."""
+    b = depth_logits.shape[0]
+    dmin, dmax, nb = float(bins[0]), float(bins[1]), int(bins[2])
+    idx = torch.round((target - dmin) / (dmax - dmin) * (nb - 1)).long()
+    ok = (target > 0) & (idx >= 0) & (idx < nb)
+    logits = depth_logits.permute(0, 1, 3, 4, 2)  # (B, N, h, w, D)
+    if not ok.any():
+        return logits.sum() * 0
+    ce = F.cross_entropy(logits[ok], idx[ok], reduction="none")
+    sample = torch.arange(b, device=ok.device).view(b, 1, 1, 1).expand_as(ok)[ok]
+    return per_sample_mean(ce, sample, b)
+
+
+def occupancy_3d(density: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, voxel: float,
+                 class_weights: torch.Tensor | None) -> torch.Tensor:
+    """3D loss: occupancy BCE with P(occ) = 1 − exp(−σ·voxel), balanced occupied/free, + CE on
+    the semantic logits of occupied voxels. Target: 0..16 occupied, 17 free, 255 ignored."""
+    b = density.shape[0]
+    sigma = (density * voxel).clamp_min(1e-6)
+    occ = target < FREE
+    free = target == FREE
+    sample = torch.arange(b, device=density.device).view(b, 1, 1, 1).expand_as(target)
+    zero = density.sum() * 0
+    loss_occ = per_sample_mean(-torch.log(-torch.expm1(-sigma[occ])), sample[occ], b) if occ.any() else zero
+    loss_free = per_sample_mean(sigma[free], sample[free], b) if free.any() else zero
+    loss_sem = zero
+    if occ.any():
+        ce = F.cross_entropy(logits[occ], target[occ].long(), reduction="none")
+        w = class_weights[target[occ].long()] if class_weights is not None else None
+        loss_sem = per_sample_mean(ce, sample[occ], b, w)
+    return loss_occ + loss_free + loss_sem
+
+
+def class_weights_from_counts(counts: torch.Tensor) -> torch.Tensor:
+    """ENet-style 1/ln(1.2 + p): bounded (≤ 5.5), rarer classes higher; absent classes get the max."""
+    p = counts.float() / counts.sum().clamp_min(1)
+    w = 1.0 / torch.log(1.2 + p)
+    w[counts == 0] = w.max()
+    return w / w[counts > 0].mean() if (counts > 0).any() else torch.ones(NUM_SEMANTIC)

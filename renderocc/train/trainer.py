@@ -1,0 +1,372 @@
+"""The training loop, in one screen-ish: build → (resume) → loop → checkpoint + threshold.
+
+Single process: `renderocc train ...`. DDP: `torchrun --nproc_per_node N -m renderocc.cli train ...`
+(gloo on CPU, nccl on GPU; multi-node via torchrun's usual --nnodes/--rdzv arguments).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from renderocc.classes import NUM_SEMANTIC, OCC3D_CLASSES
+from renderocc.errors import UserError
+from renderocc.model import OccupancyNet
+from renderocc.model.encoder import load_pretrained
+from renderocc.train import losses as L
+from renderocc.train.checkpoint import load_checkpoint, save_checkpoint
+from renderocc.train.config import resolved
+from renderocc.train.dataset import EpochSampler, RayDataset, holdout_split
+from renderocc.train.threshold import choose_threshold
+
+LOG_FIELDS = ["step", "loss", "depth", "semantic", "distortion", "lss_depth", "occ3d", "lr", "grad_norm",
+              "rays_per_s", "steps_per_s", "elapsed_s"]
+
+
+# -- setup ---------------------------------------------------------------------------------------
+def setup_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world, device) from torchrun's environment; initialises the process group once."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warmup to 1, then cosine decay to 0.01 at `total`."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def class_weights(reader, cfg: dict, indices: list[int]) -> torch.Tensor | None:
+    """`auto`: from key-label frequencies of ≤ 32 evenly spaced training samples."""
+    spec = cfg["loss"].get("class_weights", "auto")
+    if spec == "none":
+        return None
+    if isinstance(spec, list):
+        if len(spec) != NUM_SEMANTIC:
+            raise UserError(f"loss.class_weights: expected {NUM_SEMANTIC} numbers, got {len(spec)}")
+        return torch.tensor(spec, dtype=torch.float32)
+    counts = np.zeros(NUM_SEMANTIC, np.int64)
+    for i in indices[:: max(1, len(indices) // 32)][:32]:
+        lab = reader.labels(i)["label"]
+        counts += np.bincount(lab[lab < NUM_SEMANTIC], minlength=NUM_SEMANTIC)
+    return L.class_weights_from_counts(torch.from_numpy(counts))
+
+
+def build_model(cfg: dict, pretrained: str | None = None) -> OccupancyNet:
+    model = OccupancyNet(cfg["model"])
+    if pretrained:
+        missing = load_pretrained(model.encoder, pretrained)
+        print(f"pretrained: loaded {pretrained} ({len(missing)} encoder tensors left at init)")
+    return model
+
+
+def make_loader(ds: RayDataset, sampler: EpochSampler, cfg: dict, pin: bool) -> DataLoader:
+    workers = int(cfg["data"].get("workers", 0))
+    return DataLoader(ds, batch_size=int(cfg["data"]["batch_size"]), sampler=sampler, num_workers=workers,
+                      pin_memory=pin, worker_init_fn=_worker_init, prefetch_factor=4 if workers else None,
+                      persistent_workers=False)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # workers must not fight the training threads for the 2 cores
+
+
+# -- one step ------------------------------------------------------------------------------------
+def compute_loss(model, batch: dict, cfg: dict, cw: torch.Tensor | None, device: torch.device
+                 ) -> tuple[torch.Tensor, dict[str, float], int]:
+    """Forward, render the sampled rays, and the weighted sum of the contract's losses."""
+    from renderocc.cuda import render_rays  # imported late: the extension loads on first use
+
+    sup = cfg["supervision"]
+    w = cfg["loss"]
+    raw = model.module if hasattr(model, "module") else model
+    images = batch["images"].to(device, non_blocking=True)
+    b = images.shape[0]
+    amp = device.type == "cuda" and bool(cfg["train"].get("amp", True))
+    with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+        density, logits = model(images, batch["intrinsics"].to(device), batch["cam2ego"].to(device))
+    density, logits = density.float(), logits.float()
+    parts: dict[str, torch.Tensor] = {}
+    n_rays = 0
+    if sup in ("2d", "mixed"):
+        valid = batch["valid"].to(device)
+        bi = torch.arange(b, device=device)[:, None].expand_as(valid)[valid]
+        grid = cfg["grid"]
+        origins, dirs = batch["origins"].to(device)[valid], batch["dirs"].to(device)[valid]
+        out = render_rays(density, logits, origins, dirs, bi,
+                          pc_range=grid["pc_range"], voxel_size=grid["voxel_size"],
+                          step=float(cfg["render"]["step"]), near=float(cfg["render"].get("near", 0.0)),
+                          backend=cfg["render"].get("backend", "auto"), background_depth=True,
+                          return_distortion=float(w.get("distortion", 0)) > 0)
+        n_rays = int(bi.numel())
+        dist_t = batch["dist"].to(device)[valid]
+        label = batch["label"].to(device)[valid]
+        parts["depth"] = float(w["depth"]) * L.silog(out.depth, dist_t, bi, b)
+        parts["semantic"] = float(w["semantic"]) * L.semantic_ce(out.semantics, label, bi, b,
+                                                                  None if cw is None else cw.to(device))
+        if float(w.get("distortion", 0)) > 0:
+            parts["distortion"] = float(w["distortion"]) * L.per_sample_mean(out.distortion, bi, b)
+    if sup in ("lidar-sparse", "3d", "mixed"):
+        parts["occ3d"] = float(w.get("occ3d", 1.0)) * L.occupancy_3d(
+            density, logits, batch["occ_target"].to(device), float(min(cfg["grid"]["voxel_size"])),
+            None if cw is None else cw.to(device))
+    if float(w.get("lss_depth", 0)) > 0 and "depth_target" in batch:
+        parts["lss_depth"] = float(w["lss_depth"]) * L.lss_depth(
+            raw.last_depth_logits.float(), batch["depth_target"].to(device), cfg["model"]["depth_bins"])
+    loss = sum(parts.values())
+    return loss, {k: float(v.detach()) for k, v in parts.items()}, n_rays
+
+
+# -- the run -------------------------------------------------------------------------------------
+def train(store, out: str | Path, cfg: dict, *, resume: bool = False, pretrained: str | None = None,
+          stop_step: int | None = None, quiet: bool = False) -> dict:
+    """Train on `store` (a path/URL, or an open StoreReader), writing `out/last.pt`,
+    metrics.jsonl/.csv and TensorBoard events.
+
+    `stop_step` ends the run early without changing the LR schedule (tests use it to cut a
+    run in two and resume). Returns a summary dict (rank 0 meaningful).
+    """
+    rank, world, device = setup_distributed()
+    out = Path(out)
+    if isinstance(store, str | Path):
+        from renderocc.store.reader import StoreReader
+
+        reader = StoreReader(str(store))
+    else:
+        reader = store
+    cfg = resolved(cfg, reader.grid)
+    seed = int(cfg.get("seed", 0))
+    seed_everything(seed)
+    train_idx, held = holdout_split(reader, cfg["data"].get("holdout", "auto"))
+    if not train_idx:
+        raise UserError(f"{store}: no training samples left after the hold-out split")
+    ds = RayDataset(reader, cfg, train_idx, train=True)
+    cw = class_weights(reader, cfg, train_idx) if reader.has_semantics else None
+    model = build_model(cfg, pretrained).to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["optim"]["lr"]),
+                            weight_decay=float(cfg["optim"]["weight_decay"]))
+    total = int(cfg["train"]["max_steps"])
+    warmup = int(cfg["optim"].get("warmup_steps", 0))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total))
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and bool(cfg["train"].get("amp")))
+    step = 0
+    if resume:
+        ckpt = load_checkpoint(out / "last.pt")
+        if ckpt["config"]["grid"] != cfg["grid"] or ckpt["config"]["model"] != cfg["model"]:
+            raise UserError(f"--resume: {out / 'last.pt'} was trained with another model/grid config")
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        step = int(ckpt["step"])
+        _set_rng(ckpt["rng"])
+    elif rank == 0 and (out / "last.pt").exists():
+        raise UserError(f"{out} already holds a run (last.pt): use --resume or another --out")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    ddp_model = model
+    if world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    stop = min(total, stop_step if stop_step is not None else total)
+    bs = int(cfg["data"]["batch_size"])
+    sampler = EpochSampler(train_idx, bs, seed, rank, world, start_step=step)
+    loader = make_loader(ds, sampler, cfg, pin=device.type == "cuda")
+    log = Logger(out, step, enabled=rank == 0, resume=resume)
+    say = print if rank == 0 and not quiet else (lambda *a, **k: None)
+    say(f"train: {len(train_idx)} samples, held-out {len(held)} (threshold), world {world}, device {device}, "
+        f"supervision {cfg['supervision']}, grid {cfg['grid']['shape']} @ {cfg['grid']['voxel_size'][0]} m, "
+        f"{cfg['data']['rays']} rays/sample, aux ±{ds.aux} frames"
+        + ("" if ds.aux or not cfg["data"].get("aux_frames")
+           else " (store has no motion masks: aux rays off)"))
+    loader_rate = None
+    nb = int(cfg["train"].get("loader_bench_batches", 0))
+    if rank == 0 and nb > 0 and step < stop:
+        loader_rate = loader_samples_per_s(ds, train_idx, cfg, seed, step, nb)
+        say(f"loader alone: {loader_rate:.2f} samples/s ({cfg['data'].get('workers', 0)} workers)")
+    it = iter(loader)
+    ddp_model.train()
+    t_start = time.time()
+    t_log, rays_acc, steps_acc = time.time(), 0, 0
+    bar = tqdm(total=stop, initial=step, disable=rank != 0 or quiet, dynamic_ncols=True, desc="train")
+    ema_decay = float(cfg["optim"].get("ema_decay", 0.999))
+    while step < stop:
+        batch = next(it)
+        loss, parts, n_rays = compute_loss(ddp_model, batch, cfg, cw, device)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["optim"]["grad_clip"]))
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        step += 1
+        d = min(ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+                pe.lerp_(pm, 1 - d)
+            for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
+                be.copy_(bm)
+        rays_acc += n_rays
+        steps_acc += 1
+        loss_v = _mean_over_ranks(float(loss.detach()), world, device)
+        bar.update(1)
+        if step % int(cfg["train"]["log_every"]) == 0 or step == 1 or step == stop:
+            dt = max(time.time() - t_log, 1e-9)
+            rec = {"step": step, "loss": loss_v, **parts, "lr": sched.get_last_lr()[0],
+                   "grad_norm": float(gnorm),
+                   "rays_per_s": rays_acc * world / dt, "steps_per_s": steps_acc / dt,
+                   "elapsed_s": time.time() - t_start}
+            log.write(rec)
+            bar.set_postfix(loss=f"{loss_v:.3f}", rays_s=f"{rec['rays_per_s']:.0f}")
+            t_log, rays_acc, steps_acc = time.time(), 0, 0
+        if step % int(cfg["train"]["ckpt_every"]) == 0 or step == stop:
+            thr = _threshold(ema, reader, held, train_idx, cfg, device, rank)
+            if rank == 0:
+                state = _state(model, ema, opt, sched, scaler, cfg, step, thr, world)
+                save_checkpoint(out / "last.pt", state)
+            if world > 1:
+                dist.barrier()
+    bar.close()
+    log.close()
+    elapsed = time.time() - t_start
+    summary = {"step": step, "elapsed_s": elapsed}
+    if rank == 0 and not quiet and step > 0:
+        ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+        summary.update(threshold=ckpt["threshold"], threshold_info=ckpt["threshold_info"])
+        say(f"threshold: density > {ckpt['threshold']:.3g} ({ckpt['threshold_info']['how']})")
+        sps = log.last_rate * bs * world if log.last_rate else float("nan")
+        say(f"training: {log.last_rate or float('nan'):.3f} steps/s = {sps:.2f} samples/s"
+            + (f" | loader alone: {loader_rate:.2f} samples/s" if loader_rate else ""))
+        if loader_rate and loader_rate < sps:
+            say("warning: the loader is slower than training; raise data.workers")
+        say(f"checkpoint: {out / 'last.pt'} (supervision {cfg['supervision']})")
+    return summary
+
+
+def _threshold(ema, reader, held, train_idx, cfg, device, rank) -> dict | None:
+    if rank != 0:
+        return None
+    n = int(cfg["train"].get("threshold_samples", 8))
+    if held:
+        return choose_threshold(ema, reader, held[:n], cfg, device, source="held-out training samples")
+    return choose_threshold(ema, reader, train_idx[:n], cfg, device,
+                            source="training samples (data.holdout = none: no held-out part)")
+
+
+def _state(model, ema, opt, sched, scaler, cfg, step, thr, world) -> dict:
+    return {"model": model.state_dict(), "ema": ema.state_dict(), "config": cfg,
+            "supervision": cfg["supervision"], "threshold": thr["threshold"] if thr else None,
+            "threshold_info": thr, "grid": cfg["grid"], "classes": OCC3D_CLASSES, "step": step,
+            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+            "rng": _get_rng(), "world_size": world}
+
+
+def _get_rng() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _mean_over_ranks(v: float, world: int, device: torch.device) -> float:
+    if world == 1:
+        return v
+    t = torch.tensor([v], device=device, dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t) / world
+
+
+def loader_samples_per_s(ds: RayDataset, indices: list[int], cfg: dict, seed: int, step: int, n: int
+                         ) -> float:
+    """Samples/s of the DataLoader alone (first batch = worker start-up, not timed)."""
+    loader = make_loader(ds, EpochSampler(indices, int(cfg["data"]["batch_size"]), seed, start_step=step),
+                         cfg, pin=False)
+    it = iter(loader)
+    next(it)
+    t = time.time()
+    for _ in range(n):
+        next(it)
+    rate = n * int(cfg["data"]["batch_size"]) / max(time.time() - t, 1e-9)
+    del it
+    return rate
+
+
+class Logger:
+    """metrics.jsonl + metrics.csv + TensorBoard; on resume, drops records past the checkpoint."""
+
+    def __init__(self, out: Path, step: int, enabled: bool, resume: bool):
+        self.enabled = enabled
+        self.last_rate: float | None = None
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.jsonl = out / "metrics.jsonl"
+        self.csv = out / "metrics.csv"
+        recs = []
+        if resume and self.jsonl.exists():
+            recs = [json.loads(x) for x in self.jsonl.read_text().splitlines() if x.strip()]
+            recs = [r for r in recs if r["step"] <= step]
+        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in recs))
+        with open(self.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, LOG_FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(recs)
+        self.tb = SummaryWriter(str(out / "tb"), purge_step=step + 1 if resume else None)
+
+    def write(self, rec: dict) -> None:
+        if not self.enabled:
+            return
+        self.last_rate = rec["steps_per_s"]
+        with open(self.jsonl, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        with open(self.csv, "a", newline="") as f:
+            csv.DictWriter(f, LOG_FIELDS, extrasaction="ignore").writerow(rec)
+        for k, v in rec.items():
+            if k != "step":
+                self.tb.add_scalar(f"train/{k}", v, rec["step"])
+
+    def close(self) -> None:
+        if self.enabled:
+            self.tb.close()

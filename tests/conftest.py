@@ -1,0 +1,28 @@
+"""Shared fixtures: a tiny synthetic nuScenes dataset (built once per session) and the real one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REAL_FIXTURE = Path("/work/shared/data/nuscenes-scene-0916")
+
+
+@pytest.fixture(scope="session")
+def synth_dataset(tmp_path_factory) -> Path:
+    """Dataroot (version v1.0-mini) of 1 synthetic scene x 4 keyframes, 1 sweep between keyframes,
+    320x180 images, seed 0; read-only for tests (copy it before modifying)."""
+    from renderocc.synth.writer import write_dataset
+
+    out = tmp_path_factory.mktemp("synth") / "nuscenes"
+    return write_dataset(out, scenes=1, samples_per_scene=4, seed=0, image_size=(320, 180),
+                         sweeps_per_sample=1, workers=1)
+
+
+@pytest.fixture(scope="session")
+def real_fixture() -> Path:
+    """The real nuScenes scene-0916 extract (devkit-loadable, no lidarseg); skip if absent."""
+    if not (REAL_FIXTURE / "v1.0-mini").is_dir():
+        pytest.skip("real nuScenes fixture absent")
+    return REAL_FIXTURE

@@ -1,0 +1,153 @@
+"""The ray store: reader contract, validation, info, motion-mask helpers, schema files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from renderocc.cli import main
+from renderocc.errors import UserError
+from renderocc.prep.pipeline import PrepOptions, run
+from renderocc.store import layout, manifest, writer
+from renderocc.store.reader import StoreReader
+from renderocc.store.validate import validate
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = Path("/work/shared/data/nuscenes-scene-0916")
+needs_real = pytest.mark.skipif(not (REAL / "v1.0-mini").is_dir(), reason="real nuScenes fixture absent")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("store") / "s"
+    run(PrepOptions(dataroot=str(REAL), version="v1.0-mini", out=str(out), max_samples=3, progress=False,
+                    image_size=(352, 128)), log=lambda m: None)
+    return out
+
+
+def copy(store: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "copy"
+    shutil.copytree(store, dst)
+    return dst
+
+
+def test_manifest_schema_shipped_and_documented():
+    pkg = REPO / "renderocc" / "schemas" / manifest.SCHEMA_FILE
+    assert json.loads(pkg.read_text()) == json.loads((REPO / "schemas" / manifest.SCHEMA_FILE).read_text())
+    assert manifest.json_schema()["properties"]["schema_version"]["const"] == layout.SCHEMA_VERSION
+
+
+@needs_real
+def test_reader_contract(store):
+    r = StoreReader(store)
+    assert len(r) == 3 and r.image_size == (352, 128) and len(r.cameras) == 6
+    assert r.grid == {"pc_range": [-40, -40, -1, 40, 40, 5.4], "voxel_size": [0.4] * 3, "shape": [200, 200, 16]}
+    assert r.tokens()[1] == r.sample(1)["sample_token"] and r.index_of(r.tokens()[2]) == 2
+    assert r.scene_names() == ["scene-0916"] * 3
+    s = r.sample(0)
+    assert s["ego_pose"].shape == (4, 4) and s["ego_pose"].dtype == np.float64
+    assert set(s["cameras"]) == set(r.cameras)
+    for c in s["cameras"].values():
+        assert c["K"].shape == (3, 3) and c["K_orig"].shape == (3, 3) and c["cam2ego"].shape == (4, 4)
+        assert isinstance(c["timestamp"], int)
+    assert [a["offset"] for a in s["adjacent"]] == [1, 2]
+    im = r.images(0)
+    assert im.shape == (6, 128, 352, 3) and im.dtype == np.uint8 and im.mean() > 10
+    lb = r.labels(0)
+    assert lb["camera"].dtype == np.int16 and lb["u"].dtype == np.float32 and lb["v"].dtype == np.float32
+    assert lb["depth"].dtype == np.float32 and lb["label"].dtype == np.uint8
+    assert "dynamic" not in lb and r.motion_mask(0) is None and r.occ_gt(0) is None
+    with pytest.raises(IndexError):
+        r.sample(3)
+
+
+@needs_real
+def test_ray_parquet_layout(store):
+    """One row group per sample; dictionary-encoded token and camera; the layout's schema."""
+    pf = pq.ParquetFile(next((store / layout.RAYS_DIR).glob("*.parquet")))
+    assert pf.num_row_groups == 3
+    assert pf.schema_arrow.remove_metadata().equals(layout.RAY_SCHEMA.remove_metadata())
+    t = pf.read_row_group(1)
+    assert t.column("sample_token").unique().to_pylist() == [StoreReader(store).tokens()[1]]
+
+
+@needs_real
+def test_validate_ok_and_detects_damage(store, tmp_path):
+    assert validate(str(store)) == []
+    d = copy(store, tmp_path)
+    rays = next((d / layout.RAYS_DIR).glob("*.parquet"))
+    t = pq.read_table(rays)
+    pq.write_table(t.slice(0, len(t) - 1), rays)
+    problems = validate(str(d))
+    assert any("checksum mismatch" in p for p in problems)
+    res = CliRunner().invoke(main, ["store", "validate", str(d)])
+    assert res.exit_code == 2 and "store invalid" in res.output
+
+
+@needs_real
+def test_validate_detects_image_damage(store, tmp_path):
+    d = copy(store, tmp_path)
+    import zarr
+
+    a = zarr.open_array(str(d / layout.IMAGES), mode="r+")
+    a[1, 2, 5, 5] = [1, 2, 3]
+    assert any("images checksum" in p for p in validate(str(d)))
+    assert not any("images checksum" in p for p in validate(str(d), data=False))
+
+
+@needs_real
+def test_reader_refuses_other_schema_version(store, tmp_path):
+    d = copy(store, tmp_path)
+    m = json.loads((d / layout.MANIFEST).read_text())
+    m["schema_version"] = 2
+    (d / layout.MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(UserError, match="schema version 2"):
+        StoreReader(d)
+    with pytest.raises(UserError, match="not a complete ray store"):
+        StoreReader(tmp_path / "nothing")
+
+
+@needs_real
+def test_info_cli(store):
+    res = CliRunner().invoke(main, ["store", "info", str(store)])
+    assert res.exit_code == 0, res.output
+    assert "samples      3 in 1 scenes, 1 shards" in res.output
+    assert "absent (label = 255)" in res.output and "128x352 (HxW)" in res.output
+    res = CliRunner().invoke(main, ["store", "validate", str(store), "--no-data"])
+    assert res.exit_code == 0 and "store valid" in res.output
+
+
+@needs_real
+def test_motion_mask_helpers(store, tmp_path):
+    """What `prep motion-masks` does: add ray columns + a dense mask; images untouched."""
+    d = copy(store, tmp_path)
+    r = StoreReader(d)
+    images_before = r.images(2).copy()
+    writer.create_motion_mask_array(str(d))
+    updates, digests = {}, {}
+    for s in r.manifest["shards"]:
+        dyn, inst, dg = [], [], []
+        for i in range(s["first_sample"], s["first_sample"] + s["num_samples"]):
+            lb = r.labels(i)
+            dyn.append(lb["depth"] < 5)
+            inst.append(np.where(lb["depth"] < 5, 7, -1).astype(np.int32))
+            mask = np.zeros((len(r.cameras), 128, 352), bool)
+            mask[:, 10:20, 30:40] = True
+            dg.append(writer.write_motion_mask(str(d), i, mask))
+        updates[s["name"]] = writer.add_ray_columns(str(d), s["name"], dyn, inst)
+        digests[s["name"]] = writer.combine_digests(dg)
+    writer.commit_motion_masks(str(d), {"method": "test"}, updates, digests)
+    r2 = StoreReader(d)
+    assert r2.has_motion_masks
+    lb = r2.labels(1)
+    assert lb["dynamic"].dtype == bool and lb["instance"].dtype == np.int32
+    np.testing.assert_array_equal(lb["dynamic"], lb["depth"] < 5)
+    assert r2.motion_mask(1).shape == (6, 128, 352) and r2.motion_mask(1).sum() == 600
+    np.testing.assert_array_equal(r2.images(2), images_before)
+    assert validate(str(d)) == []

@@ -1,0 +1,277 @@
+"""The synthetic world writer: devkit compatibility, internal consistency, CLI errors, determinism."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from nuscenes.nuscenes import NuScenes
+from nuscenes.utils.data_classes import LidarPointCloud
+from nuscenes.utils.geometry_utils import points_in_box
+from pyquaternion import Quaternion
+
+from renderocc.classes import LIDARSEG_STANDARD_ORDER, OCC3D_CLASSES, lidarseg_index_to_occ3d
+from renderocc.cli import main
+from renderocc.synth.camera import CAMERA_NAMES
+
+PC_MIN = np.array([-40.0, -40.0, -1.0])
+
+
+@pytest.fixture(scope="module")
+def nusc(synth_dataset: Path) -> NuScenes:
+    return NuScenes("v1.0-mini", str(synth_dataset), verbose=False)
+
+
+@pytest.fixture(scope="module")
+def instances(synth_dataset: Path) -> list[dict]:
+    return json.loads((synth_dataset / "synth_truth" / "instances.json").read_text())
+
+
+def _sensor_to_global(nusc: NuScenes, sd_token: str) -> np.ndarray:
+    sd = nusc.get("sample_data", sd_token)
+    cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+    ep = nusc.get("ego_pose", sd["ego_pose_token"])
+    m = np.eye(4)
+    m[:3, :3], m[:3, 3] = Quaternion(cs["rotation"]).rotation_matrix, cs["translation"]
+    e = np.eye(4)
+    e[:3, :3], e[:3, 3] = Quaternion(ep["rotation"]).rotation_matrix, ep["translation"]
+    return e @ m
+
+
+def _truth(root: Path, sd_token: str) -> dict[str, np.ndarray]:
+    with np.load(root / "synth_truth" / "points" / f"{sd_token}.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_devkit_loads_with_lidarseg(nusc, synth_dataset):
+    assert len(nusc.scene) == 1 and len(nusc.sample) == 4
+    assert [c["name"] for c in sorted(nusc.category, key=lambda c: c["index"])] == LIDARSEG_STANDARD_ORDER
+    assert len(nusc.lidarseg) == 4
+    for rec in nusc.lidarseg:
+        labels = np.fromfile(synth_dataset / rec["filename"], dtype=np.uint8)
+        pts = LidarPointCloud.from_file(nusc.get_sample_data_path(rec["sample_data_token"]))
+        assert len(labels) == pts.points.shape[1] > 20000
+        assert labels.max() < 32
+    sample = nusc.sample[0]
+    assert set(sample["data"]) == {"LIDAR_TOP", *CAMERA_NAMES}
+    assert nusc.get("map", nusc.map[0]["token"])["log_tokens"] == [nusc.log[0]["token"]]
+
+
+def test_lidar_sweeps_are_real_files_in_one_chain(nusc, synth_dataset):
+    sd = nusc.get("sample_data", nusc.sample[0]["data"]["LIDAR_TOP"])
+    chain = [sd]
+    while sd["next"]:
+        sd = nusc.get("sample_data", sd["next"])
+        assert nusc.get("sample_data", sd["prev"])["token"] == chain[-1]["token"]
+        chain.append(sd)
+    assert [s["is_key_frame"] for s in chain] == [True, False, True, False, True, False, True]
+    assert all(a["timestamp"] < b["timestamp"] for a, b in zip(chain, chain[1:]))
+    for s in chain:
+        assert (synth_dataset / s["filename"]).is_file()
+        assert s["filename"].startswith("samples/" if s["is_key_frame"] else "sweeps/")
+        # a sweep belongs to the next keyframe's sample, as in nuScenes
+        assert nusc.get("sample", s["sample_token"])["timestamp"] >= s["timestamp"]
+
+
+def test_points_look_like_a_32_ring_lidar(nusc):
+    pc = LidarPointCloud.from_file(nusc.get_sample_data_path(nusc.sample[1]["data"]["LIDAR_TOP"]))
+    pts = np.fromfile(nusc.get_sample_data_path(nusc.sample[1]["data"]["LIDAR_TOP"]), np.float32).reshape(-1, 5)
+    assert 20000 < pts.shape[0] < 40000
+    assert set(np.unique(pts[:, 4]).astype(int)) <= set(range(32))
+    dist = np.linalg.norm(pts[:, :3], axis=1)
+    assert dist.max() < 70.5 and dist.min() > 0.9
+    assert pts[:, 3].max() > pts[:, 3].min() >= 0  # intensity varies with material
+    # ground about 1.84 m below the sensor; y forward: most points in front/behind are along +-y
+    assert abs(np.median(pc.points[2][dist < 15]) + 1.84) < 0.3
+
+
+def test_cameras_and_lidar_have_different_times_and_poses(nusc):
+    sample = nusc.sample[2]
+    lidar = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+    lpose = nusc.get("ego_pose", lidar["ego_pose_token"])
+    assert lidar["timestamp"] == sample["timestamp"]
+    for name in CAMERA_NAMES:
+        cam = nusc.get("sample_data", sample["data"][name])
+        assert (cam["width"], cam["height"]) == (320, 180)
+        cpose = nusc.get("ego_pose", cam["ego_pose_token"])
+        assert cam["timestamp"] == cpose["timestamp"]
+        if cam["timestamp"] != lidar["timestamp"]:
+            assert np.linalg.norm(np.subtract(cpose["translation"], lpose["translation"])) > 0.01
+    assert len({nusc.get("sample_data", sample["data"][n])["timestamp"] for n in CAMERA_NAMES}) == 6
+
+
+def test_get_sample_data_and_map_pointcloud_to_image(nusc):
+    sample = nusc.sample[1]
+    path, boxes, k = nusc.get_sample_data(sample["data"]["CAM_FRONT"])
+    assert Path(path).is_file() and k.shape == (3, 3) and len(boxes) > 0
+    assert k[0, 0] == pytest.approx(1266.4 * 320 / 1600)
+    _, lboxes, _ = nusc.get_sample_data(sample["data"]["LIDAR_TOP"])
+    assert len(lboxes) == len(sample["anns"])
+    # a sweep: boxes are interpolated between keyframes
+    sweep = nusc.get("sample_data", nusc.get("sample_data", sample["data"]["LIDAR_TOP"])["prev"])
+    assert not sweep["is_key_frame"] and len(nusc.get_sample_data(sweep["token"])[1]) > 0
+    for name in CAMERA_NAMES:
+        points, coloring, im = nusc.explorer.map_pointcloud_to_image(sample["data"]["LIDAR_TOP"],
+                                                                     sample["data"][name])
+        assert im.size == (320, 180)
+        assert points.shape[1] > 500 and len(coloring) == points.shape[1]
+
+
+def test_box_velocity_matches_true_speed(nusc, instances):
+    truth = {i["token"]: i for i in instances}
+    checked = 0
+    for ann in nusc.sample_annotation:
+        inst = truth[ann["instance_token"]]
+        if not (inst["moving"] and ann["prev"] and ann["next"]):
+            continue
+        speed = np.linalg.norm(nusc.box_velocity(ann["token"])[:2])
+        assert speed == pytest.approx(inst["speed"], rel=0.05)
+        checked += 1
+    assert checked >= 5
+    names = {nusc.get("attribute", a)["name"] for ann in nusc.sample_annotation for a in ann["attribute_tokens"]}
+    assert {"vehicle.moving", "vehicle.parked", "pedestrian.moving", "pedestrian.standing",
+            "cycle.with_rider"} <= names
+
+
+def test_lidar_points_agree_with_occ3d_gt(nusc, synth_dataset):
+    lut = lidarseg_index_to_occ3d(nusc.category)
+    scene = nusc.scene[0]["name"]
+    agree = total = 0
+    for sample in nusc.sample:
+        sd = sample["data"]["LIDAR_TOP"]
+        with np.load(synth_dataset / "gts" / scene / sample["token"] / "labels.npz") as z:
+            sem, mask_lidar, mask_camera = z["semantics"], z["mask_lidar"], z["mask_camera"]
+        for arr in (sem, mask_lidar, mask_camera):
+            assert arr.dtype == np.uint8 and arr.shape == (200, 200, 16)
+        assert sem.max() == 17 and 0 < mask_camera.mean() < 1 and 0 < mask_lidar.mean() < 1
+        pc = LidarPointCloud.from_file(nusc.get_sample_data_path(sd))
+        cs = nusc.get("calibrated_sensor", nusc.get("sample_data", sd)["calibrated_sensor_token"])
+        pc.rotate(Quaternion(cs["rotation"]).rotation_matrix)
+        pc.translate(np.array(cs["translation"]))
+        labels = np.fromfile(synth_dataset / nusc.get("lidarseg", sd)["filename"], np.uint8)
+        idx = np.floor((pc.points[:3].T - PC_MIN) / 0.4).astype(int)
+        ok = np.all((idx >= 0) & (idx < [200, 200, 16]), 1)
+        voxel = sem[idx[ok, 0], idx[ok, 1], idx[ok, 2]]
+        agree += int((voxel == lut[labels[ok]]).sum())
+        total += int(ok.sum())
+        assert mask_lidar[idx[ok, 0], idx[ok, 1], idx[ok, 2]].mean() > 0.99
+    assert agree / total >= 0.95, f"only {agree / total:.3f} of points agree with the Occ3D GT"
+
+
+def test_moving_boxes_move_and_hold_their_points(nusc, synth_dataset, instances):
+    index = {i["token"]: n for n, i in enumerate(instances)}
+    moved = inside = total = 0
+    for ann in nusc.sample_annotation:
+        inst = instances[index[ann["instance_token"]]]
+        if not inst["moving"]:
+            continue
+        if ann["next"]:
+            nxt = nusc.get("sample_annotation", ann["next"])
+            step = np.linalg.norm(np.subtract(nxt["translation"], ann["translation"]))
+            dt = (nusc.get("sample", nxt["sample_token"])["timestamp"]
+                  - nusc.get("sample", ann["sample_token"])["timestamp"]) * 1e-6
+            assert step == pytest.approx(inst["speed"] * dt, rel=0.02)
+            moved += 1
+        sd = nusc.get("sample", ann["sample_token"])["data"]["LIDAR_TOP"]
+        truth = _truth(synth_dataset, sd)
+        mine = truth["instance"] == index[ann["instance_token"]]
+        if not mine.any():
+            continue
+        assert ann["num_lidar_pts"] == int(mine.sum())
+        assert truth["moving"][mine].all()
+        pts = np.fromfile(nusc.get_sample_data_path(sd), np.float32).reshape(-1, 5)[mine, :3]
+        m = _sensor_to_global(nusc, sd)
+        glob = pts @ m[:3, :3].T + m[:3, 3]
+        inside += int(points_in_box(nusc.get_box(ann["token"]), glob.T).sum())
+        total += len(pts)
+    assert moved >= 5 and total > 100
+    assert inside / total > 0.99
+
+
+def test_truth_files_cover_every_lidar_file(nusc, synth_dataset, instances):
+    lidar = [sd for sd in nusc.sample_data if sd["channel"] == "LIDAR_TOP"]
+    for sd in lidar:
+        truth = _truth(synth_dataset, sd["token"])
+        n = np.fromfile(synth_dataset / sd["filename"], np.float32).size // 5
+        assert truth["moving"].dtype == np.uint8 and truth["instance"].dtype == np.int32
+        assert len(truth["moving"]) == len(truth["instance"]) == n
+        assert truth["instance"].max() < len(instances)
+        assert not truth["moving"][truth["instance"] < 0].any()
+    assert {"token", "category", "moving", "speed"} <= set(instances[0])
+
+
+def test_world_has_every_occ3d_class():
+    from renderocc.synth.occ_gt import TO_OCC
+    from renderocc.synth.populate import build_world
+
+    world = build_world(np.random.default_rng(3), 4.5)
+    classes = set(TO_OCC[world.parts["label"]].tolist()) | set(TO_OCC[[r.label for r in world.regions]].tolist())
+    assert classes == set(range(17)), sorted(set(range(17)) - classes)
+    assert {i.attribute for i in world.instances} >= {"vehicle.moving", "vehicle.parked", "vehicle.stopped",
+                                                      "pedestrian.moving", "pedestrian.standing",
+                                                      "cycle.with_rider", "cycle.without_rider"}
+    assert len(OCC3D_CLASSES) == 18
+
+
+def test_real_fixture_loads(real_fixture):
+    nusc = NuScenes("v1.0-mini", str(real_fixture), verbose=False)
+    assert len(nusc.sample) == 41 and nusc.scene[0]["name"] == "scene-0916"
+    sample = nusc.sample[0]
+    lidar = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+    cam = nusc.get("sample_data", sample["data"]["CAM_FRONT"])
+    assert lidar["ego_pose_token"] != cam["ego_pose_token"]
+    path, boxes, k = nusc.get_sample_data(cam["token"])
+    assert Path(path).is_file() and k.shape == (3, 3)
+
+
+def _run(args: list[str]):
+    return CliRunner().invoke(main, ["synth", "nuscenes", *args])
+
+
+@pytest.mark.parametrize("case", ["non_empty", "zero_scenes", "unwritable", "bad_size"])
+def test_cli_bad_input(tmp_path, case):
+    out = tmp_path / "out"
+    args = ["--out", str(out), "--scenes", "1", "--samples-per-scene", "1"]
+    if case == "non_empty":
+        out.mkdir()
+        (out / "keep.txt").write_text("x")
+    elif case == "zero_scenes":
+        args[3] = "0"
+    elif case == "unwritable":
+        blocker = tmp_path / "file"
+        blocker.write_text("x")
+        args[1] = str(blocker / "out")
+    else:
+        args += ["--image-size", "800"]
+    res = _run(args)
+    assert res.exit_code != 0
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), res.output
+    assert "Traceback" not in res.output
+    if case == "non_empty":
+        assert (out / "keep.txt").read_text() == "x"
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_cli_writes_deterministic_datasets(tmp_path):
+    args = ["--scenes", "1", "--samples-per-scene", "2", "--image-size", "64x36", "--sweeps-per-sample", "1",
+            "--workers", "1"]
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for out, seed in ((a, "7"), (b, "7"), (c, "8")):
+        res = _run(["--out", str(out), "--seed", seed, *args])
+        assert res.exit_code == 0, res.output
+    assert _digest(a) == _digest(b)
+    assert _digest(a) != _digest(c)
+    NuScenes("v1.0-mini", str(a), verbose=False)
+    res = _run(["--out", str(a), "--seed", "8", "--overwrite", *args])
+    assert res.exit_code == 0, res.output
+    assert _digest(a) == _digest(c)
