@@ -122,7 +122,7 @@ def run_worker(backend: str, what: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rays", type=int, default=38_400)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--worker", nargs=2, metavar=("BACKEND", "WHAT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -137,7 +137,8 @@ def main() -> None:
     print(f"samples/ray: mean {ours['mean_samples']:.0f}, max {ours['max_samples']:.0f}; "
           f"mean opacity {ours['mean_opacity']:.3f} (reference {ref['mean_opacity']:.3f})")
     print(f"{'':26}{'CPU kernel':>12}{'reference':>12}{'ratio':>9}")
-    for key, label in (("forward", "forward (s)"), ("backward", "backward (s)"), ("total", "forward+backward (s)")):
+    rows = (("forward", "forward (s)"), ("backward", "backward (s)"), ("total", "forward+backward (s)"))
+    for key, label in rows:
         print(f"{label:26}{ours[key]:12.3f}{ref[key]:12.3f}{ref[key] / ours[key]:8.1f}x")
     print(f"{'peak memory (MB)':26}{ours['peak_mb']:12.1f}{ref['peak_mb']:12.1f}"
           f"{ref['peak_mb'] / max(ours['peak_mb'], 1e-9):8.1f}x   ({ours['how']} delta, fresh process)")

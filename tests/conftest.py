@@ -12,12 +12,12 @@ REAL_FIXTURE = Path("/work/shared/data/nuscenes-scene-0916")
 @pytest.fixture(scope="session")
 def synth_dataset(tmp_path_factory) -> Path:
     """Dataroot (version v1.0-mini) of 1 synthetic scene x 4 keyframes, 1 sweep between keyframes,
-    320x180 images, seed 0; read-only for tests (copy it before modifying)."""
+    320x180 images, seed 0, with synth_truth/cameras; read-only for tests (copy before modifying)."""
     from renderocc.synth.writer import write_dataset
 
     out = tmp_path_factory.mktemp("synth") / "nuscenes"
     return write_dataset(out, scenes=1, samples_per_scene=4, seed=0, image_size=(320, 180),
-                         sweeps_per_sample=1, workers=1)
+                         sweeps_per_sample=1, workers=1, camera_truth=True)
 
 
 @pytest.fixture(scope="session")

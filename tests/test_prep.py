@@ -343,3 +343,131 @@ def test_neighbours_stay_in_scene():
     assert neighbour_positions(5, 0, 3) == [(1, 1), (2, 2), (3, 3)]
     assert neighbour_positions(5, 3, 2) == [(-2, 1), (-1, 2), (1, 4)]
     assert neighbour_positions(1, 0, 3) == []
+
+
+# ------------------------------------------------------------------ synthetic data (lidarseg, sweeps, gts)
+
+@pytest.fixture(scope="module")
+def synth_store(synth_dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "store"
+    prep(synth_dataset, out, image_size=(352, 128))
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_scenes(tmp_path_factory) -> Path:
+    """2 synthetic scenes x 2 keyframes (for scene sharding)."""
+    from renderocc.synth.writer import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("two") / "nuscenes", scenes=2, samples_per_scene=2, seed=3,
+                         image_size=(160, 90), sweeps_per_sample=0, workers=1)
+
+
+def test_synth_matches_devkit(synth_store, synth_dataset, monkeypatch):
+    assert assert_matches_devkit(synth_store, synth_dataset, monkeypatch) > 1000
+
+
+def test_synth_semantics_match_devkit_lidarseg(synth_store, synth_dataset, monkeypatch):
+    """Each stored label is the Occ3D class of the lidarseg label the devkit gives that point."""
+    import nuscenes.nuscenes as devkit
+    from scipy.spatial import cKDTree
+
+    from renderocc.classes import lidarseg_index_to_occ3d
+
+    monkeypatch.setattr(devkit, "paint_points_label", lambda fn, *a: np.fromfile(fn, np.uint8))
+    ex, _ = devkit_explorer(synth_dataset, False)
+    table = lidarseg_index_to_occ3d(ex.nusc.category)
+    r = StoreReader(synth_store)
+    assert r.has_semantics and r.manifest["source"]["lidarseg"]
+    names = r.manifest["classes"]["lidarseg_to_occ3d"]
+    assert names and all(v["occ3d"] == table[v["index"]] for v in names.values())
+    seen = set()
+    for i in range(len(r)):
+        s = ex.nusc.get("sample", r.tokens()[i])
+        lb = r.labels(i)
+        for j, cam in enumerate(r.cameras):
+            pts, raw, _ = ex.map_pointcloud_to_image(s["data"]["LIDAR_TOP"], s["data"][cam],
+                                                     show_lidarseg=True)
+            m = lb["camera"] == j
+            _, k = cKDTree(pts[:2].T).query(np.c_[lb["u"][m], lb["v"][m]])
+            np.testing.assert_array_equal(lb["label"][m], table[raw[k].astype(np.uint8)])
+            seen |= set(np.unique(lb["label"][m]).tolist())
+    assert len(seen) >= 4 and 255 not in seen
+
+
+def test_synth_sweeps_match_devkit(synth_dataset, tmp_path, monkeypatch):
+    out = tmp_path / "s"
+    prep(synth_dataset, out, image_size=(352, 128), sweeps=1, max_samples=2)
+    r = StoreReader(out)
+    assert r.manifest["labels"]["sweeps"] == 1
+    assert assert_matches_devkit(out, synth_dataset, monkeypatch, sweeps=True) > 1000
+    # sweep points carry no semantics; keyframe points do
+    lb = r.labels(1)
+    assert (lb["label"] == 255).any() and (lb["label"] != 255).any()
+
+
+def test_synth_store_contents(synth_store, synth_dataset):
+    r = StoreReader(synth_store)
+    m = r.manifest
+    assert len(r) == 4 and r.has_occ_gt and m["supervision"]["modes"] == ["2d", "3d", "mixed"]
+    assert m["image"]["per_camera"]["CAM_FRONT"]["original_size"] == [320, 180]
+    for i in range(len(r)):
+        gt = np.load(synth_dataset / "gts" / r.scene_names()[i] / r.tokens()[i] / "labels.npz")
+        occ = r.occ_gt(i)
+        for a in layout.OCC_GT_ARRAYS:
+            np.testing.assert_array_equal(occ[a], gt[a])
+        lb = r.labels(i)
+        assert set(np.unique(lb["camera"])) == set(range(6))
+        assert lb["label"].max() <= 16
+    assert [a["offset"] for a in r.sample(0)["adjacent"]] == [1, 2, 3]
+    assert [a["offset"] for a in r.sample(2)["adjacent"]] == [-2, -1, 1]
+    from renderocc.store.validate import validate
+
+    assert validate(str(synth_store)) == []
+
+
+def test_synth_job_array_by_scene(two_scenes, tmp_path):
+    """Two jobs write disjoint scene shards into one store; only the last makes it complete."""
+    out = tmp_path / "s"
+    a = prep(two_scenes, out, shard_index=1, num_shards=2, image_size=(128, 64))
+    assert not a["complete"] and a["shards_written"] == 1 and not (out / layout.MANIFEST).exists()
+    b = prep(two_scenes, out, shard_index=0, num_shards=2, image_size=(128, 64))
+    assert b["complete"] and b["shards_written"] == 1
+    single = tmp_path / "single"
+    prep(two_scenes, single, image_size=(128, 64), workers=2)
+    r1, r2 = StoreReader(out), StoreReader(single)
+    assert len(r1) == 4 and len(set(r1.scene_names())) == 2 and r1.tokens() == r2.tokens()
+    for i in range(len(r1)):
+        for k, v in r1.labels(i).items():
+            np.testing.assert_array_equal(v, r2.labels(i)[k])
+        np.testing.assert_array_equal(r1.images(i), r2.images(i))
+        # neighbours never cross the scene boundary
+        scenes = r1.scene_names()
+        assert all(scenes[x["sample_index"]] == scenes[i] for x in r1.sample(i)["adjacent"])
+    from renderocc.store.validate import validate
+
+    assert validate(str(out)) == []
+
+
+def test_synth_occ_gt_option_and_scene_filter(two_scenes, tmp_path):
+    scene = sorted(p.name for p in (two_scenes / "gts").iterdir())[1]
+    gts = tmp_path / "gts"
+    shutil.copytree(two_scenes / "gts" / scene, gts / scene)
+    out = tmp_path / "s"
+    prep(two_scenes, out, scenes=[scene], occ_gt=str(gts), image_size=(128, 64), adjacent=0)
+    r = StoreReader(out)
+    assert r.scene_names() == [scene, scene] and r.has_occ_gt and r.occ_gt(1) is not None
+    assert r.sample(0)["adjacent"] == []
+    assert r.manifest["source"]["occ_gt_dir"] == str(gts)
+
+
+def test_synth_occlusion_filter_only_removes(synth_store, synth_dataset, tmp_path):
+    out = tmp_path / "s"
+    prep(synth_dataset, out, image_size=(352, 128), occlusion_filter=True, max_samples=2)
+    a, b = StoreReader(out), StoreReader(synth_store)
+    assert a.manifest["labels"]["occlusion_filter"]["ratio"] == 0.8
+    for i in range(2):
+        la, lb = a.labels(i), b.labels(i)
+        assert 0 < len(la["u"]) <= len(lb["u"])
+        got = set(zip(la["camera"].tolist(), la["u"].tolist(), la["v"].tolist(), strict=True))
+        assert got <= set(zip(lb["camera"].tolist(), lb["u"].tolist(), lb["v"].tolist(), strict=True))

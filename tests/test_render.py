@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from renderocc.cuda import RenderOutput, loader, render_rays
+from renderocc.cuda import RenderOutput, loader, ray_visibility, render_rays
 from renderocc.cuda.reference import clip_rays
 
 BOX = (-1.2, -1.0, -0.6, 0.8, 1.0, 0.9)
@@ -293,6 +293,27 @@ def test_fallback_warns_once_and_uses_reference(monkeypatch):
     assert len([w for w in caught if "reference" in str(w.message)]) == 1
     ref = render("reference", density, semantics, o, d, b)
     torch.testing.assert_close(first.depth, ref.depth)
+
+
+@pytest.mark.parametrize("kind", ["random", "sparse", "saturating"])
+def test_visibility_matches_reference(ops, kind):
+    density, _ = make_grids(kind)
+    o, d, b = make_rays(n_random=400)
+    kw = {"pc_range": BOX, "voxel_size": VOXEL, "step": 0.07, "near": 0.05}
+    ours = ray_visibility(density, o, d, b, backend="cpu", **kw)
+    ref = ray_visibility(density, o, d, b, backend="reference", **kw)
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
+    assert ours.max() <= 1 and ours.min() >= 0 and ours.max() > 0.5
+
+
+def test_visibility_stops_behind_a_wall(ops):
+    density = torch.zeros(1, *SHAPE, dtype=torch.float64)
+    density[0, 1] = 1e3
+    o = torch.tensor([[BOX[0] - 0.5, 0.05, 0.1]], dtype=torch.float64)
+    d = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+    vis = ray_visibility(density, o, d, torch.zeros(1, dtype=torch.long), pc_range=BOX, voxel_size=VOXEL,
+                         step=0.05, backend="cpu")
+    assert vis[0, 0].max() > 0.5 and vis[0, 3:].max() == 0
 
 
 def test_build_ext_command_prints_library(ops):

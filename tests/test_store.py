@@ -47,7 +47,8 @@ def test_manifest_schema_shipped_and_documented():
 def test_reader_contract(store):
     r = StoreReader(store)
     assert len(r) == 3 and r.image_size == (352, 128) and len(r.cameras) == 6
-    assert r.grid == {"pc_range": [-40, -40, -1, 40, 40, 5.4], "voxel_size": [0.4] * 3, "shape": [200, 200, 16]}
+    assert r.grid == {"pc_range": [-40, -40, -1, 40, 40, 5.4], "voxel_size": [0.4] * 3,
+                      "shape": [200, 200, 16]}
     assert r.tokens()[1] == r.sample(1)["sample_token"] and r.index_of(r.tokens()[2]) == 2
     assert r.scene_names() == ["scene-0916"] * 3
     s = r.sample(0)
@@ -151,3 +152,19 @@ def test_motion_mask_helpers(store, tmp_path):
     assert r2.motion_mask(1).shape == (6, 128, 352) and r2.motion_mask(1).sum() == 600
     np.testing.assert_array_equal(r2.images(2), images_before)
     assert validate(str(d)) == []
+
+
+@needs_real
+def test_jpeg_codec_store(store, tmp_path):
+    """--image-codec jpeg: same API and shapes, ~6x smaller images, close pixels."""
+    out = tmp_path / "j"
+    run(PrepOptions(dataroot=str(REAL), version="v1.0-mini", out=str(out), max_samples=3, progress=False,
+                    image_size=(352, 128), image_codec="jpeg"), log=lambda m: None)
+    a, b = StoreReader(out), StoreReader(store)
+    assert a.manifest["image"]["codec"] == "jpeg" and b.manifest["image"]["codec"] == "raw"
+    x, y = a.images(2), b.images(2)
+    assert x.shape == y.shape == (6, 128, 352, 3) and x.dtype == np.uint8
+    psnr = 10 * np.log10(255 ** 2 / np.mean((x.astype(float) - y) ** 2))
+    assert psnr > 35
+    np.testing.assert_array_equal(a.labels(2)["u"], b.labels(2)["u"])
+    assert validate(str(out)) == []

@@ -15,7 +15,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from renderocc.cuda import loader
-from renderocc.cuda.reference import render_reference
+from renderocc.cuda.reference import render_reference, visibility_reference
 
 BACKENDS = ("auto", "cpu", "cuda", "reference")
 SEMANTIC_MODES = ("logits", "probs")
@@ -100,27 +100,15 @@ def _choose_backend(backend: str, device: torch.device) -> tuple[str, Any]:
     return (backend, ops) if ops is not None else ("reference", None)
 
 
-def render_rays(density: torch.Tensor, semantics: torch.Tensor, origins: torch.Tensor,
-                directions: torch.Tensor, batch_index: torch.Tensor, *,
-                pc_range: Sequence[float] | torch.Tensor, voxel_size: float | Sequence[float],
-                step: float, near: float = 0.0, backend: str = "auto",
-                background_depth: bool = False, return_distortion: bool = False,
-                semantic_mode: str = "logits") -> RenderOutput:
-    """Volume-render rays through per-batch density/semantic grids (see issue 5 for the contract).
-
-    density (B, X, Y, Z) >= 0; semantics (B, X, Y, Z, C); origins/directions (R, 3) in the grid
-    frame, unit directions; batch_index (R,) int64. Options: `background_depth` adds
-    (1 - opacity) * t_far (the clipped exit distance); `return_distortion` fills
-    `RenderOutput.distortion` with the per-ray Mip-NeRF 360 distortion (metres, differentiable
-    w.r.t. density); `semantic_mode="probs"` composites softmax(interpolated logits).
-    """
-    if semantic_mode not in SEMANTIC_MODES:
-        raise ValueError(f"semantic_mode must be one of {SEMANTIC_MODES}, got {semantic_mode!r}")
-    if density.dim() != 4 or semantics.dim() != 5 or semantics.shape[:4] != density.shape:
-        raise ValueError(f"density (B,X,Y,Z) and semantics (B,X,Y,Z,C) disagree: "
-                         f"{tuple(density.shape)} vs {tuple(semantics.shape)}")
-    if density.dtype not in (torch.float32, torch.float64) or semantics.dtype != density.dtype:
-        raise ValueError("density and semantics must share a float32 or float64 dtype")
+def _rays_and_grid(density: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
+                   batch_index: torch.Tensor, pc_range: Sequence[float] | torch.Tensor,
+                   voxel_size: float | Sequence[float], step: float
+                   ) -> tuple[list[float], list[float], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validate and normalise the arguments every entry point shares (clear ValueErrors, not
+    kernel asserts): box, voxel, and rays cast to the grid's dtype/device, contiguous."""
+    if density.dim() != 4 or density.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"density must be a float32/float64 (B, X, Y, Z) tensor, got "
+                         f"{density.dtype} {tuple(density.shape)}")
     box = [float(v) for v in (pc_range.tolist() if isinstance(pc_range, torch.Tensor) else pc_range)]
     if len(box) != 6 or any(box[a] >= box[a + 3] for a in range(3)):
         raise ValueError(f"pc_range must be (xmin, ymin, zmin, xmax, ymax, zmax), got {pc_range!r}")
@@ -137,8 +125,34 @@ def render_rays(density: torch.Tensor, semantics: torch.Tensor, origins: torch.T
         raise ValueError("batch_index must be (R,)")
     if batch_index.numel() and (int(batch_index.min()) < 0 or int(batch_index.max()) >= density.shape[0]):
         raise ValueError(f"batch_index must lie in [0, {density.shape[0]})")
+    return box, voxel, origins, directions, batch_index
+
+
+def render_rays(density: torch.Tensor, semantics: torch.Tensor, origins: torch.Tensor,
+                directions: torch.Tensor, batch_index: torch.Tensor, *,
+                pc_range: Sequence[float] | torch.Tensor, voxel_size: float | Sequence[float],
+                step: float, near: float = 0.0, backend: str = "auto",
+                background_depth: bool = False, return_distortion: bool = False,
+                semantic_mode: str = "logits") -> RenderOutput:
+    """Volume-render rays through per-batch density/semantic grids (see issue 5 for the contract).
+
+    density (B, X, Y, Z) >= 0; semantics (B, X, Y, Z, C); origins/directions (R, 3) in the grid
+    frame, unit directions; batch_index (R,) int64. Options: `background_depth` adds
+    (1 - opacity) * t_far (the clipped exit distance); `return_distortion` fills
+    `RenderOutput.distortion` with the per-ray Mip-NeRF 360 distortion (metres, differentiable
+    w.r.t. density); `semantic_mode="probs"` composites softmax(interpolated logits).
+    """
+    if semantic_mode not in SEMANTIC_MODES:
+        raise ValueError(f"semantic_mode must be one of {SEMANTIC_MODES}, got {semantic_mode!r}")
+    if semantics.dim() != 5 or semantics.shape[:4] != density.shape:
+        raise ValueError(f"density (B,X,Y,Z) and semantics (B,X,Y,Z,C) disagree: "
+                         f"{tuple(density.shape)} vs {tuple(semantics.shape)}")
+    if semantics.dtype != density.dtype:
+        raise ValueError("density and semantics must share a dtype")
+    box, voxel, origins, directions, batch_index = _rays_and_grid(
+        density, origins, directions, batch_index, pc_range, voxel_size, step)
     probs = semantic_mode == "probs"
-    name, ops = _choose_backend(backend, device)
+    name, ops = _choose_backend(backend, density.device)
     if name == "reference":
         depth, sem, opacity, distortion, t_far = render_reference(
             density, semantics, origins, directions, batch_index, tuple(box), tuple(voxel),
@@ -150,3 +164,25 @@ def render_rays(density: torch.Tensor, semantics: torch.Tensor, origins: torch.T
     if background_depth:
         depth = depth + (1 - opacity) * t_far
     return RenderOutput(depth, sem, opacity, distortion if return_distortion else None)
+
+
+@torch.no_grad()
+def ray_visibility(density: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
+                   batch_index: torch.Tensor, *, pc_range: Sequence[float] | torch.Tensor,
+                   voxel_size: float | Sequence[float], step: float, near: float = 0.0,
+                   backend: str = "auto") -> torch.Tensor:
+    """(B, X, Y, Z): per voxel, the max over the rays' samples (before the early stop) of
+    transmittance-before-the-sample x the sample's trilinear weight on that voxel.
+
+    Same sampling as `render_rays`; 0 means no ray reached the voxel, values near 1 mean some
+    ray saw it unoccluded, so a threshold tells observed voxels (e.g. a camera-visibility mask
+    for predictions). Not differentiable.
+    """
+    box, voxel, origins, directions, batch_index = _rays_and_grid(
+        density, origins, directions, batch_index, pc_range, voxel_size, step)
+    name, ops = _choose_backend(backend, density.device)
+    if name == "reference":
+        return visibility_reference(density, origins, directions, batch_index, tuple(box), tuple(voxel),
+                                    float(near), float(step))
+    return _launch(ops.visibility, density.device, density.contiguous(), origins, directions, batch_index,
+                   box, voxel, float(near), float(step))

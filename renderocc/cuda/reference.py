@@ -51,12 +51,9 @@ def _normalised_coords(points: torch.Tensor, box: tuple[float, ...], voxel: tupl
     return torch.stack(coords[::-1], dim=-1)
 
 
-def render_reference(density: torch.Tensor, semantics: torch.Tensor, origins: torch.Tensor,
-                     directions: torch.Tensor, batch_index: torch.Tensor, box: tuple[float, ...],
-                     voxel: tuple[float, float, float], near: float, step: float, probs: bool
-                     ) -> tuple[torch.Tensor, ...]:
-    """Same outputs as the kernel: (depth without background, semantics, opacity, distortion, t_far)."""
-    B, X, Y, Z, C = semantics.shape
+def _samples(origins: torch.Tensor, directions: torch.Tensor, box: tuple[float, ...], near: float,
+             step: float) -> tuple[torch.Tensor, ...]:
+    """Every sample of every ray, padded to the longest: (t, valid, points, hit, t_out)."""
     R = origins.shape[0]
     t_in, t_out, hit = clip_rays(origins, directions, box, near)
     count = torch.floor((t_out - t_in) / step * (1 + COUNT_SLACK))
@@ -66,6 +63,25 @@ def render_reference(density: torch.Tensor, semantics: torch.Tensor, origins: to
     t = t_in[:, None] + (k.to(origins.dtype) + 0.5) * step  # (R, K)
     valid = k[None, :] < K[:, None]
     points = origins[:, None, :] + t[..., None] * directions[:, None, :]  # (R, K, 3)
+    return t, valid, points, hit, t_out
+
+
+def _transmittance_before(sigma: torch.Tensor, step: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-sample transmittance exp(-sigma step), transmittance before each sample via cumprod)."""
+    trans = torch.exp(-sigma * step)
+    before = torch.cumprod(torch.cat([torch.ones_like(trans[:, :1]), trans[:, :-1]], dim=1), dim=1)
+    return trans, before
+
+
+def render_reference(density: torch.Tensor, semantics: torch.Tensor, origins: torch.Tensor,
+                     directions: torch.Tensor, batch_index: torch.Tensor, box: tuple[float, ...],
+                     voxel: tuple[float, float, float], near: float, step: float, probs: bool
+                     ) -> tuple[torch.Tensor, ...]:
+    """Same outputs as the kernel: (depth without background, semantics, opacity, distortion, t_far)."""
+    B, X, Y, Z, C = semantics.shape
+    R = origins.shape[0]
+    t, valid, points, hit, t_out = _samples(origins, directions, box, near, step)
+    k_max = t.shape[1]
     grid = _normalised_coords(points, box, voxel, (X, Y, Z))
     channels = torch.cat([density[:, None], semantics.permute(0, 4, 1, 2, 3)], dim=1)  # (B, 1+C, X, Y, Z)
     sampled = torch.zeros(R, k_max, 1 + C, dtype=density.dtype, device=density.device)
@@ -78,8 +94,7 @@ def render_reference(density: torch.Tensor, semantics: torch.Tensor, origins: to
         sampled = sampled.index_copy(0, idx, out[0, :, 0].permute(1, 2, 0))
     sigma = torch.where(valid, sampled[..., 0], torch.zeros_like(t))
     sem = sampled[..., 1:].softmax(-1) if probs else sampled[..., 1:]
-    trans = torch.exp(-sigma * step)
-    t_before = torch.cumprod(torch.cat([torch.ones_like(trans[:, :1]), trans[:, :-1]], dim=1), dim=1)
+    trans, t_before = _transmittance_before(sigma, step)
     keep = valid & (t_before >= TRANSMITTANCE_EPS)
     w = torch.where(keep, t_before * (1 - trans), torch.zeros_like(trans))
     depth = (w * t).sum(1)
@@ -90,3 +105,39 @@ def render_reference(density: torch.Tensor, semantics: torch.Tensor, origins: to
     distortion = 2 * (w * (t * w_before - m_before)).sum(1) + step / 3 * (w * w).sum(1)
     t_far = torch.where(hit, t_out, torch.zeros_like(t_out))
     return depth, sem_out, opacity, distortion, t_far.detach()
+
+
+def visibility_reference(density: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
+                         batch_index: torch.Tensor, box: tuple[float, ...], voxel: tuple[float, float, float],
+                         near: float, step: float) -> torch.Tensor:
+    """Per voxel, max over samples before the early stop of transmittance x trilinear weight."""
+    B, X, Y, Z = density.shape
+    t, valid, points, _, _ = _samples(origins, directions, box, near, step)
+    sigma = torch.zeros_like(t)
+    for b in range(B):
+        idx = torch.nonzero(batch_index == b).squeeze(1)
+        if idx.numel():
+            grid = _normalised_coords(points[idx], box, voxel, (X, Y, Z))
+            out = F.grid_sample(density[b:b + 1, None], grid[None, None], mode="bilinear",
+                                padding_mode="border", align_corners=True)
+            sigma = sigma.index_copy(0, idx, out[0, 0, 0])
+    sigma = torch.where(valid, sigma, torch.zeros_like(sigma))
+    _, before = _transmittance_before(sigma, step)
+    keep = valid & (before >= TRANSMITTANCE_EPS)
+    # The 8 corners, as the kernel: clamped continuous index, lower corner clamped to N - 2.
+    flat = batch_index[:, None].expand_as(t) * (X * Y * Z)
+    index = torch.zeros((*t.shape, 8), dtype=torch.long, device=t.device)
+    weight = torch.ones((*t.shape, 8), dtype=t.dtype, device=t.device)
+    corner = torch.arange(8, device=t.device)
+    for a, (n, stride) in enumerate(zip((X, Y, Z), (Y * Z, Z, 1), strict=True)):
+        u = ((points[..., a] - box[a]) / voxel[a] - 0.5).clamp(0, n - 1)
+        i0 = u.floor().clamp(max=max(n - 2, 0))
+        f = u - i0
+        bit = ((corner >> (2 - a)) & 1).to(t.dtype)  # corner n = 4 i + 2 j + k
+        i = (i0[..., None] + bit).clamp(max=n - 1).long()
+        index += i * stride
+        weight = weight * torch.where(bit.bool(), f[..., None], 1 - f[..., None])
+    value = torch.where(keep[..., None], before[..., None] * weight, torch.zeros_like(weight))
+    vis = torch.zeros(B * X * Y * Z, dtype=density.dtype, device=density.device)
+    vis = vis.scatter_reduce(0, (index + flat[..., None]).reshape(-1), value.reshape(-1), "amax")
+    return vis.view(B, X, Y, Z)

@@ -130,7 +130,10 @@ def markdown(m: dict) -> str:
         "# renderocc evaluation", "",
         f"- checkpoint: `{m['checkpoint']}` (step {m.get('checkpoint_step', '?')})",
         f"- supervision: **{m['supervision']}**",
-        f"- split: {m['split']} ({m['samples']} samples, {m['occ_samples']} with Occ3D GT)", "",
+        f"- split: {m['split']} ({m['samples']} samples, {m['occ_samples']} with Occ3D GT)",
+        f"- occupancy threshold: density > {m['threshold']:.4g}"
+        f" ({(m.get('threshold_info') or {}).get('how', 'how it was chosen is not recorded')}; "
+        f"{(m.get('threshold_info') or {}).get('metric', '')})", "",
         "| metric | with mask_camera | all voxels |", "|---|---:|---:|",
         f"| mIoU (classes 0–16) | {_fmt(m['miou'])} | {_fmt(m['miou_nomask'])} |",
         f"| geometry IoU | {_fmt(m['geometry_iou'])} | {_fmt(m['geometry_iou_nomask'])} |", "",

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from renderocc.classes import FREE
 from renderocc.errors import UserError
-from renderocc.eval.rays import clip_to_box, pixel_rays
+from renderocc.eval.rays import VoxelWalk, pixel_rays
 
 
 def load_checkpoint_model(path: str, device: str = "cpu"):
@@ -25,7 +25,12 @@ def load_checkpoint_model(path: str, device: str = "cpu"):
         raise UserError(f"checkpoint not found: {path}")
     from renderocc.train.checkpoint import load_model
 
-    return load_model(path, device)
+    try:
+        return load_model(path, device)
+    except RuntimeError as e:  # load_state_dict: weights of another model version
+        detail = " ".join(str(e).split())
+        detail = detail if len(detail) < 160 else detail[:157] + "..."
+        raise UserError(f"{path}: weights do not fit this renderocc's model ({detail})") from None
 
 
 def model_grid(ckpt: dict, store_grid: dict) -> dict:
@@ -146,46 +151,26 @@ def image_rays(reader, sample: dict, cam: str, stride: int) -> tuple[np.ndarray,
     return o, d, sc, us.shape
 
 
-@torch.no_grad()
-def visibility(density: torch.Tensor, origins: np.ndarray, dirs: np.ndarray, grid: dict, step: float,
-               min_transmittance: float = 0.1, chunk: int = 8192) -> np.ndarray:
+def visibility(density: torch.Tensor, origins: np.ndarray, dirs: np.ndarray, grid: dict,
+               min_transmittance: float = 0.1) -> np.ndarray:
     """bool grid: voxels some ray reaches with transmittance ≥ `min_transmittance`.
 
-    Marches each ray through the predicted density at `step` (trilinear at voxel centres, as the
-    renderer samples it); a sample marks its voxel observed when the transmittance *before* it is
-    still above the threshold. Voxels behind an opaque surface, or outside every camera frustum,
-    stay unobserved: "unseen", not "free".
+    Walks each ray voxel by voxel through the predicted density (exact traversal; the optical
+    depth of a voxel is its density times the length of ray inside it) and marks a voxel
+    observed when the transmittance on entering it is still above the threshold. Voxels behind
+    an opaque surface, or outside every camera frustum, stay unobserved: "unseen", not "free".
     """
-    dev = density.device
-    shape = torch.tensor(density.shape, device=dev)
-    lo = torch.tensor(grid["pc_range"][:3], device=dev, dtype=torch.float32)
-    hi = torch.tensor(grid["pc_range"][3:], device=dev, dtype=torch.float32)
-    vs = torch.tensor(grid["voxel_size"], device=dev, dtype=torch.float32)
-    vol = density[None, None].float()
-    seen = torch.zeros(density.numel(), dtype=torch.bool, device=dev)
-    tn_all, tf_all = clip_to_box(origins, dirs, lo.cpu().numpy(), hi.cpu().numpy())
-    for s in range(0, len(origins), chunk):
-        tn = torch.from_numpy(tn_all[s:s + chunk]).float().to(dev)
-        tf = torch.from_numpy(tf_all[s:s + chunk]).float().to(dev)
-        ok = tf > tn
-        if not ok.any():
-            continue
-        o = torch.from_numpy(origins[s:s + chunk]).float().to(dev)[ok]
-        d = torch.from_numpy(dirs[s:s + chunk]).float().to(dev)[ok]
-        tn, tf = tn[ok], tf[ok]
-        k = torch.arange(int(torch.ceil(((tf - tn).max()) / step)), device=dev, dtype=torch.float32)
-        t = tn[:, None] + (k[None] + 0.5) * step
-        valid = t < tf[:, None]
-        p = o[:, None] + t[..., None] * d[:, None]
-        u = ((p - lo) / vs - 0.5).clamp(min=torch.zeros(3, device=dev), max=(shape - 1).float())
-        g = (u / (shape - 1).clamp(min=1).float() * 2 - 1).flip(-1)  # (z, y, x) for grid_sample
-        sig = F.grid_sample(vol, g[None, None], mode="bilinear", padding_mode="border",
-                            align_corners=True)[0, 0, 0]
-        sig = torch.where(valid, sig, torch.zeros_like(sig))
-        before = torch.exp(-(torch.cumsum(sig * step, 1) - sig * step))
-        mark = valid & (before >= min_transmittance)
-        idx = torch.floor((p - lo) / vs).long()
-        idx = torch.minimum(idx.clamp(min=0), shape - 1)
-        lin = (idx[..., 0] * shape[1] + idx[..., 1]) * shape[2] + idx[..., 2]
-        seen[lin[mark]] = True
-    return seen.view(*density.shape).cpu().numpy()
+    dens = density.detach().float().cpu().numpy()
+    flat = dens.reshape(-1)
+    seen = np.zeros(dens.size, bool)
+    tau = np.zeros(len(origins))
+    limit = -np.log(min_transmittance)
+    walk = VoxelWalk(origins, dirs, np.full(len(origins), np.inf), grid["pc_range"], grid["voxel_size"],
+                     dens.shape)
+    while walk:
+        ray, lin, t0, t1 = walk.current()
+        ok = tau[ray] <= limit
+        seen[lin[ok]] = True
+        tau[ray] += flat[lin] * (t1 - t0)
+        walk.advance(keep=ok)
+    return seen.reshape(dens.shape)

@@ -30,13 +30,12 @@ def predict_sample(model, reader, i: int, ckpt: dict, vis_stride: int, min_trans
     """The arrays of one sample's labels.npz."""
     cfg = ckpt["config"]
     grid = infer.model_grid(ckpt, reader.grid)
-    step = float(cfg.get("render", {}).get("step", min(grid["voxel_size"]) / 2))
     density, logits = infer.run_model(model, reader, i, cfg)
     s = reader.sample(i)
     rays = [infer.image_rays(reader, s, cam, vis_stride) for cam in reader.cameras]
     o = np.concatenate([r[0] for r in rays])
     d = np.concatenate([r[1] for r in rays])
-    vis = infer.visibility(density, o, d, grid, step, min_transmittance)
+    vis = infer.visibility(density, o, d, grid, min_transmittance)
     dens = density.cpu().numpy()
     return {
         "semantics": infer.classify(density, logits, infer.threshold_of(ckpt)),

@@ -86,9 +86,10 @@ def voxels_3d(ax, sem: np.ndarray, grid: dict, title: str, max_points: int = 600
     ax.set_title(title)
 
 
-def _legend(fig, classes: list[int]) -> None:
+def _legend(fig, classes: list[int], outside: bool = False) -> None:
     handles = [plt.Rectangle((0, 0), 1, 1, color=OCC3D_COLORS[c] / 255.0) for c in classes]
-    fig.legend(handles, [OCC3D_CLASSES[c] for c in classes], loc="lower center",
+    fig.legend(handles, [OCC3D_CLASSES[c] for c in classes],
+               loc="outside lower center" if outside else "lower center",
                ncol=min(9, max(1, len(classes))), fontsize=7, frameon=False)
 
 
@@ -100,8 +101,8 @@ def camera_figure(reader, i: int, rendered: dict | None = None):
     names = reader.cameras
     ncol = 4 if rendered else 2
     W, H = reader.image_size
-    fig, axes = plt.subplots(len(names), ncol, figsize=(3.2 * ncol, 3.2 * len(names) * H / W + 0.8),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(names), ncol, figsize=(3.2 * ncol, 3.4 * len(names) * H / W + 1.0),
+                             squeeze=False, layout="constrained")
     cam = np.asarray(lab["camera"], np.int64)
     msize = max(0.5, 4.0 * W / 1600)
     present = set()
@@ -133,7 +134,7 @@ def camera_figure(reader, i: int, rendered: dict | None = None):
             ax.set_xlim(-0.5, W - 0.5)
             ax.set_ylim(H - 0.5, -0.5)
             ax.set_axis_off()
-    _legend(fig, sorted(int(c) for c in present if c < NUM_SEMANTIC))
+    _legend(fig, sorted(int(c) for c in present if c < NUM_SEMANTIC), outside=True)
     fig.suptitle(f"{s['scene_name']} · sample {i} · {s['sample_token']} (depth colour 0–{DEPTH_MAX:g} m)",
                  fontsize=9)
     return fig
@@ -161,7 +162,10 @@ def occupancy_figures(gt: dict | None, pred: np.ndarray | None, seen: np.ndarray
         masked = np.where(np.asarray(gt["mask_camera"], bool), sem, FREE)
         panels += [("GT (mask_camera)", masked, None), ("GT (all voxels)", sem, None)]
     if pred is not None:
-        panels += [("prediction", pred, None), ("prediction, unseen grey", pred, seen)]
+        panels.append(("prediction", pred, None))
+        if seen is not None:
+            observed = np.where(np.asarray(seen, bool), pred, FREE)
+            panels.append(("prediction, observed voxels (unseen grey)", observed, seen))
     r = grid["pc_range"]
     fig_bev, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.6), squeeze=False)
     present = set()
@@ -174,11 +178,11 @@ def occupancy_figures(gt: dict | None, pred: np.ndarray | None, seen: np.ndarray
         present.update(int(c) for c in np.unique(sem) if c < NUM_SEMANTIC)
     _legend(fig_bev, sorted(present))
     fig_bev.suptitle(f"{title}: bird's-eye view (top-most occupied class)", fontsize=9)
-    vox = [p for p in panels if p[2] is None and p[0] != "GT (all voxels)"]
-    fig3d = plt.figure(figsize=(6.5 * len(vox), 5.5))
+    vox = [p for p in panels if p[0] != "GT (all voxels)"]
+    fig3d = plt.figure(figsize=(5.5 * len(vox), 5.0))
     for k, (name, sem, _) in enumerate(vox):
         ax = fig3d.add_subplot(1, len(vox), k + 1, projection="3d")
-        voxels_3d(ax, sem, grid, name)
+        voxels_3d(ax, sem, grid, name.split(" (unseen")[0])
     _legend(fig3d, sorted(present))
     fig3d.suptitle(f"{title}: 3D voxels (perspective)", fontsize=9)
     return fig_bev, fig3d
@@ -215,7 +219,7 @@ def run(store: str, ckpt_path: str | None, out: str, samples: int, stride: int |
                 ro, rd, _, _ = infer.image_rays(reader, s, cam, stride)
                 o.append(ro)
                 d.append(rd)
-            vis = infer.visibility(density, np.concatenate(o), np.concatenate(d), mg, step)
+            vis = infer.visibility(density, np.concatenate(o), np.concatenate(d), mg)
             cls = infer.classify(density, logits, infer.threshold_of(ckpt))
             shape = reader.grid["shape"]
             pred, seen = infer.to_shape(cls, shape), infer.to_shape(vis, shape)

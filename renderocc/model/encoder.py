@@ -65,7 +65,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """ResNet stem + 4 stages; returns the stride-8 and stride-16 feature maps (C3, C4)."""
+    """ResNet stem + 3 stages; returns the stride-8 and stride-16 feature maps (C3, C4)."""
 
     def __init__(self, arch: str = "resnet18", width: int = 64, norm: str = "gn"):
         super().__init__()
@@ -73,15 +73,15 @@ class ResNet(nn.Module):
             raise UserError(f"unknown model.encoder {arch!r}: choose one of {sorted(DEPTHS)}")
         self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
         self.bn1 = make_norm(norm, width)
-        widths = [width, width * 2, width * 4, width * 8]
+        widths = [width, width * 2, width * 4]
         cin = width
-        for i, (n, w) in enumerate(zip(DEPTHS[arch], widths, strict=True)):
+        for i, (n, w) in enumerate(zip(DEPTHS[arch][:3], widths, strict=True)):
             blocks = [BasicBlock(cin if j == 0 else w, w, (1 if i == 0 else 2) if j == 0 else 1, norm)
                       for j in range(n)]
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
             cin = w
         self.out_channels = (widths[1], widths[2])
-        # layer4 is kept (for pretrained compatibility) but unused: stride 16 is enough for LSS.
+        # no layer4: stride 16 is enough for LSS, and DDP wants every parameter used.
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
@@ -93,7 +93,7 @@ def load_pretrained(encoder: nn.Module, path: str | Path) -> list[str]:
     """Load a state_dict file (torchvision naming; a `model`/`state_dict` wrapper is unwrapped).
 
     Returns the encoder keys left at their initial values; keys that do not exist in the
-    encoder (e.g. `fc.*`, `layer4.*` shapes of another width) are ignored with shape checks.
+    encoder (`fc.*`, `layer4.*`) or differ in shape are ignored.
     """
     path = Path(path)
     if not path.is_file():

@@ -31,6 +31,9 @@ def _names(value: str | None) -> list[str] | None:
 @click.option("--cameras", default=None, help="Comma-separated camera channels (default: the 6 CAM_*).")
 @click.option("--image-size", default="256x704", show_default=True,
               help="Stored image size as HEIGHTxWIDTH (scaled to cover, then cropped from the top).")
+@click.option("--image-codec", type=click.Choice(["raw", "jpeg"]), default="raw", show_default=True,
+              help="raw: lossless zstd uint8; jpeg: ~6x smaller, lossy (see --jpeg-quality).")
+@click.option("--jpeg-quality", default=95, show_default=True, type=click.IntRange(50, 100))
 @click.option("--adjacent", default=3, show_default=True, type=click.IntRange(0, 20),
               help="Keep ±K same-scene neighbour keyframes per sample.")
 @click.option("--sweeps", default=0, show_default=True, type=click.IntRange(0, 30),
@@ -49,8 +52,9 @@ def _names(value: str | None) -> list[str] | None:
 @click.option("--max-samples", default=None, type=click.IntRange(1, None),
               help="Only the first N keyframes (tests, quick looks).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, adjacent, sweeps, min_depth,
-                  occlusion_filter, occ_gt, workers, shard_index, num_shards, max_samples, progress) -> None:
+def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, image_codec, jpeg_quality, adjacent,
+                  sweeps, min_depth, occlusion_filter, occ_gt, workers, shard_index, num_shards, max_samples,
+                  progress) -> None:
     """Project LiDAR depth (and lidarseg semantics) into every camera; write a ray store.
 
     Reruns resume: finished shards (scenes) are skipped. Parallel jobs on many machines:
@@ -59,7 +63,8 @@ def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, adjacent,
     from renderocc.prep.pipeline import PrepOptions, run
 
     opts = PrepOptions(dataroot=dataroot, version=version, out=out, scenes=_names(scenes),
-                       cameras=_names(cameras), image_size=_size(image_size), adjacent=adjacent,
+                       cameras=_names(cameras), image_size=_size(image_size), image_codec=image_codec,
+                       jpeg_quality=jpeg_quality, adjacent=adjacent,
                        sweeps=sweeps, min_depth=min_depth, occlusion_filter=occlusion_filter, occ_gt=occ_gt,
                        workers=workers, shard_index=shard_index, num_shards=num_shards,
                        max_samples=max_samples, progress=progress)

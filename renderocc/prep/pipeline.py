@@ -50,6 +50,8 @@ class PrepOptions:
     shard_index: int = 0
     num_shards: int = 1
     max_samples: int | None = None
+    image_codec: str = "raw"
+    jpeg_quality: int = 95
     progress: bool = True
 
 
@@ -89,15 +91,20 @@ def sample_rays(task: SampleTask, sizes: np.ndarray, table: np.ndarray | None, m
             lab = np.full(len(p.point), IGNORE, np.uint8)
         parts.append(p)
         labels.append(lab)
-    p = Projected(*(np.concatenate([getattr(q, k) for q in parts])
-                    for k in ("cam", "point", "u", "v", "depth")))
-    lab = np.concatenate(labels)
+    if len(parts) == 1:
+        p, lab = parts[0], labels[0]
+    else:
+        p = Projected(*(np.concatenate([getattr(q, k) for q in parts])
+                        for k in ("cam", "point", "u", "v", "depth")))
+        lab = np.concatenate(labels)
     if occlusion:
         keep = np.nonzero(occlusion_mask(p, sizes))[0]
         p, lab = p.take(keep), lab[keep]
     idx = zbuffer(p, sizes)
     if len(parts) > 1:   # group rows by camera (one frame's output already is)
         idx = idx[np.argsort(p.cam[idx], kind="stable")]
+    elif len(idx) == len(p.depth):   # no pixel hit twice: nothing to drop
+        return p, lab
     return p.take(idx), lab[idx]
 
 
@@ -127,7 +134,7 @@ def process_sample(task: SampleTask) -> dict:
     cfg = _CFG
     root, out = cfg["root"], cfg["image_size"]
     frames = [imgs.load_resized(c.path, c.size, out) for c in task.cameras]
-    img_digest = writer.write_images(root, task.index, np.stack(frames))
+    img_digest = writer.write_images(root, task.index, np.stack(frames), cfg["codec"], cfg["quality"])
     sizes = np.array([c.size for c in task.cameras], dtype=np.float64)
     p, lab = sample_rays(task, sizes, cfg["label_table"], cfg["min_depth"], cfg["occlusion"])
     occ_digest = None
@@ -151,6 +158,8 @@ def _fill_sizes(tasks: list[SampleTask]) -> None:
 
 def make_plan(opts: PrepOptions, cameras: list[str], tasks: list[SampleTask], has_occ: bool) -> dict:
     options = {"version": opts.version, "cameras": cameras, "image_size_wh": list(opts.image_size),
+               "image_codec": opts.image_codec,
+               "jpeg_quality": opts.jpeg_quality if opts.image_codec == "jpeg" else None,
                "adjacent": opts.adjacent, "sweeps": opts.sweeps, "min_depth": opts.min_depth,
                "occlusion_filter": opts.occlusion_filter, "occ_gt": has_occ,
                "scenes": sorted(opts.scenes) if opts.scenes else None, "max_samples": opts.max_samples}
@@ -215,6 +224,8 @@ def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[Samp
         "classes": {"names": OCC3D_CLASSES, "free": 17, "ignore": 255, "lidarseg_to_occ3d": lid},
         "cameras": cameras,
         "image": {"stored_size": list(opts.image_size), "size_order": "WH", "dtype": "uint8 RGB",
+                  "codec": opts.image_codec,
+                  "jpeg_quality": opts.jpeg_quality if opts.image_codec == "jpeg" else None,
                   "resize": "scale s=max(W/W0,H/H0) (INTER_AREA), crop centred in x and from the top in y; "
                             "pixel centres: u' + 0.5 = s (u + 0.5) - crop",
                   "per_camera": per_cam},
@@ -262,7 +273,7 @@ def run(opts: PrepOptions, log=print) -> dict:
     has_occ = any(t.occ_gt_path for t in tasks)
     plan = make_plan(opts, cameras, tasks, has_occ)
     writer.check_or_write_plan(root, plan)
-    writer.create_arrays(root, len(tasks), len(cameras), opts.image_size, has_occ)
+    writer.create_arrays(root, len(tasks), len(cameras), opts.image_size, has_occ, opts.image_codec)
 
     fp = plan["fingerprint"]
     mine = [s for k, s in enumerate(plan["shards"]) if k % opts.num_shards == opts.shard_index]
@@ -271,6 +282,7 @@ def run(opts: PrepOptions, log=print) -> dict:
     log(f"store {root}: {len(tasks)} samples in {len(plan['shards'])} shards; this job: {len(mine)} shards, "
         f"{len(mine) - len(todo)} already complete, {len(todo_tasks)} samples to do")
     cfg = {"root": root, "image_size": tuple(opts.image_size), "min_depth": opts.min_depth,
+           "codec": opts.image_codec, "quality": opts.jpeg_quality,
            "occlusion": opts.occlusion_filter,
            "label_table": nus.label_table(nusc) if nus.has_lidarseg(nusc) else None}
     workers = opts.workers

@@ -52,27 +52,26 @@ def project(points: np.ndarray, lidar2cam: np.ndarray, K: np.ndarray, sizes: np.
     P = np.einsum("cij,cjk->cik", K, lidar2cam[:, :3, :])           # (C, 3, 4) = K [R | t]
     n_cams, n_pts = len(P), len(points)
     xyz_t = np.ascontiguousarray(points[:, :3].T, dtype=np.float32)  # (3, N)
-    P32 = P.astype(np.float32)
-    q = (P32[:, :, :3].reshape(-1, 3) @ xyz_t).reshape(n_cams, 3, n_pts)
+    # cull on x and z only (LiDAR points left/right of or behind a camera): rows 0 and 2 of P
+    P32 = P[:, [0, 2]].astype(np.float32)
+    q = (P32[:, :, :3].reshape(-1, 3) @ xyz_t).reshape(n_cams, 2, n_pts)
     q += P32[:, :, 3:]
-    x, y, z = q[:, 0], q[:, 1], q[:, 2]
+    x, z = q[:, 0], q[:, 1]
     W = sizes[:, :1].astype(np.float32)
-    H = sizes[:, 1:2].astype(np.float32)
-    lo = (1 - CULL_MARGIN) * z
-    cand = ((z > min_depth * (1 - CULL_MARGIN)) & (x > lo) & (x < (W - 1 + CULL_MARGIN) * z)
-            & (y > lo) & (y < (H - 1 + CULL_MARGIN) * z))
+    cand = (x > (1 - CULL_MARGIN) * z) & (x < (W - 1 + CULL_MARGIN) * z)
     c, n = np.divmod(np.flatnonzero(cand), n_pts)                   # sorted by camera
-    pts = points[n, :3].astype(np.float64)
-    cam = np.empty((len(n), 3))
+    pts = np.take(xyz_t, n, axis=1).astype(np.float64)              # exact: float32 → float64
+    cam = np.empty((3, len(n)))
     bounds = np.searchsorted(c, np.arange(n_cams + 1))
     for k in range(n_cams):
         s = slice(bounds[k], bounds[k + 1])
-        cam[s] = pts[s] @ P[k, :, :3].T + P[k, :, 3]
-    zc = cam[:, 2]
-    u = cam[:, 0] / zc
-    v = cam[:, 1] / zc
-    ok = (zc > min_depth) & (u > 1) & (u < sizes[c, 0] - 1) & (v > 1) & (v < sizes[c, 1] - 1)
-    return Projected(c[ok].astype(np.int8), n[ok].astype(np.int64), u[ok], v[ok], zc[ok])
+        cam[:, s] = P[k, :, :3] @ pts[:, s] + P[k, :, 3:]
+    zc = cam[2]
+    u = cam[0] / zc
+    v = cam[1] / zc
+    ok = np.flatnonzero((zc > min_depth) & (u > 1) & (u < sizes[c, 0] - 1) & (v > 1)
+                        & (v < sizes[c, 1] - 1))
+    return Projected(c[ok].astype(np.int8), n[ok], u[ok], v[ok], zc[ok])
 
 
 def pixel_keys(p: Projected, sizes: np.ndarray, cell: int = 1) -> np.ndarray:
@@ -88,37 +87,39 @@ def zbuffer(p: Projected, sizes: np.ndarray) -> np.ndarray:
     """Sorted indices of the nearest projection per (camera, original-image pixel).
 
     Collisions are rare at full resolution, so instead of sorting everything: scatter each
-    projection's index into a reusable per-pixel buffer, read it back to find the pixels hit more
-    than once, and resolve only those by depth.
+    projection's index into a small reusable hash table (pixel key mod 2^k, cache-resident), read
+    it back to find the projections that share a slot with another, and resolve only those
+    exactly (by true pixel key, then depth).
     """
     if len(p.depth) == 0:
         return np.zeros(0, dtype=np.int64)
     key = pixel_keys(p, sizes)
-    buf = _pixel_buffer(int(key.max()) + 1)
+    table = _hash_table(len(key))
+    slot = key & (len(table) - 1)
     idx = np.arange(len(key), dtype=np.int32)
-    buf[key] = idx
-    lost = np.flatnonzero(buf[key] != idx)           # another projection wrote this pixel too
+    table[slot] = idx
+    lost = np.flatnonzero(table[slot] != idx)          # another projection used this slot too
     if len(lost) == 0:
-        buf[key] = -1
+        table[slot] = -1
         return idx.astype(np.int64)
-    buf[key] = -1
-    buf[key[lost]] = -2                              # mark the pixels hit more than once
-    shared = np.flatnonzero(buf[key] == -2)
-    buf[key] = -1
+    table[slot[lost]] = -2                             # mark the slots used more than once
+    shared = np.flatnonzero(table[slot] == -2)
+    table[slot] = -1
     keep = np.ones(len(key), dtype=bool)
     keep[shared] = False
     keep[shared[zbuffer_keys(key[shared], p.depth[shared])]] = True
     return np.flatnonzero(keep)
 
 
-_BUFFER: list[np.ndarray] = []
+_TABLE: list[np.ndarray] = []
 
 
-def _pixel_buffer(size: int) -> np.ndarray:
-    """A per-process int32 buffer of -1s, reused across samples (restored to -1 after use)."""
-    if not _BUFFER or len(_BUFFER[0]) < size:
-        _BUFFER[:] = [np.full(max(size, 1), -1, dtype=np.int32)]
-    return _BUFFER[0]
+def _hash_table(n: int) -> np.ndarray:
+    """A per-process int32 table of -1s (≥ 4n slots, a power of two), restored to -1 after use."""
+    size = 1 << max(12, int(np.ceil(np.log2(4 * max(n, 1)))))
+    if not _TABLE or len(_TABLE[0]) < size:
+        _TABLE[:] = [np.full(size, -1, dtype=np.int32)]
+    return _TABLE[0][:size]
 
 
 def zbuffer_keys(key: np.ndarray, depth: np.ndarray) -> np.ndarray:

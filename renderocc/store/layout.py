@@ -7,8 +7,8 @@ layout change is one edit plus a `SCHEMA_VERSION` bump.
       manifest.json            written LAST: a store without it is incomplete
       samples.parquet          one row per keyframe; row i is sample index i
       rays/<shard>.parquet     one row group per sample (in sample order), shard = one scene
-      images/                  Zarr v3 array (N, n_cams, H, W, 3) uint8, chunk = one image,
-                               zarr shard = one sample (one object per sample)
+      images/                  Zarr v3 array (N, n_cams, H, W, 3) uint8 (codec raw) or (N, n_cams)
+                               JPEG bytes (codec jpeg); chunk = one image, zarr shard = one sample
       occ_gt/{semantics,mask_lidar,mask_camera}   Zarr v3 arrays (N, 200, 200, 16) uint8
       motion_mask/             Zarr v3 array (N, n_cams, H, W) bool (added by prep motion-masks)
       _plan.json               the prep plan (options + sample order) shared by all jobs
@@ -26,6 +26,9 @@ MANIFEST = "manifest.json"
 SAMPLES = "samples.parquet"
 RAYS_DIR = "rays"
 IMAGES = "images"
+# Image codecs: "raw" = uint8 (N, n_cams, H, W, 3) zstd (lossless); "jpeg" = (N, n_cams) of JPEG
+# bytes (variable-length; ~6x smaller, lossy).
+IMAGE_CODECS = ("raw", "jpeg")
 OCC_GT = "occ_gt"
 OCC_GT_ARRAYS = ("semantics", "mask_lidar", "mask_camera")
 MOTION_MASK = "motion_mask"

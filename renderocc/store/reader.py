@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 
-from renderocc.store import fsio, layout
+from renderocc.store import fsio, layout, writer
 from renderocc.store import manifest as manifest_mod
 
 
@@ -126,14 +126,20 @@ class StoreReader:
         if name not in self._arrays:
             try:
                 store = fsio.zarr_store(self.root, name, read_only=True)
-                self._arrays[name] = zarr.open_array(store, mode="r")
+                with writer.quiet_zarr():
+                    self._arrays[name] = zarr.open_array(store, mode="r")
             except (FileNotFoundError, zarr.errors.ArrayNotFoundError, KeyError):
                 self._arrays[name] = None
         return self._arrays[name]
 
     def images(self, i: int) -> np.ndarray:
         """uint8 (n_cams, H, W, 3) at the stored size, cameras in `.cameras` order."""
-        return np.asarray(self._array(layout.IMAGES)[self._check(i)])
+        return writer.decode_images(self._stored_images(i))
+
+    def _stored_images(self, i: int) -> np.ndarray:
+        arr = self._array(layout.IMAGES)
+        with writer.quiet_zarr():
+            return np.asarray(arr[self._check(i)])
 
     def _parquet(self, shard: str) -> pq.ParquetFile:
         self._fresh()

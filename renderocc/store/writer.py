@@ -13,8 +13,10 @@ columns and a dense mask array without touching images.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,6 +32,14 @@ PARQUET_OPTS = dict(compression="zstd", use_dictionary=["sample_token", "camera"
                     use_byte_stream_split=["u", "v", "depth"], write_statistics=False)
 
 _ARRAYS: dict[tuple[str, str], zarr.Array] = {}
+
+
+@contextlib.contextmanager
+def quiet_zarr():
+    """Silence zarr's warning that variable-length bytes (the jpeg codec) have no v3 spec yet."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The data type \(VariableLengthBytes")
+        yield
 
 
 def now_iso() -> str:
@@ -94,21 +104,28 @@ def _create(root: str, name: str, shape: tuple, chunks: tuple, shards: tuple | N
             dims: tuple[str, ...]) -> zarr.Array:
     store = fsio.zarr_store(root, name, read_only=False)
     try:
-        return zarr.create_array(store, shape=shape, chunks=chunks, shards=shards, dtype=dtype,
-                                 fill_value=0, dimension_names=dims, overwrite=False)
+        with quiet_zarr():
+            return zarr.create_array(store, shape=shape, chunks=chunks, shards=shards, dtype=dtype,
+                                     fill_value=0 if dtype != "bytes" else b"", dimension_names=dims,
+                                     overwrite=False)
     except zarr.errors.ContainsArrayError:
-        arr = zarr.open_array(store, mode="r+")
-        if arr.shape != shape or arr.dtype != np.dtype(dtype):
+        with quiet_zarr():
+            arr = zarr.open_array(store, mode="r+")
+        if arr.shape != shape:
             raise UserError(f"existing array {name} in {root} has shape {arr.shape}, "
                             f"expected {shape}") from None
         return arr
 
 
-def create_arrays(root: str, n: int, n_cams: int, size_wh: tuple[int, int], occ_gt: bool) -> None:
+def create_arrays(root: str, n: int, n_cams: int, size_wh: tuple[int, int], occ_gt: bool,
+                  codec: str = "raw") -> None:
     """Create (or reopen, for a rerun or a parallel job) the store's Zarr arrays."""
     W, H = size_wh
-    _create(root, layout.IMAGES, (n, n_cams, H, W, 3), (1, 1, H, W, 3), (1, n_cams, H, W, 3), "uint8",
-            ("sample", "camera", "y", "x", "rgb"))
+    if codec == "jpeg":   # zarr-python's variable-length bytes: no Zarr v3 spec yet (it warns)
+        _create(root, layout.IMAGES, (n, n_cams), (1, 1), (1, n_cams), "bytes", ("sample", "camera"))
+    else:
+        _create(root, layout.IMAGES, (n, n_cams, H, W, 3), (1, 1, H, W, 3), (1, n_cams, H, W, 3), "uint8",
+                ("sample", "camera", "y", "x", "rgb"))
     if occ_gt:
         X, Y, Z = layout.OCC_GRID["shape"]
         for a in layout.OCC_GT_ARRAYS:
@@ -120,14 +137,46 @@ def array(root: str, name: str) -> zarr.Array:
     """A cached writable handle (one per process: workers write their samples directly)."""
     key = (root, name)
     if key not in _ARRAYS:
-        _ARRAYS[key] = zarr.open_array(fsio.zarr_store(root, name, read_only=False), mode="r+")
+        with quiet_zarr():
+            _ARRAYS[key] = zarr.open_array(fsio.zarr_store(root, name, read_only=False), mode="r+")
     return _ARRAYS[key]
 
 
-def write_images(root: str, index: int, images: np.ndarray) -> str:
+def encode_images(images: np.ndarray, codec: str, quality: int = 95) -> np.ndarray:
+    """What the images array stores for one sample: the uint8 pixels, or one JPEG per camera."""
+    if codec != "jpeg":
+        return images
+    import cv2
+
+    out = np.empty(len(images), dtype=object)
+    for j, im in enumerate(images):
+        bgr = np.ascontiguousarray(im[..., ::-1])
+        out[j] = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
+    return out
+
+
+def decode_images(stored: np.ndarray) -> np.ndarray:
+    """(n_cams, H, W, 3) uint8 RGB from what `encode_images` stored."""
+    if stored.dtype != object:
+        return np.asarray(stored)
+    import cv2
+
+    return np.stack([cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] for b in stored])
+
+
+def image_digest(stored: np.ndarray) -> str:
+    """Digest of one sample's stored images (pixels for raw, the JPEG bytes for jpeg)."""
+    if stored.dtype == object:
+        return hashlib.sha256(b"".join(bytes(b) for b in stored)).hexdigest()
+    return digest(stored)
+
+
+def write_images(root: str, index: int, images: np.ndarray, codec: str = "raw", quality: int = 95) -> str:
     """Write one sample's (n_cams, H, W, 3) images (one Zarr shard object); return their digest."""
-    array(root, layout.IMAGES)[index] = images
-    return digest(images)
+    stored = encode_images(images, codec, quality)
+    with quiet_zarr():
+        array(root, layout.IMAGES)[index] = stored
+    return image_digest(stored)
 
 
 def write_occ_gt(root: str, index: int, occ: dict[str, np.ndarray]) -> str:
@@ -196,8 +245,8 @@ def write_manifest(root: str, manifest: dict) -> None:
 
 def create_motion_mask_array(root: str) -> zarr.Array:
     """Create the dense (N, n_cams, H, W) bool mask array beside the images (same chunking)."""
-    img = zarr.open_array(fsio.zarr_store(root, layout.IMAGES, read_only=True), mode="r")
-    n, c, H, W, _ = img.shape
+    m = manifest_mod.load(root)
+    n, c, (W, H) = m["num_samples"], len(m["cameras"]), m["image"]["stored_size"]
     return _create(root, layout.MOTION_MASK, (n, c, H, W), (1, 1, H, W), (1, c, H, W), "bool",
                    ("sample", "camera", "y", "x"))
 

@@ -6,6 +6,7 @@ timestamp (an offset before the LiDAR keyframe) and hence its own ego pose and w
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -18,7 +19,8 @@ from renderocc.synth.world import World, lane_paint
 
 FULL_SIZE = (1600, 900)
 NEAR = 0.1
-FAR = 400.0
+FAR = 120.0  # beyond this, fog (see shade) has hidden everything
+FOG = 70.0  # metres; haze = 1 - exp(-(d / FOG)^2)
 
 
 @dataclass(frozen=True)
@@ -160,32 +162,51 @@ def _texture(tex: np.ndarray, p: np.ndarray, n: np.ndarray) -> np.ndarray:
     return f
 
 
+@functools.lru_cache(maxsize=4)
+def _grain(h: int, w: int) -> np.ndarray:
+    """A fixed tile of Gaussian sensor noise (sigma 4 grey levels); images use random crops of it."""
+    return np.random.default_rng(12345).standard_normal((h + 64, w + 64, 3), dtype=np.float32) * 4.0
+
+
 def shade(world: World, hits: Hits, prims, rng: np.random.Generator) -> np.ndarray:
     """RGB uint8 image from per-pixel hits: class colour x texture x Lambert + haze + sensor noise."""
     h, w = hits.t.shape
     pid = hits.pid.ravel()
     p = hits.points.reshape(-1, 3)
     n = hits.normal.reshape(-1, 3)
-    lut_col = np.concatenate([np.zeros((2, 3), np.float32), prims.colour])
+    lut_col = np.concatenate([np.zeros((2, 3), np.float32), prims.colour]) * np.float32(255.0)
     lut_tex = np.concatenate([np.zeros(2, np.int8), prims.texture])
     col = lut_col[pid + 2]
     tex = lut_tex[pid + 2]
     gi = np.flatnonzero(pid == -1)
     glab, gtex = world.ground(p[gi, 0], p[gi, 1])
     paint = lane_paint(world, p[gi, 0], p[gi, 1]) & (glab == mat.LABEL["flat.driveable_surface"])
-    col[gi] = np.where(paint[:, None], np.float32(0.9), world.ground_colour(glab))
+    col[gi] = np.where(paint[:, None], np.float32(230.0), world.ground_colour(glab) * np.float32(255.0))
     tex[gi] = np.where(paint, mat.TEX_PLAIN, gtex)
-    light = (0.45 + 0.65 * np.clip(n @ world.sun.astype(np.float32), 0.0, 1.0)) * _texture(tex, p, n)
+    d2 = np.minimum(hits.t.ravel(), 1e3) * np.float32(1 / FOG)
+    keep = np.exp(-d2 * d2)  # 1 - haze
+    light = (0.45 + 0.65 * np.clip(n @ world.sun.astype(np.float32), 0.0, 1.0)) * _texture(tex, p, n) * keep
+    horizon = mat.SKY_HORIZON.astype(np.float32) * np.float32(255.0)
     rgb = col * light[:, None]
-    haze = (1.0 - np.exp(-np.minimum(hits.t.ravel(), 1e4) / 300.0))[:, None]
-    rgb += (mat.SKY_HORIZON.astype(np.float32) - rgb) * haze
+    rgb += (1.0 - keep)[:, None] * horizon
     si = np.flatnonzero(pid == -2)
     d = hits.dirs.reshape(-1, 3)[si]
-    up = np.clip(d[:, 2], 0.0, 1.0)[:, None] ** 0.6
-    clouds = _noise(d * 40.0, 1.0, 3)[:, None] * 0.08
-    rgb[si] = mat.SKY_HORIZON * (1 - up) + mat.SKY_ZENITH * up + clouds
-    img = rgb.reshape(h, w, 3) * 255.0 + rng.normal(0.0, 4.0, (h, w, 3)).astype(np.float32)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    up = np.sqrt(np.clip(d[:, 2], 0.0, 1.0))[:, None]
+    clouds = _noise(d * 40.0, 1.0, 3)[:, None] * np.float32(0.08 * 255.0)
+    zenith = mat.SKY_ZENITH.astype(np.float32) * np.float32(255.0)
+    rgb[si] = horizon + (zenith - horizon) * up + clouds
+    oy, ox = rng.integers(0, 64, 2)
+    img = rgb.reshape(h, w, 3)
+    img += _grain(h, w)[oy:oy + h, ox:ox + w]
+    np.clip(img, 0, 255, out=img)
+    return img.astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=12)
+def pinhole_grid(name: str, size: tuple[int, int]) -> PinholeGrid:
+    """The (cached) ray grid of rig camera `name` at image `size`."""
+    spec = next(c for c in RIG if c.name == name)
+    return PinholeGrid(intrinsic(spec, size), size)
 
 
 def render(world: World, spec: CameraSpec, grid: PinholeGrid, t: float, rng: np.random.Generator,

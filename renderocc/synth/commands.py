@@ -20,7 +20,8 @@ def _parse_size(_ctx, _param, value: str) -> tuple[int, int]:
 @click.command("nuscenes")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Dataroot to create.")
 @click.option("--scenes", default=2, show_default=True, type=int, help="Number of scenes (worlds).")
-@click.option("--samples-per-scene", default=10, show_default=True, type=int, help="Keyframes (2 Hz) per scene.")
+@click.option("--samples-per-scene", default=10, show_default=True, type=int,
+              help="Keyframes (2 Hz) per scene.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed; same seed, same dataset.")
 @click.option("--image-size", default="800x450", show_default=True, callback=_parse_size,
               help="Camera image size WxH (nuScenes is 1600x900; intrinsics are scaled).")
@@ -28,9 +29,12 @@ def _parse_size(_ctx, _param, value: str) -> tuple[int, int]:
 @click.option("--sweeps-per-sample", default=4, show_default=True, type=int,
               help="LiDAR sweeps between consecutive keyframes (nuScenes has 9).")
 @click.option("--workers", default=None, type=int, help="Worker processes [default: min(2, CPUs)].")
+@click.option("--camera-truth", is_flag=True,
+              help="Also write per-pixel depth/label/instance truth under synth_truth/cameras/.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is not empty.")
 def synth_nuscenes(out: str, scenes: int, samples_per_scene: int, seed: int, image_size: tuple[int, int],
-                   version: str, sweeps_per_sample: int, workers: int | None, overwrite: bool) -> None:
+                   version: str, sweeps_per_sample: int, workers: int | None, camera_truth: bool,
+                   overwrite: bool) -> None:
     """Write a synthetic world as a devkit-loadable nuScenes dataset.
 
     Includes lidarseg, sweeps, annotations, Occ3D ground truth (gts/) and per-point truth
@@ -47,6 +51,6 @@ def synth_nuscenes(out: str, scenes: int, samples_per_scene: int, seed: int, ima
     start = time.perf_counter()
     path = write_dataset(out, scenes, samples_per_scene, seed, image_size=image_size, version=version,
                          overwrite=overwrite, sweeps_per_sample=sweeps_per_sample, workers=workers,
-                         progress=True)
+                         progress=True, camera_truth=camera_truth)
     click.echo(f"wrote {scenes} scene(s) x {samples_per_scene} keyframes ({image_size[0]}x{image_size[1]} "
                f"images) to {path} in {time.perf_counter() - start:.1f} s")

@@ -38,6 +38,7 @@ class FrameJob:
     image_size: tuple[int, int]
     gt_path: str
     instance_offset: int = 0  # index of this scene's first object in synth_truth/instances.json
+    camera_truth: bool = False  # also write per-pixel depth/label/instance of every image
 
 
 def _sec(job: FrameJob, ts: int) -> float:
@@ -56,6 +57,22 @@ def _write_scan(job: FrameJob, rec: dict, s: lid.Scan, with_labels: bool) -> Non
                         moving=s.moving, instance=instance)
     if with_labels:
         s.label.tofile(os.path.join(job.root, rec["lidarseg"]))
+
+
+def _write_camera_truth(job: FrameJob, token: str, hits, prims, local_to_cam: np.ndarray) -> None:
+    """Per-pixel truth of one image: camera z depth (0 = sky), lidarseg label (255 = sky), instance."""
+    pid = hits.pid
+    label = np.full(pid.shape, 255, np.uint8)
+    k = np.full(pid.shape, -1, np.int32)
+    obj = pid >= 0
+    label[obj] = prims.label[pid[obj]]
+    k[obj] = prims.obj[pid[obj]]
+    instance = np.where(k >= 0, k + job.instance_offset, -1).astype(np.int32)
+    g = pid == -1
+    label[g] = job.world.ground(hits.points[g][:, 0], hits.points[g][:, 1])[0]
+    depth = np.where(pid >= -1, hits.t * (hits.dirs @ local_to_cam[2, :3].astype(np.float32)), 0.0)
+    np.savez_compressed(os.path.join(job.root, "synth_truth", "cameras", token + ".npz"),
+                        depth=depth.astype(np.float32), label=label, instance=instance)
 
 
 def run_frame(job: FrameJob) -> dict:
@@ -83,15 +100,19 @@ def run_frame(job: FrameJob) -> dict:
         rec = job.cams[spec.name]
         t = _sec(job, rec["timestamp"])
         k = cam.intrinsic(spec, job.image_size)
-        img, hits = cam.render(w, spec, cam.PinholeGrid(k, job.image_size), t, rng)
+        img, hits = cam.render(w, spec, cam.pinhole_grid(spec.name, job.image_size), t, rng)
         cv2.imwrite(os.path.join(job.root, rec["filename"]), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
         out["poses"][rec["token"]] = _global_pose(w, t)
         cam_to_local = w.ego_pose(t) @ cam.cam_to_ego(spec)
         key_to_cam = np.linalg.inv(cam_to_local) @ key_ego
-        mask_cam |= occ_gt.camera_mask(centres, key_to_cam, k, hits.t)
-        prims_obj = w.prims_at(t).obj
+        half_fov = float(np.arctan2(max(k[0, 2], job.image_size[0] - k[0, 2]), k[0, 0]))
+        cand = occ_gt.sector(tuple(spec.translation[:2]), float(np.deg2rad(spec.yaw_deg)), half_fov)
+        mask_cam |= occ_gt.camera_mask(centres, key_to_cam, k, hits.t, cand)
+        prims = w.prims_at(t)
+        if job.camera_truth:
+            _write_camera_truth(job, rec["token"], hits, prims, np.linalg.inv(cam_to_local))
         pid = hits.pid[hits.pid >= 0]
-        obj = prims_obj[pid]
+        obj = prims.obj[pid]
         visible += np.bincount(obj[obj >= 0], minlength=n_obj)[:n_obj]
         seen[: len(hits.seen)] += hits.seen
 
@@ -106,7 +127,7 @@ def run_frame(job: FrameJob) -> dict:
     n_pts = np.bincount(key_scan.instance[key_scan.instance >= 0], minlength=n_obj)[:n_obj]
     poses = w.object_poses(t_key)
     ego_xy = key_ego[:2, 3]
-    for k, inst in enumerate(w.instances):
+    for k in range(n_obj):
         dist = np.hypot(*(poses[k, :2] - ego_xy))
         if dist > ANNOTATION_RANGE or (n_pts[k] == 0 and visible[k] == 0):
             continue

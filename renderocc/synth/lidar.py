@@ -54,7 +54,7 @@ class LidarGrid:
         r0 = np.searchsorted(ELEVATIONS, el_lo - 1e-3)
         r1 = np.searchsorted(ELEVATIONS, el_hi + 1e-3, side="right")
         az_c = np.arctan2(ctr[:, 1], ctr[:, 0])
-        rel = np.angle(np.exp(1j * (np.arctan2(corners[..., 1], corners[..., 0]) - az_c[:, None])))
+        rel = np.mod(np.arctan2(corners[..., 1], corners[..., 0]) - az_c[:, None] + np.pi, 2 * np.pi) - np.pi
         a0, a1 = az_c + rel.min(1), az_c + rel.max(1)
         full = (hd <= rad + 0.5) | (a1 - a0 > np.pi)
         c0 = np.floor((a0 + np.pi) / self.step).astype(int) - 1

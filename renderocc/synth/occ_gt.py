@@ -10,6 +10,8 @@ surface they see (mask_camera), as Occ3D's ray casting does.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from renderocc.classes import FREE, LIDARSEG_STANDARD_ORDER, LIDARSEG_TO_OCC3D, NUM_SEMANTIC
@@ -100,6 +102,7 @@ def semantics(world: World, t: float) -> np.ndarray:
     return voxelise(sub, ground_samples(world, ego))
 
 
+@functools.lru_cache(maxsize=1)
 def voxel_centres() -> np.ndarray:
     """(200 * 200 * 16, 3) float32 voxel centres in [x, y, z] C order."""
     axes = [PC_RANGE[a] + (np.arange(SHAPE[a]) + 0.5) * VOXEL for a in range(3)]
@@ -143,15 +146,17 @@ def lidar_mask(origin: np.ndarray, points: np.ndarray, step: float = 0.2, chunk:
 
 
 def camera_mask(centres: np.ndarray, grid_to_cam: np.ndarray, k: np.ndarray, ray_dist: np.ndarray,
-                ) -> np.ndarray:
+                candidates: np.ndarray | None = None) -> np.ndarray:
     """Voxels whose centre a camera sees: in the image and not behind the surface of its pixel.
 
     This is Occ3D's camera ray casting (a ray from the camera to each voxel, stopped by the first
     occupied surface) evaluated with the camera's depth buffer `ray_dist` (H, W; inf = sky).
+    `candidates` optionally restricts the test to a superset of the visible voxel indices.
     """
     h, w = ray_dist.shape
+    idx = np.arange(len(centres)) if candidates is None else candidates
     r, t = grid_to_cam[:3, :3].astype(np.float32), grid_to_cam[:3, 3].astype(np.float32)
-    pc = centres @ r.T + t
+    pc = centres[idx] @ r.T + t
     z = pc[:, 2]
     i = np.flatnonzero(z > 0.1)
     zi = z[i]
@@ -161,5 +166,18 @@ def camera_mask(centres: np.ndarray, grid_to_cam: np.ndarray, k: np.ndarray, ray
     i, u, v, zi = i[inside], u[inside], v[inside], zi[inside]
     dist = np.sqrt(zi * zi + pc[i, 0] ** 2 + pc[i, 1] ** 2)
     vis = np.zeros(len(centres), bool)
-    vis[i] = dist <= ray_dist[v, u] + VOXEL * 0.87
+    vis[idx[i]] = dist <= ray_dist[v, u] + VOXEL * 0.87
     return vis.reshape(SHAPE)
+
+
+@functools.lru_cache(maxsize=12)
+def sector(position: tuple[float, float], yaw: float, half_fov: float, margin: float = 0.15) -> np.ndarray:
+    """Indices of voxels within a horizontal field of view (+ margin) seen from an ego-frame position.
+
+    A cheap superset for `camera_mask`: the ego moves little between the LiDAR keyframe and a
+    camera's trigger, so the margin (radians) and a 4 m disc around the camera cover the rest.
+    """
+    c = voxel_centres()
+    dx, dy = c[:, 0] - position[0], c[:, 1] - position[1]
+    rel = np.mod(np.arctan2(dy, dx) - yaw + np.pi, 2 * np.pi) - np.pi
+    return np.flatnonzero((np.abs(rel) < half_fov + margin) | (dx * dx + dy * dy < 16.0))

@@ -16,7 +16,7 @@ from renderocc.synth.world import BOX, CYLINDER, SPHERE, Instance, Region, World
 ROAD_HALF = 8.5
 WALK_OUT = 11.5
 LOT_OUT = 16.0
-LANES = {"ego": -1.75, "slow": -5.25, "oncoming": 1.75, "queue": 5.25, "park": 7.6, "bike": -7.6}
+LANES = {"ego": -1.75, "slow": -5.25, "oncoming": 1.75, "queue": 5.0, "park": 7.6, "bike": -7.6}
 MARGIN = 0.05  # annotation boxes are this much larger than the object's parts
 
 
@@ -66,7 +66,7 @@ class Builder:
         self.instances.append(Instance(category, x, y, yaw, speed, size, off, attribute))
 
     def freeze(self) -> dict[str, np.ndarray]:
-        cols = list(zip(*self.rows))
+        cols = list(zip(*self.rows, strict=True))
         return {
             "kind": np.array(cols[0], np.int8), "centre": np.array(cols[1], np.float64),
             "half": np.array(cols[2], np.float64), "yaw": np.array(cols[3], np.float64),
@@ -94,10 +94,11 @@ def car_shape(length, width, height):
 def truck_shape(length, width, height, name="vehicle.truck"):
     def shape(b: Builder, k: int) -> None:
         t = b.tint()
-        b.box(length / 2 - 2.0, length / 2, -width / 2, width / 2, 0.5, height - 0.4, name, mat.TEX_GLASS, t, k)
-        b.box(-length / 2, length / 2 - 2.2, -width / 2, width / 2, 0.9, height, name, mat.TEX_PAINT, t, k)
+        hw = width / 2
+        b.box(length / 2 - 2.0, length / 2, -hw, hw, 0.5, height - 0.4, name, mat.TEX_GLASS, t, k)
+        b.box(-length / 2, length / 2 - 2.2, -hw, hw, 0.9, height, name, mat.TEX_PAINT, t, k)
         for ax in (-length / 2 + 1.0, length / 2 - 1.2):
-            b.box(ax - 0.5, ax + 0.5, -width / 2 + 0.05, width / 2 - 0.05, 0.0, 0.95, name, mat.TEX_TYRE, t, k)
+            b.box(ax - 0.5, ax + 0.5, -hw + 0.05, hw - 0.05, 0.0, 0.95, name, mat.TEX_TYRE, t, k)
     return shape
 
 
@@ -140,7 +141,8 @@ def cycle_shape(name, rider: bool, length, width):
         wheel = 0.62 if name == "vehicle.bicycle" else 0.7
         for ax in (-length / 2 + wheel / 2, length / 2 - wheel / 2):
             b.box(ax - wheel / 2, ax + wheel / 2, -0.16, 0.16, 0.0, wheel, name, mat.TEX_TYRE, t, k)
-        b.box(-length / 2 + 0.3, length / 2 - 0.3, -width / 2, width / 2, 0.4, 0.95, name, mat.TEX_PAINT, t, k)
+        hl = length / 2
+        b.box(-hl + 0.3, hl - 0.3, -width / 2, width / 2, 0.4, 0.95, name, mat.TEX_PAINT, t, k)
         if rider:
             b.cyl(-0.15, 0.0, 0.95, 1.55, 0.22, name, mat.TEX_CLOTH, t, k, shade=0.7)
             b.sphere(-0.1, 0.0, 1.68, 0.13, name, mat.TEX_PLAIN, t, k, shade=0.6)
@@ -208,6 +210,11 @@ def _ground(x0: float, x1: float, rng: np.random.Generator) -> list[Region]:
             lab = L["flat.other"] if rng.uniform() < 0.35 else L["flat.terrain"]
             regions.append(Region(x, x + n, *sorted((s * WALK_OUT, s * LOT_OUT)), lab))
             x += n
+        x = x0 + round(rng.uniform(0, 30), 1)
+        while x < x1:  # paved plazas from the kerb to the buildings
+            n = round(rng.uniform(8, 16), 1)
+            regions.append(Region(x, x + n, *sorted((s * ROAD_HALF, s * LOT_OUT)), L["flat.other"]))
+            x += n + round(rng.uniform(25, 60), 1)
         x = x0
         while x < x1:  # paved yards between the buildings
             n = round(rng.uniform(20, 50), 1)
@@ -254,12 +261,13 @@ def _sidewalk(b: Builder, s: int, x0: float, x1: float, speeds) -> None:
             crown = rng.uniform(1.4, 2.4)
             b.cyl(x, s * 11.0, 0.0, trunk + crown * 0.5, rng.uniform(0.16, 0.28), "static.vegetation",
                   mat.TEX_BARK, shade=0.45)
-            b.sphere(x, s * 11.0, trunk + crown * 0.9, crown, "static.vegetation", mat.TEX_FOLIAGE, b.tint(0.2))
+            b.sphere(x, s * 11.0, trunk + crown * 0.9, crown, "static.vegetation", mat.TEX_FOLIAGE,
+                     b.tint(0.2))
             x += 2 * crown + 1
             continue
         if r < 0.45:
             b.cyl(x, s * 11.1, 0.0, rng.uniform(5.0, 8.0), 0.15, "static.manmade", mat.TEX_PLAIN, shade=0.6)
-        elif r < 0.55:
+        elif r < 0.58:
             b.add_object("movable_object.pushable_pullable", x, s * 11.0, rng.uniform(0, np.pi), 0.0, None,
                          bin_shape)
         elif r < 0.75:
@@ -303,8 +311,8 @@ def _lots(b: Builder, s: int, x0: float, x1: float, site_x: float | None) -> Non
                   mat.TEX_FACADE, b.tint(0.15))
         gap = rng.uniform(2, 10)
         if gap > 5 and rng.uniform() < 0.6:
-            b.box(x + n, x + n + gap, *sorted((s * 16.3, s * 16.6)), 0.0, rng.uniform(1.5, 2.5), "static.manmade",
-                  mat.TEX_PLAIN, b.tint(0.1), shade=0.8)
+            b.box(x + n, x + n + gap, *sorted((s * 16.3, s * 16.6)), 0.0, rng.uniform(1.5, 2.5),
+                  "static.manmade", mat.TEX_PLAIN, b.tint(0.1), shade=0.8)
         x += n + gap
     for _ in range(int((x1 - x0) / 12)):  # far trees for the horizon
         x = rng.uniform(x0, x1)

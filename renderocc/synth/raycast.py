@@ -92,37 +92,38 @@ def intersect(prims: Prims, i: int, o: np.ndarray, dx, dy, dz) -> np.ndarray:
 
 def normals(prims: Prims, pid: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Outward unit normals (N, 3) at surface points of primitives pid (N,), all >= 0."""
-    c = prims.centre[pid].astype(np.float32)
-    h = prims.half[pid].astype(np.float32)
-    yaw = prims.yaw[pid].astype(np.float32)
+    n = np.zeros((len(pid), 3), np.float32)
     kind = prims.kind[pid]
-    rel = points - c
-    cs, sn = np.cos(yaw), np.sin(yaw)
-    lx, ly = cs * rel[:, 0] + sn * rel[:, 1], -sn * rel[:, 0] + cs * rel[:, 1]
-    lz = rel[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
-        qx, qy, qz = np.abs(lx) / h[:, 0], np.abs(ly) / h[:, 1], np.abs(lz) / h[:, 2]
-        box = kind == BOX
-        ax = box & (qx >= qy) & (qx >= qz)
-        ay = box & ~ax & (qy >= qz)
-        nlx = np.where(ax, np.sign(lx), 0.0)
-        nly = np.where(ay, np.sign(ly), 0.0)
-        nlz = np.where(box & ~ax & ~ay, np.sign(lz), 0.0)
-        n = np.stack([cs * nlx - sn * nly, sn * nlx + cs * nly, nlz], 1)
-        cyl = kind == CYLINDER
-        radial = np.hypot(rel[:, 0], rel[:, 1]) / h[:, 0]
-        side = cyl & (radial >= qz)
-        cap = cyl & ~side
-        rad = np.maximum(radial * h[:, 0], 1e-6)
-        n[side, 0] = rel[side, 0] / rad[side]
-        n[side, 1] = rel[side, 1] / rad[side]
-        n[side, 2] = 0.0
-        n[cap, 0] = 0.0
-        n[cap, 1] = 0.0
-        n[cap, 2] = np.sign(lz[cap])
-        sph = kind == SPHERE
-        n[sph] = rel[sph] / h[sph, :1]
-    return n.astype(np.float32)
+        for k in (BOX, CYLINDER, SPHERE):
+            sel = np.flatnonzero(kind == k)
+            if not len(sel):
+                continue
+            p = pid[sel]
+            rel = points[sel] - prims.centre[p].astype(np.float32)
+            h = prims.half[p].astype(np.float32)
+            if k == SPHERE:
+                n[sel] = rel / h[:, :1]
+            elif k == CYLINDER:
+                radial = np.hypot(rel[:, 0], rel[:, 1])
+                side = radial / h[:, 0] >= np.abs(rel[:, 2]) / h[:, 2]
+                r = np.maximum(radial, 1e-6)
+                n[sel, 0] = np.where(side, rel[:, 0] / r, 0.0)
+                n[sel, 1] = np.where(side, rel[:, 1] / r, 0.0)
+                n[sel, 2] = np.where(side, 0.0, np.sign(rel[:, 2]))
+            else:
+                yaw = prims.yaw[p].astype(np.float32)
+                cs, sn = np.cos(yaw), np.sin(yaw)
+                lx, ly = cs * rel[:, 0] + sn * rel[:, 1], -sn * rel[:, 0] + cs * rel[:, 1]
+                qx, qy, qz = np.abs(lx) / h[:, 0], np.abs(ly) / h[:, 1], np.abs(rel[:, 2]) / h[:, 2]
+                ax = (qx >= qy) & (qx >= qz)
+                ay = ~ax & (qy >= qz)
+                nlx = np.where(ax, np.sign(lx), 0.0)
+                nly = np.where(ay, np.sign(ly), 0.0)
+                n[sel, 0] = cs * nlx - sn * nly
+                n[sel, 1] = sn * nlx + cs * nly
+                n[sel, 2] = np.where(~ax & ~ay, np.sign(rel[:, 2]), 0.0)
+    return n
 
 
 def box_corners(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -160,17 +161,17 @@ def cast(grid: RayGrid, sensor_to_local: np.ndarray, prims: Prims, t_max: float,
                     hit = ti < t_max
                     lw = last[r0:r1, c0:c1]
                     seen[k] += int(np.count_nonzero(hit & (lw != k)))
-                    lw[hit] = k
+                    np.copyto(lw, k, where=hit)
                 better = ti < zb
                 if better.any():
-                    zb[better] = ti[better]
-                    pid[r0:r1, c0:c1][better] = i
+                    np.copyto(zb, ti, where=better)
+                    np.copyto(pid[r0:r1, c0:c1], i, where=better)
     t[pid == -2] = np.inf
     with np.errstate(invalid="ignore"):
         points = o.astype(np.float32) + t[..., None] * dirs
-    normal = np.zeros((h, w, 3), np.float32)
-    normal[..., 2] = 1.0
-    obj = pid >= 0
-    if obj.any():
-        normal[obj] = normals(prims, pid[obj], points[obj])
-    return Hits(t, pid, normal, points, dirs, o, seen)
+    normal = np.zeros((h * w, 3), np.float32)
+    normal[:, 2] = 1.0
+    obj = np.flatnonzero(pid >= 0)
+    if len(obj):
+        normal[obj] = normals(prims, pid.ravel()[obj], points.reshape(-1, 3)[obj])
+    return Hits(t, pid, normal.reshape(h, w, 3), points, dirs, o, seen)

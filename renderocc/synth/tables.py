@@ -72,5 +72,5 @@ def sample_data_record(token: str, sample_token: str, calib_token: str, timestam
 
 def link(records: list[dict]) -> None:
     """Fill prev/next of an ordered chain of records."""
-    for a, b in zip(records[:-1], records[1:]):
+    for a, b in zip(records[:-1], records[1:], strict=True):
         a["next"], b["prev"] = b["token"], a["token"]

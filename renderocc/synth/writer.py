@@ -114,10 +114,12 @@ def _pose_record(token: str, ts: int, pose: dict) -> dict:
 def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: int,
                   image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE, version: str = "v1.0-mini",
                   overwrite: bool = False, sweeps_per_sample: int = 4, workers: int | None = None,
-                  progress: bool = False) -> Path:
+                  progress: bool = False, camera_truth: bool = False) -> Path:
     """Write `scenes` synthetic scenes of `samples_per_scene` keyframes to `out`; return its path.
 
     Deterministic for a seed. Raises UserError for bad arguments or an unusable `out`.
+    `camera_truth` also writes synth_truth/cameras/<camera_sample_data_token>.npz (per-pixel
+    `depth` camera z in metres, 0 = sky; `label` lidarseg index, 255 = sky; `instance`).
     """
     out = Path(out).expanduser().absolute()
     image_size = (int(image_size[0]), int(image_size[1]))
@@ -129,7 +131,8 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
         if tmp.exists():
             shutil.rmtree(tmp)
         for d in ["samples/LIDAR_TOP", "sweeps/LIDAR_TOP", f"lidarseg/{version}", version, "maps", "gts",
-                  "synth_truth/points"] + [f"samples/{c}" for c in cam.CAMERA_NAMES]:
+                  "synth_truth/points"] + [f"samples/{c}" for c in cam.CAMERA_NAMES] \
+                + (["synth_truth/cameras"] if camera_truth else []):
             (tmp / d).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot write to {out}: {e.strerror or e}.") from None
@@ -145,6 +148,7 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
                                log_name)
         for job in sj:
             job.instance_offset = sum(len(w.instances) for w in worlds)
+            job.camera_truth = camera_truth
         worlds.append(world)
         plans.append(plan)
         jobs += sj
@@ -178,7 +182,7 @@ def _write_tables(root: Path, seed: int, version: str, worlds: list[World], plan
                          "sample_annotation", "instance", "lidarseg"]}
     truth_instances = []
     map_token = tb.make_token(seed, "map")
-    for s, (world, plan, log_name) in enumerate(zip(worlds, plans, logs)):
+    for s, (world, plan, log_name) in enumerate(zip(worlds, plans, logs, strict=True)):
         res = results[s * k:(s + 1) * k]
         poses = {tok: p for r in res for tok, p in r["poses"].items()}
         log_token = tb.make_token(seed, "log", s)
@@ -188,7 +192,8 @@ def _write_tables(root: Path, seed: int, version: str, worlds: list[World], plan
         lidar_cal = lid.lidar_to_ego()
         calib["LIDAR_TOP"] = tb.make_token(seed, "calib", s, "LIDAR_TOP")
         t["calibrated_sensor"].append(tb.calibrated_sensor_record(
-            calib["LIDAR_TOP"], sensor_token["LIDAR_TOP"], lidar_cal[:3, 3], matrix_to_quat(lidar_cal[:3, :3]), []))
+            calib["LIDAR_TOP"], sensor_token["LIDAR_TOP"], lidar_cal[:3, 3],
+            matrix_to_quat(lidar_cal[:3, :3]), []))
         for spec in cam.RIG:
             m = cam.cam_to_ego(spec)
             calib[spec.name] = tb.make_token(seed, "calib", s, spec.name)
@@ -201,15 +206,16 @@ def _write_tables(root: Path, seed: int, version: str, worlds: list[World], plan
         tb.link(samples)
         t["sample"] += samples
         t["scene"].append({"token": scene_token, "log_token": log_token, "nbr_samples": k,
-                           "first_sample_token": samples[0]["token"], "last_sample_token": samples[-1]["token"],
+                           "first_sample_token": samples[0]["token"],
+                           "last_sample_token": samples[-1]["token"],
                            "name": f"scene-{s + 1:04d}",
                            "description": f"Synthetic street (seed {seed}): traffic, parked cars, "
                                           "pedestrians, cyclists, construction site"})
         chains = [("LIDAR_TOP", "pcd", (0, 0), plan["lidar"])]
         chains += [(c, "jpg", size, plan["cams"][c]) for c in cam.CAMERA_NAMES]
         for channel, fmt, sz, recs in chains:
-            rows = [tb.sample_data_record(r["token"], r["sample"], calib[channel], r["timestamp"], fmt, r["key"],
-                                          sz, r["filename"]) for r in recs]
+            rows = [tb.sample_data_record(r["token"], r["sample"], calib[channel], r["timestamp"], fmt,
+                                          r["key"], sz, r["filename"]) for r in recs]
             tb.link(rows)
             t["sample_data"] += rows
             t["ego_pose"] += [_pose_record(r["token"], r["timestamp"], poses[r["token"]]) for r in recs]
@@ -217,8 +223,8 @@ def _write_tables(root: Path, seed: int, version: str, worlds: list[World], plan
                           for r in plan["lidar"] if r["key"]]
         _annotations(t, seed, s, world, plan, res, cat_token, attr_token, truth_instances)
 
-    t["map"] = [{"token": map_token, "log_tokens": [r["token"] for r in t["log"]], "category": "semantic_prior",
-                 "filename": f"maps/{map_token}.png"}]
+    t["map"] = [{"token": map_token, "log_tokens": [r["token"] for r in t["log"]],
+                 "category": "semantic_prior", "filename": f"maps/{map_token}.png"}]
     cv2.imwrite(str(root / "maps" / f"{map_token}.png"), np.zeros((8, 8), np.uint8))
     tables = {"category": categories, "attribute": attributes, "visibility": tb.visibility_table(),
               "sensor": sensors, **t}

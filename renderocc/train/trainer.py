@@ -146,6 +146,40 @@ def compute_loss(model, batch: dict, cfg: dict, cw: torch.Tensor | None, device:
     return loss, {k: float(v.detach()) for k, v in parts.items()}, n_rays
 
 
+def train_step(model, opt, sched, scaler, batch: dict, cfg: dict, cw, device: torch.device
+               ) -> tuple[torch.Tensor, dict[str, float], int, float]:
+    """One optimiser step: loss, backward (scaled on GPU), clip, AdamW, LR schedule."""
+    loss, parts, n_rays = compute_loss(model, batch, cfg, cw, device)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    params = model.module.parameters() if hasattr(model, "module") else model.parameters()
+    gnorm = torch.nn.utils.clip_grad_norm_(params, float(cfg["optim"]["grad_clip"]))
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
+    return loss, parts, n_rays, float(gnorm)
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.lerp_(pm, 1 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
+        be.copy_(bm)
+
+
+def make_optim(model: torch.nn.Module, cfg: dict, device: torch.device):
+    """AdamW, warmup + cosine LambdaLR, and a GradScaler (active for AMP on GPU only)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["optim"]["lr"]),
+                            weight_decay=float(cfg["optim"]["weight_decay"]))
+    total = int(cfg["train"]["max_steps"])
+    warmup = int(cfg["optim"].get("warmup_steps", 0))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total))
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and bool(cfg["train"].get("amp")))
+    return opt, sched, scaler
+
+
 # -- the run -------------------------------------------------------------------------------------
 def train(store, out: str | Path, cfg: dict, *, resume: bool = False, pretrained: str | None = None,
           stop_step: int | None = None, quiet: bool = False) -> dict:
@@ -173,12 +207,8 @@ def train(store, out: str | Path, cfg: dict, *, resume: bool = False, pretrained
     cw = class_weights(reader, cfg, train_idx) if reader.has_semantics else None
     model = build_model(cfg, pretrained).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["optim"]["lr"]),
-                            weight_decay=float(cfg["optim"]["weight_decay"]))
+    opt, sched, scaler = make_optim(model, cfg, device)
     total = int(cfg["train"]["max_steps"])
-    warmup = int(cfg["optim"].get("warmup_steps", 0))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total))
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and bool(cfg["train"].get("amp")))
     step = 0
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
@@ -223,22 +253,9 @@ def train(store, out: str | Path, cfg: dict, *, resume: bool = False, pretrained
     bar = tqdm(total=stop, initial=step, disable=rank != 0 or quiet, dynamic_ncols=True, desc="train")
     ema_decay = float(cfg["optim"].get("ema_decay", 0.999))
     while step < stop:
-        batch = next(it)
-        loss, parts, n_rays = compute_loss(ddp_model, batch, cfg, cw, device)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), float(cfg["optim"]["grad_clip"]))
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
+        loss, parts, n_rays, gnorm = train_step(ddp_model, opt, sched, scaler, next(it), cfg, cw, device)
         step += 1
-        d = min(ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-                pe.lerp_(pm, 1 - d)
-            for be, bm in zip(ema.buffers(), model.buffers(), strict=True):
-                be.copy_(bm)
+        update_ema(ema, model, min(ema_decay, (1 + step) / (10 + step)))
         rays_acc += n_rays
         steps_acc += 1
         loss_v = _mean_over_ranks(float(loss.detach()), world, device)

@@ -21,12 +21,16 @@ template <typename T>
 void render_forward_cpu(const RenderArgs<T>& a);
 template <typename T>
 void render_backward_cpu(const RenderArgs<T>& a);
+template <typename T>
+void visibility_cpu(const RenderArgs<T>& a);
 #ifdef RENDEROCC_WITH_CUDA
 int max_classes_cuda();
 template <typename T>
 int render_forward_cuda(const RenderArgs<T>& a, void* stream);
 template <typename T>
 int render_backward_cuda(const RenderArgs<T>& a, void* stream);
+template <typename T>
+int visibility_cuda(const RenderArgs<T>& a, void* stream);
 #endif
 
 namespace {
@@ -164,6 +168,28 @@ std::vector<at::Tensor> render_backward(const at::Tensor& density, const at::Ten
   return {grad_density, grad_sem};
 }
 
+at::Tensor visibility(const at::Tensor& density, const at::Tensor& origins, const at::Tensor& dirs,
+                      const at::Tensor& batch, std::vector<double> box, std::vector<double> voxel,
+                      double near, double step, int64_t stream) {
+  const auto s = density.sizes();
+  const at::Tensor no_sem = at::empty({s[0], s[1], s[2], s[3], 0}, density.options());
+  check_inputs(density, no_sem, origins, dirs, batch, box, voxel, step, false);
+  at::Tensor vis = at::zeros_like(density);
+  AT_DISPATCH_FLOATING_TYPES(density.scalar_type(), "visibility", [&] {
+    auto a = make_args<scalar_t>(density, no_sem, origins, dirs, batch, box, voxel, near, step, false);
+    a.visibility = vis.data_ptr<scalar_t>();
+#ifdef RENDEROCC_WITH_CUDA
+    if (density.is_cuda()) {
+      const int err = visibility_cuda(a, reinterpret_cast<void*>(stream));
+      TORCH_CHECK(err == 0, "visibility CUDA launch failed with error ", err);
+      return;
+    }
+#endif
+    visibility_cpu(a);
+  });
+  return vis;
+}
+
 }  // namespace
 }  // namespace renderocc
 
@@ -179,4 +205,8 @@ TORCH_LIBRARY(renderocc_render, m) {
       "Tensor depth, Tensor sem, Tensor opacity, Tensor distortion, Tensor g_depth, Tensor g_sem, "
       "Tensor g_opacity, Tensor g_distortion, bool need_sem_grad, int stream) -> Tensor[]",
       &renderocc::render_backward);
+  m.def(
+      "visibility(Tensor density, Tensor origins, Tensor directions, Tensor batch_index, float[] box, "
+      "float[] voxel_size, float near, float step, int stream) -> Tensor",
+      &renderocc::visibility);
 }

@@ -263,6 +263,31 @@ RO_HD void render_ray_backward(const GridView<T>& g, int64_t b, const T* o, cons
   }
 }
 
+// Visibility of one ray: for each voxel corner touched by a sample still before the early
+// stop, max(transmittance before the sample x trilinear weight) into `vis` via `vmax(ptr, v)`
+// (values are >= 0, so both backends can order them as integers).
+template <typename T, typename Max>
+RO_HD void visibility_ray(const GridView<T>& g, int64_t b, const T* o, const T* d, const MarchParams<T>& mp,
+                          T* vis, Max vmax) {
+  T t_in, t_out;
+  if (!clip_ray(o, d, g, mp.near, t_in, t_out)) return;
+  const int64_t K = num_samples(t_in, t_out, mp.step);
+  const T* dens = g.density + b * g.X * g.Y * g.Z;
+  T trans_acc = 1;
+  Corners<T> c;
+  for (int64_t k = 0; k < K; ++k) {
+    const T t = sample_t(t_in, k, mp.step);
+    const T p[3] = {o[0] + t * d[0], o[1] + t * d[1], o[2] + t * d[2]};
+    trilinear_corners(p, g, c);
+    for (int n = 0; n < 8; ++n) {
+      const T v = trans_acc * c.w[n];
+      if (v > T(0)) vmax(vis + c.idx[n], v);
+    }
+    trans_acc *= exp(-interp_density(dens, c) * mp.step);
+    if (trans_acc < T(kTransmittanceEps)) break;
+  }
+}
+
 // Everything one launch needs, as raw pointers (no torch types, so the .cu needs no torch
 // headers). Forward writes depth/sem/opacity/distortion/t_far; backward reads them with the
 // upstream gradients and adds into grad_density / grad_sem (zero-initialised by the caller).
@@ -285,6 +310,7 @@ struct RenderArgs {
   const T* g_distortion;  // (R,)
   T* grad_density;        // (B, X, Y, Z)
   T* grad_sem;            // (B, X, Y, Z, C) or null
+  T* visibility;          // (B, X, Y, Z), visibility launches only
 };
 
 template <typename T>
@@ -315,6 +341,13 @@ RO_HD void backward_one(const RenderArgs<T>& a, int64_t r, T* scratch, T* grad_d
   rg.sem = a.sem + r * C;
   render_ray_backward(a.grid, b, a.origins + 3 * r, a.dirs + 3 * r, a.march, rg, scratch,
                       grad_density + b * vox, grad_sem ? grad_sem + b * vox * C : nullptr, acc);
+}
+
+template <typename T, typename Max>
+RO_HD void visibility_one(const RenderArgs<T>& a, int64_t r, T* vis, Max vmax) {
+  const int64_t b = a.batch[r];
+  visibility_ray(a.grid, b, a.origins + 3 * r, a.dirs + 3 * r, a.march,
+                 vis + b * a.grid.X * a.grid.Y * a.grid.Z, vmax);
 }
 
 }  // namespace renderocc

@@ -18,6 +18,21 @@ struct AtomicAdd {
   __device__ void operator()(T* p, T v) const { atomicAdd(p, v); }
 };
 
+// Non-negative IEEE floats order like their bit patterns, so integer atomicMax is exact.
+struct AtomicMax {
+  __device__ void operator()(float* p, float v) const { atomicMax(reinterpret_cast<int*>(p), __float_as_int(v)); }
+  __device__ void operator()(double* p, double v) const {
+    atomicMax(reinterpret_cast<unsigned long long*>(p), static_cast<unsigned long long>(__double_as_longlong(v)));
+  }
+};
+
+template <typename T>
+__global__ void visibility_kernel(RenderArgs<T> a) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= a.R) return;
+  visibility_one(a, r, a.visibility, AtomicMax());
+}
+
 template <typename T>
 __global__ void forward_kernel(RenderArgs<T> a) {
   const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -54,9 +69,18 @@ int render_backward_cuda(const RenderArgs<T>& a, void* stream) {
   return static_cast<int>(cudaGetLastError());
 }
 
+template <typename T>
+int visibility_cuda(const RenderArgs<T>& a, void* stream) {
+  if (a.R == 0) return 0;
+  visibility_kernel<T><<<n_blocks(a.R), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
+  return static_cast<int>(cudaGetLastError());
+}
+
 template int render_forward_cuda<float>(const RenderArgs<float>&, void*);
 template int render_forward_cuda<double>(const RenderArgs<double>&, void*);
 template int render_backward_cuda<float>(const RenderArgs<float>&, void*);
 template int render_backward_cuda<double>(const RenderArgs<double>&, void*);
+template int visibility_cuda<float>(const RenderArgs<float>&, void*);
+template int visibility_cuda<double>(const RenderArgs<double>&, void*);
 
 }  // namespace renderocc

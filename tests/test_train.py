@@ -1,0 +1,260 @@
+"""Trainer on a tiny synthetic store: ray geometry, augmentation, loss goes down, exact resume,
+2-process DDP (gloo) = single-process gradients, CLI + checkpoint contract, contract errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from click.testing import CliRunner
+
+from renderocc.classes import FREE, IGNORE
+from renderocc.errors import UserError
+from renderocc.store.reader import StoreReader
+from renderocc.train.checkpoint import load_model
+from renderocc.train.config import load_config, resolved
+from renderocc.train.dataset import EpochSampler, RayDataset, label_rays, weighted_sample
+from renderocc.train.trainer import build_model, compute_loss, seed_everything, train
+
+TINY = ["data.input_size=[64, 32]", "data.rays=512", "data.workers=0", "model.width=8", "model.channels=16",
+        "model.voxel_channels=8", "model.depth_bins=[1.0, 41.0, 21]", "grid.voxel_size=1.6",
+        "render.step=0.8", "train.loader_bench_batches=0", "train.log_every=1", "train.threshold_samples=1",
+        "optim.warmup_steps=2", "optim.lr=5e-3", "data.holdout='every-k:4'"]
+
+
+def tiny(*more: str) -> dict:
+    return load_config("demo", [*TINY, *more])
+
+
+@pytest.fixture(scope="module")
+def store(synth_dataset, tmp_path_factory) -> str:
+    """The session synthetic dataset prepped into a store with 96×54 images."""
+    from renderocc.prep.pipeline import PrepOptions, run
+
+    out = tmp_path_factory.mktemp("train") / "store"
+    run(PrepOptions(dataroot=str(synth_dataset), version="v1.0-mini", out=str(out), image_size=(96, 54),
+                    progress=False), log=lambda m: None)
+    return str(out)
+
+
+def losses(run: Path) -> list[float]:
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all("loss" in r for r in recs)
+    return [r["loss"] for r in recs]
+
+
+# -- data --------------------------------------------------------------------------------------
+def test_label_rays_are_exact_metric_distances(store):
+    r = StoreReader(store)
+    s, lab = r.sample(1), r.labels(1)
+    K = {c: np.asarray(s["cameras"][n]["K_orig"]) for c, n in enumerate(r.cameras)}
+    T = {c: np.asarray(s["cameras"][n]["cam2ego"]) for c, n in enumerate(r.cameras)}
+    rays = label_rays(lab, K, T)
+    assert np.allclose(np.linalg.norm(rays["dirs"], axis=1), 1)
+    end = rays["origins"] + rays["dirs"] * rays["dist"][:, None]
+    for c in range(len(r.cameras)):  # back into the camera: z = stored depth, projection = (u, v)
+        m = lab["camera"] == c
+        p = (end[m] - T[c][:3, 3]) @ T[c][:3, :3]
+        assert np.allclose(p[:, 2], lab["depth"][m], rtol=1e-5, atol=1e-4)
+        uv = p @ K[c].T
+        assert np.allclose(uv[:, 0] / uv[:, 2], lab["u"][m], atol=1e-2)
+        assert np.allclose(uv[:, 1] / uv[:, 2], lab["v"][m], atol=1e-2)
+    assert (rays["dist"] > lab["depth"] - 1e-4).all()  # distance ≥ z: the exact conversion
+
+
+class CodedImages:
+    """A reader whose images encode their own stored pixel coordinates: R = u, G = v."""
+
+    def __init__(self, reader):
+        self.r = reader
+
+    def __getattr__(self, name):
+        return getattr(self.r, name)
+
+    def __len__(self):
+        return len(self.r)
+
+    def images(self, i):
+        W, H = self.r.image_size
+        img = np.zeros((len(self.r.cameras), H, W, 3), np.uint8)
+        img[..., 0] = np.arange(W)[None, None, :]
+        img[..., 1] = np.arange(H)[None, :, None]
+        return img
+
+
+def test_augmentation_updates_intrinsics_consistently(store):
+    r = CodedImages(StoreReader(store))
+    cfg = resolved(tiny("data.resize_range=[0.8, 1.3]", "data.input_size=[80, 40]"), r.grid)
+    ds = RayDataset(r, cfg, train=True)
+    s = r.sample(0)
+    flips = 0
+    for epoch in range(6):
+        item = ds[(epoch, 0)]
+        img = item["images"] * torch.tensor([0.229, 0.224, 0.225])[:, None, None] * 255
+        img = img + torch.tensor([0.485, 0.456, 0.406])[:, None, None] * 255
+        flips += int(item["intrinsics"][0, 0, 0] < 0)
+        for c, name in enumerate(r.cameras):
+            Ks = np.asarray(s["cameras"][name]["K"])
+            Ka = item["intrinsics"][c].double().numpy()
+            P = np.array([[2.0, 1.0, 20.0], [-3.0, 0.5, 30.0], [0.5, -0.2, 10.0]]).T  # camera points
+            ps, pa = Ks @ P, Ka @ P
+            ps, pa = ps[:2] / ps[2], pa[:2] / pa[2]
+            for k in range(P.shape[1]):
+                ui, vi = round(pa[0, k]), round(pa[1, k])
+                if 1 <= ui < 79 and 1 <= vi < 39:
+                    got = img[c, :2, vi, ui].numpy()
+                    # what the augmented pixel holds = the stored pixel the same 3D point hits
+                    expect = ps[:, k] + (np.array([ui, vi]) - pa[:, k]) * np.abs(
+                        [Ks[0, 0] / Ka[0, 0], Ks[1, 1] / Ka[1, 1]]) * np.sign([Ka[0, 0], 1])
+                    assert np.allclose(got, expect, atol=1.0), (epoch, c, got, expect)
+    assert 0 < flips < 6
+
+
+def test_weighted_sampling_without_replacement():
+    rng = np.random.default_rng(0)
+    w = np.r_[np.full(1000, 1.0), np.full(1000, 0.1)]
+    pick = weighted_sample(w, 500, rng)
+    assert len(np.unique(pick)) == 500
+    assert (pick < 1000).mean() > 0.85
+    assert len(weighted_sample(w[:10], 500, rng)) == 10
+
+
+def test_sampler_shards_and_resumes():
+    one = EpochSampler(list(range(10)), 4, seed=3)
+    it = iter(one)
+    single = [next(it) for _ in range(40)]
+    assert sorted(i for e, i in single[:10]) == list(range(10))  # a permutation per epoch
+    ranks = [iter(EpochSampler(list(range(10)), 2, seed=3, rank=k, world=2)) for k in range(2)]
+    ddp = []
+    for _ in range(10):  # per global step: rank 0's 2 items then rank 1's 2 items
+        a, b = [next(ranks[0]) for _ in range(2)], [next(ranks[1]) for _ in range(2)]
+        ddp.append(sorted(a + b))
+    assert ddp == [sorted(single[4 * g:4 * g + 4]) for g in range(10)]
+    later = iter(EpochSampler(list(range(10)), 4, seed=3, start_step=5))
+    assert [next(later) for _ in range(8)] == single[20:28]
+
+
+def test_sample_has_rays_targets_and_aux(store):
+    r = StoreReader(store)
+    cfg = resolved(tiny("data.aux_without_motion_masks='keep'"), r.grid)
+    item = RayDataset(r, cfg, train=True)[(0, 1)]
+    assert item["valid"].all() and item["is_key"].any() and not item["is_key"].all()  # aux rays used
+    assert item["depth_target"].shape == (6, 4, 8) and (item["depth_target"] > 0).any()
+    cfg = resolved(tiny(), r.grid)  # store without motion masks: aux dropped by default
+    assert RayDataset(r, cfg, train=True)[(0, 1)]["is_key"].all()
+
+
+def test_lidar_sparse_and_dense_targets(store):
+    r = StoreReader(store)
+    cfg = resolved(tiny("supervision='lidar-sparse'"), r.grid)
+    ds = RayDataset(r, cfg, train=True)
+    t = ds[(0, 0)]["occ_target"]
+    assert t.shape == (50, 50, 4)
+    assert ((t < FREE).sum() > 50) and ((t == FREE).sum() > (t < FREE).sum()) and (t == IGNORE).any()
+    cfg = resolved(tiny("supervision='3d'"), r.grid)
+    d = RayDataset(r, cfg, train=True)[(0, 0)]["occ_target"]
+    gt = r.occ_gt(0)
+    assert d.shape == (50, 50, 4) and (d < FREE).any()
+    assert ((d != IGNORE).float().mean() > 0) and ((d == IGNORE).numpy() == ~gt["mask_camera"].astype(bool)
+                                                     .reshape(50, 4, 50, 4, 4, 4).any((1, 3, 5))).all()
+
+
+def test_contract_the_store_cannot_satisfy_is_a_user_error(store):
+    class No3D(CodedImages):
+        has_occ_gt = False
+        has_semantics = False
+
+    r = No3D(StoreReader(store))
+    for sup in ("3d", "mixed", "lidar-sparse"):
+        with pytest.raises(UserError, match="needs"):
+            RayDataset(r, resolved(tiny(f"supervision='{sup}'"), r.grid))
+    with pytest.raises(UserError, match="unknown key"):
+        tiny("optim.lrr=1")
+    with pytest.raises(UserError, match="supervision"):
+        tiny("supervision='4d'")
+
+
+# -- training --------------------------------------------------------------------------------
+def test_mixed_contract_step_runs(store):
+    r = StoreReader(store)
+    cfg = resolved(tiny("supervision='mixed'"), r.grid)
+    seed_everything(0)
+    model = build_model(cfg)
+    batch = torch.utils.data.default_collate([RayDataset(r, cfg)[(0, 0)]])
+    loss, parts, n = compute_loss(model, batch, cfg, None, torch.device("cpu"))
+    loss.backward()
+    assert set(parts) >= {"depth", "semantic", "distortion", "occ3d", "lss_depth"} and n == 512
+
+
+def test_loss_goes_down_and_resume_is_exact(store, tmp_path):
+    cfg = tiny("train.max_steps=12", "train.ckpt_every=6")
+    train(store, tmp_path / "full", cfg, quiet=True)
+    full = losses(tmp_path / "full")
+    assert len(full) == 12
+    assert np.mean(full[-3:]) < 0.9 * np.mean(full[:2]), full
+    cfg = tiny("train.max_steps=12", "train.ckpt_every=6")
+    train(store, tmp_path / "cut", cfg, quiet=True, stop_step=7)  # runs past the step-6 checkpoint
+    train(store, tmp_path / "cut", cfg, quiet=True, resume=True)  # from 6: drops the logged 7
+    assert losses(tmp_path / "cut") == full
+
+
+def test_cli_writes_checkpoint_contract(store, tmp_path):
+    from renderocc.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "--store", store, "--out", str(run), "--config", "demo", "--max-steps", "2"]
+    args += [a for kv in TINY for a in ("--set", kv)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "loader alone" not in res.output and "training:" in res.output and "threshold:" in res.output
+    assert len(losses(run)) == 2 and (run / "metrics.csv").exists() and list((run / "tb").iterdir())
+    model, ckpt = load_model(run / "last.pt", "cpu")
+    assert ckpt["supervision"] == "2d" and isinstance(ckpt["threshold"], float) and ckpt["step"] == 2
+    assert ckpt["grid"]["shape"] == [50, 50, 4] and len(ckpt["classes"]) == 18 and "ema" in ckpt
+    assert ckpt["threshold_info"]["source"].startswith("held-out")
+    assert not model.training
+    res = CliRunner().invoke(main, args)  # same --out without --resume
+    assert res.exit_code == 2 and "--resume" in res.output
+
+
+# -- DDP ------------------------------------------------------------------------------------------
+def grads_of_first_step(store: str, cfg: dict, rank: int, world: int) -> dict[str, torch.Tensor]:
+    r = StoreReader(store)
+    cfg = resolved(cfg, r.grid)
+    seed_everything(0)
+    model = build_model(cfg)
+    net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    ds = RayDataset(r, cfg, train=True)
+    sampler = EpochSampler(list(range(len(r))), int(cfg["data"]["batch_size"]), 0, rank, world)
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=int(cfg["data"]["batch_size"]),
+                                                  sampler=sampler)))
+    loss, _, _ = compute_loss(net, batch, cfg, None, torch.device("cpu"))
+    loss.backward()
+    return {k: p.grad.clone() for k, p in model.named_parameters()}
+
+
+def _ddp_worker(rank: int, world: int, store: str, tmp: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/init", rank=rank, world_size=world)
+    g = grads_of_first_step(store, tiny("data.batch_size=1", "data.holdout='none'"), rank, world)
+    if rank == 0:
+        torch.save(g, f"{tmp}/ddp_grads.pt")
+    train(store, f"{tmp}/run", tiny("data.batch_size=1", "train.max_steps=2"), quiet=True)
+    dist.destroy_process_group()
+
+
+def test_ddp_two_processes_match_single_process(store, tmp_path):
+    mp.spawn(_ddp_worker, args=(2, store, str(tmp_path)), nprocs=2, join=True)
+    assert len(losses(tmp_path / "run")) == 2 and (tmp_path / "run" / "last.pt").exists()
+    torch.set_num_threads(1)
+    single = grads_of_first_step(store, tiny("data.batch_size=2", "data.holdout='none'"), 0, 1)
+    ddp = torch.load(tmp_path / "ddp_grads.pt")
+    for k, g in single.items():
+        assert torch.allclose(ddp[k], g, rtol=1e-4, atol=1e-6), (k, (ddp[k] - g).abs().max())
