@@ -173,6 +173,7 @@ def test_real_fixture_resume_and_kill(tmp_path, monkeypatch):
     assert not (out / layout.MANIFEST).exists()
     with pytest.raises(UserError, match="not a complete ray store"):
         StoreReader(out)
+    (out / layout.RAYS_DIR / f"{layout.TMP_PREFIX}dead-scene-0916.parquet").write_bytes(b"partial")
     monkeypatch.setattr(writer, "write_shard_record", real_record)
     s = prep(REAL, out, max_samples=2)
     assert s["complete"] and s["samples"] == 2
@@ -471,3 +472,24 @@ def test_synth_occlusion_filter_only_removes(synth_store, synth_dataset, tmp_pat
         assert 0 < len(la["u"]) <= len(lb["u"])
         got = set(zip(la["camera"].tolist(), la["u"].tolist(), la["v"].tolist(), strict=True))
         assert got <= set(zip(lb["camera"].tolist(), lb["u"].tolist(), lb["v"].tolist(), strict=True))
+
+
+@needs_real
+def test_samples_without_rays(tmp_path):
+    """A sample with no kept point still has its (empty) row group and reads as empty arrays."""
+    out = tmp_path / "s"
+    prep(REAL, out, max_samples=2, cameras=["CAM_FRONT"], min_depth=1000.0)
+    r = StoreReader(out)
+    lb = r.labels(1)
+    assert len(lb["u"]) == 0 and lb["camera"].dtype == np.int16 and lb["depth"].dtype == np.float32
+    from renderocc.store.validate import validate
+
+    assert validate(str(out)) == []
+
+
+@needs_real
+def test_worker_errors_reach_the_user(tmp_path):
+    d = shadow_dataroot(tmp_path)
+    first_sample_file(d, "__CAM_FRONT__").unlink()
+    with pytest.raises(UserError, match="image missing: .*CAM_FRONT"):
+        prep(d, tmp_path / "s", max_samples=2, workers=2)

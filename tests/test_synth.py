@@ -261,13 +261,14 @@ def _run(args: list[str]):
     return CliRunner().invoke(main, ["synth", "nuscenes", *args])
 
 
-@pytest.mark.parametrize("case", ["non_empty", "zero_scenes", "unwritable", "bad_size"])
+@pytest.mark.parametrize("case", ["non_empty", "overwrite_foreign", "zero_scenes", "unwritable", "bad_size"])
 def test_cli_bad_input(tmp_path, case):
     out = tmp_path / "out"
     args = ["--out", str(out), "--scenes", "1", "--samples-per-scene", "1"]
-    if case == "non_empty":
+    if case in ("non_empty", "overwrite_foreign"):
         out.mkdir()
         (out / "keep.txt").write_text("x")
+        args += ["--overwrite"] if case == "overwrite_foreign" else []
     elif case == "zero_scenes":
         args[3] = "0"
     elif case == "unwritable":
@@ -281,7 +282,7 @@ def test_cli_bad_input(tmp_path, case):
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error:"), res.output
     assert "Traceback" not in res.output
-    if case == "non_empty":
+    if case in ("non_empty", "overwrite_foreign"):
         assert (out / "keep.txt").read_text() == "x"
     assert not list(tmp_path.glob(".*partial*"))
 
@@ -292,18 +293,30 @@ def _digest(root: Path) -> dict[str, str]:
 
 
 def test_cli_writes_deterministic_datasets(tmp_path):
-    args = ["--scenes", "1", "--samples-per-scene", "2", "--image-size", "64x36", "--sweeps-per-sample", "1",
-            "--workers", "1"]
+    """Same seed -> identical bytes, whether frames run in worker processes or not."""
+    args = ["--scenes", "2", "--samples-per-scene", "2", "--image-size", "64x36", "--sweeps-per-sample", "1",
+            "--seed", "7"]
     a, b = tmp_path / "a", tmp_path / "b"
-    for out in (a, b):
-        res = _run(["--out", str(out), "--seed", "7", *args])
+    for out, workers in ((a, "2"), (b, "1")):
+        res = _run(["--out", str(out), "--workers", workers, *args])
         assert res.exit_code == 0, res.output
-        assert "wrote 1 scene(s)" in res.output
+        assert "wrote 2 scene(s)" in res.output
     first = _digest(a)
     assert first == _digest(b)
-    NuScenes("v1.0-mini", str(a), verbose=False)
-    res = _run(["--out", str(a), "--seed", "8", "--overwrite", *args])
+    # per-point instance indices of the second scene point into instances.json after the first's
+    nusc = NuScenes("v1.0-mini", str(b), verbose=False)
+    instances = json.loads((b / "synth_truth" / "instances.json").read_text())
+    for ann in nusc.sample_annotation:
+        sample = nusc.get("sample", ann["sample_token"])
+        truth = _truth(b, sample["data"]["LIDAR_TOP"])
+        hits = np.unique(truth["instance"][truth["instance"] >= 0])
+        if ann["num_lidar_pts"]:
+            owner = [instances[i]["token"] for i in hits]
+            assert ann["instance_token"] in owner
+    assert {i["scene"] for i in instances} == {0, 1}
+    res = _run(["--out", str(a), "--seed", "8", "--overwrite", "--scenes", "1", "--samples-per-scene", "1",
+                "--image-size", "64x36"])
     assert res.exit_code == 0, res.output
-    assert _digest(a) != first and set(_digest(a)) != set(first)
+    assert set(_digest(a)) != set(first)
     NuScenes("v1.0-mini", str(a), verbose=False)
     assert not list(tmp_path.glob(".*"))  # no temp or old copies left behind

@@ -193,14 +193,14 @@ def test_mixed_contract_step_runs(store):
 
 
 def test_loss_goes_down_and_resume_is_exact(store, tmp_path):
-    cfg = tiny("train.max_steps=12", "train.ckpt_every=6")
+    cfg = tiny("train.max_steps=8", "train.ckpt_every=4")
     train(store, tmp_path / "full", cfg, quiet=True)
     full = losses(tmp_path / "full")
-    assert len(full) == 12
+    assert len(full) == 8
     assert np.mean(full[-3:]) < 0.9 * np.mean(full[:2]), full
-    cfg = tiny("train.max_steps=12", "train.ckpt_every=6")
-    train(store, tmp_path / "cut", cfg, quiet=True, stop_step=7)  # runs past the step-6 checkpoint
-    train(store, tmp_path / "cut", cfg, quiet=True, resume=True)  # from 6: drops the logged 7
+    cfg = tiny("train.max_steps=8", "train.ckpt_every=4")
+    train(store, tmp_path / "cut", cfg, quiet=True, stop_step=5)  # runs past the step-4 checkpoint
+    train(store, tmp_path / "cut", cfg, quiet=True, resume=True)  # from 4: drops the logged 5
     assert losses(tmp_path / "cut") == full
 
 

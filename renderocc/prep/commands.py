@@ -33,7 +33,8 @@ def _names(value: str | None) -> list[str] | None:
               help="Stored image size as HEIGHTxWIDTH (scaled to cover, then cropped from the top).")
 @click.option("--image-codec", type=click.Choice(["raw", "jpeg"]), default="raw", show_default=True,
               help="raw: lossless zstd uint8; jpeg: ~6x smaller, lossy (see --jpeg-quality).")
-@click.option("--jpeg-quality", default=95, show_default=True, type=click.IntRange(50, 100))
+@click.option("--jpeg-quality", default=95, show_default=True, type=click.IntRange(50, 100),
+              help="JPEG quality for --image-codec jpeg.")
 @click.option("--adjacent", default=3, show_default=True, type=click.IntRange(0, 20),
               help="Keep ±K same-scene neighbour keyframes per sample.")
 @click.option("--sweeps", default=0, show_default=True, type=click.IntRange(0, 30),

@@ -16,6 +16,8 @@ from pyquaternion import Quaternion
 
 MOVING_ATTRIBUTES = frozenset({"vehicle.moving", "pedestrian.moving", "cycle.with_rider"})
 MAX_TIME_DIFF = 1.5  # seconds, as the devkit's box_velocity
+CORE_FLOOR = 0.01  # metres above a box's floor where points inside its footprint start to count
+RING_FLOOR = 0.1  # the same for points in the margin ring around the footprint
 
 
 @dataclass(frozen=True)
@@ -83,13 +85,23 @@ def moving_boxes(nusc, sample_token: str, instance_index: dict[str, int],
     return boxes, len(sample["anns"])
 
 
-def points_in_boxes(points_global: np.ndarray, boxes: list[MovingBox], margin: float) -> np.ndarray:
-    """Instance index (int32) of the moving box each point lies in, enlarged by `margin`; -1 if none."""
+def points_in_boxes(points_global: np.ndarray, boxes: list[MovingBox], margin: float,
+                    core_floor: float = CORE_FLOOR, ring_floor: float = RING_FLOOR) -> np.ndarray:
+    """Instance index (int32) of the moving box each point lies in; -1 if none.
+
+    Boxes grow by `margin` sideways and upwards but not downwards: boxes stand on the road, and
+    the road under and beside a moving car is static. Inside the footprint a point counts from
+    `core_floor` above the box floor (wheels, feet), in the margin ring from `ring_floor`.
+    """
     result = np.full(len(points_global), -1, dtype=np.int32)
     for box in boxes:
         local = (points_global - box.center) @ box.rotation
-        half = box.size_lwh / 2.0 + margin
-        inside = np.all(np.abs(local) <= half, axis=1) & (result < 0)
+        half = box.size_lwh / 2.0
+        flat = np.abs(local[:, :2])
+        height = local[:, 2] + half[2]  # above the box floor
+        core = np.all(flat <= half[:2], axis=1) & (height >= core_floor)
+        ring = np.all(flat <= half[:2] + margin, axis=1) & (height >= ring_floor)
+        inside = (core | ring) & (local[:, 2] <= half[2] + margin) & (result < 0)
         result[inside] = box.instance_index
     return result
 

@@ -279,6 +279,8 @@ def run(opts: PrepOptions, log=print) -> dict:
     mine = [s for k, s in enumerate(plan["shards"]) if k % opts.num_shards == opts.shard_index]
     todo = [s for s in mine if not writer.shard_done(root, s["name"], fp)]
     todo_tasks = [t for s in todo for t in tasks[s["first_sample"]:s["first_sample"] + s["num_samples"]]]
+    for s in todo:
+        writer.clean_tmp(root, s["name"])
     log(f"store {root}: {len(tasks)} samples in {len(plan['shards'])} shards; this job: {len(mine)} shards, "
         f"{len(mine) - len(todo)} already complete, {len(todo_tasks)} samples to do")
     cfg = {"root": root, "image_size": tuple(opts.image_size), "min_depth": opts.min_depth,

@@ -182,5 +182,10 @@ class StoreReader:
         arr = self._array(layout.MOTION_MASK)
         return None if arr is None else np.asarray(arr[self._check(i)], bool)
 
+    def ray_location(self, i: int) -> tuple[str, int]:
+        """(shard name, row group) holding sample i's rays: for writers that add ray columns."""
+        i = self._check(i)
+        return self._shard[i], int(self._row_group[i])
+
     def __repr__(self) -> str:
         return f"StoreReader({self.root!r}, {len(self)} samples, cameras={self.cameras})"

@@ -75,7 +75,7 @@ def _check_shards(r, m: dict, st, data: bool) -> list[str]:
         if pf.num_row_groups != k:
             out.append(f"shard {name}: {pf.num_row_groups} row groups for {k} samples")
             continue
-        img_d, occ_d = [], []
+        img_d, occ_d, mot_d = [], [], []
         for i in range(a, a + k):
             lb = r.labels(i)
             total += len(lb["u"])
@@ -98,10 +98,16 @@ def _check_shards(r, m: dict, st, data: bool) -> list[str]:
                 img_d.append(writer.image_digest(r._stored_images(i)))
                 occ = r.occ_gt(i)
                 occ_d.append(writer.digest(*(occ[x] for x in layout.OCC_GT_ARRAYS)) if occ else "-")
+                if s.get("motion_mask_sha256"):
+                    mot_d.append(writer.digest(r.motion_mask(i)))
         if data and writer.combine_digests(img_d) != s["images_sha256"]:
             out.append(f"shard {name}: images checksum mismatch")
         if data and s["occ_gt_sha256"] and writer.combine_digests(occ_d) != s["occ_gt_sha256"]:
             out.append(f"shard {name}: occ_gt checksum mismatch")
+        if data and s.get("motion_mask_sha256") and writer.combine_digests(mot_d) != s["motion_mask_sha256"]:
+            out.append(f"shard {name}: motion_mask checksum mismatch")
+        if r.has_motion_masks and not set(layout.MOTION_COLUMNS) <= set(pf.schema_arrow.names):
+            out.append(f"shard {name}: manifest has motion masks but the rays lack {layout.MOTION_COLUMNS}")
     if total != m["num_rays"]:
         out.append(f"manifest num_rays {m['num_rays']} but shards hold {total}")
     return out

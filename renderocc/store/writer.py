@@ -94,6 +94,15 @@ def shard_done(root: str, shard: str, fingerprint: str) -> bool:
     return fsio.read_json(root, layout.SHARDS_DIR, f"{shard}.json").get("fingerprint") == fingerprint
 
 
+def clean_tmp(root: str, shard: str) -> None:
+    """Remove temp files a killed run left for this shard (they are never read, only untidy)."""
+    for sub_dir, suffix in ((layout.RAYS_DIR, f"-{shard}.parquet"), (layout.SHARDS_DIR, f"-{shard}.json")):
+        fs, path = fsio.fs_path(root, sub_dir)
+        for name in fsio.listdir_names(root, sub_dir):
+            if name.startswith(layout.TMP_PREFIX) and name.endswith(suffix):
+                fs.rm(f"{path}/{name}")
+
+
 def write_shard_record(root: str, shard: str, record: dict) -> None:
     fsio.write_json_atomic(record, root, layout.SHARDS_DIR, f"{shard}.json")
 

@@ -75,23 +75,9 @@ def _write_camera_truth(job: FrameJob, token: str, hits, prims, local_to_cam: np
                         depth=depth.astype(np.float32), label=label, instance=instance)
 
 
-def run_frame(job: FrameJob) -> dict:
-    """Write all files of one keyframe; return poses per sample_data and annotation stats."""
+def _cameras(job: FrameJob, rng: np.random.Generator, key_ego: np.ndarray, out: dict):
+    """Render and write the six images; return (mask_camera, visible px, unoccluded px per object)."""
     w = job.world
-    rng = np.random.default_rng([job.seed, job.scene, job.index, 1])
-    grid = lid.LidarGrid()
-    out: dict = {"poses": {}, "anns": []}
-    for rec in job.sweeps:
-        t = _sec(job, rec["timestamp"])
-        _write_scan(job, rec, lid.scan(w, t, rng, grid), with_labels=False)
-        out["poses"][rec["token"]] = _global_pose(w, t)
-    t_key = _sec(job, job.key["timestamp"])
-    key_scan = lid.scan(w, t_key, rng, grid)
-    _write_scan(job, job.key, key_scan, with_labels=True)
-    out["poses"][job.key["token"]] = _global_pose(w, t_key)
-
-    key_ego = w.ego_pose(t_key)
-    local_to_key = np.linalg.inv(key_ego)
     centres = occ_gt.voxel_centres()
     mask_cam = np.zeros(occ_gt.SHAPE, bool)
     n_obj = len(w.instances)
@@ -111,27 +97,50 @@ def run_frame(job: FrameJob) -> dict:
         prims = w.prims_at(t)
         if job.camera_truth:
             _write_camera_truth(job, rec["token"], hits, prims, np.linalg.inv(cam_to_local))
-        pid = hits.pid[hits.pid >= 0]
-        obj = prims.obj[pid]
+        obj = prims.obj[hits.pid[hits.pid >= 0]]
         visible += np.bincount(obj[obj >= 0], minlength=n_obj)[:n_obj]
         seen[: len(hits.seen)] += hits.seen
+    return mask_cam, visible, seen
 
-    sem = occ_gt.semantics(w, t_key)
-    lidar_pose = key_ego @ lid.lidar_to_ego()
-    pts_key = apply(local_to_key @ lidar_pose, key_scan.points[:, :3].astype(np.float64))
-    mask_lidar = occ_gt.lidar_mask(lid.lidar_to_ego()[:3, 3], pts_key)
+
+def _annotated(job: FrameJob, t: float, key_ego: np.ndarray, n_pts: np.ndarray, visible: np.ndarray,
+               seen: np.ndarray) -> list[dict]:
+    """Objects annotated at this keyframe: within range and seen by the LiDAR or a camera."""
+    poses = job.world.object_poses(t)
+    dist = np.hypot(poses[:, 0] - key_ego[0, 3], poses[:, 1] - key_ego[1, 3])
+    anns = []
+    for k in np.flatnonzero((dist <= ANNOTATION_RANGE) & ((n_pts > 0) | (visible > 0))):
+        frac = min(visible[k] / seen[k], 1.0) if seen[k] > 0 else 0.0
+        anns.append({"instance": int(k), "num_lidar_pts": int(n_pts[k]),
+                     "visibility": visibility_token(frac)})
+    return anns
+
+
+def run_frame(job: FrameJob) -> dict:
+    """Write all files of one keyframe; return poses per sample_data and annotation stats."""
+    w = job.world
+    rng = np.random.default_rng([job.seed, job.scene, job.index, 1])
+    grid = lid.LidarGrid()
+    out: dict = {"poses": {}}
+    for rec in job.sweeps:
+        t = _sec(job, rec["timestamp"])
+        _write_scan(job, rec, lid.scan(w, t, rng, grid), with_labels=False)
+        out["poses"][rec["token"]] = _global_pose(w, t)
+    t_key = _sec(job, job.key["timestamp"])
+    key_scan = lid.scan(w, t_key, rng, grid)
+    _write_scan(job, job.key, key_scan, with_labels=True)
+    out["poses"][job.key["token"]] = _global_pose(w, t_key)
+
+    key_ego = w.ego_pose(t_key)
+    mask_cam, visible, seen = _cameras(job, rng, key_ego, out)
+    lidar_to_ego = lid.lidar_to_ego()
+    pts_ego = apply(lidar_to_ego, key_scan.points[:, :3].astype(np.float64))
+    mask_lidar = occ_gt.lidar_mask(lidar_to_ego[:3, 3], pts_ego)
     os.makedirs(os.path.dirname(job.gt_path), exist_ok=True)
-    np.savez_compressed(job.gt_path, semantics=sem, mask_lidar=mask_lidar.astype(np.uint8),
-                        mask_camera=mask_cam.astype(np.uint8))
+    np.savez_compressed(job.gt_path, semantics=occ_gt.semantics(w, t_key),
+                        mask_lidar=mask_lidar.astype(np.uint8), mask_camera=mask_cam.astype(np.uint8))
 
+    n_obj = len(w.instances)
     n_pts = np.bincount(key_scan.instance[key_scan.instance >= 0], minlength=n_obj)[:n_obj]
-    poses = w.object_poses(t_key)
-    ego_xy = key_ego[:2, 3]
-    for k in range(n_obj):
-        dist = np.hypot(*(poses[k, :2] - ego_xy))
-        if dist > ANNOTATION_RANGE or (n_pts[k] == 0 and visible[k] == 0):
-            continue
-        frac = visible[k] / seen[k] if seen[k] > 0 else 0.0
-        out["anns"].append({"instance": k, "num_lidar_pts": int(n_pts[k]),
-                            "visibility": visibility_token(min(frac, 1.0))})
+    out["anns"] = _annotated(job, t_key, key_ego, n_pts, visible, seen)
     return out

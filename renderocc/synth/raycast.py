@@ -40,40 +40,42 @@ class Hits:
     seen: np.ndarray | None = None  # per object: pixels hit when ignoring occluders
 
 
-def _box(o, dx, dy, dz, centre, half, yaw):
+def _box(rel, dx, dy, dz, half, yaw):
+    """Slab test; rel = origin - centre (3,) or per ray (N, 3); half (3,) or (N, 3)."""
     c, s = np.cos(yaw), np.sin(yaw)
-    rx, ry, rz = o - centre
+    rx, ry, rz = rel[..., 0], rel[..., 1], rel[..., 2]
     ol = (c * rx + s * ry, -s * rx + c * ry, rz)
-    dl = (c * dx + s * dy, -s * dx + c * dy, dz) if yaw != 0.0 else (dx, dy, dz)
+    dl = (dx, dy, dz) if np.ndim(yaw) == 0 and yaw == 0.0 else (c * dx + s * dy, -s * dx + c * dy, dz)
     tn = tf = None
     for a in range(3):
         inv = 1.0 / dl[a]
-        ta, tb = (-half[a] - ol[a]) * inv, (half[a] - ol[a]) * inv
+        ta, tb = (-half[..., a] - ol[a]) * inv, (half[..., a] - ol[a]) * inv
         lo, hi = np.minimum(ta, tb), np.maximum(ta, tb)
         tn = lo if tn is None else np.maximum(tn, lo)
         tf = hi if tf is None else np.minimum(tf, hi)
     return np.where((tn <= tf) & (tn > 1e-3), tn, np.inf)
 
 
-def _cylinder(o, dx, dy, dz, centre, half):
-    r, hz = half[0], half[2]
-    ox, oy, oz = o - centre
+def _cylinder(rel, dx, dy, dz, half):
+    """Vertical capped cylinder; half = (r, r, h/2)."""
+    r, hz = half[..., 0], half[..., 2]
+    ox, oy, oz = rel[..., 0], rel[..., 1], rel[..., 2]
     a = dx * dx + dy * dy
     b = 2 * (ox * dx + oy * dy)
     cc = ox * ox + oy * oy - r * r
     disc = b * b - 4 * a * cc
     ts = (-b - np.sqrt(np.maximum(disc, 0))) / (2 * a)
     t = np.where((disc >= 0) & (ts > 1e-3) & (np.abs(oz + ts * dz) <= hz), ts, np.inf)
-    if abs(oz) > hz:
+    if np.any(np.abs(oz) > hz):  # origin above or below: the cap facing it
         tc = (np.sign(oz) * hz - oz) / dz
         xc, yc = ox + tc * dx, oy + tc * dy
-        t = np.where((tc > 1e-3) & (xc * xc + yc * yc <= r * r) & (tc < t), tc, t)
+        t = np.where((np.abs(oz) > hz) & (tc > 1e-3) & (xc * xc + yc * yc <= r * r) & (tc < t), tc, t)
     return t
 
 
-def _sphere(o, dx, dy, dz, centre, half):
-    r = half[0]
-    ox, oy, oz = o - centre
+def _sphere(rel, dx, dy, dz, half):
+    r = half[..., 0]
+    ox, oy, oz = rel[..., 0], rel[..., 1], rel[..., 2]
     b = dx * ox + dy * oy + dz * oz
     disc = b * b - (ox * ox + oy * oy + oz * oz - r * r)
     t = -b - np.sqrt(np.maximum(disc, 0))
@@ -83,11 +85,28 @@ def _sphere(o, dx, dy, dz, centre, half):
 def intersect(prims: Prims, i: int, o: np.ndarray, dx, dy, dz) -> np.ndarray:
     """Distance (inf = miss) of rays o + t d (d given per component) to primitive i."""
     k = prims.kind[i]
+    rel = o - prims.centre[i]
     if k == BOX:
-        return _box(o, dx, dy, dz, prims.centre[i], prims.half[i], prims.yaw[i])
+        return _box(rel, dx, dy, dz, prims.half[i], prims.yaw[i])
     if k == CYLINDER:
-        return _cylinder(o, dx, dy, dz, prims.centre[i], prims.half[i])
-    return _sphere(o, dx, dy, dz, prims.centre[i], prims.half[i])
+        return _cylinder(rel, dx, dy, dz, prims.half[i])
+    return _sphere(rel, dx, dy, dz, prims.half[i])
+
+
+def _intersect_pairs(prims: Prims, o: np.ndarray, pid: np.ndarray, dx, dy, dz) -> np.ndarray:
+    """Distances of many (ray, primitive) pairs at once; pid (N,) and dx.. (N,) per pair."""
+    t = np.full(len(pid), np.inf, np.float32)
+    kind = prims.kind[pid]
+    for k, fn in ((BOX, _box), (CYLINDER, _cylinder), (SPHERE, _sphere)):
+        sel = np.flatnonzero(kind == k)
+        if not len(sel):
+            continue
+        p = pid[sel]
+        rel = (o - prims.centre[p]).astype(np.float32)
+        half = prims.half[p].astype(np.float32)
+        args = (rel, dx[sel], dy[sel], dz[sel], half)
+        t[sel] = fn(*args, prims.yaw[p].astype(np.float32)) if k == BOX else fn(*args)
+    return t
 
 
 def normals(prims: Prims, pid: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -132,6 +151,38 @@ def box_corners(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return np.where(sel[None], hi[:, None], lo[:, None])
 
 
+BATCH_AREA = 3000  # windows up to this many rays are intersected together in one batch
+
+
+def _cast_small(wins: np.ndarray, prims: Prims, o, dx, dy, dz, t, pid, t_max, seen) -> None:
+    """Z-buffer many small windows at once: one vectorised pass over all (ray, primitive) pairs."""
+    w = t.shape[1]
+    prim, r0, r1, c0, c1 = wins.T
+    cols = c1 - c0
+    sizes = (r1 - r0) * cols
+    owner = np.repeat(np.arange(len(wins)), sizes)
+    local = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    pix = (r0[owner] + local // cols[owner]) * w + c0[owner] + local % cols[owner]
+    p = prim[owner]
+    tp = _intersect_pairs(prims, o, p, dx.ravel()[pix], dy.ravel()[pix], dz.ravel()[pix])
+    hit = tp < t_max
+    pix, p, tp = pix[hit], p[hit], tp[hit]
+    if seen is not None:
+        obj = prims.obj[p]
+        mine = obj >= 0
+        pairs = np.unique(obj[mine].astype(np.int64) * t.size + pix[mine])
+        np.add.at(seen, pairs // t.size, 1)
+    order = np.argsort(-tp, kind="stable")  # farthest first: the nearest write wins
+    pix, p, tp = pix[order], p[order], tp[order]
+    best = np.full(t.size, np.inf, np.float32)
+    best_p = np.full(t.size, -1, np.int32)
+    best[pix] = tp
+    best_p[pix] = p
+    better = best < t.ravel()
+    t.ravel()[better] = best[better]
+    pid.ravel()[better] = best_p[better]
+
+
 def cast(grid: RayGrid, sensor_to_local: np.ndarray, prims: Prims, t_max: float,
          count_seen: bool = False) -> Hits:
     """Nearest hit of every ray of `grid` (posed by `sensor_to_local`) against ground + `prims`."""
@@ -151,9 +202,13 @@ def cast(grid: RayGrid, sensor_to_local: np.ndarray, prims: Prims, t_max: float,
     n_obj = int(prims.obj.max()) + 1 if len(prims) else 0
     seen = np.zeros(n_obj, np.int64) if count_seen else None
     last = np.full((h, w), -1, np.int32) if count_seen else None
+    small: list[tuple[int, int, int, int, int]] = []
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for i, wins in enumerate(grid.windows(corners, t_max)):
             for r0, r1, c0, c1 in wins:
+                if (r1 - r0) * (c1 - c0) <= BATCH_AREA:
+                    small.append((i, r0, r1, c0, c1))
+                    continue
                 ti = intersect(prims, i, o, dx[r0:r1, c0:c1], dy[r0:r1, c0:c1], dz[r0:r1, c0:c1])
                 zb = t[r0:r1, c0:c1]
                 k = prims.obj[i]
@@ -166,6 +221,8 @@ def cast(grid: RayGrid, sensor_to_local: np.ndarray, prims: Prims, t_max: float,
                 if better.any():
                     np.copyto(zb, ti, where=better)
                     np.copyto(pid[r0:r1, c0:c1], i, where=better)
+        if small:
+            _cast_small(np.array(small), prims, o, dx, dy, dz, t, pid, t_max, seen)
     t[pid == -2] = np.inf
     with np.errstate(invalid="ignore"):
         points = o.astype(np.float32) + t[..., None] * dirs

@@ -47,8 +47,11 @@ def _check_args(out: Path, scenes: int, samples_per_scene: int, image_size, swee
         raise UserError(f"--image-size must be at least 32x18 (got {w}x{h}).")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"--out {out} is not empty; pass --overwrite to replace it.")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"--out {out} is not empty; pass --overwrite to replace it.")
+        if not (out / "synth_truth").is_dir():
+            raise UserError(f"refusing to replace {out}: it is not a dataset written by renderocc synth.")
     parent = out.parent
     while not parent.exists():
         parent = parent.parent

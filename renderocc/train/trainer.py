@@ -221,7 +221,7 @@ def train(store, out: str | Path, cfg: dict, *, resume: bool = False, pretrained
         scaler.load_state_dict(ckpt["scaler"])
         step = int(ckpt["step"])
         _set_rng(ckpt["rng"])
-    elif rank == 0 and (out / "last.pt").exists():
+    elif (out / "last.pt").exists():  # every rank checks: no rank may be left waiting
         raise UserError(f"{out} already holds a run (last.pt): use --resume or another --out")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)

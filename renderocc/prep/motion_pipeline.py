@@ -1,0 +1,121 @@
+"""`prep motion-masks` work: flag store labels on moving boxes and write dense per-camera masks.
+
+Labels are back-projected from (u, v, depth) with the stored intrinsics and camera→key-ego
+transform, which recovers each LiDAR point exactly, so the store needs no point index.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from renderocc import __version__
+from renderocc.classes import IGNORE, OCC3D_CLASSES
+from renderocc.errors import UserError
+from renderocc.prep.motion import box_mask, moving_boxes, points_in_boxes
+from renderocc.prep.nuscenes import load_nuscenes
+from renderocc.store import writer
+from renderocc.store.reader import StoreReader
+
+MOTION_MASK_VERSION = 1
+
+
+@dataclass
+class MotionOptions:
+    store: str
+    dataroot: str | None = None
+    speed_threshold: float = 0.5
+    margin: float = 0.2
+    progress: bool = True
+
+
+def backproject(labels: dict[str, np.ndarray], sample: dict, cameras: list[str]) -> np.ndarray:
+    """Global-frame points (n, 3) of a sample's labels: z · K_orig⁻¹ [u, v, 1] → key ego → global."""
+    points = np.zeros((len(labels["u"]), 3))
+    for j, name in enumerate(cameras):
+        sel = labels["camera"] == j
+        if not sel.any():
+            continue
+        cam = sample["cameras"][name]
+        pix = np.stack([labels["u"][sel], labels["v"][sel], np.ones(sel.sum())], axis=1).astype(np.float64)
+        p_cam = (pix @ np.linalg.inv(cam["K_orig"]).T) * labels["depth"][sel, None].astype(np.float64)
+        cam2global = sample["ego_pose"] @ cam["cam2ego"]
+        points[sel] = p_cam @ cam2global[:3, :3].T + cam2global[:3, 3]
+    return points
+
+
+def sample_masks(boxes, sample: dict, cameras: list[str], size_wh: tuple[int, int], margin: float) -> np.ndarray:
+    """Dense (n_cams, H, W) mask of moving boxes, each moved to the camera's own timestamp."""
+    out = np.zeros((len(cameras), size_wh[1], size_wh[0]), dtype=bool)
+    for j, name in enumerate(cameras):
+        cam = sample["cameras"][name]
+        global_to_cam = np.linalg.inv(sample["ego_pose"] @ cam["cam2ego"])
+        dt = (cam["timestamp"] - sample["timestamp"]) * 1e-6
+        out[j] = box_mask(boxes, global_to_cam, cam["K"], size_wh, margin, dt=dt)
+    return out
+
+
+def run(opts: MotionOptions, log=print) -> dict:
+    """Compute motion for every stored label; commit columns, masks and manifest. Returns stats."""
+    t0 = time.time()
+    reader = StoreReader(opts.store)
+    source = reader.manifest["source"]
+    dataroot = opts.dataroot or source["dataroot"]
+    if not os.path.isdir(dataroot):
+        raise UserError(f"dataroot not found: {dataroot} (pass --dataroot)")
+    nusc = load_nuscenes(dataroot, source["version"])
+    if not nusc.sample_annotation:
+        raise UserError(f"no annotations in {dataroot}/{source['version']}: motion masks need sample_annotation")
+    missing = [t for t in reader.tokens() if t not in nusc._token2ind["sample"]]
+    if missing:
+        raise UserError(f"sample {missing[0]} of the store is not in {dataroot}: wrong --dataroot?")
+    instance_index = {rec["token"]: k for k, rec in enumerate(nusc.instance)}
+
+    by_shard: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for i in range(len(reader)):
+        shard, group = reader.ray_location(i)
+        by_shard[shard].append((group, i))
+
+    writer.create_motion_mask_array(reader.root)
+    counts = np.zeros((len(OCC3D_CLASSES) + 1, 2), np.int64)  # per class (last = unlabelled): [dynamic, all]
+    cam_counts = np.zeros((len(reader.cameras), 2), np.int64)
+    shard_updates, mask_digests, n_boxes = {}, {}, 0
+    bar = tqdm(total=len(reader), desc="motion masks", unit="sample", disable=not opts.progress)
+    for shard, members in sorted(by_shard.items()):
+        dyn_groups, inst_groups, digests = [], [], []
+        for _, i in sorted(members):
+            sample = reader.sample(i)
+            labels = reader.labels(i)
+            boxes, _ = moving_boxes(nusc, sample["sample_token"], instance_index, opts.speed_threshold)
+            n_boxes += len(boxes)
+            inst = points_in_boxes(backproject(labels, sample, reader.cameras), boxes, opts.margin)
+            dyn = inst >= 0
+            dyn_groups.append(dyn)
+            inst_groups.append(inst)
+            cls = np.where(labels["label"] == IGNORE, len(OCC3D_CLASSES), labels["label"]).astype(np.int64)
+            np.add.at(counts, (cls, 0), dyn)
+            np.add.at(counts, (cls, 1), 1)
+            np.add.at(cam_counts, (labels["camera"].astype(np.int64), 0), dyn)
+            np.add.at(cam_counts, (labels["camera"].astype(np.int64), 1), 1)
+            masks = sample_masks(boxes, sample, reader.cameras, reader.image_size, opts.margin)
+            digests.append(writer.write_motion_mask(reader.root, i, masks))
+            bar.update(1)
+        shard_updates[shard] = writer.add_ray_columns(reader.root, shard, dyn_groups, inst_groups)
+        mask_digests[shard] = writer.combine_digests(digests)
+    bar.close()
+
+    names = OCC3D_CLASSES + ["unlabelled"]
+    per_class = {names[k]: round(float(counts[k, 0] / counts[k, 1]), 6) for k in range(len(names)) if counts[k, 1]}
+    per_camera = {c: round(float(cam_counts[j, 0] / cam_counts[j, 1]), 6)
+                  for j, c in enumerate(reader.cameras) if cam_counts[j, 1]}
+    info = {"version": MOTION_MASK_VERSION, "tool_version": __version__, "dataroot": os.path.abspath(dataroot),
+            "speed_threshold": opts.speed_threshold, "margin": opts.margin, "moving_boxes": n_boxes,
+            "dynamic_labels": int(counts[:, 0].sum()), "labels": int(counts[:, 1].sum()),
+            "dynamic_share_per_class": per_class, "dynamic_share_per_camera": per_camera}
+    writer.commit_motion_masks(reader.root, info, shard_updates, mask_digests)
+    return {**info, "samples": len(reader), "seconds": time.time() - t0, "root": reader.root}
