@@ -16,7 +16,7 @@ from renderocc.synth.world import BOX, CYLINDER, SPHERE, Instance, Region, World
 ROAD_HALF = 8.5
 WALK_OUT = 11.5
 LOT_OUT = 16.0
-LANES = {"ego": -1.75, "slow": -5.25, "oncoming": 1.75, "queue": 5.0, "park": 7.6, "bike": -7.6}
+LANES = {"ego": -1.75, "outer": -5.25, "oncoming": 1.75, "queue": 5.0, "park": 7.6, "bike": -7.6}
 MARGIN = 0.05  # annotation boxes are this much larger than the object's parts
 
 
@@ -200,6 +200,7 @@ def vehicle(b: Builder, kind: str):
 # --- layout ---------------------------------------------------------------------------------
 
 def _ground(x0: float, x1: float, rng: np.random.Generator) -> list[Region]:
+    """Road, sidewalks, grass/gravel verges, plazas and yards (edges on the 0.1 m raster grid)."""
     L = LABEL
     regions = [Region(x0, x1, -ROAD_HALF, ROAD_HALF, L["flat.driveable_surface"])]
     for s in (-1, 1):
@@ -226,6 +227,7 @@ def _ground(x0: float, x1: float, rng: np.random.Generator) -> list[Region]:
 
 def _lane(b: Builder, y: float, yaw: float, speed: float, x0: float, x1: float, kinds, weights, gap,
           attribute: str) -> None:
+    """Fill lane y between x0 and x1 with vehicles of `kinds`, all at the lane's speed and heading."""
     x = x0 + b.rng.uniform(0, gap[1])
     while x < x1:
         kind = b.rng.choice(kinds, p=weights)
@@ -353,8 +355,8 @@ def build_world(rng: np.random.Generator, duration: float) -> World:
 
     kinds = ["car", "truck", "bus", "motorcycle"]
     # traffic lanes: every vehicle of a lane has the lane's speed
-    slow = max(2.5, v + rng.uniform(-3.0, 2.5))
-    _lane(b, LANES["slow"], 0.0, slow, x0 - slow * duration, x1, kinds, [0.7, 0.12, 0.1, 0.08], (6, 25),
+    outer = max(2.5, v + rng.uniform(-3.0, 2.5))
+    _lane(b, LANES["outer"], 0.0, outer, x0 - outer * duration, x1, kinds, [0.7, 0.12, 0.1, 0.08], (6, 25),
           "vehicle.moving")
     onc = rng.uniform(7.0, 11.0)
     _lane(b, LANES["oncoming"], np.pi, onc, x0, x1 + onc * duration, kinds, [0.72, 0.12, 0.08, 0.08],
