@@ -79,6 +79,8 @@ def main() -> None:
     seg = nus.has_lidarseg(nusc)
     table = nus.label_table(nusc) if seg else None
     sizes = np.array([c.size for c in tasks[0].cameras], float)
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (timings are CPU time, "
+          f"best of {args.repeats})")
     print(f"dataset {dataroot} ({args.version}): {n} samples x {len(cams)} cameras, "
           f"lidarseg: {'yes' if seg else 'no'}, {len(np.fromfile(tasks[0].frames[0].path, np.float32)) // 5} "
           f"points/cloud, image {tuple(int(x) for x in sizes[0])}")

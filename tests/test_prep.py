@@ -493,3 +493,18 @@ def test_worker_errors_reach_the_user(tmp_path):
     first_sample_file(d, "__CAM_FRONT__").unlink()
     with pytest.raises(UserError, match="image missing: .*CAM_FRONT"):
         prep(d, tmp_path / "s", max_samples=2, workers=2)
+
+
+def test_zbuffer_equals_sorting_reference():
+    """The hash-table z-buffer keeps exactly what a full (pixel, depth) sort keeps."""
+    from renderocc.prep.projection import pixel_keys, zbuffer_keys
+
+    rng = np.random.default_rng(0)
+    for n in (1, 50, 5000, 40000):
+        sizes = np.array([[60, 40], [1600, 900]], dtype=float)
+        cam = rng.integers(0, 2, n).astype(np.int8)
+        u = 1 + rng.random(n) * (sizes[cam, 0] - 2)
+        v = 1 + rng.random(n) * (sizes[cam, 1] - 2)
+        p = Projected(cam, np.arange(n), u, v, rng.random(n) * 50 + 1)
+        want = np.sort(zbuffer_keys(pixel_keys(p, sizes), p.depth))
+        np.testing.assert_array_equal(zbuffer(p, sizes), want)

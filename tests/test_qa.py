@@ -149,6 +149,41 @@ def test_missing_store_is_user_error(tmp_path):
     assert res.exit_code == 2 and "store not found" in res.output
 
 
+@pytest.fixture(scope="module")
+def synth_store(synth_dataset, tmp_path_factory) -> str:
+    """The session synthetic dataset prepped (96×54 images) with motion masks."""
+    from renderocc.prep.pipeline import PrepOptions, run
+
+    out = tmp_path_factory.mktemp("qa") / "store"
+    run(PrepOptions(dataroot=str(synth_dataset), version="v1.0-mini", out=str(out), image_size=(96, 54),
+                    progress=False), log=lambda m: None)
+    from renderocc.cli import main
+
+    res = CliRunner().invoke(main, ["prep", "motion-masks", "--store", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    return str(out)
+
+
+def test_qa_on_synthetic_store(synth_store, tmp_path):
+    from renderocc.cli import main
+
+    res = CliRunner().invoke(main, ["qa", "--store", synth_store, "--out", str(tmp_path), "--quiet",
+                                    "--fail-under", "labelled_pixels_per_image=100",
+                                    "--fail-under", "gt_camera_voxels_crossed_share=0.05"])
+    assert res.exit_code == 0, res.output
+    r = json.loads((tmp_path / "qa.json").read_text())
+    s = r["summary"]
+    assert s["samples"] == 4 and s["images"] == 24 and s["semantic_share"] == 1.0
+    assert 0 < s["gt_occupied_crossed_share_key"] <= s["gt_occupied_crossed_share"] < 1
+    assert s["aux_rays_per_sample"] > 0 and 0 < s["dynamic_share"] < 0.5
+    assert r["class_histogram_gt"]["free"] > 0 and sum(r["class_histogram_2d"].values()) > 0
+    # Static classes are never dynamic; at least one vehicle / person class has moving labels.
+    dyn = r["dynamic"]["per_class"]
+    assert dyn["driveable_surface"] == 0 and dyn["manmade"] == 0
+    assert max(v or 0 for k, v in dyn.items() if k in ("car", "pedestrian", "bus", "bicycle")) > 0
+    assert [p["scene"] for p in r["per_scene"]] == ["scene-0001"]
+
+
 CHROMIUM = "/usr/bin/chromium"
 
 

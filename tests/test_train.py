@@ -150,6 +150,24 @@ def test_sample_has_rays_targets_and_aux(store):
     assert RayDataset(r, cfg, train=True)[(0, 1)]["is_key"].all()
 
 
+def test_aux_rays_drop_dynamic_labels_and_held_out_neighbours(store):
+    class Moving(CodedImages):
+        has_motion_masks = True
+
+        def labels(self, i):  # pretend every car moves
+            lab = self.r.labels(i)
+            return {**lab, "dynamic": lab["label"] == 4, "instance": np.zeros(len(lab["label"]), np.int32)}
+
+    r = Moving(StoreReader(store))
+    cfg = resolved(tiny("data.rays=100000"), r.grid)  # more rays than labels: all are kept
+    item = RayDataset(r, cfg, train=True)[(0, 1)]
+    key, aux = item["is_key"] & item["valid"], ~item["is_key"] & item["valid"]
+    assert (item["label"][key] == 4).any() and aux.any() and not (item["label"][aux] == 4).any()
+    # neighbours 0, 2, 3 of sample 1 held out: no auxiliary ray at all
+    item = RayDataset(r, cfg, train=True, exclude=[0, 2, 3])[(0, 1)]
+    assert not (~item["is_key"] & item["valid"]).any()
+
+
 def test_lidar_sparse_and_dense_targets(store):
     r = StoreReader(store)
     cfg = resolved(tiny("supervision='lidar-sparse'"), r.grid)
@@ -258,3 +276,18 @@ def test_ddp_two_processes_match_single_process(store, tmp_path):
     ddp = torch.load(tmp_path / "ddp_grads.pt")
     for k, g in single.items():
         assert torch.allclose(ddp[k], g, rtol=1e-4, atol=1e-6), (k, (ddp[k] - g).abs().max())
+
+
+def test_first_crossing_threshold_separates_fog_from_wall():
+    from renderocc.train.threshold import CANDIDATES, first_crossing_agreement
+
+    grid = {"pc_range": [-8.0, -8.0, -1.0, 8.0, 8.0, 2.2], "voxel_size": [0.8] * 3, "shape": [20, 20, 4]}
+    density = torch.full((20, 20, 4), 0.05)
+    density[15] = 3.0  # a wall over x ∈ [4, 4.8)
+    o = torch.zeros(50, 3)
+    jitter = torch.randn(50, 3, generator=torch.Generator().manual_seed(0)) * torch.tensor([0.05, 0.3, 0.1])
+    d = torch.nn.functional.normalize(jitter + torch.tensor([1.0, 0, 0]), dim=1)
+    dist = 4.0 / d[:, 0]
+    good, n = first_crossing_agreement(density, o, d, dist, grid, torch.tensor(CANDIDATES, dtype=torch.float32))
+    ok = torch.tensor(CANDIDATES)[good == good.max()]
+    assert n == 50 and good.max() == 50 and ok.min() >= 0.05 and ok.max() < 3.0

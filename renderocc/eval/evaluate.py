@@ -143,6 +143,10 @@ def markdown(m: dict) -> str:
         f"| depth δ<1.25 (%) | {_fmt(m['depth_delta1'])} |",
         f"| 2D semantic mIoU (%) | {_fmt(m['sem2d_miou'])} |", "",
     ]
+    if not m["occ_samples"]:
+        lines += ["No Occ3D GT in the evaluated samples: 3D metrics are not available.", ""]
+    if not m["sem2d_pixels"]:
+        lines += ["No semantic labels in the evaluated samples: 2D semantic mIoU is not available.", ""]
     if m["iou_per_class"]:
         lines += ["| class | IoU (mask) | IoU (all) |", "|---|---:|---:|"]
         for name, v in m["iou_per_class"].items():

@@ -124,9 +124,11 @@ def load_occ_gt(path: str) -> dict[str, np.ndarray]:
 _CFG: dict = {}
 
 
-def _init_worker(cfg: dict) -> None:
+def _init_worker(cfg: dict, single_thread: bool = False) -> None:
     _CFG.clear()
     _CFG.update(cfg)
+    if single_thread:   # N worker processes on N cores: OpenCV's own threads would oversubscribe
+        imgs.cv2.setNumThreads(1)
 
 
 def process_sample(task: SampleTask) -> dict:
@@ -314,7 +316,7 @@ def _run_tasks(todo_tasks, todo, tasks, cameras, cfg, workers, root, fp, progres
                desc="prep nuscenes")
     pool = None
     if workers > 1:
-        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(cfg,))
+        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(cfg, True))
         results = pool.imap(process_sample, todo_tasks, chunksize=1)
     else:
         _init_worker(cfg)

@@ -1,7 +1,8 @@
 """LiDAR → camera projection for all cameras at once, z-buffered, devkit-compatible.
 
 One composed 4×4 per (LiDAR frame, camera): cam ← ego(t_cam) ← global ← ego(t_lidar) ← lidar,
-applied in float64 to every point and camera in one einsum. Filters match
+folded with K into one 3×4 per camera: a float32 GEMM over all points and cameras culls, float64
+recomputes the survivors (the devkit's precision or better). Filters match
 `NuScenesExplorer.map_pointcloud_to_image`: depth > min_depth and 1 < u < W-1, 1 < v < H-1 with
 u, v = (K p)_xy / z in ORIGINAL image pixels. Then one point per pixel: the nearest.
 """
@@ -84,7 +85,7 @@ def pixel_keys(p: Projected, sizes: np.ndarray, cell: int = 1) -> np.ndarray:
 
 
 def zbuffer(p: Projected, sizes: np.ndarray) -> np.ndarray:
-    """Sorted indices of the nearest projection per (camera, original-image pixel).
+    """Indices (ascending) of the nearest projection per (camera, original-image pixel).
 
     Collisions are rare at full resolution, so instead of sorting everything: scatter each
     projection's index into a small reusable hash table (pixel key mod 2^k, cache-resident), read

@@ -24,7 +24,7 @@ h1{font-size:1.6em}h2{margin-top:1.6em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .fail{color:#b00;font-weight:bold}.ok{color:#070}img{max-width:100%;border:1px solid #eee}
-.wide{overflow-x:auto}.note{color:#555}
+.wide{overflow-x:auto}td.t{text-align:left}.note{color:#555}
 .grid{display:flex;flex-wrap:wrap;gap:1em}.grid img{max-width:560px}
 """
 
@@ -62,11 +62,16 @@ def _table(rows: list[dict], cols: list[str] | None = None, limit: int = 200) ->
     cols = cols or list(rows[0])
     out = ["<div class='wide'><table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"]
     for r in rows[:limit]:
-        out.append("<tr>" + "".join(f"<td>{_fmt(r.get(c))}</td>" for c in cols) + "</tr>")
+        out.append("<tr>" + "".join(_td(r.get(c)) for c in cols) + "</tr>")
     out.append("</table></div>")
     if len(rows) > limit:
         out.append(f"<p>… {len(rows) - limit} more in qa.json</p>")
     return "".join(out)
+
+
+def _td(v) -> str:
+    """A table cell: numbers right-aligned (CSS default here), text left-aligned."""
+    return f"<td class='t'>{_fmt(v)}</td>" if isinstance(v, str) else f"<td>{_fmt(v)}</td>"
 
 
 def _fmt(v) -> str:

@@ -41,7 +41,7 @@ RIG = (
     CameraSpec("CAM_FRONT_RIGHT", -55.0, (1.55, -0.493, 1.50), 1260.8, (808.0, 495.3), -26_000),
     CameraSpec("CAM_BACK_RIGHT", -110.0, (1.01, -0.481, 1.56), 1259.5, (807.3, 501.2), -18_000),
     CameraSpec("CAM_BACK", 180.0, (0.03, 0.003, 1.58), 809.2, (829.2, 481.8), -9_000),
-    CameraSpec("CAM_BACK_LEFT", 110.0, (1.04, 0.485, 1.59), 1256.7, (792.1, 492.8), 0),
+    CameraSpec("CAM_BACK_LEFT", 110.0, (1.04, 0.485, 1.59), 1256.7, (792.1, 492.8), 160),
     CameraSpec("CAM_FRONT_LEFT", 55.0, (1.52, 0.495, 1.51), 1272.6, (826.6, 479.8), -42_000),
 )
 CAMERA_NAMES = [c.name for c in RIG]
@@ -109,14 +109,24 @@ def _clip_near(corners: np.ndarray) -> np.ndarray:
     return np.concatenate([front, cross], 1)
 
 
+@functools.lru_cache(maxsize=8)
+def _noise_table(seed: int) -> np.ndarray:
+    """A 256 x 256 tile of uniform values, flattened; the lattice of the value noise."""
+    return np.random.default_rng(1000 + seed).random(256 * 256, dtype=np.float32)
+
+
 def _noise(p: np.ndarray, scale: float, seed: int = 0) -> np.ndarray:
-    """Blocky value noise in [0, 1) of world positions (N, 3) at spatial frequency `scale` (1/m)."""
-    q = np.floor(p * scale).astype(np.int64)
-    h = (q[:, 0] * 73856093) ^ (q[:, 1] * 19349663) ^ (q[:, 2] * 83492791) ^ seed
-    h = (h * 2654435761) & 0xFFFFFFFF
-    h ^= h >> 15
-    h = (h * 2246822519) & 0xFFFFFFFF
-    return ((h >> 8) & 0xFFFF).astype(np.float32) / 65536.0
+    """Blocky value noise in [0, 1) of world positions (N, 3) at spatial frequency `scale` (1/m).
+
+    Positions are folded to 2D as (x + 0.57 z, y - 0.57 z), so ground, walls along either axis
+    and roofs all get 2D texture, then looked up in a tiling random table (cheap and deterministic).
+    """
+    with np.errstate(invalid="ignore"):
+        u = np.nan_to_num((p[:, 0] + 0.57 * p[:, 2]) * scale, posinf=0.0, neginf=0.0)
+        v = np.nan_to_num((p[:, 1] - 0.57 * p[:, 2]) * scale, posinf=0.0, neginf=0.0)
+    iu = np.floor(u).astype(np.int64) & 255
+    iv = np.floor(v).astype(np.int64) & 255
+    return _noise_table(seed)[iu * 256 + iv]
 
 
 def _tex_factor(k: int, p: np.ndarray, n: np.ndarray) -> np.ndarray:
@@ -192,7 +202,10 @@ def shade(world: World, hits: Hits, prims, rng: np.random.Generator) -> np.ndarr
     si = np.flatnonzero(pid == -2)
     d = hits.dirs.reshape(-1, 3)[si]
     up = np.sqrt(np.clip(d[:, 2], 0.0, 1.0))[:, None]
-    clouds = _noise(d * 40.0, 1.0, 3)[:, None] * np.float32(0.08 * 255.0)
+    layer = np.zeros_like(d)  # a cloud layer 500 m up, seen in perspective
+    layer[:, :2] = d[:, :2] * (500.0 / np.maximum(d[:, 2:], 0.05))
+    clouds = (_noise(layer, 1 / 80.0, 3) * 0.7 + _noise(layer, 1 / 25.0, 4) * 0.3)[:, None] \
+        * up * np.float32(0.12 * 255.0)
     zenith = mat.SKY_ZENITH.astype(np.float32) * np.float32(255.0)
     rgb[si] = horizon + (zenith - horizon) * up + clouds
     oy, ox = rng.integers(0, 64, 2)

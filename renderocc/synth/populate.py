@@ -7,6 +7,8 @@ the Occ3D list appears in every scene.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from renderocc.synth import materials as mat
@@ -18,6 +20,7 @@ WALK_OUT = 11.5
 LOT_OUT = 16.0
 LANES = {"ego": -1.75, "outer": -5.25, "oncoming": 1.75, "queue": 5.0, "park": 7.6, "bike": -7.6}
 MARGIN = 0.05  # annotation boxes are this much larger than the object's parts
+Shape = Callable[["Builder", int], None]  # adds an object's parts (object frame) to a builder
 
 
 class Builder:
@@ -34,23 +37,28 @@ class Builder:
         self.rows.append((kind, tuple(centre), tuple(half), yaw, LABEL[name], texture,
                           tuple(np.clip(col, 0, 1)), mat.reflectivity(name), obj))
 
-    def box(self, x0, x1, y0, y1, z0, z1, name, texture, tint=None, obj=-1, yaw=0.0, shade=1.0):
+    def box(self, x0: float, x1: float, y0: float, y1: float, z0: float, z1: float, name: str, texture: int,
+            tint=None, obj: int = -1, yaw: float = 0.0, shade: float = 1.0) -> None:
         """An axis-aligned box in its own frame (object frame when obj >= 0)."""
         self.part(BOX, ((x0 + x1) / 2, (y0 + y1) / 2, (z0 + z1) / 2),
                   ((x1 - x0) / 2, (y1 - y0) / 2, (z1 - z0) / 2), name, texture, tint, yaw, obj, shade)
 
-    def cyl(self, x, y, z0, z1, r, name, texture, tint=None, obj=-1, shade=1.0):
+    def cyl(self, x: float, y: float, z0: float, z1: float, r: float, name: str, texture: int, tint=None,
+            obj: int = -1, shade: float = 1.0) -> None:
+        """A vertical cylinder standing on z0."""
         self.part(CYLINDER, (x, y, (z0 + z1) / 2), (r, r, (z1 - z0) / 2), name, texture, tint, 0.0, obj,
                   shade)
 
-    def sphere(self, x, y, z, r, name, texture, tint=None, obj=-1, shade=1.0):
+    def sphere(self, x: float, y: float, z: float, r: float, name: str, texture: int, tint=None, obj: int = -1,
+               shade: float = 1.0) -> None:
         self.part(SPHERE, (x, y, z), (r, r, r), name, texture, tint, 0.0, obj, shade)
 
     def tint(self, spread: float = 0.12) -> np.ndarray:
+        """Per-object colour jitter, so instances of a class differ a little."""
         return 1.0 + self.rng.uniform(-spread, spread, 3)
 
     def add_object(self, category: str, x: float, y: float, yaw: float, speed: float,
-                   attribute: str | None, shape) -> None:
+                   attribute: str | None, shape: Shape) -> None:
         """Add an annotated object whose parts come from `shape(builder, obj_index)`."""
         k = len(self.instances)
         start = len(self.rows)
@@ -78,7 +86,7 @@ class Builder:
 
 # --- object shapes (object frame: x forward, y left, z up, origin on the ground) -------------
 
-def car_shape(length, width, height):
+def car_shape(length: float, width: float, height: float) -> Shape:
     def shape(b: Builder, k: int) -> None:
         n, t = "vehicle.car", b.tint()
         top = 0.6 * height
@@ -91,7 +99,7 @@ def car_shape(length, width, height):
     return shape
 
 
-def truck_shape(length, width, height, name="vehicle.truck"):
+def truck_shape(length: float, width: float, height: float, name: str = "vehicle.truck") -> Shape:
     def shape(b: Builder, k: int) -> None:
         t = b.tint()
         hw = width / 2
@@ -102,7 +110,7 @@ def truck_shape(length, width, height, name="vehicle.truck"):
     return shape
 
 
-def bus_shape(length, width, height):
+def bus_shape(length: float, width: float, height: float) -> Shape:
     def shape(b: Builder, k: int) -> None:
         n, t = "vehicle.bus.rigid", b.tint(0.06)
         b.box(-length / 2, length / 2, -width / 2, width / 2, 0.35, height, n, mat.TEX_PAINT, t, k)
@@ -111,7 +119,7 @@ def bus_shape(length, width, height):
     return shape
 
 
-def trailer_shape(length, width, height):
+def trailer_shape(length: float, width: float, height: float) -> Shape:
     def shape(b: Builder, k: int) -> None:
         n, t = "vehicle.trailer", b.tint()
         b.box(-length / 2, length / 2, -width / 2, width / 2, 1.1, height, n, mat.TEX_PAINT, t, k)
@@ -121,7 +129,7 @@ def trailer_shape(length, width, height):
     return shape
 
 
-def construction_shape(length, width, height):
+def construction_shape(length: float, width: float, height: float) -> Shape:
     def shape(b: Builder, k: int) -> None:
         n, t = "vehicle.construction", b.tint(0.06)
         for side in (-1, 1):
@@ -135,7 +143,7 @@ def construction_shape(length, width, height):
     return shape
 
 
-def cycle_shape(name, rider: bool, length, width):
+def cycle_shape(name: str, rider: bool, length: float, width: float) -> Shape:
     def shape(b: Builder, k: int) -> None:
         t = b.tint()
         wheel = 0.62 if name == "vehicle.bicycle" else 0.7
@@ -149,7 +157,7 @@ def cycle_shape(name, rider: bool, length, width):
     return shape
 
 
-def pedestrian_shape(name, height):
+def pedestrian_shape(name: str, height: float) -> Shape:
     def shape(b: Builder, k: int) -> None:
         t = b.tint(0.15)
         r = 0.24 if height > 1.5 else 0.18
@@ -174,7 +182,7 @@ def bin_shape(b: Builder, k: int) -> None:
     b.box(-0.32, 0.32, -0.32, 0.32, 0.0, 1.1, "movable_object.pushable_pullable", mat.TEX_PLAIN, b.tint(), k)
 
 
-def vehicle(b: Builder, kind: str):
+def vehicle(b: Builder, kind: str) -> tuple[str, Shape, float]:
     """(category, shape, length) of a random vehicle of `kind`."""
     u = b.rng.uniform
     if kind == "car":

@@ -75,8 +75,10 @@ def augment_matrix(stored_wh: tuple[int, int], input_wh: tuple[int, int], scale_
 class RayDataset(Dataset):
     """Items are `(epoch, sample_index)` pairs (see EpochSampler); returns a dict of tensors."""
 
-    def __init__(self, reader, cfg: dict, indices: list[int] | None = None, train: bool = True):
+    def __init__(self, reader, cfg: dict, indices: list[int] | None = None, train: bool = True,
+                 exclude: list[int] | None = None):
         self.reader = reader
+        self.exclude = set(exclude or [])  # held-out samples: never used, not even as neighbours
         self.cfg = cfg
         d = cfg["data"]
         self.train = train
@@ -117,10 +119,10 @@ class RayDataset(Dataset):
         key = label_rays(key_labels, K_orig, dict(enumerate(c2e)))
         key["label"] = key_labels["label"].astype(np.int64)
         frames = [(key, 1.0)]
-        for adj in s.get("adjacent", [])[: 2 * self.aux] if self.aux else []:
-            if abs(int(adj["offset"])) > self.aux:
-                continue
+        for adj in s.get("adjacent", []) if self.aux else []:
             j = int(adj["sample_index"])
+            if abs(int(adj["offset"])) > self.aux or j in self.exclude:
+                continue
             lab = r.labels(j)
             if "dynamic" in lab:
                 lab = {k: v[~lab["dynamic"]] for k, v in lab.items()}

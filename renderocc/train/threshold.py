@@ -68,11 +68,9 @@ def first_crossing_agreement(density: torch.Tensor, origins: torch.Tensor, dirs:
     vs = torch.tensor(grid["voxel_size"], dtype=torch.float32)
     shape = torch.tensor(grid["shape"])
     step = float(vs.min()) / 2
-    with torch.no_grad():
-        inv = 1.0 / torch.where(dirs.abs() > 1e-9, dirs, torch.full_like(dirs, 1e-9))
-        t0, t1 = (lo - origins) * inv, (hi - origins) * inv
-        t_far = torch.minimum(t0, t1).max(1).values.clamp_min(0), torch.maximum(t0, t1).min(1).values
-    t_in, t_out = t_far
+    inv = 1.0 / torch.where(dirs.abs() > 1e-9, dirs, torch.full_like(dirs, 1e-9))
+    t0, t1 = (lo - origins) * inv, (hi - origins) * inv  # slab test: the ray's part inside the box
+    t_in, t_out = torch.minimum(t0, t1).max(1).values.clamp_min(0), torch.maximum(t0, t1).min(1).values
     n = int(torch.ceil((t_out - t_in).max() / step).clamp_min(1))
     t = t_in[:, None] + step * (torch.arange(n) + 0.5)[None]
     inside = t < t_out[:, None]

@@ -203,7 +203,7 @@ def train(store, out: str | Path, cfg: dict, *, resume: bool = False, pretrained
     train_idx, held = holdout_split(reader, cfg["data"].get("holdout", "auto"))
     if not train_idx:
         raise UserError(f"{store}: no training samples left after the hold-out split")
-    ds = RayDataset(reader, cfg, train_idx, train=True)
+    ds = RayDataset(reader, cfg, train_idx, train=True, exclude=held)
     cw = class_weights(reader, cfg, train_idx) if reader.has_semantics else None
     model = build_model(cfg, pretrained).to(device)
     ema = copy.deepcopy(model).eval().requires_grad_(False)

@@ -182,11 +182,7 @@ RO_HD void render_ray_forward(const GridView<T>& g, int64_t b, const T* o, const
       interp_softmax(sem, g.C, c, scratch);
       for (int64_t ch = 0; ch < g.C; ++ch) sem_out[ch] += w * scratch[ch];
     } else {
-      for (int n = 0; n < 8; ++n) {  // corner-major: contiguous class vectors
-        const T wn = w * c.w[n];
-        const T* src = sem + c.idx[n] * g.C;
-        for (int64_t ch = 0; ch < g.C; ++ch) sem_out[ch] += wn * src[ch];
-      }
+      for (int64_t ch = 0; ch < g.C; ++ch) sem_out[ch] += w * interp_channel(sem, g.C, ch, c);
     }
     dist_pair += w * (t * w_sum - wt_sum);
     w_sq += w * w;
@@ -242,12 +238,7 @@ RO_HD void render_ray_backward(const GridView<T>& g, int64_t b, const T* o, cons
       interp_softmax(sem, g.C, c, scratch);
       for (int64_t ch = 0; ch < g.C; ++ch) dot += rg.g_sem[ch] * scratch[ch];
     } else {
-      for (int n = 0; n < 8; ++n) {
-        const T* src = sem + c.idx[n] * g.C;
-        T part = 0;
-        for (int64_t ch = 0; ch < g.C; ++ch) part += rg.g_sem[ch] * src[ch];
-        dot += c.w[n] * part;
-      }
+      for (int64_t ch = 0; ch < g.C; ++ch) dot += rg.g_sem[ch] * interp_channel(sem, g.C, ch, c);
     }
     // d(distortion)/dw_k = 2 sum_j w_j |t_k - t_j| + 2 step / 3 w_k
     const T w_next = W - w_prev - w, m_next = M - m_prev - w * t;
@@ -257,15 +248,11 @@ RO_HD void render_ray_backward(const GridView<T>& g, int64_t b, const T* o, cons
     const T g_sigma = mp.step * (trans_acc * trans * v - suffix);
     for (int n = 0; n < 8; ++n) acc(grad_density + c.idx[n], c.w[n] * g_sigma);
     if (grad_sem != nullptr) {
-      // d/ds_c: logits w g_c; probs w p_c (g_c - <g, p>). Kept in scratch, then scattered.
-      if (w != T(0)) {
-        for (int64_t ch = 0; ch < g.C; ++ch)
-          scratch[ch] = mp.probs ? w * scratch[ch] * (rg.g_sem[ch] - dot) : w * rg.g_sem[ch];
-        for (int n = 0; n < 8; ++n) {
-          if (c.w[n] == T(0)) continue;
-          T* dst = grad_sem + c.idx[n] * g.C;
-          for (int64_t ch = 0; ch < g.C; ++ch) acc(dst + ch, c.w[n] * scratch[ch]);
-        }
+      for (int64_t ch = 0; ch < g.C; ++ch) {
+        // logits: w g_c; probs: w p_c (g_c - <g, p>)
+        const T gs = mp.probs ? w * scratch[ch] * (rg.g_sem[ch] - dot) : w * rg.g_sem[ch];
+        if (gs == T(0)) continue;
+        for (int n = 0; n < 8; ++n) acc(grad_sem + c.idx[n] * g.C + ch, c.w[n] * gs);
       }
     }
     prefix += w * v;
