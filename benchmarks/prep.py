@@ -66,10 +66,11 @@ def main() -> None:
 
     from renderocc.prep import images as imgs
     from renderocc.prep import nuscenes as nus
-    from renderocc.prep.pipeline import PrepOptions, run, sample_rays
+    from renderocc.prep.pipeline import PrepOptions, run, sample_rays, tune_allocator
     from renderocc.store import fsio, layout
     from renderocc.store.reader import StoreReader
 
+    tune_allocator()   # what prep does in each process; the baseline, in this process, gets it too
     tmp = Path(tempfile.mkdtemp(prefix="renderocc-bench-"))
     dataroot = Path(args.dataroot) if args.dataroot else synthetic(tmp, args.scenes, args.samples)
     nusc = nus.load_nuscenes(str(dataroot), args.version)

@@ -145,6 +145,12 @@ def test_predict_writes_occ3d_layout(store, ckpt, tmp_path):
     assert float(z["occupancy_prob"].max()) <= 1
     info = json.loads((tmp_path / "predict.json").read_text())
     assert set(info["keys"]) == {"semantics", "density", "occupancy_prob", "visibility"}
+    res = _invoke("predict", "--store", store, "--ckpt", ckpt, "--out", str(tmp_path / "g"), "--store-grid",
+                  "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    z2 = np.load(tmp_path / "g" / files[0].relative_to(tmp_path))
+    assert z2["semantics"].shape == (200, 200, 16)  # the Occ3D grid, coarse voxels repeated
+    np.testing.assert_array_equal(z2["semantics"][::4, ::4, ::4], z["semantics"])
 
 
 def test_viz_writes_pngs(store, ckpt, tmp_path):
@@ -160,3 +166,18 @@ def test_viz_writes_pngs(store, ckpt, tmp_path):
     res = _invoke("viz", "--store", store, "--out", str(tmp_path / "b"), "--samples", "1")
     assert res.exit_code == 0, res.output  # without a checkpoint: labels and GT only
     assert len(list(Path(tmp_path / "b").glob("*.png"))) == 3
+
+
+def test_inputs_match_the_trainers_eval_path(store, ckpt):
+    """eval feeds the network exactly what the trainer feeds it without augmentation."""
+    from renderocc.store.reader import StoreReader
+    from renderocc.train.checkpoint import load_model
+    from renderocc.train.dataset import RayDataset
+
+    reader = StoreReader(store)
+    _, ck = load_model(ckpt, "cpu")
+    item = RayDataset(reader, ck["config"], [1], train=False)[1]
+    images, K, cam2ego = infer.model_inputs(reader, 1, ck["config"])
+    torch.testing.assert_close(images[0], item["images"])
+    torch.testing.assert_close(K[0], item["intrinsics"])
+    torch.testing.assert_close(cam2ego[0], item["cam2ego"])

@@ -152,6 +152,7 @@ def test_real_fixture_geometry(real_store):
 def test_real_fixture_sweeps_missing_file_is_named(tmp_path):
     with pytest.raises(UserError, match=r"LiDAR file missing: .*sweeps/LIDAR_TOP/.*\.pcd\.bin"):
         prep(REAL, tmp_path / "s", max_samples=2, sweeps=2)
+    assert not (tmp_path / "s").exists()      # checked before anything is written
 
 
 @needs_real

@@ -104,6 +104,7 @@ def test_collect_statistics():
     assert r["class_histogram_gt"]["car"] == 3
     # Front ray ends in the car voxel; the (0,0,0) road voxel is never crossed: 1 of 2 per sample.
     assert s["gt_occupied_crossed_share"] == pytest.approx(0.5)
+    assert s["key_rays_ending_in_grid_share"] == 1.0
     cov = r["coverage"]["per_sample"]
     assert cov[0]["voxels_crossed_key"] == 11  # x 10..15 forward, 5..10 backward (10 shared)
     # Neighbour's back ray: x −1.9 → −3.9 m, voxels 5..0, five of them new. Its front label is

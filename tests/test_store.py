@@ -168,3 +168,19 @@ def test_jpeg_codec_store(store, tmp_path):
     assert psnr > 35
     np.testing.assert_array_equal(a.labels(2)["u"], b.labels(2)["u"])
     assert validate(str(out)) == []
+
+
+def _fetch(args):
+    r, i = args
+    return int(r.images(i).sum()), len(r.labels(i)["u"])
+
+
+@needs_real
+def test_reader_survives_fork(store):
+    """DataLoader workers fork a reader that already opened its files; each child reopens."""
+    import multiprocessing as mp
+
+    r = StoreReader(store)
+    want = [_fetch((r, i)) for i in range(3)]
+    with mp.get_context("fork").Pool(2) as pool:
+        assert pool.map(_fetch, [(r, i) for i in range(3)]) == want

@@ -161,7 +161,7 @@ def _num(v) -> str:
 
 
 def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], rays_per_sample: int,
-        progress: bool) -> dict:
+        progress: bool, device: str | None = "cpu") -> dict:
     """The `eval` command's body: open, evaluate, write metrics.json and metrics.md."""
     import json
 
@@ -169,7 +169,7 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], rays_per_s
 
     reader = open_store(store)
     indices, label = select_samples(reader, split)
-    model, ckpt = infer.load_checkpoint_model(ckpt_path)
+    model, ckpt = infer.load_checkpoint_model(ckpt_path, device)
     m = evaluate(reader, model, ckpt, indices, rays_per_sample=rays_per_sample, progress=progress)
     m.update(checkpoint=str(ckpt_path), checkpoint_step=ckpt.get("step"),
              supervision=describe_supervision(ckpt), supervision_mode=ckpt.get("supervision"),

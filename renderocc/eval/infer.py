@@ -19,8 +19,20 @@ from renderocc.errors import UserError
 from renderocc.eval.rays import VoxelWalk, pixel_rays
 
 
-def load_checkpoint_model(path: str, device: str = "cpu"):
+def resolve_device(device: str | None) -> str:
+    """`auto` (or None) → cuda when available, else cpu; an unusable choice is a UserError."""
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device on this machine (use cpu or auto)")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"--device {device}: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def load_checkpoint_model(path: str, device: str | None = "cpu"):
     """(model, ckpt) via the trainer's contract; a missing file is a one-line UserError."""
+    device = resolve_device(device)
     if not Path(path).is_file():
         raise UserError(f"checkpoint not found: {path}")
     from renderocc.train.checkpoint import load_model

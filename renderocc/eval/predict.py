@@ -46,19 +46,22 @@ def predict_sample(model, reader, i: int, ckpt: dict, vis_stride: int, min_trans
 
 
 def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], vis_stride: int,
-        min_transmittance: float, progress: bool) -> dict:
+        min_transmittance: float, progress: bool, device: str | None = "cpu",
+        store_grid: bool = False) -> dict:
     """Write OUT/<scene>/<token>/labels.npz for the selected samples and OUT/predict.json."""
     from renderocc.eval.common import open_store
     from renderocc.eval.evaluate import describe_supervision, select_samples
 
     reader = open_store(store)
     indices, label = select_samples(reader, split or ("all",))
-    model, ckpt = infer.load_checkpoint_model(ckpt_path)
+    model, ckpt = infer.load_checkpoint_model(ckpt_path, device)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     seen_share = []
     for i in tqdm(indices, desc="predict", unit="sample", disable=not progress):
         arrays = predict_sample(model, reader, i, ckpt, vis_stride, min_transmittance)
+        if store_grid:  # Occ3D tools expect 200×200×16: repeat coarse voxels
+            arrays = {k: infer.to_shape(v, reader.grid["shape"]) for k, v in arrays.items()}
         s = reader.sample(i)
         d = root / s["scene_name"] / s["sample_token"]
         d.mkdir(parents=True, exist_ok=True)
@@ -66,7 +69,9 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], vis_stride
         seen_share.append(float(arrays["visibility"].mean()))
     info = {
         "checkpoint": str(ckpt_path), "supervision": describe_supervision(ckpt),
-        "threshold": infer.threshold_of(ckpt), "grid": infer.model_grid(ckpt, reader.grid),
+        "threshold": infer.threshold_of(ckpt),
+        "grid": reader.grid if store_grid else infer.model_grid(ckpt, reader.grid),
+        "model_grid": infer.model_grid(ckpt, reader.grid),
         "store": str(store), "split": label, "samples": len(indices),
         "layout": "<scene_name>/<sample_token>/labels.npz (Occ3D gts/ layout)", "keys": KEYS,
         "visibility": {"pixel_stride": vis_stride, "min_transmittance": min_transmittance,

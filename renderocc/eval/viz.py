@@ -189,14 +189,14 @@ def occupancy_figures(gt: dict | None, pred: np.ndarray | None, seen: np.ndarray
 
 
 def run(store: str, ckpt_path: str | None, out: str, samples: int, stride: int | None,
-        progress: bool) -> list[Path]:
+        progress: bool, device: str | None = "cpu") -> list[Path]:
     """Write the figures of `samples` evenly spaced samples; returns the PNG paths."""
     from renderocc.eval.common import open_store
 
     reader = open_store(store)
     model = ckpt = None
     if ckpt_path:
-        model, ckpt = infer.load_checkpoint_model(ckpt_path)
+        model, ckpt = infer.load_checkpoint_model(ckpt_path, device)
     n = len(reader)
     picks = sorted(set(np.linspace(0, n - 1, min(samples, n)).round().astype(int).tolist())) if n else []
     root = Path(out)

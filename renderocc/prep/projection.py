@@ -52,16 +52,17 @@ def project(points: np.ndarray, lidar2cam: np.ndarray, K: np.ndarray, sizes: np.
     """
     P = np.einsum("cij,cjk->cik", K, lidar2cam[:, :3, :])           # (C, 3, 4) = K [R | t]
     n_cams, n_pts = len(P), len(points)
-    xyz_t = np.ascontiguousarray(points[:, :3].T, dtype=np.float32)  # (3, N)
-    # cull on x and z only (LiDAR points left/right of or behind a camera): rows 0 and 2 of P
-    P32 = P[:, [0, 2]].astype(np.float32)
-    q = (P32[:, :, :3].reshape(-1, 3) @ xyz_t).reshape(n_cams, 2, n_pts)
-    q += P32[:, :, 3:]
-    x, z = q[:, 0], q[:, 1]
-    W = sizes[:, :1].astype(np.float32)
-    cand = (x > (1 - CULL_MARGIN) * z) & (x < (W - 1 + CULL_MARGIN) * z)
+    xyz1_t = np.empty((4, n_pts), dtype=np.float32)                 # homogeneous, (4, N)
+    xyz1_t[:3] = points[:, :3].T
+    xyz1_t[3] = 1.0
+    # Cull on x and z only (points left/right of or behind a camera). Both bounds are linear in
+    # the point, so the GEMM yields them directly: a = x - (1-m) z > 0 and b = (W-1+m) z - x > 0.
+    W = sizes[:, 0:1]
+    A = np.stack([P[:, 0] - (1 - CULL_MARGIN) * P[:, 2], (W - 1 + CULL_MARGIN) * P[:, 2] - P[:, 0]], 1)
+    ab = (A.reshape(-1, 4).astype(np.float32) @ xyz1_t).reshape(n_cams, 2, n_pts)
+    cand = (ab[:, 0] > 0) & (ab[:, 1] > 0)
     c, n = np.divmod(np.flatnonzero(cand), n_pts)                   # sorted by camera
-    pts = np.take(xyz_t, n, axis=1).astype(np.float64)              # exact: float32 → float64
+    pts = np.take(xyz1_t[:3], n, axis=1).astype(np.float64)         # exact: float32 → float64
     cam = np.empty((3, len(n)))
     bounds = np.searchsorted(c, np.arange(n_cams + 1))
     for k in range(n_cams):
@@ -116,8 +117,8 @@ _TABLE: list[np.ndarray] = []
 
 
 def _hash_table(n: int) -> np.ndarray:
-    """A per-process int32 table of -1s (≥ 4n slots, a power of two), restored to -1 after use."""
-    size = 1 << max(12, int(np.ceil(np.log2(4 * max(n, 1)))))
+    """A per-process int32 table of -1s (≥ 16n slots, a power of two), restored to -1 after use."""
+    size = 1 << max(12, int(np.ceil(np.log2(16 * max(n, 1)))))
     if not _TABLE or len(_TABLE[0]) < size:
         _TABLE[:] = [np.full(size, -1, dtype=np.int32)]
     return _TABLE[0][:size]

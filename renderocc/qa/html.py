@@ -94,10 +94,13 @@ def _plots(r: dict) -> list[str]:
                           "voxels", _class_colors(len(h)), log=True))
     dh = r["depth_histogram"]
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.stairs(dh["counts"], dh["edges_m"], fill=True, color="#4a7ebb")
+    ax.stairs(dh["counts"], dh["edges_m"], fill=True, color="#c8d6ea", label="all cameras")
+    for name, counts in dh.get("per_camera", {}).items():
+        ax.stairs(counts, dh["edges_m"], label=name, lw=1)
     ax.set_title("Depth labels (camera z)")
     ax.set_xlabel("metres (last bin: deeper)")
     ax.set_ylabel("pixels")
+    ax.legend(fontsize=7, ncol=2)
     plots.append(_img(_png(fig), "depth histogram"))
     pc = r["per_camera"]
     plots.append(_bar(list(pc), [v["labelled_pixels_mean"] for v in pc.values()],

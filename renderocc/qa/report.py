@@ -34,6 +34,7 @@ SUMMARY_KEYS: dict[str, str] = {
     "semantic_classes_present": "Occ3D classes 0-16 present in the 2D labels",
     "dynamic_share": "share of labels marked dynamic (needs prep motion-masks)",
     "aux_rays_per_sample": "static auxiliary (neighbour-frame) rays per sample",
+    "key_rays_ending_in_grid_share": "share of key label rays whose LiDAR return lies inside the grid",
     "grid_voxels_crossed_share": "share of grid voxels crossed by a key or auxiliary ray",
     "gt_occupied_crossed_share": "share of GT occupied voxels crossed by a key or auxiliary ray",
     "gt_occupied_crossed_share_key": "the same, key-frame rays only",
@@ -105,9 +106,11 @@ def _coverage(reader, i: int, sample: dict, labels_of, opts: QAOptions) -> dict:
     key_cams = {n: (c["K_orig"], c["cam2ego"]) for n, c in sample["cameras"].items()}
     hit_key = np.zeros(shape, bool)
     o, d, L = _rays_of(labels_of(i), key_cams, names, opts.ray_stride, drop_dynamic=False)
+    end = o + d * L[:, None]
+    inside = int(((end > grid["pc_range"][:3]) & (end < grid["pc_range"][3:])).all(1).sum())
     mark_crossed(hit_key, o, d, L, grid["pc_range"], grid["voxel_size"])
     hit_all = hit_key.copy()
-    aux_rays = 0
+    aux_rays, o_key = 0, o
     for adj in sample.get("adjacent", []):
         j = int(adj["sample_index"])
         adj_sample = reader.sample(j)
@@ -116,7 +119,8 @@ def _coverage(reader, i: int, sample: dict, labels_of, opts: QAOptions) -> dict:
         o, d, L = _rays_of(labels_of(j), cams, names, opts.ray_stride, drop_dynamic=True)
         aux_rays += len(o)
         mark_crossed(hit_all, o, d, L, grid["pc_range"], grid["voxel_size"])
-    return {"hit_key": hit_key, "hit_all": hit_all, "aux_rays": aux_rays}
+    return {"hit_key": hit_key, "hit_all": hit_all, "aux_rays": aux_rays, "key_rays": len(o_key),
+            "key_rays_inside": inside}
 
 
 def collect(reader, opts: QAOptions | None = None, progress: bool = True) -> dict:
@@ -129,7 +133,7 @@ def collect(reader, opts: QAOptions | None = None, progress: bool = True) -> dic
     dyn_cls = np.zeros(n_cls, np.int64)
     dyn_cam = np.zeros(len(names), np.int64)
     rows_cam = np.zeros(len(names), np.int64)
-    depth_hist = np.zeros(len(DEPTH_EDGES) - 1, np.int64)
+    depth_hist = np.zeros((len(names), len(DEPTH_EDGES) - 1), np.int64)  # per camera
     gt_hist = np.zeros(n_cls + 1, np.int64)
     gt_hist_cam = np.zeros(n_cls + 1, np.int64)
     has_dyn = bool(getattr(reader, "has_motion_masks", False))
@@ -149,7 +153,8 @@ def collect(reader, opts: QAOptions | None = None, progress: bool = True) -> dic
         hist2d += np.bincount(label[sem].astype(np.int64), minlength=n_cls)[:n_cls]
         unlabelled_sem += int((~sem).sum())
         ok = np.isfinite(depth) & (depth > 0)
-        depth_hist += np.histogram(np.minimum(depth[ok], DEPTH_EDGES[-1] - 1e-6), DEPTH_EDGES)[0]
+        bins = np.searchsorted(DEPTH_EDGES, np.minimum(depth[ok], DEPTH_EDGES[-1] - 1e-6), "right") - 1
+        np.add.at(depth_hist, (cam[ok], bins), 1)
         n_rows = np.bincount(cam, minlength=len(names))
         n_sem = np.bincount(cam[sem], minlength=len(names))
         rows_cam += n_rows
@@ -170,7 +175,8 @@ def collect(reader, opts: QAOptions | None = None, progress: bool = True) -> dic
         if opts.coverage:
             cov = _coverage(reader, i, s, labels_of, opts)
             row = {"sample": i, "scene": s["scene_name"],
-                   "key_rays": int(ok.sum()), "aux_rays": cov["aux_rays"],
+                   "key_rays": cov["key_rays"], "key_rays_ending_inside": cov["key_rays_inside"],
+                   "aux_rays": cov["aux_rays"],
                    "voxels_crossed_key": int(cov["hit_key"].sum()),
                    "voxels_crossed_all": int(cov["hit_all"].sum()),
                    "grid_voxels": int(cov["hit_key"].size)}
@@ -220,6 +226,7 @@ def _assemble(reader, opts, names, images, cov_rows, hist2d, unlabelled_sem, dep
                 if isinstance(v, int) and k != "sample":
                     tot[k] += v
         summary["aux_rays_per_sample"] = tot["aux_rays"] / len(cov_rows)
+        summary["key_rays_ending_in_grid_share"] = _share(tot["key_rays_ending_inside"], tot["key_rays"])
         summary["grid_voxels_crossed_share"] = _share(tot["voxels_crossed_all"], tot["grid_voxels"])
         if "gt_occupied" in tot:
             summary["gt_occupied_crossed_share"] = _share(tot["gt_occupied_crossed_all"],
@@ -274,7 +281,8 @@ def _assemble(reader, opts, names, images, cov_rows, hist2d, unlabelled_sem, dep
                                if has_gt else None),
         "class_histogram_gt_camera": ({OCC3D_CLASSES[k]: int(v) for k, v in enumerate(gt_hist_cam)}
                                       if has_gt else None),
-        "depth_histogram": {"edges_m": DEPTH_EDGES.tolist(), "counts": depth_hist.tolist()},
+        "depth_histogram": {"edges_m": DEPTH_EDGES.tolist(), "counts": depth_hist.sum(0).tolist(),
+                            "per_camera": {n: depth_hist[c].tolist() for c, n in enumerate(names)}},
         "dynamic": ({"per_class": {OCC3D_CLASSES[k]: _share(dyn_cls[k], hist2d[k])
                                    for k in range(len(hist2d))},
                      "per_camera": {n: _share(dyn_cam[c], rows_cam[c]) for c, n in enumerate(names)}}

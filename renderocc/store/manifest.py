@@ -19,7 +19,7 @@ SCHEMA_FILE = "store_manifest.schema.json"
 
 @lru_cache(maxsize=1)
 def json_schema() -> dict:
-    return json.loads(resources.files("renderocc").joinpath("schemas", SCHEMA_FILE).read_text())
+    return json.loads(resources.files("renderocc").joinpath("schemas").joinpath(SCHEMA_FILE).read_text())
 
 
 def schema_errors(manifest: dict) -> list[str]:

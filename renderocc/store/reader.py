@@ -187,5 +187,11 @@ class StoreReader:
         i = self._check(i)
         return self._shard[i], int(self._row_group[i])
 
+    def __getstate__(self) -> dict:
+        """Picklable (spawned DataLoader workers): open file handles are not sent, only reopened."""
+        state = self.__dict__.copy()
+        state["_pq"], state["_arrays"] = {}, {}
+        return state
+
     def __repr__(self) -> str:
         return f"StoreReader({self.root!r}, {len(self)} samples, cameras={self.cameras})"

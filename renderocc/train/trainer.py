@@ -31,7 +31,7 @@ from renderocc.train.config import resolved
 from renderocc.train.dataset import EpochSampler, RayDataset, holdout_split
 from renderocc.train.threshold import choose_threshold
 
-LOG_FIELDS = ["step", "loss", "depth", "semantic", "distortion", "lss_depth", "occ3d", "lr", "grad_norm",
+LOG_FIELDS = ["step", "loss", "depth", "depth_absrel", "semantic", "distortion", "lss_depth", "occ3d", "lr", "grad_norm",
               "rays_per_s", "steps_per_s", "elapsed_s"]
 
 
@@ -131,6 +131,9 @@ def compute_loss(model, batch: dict, cfg: dict, cw: torch.Tensor | None, device:
         dist_t = batch["dist"].to(device)[valid]
         label = batch["label"].to(device)[valid]
         parts["depth"] = float(w["depth"]) * L.silog(out.depth, dist_t, bi, b)
+        if float(w.get("depth_absrel", 0)) > 0:  # SILog forgives a global scale; this does not
+            absrel = (out.depth - dist_t).abs() / dist_t.clamp_min(1e-3)
+            parts["depth_absrel"] = float(w["depth_absrel"]) * L.per_sample_mean(absrel, bi, b)
         parts["semantic"] = float(w["semantic"]) * L.semantic_ce(out.semantics, label, bi, b,
                                                                   None if cw is None else cw.to(device))
         if float(w.get("distortion", 0)) > 0:
