@@ -21,9 +21,9 @@ def conv3d_block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 class Encoder3D(nn.Module):
     """A two-level 3D U-Net: full-resolution blocks plus a stride-2 branch for context."""
 
-    def __init__(self, ch: int, blocks: int):
+    def __init__(self, ch_in: int, ch: int, blocks: int):
         super().__init__()
-        self.stem = nn.Sequential(*[conv3d_block(ch, ch) for _ in range(max(1, blocks))])
+        self.stem = nn.Sequential(*[conv3d_block(ch_in if i == 0 else ch, ch) for i in range(max(1, blocks))])
         self.down = nn.Sequential(conv3d_block(ch, 2 * ch, stride=2),
                                   *[conv3d_block(2 * ch, 2 * ch) for _ in range(max(0, blocks - 1))])
         self.up = nn.Conv3d(2 * ch, ch, 1)
@@ -53,9 +53,10 @@ class OccupancyNet(nn.Module):
         self.neck = Neck(*self.encoder.out_channels, c)
         bins = config.get("depth_bins", [1.0, 45.0, 88])
         self.lift = LiftSplat(c, int(config.get("voxel_channels", 32)), (bins[0], bins[1], int(bins[2])), 8,
-                              grid["pc_range"], grid["voxel_size"], grid["shape"])
+                              grid["pc_range"], grid["voxel_size"], grid["shape"],
+                              bool(config.get("splat_mass", False)))
         vc = int(config.get("voxel_channels", 32))
-        self.encoder3d = Encoder3D(vc, int(config.get("blocks3d", 2)))
+        self.encoder3d = Encoder3D(self.lift.out_channels, vc, int(config.get("blocks3d", 2)))
         self.density_head = nn.Conv3d(vc, 1, 1)
         self.semantic_head = nn.Conv3d(vc, NUM_SEMANTIC, 1)
         # start with a thin fog: rays neither saturate nor pass untouched

@@ -32,8 +32,10 @@ class LiftSplat(nn.Module):
     """Per-pixel depth distribution × context features, sum-pooled into the (X, Y, Z) grid."""
 
     def __init__(self, in_ch: int, ctx_ch: int, depth_bins: tuple[float, float, int], stride: int,
-                 pc_range: list[float], voxel_size: list[float], shape: list[int]):
+                 pc_range: list[float], voxel_size: list[float], shape: list[int], splat_mass: bool = False):
         super().__init__()
+        self.splat_mass = splat_mass
+        self.out_channels = ctx_ch + int(splat_mass)
         dmin, dmax, n = depth_bins
         self.register_buffer("depths", torch.linspace(dmin, dmax, int(n)), persistent=False)
         self.stride = stride
@@ -78,5 +80,8 @@ class LiftSplat(nn.Module):
         flat = ((bidx * X + idx[..., 0]) * Y + idx[..., 1]) * Z + idx[..., 2]
         vol = lifted.new_zeros(b * X * Y * Z, self.ctx_ch)
         vol = vol.index_add(0, flat[inside], lifted[inside])
-        vol = vol.view(b, X, Y, Z, self.ctx_ch).permute(0, 4, 1, 2, 3).contiguous()
+        if self.splat_mass:  # the depth probability landing in each voxel: a direct geometry cue
+            mass = prob.new_zeros(b * X * Y * Z).index_add(0, flat[inside], prob[inside])
+            vol = torch.cat([vol, torch.log1p(mass)[:, None]], 1)
+        vol = vol.view(b, X, Y, Z, self.out_channels).permute(0, 4, 1, 2, 3).contiguous()
         return vol, depth_logits

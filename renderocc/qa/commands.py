@@ -42,7 +42,7 @@ def parse_thresholds(items: tuple[str, ...]) -> dict[str, float]:
 def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_labels: int,
        no_coverage: bool, ray_stride: int, quiet: bool) -> None:
     """Label-coverage report of a ray store: OUT/qa.html (self-contained) and OUT/qa.json."""
-    from renderocc.qa.html import render_html
+    from renderocc.qa.html import render_html, thumbnails
     from renderocc.qa.report import (
         SUMMARY_KEYS,
         QAOptions,
@@ -67,7 +67,8 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "qa.json").write_text(json.dumps(clean_json(report), indent=1))
     (out_dir / "qa.html").write_text(render_html(report, f"renderocc QA: {store}",
-                                                 failures if thresholds else None))
+                                                 failures if thresholds else None,
+                                                 thumbnails(reader, report)))
     s = report["summary"]
     click.echo(f"{s['samples']} samples, {s['images']} images: "
                f"{s['labelled_pixels_per_image']:.0f} labelled pixels/image, "

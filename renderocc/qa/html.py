@@ -26,6 +26,7 @@ text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:
 .fail{color:#b00;font-weight:bold}.ok{color:#070}img{max-width:100%;border:1px solid #eee}
 .wide{overflow-x:auto}td.t{text-align:left}.note{color:#555}
 .grid{display:flex;flex-wrap:wrap;gap:1em}.grid img{max-width:560px}
+.thumbs img{max-width:360px}figure{margin:0}figcaption{font-size:.8em;color:#555}
 """
 
 
@@ -162,7 +163,39 @@ def _plots(r: dict) -> list[str]:
     return plots
 
 
-def render_html(r: dict, title: str, failures: list[str] | None = None) -> str:
+def thumbnails(reader, r: dict, n: int = 6) -> list[str]:
+    """<figure>s of the images worth a look: dark ones, then those with the fewest labels.
+
+    Each shows the stored image with its depth labels drawn on it, so a person sees at once
+    whether a flag means a bad camera, a night scene or a projection problem.
+    """
+    picks = sorted(r["images"], key=lambda im: (im["mean_luma"] >= r["options"]["dark_luma"],
+                                                im["labelled"]))[:n]
+    out = []
+    names = list(reader.cameras)
+    for im in picks:
+        c = names.index(im["camera"])
+        img = reader.images(im["sample"])[c]
+        lab = reader.labels(im["sample"])
+        cam = reader.sample(im["sample"])["cameras"][im["camera"]]
+        m = np.asarray(lab["camera"]) == c
+        M = np.asarray(cam["K"], np.float64) @ np.linalg.inv(np.asarray(cam["K_orig"], np.float64))
+        uv = np.stack([lab["u"][m], lab["v"][m], np.ones(int(m.sum()))], -1) @ M.T
+        fig, ax = plt.subplots(figsize=(4, 4 * img.shape[0] / img.shape[1]))
+        ax.imshow(img)
+        ax.scatter(uv[:, 0] / uv[:, 2], uv[:, 1] / uv[:, 2], c=lab["depth"][m], cmap="turbo", vmin=0,
+                   vmax=50, s=1, linewidths=0)
+        ax.set_xlim(-0.5, img.shape[1] - 0.5)
+        ax.set_ylim(img.shape[0] - 0.5, -0.5)
+        ax.set_axis_off()
+        cap = (f"sample {im['sample']} · {im['scene']} · {im['camera']}: {im['labelled']} labels, "
+               f"luma {im['mean_luma']:.0f}")
+        out.append(f"<figure>{_img(_png(fig), cap)}<figcaption>{html.escape(cap)}</figcaption></figure>")
+    return out
+
+
+def render_html(r: dict, title: str, failures: list[str] | None = None,
+                thumbs: list[str] | None = None) -> str:
     """The full page as a string."""
     s = r["summary"]
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
@@ -191,6 +224,9 @@ def render_html(r: dict, title: str, failures: list[str] | None = None) -> str:
                  + _table(r["dark_images"], cols))
     parts.append(f"<h2>Images with few labels (&lt; {r['options']['few_labels']} labelled pixels)"
                  "</h2>" + _table(r["few_label_images"], cols))
+    if thumbs:
+        parts.append("<h2>Images worth a look (darkest, then fewest labels; depth labels drawn)</h2>"
+                     "<div class='grid thumbs'>" + "".join(thumbs) + "</div>")
     if r["coverage"]:
         parts.append("<h2>Ray coverage</h2><p>" + html.escape(r["coverage"]["note"]) + "</p>")
     parts.append("<h2>2D class histogram</h2>"

@@ -31,8 +31,8 @@ from renderocc.train.config import resolved
 from renderocc.train.dataset import EpochSampler, RayDataset, holdout_split
 from renderocc.train.threshold import choose_threshold
 
-LOG_FIELDS = ["step", "loss", "depth", "depth_absrel", "semantic", "distortion", "lss_depth", "occ3d", "lr", "grad_norm",
-              "rays_per_s", "steps_per_s", "elapsed_s"]
+LOG_FIELDS = ["step", "loss", "depth", "depth_absrel", "semantic", "distortion", "lss_depth", "occ3d", "lr",
+              "grad_norm", "rays_per_s", "steps_per_s", "elapsed_s"]
 
 
 # -- setup ---------------------------------------------------------------------------------------
