@@ -88,3 +88,10 @@ def test_density_init_is_configurable():
     net = OccupancyNet(dict(TINY, density_init=0.5))
     init = float(torch.nn.functional.softplus(net.density_head.bias.detach()))
     assert math.isclose(init, 0.5, rel_tol=1e-5)
+
+
+def test_splat_mass_channel():
+    net = OccupancyNet(dict(TINY, splat_mass=True))
+    assert net.lift.out_channels == 9
+    density, logits = net(*inputs())
+    assert density.shape == (1, 20, 20, 4) and logits.shape == (1, 20, 20, 4, 17)
