@@ -5,6 +5,7 @@ set -euo pipefail
 OUT=${1:-.demo}
 REAL=${RENDEROCC_REAL_FIXTURE:-../shared/data/nuscenes-scene-0916}
 STEPS=${DEMO_STEPS:-}
+SIZE=${DEMO_IMAGE_SIZE:-108x192}   # stored HxW; the demo config feeds the network 96x176
 mkdir -p "$OUT"
 say() { printf '\n== %s\n' "$*"; }
 t0=$(date +%s)
@@ -14,8 +15,9 @@ renderocc synth nuscenes --out "$OUT/synth-train" --scenes 2 --samples-per-scene
 renderocc synth nuscenes --out "$OUT/synth-val" --scenes 1 --samples-per-scene 10 --seed 1 --overwrite
 
 say "2/8 prep nuscenes: per-camera labels and the ray store"
-renderocc prep nuscenes --dataroot "$OUT/synth-train" --version v1.0-mini --out "$OUT/store-train" --overwrite
-renderocc prep nuscenes --dataroot "$OUT/synth-val" --version v1.0-mini --out "$OUT/store-val" --overwrite
+rm -rf "$OUT/store-train" "$OUT/store-val" "$OUT/store-real" "$OUT/run"
+renderocc prep nuscenes --dataroot "$OUT/synth-train" --version v1.0-mini --out "$OUT/store-train" --image-size "$SIZE"
+renderocc prep nuscenes --dataroot "$OUT/synth-val" --version v1.0-mini --out "$OUT/store-val" --image-size "$SIZE"
 
 say "3/8 prep motion-masks: moving objects from annotation tracks"
 renderocc prep motion-masks --store "$OUT/store-train" --dataroot "$OUT/synth-train"
@@ -28,15 +30,15 @@ say "5/8 train (demo config, CPU)"
 renderocc train --store "$OUT/store-train" --out "$OUT/run" --config demo ${STEPS:+--max-steps $STEPS}
 
 say "6/8 eval on the held-out scene"
-renderocc eval --store "$OUT/store-val" --ckpt "$OUT/run/last.pt" --out "$OUT/eval"
+renderocc eval --store "$OUT/store-val" --ckpt "$OUT/run/last.pt" --out "$OUT/eval" --split all
 
 say "7/8 viz"
 renderocc viz --store "$OUT/store-val" --ckpt "$OUT/run/last.pt" --out "$OUT/viz" --samples 2
 
 if [ -d "$REAL/v1.0-mini" ]; then
   say "8/8 real data: prep + qa on $REAL (depth-only labels)"
-  renderocc prep nuscenes --dataroot "$REAL" --version v1.0-mini --out "$OUT/store-real" --overwrite
-  renderocc qa --store "$OUT/store-real" --out "$OUT/qa-real"
+  renderocc prep nuscenes --dataroot "$REAL" --version v1.0-mini --out "$OUT/store-real" --workers 2
+  renderocc qa --store "$OUT/store-real" --out "$OUT/qa-real" --ray-stride 4
 else
   say "8/8 real fixture not found at $REAL: skipped"
 fi
@@ -44,9 +46,9 @@ fi
 say "done in $(( $(date +%s) - t0 )) s; artefacts:"
 echo "  synthetic data     $OUT/synth-train  $OUT/synth-val"
 echo "  ray stores         $OUT/store-train  $OUT/store-val"
-echo "  QA report          $OUT/qa-train/report.html"
+echo "  QA report          $OUT/qa-train/qa.html"
 echo "  checkpoint         $OUT/run/last.pt   (metrics log: $OUT/run/metrics.jsonl)"
 echo "  evaluation         $OUT/eval/metrics.md"
 echo "  figures            $OUT/viz/"
-[ -d "$OUT/store-real" ] && echo "  real-data store    $OUT/store-real   (QA: $OUT/qa-real/report.html)"
+[ -d "$OUT/store-real" ] && echo "  real-data store    $OUT/store-real   (QA: $OUT/qa-real/qa.html)"
 true

@@ -4,7 +4,8 @@ Rays live in the LiDAR-keyframe ego frame (the grid frame): origin = camera cent
 cam2ego, direction = R·K_orig⁻¹[u, v, 1] normalised, target = z·‖K_orig⁻¹[u, v, 1]‖, i.e. the
 metric distance along the ray that the renderer returns. Auxiliary rays come from the ±K
 adjacent keyframes via the stored neighbour-camera→key-ego transforms; their `dynamic` labels
-are dropped and missing neighbours simply contribute nothing.
+are dropped (unless `data.use_motion_masks = false`, an ablation) and missing neighbours simply
+contribute nothing.
 
 All randomness of an item comes from `(seed, epoch, index)`, so workers, resume and DDP see
 the same sample whatever process draws it — that is what makes `--resume` exact.
@@ -89,6 +90,8 @@ class RayDataset(Dataset):
         self.grid = cfg["grid"]
         self.sup = cfg.get("supervision", "2d")
         self.aux = int(d.get("aux_frames", 0))
+        # ablation switch: false keeps aux labels on moving objects (they smear along the track)
+        self.use_motion_masks = bool(d.get("use_motion_masks", True))
         if self.aux and not reader.has_motion_masks and d.get("aux_without_motion_masks", "drop") == "drop":
             self.aux = 0  # no `dynamic` flags: moving objects would smear; say so in the trainer
         mcfg = cfg["model"]
@@ -124,7 +127,7 @@ class RayDataset(Dataset):
             if abs(int(adj["offset"])) > self.aux or j in self.exclude:
                 continue
             lab = r.labels(j)
-            if "dynamic" in lab:
+            if "dynamic" in lab and self.use_motion_masks:
                 lab = {k: v[~lab["dynamic"]] for k, v in lab.items()}
             sj = r.sample(j)
             Kj = {c: np.asarray(sj["cameras"][n]["K_orig"], np.float64) for c, n in enumerate(names)}

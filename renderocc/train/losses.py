@@ -8,6 +8,8 @@ unstopped mass sits at the box exit), compared with the label's z converted to r
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.nn import functional as F
 
@@ -85,3 +87,47 @@ def class_weights_from_counts(counts: torch.Tensor) -> torch.Tensor:
     w = 1.0 / torch.log(1.2 + p)
     w[counts == 0] = w.max()
     return w / w[counts > 0].mean() if (counts > 0).any() else torch.ones(NUM_SEMANTIC)
+
+
+def ray_free_space(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, dist: torch.Tensor,
+                   sample: torch.Tensor, n: int, grid: dict, step: float, margin: float
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Line-of-sight losses from the depth label of each ray, on the renderer's volume model.
+
+    With optical depth τ(t) = ∫₀ᵗ σ (trilinear σ at the voxel-centre convention, midpoint rule
+    with `step`, the part of the ray inside the grid box), the transmittance is T(t) = exp(−τ(t)):
+    - empty before the hit: the label says the ray crossed [0, d − margin] unobstructed, so
+      −log T(d − margin) = τ(d − margin) should be 0; returned per unit length (mean σ·step
+      over that segment), so near and far rays count alike — the 2D analogue of the 3D loss's
+      free-space term;
+    - termination: the ray must have stopped by d + margin: −log(1 − T(d + margin)).
+    Both use only the 2D depth label (camera z converted to ray distance). Returns (free, term).
+    """
+    lo = torch.tensor(grid["pc_range"][:3], device=density.device, dtype=torch.float32)
+    hi = torch.tensor(grid["pc_range"][3:], device=density.device, dtype=torch.float32)
+    end = dist + margin
+    k = int(math.ceil(float(end.max()) / step)) if end.numel() else 0
+    if k == 0:
+        zero = density.sum() * 0
+        return zero, zero
+    t = (torch.arange(k, device=density.device, dtype=torch.float32) + 0.5) * step  # (k,)
+    pts = origins[:, None] + t[None, :, None] * dirs[:, None]  # (R, k, 3)
+    inside = ((pts > lo) & (pts < hi)).all(-1)
+    norm = (pts - lo) / (hi - lo) * 2 - 1  # align_corners=False: voxel centres at (i + 0.5)/N
+    sig = density.new_zeros(pts.shape[:2])
+    for bi in range(density.shape[0]):
+        m = sample == bi
+        if not m.any():
+            continue
+        g = norm[m].flip(-1)[None, :, :, None, :]  # grid_sample wants (z, y, x) ↔ (W, H, D) order
+        v = F.grid_sample(density[bi][None, None], g, mode="bilinear", padding_mode="border",
+                          align_corners=False)
+        sig = sig.index_put((m.nonzero()[:, 0],), v[0, 0, :, :, 0])
+    sig = sig * inside
+    free = t[None] < (dist - margin)[:, None]
+    tau_free = (sig * step * free).sum(1) / free.sum(1).clamp_min(1)
+    has = free.any(1)
+    loss_free = per_sample_mean(tau_free[has], sample[has], n) if has.any() else density.sum() * 0
+    tau_end = (sig * step * (t[None] < end[:, None])).sum(1)
+    loss_term = per_sample_mean(-torch.log(-torch.expm1(-tau_end.clamp_min(1e-4))), sample, n)
+    return loss_free, loss_term

@@ -1,8 +1,9 @@
 """Choose the occupancy threshold (density > τ ⇒ occupied) on held-out *training* samples.
 
-Never on the evaluation split (the reference code tuned it on val). With dense 3D labels in
-the store: τ maximising geometric IoU (occupied vs free) inside mask_camera. Without: τ
-maximising 2D depth agreement — the first voxel with density > τ along each held-out label
+Never on the evaluation split (the reference code tuned it on val). A model trained with dense
+3D labels (`3d`, `mixed`) may use them here too: τ maximising geometric IoU (occupied vs free)
+inside mask_camera. Any other contract must not see 3D labels, even held-out ones, or "2D-only"
+would be a lie: τ maximising 2D depth agreement — the first voxel with density > τ along each held-out label
 ray must lie within max(1.5 voxels, 10 %) of the LiDAR distance.
 """
 
@@ -20,7 +21,7 @@ CANDIDATES = np.geomspace(0.01, 20.0, 40)
 @torch.no_grad()
 def choose_threshold(model, reader, indices: list[int], cfg: dict, device: torch.device, source: str) -> dict:
     """{"threshold", "how", "metric", "score", "source", "samples"} for the given samples."""
-    use_3d = bool(reader.has_occ_gt)
+    use_3d = bool(reader.has_occ_gt) and cfg["supervision"] in ("3d", "mixed")
     eval_cfg = {**cfg, "supervision": "3d" if use_3d else "2d", "data": {**cfg["data"], "aux_frames": 0},
                 "loss": {**cfg["loss"], "lss_depth": 0}}
     ds = RayDataset(reader, eval_cfg, indices, train=False)

@@ -31,7 +31,8 @@ from renderocc.train.config import resolved
 from renderocc.train.dataset import EpochSampler, RayDataset, holdout_split
 from renderocc.train.threshold import choose_threshold
 
-LOG_FIELDS = ["step", "loss", "depth", "depth_absrel", "semantic", "distortion", "lss_depth", "occ3d", "lr",
+LOG_FIELDS = ["step", "loss", "depth", "depth_absrel", "semantic", "distortion", "freespace", "termination",
+              "lss_depth", "occ3d", "lr",
               "grad_norm", "rays_per_s", "steps_per_s", "elapsed_s"]
 
 
@@ -138,6 +139,14 @@ def compute_loss(model, batch: dict, cfg: dict, cw: torch.Tensor | None, device:
                                                                   None if cw is None else cw.to(device))
         if float(w.get("distortion", 0)) > 0:
             parts["distortion"] = float(w["distortion"]) * L.per_sample_mean(out.distortion, bi, b)
+        if float(w.get("freespace", 0)) > 0 or float(w.get("termination", 0)) > 0:
+            margin = float(w.get("los_margin", 1.0)) * float(max(grid["voxel_size"]))
+            free, term = L.ray_free_space(density, origins, dirs, dist_t, bi, b, grid,
+                                          float(cfg["render"]["step"]), margin)
+            if float(w.get("freespace", 0)) > 0:
+                parts["freespace"] = float(w["freespace"]) * free
+            if float(w.get("termination", 0)) > 0:
+                parts["termination"] = float(w["termination"]) * term
     if sup in ("lidar-sparse", "3d", "mixed"):
         parts["occ3d"] = float(w.get("occ3d", 1.0)) * L.occupancy_3d(
             density, logits, batch["occ_target"].to(device), float(min(cfg["grid"]["voxel_size"])),
