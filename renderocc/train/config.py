@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import ast
 import copy
+import tomllib
 from importlib import resources
 from pathlib import Path
-
-import tomllib
 
 from renderocc.errors import UserError
 
