@@ -36,8 +36,9 @@ say "7/8 viz"
 renderocc viz --store "$OUT/store-val" --ckpt "$OUT/run/last.pt" --out "$OUT/viz" --samples 2
 
 if [ -d "$REAL/v1.0-mini" ]; then
-  say "8/8 real data: prep + qa on $REAL (depth-only labels)"
+  say "8/8 real data: prep + motion masks + qa on $REAL (depth-only labels)"
   renderocc prep nuscenes --dataroot "$REAL" --version v1.0-mini --out "$OUT/store-real" --workers 2
+  renderocc prep motion-masks --store "$OUT/store-real"
   renderocc qa --store "$OUT/store-real" --out "$OUT/qa-real" --ray-stride 4
 else
   say "8/8 real fixture not found at $REAL: skipped"
