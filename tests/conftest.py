@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-REAL_FIXTURE = Path("/work/shared/data/nuscenes-scene-0916")
+from paths import REAL_FIXTURE
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +25,14 @@ def real_fixture() -> Path:
     if not (REAL_FIXTURE / "v1.0-mini").is_dir():
         pytest.skip("real nuScenes fixture absent")
     return REAL_FIXTURE
+
+
+@pytest.fixture(scope="session")
+def small_store(synth_dataset, tmp_path_factory) -> str:
+    """`synth_dataset` prepped once into a store with 96×54 images (no motion masks); read-only."""
+    from renderocc.prep.pipeline import PrepOptions, run
+
+    out = tmp_path_factory.mktemp("small_store") / "store"
+    run(PrepOptions(dataroot=str(synth_dataset), version="v1.0-mini", out=str(out), image_size=(96, 54),
+                    progress=False), log=lambda m: None)
+    return str(out)

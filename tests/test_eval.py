@@ -23,13 +23,8 @@ TINY = ["data.input_size=[64, 32]", "data.rays=256", "data.workers=0", "model.wi
 
 
 @pytest.fixture(scope="module")
-def store(synth_dataset, tmp_path_factory) -> str:
-    from renderocc.prep.pipeline import PrepOptions, run
-
-    out = tmp_path_factory.mktemp("eval") / "store"
-    run(PrepOptions(dataroot=str(synth_dataset), version="v1.0-mini", out=str(out), image_size=(96, 54),
-                    progress=False), log=lambda m: None)
-    return str(out)
+def store(small_store) -> str:
+    return small_store
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from paths import REAL_FIXTURE as REAL
 
 from renderocc.errors import UserError
 from renderocc.prep import images as imgs
@@ -19,7 +20,6 @@ from renderocc.prep.projection import Projected, occlusion_mask, zbuffer
 from renderocc.store import layout
 from renderocc.store.reader import StoreReader
 
-REAL = Path(os.environ.get("RENDEROCC_REAL_NUSCENES", "/work/shared/data/nuscenes-scene-0916"))
 needs_real = pytest.mark.skipif(not (REAL / "v1.0-mini").is_dir(), reason="real nuScenes fixture absent")
 N_REAL = 4
 

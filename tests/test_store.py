@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from paths import REAL_FIXTURE as REAL
 
 from renderocc.cli import main
 from renderocc.errors import UserError
@@ -19,7 +20,6 @@ from renderocc.store.reader import StoreReader
 from renderocc.store.validate import validate
 
 REPO = Path(__file__).resolve().parents[1]
-REAL = Path("/work/shared/data/nuscenes-scene-0916")
 needs_real = pytest.mark.skipif(not (REAL / "v1.0-mini").is_dir(), reason="real nuScenes fixture absent")
 
 

@@ -33,14 +33,8 @@ def tiny(*more: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def store(synth_dataset, tmp_path_factory) -> str:
-    """The session synthetic dataset prepped into a store with 96×54 images."""
-    from renderocc.prep.pipeline import PrepOptions, run
-
-    out = tmp_path_factory.mktemp("train") / "store"
-    run(PrepOptions(dataroot=str(synth_dataset), version="v1.0-mini", out=str(out), image_size=(96, 54),
-                    progress=False), log=lambda m: None)
-    return str(out)
+def store(small_store) -> str:
+    return small_store
 
 
 def losses(run: Path) -> list[float]:

@@ -43,7 +43,7 @@ def quiet_zarr():
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
 def digest(*arrays: np.ndarray) -> str:
