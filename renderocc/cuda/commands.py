@@ -19,7 +19,13 @@ import click
 @click.option("--arch", default="sm_80", show_default=True, help="GPU architecture for --cuda.")
 @click.option("--verbose", is_flag=True, help="Show the compiler commands and output.")
 def build_ext(check_cuda: bool, arch: str, verbose: bool) -> None:
-    """Build (or find cached) the renderer extension; print the .so path."""
+    """Build (or find cached) the renderer extension; print the .so path.
+
+    \b
+    Example:
+      renderocc build-ext          # CPU kernel
+      renderocc build-ext --cuda   # also compile-check the CUDA kernel with nvcc
+    """
     from renderocc.cuda import loader
     from renderocc.errors import UserError
 

@@ -35,7 +35,12 @@ def _num(v) -> str:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(store: str, ckpt: str, out: str, split: tuple[str, ...], rays_per_sample: int,
              device: str, quiet: bool) -> None:
-    """Occ3D mIoU / geometry IoU on the store's GT and rendered 2D depth / semantic metrics."""
+    """Occ3D mIoU / geometry IoU on the store's GT and rendered 2D depth / semantic metrics.
+
+    \b
+    Example:
+      renderocc eval --store store-val --ckpt run/last.pt --out eval --split all
+    """
     from renderocc.eval.evaluate import run
 
     m = run(store, ckpt, out, split, rays_per_sample, progress=not quiet, device=device)
@@ -67,7 +72,12 @@ def evaluate(store: str, ckpt: str, out: str, split: tuple[str, ...], rays_per_s
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def predict(store: str, ckpt: str, out: str, split: tuple[str, ...], vis_stride: int,
             min_transmittance: float, store_grid: bool, device: str, quiet: bool) -> None:
-    """Occ3D-format labels.npz per sample, with density, occupancy probability and visibility."""
+    """Occ3D-format labels.npz per sample, with density, occupancy probability and visibility.
+
+    \b
+    Example:
+      renderocc predict --store store-val --ckpt run/last.pt --out pred
+    """
     from renderocc.eval.predict import run
 
     info = run(store, ckpt, out, split, vis_stride, min_transmittance, progress=not quiet,
@@ -89,7 +99,12 @@ def predict(store: str, ckpt: str, out: str, split: tuple[str, ...], vis_stride:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def viz(store: str, ckpt: str | None, out: str, samples: int, stride: int | None, device: str,
         quiet: bool) -> None:
-    """PNG figures: labels on camera images, renderings, BEV and 3D occupancy (GT vs prediction)."""
+    """PNG figures: labels on camera images, renderings, BEV and 3D occupancy (GT vs prediction).
+
+    \b
+    Example:
+      renderocc viz --store store-val --ckpt run/last.pt --out viz --samples 2
+    """
     from renderocc.eval.viz import run
 
     paths = run(store, ckpt, out, samples, stride, progress=not quiet, device=device)

@@ -58,6 +58,11 @@ def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, image_cod
                   progress) -> None:
     """Project LiDAR depth (and lidarseg semantics) into every camera; write a ray store.
 
+    \b
+    Example:
+      renderocc prep nuscenes --dataroot data/nuscenes --version v1.0-mini --out store --image-size 256x704
+      renderocc prep nuscenes ... --out s3://bucket/store --shard-index 3 --num-shards 16
+
     Reruns resume: finished shards (scenes) are skipped. Parallel jobs on many machines:
     give each the same options plus --shard-index i --num-shards n and the same --out.
     """

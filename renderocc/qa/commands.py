@@ -41,7 +41,12 @@ def parse_thresholds(items: tuple[str, ...]) -> dict[str, float]:
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_labels: int,
        no_coverage: bool, ray_stride: int, quiet: bool) -> None:
-    """Label-coverage report of a ray store: OUT/qa.html (self-contained) and OUT/qa.json."""
+    """Label-coverage report of a ray store: OUT/qa.html (self-contained) and OUT/qa.json.
+
+    \b
+    Example:
+      renderocc qa --store store --out qa --fail-under labelled_pixels_per_image=500
+    """
     from renderocc.qa.html import render_html, thumbnails
     from renderocc.qa.report import (
         SUMMARY_KEYS,

@@ -14,7 +14,12 @@ def _mb(n: int) -> str:
 @click.command("info")
 @click.argument("store")
 def store_info(store: str) -> None:
-    """Print a summary of STORE (a folder or fsspec URL)."""
+    """Print a summary of STORE (a folder or fsspec URL).
+
+    \b
+    Example:
+      renderocc store info store/
+    """
     from renderocc.store import fsio, layout
     from renderocc.store.reader import StoreReader
 
@@ -52,7 +57,12 @@ def store_info(store: str) -> None:
 @click.argument("store")
 @click.option("--no-data", is_flag=True, help="Skip re-hashing images and occupancy (faster).")
 def store_validate(store: str, no_data: bool) -> None:
-    """Check STORE's manifest schema, checksums and cross-references."""
+    """Check STORE's manifest schema, checksums and cross-references.
+
+    \b
+    Example:
+      renderocc store validate store/
+    """
     from renderocc.store.validate import validate
 
     problems = validate(store, data=not no_data)
