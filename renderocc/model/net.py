@@ -56,13 +56,18 @@ class OccupancyNet(nn.Module):
                               grid["pc_range"], grid["voxel_size"], grid["shape"],
                               bool(config.get("splat_mass", False)))
         vc = int(config.get("voxel_channels", 32))
-        self.encoder3d = Encoder3D(self.lift.out_channels, vc, int(config.get("blocks3d", 2)))
+        # voxel position (x, y, z in [-1, 1]) as input channels: lifted features carry no height,
+        # and a 3D conv is translation-invariant, so without them "the ground is at z≈0" is unlearnable
+        self.pos_channels = bool(config.get("pos_channels", False))
+        self.encoder3d = Encoder3D(self.lift.out_channels + 3 * self.pos_channels, vc, int(config.get("blocks3d", 2)))
         self.density_head = nn.Conv3d(vc, 1, 1)
         self.semantic_head = nn.Conv3d(vc, NUM_SEMANTIC, 1)
         # start with a thin fog: rays neither saturate nor pass untouched
         init = float(config.get("density_init", 0.1))
+        # density = softplus(gain · head): gain > 1 lets the density leave its init faster
+        self.density_gain = float(config.get("density_gain", 1.0))
         nn.init.zeros_(self.density_head.weight)
-        nn.init.constant_(self.density_head.bias, math.log(math.expm1(init)))
+        nn.init.constant_(self.density_head.bias, math.log(math.expm1(init)) / self.density_gain)
         self.last_depth_logits: torch.Tensor | None = None
 
     def forward(self, images: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor
@@ -70,7 +75,12 @@ class OccupancyNet(nn.Module):
         b, n = images.shape[:2]
         c3, c4 = self.encoder(images.flatten(0, 1))
         vol, self.last_depth_logits = self.lift(self.neck(c3, c4), intrinsics, cam2ego)
+        if self.pos_channels:
+            b_, _, X, Y, Z = vol.shape
+            axes = [torch.linspace(-1 + 1 / k, 1 - 1 / k, k, device=vol.device, dtype=vol.dtype) for k in (X, Y, Z)]
+            pos = torch.stack(torch.meshgrid(*axes, indexing="ij"))[None].expand(b_, -1, -1, -1, -1)
+            vol = torch.cat([vol, pos], 1)
         x = self.encoder3d(vol)
-        density = F.softplus(self.density_head(x)[:, 0])
+        density = F.softplus(self.density_gain * self.density_head(x)[:, 0])
         logits = self.semantic_head(x).permute(0, 2, 3, 4, 1)
         return density, logits

@@ -90,14 +90,15 @@ def class_weights_from_counts(counts: torch.Tensor) -> torch.Tensor:
 
 
 def ray_free_space(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, dist: torch.Tensor,
-                   sample: torch.Tensor, n: int, grid: dict, step: float, margin: float
+                   sample: torch.Tensor, n: int, grid: dict, step: float, margin: float, rel: float = 0.0
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Line-of-sight losses from the depth label of each ray, on the renderer's volume model.
 
     With optical depth τ(t) = ∫₀ᵗ σ (trilinear σ at the voxel-centre convention, midpoint rule
     with `step`, the part of the ray inside the grid box), the transmittance is T(t) = exp(−τ(t)):
-    - empty before the hit: the label says the ray crossed [0, d − margin] unobstructed, so
-      −log T(d − margin) = τ(d − margin) should be 0; returned per unit length (mean σ·step
+    - empty before the hit: the label says the ray crossed [0, (1 − rel)·d − margin] unobstructed,
+      so −log T(·) = τ(·) there should be 0 (`rel` keeps grazing rays — the ground seen at a
+      shallow angle — from clearing the very voxel they end in); returned per unit length (mean σ·step
       over that segment), so near and far rays count alike — the 2D analogue of the 3D loss's
       free-space term;
     - termination: the ray must have stopped by d + margin: −log(1 − T(d + margin)).
@@ -124,7 +125,7 @@ def ray_free_space(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Ten
                           align_corners=False)
         sig = sig.index_put((m.nonzero()[:, 0],), v[0, 0, :, :, 0])
     sig = sig * inside
-    free = t[None] < (dist - margin)[:, None]
+    free = t[None] < ((1 - rel) * dist - margin)[:, None]
     tau_free = (sig * step * free).sum(1) / free.sum(1).clamp_min(1)
     has = free.any(1)
     loss_free = per_sample_mean(tau_free[has], sample[has], n) if has.any() else density.sum() * 0

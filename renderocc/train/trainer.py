@@ -31,7 +31,7 @@ from renderocc.train.config import resolved
 from renderocc.train.dataset import EpochSampler, RayDataset, holdout_split
 from renderocc.train.threshold import choose_threshold
 
-LOG_FIELDS = ["step", "loss", "depth", "depth_absrel", "semantic", "distortion", "freespace", "termination",
+LOG_FIELDS = ["step", "loss", "depth", "depth_absrel", "semantic", "distortion", "freespace", "termination", "sparsity",
               "lss_depth", "occ3d", "lr",
               "grad_norm", "rays_per_s", "steps_per_s", "elapsed_s"]
 
@@ -142,11 +142,14 @@ def compute_loss(model, batch: dict, cfg: dict, cw: torch.Tensor | None, device:
         if float(w.get("freespace", 0)) > 0 or float(w.get("termination", 0)) > 0:
             margin = float(w.get("los_margin", 1.0)) * float(max(grid["voxel_size"]))
             free, term = L.ray_free_space(density, origins, dirs, dist_t, bi, b, grid,
-                                          float(cfg["render"]["step"]), margin)
+                                          float(cfg["render"]["step"]), margin, float(w.get("los_margin_rel", 0.0)))
             if float(w.get("freespace", 0)) > 0:
                 parts["freespace"] = float(w["freespace"]) * free
             if float(w.get("termination", 0)) > 0:
                 parts["termination"] = float(w["termination"]) * term
+        if float(w.get("sparsity", 0)) > 0:  # a label-free prior: space is empty unless a ray needs it
+            vs = float(min(grid["voxel_size"]))
+            parts["sparsity"] = float(w["sparsity"]) * (density * vs).mean()
     if sup in ("lidar-sparse", "3d", "mixed"):
         parts["occ3d"] = float(w.get("occ3d", 1.0)) * L.occupancy_3d(
             density, logits, batch["occ_target"].to(device), float(min(cfg["grid"]["voxel_size"])),
