@@ -133,6 +133,17 @@ RO_HD T interp_density(const T* dens, const Corners<T>& c) {
   return s;
 }
 
+// One sample of a march: the trilinear corners `c` of o + t·d and the sample's transmittance
+// exp(-sigma·step). Forward, backward and visibility all step through this one function, so
+// the backward's recomputation cannot drift from the forward.
+template <typename T>
+RO_HD T sample_transmittance(const GridView<T>& g, const T* dens, const T* o, const T* d, T t, T step,
+                             Corners<T>& c) {
+  const T p[3] = {o[0] + t * d[0], o[1] + t * d[1], o[2] + t * d[2]};
+  trilinear_corners(p, g, c);
+  return exp(-interp_density(dens, c) * step);
+}
+
 template <typename T>
 RO_HD T interp_channel(const T* sem, int64_t C, int64_t ch, const Corners<T>& c) {
   T s = 0;
@@ -173,10 +184,7 @@ RO_HD void render_ray_forward(const GridView<T>& g, int64_t b, const T* o, const
   Corners<T> c;
   for (int64_t k = 0; k < K; ++k) {
     const T t = sample_t(t_in, k, mp.step);
-    const T p[3] = {o[0] + t * d[0], o[1] + t * d[1], o[2] + t * d[2]};
-    trilinear_corners(p, g, c);
-    const T sigma = interp_density(dens, c);
-    const T trans = exp(-sigma * mp.step);
+    const T trans = sample_transmittance(g, dens, o, d, t, mp.step, c);
     const T w = trans_acc * (T(1) - trans);
     if (mp.probs) {
       interp_softmax(sem, g.C, c, scratch);
@@ -228,10 +236,7 @@ RO_HD void render_ray_backward(const GridView<T>& g, int64_t b, const T* o, cons
   Corners<T> c;
   for (int64_t k = 0; k < K; ++k) {
     const T t = sample_t(t_in, k, mp.step);
-    const T p[3] = {o[0] + t * d[0], o[1] + t * d[1], o[2] + t * d[2]};
-    trilinear_corners(p, g, c);
-    const T sigma = interp_density(dens, c);
-    const T trans = exp(-sigma * mp.step);
+    const T trans = sample_transmittance(g, dens, o, d, t, mp.step, c);
     const T w = trans_acc * (T(1) - trans);
     T dot = 0;  // <g_sem, s_k>
     if (mp.probs) {
@@ -277,13 +282,12 @@ RO_HD void visibility_ray(const GridView<T>& g, int64_t b, const T* o, const T* 
   Corners<T> c;
   for (int64_t k = 0; k < K; ++k) {
     const T t = sample_t(t_in, k, mp.step);
-    const T p[3] = {o[0] + t * d[0], o[1] + t * d[1], o[2] + t * d[2]};
-    trilinear_corners(p, g, c);
+    const T trans = sample_transmittance(g, dens, o, d, t, mp.step, c);
     for (int n = 0; n < 8; ++n) {
       const T v = trans_acc * c.w[n];
       if (v > T(0)) vmax(vis + c.idx[n], v);
     }
-    trans_acc *= exp(-interp_density(dens, c) * mp.step);
+    trans_acc *= trans;
     if (trans_acc < T(kTransmittanceEps)) break;
   }
 }
