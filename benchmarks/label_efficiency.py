@@ -78,7 +78,8 @@ def run_variant(name: str, overrides: list[str], args, train_store: Path, val_st
     spec = {"config": args.config, "overrides": overrides, "steps": args.steps}
     marker = run / "variant.json"
     ckpt = run / "last.pt"
-    if args.fresh or not (marker.exists() and json.loads(marker.read_text()) == spec and ckpt.exists()):
+    same = marker.exists() and {k: v for k, v in json.loads(marker.read_text()).items() if k in spec} == spec
+    if args.fresh or not (same and ckpt.exists()):
         shutil.rmtree(run, ignore_errors=True)
         run.mkdir(parents=True)
         sets = [a for o in overrides for a in ("--set", o)]
