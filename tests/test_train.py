@@ -285,3 +285,23 @@ def test_first_crossing_threshold_separates_fog_from_wall():
     good, n = first_crossing_agreement(density, o, d, dist, grid, torch.tensor(CANDIDATES, dtype=torch.float32))
     ok = torch.tensor(CANDIDATES)[good == good.max()]
     assert n == 50 and good.max() == 50 and ok.min() >= 0.05 and ok.max() < 3.0
+
+
+def test_ray_free_space_loss_sees_density_before_the_hit_only():
+    from renderocc.train.losses import ray_free_space
+
+    grid = {"pc_range": [0.0, 0.0, 0.0, 10.0, 2.0, 2.0]}
+    origins = torch.tensor([[0.0, 1.0, 1.0]])
+    dirs = torch.tensor([[1.0, 0.0, 0.0]])
+    dist = torch.tensor([6.0])
+    sample = torch.zeros(1, dtype=torch.long)
+    wall = torch.zeros(1, 10, 2, 2)
+    wall[0, 6:] = 50.0  # a wall from x = 6 m: exactly where the label says the ray stops
+    free, term = ray_free_space(wall, origins, dirs, dist, sample, 1, grid, step=0.1, margin=0.5)
+    assert float(free) < 0.5 and float(term) < 1e-3
+    fog = torch.full((1, 10, 2, 2), 0.5)  # density everywhere, also before the hit
+    free_fog, _ = ray_free_space(fog, origins, dirs, dist, sample, 1, grid, step=0.1, margin=0.5)
+    assert float(free_fog) > 10 * float(free)
+    empty = torch.zeros(1, 10, 2, 2)  # nothing stops the ray: the termination term must complain
+    _, term_empty = ray_free_space(empty, origins, dirs, dist, sample, 1, grid, step=0.1, margin=0.5)
+    assert float(term_empty) > 5.0
