@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from renderocc.classes import FREE
 from renderocc.errors import UserError
@@ -57,18 +56,12 @@ def model_grid(ckpt: dict, store_grid: dict) -> dict:
 def model_inputs(reader, i: int, cfg: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(images (1,N,3,h,w), intrinsics (1,N,3,3), cam2ego (1,N,4,4)) exactly as the trainer
     builds them without augmentation (centre-crop fit to `data.input_size`, ImageNet norm)."""
-    from renderocc.train.dataset import MEAN, STD, augment_matrix
+    from renderocc.train.dataset import prepare_images
 
     s = reader.sample(i)
-    raw = reader.images(i)
-    H, W = raw.shape[1], raw.shape[2]
     w, h = (int(v) for v in cfg["data"]["input_size"])
-    A, (rw, rh), (x0, y0), _ = augment_matrix((W, H), (w, h), [1, 1], False, None)
-    x = torch.from_numpy(np.ascontiguousarray(raw)).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=(rh, rw), mode="bilinear", align_corners=False,
-                      antialias=rw < W)[:, :, y0:y0 + h, x0:x0 + w]
-    x = (x - torch.from_numpy(MEAN)[:, None, None]) / torch.from_numpy(STD)[:, None, None]
-    Ks = np.stack([A @ np.asarray(s["cameras"][n]["K"], np.float64) for n in reader.cameras])
+    x, Ks = prepare_images(reader.images(i), [s["cameras"][n]["K"] for n in reader.cameras], (w, h),
+                           [1, 1], False, None)
     c2e = np.stack([np.asarray(s["cameras"][n]["cam2ego"], np.float64) for n in reader.cameras])
     return (x[None].contiguous(), torch.from_numpy(Ks).float()[None],
             torch.from_numpy(c2e).float()[None])

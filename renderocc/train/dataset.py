@@ -147,24 +147,9 @@ class RayDataset(Dataset):
     # -- images ---------------------------------------------------------------------------------
     def _images(self, i: int, s: dict, rng) -> tuple[torch.Tensor, np.ndarray]:
         d = self.cfg["data"]
-        raw = self.reader.images(i)  # (N, H, W, 3) uint8
-        W, H = raw.shape[2], raw.shape[1]
-        w, h = self.input_wh
-        x = torch.from_numpy(np.ascontiguousarray(raw)).permute(0, 3, 1, 2).float()
-        Ks = []
-        imgs = []
-        for c, name in enumerate(self.reader.cameras):
-            A, (rw, rh), (x0, y0), flip = augment_matrix((W, H), (w, h), d.get("resize_range", [1, 1]),
-                                                         bool(d.get("flip", False)), rng)
-            im = F.interpolate(x[c:c + 1], size=(rh, rw), mode="bilinear", align_corners=False,
-                               antialias=rw < W)[0, :, y0:y0 + h, x0:x0 + w]
-            if flip:
-                im = im.flip(-1)
-            imgs.append(im)
-            Ks.append(A @ np.asarray(s["cameras"][name]["K"], np.float64))
-        img = torch.stack(imgs)
-        img = (img - torch.from_numpy(MEAN)[:, None, None]) / torch.from_numpy(STD)[:, None, None]
-        return img.contiguous(), np.stack(Ks)
+        Ks = [s["cameras"][name]["K"] for name in self.reader.cameras]
+        return prepare_images(self.reader.images(i), Ks, self.input_wh, d.get("resize_range", [1, 1]),
+                              bool(d.get("flip", False)), rng)
 
     # -- rays -----------------------------------------------------------------------------------
     def _sample_rays(self, frames, rng) -> dict:
@@ -332,3 +317,23 @@ class EpochSampler(Sampler):
 
     def __len__(self) -> int:  # infinite stream; the trainer stops at max_steps
         return 2**62
+
+
+def prepare_images(raw: np.ndarray, Ks: list[np.ndarray], input_wh: tuple[int, int], resize_range,
+                   flip: bool, rng) -> tuple[torch.Tensor, np.ndarray]:
+    """Stored uint8 (N, H, W, 3) images → normalised (N, 3, h, w) network input and the matching
+    intrinsics. One function for training (augmented) and inference (`rng=None`, no resize range,
+    no flip), so eval/predict feed the network exactly what training did."""
+    W, H = raw.shape[2], raw.shape[1]
+    w, h = input_wh
+    x = torch.from_numpy(np.ascontiguousarray(raw)).permute(0, 3, 1, 2).float()
+    out_K, imgs = [], []
+    for c, K in enumerate(Ks):
+        A, (rw, rh), (x0, y0), flipped = augment_matrix((W, H), (w, h), resize_range, flip, rng)
+        im = F.interpolate(x[c:c + 1], size=(rh, rw), mode="bilinear", align_corners=False,
+                           antialias=rw < W)[0, :, y0:y0 + h, x0:x0 + w]
+        imgs.append(im.flip(-1) if flipped else im)
+        out_K.append(A @ np.asarray(K, np.float64))
+    img = torch.stack(imgs)
+    img = (img - torch.from_numpy(MEAN)[:, None, None]) / torch.from_numpy(STD)[:, None, None]
+    return img.contiguous(), np.stack(out_K)
