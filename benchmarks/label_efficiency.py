@@ -144,7 +144,7 @@ def main() -> None:
     from renderocc.train.config import load_config
 
     cfg = load_config(args.config, args.overrides)
-    args.steps = args.steps or int(cfg["train"]["max_steps"])
+    args.steps = args.steps or cfg.train.max_steps
     args.work = args.work or Path(tempfile.mkdtemp(prefix="label_efficiency_"))
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

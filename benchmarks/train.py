@@ -75,19 +75,19 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device("cpu")
     idx = list(range(len(reader)))
-    ds = RayDataset(reader, cfg, idx)
     model = build_model(cfg)
+    ds = RayDataset(reader, cfg, idx, feature_stride=model.feature_stride)
     opt, sched, scaler = make_optim(model, cfg, device)
     cw = class_weights(reader, cfg, idx) if reader.has_semantics else None
     n_par = sum(p.numel() for p in model.parameters())
-    bs = int(cfg["data"]["batch_size"])
-    print(f"config {args.config}: grid {cfg['grid']['shape']} @ {cfg['grid']['voxel_size'][0]} m, "
-          f"input {cfg['data']['input_size']} × {len(reader.cameras)} cams, "
-          f"{cfg['data']['rays']} rays/sample, "
+    bs = cfg.data.batch_size
+    print(f"config {args.config}: grid {cfg.grid.shape} @ {cfg.grid.voxel_size[0]} m, "
+          f"input {list(cfg.data.input_size)} × {len(reader.cameras)} cams, "
+          f"{cfg.data.rays} rays/sample, "
           f"batch {bs}, {n_par / 1e6:.2f} M params, torch threads {torch.get_num_threads()}")
 
     rate = loader_samples_per_s(ds, idx, cfg, 0, 0, args.loader_batches)
-    print(f"loader alone: {rate:.2f} samples/s ({cfg['data'].get('workers', 0)} workers, "
+    print(f"loader alone: {rate:.2f} samples/s ({cfg.data.workers} workers, "
           f"{args.loader_batches} batches)")
 
     it = iter(make_loader(ds, EpochSampler(idx, bs, 0), cfg, pin=False))

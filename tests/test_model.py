@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -10,10 +11,15 @@ import torch
 from renderocc.errors import UserError
 from renderocc.model import OccupancyNet
 from renderocc.model.encoder import ResNet, load_pretrained
+from renderocc.train.config import ModelConfig
 
 GRID = {"pc_range": [-8.0, -8.0, -1.0, 8.0, 8.0, 2.2], "voxel_size": [0.8] * 3, "shape": [20, 20, 4]}
-TINY = {"grid": GRID, "encoder": "resnet10", "width": 8, "channels": 16, "voxel_channels": 8,
-        "blocks3d": 1, "depth_bins": [1.0, 9.0, 9]}
+TINY = ModelConfig(encoder="resnet10", width=8, norm="gn", channels=16, voxel_channels=8, blocks3d=1,
+                   depth_bins=(1.0, 9.0, 9))
+
+
+def tiny_net(**changes) -> OccupancyNet:
+    return OccupancyNet(dataclasses.replace(TINY, **changes), GRID)
 # camera looking along ego +x: camera z → ego x, camera x → −ego y, camera y → −ego z
 CAM2EGO = torch.tensor([[0, 0, 1, 0.5], [-1, 0, 0, 0.0], [0, -1, 0, 0.0], [0, 0, 0, 1]], dtype=torch.float32)
 
@@ -25,19 +31,20 @@ def inputs(b=1, n=2, h=32, w=64):
 
 def test_forward_shapes_and_gradients():
     torch.manual_seed(0)
-    net = OccupancyNet(TINY)
-    density, logits = net(*inputs(b=2))
+    net = tiny_net()
+    density, logits, depth_logits = net(*inputs(b=2))
     assert density.shape == (2, 20, 20, 4) and logits.shape == (2, 20, 20, 4, 17)
     assert (density >= 0).all()
     assert torch.allclose(density, torch.full_like(density, 0.1), atol=1e-5)  # thin-fog init
     (density.mean() + logits.mean()).backward()
     assert net.encoder.conv1.weight.grad.abs().sum() > 0  # images reach the grid
-    assert net.last_depth_logits.shape == (2, 2, 9, 4, 8)
+    assert depth_logits.shape == (2, 2, 9, 4, 8)  # returned, not kept on the module
+    assert (32 // net.feature_stride, 64 // net.feature_stride) == depth_logits.shape[-2:]
 
 
 def test_frustum_points_land_in_key_ego_frame():
     """The centre pixel at z = d lies at ego (0.5 + d, 0, 0): intrinsics and cam2ego are used."""
-    net = OccupancyNet(TINY)
+    net = tiny_net()
     _, K, T = inputs(h=16, w=16)
     pts = net.lift.frustum_points(K, T, 2, 2)  # stride 8: cells centred at pixels 3.5 and 11.5
     # pixel (7.5, 7.5) is the principal point; cell (0,0) centre is (3.5, 3.5): 4 px left/up
@@ -48,8 +55,7 @@ def test_frustum_points_land_in_key_ego_frame():
 
 def test_splat_uses_voxel_centre_convention():
     """A feature lifted to x ∈ [0, 0.8) m lands in voxel index 10 (min −8 + 10·0.8 = 0)."""
-    cfg = dict(TINY, depth_bins=[0.7, 0.7, 1])  # one depth bin: every point at z = 0.7
-    net = OccupancyNet(cfg)
+    net = tiny_net(depth_bins=(0.7, 0.7, 1))  # one depth bin: every point at z = 0.7
     with torch.no_grad():
         net.lift.head.weight.zero_()
         net.lift.head.bias.fill_(1.0)
@@ -85,13 +91,22 @@ def test_pretrained_state_dict(tmp_path):
 
 
 def test_density_init_is_configurable():
-    net = OccupancyNet(dict(TINY, density_init=0.5))
+    net = tiny_net(density_init=0.5)
     init = float(torch.nn.functional.softplus(net.density_head.bias.detach()))
     assert math.isclose(init, 0.5, rel_tol=1e-5)
 
 
-def test_splat_mass_channel():
-    net = OccupancyNet(dict(TINY, splat_mass=True))
+def test_splat_mass_channel_holds_the_depth_probability_mass():
+    """One depth bin (probability 1) and one feature cell: log(1 + 1) in the one voxel it lands in."""
+    net = tiny_net(splat_mass=True, depth_bins=(0.7, 0.7, 1))
     assert net.lift.out_channels == 9
-    density, logits = net(*inputs())
-    assert density.shape == (1, 20, 20, 4) and logits.shape == (1, 20, 20, 4, 17)
+    with torch.no_grad():
+        net.lift.head.weight.zero_()
+        net.lift.head.bias.fill_(1.0)
+    K = torch.tensor([[10.0, 0, 3.5], [0, 10.0, 3.5], [0, 0, 1]]).expand(1, 1, 3, 3)
+    T = CAM2EGO.clone()
+    T[0, 3] = -0.5
+    vol, _ = net.lift(torch.zeros(1, 16, 1, 1), K, T.expand(1, 1, 4, 4))
+    mass = vol[0, -1].detach()
+    assert mass.nonzero().tolist() == [[10, 10, 1]]
+    assert math.isclose(float(mass[10, 10, 1]), math.log(2.0), rel_tol=1e-6)

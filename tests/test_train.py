@@ -18,7 +18,7 @@ from renderocc.classes import FREE, IGNORE
 from renderocc.errors import UserError
 from renderocc.store.reader import StoreReader
 from renderocc.train.checkpoint import load_model
-from renderocc.train.config import load_config, resolved
+from renderocc.train.config import Config, load_config, resolved
 from renderocc.train.dataset import EpochSampler, RayDataset, label_rays, weighted_sample
 from renderocc.train.trainer import build_model, compute_loss, seed_everything, train
 
@@ -28,7 +28,7 @@ TINY = ["data.input_size=[64, 32]", "data.rays=512", "data.workers=0", "model.wi
         "optim.warmup_steps=2", "optim.lr=5e-3", "data.holdout='every-k:4'"]
 
 
-def tiny(*more: str) -> dict:
+def tiny(*more: str) -> Config:
     return load_config("demo", [*TINY, *more])
 
 
@@ -236,15 +236,15 @@ def test_cli_writes_checkpoint_contract(store, tmp_path):
 
 
 # -- DDP ------------------------------------------------------------------------------------------
-def grads_of_first_step(store: str, cfg: dict, rank: int, world: int) -> dict[str, torch.Tensor]:
+def grads_of_first_step(store: str, cfg: Config, rank: int, world: int) -> dict[str, torch.Tensor]:
     r = StoreReader(store)
     cfg = resolved(cfg, r.grid)
     seed_everything(0)
     model = build_model(cfg)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     ds = RayDataset(r, cfg, train=True)
-    sampler = EpochSampler(list(range(len(r))), int(cfg["data"]["batch_size"]), 0, rank, world)
-    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=int(cfg["data"]["batch_size"]),
+    sampler = EpochSampler(list(range(len(r))), cfg.data.batch_size, 0, rank, world)
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=cfg.data.batch_size,
                                                   sampler=sampler)))
     loss, _, _ = compute_loss(net, batch, cfg, None, torch.device("cpu"))
     loss.backward()
@@ -287,21 +287,21 @@ def test_first_crossing_threshold_separates_fog_from_wall():
     assert n == 50 and good.max() == 50 and ok.min() >= 0.05 and ok.max() < 3.0
 
 
-def test_ray_free_space_loss_sees_density_before_the_hit_only():
-    from renderocc.train.losses import ray_free_space
+def test_line_of_sight_loss_sees_density_before_the_hit_only():
+    from renderocc.train.losses import line_of_sight
 
-    grid = {"pc_range": [0.0, 0.0, 0.0, 10.0, 2.0, 2.0]}
+    grid = {"pc_range": [0.0, 0.0, 0.0, 10.0, 2.0, 2.0], "voxel_size": [1.0] * 3, "shape": [10, 2, 2]}
     origins = torch.tensor([[0.0, 1.0, 1.0]])
     dirs = torch.tensor([[1.0, 0.0, 0.0]])
     dist = torch.tensor([6.0])
     sample = torch.zeros(1, dtype=torch.long)
     wall = torch.zeros(1, 10, 2, 2)
     wall[0, 6:] = 50.0  # a wall from x = 6 m: exactly where the label says the ray stops
-    free, term = ray_free_space(wall, origins, dirs, dist, sample, 1, grid, step=0.1, margin=0.5)
+    free, term = line_of_sight(wall, origins, dirs, dist, sample, 1, grid, step=0.1, margin=0.5)
     assert float(free) < 0.5 and float(term) < 1e-3
     fog = torch.full((1, 10, 2, 2), 0.5)  # density everywhere, also before the hit
-    free_fog, _ = ray_free_space(fog, origins, dirs, dist, sample, 1, grid, step=0.1, margin=0.5)
+    free_fog, _ = line_of_sight(fog, origins, dirs, dist, sample, 1, grid, step=0.1, margin=0.5)
     assert float(free_fog) > 10 * float(free)
     empty = torch.zeros(1, 10, 2, 2)  # nothing stops the ray: the termination term must complain
-    _, term_empty = ray_free_space(empty, origins, dirs, dist, sample, 1, grid, step=0.1, margin=0.5)
+    _, term_empty = line_of_sight(empty, origins, dirs, dist, sample, 1, grid, step=0.1, margin=0.5)
     assert float(term_empty) > 5.0

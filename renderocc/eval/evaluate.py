@@ -66,7 +66,7 @@ def evaluate(reader, model, ckpt: dict, indices: list[int], *, rays_per_sample: 
     """All metrics over `indices`; returns the metrics.json dict (without the run metadata)."""
     cfg = ckpt["config"]
     grid = infer.model_grid(ckpt, reader.grid)
-    step = float(cfg.get("render", {}).get("step", min(grid["voxel_size"]) / 2))
+    step = cfg.render.step
     thr = infer.threshold_of(ckpt)
     occ, depth, sem2d = OccMetrics(), DepthMetrics(), Sem2DMetrics()
     for i in tqdm(indices, desc="eval", unit="sample", disable=not progress):

@@ -16,6 +16,7 @@ import torch
 from renderocc.classes import FREE
 from renderocc.errors import UserError
 from renderocc.eval.rays import VoxelWalk, pixel_rays
+from renderocc.train.config import Config
 
 
 def resolve_device(device: str | None) -> str:
@@ -45,21 +46,17 @@ def load_checkpoint_model(path: str, device: str | None = "cpu"):
 
 
 def model_grid(ckpt: dict, store_grid: dict) -> dict:
-    """The grid the model predicts on (saved in the checkpoint; the store's otherwise)."""
-    g = ckpt.get("grid") or ckpt.get("config", {}).get("grid") or store_grid
-    vs = g["voxel_size"]
-    vs = [float(vs)] * 3 if isinstance(vs, int | float) else [float(v) for v in vs]
-    return {"pc_range": [float(v) for v in g["pc_range"]], "voxel_size": vs,
-            "shape": [int(s) for s in g["shape"]]}
+    """The grid the model predicts on: its config's resolved grid (the store's when none is loaded)."""
+    return ckpt["config"].grid.spec if ckpt else dict(store_grid)
 
 
-def model_inputs(reader, i: int, cfg: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def model_inputs(reader, i: int, cfg: Config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(images (1,N,3,h,w), intrinsics (1,N,3,3), cam2ego (1,N,4,4)) exactly as the trainer
     builds them without augmentation (centre-crop fit to `data.input_size`, ImageNet norm)."""
     from renderocc.train.dataset import prepare_images
 
     s = reader.sample(i)
-    w, h = (int(v) for v in cfg["data"]["input_size"])
+    w, h = cfg.data.input_size
     x, Ks = prepare_images(reader.images(i), [s["cameras"][n]["K"] for n in reader.cameras], (w, h),
                            [1, 1], False, None)
     c2e = np.stack([np.asarray(s["cameras"][n]["cam2ego"], np.float64) for n in reader.cameras])
@@ -68,12 +65,12 @@ def model_inputs(reader, i: int, cfg: dict) -> tuple[torch.Tensor, torch.Tensor,
 
 
 @torch.no_grad()
-def run_model(model, reader, i: int, cfg: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def run_model(model, reader, i: int, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
     """(density (X,Y,Z), logits (X,Y,Z,17)) of sample i, on the model's device, float32."""
     dev = next(model.parameters()).device
     imgs, K, c2e = (t.to(dev) for t in model_inputs(reader, i, cfg))
-    density, logits = model(imgs, K, c2e)
-    return density[0].float(), logits[0].float()
+    out = model(imgs, K, c2e)
+    return out.density[0].float(), out.semantics[0].float()
 
 
 def threshold_of(ckpt: dict) -> float:

@@ -211,7 +211,7 @@ def run(store: str, ckpt_path: str | None, out: str, samples: int, stride: int |
         if model is not None:
             cfg = ckpt["config"]
             mg = infer.model_grid(ckpt, reader.grid)
-            step = float(cfg.get("render", {}).get("step", min(mg["voxel_size"]) / 2))
+            step = cfg.render.step
             density, logits = infer.run_model(model, reader, i, cfg)
             rendered = render_cameras(reader, i, density, logits, mg, step, stride)
             o, d = [], []

@@ -1,5 +1,5 @@
 """The occupancy network: ResNet image encoder, LSS view transform, 3D encoder, heads."""
 
-from renderocc.model.net import OccupancyNet
+from renderocc.model.net import OccupancyNet, OccupancyOutput
 
-__all__ = ["OccupancyNet"]
+__all__ = ["OccupancyNet", "OccupancyOutput"]

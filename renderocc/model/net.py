@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -11,6 +12,9 @@ from torch.nn import functional as F
 from renderocc.classes import NUM_SEMANTIC
 from renderocc.model.encoder import ResNet
 from renderocc.model.view_transform import LiftSplat, Neck
+from renderocc.train.config import ModelConfig
+
+FEATURE_STRIDE = 8  # the neck's output stride: LSS depth cells are FEATURE_STRIDE pixels wide
 
 
 def conv3d_block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -35,46 +39,48 @@ class Encoder3D(nn.Module):
         return self.out(x + y)
 
 
-class OccupancyNet(nn.Module):
-    """forward(images (B,N,3,H,W), intrinsics (B,N,3,3), cam2ego (B,N,4,4)) → (density, logits).
+class OccupancyOutput(NamedTuple):
+    """What one forward pass predicts; the depth logits travel here, not on the module, so DDP
+    wrappers and torch.compile see them as an output."""
 
-    `config` is the `[model]` table plus `grid` (pc_range, voxel_size, shape) — see
-    renderocc/configs/*.toml. The last depth logits are kept on `self.last_depth_logits` for
-    the optional LSS depth loss.
+    density: torch.Tensor       # (B, X, Y, Z) ≥ 0, 1/m
+    semantics: torch.Tensor     # (B, X, Y, Z, C) logits
+    depth_logits: torch.Tensor  # (B, N, D, h, w) LSS depth distribution per feature cell
+
+
+class OccupancyNet(nn.Module):
+    """forward(images (B,N,3,H,W), intrinsics (B,N,3,3), cam2ego (B,N,4,4)) → OccupancyOutput.
+
+    `config` is the run's ModelConfig; `grid` the resolved grid dict (pc_range, voxel_size, shape).
     """
 
-    def __init__(self, config: dict):
+    feature_stride = FEATURE_STRIDE
+
+    def __init__(self, config: ModelConfig, grid: dict):
         super().__init__()
         self.config = config
-        grid = config["grid"]
-        self.encoder = ResNet(config.get("encoder", "resnet18"), int(config.get("width", 64)),
-                              config.get("norm", "gn"))
-        c = int(config.get("channels", 64))
+        self.encoder = ResNet(config.encoder, config.width, config.norm)
+        c = config.channels
         self.neck = Neck(*self.encoder.out_channels, c)
-        bins = config.get("depth_bins", [1.0, 45.0, 88])
-        self.lift = LiftSplat(c, int(config.get("voxel_channels", 32)), (bins[0], bins[1], int(bins[2])), 8,
-                              grid["pc_range"], grid["voxel_size"], grid["shape"],
-                              bool(config.get("splat_mass", False)))
-        vc = int(config.get("voxel_channels", 32))
+        lo, hi, nb = config.depth_bins
+        vc = config.voxel_channels
+        self.lift = LiftSplat(c, vc, (lo, hi, int(nb)), FEATURE_STRIDE, grid["pc_range"], grid["voxel_size"],
+                              grid["shape"], config.splat_mass)
         # voxel position (x, y, z in [-1, 1]) as input channels: lifted features carry no height,
         # and a 3D conv is translation-invariant, so without them "the ground is at z≈0" is unlearnable
-        self.pos_channels = bool(config.get("pos_channels", False))
-        self.encoder3d = Encoder3D(self.lift.out_channels + 3 * self.pos_channels, vc, int(config.get("blocks3d", 2)))
+        self.pos_channels = config.pos_channels
+        self.encoder3d = Encoder3D(self.lift.out_channels + 3 * self.pos_channels, vc, config.blocks3d)
         self.density_head = nn.Conv3d(vc, 1, 1)
         self.semantic_head = nn.Conv3d(vc, NUM_SEMANTIC, 1)
-        # start with a thin fog: rays neither saturate nor pass untouched
-        init = float(config.get("density_init", 0.1))
+        # start with a thin fog: rays neither saturate nor pass untouched;
         # density = softplus(gain · head): gain > 1 lets the density leave its init faster
-        self.density_gain = float(config.get("density_gain", 1.0))
+        self.density_gain = config.density_gain
         nn.init.zeros_(self.density_head.weight)
-        nn.init.constant_(self.density_head.bias, math.log(math.expm1(init)) / self.density_gain)
-        self.last_depth_logits: torch.Tensor | None = None
+        nn.init.constant_(self.density_head.bias, math.log(math.expm1(config.density_init)) / self.density_gain)
 
-    def forward(self, images: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        b, n = images.shape[:2]
+    def forward(self, images: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor) -> OccupancyOutput:
         c3, c4 = self.encoder(images.flatten(0, 1))
-        vol, self.last_depth_logits = self.lift(self.neck(c3, c4), intrinsics, cam2ego)
+        vol, depth_logits = self.lift(self.neck(c3, c4), intrinsics, cam2ego)
         if self.pos_channels:
             b_, _, X, Y, Z = vol.shape
             axes = [torch.linspace(-1 + 1 / k, 1 - 1 / k, k, device=vol.device, dtype=vol.dtype) for k in (X, Y, Z)]
@@ -83,4 +89,4 @@ class OccupancyNet(nn.Module):
         x = self.encoder3d(vol)
         density = F.softplus(self.density_gain * self.density_head(x)[:, 0])
         logits = self.semantic_head(x).permute(0, 2, 3, 4, 1)
-        return density, logits
+        return OccupancyOutput(density, logits, depth_logits)

@@ -13,6 +13,7 @@ import torch
 
 from renderocc.errors import UserError
 from renderocc.model import OccupancyNet
+from renderocc.train.config import Config
 
 
 def save_checkpoint(path: str | Path, state: dict) -> None:
@@ -34,10 +35,16 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[OccupancyNet, dict]:
-    """(model in eval mode on `device` with EMA weights if present, checkpoint dict)."""
+    """(model in eval mode on `device` with EMA weights if present, checkpoint dict).
+
+    The returned dict's `config` is the checked `Config` (on disk it is plain data)."""
     ckpt = load_checkpoint(path)
-    if "config" not in ckpt or "model" not in ckpt:
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
         raise UserError(f"{path}: missing `config`/`model`; not a renderocc training checkpoint")
-    model = OccupancyNet(ckpt["config"]["model"])
+    cfg = Config.from_dict(ckpt["config"], f"{path}: config")
+    if cfg.grid.shape is None:
+        raise UserError(f"{path}: config has no resolved grid; not a renderocc training checkpoint")
+    ckpt["config"] = cfg
+    model = OccupancyNet(cfg.model, cfg.grid.spec)
     model.load_state_dict(ckpt.get("ema") or ckpt["model"])
     return model.to(device).eval(), ckpt

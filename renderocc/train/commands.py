@@ -8,8 +8,8 @@ from renderocc.errors import UserError
 
 
 @click.command("train")
-@click.option("--store", required=True, help="Ray store (path or URL) written by `renderocc prep nuscenes`.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--store", default=None, help="Ray store (path or URL) written by `renderocc prep nuscenes`.")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--config", "config", default="demo", show_default=True,
               help="TOML file, or a shipped config: demo | occ3d.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -18,21 +18,36 @@ from renderocc.errors import UserError
 @click.option("--resume", is_flag=True, help="Continue from OUT/last.pt (same loss curve).")
 @click.option("--pretrained", type=click.Path(dir_okay=False), default=None,
               help="state_dict file for the image encoder (torchvision ResNet names); nothing is downloaded.")
-def train(store: str, out: str, config: str, overrides: tuple[str, ...], max_steps: int | None, resume: bool,
-          pretrained: str | None) -> None:
+@click.option("--print-config", is_flag=True,
+              help="Print the resolved config (every key, its value and meaning) and exit; with --store, "
+                   "the grid is resolved against that store.")
+def train(store: str | None, out: str | None, config: str, overrides: tuple[str, ...], max_steps: int | None,
+          resume: bool, pretrained: str | None, print_config: bool) -> None:
     """Train occupancy from a ray store (2D rendering supervision; 3D optional).
 
     \b
     Single process:  renderocc train --store S --out RUN --config demo
     DDP (CPU/GPU):   torchrun --nproc_per_node 2 -m renderocc.cli train --store S --out RUN
+    The config:      renderocc train --print-config --config demo --set data.rays=8192
     Outputs: RUN/last.pt, RUN/metrics.jsonl, RUN/metrics.csv, RUN/tb/ (TensorBoard), RUN/config.json
     """
-    from renderocc.train.config import load_config
-    from renderocc.train.trainer import train as run
+    from renderocc.train.config import describe, load_config, resolved
 
-    cfg = load_config(config, overrides)
     if max_steps is not None:
         if max_steps < 1:
-            raise UserError("--max-steps must be ≥ 1")
-        cfg["train"]["max_steps"] = max_steps
+            raise UserError(f"--max-steps {max_steps}: must be ≥ 1")
+        overrides = (*overrides, f"train.max_steps={max_steps}")
+    cfg = load_config(config, overrides)
+    if print_config:
+        if store is not None:
+            from renderocc.store.reader import StoreReader
+
+            cfg = resolved(cfg, StoreReader(store).grid)
+        click.echo(describe(cfg))
+        return
+    for name, value in (("--store", store), ("--out", out)):
+        if value is None:
+            raise UserError(f"missing option {name} (or use --print-config)")
+    from renderocc.train.trainer import train as run
+
     run(store, out, cfg, resume=resume, pretrained=pretrained)

@@ -1,83 +1,420 @@
-"""One TOML config per run, `--set section.key=value` overrides, and the model grid it implies.
+"""The one config schema: every key, its type, its default and what it means, declared once.
 
-No inheritance and no registry: a config is a plain nested dict; `demo` and `occ3d` name the
-files shipped in renderocc/configs/. Unknown override keys are errors (typos must not pass).
+A run's config is a `Config` (frozen dataclasses, one per TOML table). The defaults are the full
+Occ3D setting for GPUs; the shipped TOML files (renderocc/configs/) hold only what differs
+from them, and `--set section.key=value` overrides are parsed as TOML values, type-checked and
+range-checked here, so a bad value is one line naming the key, the expected type and the value.
+Unknown keys are errors (typos must not pass). `Config.to_dict()` is plain JSON-able data: that
+is what checkpoints and config.json store, and `Config.from_dict` reads it back.
 """
 
 from __future__ import annotations
 
-import ast
-import copy
+import dataclasses
+import hashlib
+import json
+import re
 import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any, Literal
 
 from renderocc.errors import UserError
 
-SUPERVISIONS = ("2d", "lidar-sparse", "3d", "mixed")
+Supervision = Literal["2d", "lidar-sparse", "3d", "mixed"]
+SUPERVISIONS: tuple[str, ...] = typing.get_args(Supervision)
+SHIPPED = ("demo", "occ3d")
 
 
-def load_config(name_or_path: str | None, overrides: tuple[str, ...] | list[str] = ()) -> dict:
-    """Read a shipped config (`demo`, `occ3d`) or a TOML file, then apply `key=value` overrides."""
-    name = name_or_path or "demo"
-    path = Path(name)
-    if path.is_file():
-        text = path.read_text()
-    else:
-        res = resources.files("renderocc") / "configs" / f"{name}.toml"
-        if not res.is_file():
-            raise UserError(f"--config {name}: not a file and not a shipped config (demo, occ3d)")
-        text = res.read_text()
+def _opt(default: Any, help: str, *, ge: float | None = None, gt: float | None = None,
+         pattern: str | None = None) -> Any:
+    """A field with its one-line meaning and optional bounds (checked when a config is built)."""
+    meta = {"help": help, "ge": ge, "gt": gt, "pattern": pattern}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The model's voxel grid. pc_range/voxel_size default to the store's; shape always follows."""
+
+    pc_range: list[float] | None = _opt(None, "xmin, ymin, zmin, xmax, ymax, zmax in metres (default: the store's)")
+    voxel_size: float | list[float] | None = _opt(
+        None, "voxel edge(s) in metres; must tile the range and divide the store's grid (default: the store's)")
+    shape: list[int] | None = _opt(None, "voxels per axis: derived from the store when a run starts; never set it")
+
+    @property
+    def spec(self) -> dict:
+        """{"pc_range", "voxel_size" (3), "shape"}: the plain grid dict the ray-grid code takes."""
+        if self.shape is None or self.pc_range is None or not isinstance(self.voxel_size, list):
+            raise RuntimeError("grid not resolved against a store yet (call resolved())")
+        return {"pc_range": list(self.pc_range), "voxel_size": list(self.voxel_size), "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What one training sample holds and how it is drawn."""
+
+    input_size: tuple[int, int] = _opt((704, 256), "W, H fed to the network (after augmentation)", ge=8)
+    resize_range: tuple[float, float] = _opt((0.94, 1.11), "random scale around 'fit the stored image into input_size'",
+                                             gt=0)
+    flip: bool = _opt(True, "random horizontal flip (intrinsics follow)")
+    rays: int = _opt(38400, "label rays rendered per sample (RenderOcc: 38,400)", ge=1)
+    aux_frames: int = _opt(3, "±K adjacent keyframes whose labels add auxiliary rays (0: key frame only)", ge=0)
+    aux_weight: float = _opt(0.5, "sampling weight of an auxiliary ray relative to a key ray", ge=0)
+    aux_without_motion_masks: Literal["drop", "keep"] = _opt(
+        "drop", "aux rays when the store has no `dynamic` flags: drop them, or keep (moving objects smear)")
+    use_motion_masks: bool = _opt(True, "drop aux labels on moving objects (false: keep them; an ablation)")
+    class_balance: float = _opt(0.5, "ray sampling weight ∝ count(class)^-class_balance within a sample", ge=0)
+    holdout: str = _opt("auto", "samples held out of training for the threshold: auto | last-scene | every-k:N | none",
+                        pattern=r"auto|last-scene|none|every-k:[1-9][0-9]*")
+    workers: int = _opt(6, "DataLoader worker processes", ge=0)
+    batch_size: int = _opt(1, "samples per process and step", ge=1)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """OccupancyNet: ResNet → LSS lift-splat → 3D U-Net → density + semantic heads."""
+
+    encoder: Literal["resnet10", "resnet18", "resnet34"] = _opt("resnet34", "image backbone")
+    width: int = _opt(64, "channels of the backbone's first stage", ge=1)
+    norm: Literal["gn", "frozen_bn"] = _opt("frozen_bn", "backbone norm: frozen_bn with --pretrained, gn from scratch")
+    channels: int = _opt(128, "image feature channels after the neck", ge=1)
+    voxel_channels: int = _opt(32, "channels of the lifted voxel features and the 3D encoder", ge=1)
+    blocks3d: int = _opt(2, "conv blocks per 3D U-Net level", ge=1)
+    depth_bins: tuple[float, float, int] = _opt((1.0, 45.0, 88), "LSS depth bins: min, max (m), count", gt=0)
+    density_init: float = _opt(0.1, "initial density everywhere (1/m): a thin fog rays neither ignore nor stop in",
+                               gt=0)
+    pos_channels: bool = _opt(False, "voxel x, y, z as 3D-encoder inputs (a height prior the convs can learn)")
+    density_gain: float = _opt(1.0, "density = softplus(gain · head output)", gt=0)
+    splat_mass: bool = _opt(False, "add log(1 + depth probability mass) per voxel as a feature")
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """How rays are marched through the predicted grid (see renderocc/raygrid.py)."""
+
+    step: float = _opt(0.2, "metres between ray samples", gt=0)
+    near: float = _opt(0.0, "no samples closer than this to the ray origin (m)", ge=0)
+    backend: Literal["auto", "cpu", "cuda", "reference"] = _opt(
+        "auto", "renderer: the compiled kernel for the tensors' device, or the PyTorch reference")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss weights (0 disables a term) and their parameters; see renderocc/train/losses.py."""
+
+    depth: float = _opt(1.0, "SILog on rendered metric ray distance", ge=0)
+    depth_absrel: float = _opt(0.0, "|d̂ − d| / d on the same distance (SILog alone forgives scale)", ge=0)
+    semantic: float = _opt(1.0, "class-weighted CE on rendered semantics", ge=0)
+    distortion: float = _opt(0.002, "Mip-NeRF 360 distortion of the ray weights", ge=0)
+    freespace: float = _opt(0.0, "empty before the labelled hit: optical depth per unit length up to "
+                                 "(1 − los_margin_rel)·d − margin", ge=0)
+    termination: float = _opt(0.0, "the ray stops by d + margin: −log(1 − T(d + margin))", ge=0)
+    los_margin: float = _opt(1.0, "margin of freespace and termination, in voxels", ge=0)
+    los_margin_rel: float = _opt(0.0, "free space ends at (1 − rel)·d − margin (grazing ground rays)", ge=0)
+    sparsity: float = _opt(0.0, "label-free prior: mean σ·voxel over the whole grid", ge=0)
+    lss_depth: float = _opt(0.2, "CE of the LSS depth distribution against LiDAR depth", ge=0)
+    occ3d: float = _opt(1.0, "3D voxel loss (lidar-sparse / 3d / mixed contracts)", ge=0)
+    class_weights: Literal["auto", "none"] | list[float] = _opt(
+        "auto", "auto (from label frequencies) | none | one number per semantic class")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warmup and cosine decay, gradient clipping, EMA of the weights."""
+
+    lr: float = _opt(2e-4, "peak learning rate", gt=0)
+    weight_decay: float = _opt(1e-2, "AdamW weight decay", ge=0)
+    warmup_steps: int = _opt(500, "linear warmup steps", ge=0)
+    grad_clip: float = _opt(5.0, "max gradient norm", gt=0)
+    ema_decay: float = _opt(0.9998, "EMA decay of the weights evaluated and saved", ge=0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Run length, logging, checkpoints, precision."""
+
+    max_steps: int = _opt(42000, "optimiser steps (~12 epochs of 28k samples at 8 GPUs × 1)", ge=1)
+    log_every: int = _opt(50, "steps between metrics.jsonl records", ge=1)
+    ckpt_every: int = _opt(2000, "steps between checkpoints (and threshold choices)", ge=1)
+    amp: bool = _opt(True, "fp16 autocast + GradScaler on GPU; ignored on CPU")
+    loader_bench_batches: int = _opt(4, "batches timed through the loader alone before training (0: skip)", ge=0)
+    threshold_samples: int = _opt(64, "held-out samples used to choose the occupancy threshold", ge=1)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run. Tables: grid, data, model, render, loss, optim, train."""
+
+    seed: int = _opt(0, "seeds Python, NumPy, torch and every sample's augmentation and ray draw")
+    supervision: Supervision = _opt("2d", "which labels train the model: 2d | lidar-sparse | 3d | mixed")
+    grid: GridConfig = field(default_factory=GridConfig, metadata={"help": "the model's voxel grid"})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "samples and rays"})
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the network"})
+    render: RenderConfig = field(default_factory=RenderConfig, metadata={"help": "ray marching"})
+    loss: LossConfig = field(default_factory=LossConfig, metadata={"help": "loss weights"})
+    optim: OptimConfig = field(default_factory=OptimConfig, metadata={"help": "optimiser"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "run length and logging"})
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able data (lists, not tuples): what checkpoints and config.json hold."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "config") -> Config:
+        """Build and check a config from nested plain data; missing keys take their defaults."""
+        return _build(cls, data, "", where)
+
+    def digest(self) -> str:
+        """Short hash of the resolved config (results files record it beside the git commit)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with `table={key: value}` or top-level `key=value` changes, checked like overrides."""
+        data = self.to_dict()
+        for k, v in changes.items():
+            if isinstance(v, dict):
+                data[k].update(v)
+            else:
+                data[k] = v
+        return Config.from_dict(data)
+
+
+# -- building and checking ---------------------------------------------------------------------
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args if a is not type(None))
+    if origin is list:
+        return f"a list of {_type_name(args[0])}"
+    if origin is tuple:
+        return "[" + ", ".join(_type_name(a) for a in args) + "]"
+    return getattr(tp, "__name__", str(tp))
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """`value` as type `tp` (ints widen to float, lists become tuples where declared) or _Mismatch."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is type(None):
+        if value is None:
+            return None
+        raise _Mismatch
+    if origin is Literal:
+        if value in args and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if origin in (typing.Union, types.UnionType):
+        for arm in args:
+            try:
+                return _coerce(value, arm)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise _Mismatch
+        if origin is tuple:
+            if len(value) != len(args):
+                raise _Mismatch
+            return tuple(_coerce(v, a) for v, a in zip(value, args, strict=True))
+        return [_coerce(v, args[0]) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    raise TypeError(f"config schema: unsupported type {tp!r}")
+
+
+def _numbers(value: Any) -> list[float]:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return []
+    if isinstance(value, int | float):
+        return [float(value)]
+    return [x for v in value for x in _numbers(v)] if isinstance(value, list | tuple) else []
+
+
+def _check_field(f: dataclasses.Field, tp: Any, value: Any, key: str, where: str) -> Any:
     try:
-        cfg = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"--config {name}: invalid TOML: {e}") from None
-    for item in overrides:
-        apply_override(cfg, item)
-    if cfg.get("supervision", "2d") not in SUPERVISIONS:
-        raise UserError(f"supervision {cfg.get('supervision')!r}: choose one of {', '.join(SUPERVISIONS)}")
-    return cfg
+        v = _coerce(value, tp)
+    except _Mismatch:
+        raise UserError(f"{where}: {key} expects {_type_name(tp)}, got {value!r}") from None
+    meta = f.metadata
+    nums = _numbers(v)
+    if meta.get("ge") is not None and any(x < meta["ge"] for x in nums):
+        raise UserError(f"{where}: {key} must be ≥ {meta['ge']:g}, got {value!r}")
+    if meta.get("gt") is not None and any(x <= meta["gt"] for x in nums):
+        raise UserError(f"{where}: {key} must be > {meta['gt']:g}, got {value!r}")
+    if meta.get("pattern") and not re.fullmatch(meta["pattern"], v):
+        raise UserError(f"{where}: {key} expects {meta['help'].split(': ', 1)[-1]}, got {value!r}")
+    return v
 
 
-def apply_override(cfg: dict, item: str) -> None:
-    """`a.b=value`: value parsed as a Python/TOML-ish literal, else kept as a string."""
+def _build(cls: type, data: Any, prefix: str, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: {prefix.rstrip('.') or 'the config'} must be a table, got {data!r}")
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise UserError(f"{where}: unknown key {prefix}{unknown[0]} "
+                        f"(known{' in [' + prefix.rstrip('.') + ']' if prefix else ''}: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, f"{prefix}{name}.", where)
+        else:
+            kwargs[name] = _check_field(fields[name], tp, value, prefix + name, where)
+    return cls(**kwargs)
+
+
+# -- loading -----------------------------------------------------------------------------------
+def parse_value(raw: str) -> Any:
+    """An override's value as a TOML value (`1e-3`, `true`, `[1, 2]`, `"x"`); bare words stay strings."""
+    raw = raw.strip()
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_override(data: dict, item: str) -> None:
+    """`a.b=value` into nested plain data; the key must exist in the schema (checked on build)."""
     if "=" not in item:
         raise UserError(f"--set {item!r}: expected key=value")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
-    node = cfg
+    cls: type = Config
+    node = data
     for p in parts[:-1]:
-        if not isinstance(node.get(p), dict):
-            raise UserError(f"--set {key}: no section {p!r} in the config")
-        node = node[p]
-    if parts[-1] not in node:
-        raise UserError(f"--set {key}: unknown key (known here: {', '.join(sorted(node))})")
-    lit = raw.strip().replace("true", "True").replace("false", "False")
+        sub = _hints(cls).get(p)
+        if sub is None or not dataclasses.is_dataclass(sub):
+            raise UserError(f"--set {key}: no table {p!r} in the config "
+                            f"(tables: {', '.join(f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(_hints(Config)[f.name]))})")
+        cls = sub
+        node = node.setdefault(p, {})
+    names = [f.name for f in dataclasses.fields(cls)]
+    if parts[-1] not in names or dataclasses.is_dataclass(_hints(cls)[parts[-1]]):
+        raise UserError(f"--set {key}: unknown key (known here: {', '.join(names)})")
+    node[parts[-1]] = parse_value(raw)
     try:
-        value = ast.literal_eval(lit)
-    except (ValueError, SyntaxError):
-        value = raw.strip()
-    node[parts[-1]] = value
+        _build(cls, {parts[-1]: node[parts[-1]]}, ".".join(parts[:-1]) + "." if len(parts) > 1 else "", "--set")
+    except UserError as e:
+        raise UserError(f"--set {item.strip()}: {str(e.message).split(': ', 1)[1]}") from None
 
 
-def model_grid(cfg: dict, store_grid: dict) -> dict:
+def config_text(name_or_path: str | None) -> tuple[str, str]:
+    """(TOML text, display name) of a shipped config (`demo`, `occ3d`) or a TOML file."""
+    name = name_or_path or "demo"
+    path = Path(name)
+    if path.is_file():
+        try:
+            return path.read_text(), name
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"--config {name}: cannot read ({e.__class__.__name__})") from None
+    res = resources.files("renderocc") / "configs" / f"{name}.toml"
+    if not res.is_file():
+        raise UserError(f"--config {name}: not a file and not a shipped config ({', '.join(SHIPPED)})")
+    return res.read_text(), name
+
+
+def load_config(name_or_path: str | None, overrides: tuple[str, ...] | list[str] = ()) -> Config:
+    """A shipped config or TOML file on top of the defaults, then `key=value` overrides."""
+    text, name = config_text(name_or_path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"--config {name}: invalid TOML: {e}") from None
+    Config.from_dict(data, f"--config {name}")  # the file alone must be valid: errors name the file
+    for item in overrides:
+        apply_override(data, item)
+    return Config.from_dict(data, f"--config {name}")
+
+
+def describe(cfg: Config) -> str:
+    """The resolved config as TOML-like text, one commented line per key (`train --print-config`)."""
+    lines = []
+    top = [f for f in dataclasses.fields(Config) if not dataclasses.is_dataclass(_hints(Config)[f.name])]
+    for f in top:
+        lines.append(_line(f.name, getattr(cfg, f.name), f.metadata["help"]))
+    for f in dataclasses.fields(Config):
+        if f in top:
+            continue
+        lines += ["", f"[{f.name}]"]
+        table = getattr(cfg, f.name)
+        for g in dataclasses.fields(table):
+            lines.append(_line(g.name, getattr(table, g.name), g.metadata["help"]))
+    return "\n".join(lines)
+
+
+def _line(key: str, value: Any, help: str) -> str:
+    text = f"{key} = {_toml(value)}"
+    return f"{text:<40} # {help}"
+
+
+def _toml(value: Any) -> str:
+    if value is None:
+        return '"store"'  # shown, not parsed: the default follows the store
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+# -- the grid ----------------------------------------------------------------------------------
+def model_grid(cfg: Config, store_grid: dict) -> dict:
     """The model's voxel grid: the store's range, at the config's voxel size if it sets one.
 
     A coarser voxel must divide the store's voxel grid evenly so dense 3D labels can be pooled.
     """
-    pc_range = [float(v) for v in cfg.get("grid", {}).get("pc_range", store_grid["pc_range"])]
-    vs = cfg.get("grid", {}).get("voxel_size", store_grid["voxel_size"])
+    g = cfg.grid
+    pc_range = [float(v) for v in (g.pc_range if g.pc_range is not None else store_grid["pc_range"])]
+    if len(pc_range) != 6 or any(pc_range[i] >= pc_range[i + 3] for i in range(3)):
+        raise UserError(f"grid.pc_range {pc_range}: expected xmin, ymin, zmin, xmax, ymax, zmax")
+    vs = g.voxel_size if g.voxel_size is not None else store_grid["voxel_size"]
     vs = [float(vs)] * 3 if isinstance(vs, int | float) else [float(v) for v in vs]
+    if len(vs) != 3 or min(vs) <= 0:
+        raise UserError(f"grid.voxel_size {g.voxel_size}: expected one positive number or three")
     shape = [round((pc_range[i + 3] - pc_range[i]) / vs[i]) for i in range(3)]
     for i in range(3):
-        if abs(shape[i] * vs[i] - (pc_range[i + 3] - pc_range[i])) > 1e-4:
+        if shape[i] < 1 or abs(shape[i] * vs[i] - (pc_range[i + 3] - pc_range[i])) > 1e-4:
             raise UserError(f"grid.voxel_size {vs[i]} does not tile the range {pc_range} on axis {i}")
     return {"pc_range": pc_range, "voxel_size": vs, "shape": shape}
 
 
-def resolved(cfg: dict, store_grid: dict) -> dict:
-    """A copy of the config with the model grid filled in (what is saved in checkpoints)."""
-    out = copy.deepcopy(cfg)
-    out["grid"] = model_grid(cfg, store_grid)
-    out["model"]["grid"] = out["grid"]
-    return out
+def resolved(cfg: Config, store_grid: dict) -> Config:
+    """The config with the model grid filled in from the store (what checkpoints save)."""
+    spec = model_grid(cfg, store_grid)
+    return dataclasses.replace(cfg, grid=GridConfig(**spec))

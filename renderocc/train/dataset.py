@@ -20,6 +20,9 @@ from torch.utils.data import Dataset, Sampler
 
 from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC
 from renderocc.errors import UserError
+from renderocc.model import OccupancyNet
+from renderocc.train.config import Config
+from renderocc.train.losses import needed_batch_keys
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
@@ -76,27 +79,29 @@ def augment_matrix(stored_wh: tuple[int, int], input_wh: tuple[int, int], scale_
 class RayDataset(Dataset):
     """Items are `(epoch, sample_index)` pairs (see EpochSampler); returns a dict of tensors."""
 
-    def __init__(self, reader, cfg: dict, indices: list[int] | None = None, train: bool = True,
-                 exclude: list[int] | None = None):
+    def __init__(self, reader, cfg: Config, indices: list[int] | None = None, train: bool = True,
+                 exclude: list[int] | None = None, feature_stride: int | None = None):
         self.reader = reader
         self.exclude = set(exclude or [])  # held-out samples: never used, not even as neighbours
         self.cfg = cfg
-        d = cfg["data"]
+        d = cfg.data
         self.train = train
         self.indices = list(range(len(reader))) if indices is None else list(indices)
-        self.seed = int(cfg.get("seed", 0))
-        self.input_wh = tuple(int(v) for v in d["input_size"])
-        self.rays = int(d["rays"])
-        self.grid = cfg["grid"]
-        self.sup = cfg.get("supervision", "2d")
-        self.aux = int(d.get("aux_frames", 0))
+        self.seed = cfg.seed
+        self.input_wh = d.input_size
+        self.rays = d.rays
+        self.grid = cfg.grid.spec
+        self.sup = cfg.supervision
+        self.aux = d.aux_frames
         # ablation switch: false keeps aux labels on moving objects (they smear along the track)
-        self.use_motion_masks = bool(d.get("use_motion_masks", True))
-        if self.aux and not reader.has_motion_masks and d.get("aux_without_motion_masks", "drop") == "drop":
+        self.use_motion_masks = d.use_motion_masks
+        if self.aux and not reader.has_motion_masks and d.aux_without_motion_masks == "drop":
             self.aux = 0  # no `dynamic` flags: moving objects would smear; say so in the trainer
-        mcfg = cfg["model"]
-        self.depth_bins = mcfg["depth_bins"]
-        self.want_depth = float(cfg["loss"].get("lss_depth", 0)) > 0
+        # build only the targets an active loss term reads (losses.TERMS declare them)
+        self.needs = needed_batch_keys(cfg)
+        self.want_depth = "depth_target" in self.needs
+        # LSS depth cells are the model's feature cells: its stride, not a second constant here
+        self.feature_stride = OccupancyNet.feature_stride if feature_stride is None else feature_stride
         if self.sup in ("3d", "mixed") and not reader.has_occ_gt:
             raise UserError(f"supervision {self.sup!r} needs dense 3D labels, but the store has no occ_gt "
                             "(use 2d or lidar-sparse)")
@@ -134,22 +139,20 @@ class RayDataset(Dataset):
             cj = {c: np.asarray(adj["cam2ego"][n], np.float64) for c, n in enumerate(names)}
             aux = label_rays(lab, Kj, cj)
             aux["label"] = lab["label"].astype(np.int64)
-            frames.append((aux, float(self.cfg["data"].get("aux_weight", 0.5))))
+            frames.append((aux, self.cfg.data.aux_weight))
         out.update(self._sample_rays(frames, rng))
         if self.want_depth:
             out["depth_target"] = self._depth_target(key_labels, K_orig, K, img.shape[-2:])
-        if self.sup == "lidar-sparse":
-            out["occ_target"] = torch.from_numpy(self._sparse_target(key, s))
-        elif self.sup in ("3d", "mixed"):
-            out["occ_target"] = torch.from_numpy(self._dense_target(i))
+        if "occ_target" in self.needs:  # lidar-sparse: from the key LiDAR rays; 3d / mixed: the store's GT
+            target = self._sparse_target(key, s) if self.sup == "lidar-sparse" else self._dense_target(i)
+            out["occ_target"] = torch.from_numpy(target)
         return out
 
     # -- images ---------------------------------------------------------------------------------
     def _images(self, i: int, s: dict, rng) -> tuple[torch.Tensor, np.ndarray]:
-        d = self.cfg["data"]
+        d = self.cfg.data
         Ks = [s["cameras"][name]["K"] for name in self.reader.cameras]
-        return prepare_images(self.reader.images(i), Ks, self.input_wh, d.get("resize_range", [1, 1]),
-                              bool(d.get("flip", False)), rng)
+        return prepare_images(self.reader.images(i), Ks, self.input_wh, d.resize_range, d.flip, rng)
 
     # -- rays -----------------------------------------------------------------------------------
     def _sample_rays(self, frames, rng) -> dict:
@@ -165,7 +168,7 @@ class RayDataset(Dataset):
         ok = (dist > 0.1) & (end > lo).all(1) & (end < hi).all(1)
         o, dvec, dist, lab, is_key, fw = o[ok], dvec[ok], dist[ok], lab[ok], is_key[ok], fw[ok]
         counts = np.bincount(np.minimum(lab, NUM_SEMANTIC), minlength=NUM_SEMANTIC + 1).astype(np.float64)
-        cw = np.maximum(counts, 1.0) ** -float(self.cfg["data"].get("class_balance", 0.5))
+        cw = np.maximum(counts, 1.0) ** -self.cfg.data.class_balance
         w = fw * cw[np.minimum(lab, NUM_SEMANTIC)]
         R = self.rays
         if rng is None:  # evaluation: deterministic key rays first
@@ -182,15 +185,16 @@ class RayDataset(Dataset):
 
     def _depth_target(self, labels: dict, K_orig: dict, K_in: np.ndarray, hw) -> torch.Tensor:
         """Nearest LiDAR z per stride-8 feature cell of each augmented camera (0 = no label)."""
-        h, w = (hw[0] + 7) // 8, (hw[1] + 7) // 8
+        st = self.feature_stride
+        h, w = (hw[0] + st - 1) // st, (hw[1] + st - 1) // st
         out = np.full((len(K_in), h * w), np.inf, np.float32)
         cam = labels["camera"].astype(np.int64)
         for c in np.unique(cam):
             m = cam == c
             M = K_in[c] @ np.linalg.inv(K_orig[c])  # original pixels → input pixels (affine)
             uv = np.stack([labels["u"][m], labels["v"][m], np.ones(m.sum())], -1) @ M.T
-            j = np.floor((uv[:, 0] + 0.5) / 8).astype(np.int64)
-            k = np.floor((uv[:, 1] + 0.5) / 8).astype(np.int64)
+            j = np.floor((uv[:, 0] + 0.5) / st).astype(np.int64)
+            k = np.floor((uv[:, 1] + 0.5) / st).astype(np.int64)
             ok = (j >= 0) & (j < w) & (k >= 0) & (k < h)
             np.minimum.at(out[c], k[ok] * w + j[ok], labels["depth"][m][ok])
         out[np.isinf(out)] = 0

@@ -8,12 +8,15 @@ unstopped mass sits at the box exit), compared with the label's z converted to r
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch.nn import functional as F
 
 from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC
+from renderocc.model import OccupancyOutput
+from renderocc.train.config import Config
 
 
 def per_sample_mean(values: torch.Tensor, sample: torch.Tensor, n: int, weight: torch.Tensor | None = None
@@ -89,46 +92,164 @@ def class_weights_from_counts(counts: torch.Tensor) -> torch.Tensor:
     return w / w[counts > 0].mean() if (counts > 0).any() else torch.ones(NUM_SEMANTIC)
 
 
-def ray_free_space(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, dist: torch.Tensor,
-                   sample: torch.Tensor, n: int, grid: dict, step: float, margin: float, rel: float = 0.0
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Line-of-sight losses from the depth label of each ray, on the renderer's volume model.
+def line_of_sight(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, dist: torch.Tensor,
+                  sample: torch.Tensor, n: int, grid: dict, step: float, margin: float, rel: float = 0.0,
+                  near: float = 0.0, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Line-of-sight losses from the depth label of each ray, on the renderer's own samples.
 
-    With optical depth τ(t) = ∫₀ᵗ σ (trilinear σ at the voxel-centre convention, midpoint rule
-    with `step`, the part of the ray inside the grid box), the transmittance is T(t) = exp(−τ(t)):
+    With optical depth τ(t) = Σ_{t_k < t} σ(t_k)·step over the renderer's samples (box clip,
+    voxel-centre trilinear σ; `ray_optical_depth`, computed in the kernel), T(t) = exp(−τ(t)):
     - empty before the hit: the label says the ray crossed [0, (1 − rel)·d − margin] unobstructed,
-      so −log T(·) = τ(·) there should be 0 (`rel` keeps grazing rays — the ground seen at a
-      shallow angle — from clearing the very voxel they end in); returned per unit length (mean σ·step
-      over that segment), so near and far rays count alike — the 2D analogue of the 3D loss's
-      free-space term;
+      so τ there should be 0 (`rel` keeps grazing rays — the ground seen at a shallow angle — from
+      clearing the very voxel they end in); taken per unit length (τ over the samples' count), so
+      near and far rays count alike — the 2D analogue of the 3D loss's free-space term;
     - termination: the ray must have stopped by d + margin: −log(1 − T(d + margin)).
     Both use only the 2D depth label (camera z converted to ray distance). Returns (free, term).
     """
-    lo = torch.tensor(grid["pc_range"][:3], device=density.device, dtype=torch.float32)
-    hi = torch.tensor(grid["pc_range"][3:], device=density.device, dtype=torch.float32)
-    end = dist + margin
-    k = int(math.ceil(float(end.max()) / step)) if end.numel() else 0
-    if k == 0:
-        zero = density.sum() * 0
-        return zero, zero
-    t = (torch.arange(k, device=density.device, dtype=torch.float32) + 0.5) * step  # (k,)
-    pts = origins[:, None] + t[None, :, None] * dirs[:, None]  # (R, k, 3)
-    inside = ((pts > lo) & (pts < hi)).all(-1)
-    norm = (pts - lo) / (hi - lo) * 2 - 1  # align_corners=False: voxel centres at (i + 0.5)/N
-    sig = density.new_zeros(pts.shape[:2])
-    for bi in range(density.shape[0]):
-        m = sample == bi
-        if not m.any():
-            continue
-        g = norm[m].flip(-1)[None, :, :, None, :]  # grid_sample wants (z, y, x) ↔ (W, H, D) order
-        v = F.grid_sample(density[bi][None, None], g, mode="bilinear", padding_mode="border",
-                          align_corners=False)
-        sig = sig.index_put((m.nonzero()[:, 0],), v[0, 0, :, :, 0])
-    sig = sig * inside
-    free = t[None] < ((1 - rel) * dist - margin)[:, None]
-    tau_free = (sig * step * free).sum(1) / free.sum(1).clamp_min(1)
-    has = free.any(1)
-    loss_free = per_sample_mean(tau_free[has], sample[has], n) if has.any() else density.sum() * 0
-    tau_end = (sig * step * (t[None] < end[:, None])).sum(1)
-    loss_term = per_sample_mean(-torch.log(-torch.expm1(-tau_end.clamp_min(1e-4))), sample, n)
+    from renderocc.cuda import ray_optical_depth  # the extension loads on first use
+
+    ends = torch.stack([(1 - rel) * dist - margin, dist + margin], 1)
+    tau, count = ray_optical_depth(density, origins, dirs, sample, ends, pc_range=grid["pc_range"],
+                                   voxel_size=grid["voxel_size"], step=step, near=near, backend=backend)
+    has = count[:, 0] > 0
+    zero = density.sum() * 0
+    tau_free = tau[:, 0] / count[:, 0].clamp_min(1)
+    loss_free = per_sample_mean(tau_free[has], sample[has], n) if has.any() else zero
+    loss_term = per_sample_mean(-torch.log(-torch.expm1(-tau[:, 1].clamp_min(1e-4))), sample, n) if len(dist) else zero
     return loss_free, loss_term
+
+
+# -- the terms -----------------------------------------------------------------------------------
+RENDERED = frozenset({"2d", "lidar-sparse", "mixed"})  # contracts that render label rays
+VOXEL_3D = frozenset({"lidar-sparse", "3d", "mixed"})  # contracts with a 3D voxel target
+EVERY = frozenset({"2d", "lidar-sparse", "3d", "mixed"})
+
+
+@dataclass
+class LossInputs:
+    """What the terms read: the model's output, the batch on the device, and what is derived once
+    (the rendering of the label rays, the line-of-sight integrals) on first use."""
+
+    out: OccupancyOutput
+    batch: dict[str, torch.Tensor]
+    cfg: Config
+    class_weights: torch.Tensor | None
+    _cache: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return self.out.density.shape[0]
+
+    @property
+    def rays(self) -> dict[str, torch.Tensor]:
+        """The valid label rays, flattened over the batch, with their sample index."""
+        if "rays" not in self._cache:
+            valid = self.batch["valid"]
+            bi = torch.arange(self.n, device=valid.device)[:, None].expand_as(valid)[valid]
+            self._cache["rays"] = {"sample": bi, "origins": self.batch["origins"][valid],
+                                   "dirs": self.batch["dirs"][valid], "dist": self.batch["dist"][valid],
+                                   "label": self.batch["label"][valid]}
+        return self._cache["rays"]
+
+    @property
+    def render(self):
+        """`render_rays` of the label rays (distortion only when its term is on)."""
+        if "render" not in self._cache:
+            from renderocc.cuda import render_rays
+
+            r, g = self.rays, self.cfg.grid.spec
+            self._cache["render"] = render_rays(
+                self.out.density, self.out.semantics, r["origins"], r["dirs"], r["sample"],
+                pc_range=g["pc_range"], voxel_size=g["voxel_size"], step=self.cfg.render.step,
+                near=self.cfg.render.near, backend=self.cfg.render.backend, background_depth=True,
+                return_distortion=self.cfg.loss.distortion > 0)
+        return self._cache["render"]
+
+    @property
+    def los(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(free, termination) line-of-sight losses: one kernel call serves both terms."""
+        if "los" not in self._cache:
+            r, g, lc = self.rays, self.cfg.grid.spec, self.cfg.loss
+            self._cache["los"] = line_of_sight(
+                self.out.density, r["origins"], r["dirs"], r["dist"], r["sample"], self.n, g,
+                self.cfg.render.step, lc.los_margin * max(g["voxel_size"]), lc.los_margin_rel,
+                self.cfg.render.near, self.cfg.render.backend)
+        return self._cache["los"]
+
+    @property
+    def voxel(self) -> float:
+        return float(min(self.cfg.grid.spec["voxel_size"]))
+
+
+def _depth(x: LossInputs) -> torch.Tensor:
+    return silog(x.render.depth, x.rays["dist"], x.rays["sample"], x.n)
+
+
+def _depth_absrel(x: LossInputs) -> torch.Tensor:  # SILog forgives a global scale; this does not
+    d = x.rays["dist"]
+    return per_sample_mean((x.render.depth - d).abs() / d.clamp_min(1e-3), x.rays["sample"], x.n)
+
+
+def _semantic(x: LossInputs) -> torch.Tensor:
+    return semantic_ce(x.render.semantics, x.rays["label"], x.rays["sample"], x.n, x.class_weights)
+
+
+def _distortion(x: LossInputs) -> torch.Tensor:
+    return per_sample_mean(x.render.distortion, x.rays["sample"], x.n)
+
+
+def _sparsity(x: LossInputs) -> torch.Tensor:  # a label-free prior: space is empty unless a ray needs it
+    return (x.out.density * x.voxel).mean()
+
+
+def _occ3d(x: LossInputs) -> torch.Tensor:
+    return occupancy_3d(x.out.density, x.out.semantics, x.batch["occ_target"], x.voxel, x.class_weights)
+
+
+def _lss_depth(x: LossInputs) -> torch.Tensor:
+    return lss_depth(x.out.depth_logits.float(), x.batch["depth_target"], x.cfg.model.depth_bins)
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """One weighted loss: `name` is its `[loss]` weight key and its log column; it applies under
+    `contracts` and reads the batch keys in `needs` (the dataset yields them when it is active)."""
+
+    name: str
+    contracts: frozenset[str]
+    needs: tuple[str, ...]
+    compute: Callable[[LossInputs], torch.Tensor]
+
+
+RAY_KEYS = ("origins", "dirs", "dist", "label", "valid")
+TERMS: tuple[LossTerm, ...] = (
+    LossTerm("depth", RENDERED, RAY_KEYS, _depth),
+    LossTerm("depth_absrel", RENDERED, RAY_KEYS, _depth_absrel),
+    LossTerm("semantic", RENDERED, RAY_KEYS, _semantic),
+    LossTerm("distortion", RENDERED, RAY_KEYS, _distortion),
+    LossTerm("freespace", RENDERED, RAY_KEYS, lambda x: x.los[0]),
+    LossTerm("termination", RENDERED, RAY_KEYS, lambda x: x.los[1]),
+    LossTerm("sparsity", RENDERED, (), _sparsity),
+    LossTerm("occ3d", VOXEL_3D, ("occ_target",), _occ3d),
+    LossTerm("lss_depth", EVERY, ("depth_target",), _lss_depth),
+)
+
+
+def active_terms(cfg: Config) -> list[LossTerm]:
+    """The terms with a positive weight under the run's supervision contract."""
+    return [t for t in TERMS if getattr(cfg.loss, t.name) > 0 and cfg.supervision in t.contracts]
+
+
+def needed_batch_keys(cfg: Config) -> set[str]:
+    """Batch keys the active terms read (the dataset builds only these targets)."""
+    return {k for t in active_terms(cfg) for k in t.needs}
+
+
+def total_loss(out: OccupancyOutput, batch: dict[str, torch.Tensor], cfg: Config,
+               class_weights: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float], int]:
+    """(Σ weight·term, {term: weighted value}, rays rendered) over the active terms."""
+    x = LossInputs(out, batch, cfg, class_weights)
+    parts = {t.name: getattr(cfg.loss, t.name) * t.compute(x) for t in active_terms(cfg)}
+    n_rays = int(x.rays["sample"].numel()) if "rays" in x._cache else 0
+    loss = sum(parts.values()) if parts else out.density.sum() * 0
+    return loss, {k: float(v.detach()) for k, v in parts.items()}, n_rays

@@ -13,17 +13,19 @@ import numpy as np
 import torch
 
 from renderocc.classes import FREE, IGNORE
+from renderocc.train.config import Config
 from renderocc.train.dataset import RayDataset
 
 CANDIDATES = np.geomspace(0.01, 20.0, 40)
 
 
 @torch.no_grad()
-def choose_threshold(model, reader, indices: list[int], cfg: dict, device: torch.device, source: str) -> dict:
+def choose_threshold(model, reader, indices: list[int], cfg: Config, device: torch.device, source: str) -> dict:
     """{"threshold", "how", "metric", "score", "source", "samples"} for the given samples."""
-    use_3d = bool(reader.has_occ_gt) and cfg["supervision"] in ("3d", "mixed")
-    eval_cfg = {**cfg, "supervision": "3d" if use_3d else "2d", "data": {**cfg["data"], "aux_frames": 0},
-                "loss": {**cfg["loss"], "lss_depth": 0}}
+    use_3d = bool(reader.has_occ_gt) and cfg.supervision in ("3d", "mixed")
+    # key rays only, and the 3D target only where 3D labels are allowed
+    eval_cfg = cfg.replace(supervision="3d" if use_3d else "2d", data={"aux_frames": 0},
+                           loss={"lss_depth": 0.0, "occ3d": 1.0})
     ds = RayDataset(reader, eval_cfg, indices, train=False)
     was_training = model.training
     model.eval()
@@ -34,9 +36,9 @@ def choose_threshold(model, reader, indices: list[int], cfg: dict, device: torch
     total = 0.0
     for k in range(len(ds)):
         item = ds[indices[k]]
-        density, _ = model(item["images"][None].to(device), item["intrinsics"][None].to(device),
-                           item["cam2ego"][None].to(device))
-        density = density[0].float().cpu()
+        out = model(item["images"][None].to(device), item["intrinsics"][None].to(device),
+                    item["cam2ego"][None].to(device))
+        density = out.density[0].float().cpu()
         if use_3d:
             tgt = item["occ_target"]
             m = tgt != IGNORE

@@ -23,17 +23,16 @@ from tqdm import tqdm
 
 from renderocc.classes import NUM_SEMANTIC, OCC3D_CLASSES
 from renderocc.errors import UserError
-from renderocc.model import OccupancyNet
+from renderocc.model import OccupancyNet, OccupancyOutput
 from renderocc.model.encoder import load_pretrained
 from renderocc.train import losses as L
 from renderocc.train.checkpoint import load_checkpoint, save_checkpoint
-from renderocc.train.config import resolved
+from renderocc.train.config import Config, resolved
 from renderocc.train.dataset import EpochSampler, RayDataset, holdout_split
 from renderocc.train.threshold import choose_threshold
 
-LOG_FIELDS = ["step", "loss", "depth", "depth_absrel", "semantic", "distortion", "freespace", "termination", "sparsity",
-              "lss_depth", "occ3d", "lr",
-              "grad_norm", "rays_per_s", "steps_per_s", "elapsed_s"]
+LOG_FIELDS = ["step", "loss", *(t.name for t in L.TERMS), "lr", "grad_norm", "rays_per_s", "steps_per_s",
+              "elapsed_s"]
 
 
 # -- setup ---------------------------------------------------------------------------------------
@@ -66,9 +65,9 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * p))
 
 
-def class_weights(reader, cfg: dict, indices: list[int]) -> torch.Tensor | None:
+def class_weights(reader, cfg: Config, indices: list[int]) -> torch.Tensor | None:
     """`auto`: from key-label frequencies of ≤ 32 evenly spaced training samples."""
-    spec = cfg["loss"].get("class_weights", "auto")
+    spec = cfg.loss.class_weights
     if spec == "none":
         return None
     if isinstance(spec, list):
@@ -82,17 +81,17 @@ def class_weights(reader, cfg: dict, indices: list[int]) -> torch.Tensor | None:
     return L.class_weights_from_counts(torch.from_numpy(counts))
 
 
-def build_model(cfg: dict, pretrained: str | None = None) -> OccupancyNet:
-    model = OccupancyNet(cfg["model"])
+def build_model(cfg: Config, pretrained: str | None = None) -> OccupancyNet:
+    model = OccupancyNet(cfg.model, cfg.grid.spec)
     if pretrained:
         missing = load_pretrained(model.encoder, pretrained)
         print(f"pretrained: loaded {pretrained} ({len(missing)} encoder tensors left at init)")
     return model
 
 
-def make_loader(ds: RayDataset, sampler: EpochSampler, cfg: dict, pin: bool) -> DataLoader:
-    workers = int(cfg["data"].get("workers", 0))
-    return DataLoader(ds, batch_size=int(cfg["data"]["batch_size"]), sampler=sampler, num_workers=workers,
+def make_loader(ds: RayDataset, sampler: EpochSampler, cfg: Config, pin: bool) -> DataLoader:
+    workers = cfg.data.workers
+    return DataLoader(ds, batch_size=cfg.data.batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=pin, worker_init_fn=_worker_init, prefetch_factor=4 if workers else None,
                       persistent_workers=False)
 
@@ -102,66 +101,22 @@ def _worker_init(_: int) -> None:
 
 
 # -- one step ------------------------------------------------------------------------------------
-def compute_loss(model, batch: dict, cfg: dict, cw: torch.Tensor | None, device: torch.device
+def use_amp(cfg: Config, device: torch.device) -> bool:
+    """fp16 autocast and the GradScaler go together: both on exactly when this is true."""
+    return device.type == "cuda" and cfg.train.amp
+
+
+def compute_loss(model, batch: dict, cfg: Config, cw: torch.Tensor | None, device: torch.device
                  ) -> tuple[torch.Tensor, dict[str, float], int]:
-    """Forward, render the sampled rays, and the weighted sum of the contract's losses."""
-    from renderocc.cuda import render_rays  # imported late: the extension loads on first use
-
-    sup = cfg["supervision"]
-    w = cfg["loss"]
-    raw = model.module if hasattr(model, "module") else model
-    images = batch["images"].to(device, non_blocking=True)
-    b = images.shape[0]
-    amp = device.type == "cuda" and bool(cfg["train"].get("amp", True))
-    with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
-        density, logits = model(images, batch["intrinsics"].to(device), batch["cam2ego"].to(device))
-    density, logits = density.float(), logits.float()
-    parts: dict[str, torch.Tensor] = {}
-    n_rays = 0
-    if sup in ("2d", "mixed"):
-        valid = batch["valid"].to(device)
-        bi = torch.arange(b, device=device)[:, None].expand_as(valid)[valid]
-        grid = cfg["grid"]
-        origins, dirs = batch["origins"].to(device)[valid], batch["dirs"].to(device)[valid]
-        out = render_rays(density, logits, origins, dirs, bi,
-                          pc_range=grid["pc_range"], voxel_size=grid["voxel_size"],
-                          step=float(cfg["render"]["step"]), near=float(cfg["render"].get("near", 0.0)),
-                          backend=cfg["render"].get("backend", "auto"), background_depth=True,
-                          return_distortion=float(w.get("distortion", 0)) > 0)
-        n_rays = int(bi.numel())
-        dist_t = batch["dist"].to(device)[valid]
-        label = batch["label"].to(device)[valid]
-        parts["depth"] = float(w["depth"]) * L.silog(out.depth, dist_t, bi, b)
-        if float(w.get("depth_absrel", 0)) > 0:  # SILog forgives a global scale; this does not
-            absrel = (out.depth - dist_t).abs() / dist_t.clamp_min(1e-3)
-            parts["depth_absrel"] = float(w["depth_absrel"]) * L.per_sample_mean(absrel, bi, b)
-        parts["semantic"] = float(w["semantic"]) * L.semantic_ce(out.semantics, label, bi, b,
-                                                                  None if cw is None else cw.to(device))
-        if float(w.get("distortion", 0)) > 0:
-            parts["distortion"] = float(w["distortion"]) * L.per_sample_mean(out.distortion, bi, b)
-        if float(w.get("freespace", 0)) > 0 or float(w.get("termination", 0)) > 0:
-            margin = float(w.get("los_margin", 1.0)) * float(max(grid["voxel_size"]))
-            free, term = L.ray_free_space(density, origins, dirs, dist_t, bi, b, grid,
-                                          float(cfg["render"]["step"]), margin, float(w.get("los_margin_rel", 0.0)))
-            if float(w.get("freespace", 0)) > 0:
-                parts["freespace"] = float(w["freespace"]) * free
-            if float(w.get("termination", 0)) > 0:
-                parts["termination"] = float(w["termination"]) * term
-        if float(w.get("sparsity", 0)) > 0:  # a label-free prior: space is empty unless a ray needs it
-            vs = float(min(grid["voxel_size"]))
-            parts["sparsity"] = float(w["sparsity"]) * (density * vs).mean()
-    if sup in ("lidar-sparse", "3d", "mixed"):
-        parts["occ3d"] = float(w.get("occ3d", 1.0)) * L.occupancy_3d(
-            density, logits, batch["occ_target"].to(device), float(min(cfg["grid"]["voxel_size"])),
-            None if cw is None else cw.to(device))
-    if float(w.get("lss_depth", 0)) > 0 and "depth_target" in batch:
-        parts["lss_depth"] = float(w["lss_depth"]) * L.lss_depth(
-            raw.last_depth_logits.float(), batch["depth_target"].to(device), cfg["model"]["depth_bins"])
-    loss = sum(parts.values())
-    return loss, {k: float(v.detach()) for k, v in parts.items()}, n_rays
+    """Forward, then the weighted sum of the active loss terms (losses.TERMS)."""
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp(cfg, device)):
+        out = model(batch["images"], batch["intrinsics"], batch["cam2ego"])
+    out = OccupancyOutput(*(t.float() for t in out))
+    return L.total_loss(out, batch, cfg, None if cw is None else cw.to(device))
 
 
-def train_step(model, opt, sched, scaler, batch: dict, cfg: dict, cw, device: torch.device
+def train_step(model, opt, sched, scaler, batch: dict, cfg: Config, cw, device: torch.device
                ) -> tuple[torch.Tensor, dict[str, float], int, float]:
     """One optimiser step: loss, backward (scaled on GPU), clip, AdamW, LR schedule."""
     loss, parts, n_rays = compute_loss(model, batch, cfg, cw, device)
@@ -169,7 +124,7 @@ def train_step(model, opt, sched, scaler, batch: dict, cfg: dict, cw, device: to
     scaler.scale(loss).backward()
     scaler.unscale_(opt)
     params = model.module.parameters() if hasattr(model, "module") else model.parameters()
-    gnorm = torch.nn.utils.clip_grad_norm_(params, float(cfg["optim"]["grad_clip"]))
+    gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
     scaler.step(opt)
     scaler.update()
     sched.step()
@@ -184,19 +139,17 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
         be.copy_(bm)
 
 
-def make_optim(model: torch.nn.Module, cfg: dict, device: torch.device):
-    """AdamW, warmup + cosine LambdaLR, and a GradScaler (active for AMP on GPU only)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=float(cfg["optim"]["lr"]),
-                            weight_decay=float(cfg["optim"]["weight_decay"]))
-    total = int(cfg["train"]["max_steps"])
-    warmup = int(cfg["optim"].get("warmup_steps", 0))
+def make_optim(model: torch.nn.Module, cfg: Config, device: torch.device):
+    """AdamW, warmup + cosine LambdaLR, and a GradScaler (active exactly when AMP is)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    total, warmup = cfg.train.max_steps, cfg.optim.warmup_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total))
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and bool(cfg["train"].get("amp")))
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp(cfg, device))
     return opt, sched, scaler
 
 
 # -- the run -------------------------------------------------------------------------------------
-def train(store, out: str | Path, cfg: dict, *, resume: bool = False, pretrained: str | None = None,
+def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrained: str | None = None,
           stop_step: int | None = None, quiet: bool = False) -> dict:
     """Train on `store` (a path/URL, or an open StoreReader), writing `out/last.pt`,
     metrics.jsonl/.csv and TensorBoard events.
@@ -213,21 +166,22 @@ def train(store, out: str | Path, cfg: dict, *, resume: bool = False, pretrained
     else:
         reader = store
     cfg = resolved(cfg, reader.grid)
-    seed = int(cfg.get("seed", 0))
+    seed = cfg.seed
     seed_everything(seed)
-    train_idx, held = holdout_split(reader, cfg["data"].get("holdout", "auto"))
+    train_idx, held = holdout_split(reader, cfg.data.holdout)
     if not train_idx:
         raise UserError(f"{store}: no training samples left after the hold-out split")
-    ds = RayDataset(reader, cfg, train_idx, train=True, exclude=held)
-    cw = class_weights(reader, cfg, train_idx) if reader.has_semantics else None
     model = build_model(cfg, pretrained).to(device)
+    ds = RayDataset(reader, cfg, train_idx, train=True, exclude=held, feature_stride=model.feature_stride)
+    cw = class_weights(reader, cfg, train_idx) if reader.has_semantics else None
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt, sched, scaler = make_optim(model, cfg, device)
-    total = int(cfg["train"]["max_steps"])
+    total = cfg.train.max_steps
     step = 0
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
-        if ckpt["config"]["grid"] != cfg["grid"] or ckpt["config"]["model"] != cfg["model"]:
+        saved = Config.from_dict(ckpt["config"], f"--resume {out / 'last.pt'}")
+        if saved.grid != cfg.grid or saved.model != cfg.model:
             raise UserError(f"--resume: {out / 'last.pt'} was trained with another model/grid config")
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
@@ -240,33 +194,33 @@ def train(store, out: str | Path, cfg: dict, *, resume: bool = False, pretrained
         raise UserError(f"{out} already holds a run (last.pt): use --resume or another --out")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg, indent=2))
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     ddp_model = model
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     stop = min(total, stop_step if stop_step is not None else total)
-    bs = int(cfg["data"]["batch_size"])
+    bs = cfg.data.batch_size
     sampler = EpochSampler(train_idx, bs, seed, rank, world, start_step=step)
     loader = make_loader(ds, sampler, cfg, pin=device.type == "cuda")
     log = Logger(out, step, enabled=rank == 0, resume=resume)
     say = print if rank == 0 and not quiet else (lambda *a, **k: None)
     say(f"train: {len(train_idx)} samples, held-out {len(held)} (threshold), world {world}, device {device}, "
-        f"supervision {cfg['supervision']}, grid {cfg['grid']['shape']} @ {cfg['grid']['voxel_size'][0]} m, "
-        f"{cfg['data']['rays']} rays/sample, aux ±{ds.aux} frames"
-        + ("" if ds.aux or not cfg["data"].get("aux_frames")
-           else " (store has no motion masks: aux rays off)"))
+        f"supervision {cfg.supervision}, grid {cfg.grid.shape} @ {cfg.grid.voxel_size[0]} m, "
+        f"{cfg.data.rays} rays/sample, aux ±{ds.aux} frames"
+        + ("" if ds.aux or not cfg.data.aux_frames else " (store has no motion masks: aux rays off)"))
+    say(f"loss terms: {', '.join(f'{t.name} {getattr(cfg.loss, t.name):g}' for t in L.active_terms(cfg))}")
     loader_rate = None
-    nb = int(cfg["train"].get("loader_bench_batches", 0))
+    nb = cfg.train.loader_bench_batches
     if rank == 0 and nb > 0 and step < stop:
         loader_rate = loader_samples_per_s(ds, train_idx, cfg, seed, step, nb)
-        say(f"loader alone: {loader_rate:.2f} samples/s ({cfg['data'].get('workers', 0)} workers)")
+        say(f"loader alone: {loader_rate:.2f} samples/s ({cfg.data.workers} workers)")
     it = iter(loader)
     ddp_model.train()
     t_start = time.time()
     t_log, rays_acc, steps_acc = time.time(), 0, 0
     bar = tqdm(total=stop, initial=step, disable=rank != 0 or quiet, dynamic_ncols=True, desc="train")
-    ema_decay = float(cfg["optim"].get("ema_decay", 0.999))
+    ema_decay = cfg.optim.ema_decay
     while step < stop:
         loss, parts, n_rays, gnorm = train_step(ddp_model, opt, sched, scaler, next(it), cfg, cw, device)
         step += 1
@@ -275,7 +229,7 @@ def train(store, out: str | Path, cfg: dict, *, resume: bool = False, pretrained
         steps_acc += 1
         loss_v = _mean_over_ranks(float(loss.detach()), world, device)
         bar.update(1)
-        if step % int(cfg["train"]["log_every"]) == 0 or step == 1 or step == stop:
+        if step % cfg.train.log_every == 0 or step == 1 or step == stop:
             dt = max(time.time() - t_log, 1e-9)
             rec = {"step": step, "loss": loss_v, **parts, "lr": sched.get_last_lr()[0],
                    "grad_norm": float(gnorm),
@@ -284,7 +238,7 @@ def train(store, out: str | Path, cfg: dict, *, resume: bool = False, pretrained
             log.write(rec)
             bar.set_postfix(loss=f"{loss_v:.3f}", rays_s=f"{rec['rays_per_s']:.0f}")
             t_log, rays_acc, steps_acc = time.time(), 0, 0
-        if step % int(cfg["train"]["ckpt_every"]) == 0 or step == stop:
+        if step % cfg.train.ckpt_every == 0 or step == stop:
             thr = _threshold(ema, reader, held, train_idx, cfg, device, rank)
             if rank == 0:
                 state = _state(model, ema, opt, sched, scaler, cfg, step, thr, world)
@@ -296,7 +250,7 @@ def train(store, out: str | Path, cfg: dict, *, resume: bool = False, pretrained
     elapsed = time.time() - t_start
     summary = {"step": step, "elapsed_s": elapsed}
     if rank == 0 and not quiet and step > 0:
-        ckpt = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(out / "last.pt")
         summary.update(threshold=ckpt["threshold"], threshold_info=ckpt["threshold_info"])
         say(f"threshold: density > {ckpt['threshold']:.3g} ({ckpt['threshold_info']['how']})")
         sps = log.last_rate * bs * world if log.last_rate else float("nan")
@@ -304,14 +258,14 @@ def train(store, out: str | Path, cfg: dict, *, resume: bool = False, pretrained
             + (f" | loader alone: {loader_rate:.2f} samples/s" if loader_rate else ""))
         if loader_rate and loader_rate < sps:
             say("warning: the loader is slower than training; raise data.workers")
-        say(f"checkpoint: {out / 'last.pt'} (supervision {cfg['supervision']})")
+        say(f"checkpoint: {out / 'last.pt'} (supervision {cfg.supervision})")
     return summary
 
 
 def _threshold(ema, reader, held, train_idx, cfg, device, rank) -> dict | None:
     if rank != 0:
         return None
-    n = int(cfg["train"].get("threshold_samples", 8))
+    n = cfg.train.threshold_samples
     if held:
         return choose_threshold(ema, reader, held[:n], cfg, device, source="held-out training samples")
     return choose_threshold(ema, reader, train_idx[:n], cfg, device,
@@ -319,9 +273,9 @@ def _threshold(ema, reader, held, train_idx, cfg, device, rank) -> dict | None:
 
 
 def _state(model, ema, opt, sched, scaler, cfg, step, thr, world) -> dict:
-    return {"model": model.state_dict(), "ema": ema.state_dict(), "config": cfg,
-            "supervision": cfg["supervision"], "threshold": thr["threshold"] if thr else None,
-            "threshold_info": thr, "grid": cfg["grid"], "classes": OCC3D_CLASSES, "step": step,
+    return {"model": model.state_dict(), "ema": ema.state_dict(), "config": cfg.to_dict(),
+            "supervision": cfg.supervision, "threshold": thr["threshold"] if thr else None,
+            "threshold_info": thr, "grid": cfg.grid.spec, "classes": OCC3D_CLASSES, "step": step,
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
             "rng": _get_rng(), "world_size": world}
 
@@ -349,17 +303,16 @@ def _mean_over_ranks(v: float, world: int, device: torch.device) -> float:
     return float(t) / world
 
 
-def loader_samples_per_s(ds: RayDataset, indices: list[int], cfg: dict, seed: int, step: int, n: int
+def loader_samples_per_s(ds: RayDataset, indices: list[int], cfg: Config, seed: int, step: int, n: int
                          ) -> float:
     """Samples/s of the DataLoader alone (first batch = worker start-up, not timed)."""
-    loader = make_loader(ds, EpochSampler(indices, int(cfg["data"]["batch_size"]), seed, start_step=step),
-                         cfg, pin=False)
+    loader = make_loader(ds, EpochSampler(indices, cfg.data.batch_size, seed, start_step=step), cfg, pin=False)
     it = iter(loader)
     next(it)
     t = time.time()
     for _ in range(n):
         next(it)
-    rate = n * int(cfg["data"]["batch_size"]) / max(time.time() - t, 1e-9)
+    rate = n * cfg.data.batch_size / max(time.time() - t, 1e-9)
     del it
     return rate
 
