@@ -318,8 +318,8 @@ def apply_override(data: dict, item: str) -> None:
     for p in parts[:-1]:
         sub = _hints(cls).get(p)
         if sub is None or not dataclasses.is_dataclass(sub):
-            raise UserError(f"--set {key}: no table {p!r} in the config "
-                            f"(tables: {', '.join(f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(_hints(Config)[f.name]))})")
+            tables = [name for name, tp in _hints(Config).items() if dataclasses.is_dataclass(tp)]
+            raise UserError(f"--set {key}: no table {p!r} in the config (tables: {', '.join(tables)})")
         cls = sub
         node = node.setdefault(p, {})
     names = [f.name for f in dataclasses.fields(cls)]
