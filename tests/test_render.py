@@ -1,12 +1,12 @@
 """The renderer: CPU kernel vs the pure-PyTorch reference, analytic cases, options, fallback.
 
-The extension is built once per session (and cached on disk across sessions by the loader).
+The extension is built once per session by the `ops` fixture (conftest.py; cached on disk across
+sessions by the loader). The grid and ray helpers here are shared with test_render_optical_depth.py.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import warnings
 
 import pytest
@@ -19,17 +19,6 @@ BOX = (-1.2, -1.0, -0.6, 0.8, 1.0, 0.9)
 VOXEL = (0.4, 0.5, 0.3)  # -> grid (5, 4, 5), anisotropic on purpose
 SHAPE = (5, 4, 5)
 C = 4
-
-
-@pytest.fixture(scope="session")
-def ops():
-    """The compiled ops; skip (fail on CI) when the extension cannot be built here."""
-    try:
-        return loader.load()
-    except loader.ExtensionUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"renderer extension did not build on CI: {exc}")
-        pytest.skip(f"renderer extension unavailable (no compiler?): {exc}")
 
 
 def make_grids(kind: str, B: int = 2, dtype=torch.float64, seed: int = 0):
@@ -107,14 +96,19 @@ def test_forward_matches_reference(ops, kind, mode):
         assert (ours.opacity[hit] > 1 - 1e-4).float().mean() > 0.9
 
 
-def _loss_and_grads(out: RenderOutput, density, semantics, seed: int = 3):
+def _random_loss(out: RenderOutput, seed: int = 3) -> torch.Tensor:
+    """A fixed random linear combination of every output, so every upstream gradient is nonzero."""
     g = torch.Generator().manual_seed(seed)
     loss = (out.depth * torch.randn(out.depth.shape, generator=g, dtype=out.depth.dtype)).sum()
     loss = loss + (out.semantics * torch.randn(out.semantics.shape, generator=g, dtype=out.depth.dtype)).sum()
     loss = loss + (out.opacity * torch.randn(out.opacity.shape, generator=g, dtype=out.depth.dtype)).sum()
     if out.distortion is not None:
         loss = loss + 0.5 * out.distortion.sum()
-    return torch.autograd.grad(loss, [density, semantics])
+    return loss
+
+
+def _loss_and_grads(out: RenderOutput, density, semantics, seed: int = 3):
+    return torch.autograd.grad(_random_loss(out, seed), [density, semantics])
 
 
 @pytest.mark.parametrize("kind", ["random", "sparse", "saturating"])
@@ -148,22 +142,28 @@ def test_float32_matches_reference(ops):
         torch.testing.assert_close(ours, ref, atol=1e-3, rtol=1e-3)
 
 
-@pytest.mark.parametrize("mode", ["logits", "probs"])
-def test_gradcheck(ops, mode):
-    g = torch.Generator().manual_seed(5)
-    shape = (2, 3, 2, 3)
-    density = (torch.rand(*shape, generator=g, dtype=torch.float64) * 2 + 0.1).requires_grad_()
-    semantics = torch.randn(*shape, 3, generator=g, dtype=torch.float64, requires_grad=True)
+TINY_BOX, TINY_VOXEL, TINY_SHAPE = (-1.0, -1.0, -0.5, 1.0, 1.0, 1.0), (2 / 3, 1.0, 0.5), (2, 3, 2, 3)
+
+
+def tiny_case(seed: int = 5):
+    """For gradcheck: a (2, 3, 2, 3) density grid in TINY_BOX and four rays (one starting inside)."""
+    g = torch.Generator().manual_seed(seed)
+    density = (torch.rand(*TINY_SHAPE, generator=g, dtype=torch.float64) * 2 + 0.1).requires_grad_()
     o = torch.tensor([[-1.5, 0.1, 0.2], [0.3, -1.7, 0.5], [0.1, 0.2, 0.3], [0.5, 0.4, 2.0]],
                      dtype=torch.float64)
     d = torch.tensor([[1.0, 0.2, 0.1], [0.1, 1.0, 0.3], [0.3, -0.5, 0.2], [0.0, 0.0, -1.0]],
                      dtype=torch.float64)
     d = d / d.norm(dim=1, keepdim=True)
-    b = torch.tensor([0, 1, 0, 1])
-    box = (-1.0, -1.0, -0.5, 1.0, 1.0, 1.0)
+    return density, o, d, torch.tensor([0, 1, 0, 1]), g
+
+
+@pytest.mark.parametrize("mode", ["logits", "probs"])
+def test_gradcheck(ops, mode):
+    density, o, d, b, g = tiny_case()
+    semantics = torch.randn(*TINY_SHAPE, 3, generator=g, dtype=torch.float64, requires_grad=True)
 
     def fn(dens, sem):
-        out = render_rays(dens, sem, o, d, b, pc_range=box, voxel_size=(2 / 3, 1.0, 0.5), step=0.15,
+        out = render_rays(dens, sem, o, d, b, pc_range=TINY_BOX, voxel_size=TINY_VOXEL, step=0.15,
                           backend="cpu", semantic_mode=mode, return_distortion=True, background_depth=True)
         return out.depth, out.semantics, out.opacity, out.distortion
 
@@ -247,13 +247,38 @@ def test_backward_is_deterministic_and_batch_local(ops):
     assert grads[0][0][0].abs().max() == 0 and grads[0][1][0].abs().max() == 0
 
 
-def test_only_density_needs_grad(ops):
+class _BackwardSpy:
+    """The ops, recording the `need_sem_grad` flag of every backward call."""
+
+    def __init__(self, ops):
+        self.ops, self.need_sem_grad = ops, []
+
+    def __getattr__(self, name):
+        return getattr(self.ops, name)
+
+    def backward(self, *args):
+        self.need_sem_grad.append(args[-2])  # (..., need_sem_grad, stream)
+        return self.ops.backward(*args)
+
+
+@pytest.mark.parametrize("mode", ["logits", "probs"])
+def test_only_density_needs_grad(ops, monkeypatch, mode):
+    """Skipping the semantic gradient must not change the density gradient (which depends on
+    the semantic upstream gradient), and semantics must get none."""
     density, semantics = make_grids("random")
-    density.requires_grad_()
     o, d, b = make_rays()
-    out = render("cpu", density, semantics, o, d, b)
-    (gd,) = torch.autograd.grad(out.depth.sum(), [density])
-    assert gd.shape == density.shape
+    spy = _BackwardSpy(ops)
+    monkeypatch.setattr(loader, "load_or_warn", lambda: spy)
+    grads = []
+    for sem_needs_grad in (True, False):
+        dens, sem = density.clone().requires_grad_(), semantics.clone().requires_grad_(sem_needs_grad)
+        out = render("cpu", dens, sem, o, d, b, semantic_mode=mode, return_distortion=True)
+        _random_loss(out).backward()
+        grads.append(dens.grad)
+        assert (sem.grad is not None) == sem_needs_grad
+    assert spy.need_sem_grad == [True, False]
+    assert grads[1].abs().max() > 0
+    torch.testing.assert_close(grads[1], grads[0], atol=0, rtol=0)
 
 
 def test_empty_ray_set_and_unpacking(ops):

@@ -1,4 +1,5 @@
-"""`render_rays`: the public entry point, its autograd wrapper and backend choice.
+"""`render_rays`, `ray_visibility`, `ray_optical_depth`: the public entry points, their autograd
+wrappers and backend choice.
 
 The kernels return the raw composites (depth without background, semantics, opacity,
 distortion, t_far); options that are cheap tensor algebra on those (the background depth)
@@ -15,7 +16,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from renderocc.cuda import loader
-from renderocc.cuda.reference import render_reference, visibility_reference
+from renderocc.cuda.reference import optical_depth_reference, render_reference, visibility_reference
 
 BACKENDS = ("auto", "cpu", "cuda", "reference")
 SEMANTIC_MODES = ("logits", "probs")
@@ -76,6 +77,31 @@ class _RenderFunction(torch.autograd.Function):
             dense(g_opacity, opacity), dense(g_distortion, distortion), need_sem)
         return (grad_density if need_density else None, grad_sem if need_sem else None,
                 None, None, None, None, None)
+
+
+class _OpticalDepthFunction(torch.autograd.Function):
+    """Kernel optical depth; backward re-marches each ray (tau is linear in density)."""
+
+    @staticmethod
+    def forward(ctx: Any, density: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
+                batch_index: torch.Tensor, t_ends: torch.Tensor, params: tuple, ops: Any
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        tau, count = _launch(ops.optical_depth, density.device, density, origins, directions, batch_index,
+                             t_ends, *params)
+        ctx.save_for_backward(density, origins, directions, batch_index, t_ends)
+        ctx.params, ctx.ops = params, ops
+        ctx.mark_non_differentiable(count)
+        return tau, count
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g_tau: torch.Tensor | None, _g_count: Any) -> tuple[torch.Tensor | None, ...]:
+        density, origins, directions, batch_index, t_ends = ctx.saved_tensors
+        if g_tau is None or not ctx.needs_input_grad[0]:
+            return (None,) * 7
+        grad_density = _launch(ctx.ops.optical_depth_backward, density.device, density, origins, directions,
+                               batch_index, t_ends, *ctx.params, g_tau.contiguous())
+        return (grad_density, None, None, None, None, None, None)
 
 
 def _triple(value: float | Sequence[float] | torch.Tensor, what: str) -> list[float]:
@@ -186,3 +212,31 @@ def ray_visibility(density: torch.Tensor, origins: torch.Tensor, directions: tor
                                     float(near), float(step))
     return _launch(ops.visibility, density.device, density.contiguous(), origins, directions, batch_index,
                    box, voxel, float(near), float(step))
+
+
+def ray_optical_depth(density: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
+                      batch_index: torch.Tensor, t_ends: torch.Tensor, *,
+                      pc_range: Sequence[float] | torch.Tensor, voxel_size: float | Sequence[float],
+                      step: float, near: float = 0.0, backend: str = "auto"
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tau, count), both (R, E): optical depth of each ray up to each of its E end distances.
+
+    tau[r, e] sums sigma(t_k)·step over the `render_rays` samples t_k < t_ends[r, e] (same clipping,
+    sample rule and interpolation, but no early termination: an integral, not compositing);
+    count[r, e] is how many samples that is (not differentiable). Rays missing the box give 0/0.
+    Lets line-of-sight losses (exp(-tau) is the transmittance) run on the kernels instead of
+    materialising rays x samples densities. Differentiable w.r.t. density only.
+    """
+    box, voxel, origins, directions, batch_index = _rays_and_grid(
+        density, origins, directions, batch_index, pc_range, voxel_size, step)
+    t_ends = t_ends.to(device=density.device, dtype=density.dtype).contiguous()
+    if t_ends.dim() != 2 or t_ends.shape[0] != origins.shape[0] or t_ends.shape[1] < 1:
+        raise ValueError(f"t_ends must be (R, E) with E >= 1 for R = {origins.shape[0]} rays, "
+                         f"got {tuple(t_ends.shape)}")
+    name, ops = _choose_backend(backend, density.device)
+    if name == "reference":
+        return optical_depth_reference(density, origins, directions, batch_index, t_ends, tuple(box),
+                                       tuple(voxel), float(near), float(step))
+    params = (box, voxel, float(near), float(step))
+    return _OpticalDepthFunction.apply(density.contiguous(), origins, directions, batch_index, t_ends, params,
+                                       ops)

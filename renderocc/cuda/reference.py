@@ -107,13 +107,12 @@ def render_reference(density: torch.Tensor, semantics: torch.Tensor, origins: to
     return depth, sem_out, opacity, distortion, t_far.detach()
 
 
-def visibility_reference(density: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
-                         batch_index: torch.Tensor, box: tuple[float, ...], voxel: tuple[float, float, float],
-                         near: float, step: float) -> torch.Tensor:
-    """Per voxel, max over samples before the early stop of transmittance x trilinear weight."""
+def _sample_density(density: torch.Tensor, points: torch.Tensor, valid: torch.Tensor,
+                    batch_index: torch.Tensor, box: tuple[float, ...], voxel: tuple[float, float, float]
+                    ) -> torch.Tensor:
+    """(R, K) trilinear density at every sample, 0 on padding samples (density-only marches)."""
     B, X, Y, Z = density.shape
-    t, valid, points, _, _ = _samples(origins, directions, box, near, step)
-    sigma = torch.zeros_like(t)
+    sigma = torch.zeros(points.shape[:2], dtype=density.dtype, device=density.device)
     for b in range(B):
         idx = torch.nonzero(batch_index == b).squeeze(1)
         if idx.numel():
@@ -121,7 +120,16 @@ def visibility_reference(density: torch.Tensor, origins: torch.Tensor, direction
             out = F.grid_sample(density[b:b + 1, None], grid[None, None], mode="bilinear",
                                 padding_mode="border", align_corners=True)
             sigma = sigma.index_copy(0, idx, out[0, 0, 0])
-    sigma = torch.where(valid, sigma, torch.zeros_like(sigma))
+    return torch.where(valid, sigma, torch.zeros_like(sigma))
+
+
+def visibility_reference(density: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
+                         batch_index: torch.Tensor, box: tuple[float, ...], voxel: tuple[float, float, float],
+                         near: float, step: float) -> torch.Tensor:
+    """Per voxel, max over samples before the early stop of transmittance x trilinear weight."""
+    B, X, Y, Z = density.shape
+    t, valid, points, _, _ = _samples(origins, directions, box, near, step)
+    sigma = _sample_density(density, points, valid, batch_index, box, voxel)
     _, before = _transmittance_before(sigma, step)
     keep = valid & (before >= TRANSMITTANCE_EPS)
     # The 8 corners, as the kernel: clamped continuous index, lower corner clamped to N - 2.
@@ -141,3 +149,18 @@ def visibility_reference(density: torch.Tensor, origins: torch.Tensor, direction
     vis = torch.zeros(B * X * Y * Z, dtype=density.dtype, device=density.device)
     vis = vis.scatter_reduce(0, (index + flat[..., None]).reshape(-1), value.reshape(-1), "amax")
     return vis.view(B, X, Y, Z)
+
+
+def optical_depth_reference(density: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
+                            batch_index: torch.Tensor, t_ends: torch.Tensor, box: tuple[float, ...],
+                            voxel: tuple[float, float, float], near: float, step: float
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tau, count), both (R, E): sum of sigma·step over the samples before each end, and how many.
+
+    No early termination (an integral, not compositing); differentiable w.r.t. density by autograd.
+    """
+    t, valid, points, _, _ = _samples(origins, directions, box, near, step)
+    sigma = _sample_density(density, points, valid, batch_index, box, voxel)
+    before = valid[..., None] & (t[..., None] < t_ends[:, None, :])  # (R, K, E)
+    tau = (sigma[..., None] * step * before).sum(1)
+    return tau, before.sum(1).to(density.dtype)

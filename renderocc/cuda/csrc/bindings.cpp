@@ -7,6 +7,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
@@ -23,6 +24,10 @@ template <typename T>
 void render_backward_cpu(const RenderArgs<T>& a);
 template <typename T>
 void visibility_cpu(const RenderArgs<T>& a);
+template <typename T>
+void optical_depth_cpu(const RenderArgs<T>& a);
+template <typename T>
+void optical_depth_backward_cpu(const RenderArgs<T>& a);
 #ifdef RENDEROCC_WITH_CUDA
 int max_classes_cuda();
 template <typename T>
@@ -31,6 +36,10 @@ template <typename T>
 int render_backward_cuda(const RenderArgs<T>& a, void* stream);
 template <typename T>
 int visibility_cuda(const RenderArgs<T>& a, void* stream);
+template <typename T>
+int optical_depth_cuda(const RenderArgs<T>& a, void* stream);
+template <typename T>
+int optical_depth_backward_cuda(const RenderArgs<T>& a, void* stream);
 #endif
 
 namespace {
@@ -92,6 +101,26 @@ RenderArgs<T> make_args(const at::Tensor& density, const at::Tensor& sem, const 
   return a;
 }
 
+// The CUDA launcher where the build has one; null otherwise (check_inputs then rejects CUDA tensors).
+#ifdef RENDEROCC_WITH_CUDA
+#define RO_CUDA_LAUNCHER(fn) (fn)
+#else
+#define RO_CUDA_LAUNCHER(fn) nullptr
+#endif
+
+// Runs a launch on the density's device: the CUDA kernel (a failed launch raises) or the CPU one.
+template <typename T>
+void run_on_device(const at::Tensor& density, const RenderArgs<T>& a, int64_t stream, const char* what,
+                   void (*cpu)(const RenderArgs<T>&), int (*cuda)(const RenderArgs<T>&, void*)) {
+  if (density.is_cuda()) {
+    TORCH_CHECK(cuda != nullptr, "the renderer extension was built without CUDA");
+    const int err = cuda(a, reinterpret_cast<void*>(stream));
+    TORCH_CHECK(err == 0, what, " CUDA launch failed with error ", err);
+    return;
+  }
+  cpu(a);
+}
+
 std::vector<at::Tensor> render_forward(const at::Tensor& density, const at::Tensor& sem,
                                        const at::Tensor& origins, const at::Tensor& dirs,
                                        const at::Tensor& batch, std::vector<double> box,
@@ -110,14 +139,8 @@ std::vector<at::Tensor> render_forward(const at::Tensor& density, const at::Tens
     a.opacity = opacity.data_ptr<scalar_t>();
     a.distortion = distortion.data_ptr<scalar_t>();
     a.t_far = t_far.data_ptr<scalar_t>();
-#ifdef RENDEROCC_WITH_CUDA
-    if (density.is_cuda()) {
-      const int err = render_forward_cuda(a, reinterpret_cast<void*>(stream));
-      TORCH_CHECK(err == 0, "render_forward CUDA launch failed with error ", err);
-      return;
-    }
-#endif
-    render_forward_cpu(a);
+    run_on_device<scalar_t>(density, a, stream, "render_forward", render_forward_cpu<scalar_t>,
+                            RO_CUDA_LAUNCHER(render_forward_cuda<scalar_t>));
   });
   return {depth, out_sem, opacity, distortion, t_far};
 }
@@ -155,39 +178,85 @@ std::vector<at::Tensor> render_backward(const at::Tensor& density, const at::Ten
     a.g_distortion = g_distortion.data_ptr<scalar_t>();
     a.grad_density = grad_density.data_ptr<scalar_t>();
     a.grad_sem = need_sem_grad ? grad_sem.data_ptr<scalar_t>() : nullptr;
-#ifdef RENDEROCC_WITH_CUDA
-    if (density.is_cuda()) {
-      const int err = render_backward_cuda(a, reinterpret_cast<void*>(stream));
-      TORCH_CHECK(err == 0, "render_backward CUDA launch failed with error ", err);
-      return;
-    }
-#endif
-    render_backward_cpu(a);
+    run_on_device<scalar_t>(density, a, stream, "render_backward", render_backward_cpu<scalar_t>,
+                            RO_CUDA_LAUNCHER(render_backward_cuda<scalar_t>));
   });
   if (!need_sem_grad) grad_sem = at::zeros({0}, density.options());
   return {grad_density, grad_sem};
 }
 
+// Density-only ops see an empty (B, X, Y, Z, 0) semantic grid, so they share the checks and args.
+at::Tensor no_semantics(const at::Tensor& density) {
+  const auto s = density.sizes();
+  return at::empty({s[0], s[1], s[2], s[3], 0}, density.options());
+}
+
 at::Tensor visibility(const at::Tensor& density, const at::Tensor& origins, const at::Tensor& dirs,
                       const at::Tensor& batch, std::vector<double> box, std::vector<double> voxel,
                       double near, double step, int64_t stream) {
-  const auto s = density.sizes();
-  const at::Tensor no_sem = at::empty({s[0], s[1], s[2], s[3], 0}, density.options());
+  const at::Tensor no_sem = no_semantics(density);
   check_inputs(density, no_sem, origins, dirs, batch, box, voxel, step, false);
   at::Tensor vis = at::zeros_like(density);
   AT_DISPATCH_FLOATING_TYPES(density.scalar_type(), "visibility", [&] {
     auto a = make_args<scalar_t>(density, no_sem, origins, dirs, batch, box, voxel, near, step, false);
     a.visibility = vis.data_ptr<scalar_t>();
-#ifdef RENDEROCC_WITH_CUDA
-    if (density.is_cuda()) {
-      const int err = visibility_cuda(a, reinterpret_cast<void*>(stream));
-      TORCH_CHECK(err == 0, "visibility CUDA launch failed with error ", err);
-      return;
-    }
-#endif
-    visibility_cpu(a);
+    run_on_device<scalar_t>(density, a, stream, "visibility", visibility_cpu<scalar_t>,
+                            RO_CUDA_LAUNCHER(visibility_cuda<scalar_t>));
   });
   return vis;
+}
+
+template <typename T>
+RenderArgs<T> ends_args(const at::Tensor& density, const at::Tensor& no_sem, const at::Tensor& origins,
+                        const at::Tensor& dirs, const at::Tensor& batch, const at::Tensor& t_ends,
+                        const std::vector<double>& box, const std::vector<double>& voxel, double near,
+                        double step) {
+  check_inputs(density, no_sem, origins, dirs, batch, box, voxel, step, false);
+  TORCH_CHECK(t_ends.dim() == 2 && t_ends.size(0) == origins.size(0) && t_ends.size(1) > 0,
+              "t_ends must be (R, E) with E > 0");
+  TORCH_CHECK(t_ends.scalar_type() == density.scalar_type(), "t_ends must share the density dtype");
+  TORCH_CHECK(t_ends.is_contiguous(), "inputs must be contiguous");
+  TORCH_CHECK(t_ends.device() == density.device(), "inputs must be on one device");
+  auto a = make_args<T>(density, no_sem, origins, dirs, batch, box, voxel, near, step, false);
+  a.E = t_ends.size(1);
+  a.t_ends = t_ends.data_ptr<T>();
+  return a;
+}
+
+std::vector<at::Tensor> optical_depth(const at::Tensor& density, const at::Tensor& origins,
+                                      const at::Tensor& dirs, const at::Tensor& batch, const at::Tensor& t_ends,
+                                      std::vector<double> box, std::vector<double> voxel, double near,
+                                      double step, int64_t stream) {
+  const at::Tensor no_sem = no_semantics(density);
+  at::Tensor tau = at::empty_like(t_ends), count = at::empty_like(t_ends);
+  AT_DISPATCH_FLOATING_TYPES(density.scalar_type(), "optical_depth", [&] {
+    auto a = ends_args<scalar_t>(density, no_sem, origins, dirs, batch, t_ends, box, voxel, near, step);
+    a.tau = tau.data_ptr<scalar_t>();
+    a.count = count.data_ptr<scalar_t>();
+    run_on_device<scalar_t>(density, a, stream, "optical_depth", optical_depth_cpu<scalar_t>,
+                            RO_CUDA_LAUNCHER(optical_depth_cuda<scalar_t>));
+  });
+  return {tau, count};
+}
+
+at::Tensor optical_depth_backward(const at::Tensor& density, const at::Tensor& origins, const at::Tensor& dirs,
+                                  const at::Tensor& batch, const at::Tensor& t_ends, std::vector<double> box,
+                                  std::vector<double> voxel, double near, double step, const at::Tensor& g_tau,
+                                  int64_t stream) {
+  const at::Tensor no_sem = no_semantics(density);
+  TORCH_CHECK(g_tau.is_contiguous() && g_tau.sizes() == t_ends.sizes() &&
+                  g_tau.scalar_type() == density.scalar_type() && g_tau.device() == density.device(),
+              "g_tau must be contiguous (R, E) like t_ends");
+  at::Tensor grad_density = at::zeros_like(density);
+  AT_DISPATCH_FLOATING_TYPES(density.scalar_type(), "optical_depth_backward", [&] {
+    auto a = ends_args<scalar_t>(density, no_sem, origins, dirs, batch, t_ends, box, voxel, near, step);
+    a.g_tau = g_tau.data_ptr<scalar_t>();
+    a.grad_density = grad_density.data_ptr<scalar_t>();
+    run_on_device<scalar_t>(density, a, stream, "optical_depth_backward",
+                            optical_depth_backward_cpu<scalar_t>,
+                            RO_CUDA_LAUNCHER(optical_depth_backward_cuda<scalar_t>));
+  });
+  return grad_density;
 }
 
 }  // namespace
@@ -209,4 +278,13 @@ TORCH_LIBRARY(renderocc_render, m) {
       "visibility(Tensor density, Tensor origins, Tensor directions, Tensor batch_index, float[] box, "
       "float[] voxel_size, float near, float step, int stream) -> Tensor",
       &renderocc::visibility);
+  m.def(
+      "optical_depth(Tensor density, Tensor origins, Tensor directions, Tensor batch_index, Tensor t_ends, "
+      "float[] box, float[] voxel_size, float near, float step, int stream) -> Tensor[]",
+      &renderocc::optical_depth);
+  m.def(
+      "optical_depth_backward(Tensor density, Tensor origins, Tensor directions, Tensor batch_index, "
+      "Tensor t_ends, float[] box, float[] voxel_size, float near, float step, Tensor g_tau, int stream) "
+      "-> Tensor",
+      &renderocc::optical_depth_backward);
 }

@@ -2,8 +2,8 @@
 //
 // Everything here is header-only and __host__ __device__ so both backends run the SAME
 // arithmetic in the same order: slab clipping, the sample rule, trilinear interpolation at
-// the Occ3D voxel-centre convention, compositing, the distortion loss and the backward
-// recomputation with the early termination mirrored exactly. No torch headers: this file
+// the Occ3D voxel-centre convention, compositing, the distortion loss, the optical-depth
+// integral and the backward recomputations (early termination mirrored exactly). No torch headers: this file
 // must compile with nvcc and a plain C++ compiler alike.
 #pragma once
 
@@ -88,6 +88,24 @@ RO_HD T sample_t(T t_in, int64_t k, T step) {
   return t_in + (T(k) + T(0.5)) * step;
 }
 
+// The ray's sample span: false on a miss, else t_in, t_out and the sample count K. Every
+// march starts here so they all place their samples identically.
+template <typename T>
+RO_HD bool ray_samples(const T* o, const T* d, const GridView<T>& g, T near, T step, T& t_in, T& t_out,
+                       int64_t& K) {
+  if (!clip_ray(o, d, g, near, t_in, t_out)) return false;
+  K = num_samples(t_in, t_out, step);
+  return true;
+}
+
+// The largest of E end distances (NaNs ignored): a march stops at the first sample not before it.
+template <typename T>
+RO_HD T latest_end(const T* t_end, int64_t E) {
+  T last = -INFINITY;
+  for (int64_t e = 0; e < E; ++e) last = t_end[e] > last ? t_end[e] : last;
+  return last;
+}
+
 // The 8 trilinear corners of a point: flat voxel offsets within one batch grid and weights.
 template <typename T>
 struct Corners {
@@ -133,14 +151,19 @@ RO_HD T interp_density(const T* dens, const Corners<T>& c) {
   return s;
 }
 
-// One sample of a march: the trilinear corners `c` of o + t·d and the sample's transmittance
-// exp(-sigma·step). Forward, backward and visibility all step through this one function, so
-// the backward's recomputation cannot drift from the forward.
+// One sample of a march: the trilinear corners `c` of o + t·d and (sample_transmittance) the
+// sample's transmittance exp(-sigma·step). Every march steps through these, so a backward's
+// recomputation cannot drift from its forward.
+template <typename T>
+RO_HD void sample_corners(const GridView<T>& g, const T* o, const T* d, T t, Corners<T>& c) {
+  const T p[3] = {o[0] + t * d[0], o[1] + t * d[1], o[2] + t * d[2]};
+  trilinear_corners(p, g, c);
+}
+
 template <typename T>
 RO_HD T sample_transmittance(const GridView<T>& g, const T* dens, const T* o, const T* d, T t, T step,
                              Corners<T>& c) {
-  const T p[3] = {o[0] + t * d[0], o[1] + t * d[1], o[2] + t * d[2]};
-  trilinear_corners(p, g, c);
+  sample_corners(g, o, d, t, c);
   return exp(-interp_density(dens, c) * step);
 }
 
@@ -174,9 +197,9 @@ RO_HD void render_ray_forward(const GridView<T>& g, int64_t b, const T* o, const
   out.depth = out.opacity = out.distortion = out.t_far = T(0);
   for (int64_t ch = 0; ch < g.C; ++ch) sem_out[ch] = T(0);
   T t_in, t_out;
-  if (!clip_ray(o, d, g, mp.near, t_in, t_out)) return;
+  int64_t K;
+  if (!ray_samples(o, d, g, mp.near, mp.step, t_in, t_out, K)) return;
   out.t_far = t_out;
-  const int64_t K = num_samples(t_in, t_out, mp.step);
   const int64_t vox = g.X * g.Y * g.Z;
   const T* dens = g.density + b * vox;
   const T* sem = g.sem + b * vox * g.C;
@@ -224,8 +247,8 @@ RO_HD void render_ray_backward(const GridView<T>& g, int64_t b, const T* o, cons
                                const MarchParams<T>& mp, const RayGrads<T>& rg, T* scratch,
                                T* grad_density, T* grad_sem, Acc acc) {
   T t_in, t_out;
-  if (!clip_ray(o, d, g, mp.near, t_in, t_out)) return;
-  const int64_t K = num_samples(t_in, t_out, mp.step);
+  int64_t K;
+  if (!ray_samples(o, d, g, mp.near, mp.step, t_in, t_out, K)) return;
   const int64_t vox = g.X * g.Y * g.Z;
   const T* dens = g.density + b * vox;
   const T* sem = g.sem + b * vox * g.C;
@@ -275,8 +298,8 @@ template <typename T, typename Max>
 RO_HD void visibility_ray(const GridView<T>& g, int64_t b, const T* o, const T* d, const MarchParams<T>& mp,
                           T* vis, Max vmax) {
   T t_in, t_out;
-  if (!clip_ray(o, d, g, mp.near, t_in, t_out)) return;
-  const int64_t K = num_samples(t_in, t_out, mp.step);
+  int64_t K;
+  if (!ray_samples(o, d, g, mp.near, mp.step, t_in, t_out, K)) return;
   const T* dens = g.density + b * g.X * g.Y * g.Z;
   T trans_acc = 1;
   Corners<T> c;
@@ -289,6 +312,56 @@ RO_HD void visibility_ray(const GridView<T>& g, int64_t b, const T* o, const T* 
     }
     trans_acc *= trans;
     if (trans_acc < T(kTransmittanceEps)) break;
+  }
+}
+
+// Optical depth of one ray up to each of E end distances (any order): the render_rays samples,
+// but no early stop (an integral, not compositing). tau[e] = sum over samples with
+// t_k < t_end[e] of sigma_k·step; count[e] = how many such samples. Missing rays give 0/0.
+template <typename T>
+RO_HD void optical_depth_ray(const GridView<T>& g, int64_t b, const T* o, const T* d, const MarchParams<T>& mp,
+                             const T* t_end, int64_t E, T* tau, T* count) {
+  for (int64_t e = 0; e < E; ++e) tau[e] = count[e] = T(0);
+  T t_in, t_out;
+  int64_t K;
+  if (!ray_samples(o, d, g, mp.near, mp.step, t_in, t_out, K)) return;
+  const T t_last = latest_end(t_end, E);
+  const T* dens = g.density + b * g.X * g.Y * g.Z;
+  Corners<T> c;
+  for (int64_t k = 0; k < K; ++k) {
+    const T t = sample_t(t_in, k, mp.step);
+    if (!(t < t_last)) break;  // samples only move away: no later one is before any end
+    sample_corners(g, o, d, t, c);
+    const T d_tau = interp_density(dens, c) * mp.step;
+    for (int64_t e = 0; e < E; ++e) {
+      if (t < t_end[e]) {
+        tau[e] += d_tau;
+        count[e] += T(1);
+      }
+    }
+  }
+}
+
+// Backward of optical_depth_ray: tau is linear in sigma, so each sample before the ends adds
+// step·(sum of g_tau over those ends) to its 8 corners, weighted trilinearly, via `acc`.
+template <typename T, typename Acc>
+RO_HD void optical_depth_ray_backward(const GridView<T>& g, const T* o, const T* d, const MarchParams<T>& mp,
+                                      const T* t_end, int64_t E, const T* g_tau, T* grad_density, Acc acc) {
+  T t_in, t_out;
+  int64_t K;
+  if (!ray_samples(o, d, g, mp.near, mp.step, t_in, t_out, K)) return;
+  const T t_last = latest_end(t_end, E);
+  Corners<T> c;
+  for (int64_t k = 0; k < K; ++k) {
+    const T t = sample_t(t_in, k, mp.step);
+    if (!(t < t_last)) break;
+    T g_sigma = 0;
+    for (int64_t e = 0; e < E; ++e)
+      if (t < t_end[e]) g_sigma += g_tau[e];
+    if (g_sigma == T(0)) continue;
+    g_sigma *= mp.step;
+    sample_corners(g, o, d, t, c);
+    for (int n = 0; n < 8; ++n) acc(grad_density + c.idx[n], c.w[n] * g_sigma);
   }
 }
 
@@ -315,6 +388,11 @@ struct RenderArgs {
   T* grad_density;        // (B, X, Y, Z)
   T* grad_sem;            // (B, X, Y, Z, C) or null
   T* visibility;          // (B, X, Y, Z), visibility launches only
+  int64_t E;              // optical-depth launches only: ends per ray
+  const T* t_ends;        // (R, E)
+  T* tau;                 // (R, E)
+  T* count;               // (R, E)
+  const T* g_tau;         // (R, E)
 };
 
 template <typename T>
@@ -352,6 +430,19 @@ RO_HD void visibility_one(const RenderArgs<T>& a, int64_t r, T* vis, Max vmax) {
   const int64_t b = a.batch[r];
   visibility_ray(a.grid, b, a.origins + 3 * r, a.dirs + 3 * r, a.march,
                  vis + b * a.grid.X * a.grid.Y * a.grid.Z, vmax);
+}
+
+template <typename T>
+RO_HD void optical_depth_one(const RenderArgs<T>& a, int64_t r) {
+  optical_depth_ray(a.grid, a.batch[r], a.origins + 3 * r, a.dirs + 3 * r, a.march, a.t_ends + r * a.E, a.E,
+                    a.tau + r * a.E, a.count + r * a.E);
+}
+
+template <typename T, typename Acc>
+RO_HD void optical_depth_backward_one(const RenderArgs<T>& a, int64_t r, T* grad_density, Acc acc) {
+  const int64_t b = a.batch[r];
+  optical_depth_ray_backward(a.grid, a.origins + 3 * r, a.dirs + 3 * r, a.march, a.t_ends + r * a.E, a.E,
+                             a.g_tau + r * a.E, grad_density + b * a.grid.X * a.grid.Y * a.grid.Z, acc);
 }
 
 }  // namespace renderocc

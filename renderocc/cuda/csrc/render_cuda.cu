@@ -49,31 +49,55 @@ __global__ void backward_kernel(RenderArgs<T> a) {
   backward_one(a, r, scratch, a.grad_density, a.grad_sem, AtomicAdd<T>());
 }
 
-inline unsigned int n_blocks(int64_t R) { return static_cast<unsigned int>((R + kThreads - 1) / kThreads); }
+template <typename T>
+__global__ void optical_depth_kernel(RenderArgs<T> a) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= a.R) return;
+  optical_depth_one(a, r);
+}
+
+template <typename T>
+__global__ void optical_depth_backward_kernel(RenderArgs<T> a) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r >= a.R) return;
+  optical_depth_backward_one(a, r, a.grad_density, AtomicAdd<T>());
+}
+
+// One thread per ray; returns the launch's cudaError_t as int (0 on success) so the caller reports it.
+template <typename T>
+int launch(void (*kernel)(RenderArgs<T>), const RenderArgs<T>& a, void* stream) {
+  if (a.R == 0) return 0;
+  const auto blocks = static_cast<unsigned int>((a.R + kThreads - 1) / kThreads);
+  kernel<<<blocks, kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
+  return static_cast<int>(cudaGetLastError());
+}
 }  // namespace
 
 int max_classes_cuda() { return kMaxClassesCuda; }
 
-// Returns the launch's cudaError_t as int (0 on success) so the caller reports it.
 template <typename T>
 int render_forward_cuda(const RenderArgs<T>& a, void* stream) {
-  if (a.R == 0) return 0;
-  forward_kernel<T><<<n_blocks(a.R), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
-  return static_cast<int>(cudaGetLastError());
+  return launch(forward_kernel<T>, a, stream);
 }
 
 template <typename T>
 int render_backward_cuda(const RenderArgs<T>& a, void* stream) {
-  if (a.R == 0) return 0;
-  backward_kernel<T><<<n_blocks(a.R), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
-  return static_cast<int>(cudaGetLastError());
+  return launch(backward_kernel<T>, a, stream);
 }
 
 template <typename T>
 int visibility_cuda(const RenderArgs<T>& a, void* stream) {
-  if (a.R == 0) return 0;
-  visibility_kernel<T><<<n_blocks(a.R), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(a);
-  return static_cast<int>(cudaGetLastError());
+  return launch(visibility_kernel<T>, a, stream);
+}
+
+template <typename T>
+int optical_depth_cuda(const RenderArgs<T>& a, void* stream) {
+  return launch(optical_depth_kernel<T>, a, stream);
+}
+
+template <typename T>
+int optical_depth_backward_cuda(const RenderArgs<T>& a, void* stream) {
+  return launch(optical_depth_backward_kernel<T>, a, stream);
 }
 
 template int render_forward_cuda<float>(const RenderArgs<float>&, void*);
@@ -82,5 +106,9 @@ template int render_backward_cuda<float>(const RenderArgs<float>&, void*);
 template int render_backward_cuda<double>(const RenderArgs<double>&, void*);
 template int visibility_cuda<float>(const RenderArgs<float>&, void*);
 template int visibility_cuda<double>(const RenderArgs<double>&, void*);
+template int optical_depth_cuda<float>(const RenderArgs<float>&, void*);
+template int optical_depth_cuda<double>(const RenderArgs<double>&, void*);
+template int optical_depth_backward_cuda<float>(const RenderArgs<float>&, void*);
+template int optical_depth_backward_cuda<double>(const RenderArgs<double>&, void*);
 
 }  // namespace renderocc
