@@ -157,15 +157,17 @@ def image_rays(reader, sample: dict, cam: str, stride: int) -> tuple[np.ndarray,
 
 def visibility(density: torch.Tensor, origins: np.ndarray, dirs: np.ndarray, grid: dict, step: float,
                min_transmittance: float = 0.1, chunk: int = 65536) -> np.ndarray:
-    """bool grid: voxels a ray sample lands in while the transmittance is still ≥ `min_transmittance`.
+    """bool grid: voxels a render sample lands in while the transmittance is still ≥ `min_transmittance`.
 
     Uses the renderer's own model of a ray (`ray_visibility`: the samples and trilinear density of
-    `render_rays` at `step`), so "seen" means seen by the field the renderer draws. The kernel gives
-    per voxel v = max over samples of transmittance-before × trilinear weight; a sample inside a
-    voxel's cell puts weight ≥ 1/8 on it, so `v ≥ min_transmittance / 8` marks every voxel a sample
-    with transmittance ≥ min_transmittance lands in (and, through the same weights, neighbours that
-    sample reaches strongly). Voxels behind an opaque surface, or outside every camera frustum,
-    stay unobserved: "unseen", not "free". Rays are chunked so memory stays bounded.
+    `render_rays` at `step`), so "seen" means seen through the field the renderer draws. The kernel
+    gives per voxel v = max over samples of transmittance-before × trilinear weight. A sample inside
+    a voxel's cell puts weight ≥ 1/8 on it, so the rule `v ≥ min_transmittance / 8` marks every voxel
+    a sample with transmittance ≥ min_transmittance lands in: no such voxel is ever called unseen.
+    It is a superset: a voxel can also pass on a sample near its centre with transmittance down to
+    min_transmittance / 8, or on a neighbouring cell's sample that weighs on it. Voxels behind an
+    opaque surface, or outside every camera frustum, stay unobserved: "unseen", not "free".
+    Rays are chunked so memory stays bounded.
     """
     from renderocc.cuda import ray_visibility
 
