@@ -96,10 +96,10 @@ def worker(backend: str, what: str, n_rays: int, repeats: int) -> dict:
         return {"peak_mb": (peak - baseline) / 1024, "how": how}
     _, _, out = step()  # warm-up
     runs = [step()[:2] for _ in range(repeats)]
-    from renderocc.cuda.reference import clip_rays
+    from renderocc.raygrid import clip_rays, sample_count
 
     t_in, t_out, hit = clip_rays(origins.double(), directions.double(), PC_RANGE, 0.0)
-    samples = torch.where(hit, torch.floor((t_out - t_in) / STEP), torch.zeros_like(t_in))
+    samples = sample_count(t_in, t_out, hit, STEP).double()
     return {
         "forward": statistics.median(r[0] for r in runs),
         "backward": statistics.median(r[1] for r in runs),

@@ -115,8 +115,26 @@ def test_visibility_stops_behind_a_wall():
     density[5] = 100.0  # an opaque wall in voxel 5
     o = np.array([[0.5, 0.5, 0.5]])
     d = np.array([[1.0, 0.0, 0.0]])
-    vis = infer.visibility(density, o, d, grid, min_transmittance=0.1)
+    vis = infer.visibility(density, o, d, grid, step=0.5, min_transmittance=0.1)
     assert vis[:, 0, 0].tolist() == [True] * 6 + [False] * 4  # the wall is seen, behind it is not
+
+
+def test_visibility_through_the_renderer_sees_in_front_of_a_wall_only():
+    """A 3D wall at x ∈ [6, 7): voxels in front are seen, behind it unseen, outside the fan unseen."""
+    grid = {"pc_range": [0.0, -4.0, -2.0, 12.0, 4.0, 2.0], "voxel_size": [1.0, 1.0, 1.0], "shape": [12, 8, 4]}
+    density = torch.zeros(12, 8, 4)
+    density[6] = 50.0
+    ang = np.linspace(-0.3, 0.3, 15)
+    a, b = np.meshgrid(ang, ang)
+    d = np.stack([np.ones(a.size), a.ravel(), b.ravel()], -1)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    o = np.tile([[0.2, 0.1, 0.1]], (len(d), 1))
+    vis = infer.visibility(density, o, d, grid, step=0.25, min_transmittance=0.1, chunk=50)
+    assert vis[1:6, 3:5, 1:3].all()  # free space in front of the wall, on the optical axis
+    assert vis[6, 3:5, 1:3].all()  # the wall's face
+    assert not vis[8:].any()  # behind the wall
+    assert not vis[1, 0].any() and not vis[1, 7].any()  # beside the camera, outside the ray fan
+    assert (vis == infer.visibility(density, o, d, grid, step=0.25, min_transmittance=0.1)).all()  # chunking
 
 
 def test_to_shape_repeats_coarse_voxels():
@@ -163,16 +181,25 @@ def test_viz_writes_pngs(store, ckpt, tmp_path):
     assert len(list(Path(tmp_path / "b").glob("*.png"))) == 3
 
 
-def test_inputs_match_the_trainers_eval_path(store, ckpt):
-    """eval feeds the network exactly what the trainer feeds it without augmentation."""
+def test_inputs_are_the_stored_images_resized_and_bottom_cropped(store):
+    """The network input is an independent resize of the stored image, cropped to keep the bottom,
+    and K follows the same pixel map: u' = (u + ½)·s − ½ − x0."""
     from renderocc.store.reader import StoreReader
-    from renderocc.train.checkpoint import load_model
-    from renderocc.train.dataset import RayDataset
 
     reader = StoreReader(store)
-    _, ck = load_model(ckpt, "cpu")
-    item = RayDataset(reader, ck["config"], [1], train=False)[1]
-    images, K, cam2ego = infer.model_inputs(reader, 1, ck["config"])
-    torch.testing.assert_close(images[0], item["images"])
-    torch.testing.assert_close(K[0], item["intrinsics"])
-    torch.testing.assert_close(cam2ego[0], item["cam2ego"])
+    cfg = {"data": {"input_size": [64, 32]}}
+    images, K, _ = infer.model_inputs(reader, 1, cfg)
+    (W, H), (w, h) = reader.image_size, (64, 32)
+    s = max(w / W, h / H)
+    rw, rh = round(W * s), round(H * s)
+    x0, y0 = (rw - w) // 2, rh - h
+    K0 = np.asarray(reader.sample(1)["cameras"][reader.cameras[2]]["K"], np.float64)
+    sx, sy = rw / W, rh / H
+    want = np.array([[K0[0, 0] * sx, 0, (K0[0, 2] + 0.5) * sx - 0.5 - x0],
+                     [0, K0[1, 1] * sy, (K0[1, 2] + 0.5) * sy - 0.5 - y0], [0, 0, 1]])
+    np.testing.assert_allclose(K[0, 2].numpy(), want, rtol=1e-5, atol=1e-4)
+    raw = torch.from_numpy(reader.images(1)[2]).permute(2, 0, 1).float()[None]
+    img = torch.nn.functional.interpolate(raw, size=(rh, rw), mode="bilinear", antialias=True)[0]
+    img = img[:, y0:y0 + h, x0:x0 + w] / 255
+    mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+    torch.testing.assert_close(images[0, 2], (img - mean) / std, rtol=1e-4, atol=1e-4)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from renderocc.eval.rays import mark_crossed, pixel_rays
 from renderocc.qa import commands as qa_commands
 from renderocc.qa.report import QAOptions, collect
+from renderocc.raygrid import mark_crossed, pixel_rays
 
 GRID = {"pc_range": [-4.0, -4.0, -1.0, 4.0, 4.0, 1.4], "voxel_size": [0.4, 0.4, 0.4],
         "shape": [20, 20, 6]}

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from renderocc.cuda import RenderOutput, loader, ray_visibility, render_rays
-from renderocc.cuda.reference import clip_rays
+from renderocc.raygrid import clip_rays
 
 BOX = (-1.2, -1.0, -0.6, 0.8, 1.0, 0.9)
 VOXEL = (0.4, 0.5, 0.3)  # -> grid (5, 4, 5), anisotropic on purpose

@@ -16,10 +16,11 @@ from click.testing import CliRunner
 
 from renderocc.classes import FREE, IGNORE
 from renderocc.errors import UserError
+from renderocc.raygrid import label_rays
 from renderocc.store.reader import StoreReader
 from renderocc.train.checkpoint import load_model
 from renderocc.train.config import Config, load_config, resolved
-from renderocc.train.dataset import EpochSampler, RayDataset, label_rays, weighted_sample
+from renderocc.train.dataset import EpochSampler, RayDataset, weighted_sample
 from renderocc.train.trainer import build_model, compute_loss, seed_everything, train
 
 TINY = ["data.input_size=[64, 32]", "data.rays=512", "data.workers=0", "model.width=8", "model.channels=16",
@@ -282,9 +283,32 @@ def test_first_crossing_threshold_separates_fog_from_wall():
     jitter = torch.randn(50, 3, generator=torch.Generator().manual_seed(0)) * torch.tensor([0.05, 0.3, 0.1])
     d = torch.nn.functional.normalize(jitter + torch.tensor([1.0, 0, 0]), dim=1)
     dist = 4.0 / d[:, 0]
-    good, n = first_crossing_agreement(density, o, d, dist, grid, torch.tensor(CANDIDATES, dtype=torch.float32))
+    good, n = first_crossing_agreement(density, o, d, dist, grid, torch.tensor(CANDIDATES, dtype=torch.float32),
+                                       step=0.4, chunk=16)
     ok = torch.tensor(CANDIDATES)[good == good.max()]
     assert n == 50 and good.max() == 50 and ok.min() >= 0.05 and ok.max() < 3.0
+
+
+def test_first_crossing_is_the_renderers_sample_at_the_wall():
+    """Wall from x = 10 (density 50 in voxels 10..19, 0 before): trilinear density ramps from voxel 9's
+    centre (9.5) to voxel 10's (10.5), so density > 25 first holds just past the face (x ∈ (10, 10.1]),
+    density > 0.01 just past 9.5; a τ above every density never crosses (→ box exit at x = 20)."""
+    from renderocc.train.threshold import first_crossing_agreement
+
+    grid = {"pc_range": [0.0, 0.0, 0.0, 20.0, 3.0, 3.0], "voxel_size": [1.0] * 3, "shape": [20, 3, 3]}
+    density = torch.zeros(20, 3, 3)
+    density[10:] = 50.0
+    o, d = torch.tensor([[0.0, 1.5, 1.5]]), torch.tensor([[1.0, 0.0, 0.0]])
+
+    def counted(tau: float, end: float) -> bool:  # within 1.5 m (the 1.5-voxel tolerance) of the crossing?
+        g, n = first_crossing_agreement(density, o, d, torch.tensor([end]), grid, torch.tensor([tau]), step=0.1)
+        return bool(g[0] == 1)
+
+    # crossing c ∈ (10, 10.1]: ends 8.65 and 11.45 count, 8.45 and 11.65 do not
+    assert [counted(25.0, e) for e in (8.45, 8.65, 10.0, 11.45, 11.65)] == [False, True, True, True, False]
+    # crossing c ∈ (9.5, 9.6]: the ramp starts at voxel 9's centre
+    assert [counted(0.01, e) for e in (7.95, 8.15, 10.95, 11.25)] == [False, True, True, False]
+    assert counted(60.0, 19.0) and not counted(60.0, 10.0)  # never above τ: the exit at 20 m
 
 
 def test_line_of_sight_loss_sees_density_before_the_hit_only():

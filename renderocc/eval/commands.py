@@ -65,7 +65,8 @@ def evaluate(store: str, ckpt: str, out: str, split: tuple[str, ...], rays_per_s
               help="Stored-image pixel stride of the visibility rays.")
 @click.option("--min-transmittance", default=0.1, show_default=True,
               type=click.FloatRange(0, 1, min_open=True),
-              help="A voxel is visible if a camera ray reaches it with at least this transmittance.")
+              help="A voxel is visible if some camera ray's rendering weighs it by at least this "
+                   "(transmittance before a sample × the sample's trilinear weight on the voxel).")
 @click.option("--store-grid", is_flag=True,
               help="Write at the store's Occ3D grid (200×200×16) instead of the model's grid.")
 @_device_option

@@ -15,7 +15,8 @@ import torch
 
 from renderocc.classes import FREE
 from renderocc.errors import UserError
-from renderocc.eval.rays import VoxelWalk, pixel_rays
+from renderocc.raygrid import label_rays as grid_label_rays
+from renderocc.raygrid import pixel_rays
 from renderocc.train.config import Config
 
 
@@ -127,14 +128,12 @@ def render(density: torch.Tensor, logits: torch.Tensor, origins: np.ndarray, dir
 
 def label_rays(reader, i: int, sample: dict, labels: dict) -> dict[str, np.ndarray]:
     """Key-frame label rays: origins, dirs, scale (distance per metre of z), camera index."""
-    n = len(labels["depth"])
-    o, d, sc = np.zeros((n, 3)), np.zeros((n, 3)), np.ones(n)
-    cam = np.asarray(labels["camera"], np.int64)
-    for c in np.unique(cam):
-        m = cam == c
-        info = sample["cameras"][reader.cameras[int(c)]]
-        o[m], d[m], sc[m] = pixel_rays(labels["u"][m], labels["v"][m], info["K_orig"], info["cam2ego"])
-    return {"origins": o, "dirs": d, "scale": sc, "camera": cam}
+    cams = sample["cameras"]
+    K = {c: cams[n]["K_orig"] for c, n in enumerate(reader.cameras)}
+    c2e = {c: cams[n]["cam2ego"] for c, n in enumerate(reader.cameras)}
+    r = grid_label_rays(labels, K, c2e)
+    return {"origins": r["origins"], "dirs": r["dirs"], "scale": r["scale"],
+            "camera": np.asarray(labels["camera"], np.int64)}
 
 
 def ends_inside(origins: np.ndarray, dirs: np.ndarray, dist: np.ndarray, grid: dict) -> np.ndarray:
@@ -153,26 +152,28 @@ def image_rays(reader, sample: dict, cam: str, stride: int) -> tuple[np.ndarray,
     return o, d, sc, us.shape
 
 
-def visibility(density: torch.Tensor, origins: np.ndarray, dirs: np.ndarray, grid: dict,
-               min_transmittance: float = 0.1) -> np.ndarray:
-    """bool grid: voxels some ray reaches with transmittance ≥ `min_transmittance`.
+def visibility(density: torch.Tensor, origins: np.ndarray, dirs: np.ndarray, grid: dict, step: float,
+               min_transmittance: float = 0.1, chunk: int = 65536) -> np.ndarray:
+    """bool grid: voxels whose content some camera ray's rendering depends on with weight ≥ `min_transmittance`.
 
-    Walks each ray voxel by voxel through the predicted density (exact traversal; the optical
-    depth of a voxel is its density times the length of ray inside it) and marks a voxel
-    observed when the transmittance on entering it is still above the threshold. Voxels behind
-    an opaque surface, or outside every camera frustum, stay unobserved: "unseen", not "free".
+    Uses the renderer's own model of a ray (`ray_visibility`: the samples and trilinear density of
+    `render_rays` at `step`), so "seen" means seen through the field the renderer draws: per voxel
+    v = max over samples of transmittance-before × the sample's trilinear weight on the voxel, and
+    the voxel is seen when v ≥ min_transmittance. Conservative on purpose (a planner must not take
+    unobserved space for free): a voxel only grazed by samples far from its centre stays unseen.
+    Voxels behind an opaque surface, or outside every camera frustum, stay unobserved: "unseen",
+    not "free". Rays are chunked so memory stays bounded.
     """
-    dens = density.detach().float().cpu().numpy()
-    flat = dens.reshape(-1)
-    seen = np.zeros(dens.size, bool)
-    tau = np.zeros(len(origins))
-    limit = -np.log(min_transmittance)
-    walk = VoxelWalk(origins, dirs, np.full(len(origins), np.inf), grid["pc_range"], grid["voxel_size"],
-                     dens.shape)
-    while walk:
-        ray, lin, t0, t1 = walk.current()
-        ok = tau[ray] <= limit
-        seen[lin[ok]] = True
-        tau[ray] += flat[lin] * (t1 - t0)
-        walk.advance(keep=ok)
-    return seen.reshape(dens.shape)
+    from renderocc.cuda import ray_visibility
+
+    dens = density.detach().float()
+    vis = torch.zeros_like(dens)
+    kw = {"pc_range": grid["pc_range"], "voxel_size": grid["voxel_size"], "step": float(step)}
+    for s in range(0, len(origins), chunk):
+        o = torch.from_numpy(np.ascontiguousarray(origins[s:s + chunk])).float().to(dens.device)
+        d = torch.from_numpy(np.ascontiguousarray(dirs[s:s + chunk])).float().to(dens.device)
+        b = torch.zeros(len(o), dtype=torch.int64, device=dens.device)
+        vis = torch.maximum(vis, ray_visibility(dens[None], o, d, b, **kw)[0])
+    # vis > 0: a voxel no sample reached is never seen, even with min_transmittance = 0. Samples
+    # after the renderer's early stop (transmittance < 1e-4) count for nothing.
+    return ((vis > 0) & (vis >= min_transmittance)).cpu().numpy()

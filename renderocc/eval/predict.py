@@ -20,8 +20,9 @@ KEYS = {
     "semantics": "uint8 [x, y, z] Occ3D class (0-16), 17 = free: argmax class where density > threshold",
     "density": "float16 predicted volume density σ (1/m)",
     "occupancy_prob": "float16 1 - exp(-σ · voxel edge): opacity of one voxel crossing, in [0, 1]",
-    "visibility": "uint8 1 where some camera pixel ray reaches the voxel with transmittance >= "
-                  "min_transmittance through the predicted density; 0 = unseen (not free)",
+    "visibility": "uint8 1 where some camera pixel ray's rendering weighs the voxel by >= min_transmittance "
+                  "(transmittance before a sample × its trilinear weight, through the predicted density, at "
+                  "the checkpoint's render step); 0 = unseen (not free)",
 }
 
 
@@ -35,7 +36,8 @@ def predict_sample(model, reader, i: int, ckpt: dict, vis_stride: int, min_trans
     rays = [infer.image_rays(reader, s, cam, vis_stride) for cam in reader.cameras]
     o = np.concatenate([r[0] for r in rays])
     d = np.concatenate([r[1] for r in rays])
-    vis = infer.visibility(density, o, d, grid, min_transmittance)
+    step = cfg.render.step
+    vis = infer.visibility(density, o, d, grid, step, min_transmittance)
     dens = density.cpu().numpy()
     return {
         "semantics": infer.classify(density, logits, infer.threshold_of(ckpt)),
@@ -75,6 +77,9 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], vis_stride
         "store": str(store), "split": label, "samples": len(indices),
         "layout": "<scene_name>/<sample_token>/labels.npz (Occ3D gts/ layout)", "keys": KEYS,
         "visibility": {"pixel_stride": vis_stride, "min_transmittance": min_transmittance,
+                       "render_step": ckpt["config"].render.step,
+                       "rule": "ray_visibility >= min_transmittance (transmittance before a sample × "
+                               "its trilinear weight on the voxel, max over samples)",
                        "mean_visible_share": float(np.mean(seen_share)) if seen_share else None},
     }
     (root / "predict.json").write_text(json.dumps(clean_json(info), indent=1))

@@ -219,7 +219,7 @@ def run(store: str, ckpt_path: str | None, out: str, samples: int, stride: int |
                 ro, rd, _, _ = infer.image_rays(reader, s, cam, stride)
                 o.append(ro)
                 d.append(rd)
-            vis = infer.visibility(density, np.concatenate(o), np.concatenate(d), mg)
+            vis = infer.visibility(density, np.concatenate(o), np.concatenate(d), mg, step)
             cls = infer.classify(density, logits, infer.threshold_of(ckpt))
             shape = reader.grid["shape"]
             pred, seen = infer.to_shape(cls, shape), infer.to_shape(vis, shape)

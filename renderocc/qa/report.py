@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC, OCC3D_CLASSES
-from renderocc.eval.rays import mark_crossed, pixel_rays
+from renderocc.raygrid import mark_crossed, pixel_rays
 
 DEPTH_EDGES = np.arange(0.0, 101.0, 1.0)  # metres; deeper labels land in the last bin
 

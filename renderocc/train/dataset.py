@@ -18,33 +18,16 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import Dataset, Sampler
 
-from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC
+from renderocc.classes import IGNORE, NUM_SEMANTIC
 from renderocc.errors import UserError
 from renderocc.model import OccupancyNet
+from renderocc.raygrid import label_rays
 from renderocc.train.config import Config
 from renderocc.train.losses import needed_batch_keys
+from renderocc.train.targets import dense_target, lss_depth_target, sparse_target
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
-
-
-def label_rays(labels: dict, K_orig: dict[int, np.ndarray], cam2ego: dict[int, np.ndarray]
-               ) -> dict[str, np.ndarray]:
-    """Label table → rays (origin, unit dir, distance) in the frame `cam2ego` maps into."""
-    cam = labels["camera"].astype(np.int64)
-    n = len(cam)
-    origins = np.zeros((n, 3), np.float64)
-    dirs = np.zeros((n, 3), np.float64)
-    scale = np.zeros(n, np.float64)
-    uv1 = np.stack([labels["u"], labels["v"], np.ones(n, np.float32)], -1).astype(np.float64)
-    for c in np.unique(cam):
-        m = cam == c
-        v = uv1[m] @ np.linalg.inv(K_orig[c]).T          # camera frame, z = 1
-        s = np.linalg.norm(v, axis=1)
-        dirs[m] = (v / s[:, None]) @ cam2ego[c][:3, :3].T
-        origins[m] = cam2ego[c][:3, 3]
-        scale[m] = s
-    return {"origins": origins, "dirs": dirs, "dist": labels["depth"].astype(np.float64) * scale}
 
 
 def weighted_sample(weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -142,10 +125,9 @@ class RayDataset(Dataset):
             frames.append((aux, self.cfg.data.aux_weight))
         out.update(self._sample_rays(frames, rng))
         if self.want_depth:
-            out["depth_target"] = self._depth_target(key_labels, K_orig, K, img.shape[-2:])
-        if "occ_target" in self.needs:  # lidar-sparse: from the key LiDAR rays; 3d / mixed: the store's GT
-            target = self._sparse_target(key, s) if self.sup == "lidar-sparse" else self._dense_target(i)
-            out["occ_target"] = torch.from_numpy(target)
+            out["depth_target"] = lss_depth_target(key_labels, K_orig, K, img.shape[-2:], self.feature_stride)
+        if "occ_target" in self.needs:
+            out["occ_target"] = torch.from_numpy(self._occ_target(i, s, key))
         return out
 
     # -- images ---------------------------------------------------------------------------------
@@ -183,85 +165,17 @@ class RayDataset(Dataset):
         res["label"][:n], res["is_key"][:n], res["valid"][:n] = lab[pick], is_key[pick], True
         return {k: torch.from_numpy(v) for k, v in res.items()}
 
-    def _depth_target(self, labels: dict, K_orig: dict, K_in: np.ndarray, hw) -> torch.Tensor:
-        """Nearest LiDAR z per stride-8 feature cell of each augmented camera (0 = no label)."""
-        st = self.feature_stride
-        h, w = (hw[0] + st - 1) // st, (hw[1] + st - 1) // st
-        out = np.full((len(K_in), h * w), np.inf, np.float32)
-        cam = labels["camera"].astype(np.int64)
-        for c in np.unique(cam):
-            m = cam == c
-            M = K_in[c] @ np.linalg.inv(K_orig[c])  # original pixels → input pixels (affine)
-            uv = np.stack([labels["u"][m], labels["v"][m], np.ones(m.sum())], -1) @ M.T
-            j = np.floor((uv[:, 0] + 0.5) / st).astype(np.int64)
-            k = np.floor((uv[:, 1] + 0.5) / st).astype(np.int64)
-            ok = (j >= 0) & (j < w) & (k >= 0) & (k < h)
-            np.minimum.at(out[c], k[ok] * w + j[ok], labels["depth"][m][ok])
-        out[np.isinf(out)] = 0
-        return torch.from_numpy(out.reshape(len(K_in), h, w))
-
-    # -- 3D targets -------------------------------------------------------------------------------
-    def _voxel(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        lo, vs = np.array(self.grid["pc_range"][:3]), np.array(self.grid["voxel_size"])
-        shape = np.array(self.grid["shape"])
-        idx = np.floor((p - lo) / vs).astype(np.int64)
-        ok = ((idx >= 0) & (idx < shape)).all(-1)
-        return (idx[..., 0] * shape[1] + idx[..., 1]) * shape[2] + idx[..., 2], ok
-
-    def _sparse_target(self, key: dict, s: dict) -> np.ndarray:
-        """`lidar-sparse`: voxels hit by labelled key points (majority class) + free space before them.
-
-        Free space is traced along the LiDAR ray (sensor origin from `lidar2ego` when the store
-        gives it, else the camera ray) up to one voxel before the point.
-        """
-        X, Y, Z = self.grid["shape"]
-        tgt = np.full(X * Y * Z, IGNORE, np.uint8)
-        lab = key["label"]
-        end = key["origins"] + key["dirs"] * key["dist"][:, None]
-        vox, ok = self._voxel(end)
-        origin = key["origins"]
-        if s.get("lidar2ego") is not None:
-            origin = np.broadcast_to(np.asarray(s["lidar2ego"], np.float64)[:3, 3], end.shape)
-        seg = end - origin
-        length = np.linalg.norm(seg, axis=1)
-        d = seg / np.maximum(length, 1e-6)[:, None]
-        step = min(self.grid["voxel_size"]) / 2
-        for a in range(0, len(end), 8192):  # chunks bound memory
-            L = length[a:a + 8192] - min(self.grid["voxel_size"])
-            n = int(np.ceil(max(L.max(initial=0), 0) / step))
-            if n == 0:
-                continue
-            t = np.arange(n) * step
-            pts = origin[a:a + 8192, None] + d[a:a + 8192, None] * t[None, :, None]
-            fv, fok = self._voxel(pts)
-            fok &= t[None, :] < L[:, None]
-            tgt[fv[fok]] = FREE
-        keep = ok & (lab != IGNORE)
-        if keep.any():
-            pairs = vox[keep] * 32 + lab[keep]
-            uniq, cnt = np.unique(pairs, return_counts=True)
-            order = np.lexsort((cnt, uniq // 32))
-            uniq = uniq[order]
-            tgt[uniq // 32] = (uniq % 32).astype(np.uint8)  # last write per voxel = most frequent class
-        return tgt.reshape(X, Y, Z)
-
-    def _dense_target(self, i: int) -> np.ndarray:
-        """`3d`/`mixed`: store occ GT inside mask_camera (255 elsewhere), pooled to the model grid."""
+    # -- 3D targets (built by renderocc/train/targets.py) ----------------------------------------
+    def _occ_target(self, i: int, s: dict, key: dict) -> np.ndarray:
+        """lidar-sparse: from the key LiDAR rays (free space from the sensor when the store gives
+        `lidar2ego`); 3d / mixed: the store's GT inside mask_camera, pooled to the model grid."""
+        if self.sup == "lidar-sparse":
+            sensor = None if s.get("lidar2ego") is None else np.asarray(s["lidar2ego"], np.float64)[:3, 3]
+            return sparse_target(key["origins"], key["dirs"], key["dist"], key["label"], self.grid, sensor)
         gt = self.reader.occ_gt(i)
         if gt is None:
             return np.full(self.grid["shape"], IGNORE, np.uint8)
-        sem = np.asarray(gt["semantics"]).astype(np.uint8)
-        mask = np.asarray(gt["mask_camera"]).astype(bool)
-        f = [a // b for a, b in zip(sem.shape, self.grid["shape"], strict=True)]
-        if f == [1, 1, 1]:
-            return np.where(mask, sem, IGNORE).astype(np.uint8)
-        X, Y, Z = self.grid["shape"]
-        blk = sem.reshape(X, f[0], Y, f[1], Z, f[2]).transpose(0, 2, 4, 1, 3, 5).reshape(X, Y, Z, -1)
-        mblk = mask.reshape(X, f[0], Y, f[1], Z, f[2]).transpose(0, 2, 4, 1, 3, 5).reshape(X, Y, Z, -1)
-        occ = np.where(mblk & (blk < FREE), blk, NUM_SEMANTIC + 1).astype(np.int64)
-        counts = np.stack([(occ == c).sum(-1) for c in range(NUM_SEMANTIC)], -1)
-        out = np.where(counts.max(-1) > 0, counts.argmax(-1), FREE).astype(np.uint8)
-        return np.where(mblk.any(-1), out, IGNORE).astype(np.uint8)
+        return dense_target(np.asarray(gt["semantics"]), np.asarray(gt["mask_camera"]), self.grid["shape"])
 
 
 def holdout_split(reader, spec: str) -> tuple[list[int], list[int]]:

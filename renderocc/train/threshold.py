@@ -3,8 +3,9 @@
 Never on the evaluation split (the reference code tuned it on val). A model trained with dense
 3D labels (`3d`, `mixed`) may use them here too: τ maximising geometric IoU (occupied vs free)
 inside mask_camera. Any other contract must not see 3D labels, even held-out ones, or "2D-only"
-would be a lie: τ maximising 2D depth agreement — the first voxel with density > τ along each held-out label
-ray must lie within max(1.5 voxels, 10 %) of the LiDAR distance.
+would be a lie: τ maximising 2D depth agreement — the first render sample (the renderer's sample rule
+and trilinear density, `renderocc.raygrid`) with density > τ along each held-out label ray must lie
+within max(1.5 voxels, 10 %) of the LiDAR distance.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from renderocc.classes import FREE, IGNORE
+from renderocc.raygrid import sample_positions, trilinear
 from renderocc.train.config import Config
 from renderocc.train.dataset import RayDataset
 
@@ -49,7 +51,7 @@ def choose_threshold(model, reader, indices: list[int], cfg: Config, device: tor
         else:
             ok = item["valid"] & item["is_key"]
             g, n = first_crossing_agreement(density, item["origins"][ok], item["dirs"][ok], item["dist"][ok],
-                                            cfg["grid"], cand)
+                                            cfg.grid.spec, cand, cfg.render.step)
             good += g
             total += n
     model.train(was_training)
@@ -64,27 +66,31 @@ def choose_threshold(model, reader, indices: list[int], cfg: Config, device: tor
 
 
 def first_crossing_agreement(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
-                             dist: torch.Tensor, grid: dict, cand: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Per candidate τ: how many rays hit their first voxel with density > τ near the label distance."""
-    lo = torch.tensor(grid["pc_range"][:3])
-    hi = torch.tensor(grid["pc_range"][3:])
-    vs = torch.tensor(grid["voxel_size"], dtype=torch.float32)
-    shape = torch.tensor(grid["shape"])
-    step = float(vs.min()) / 2
-    inv = 1.0 / torch.where(dirs.abs() > 1e-9, dirs, torch.full_like(dirs, 1e-9))
-    t0, t1 = (lo - origins) * inv, (hi - origins) * inv  # slab test: the ray's part inside the box
-    t_in, t_out = torch.minimum(t0, t1).max(1).values.clamp_min(0), torch.maximum(t0, t1).min(1).values
-    n = int(torch.ceil((t_out - t_in).max() / step).clamp_min(1))
-    t = t_in[:, None] + step * (torch.arange(n) + 0.5)[None]
-    inside = t < t_out[:, None]
-    p = origins[:, None] + t[..., None] * dirs[:, None]
-    idx = torch.floor((p - lo) / vs).long().clamp(min=torch.zeros(3, dtype=torch.long), max=shape - 1)
-    sig = density[idx[..., 0], idx[..., 1], idx[..., 2]] * inside
-    run = torch.cummax(sig, 1).values  # (R, S) non-decreasing
+                             dist: torch.Tensor, grid: dict, cand: torch.Tensor, step: float,
+                             chunk: int = 2048) -> tuple[torch.Tensor, int]:
+    """Per candidate τ: how many rays hit their first sample with density > τ near the label distance.
+
+    The samples are the renderer's (`raygrid.sample_positions` at the training `step`, trilinear
+    density at voxel centres), so τ is chosen on the field the loss shaped, not on a nearest-voxel
+    proxy. "Near" is within max(1.5 voxels, 10 %) of `dist`; a ray with no sample above τ counts
+    as crossing at its box exit. Rays are chunked so memory stays (chunk × samples) whatever R.
+    """
+    density = density.detach().float().cpu()
+    vol = density[None]
+    cand = cand.float().cpu()
     good = torch.zeros(len(cand))
-    tol = torch.maximum(1.5 * vs.max(), 0.1 * dist)
-    for k, tau in enumerate(cand):
-        first = (run <= tau).sum(1)  # index of the first sample above τ (n = none)
-        hit_t = torch.where(first < n, t.gather(1, first.clamp(max=n - 1)[:, None])[:, 0], t_out)
-        good[k] = ((hit_t - dist).abs() <= tol).sum()
+    vmax = float(max(grid["voxel_size"]))
+    for s in range(0, len(dist), chunk):
+        o = origins[s:s + chunk].float().cpu()
+        d = dirs[s:s + chunk].float().cpu()
+        L = dist[s:s + chunk].float().cpu()
+        t, valid, points, hit, t_out = sample_positions(o, d, grid["pc_range"], 0.0, step)
+        sig = torch.where(valid, trilinear(vol, points, grid)[..., 0], torch.zeros_like(t))
+        run = torch.cummax(sig, 1).values.contiguous()  # non-decreasing; padding repeats the last sample
+        first = torch.searchsorted(run, cand[None].expand(len(run), -1).contiguous(), right=True)  # (r, C)
+        count = valid.sum(1, keepdim=True)
+        t_exit = torch.where(hit, t_out, torch.zeros_like(t_out))[:, None]
+        hit_t = torch.where(first < count, t.gather(1, first.clamp(max=t.shape[1] - 1)), t_exit)
+        tol = torch.clamp(0.1 * L, min=1.5 * vmax)[:, None]
+        good += ((hit_t - L[:, None]).abs() <= tol).sum(0).float()
     return good, int(len(dist))
