@@ -75,6 +75,7 @@ def test_eval_user_errors(store, ckpt, tmp_path):
 def test_oracle_scores_perfectly(store, monkeypatch):
     """GT in → mIoU 1 and rendered depth close to the LiDAR labels: frames and z/distance agree."""
     from renderocc.store.reader import StoreReader
+    from renderocc.train.config import load_config, resolved
 
     reader = StoreReader(store)
 
@@ -86,8 +87,9 @@ def test_oracle_scores_perfectly(store, monkeypatch):
         return density, logits
 
     monkeypatch.setattr(infer, "run_model", oracle)
-    ck = {"config": {"render": {"step": 0.2}, "data": {"input_size": [64, 32]}}, "grid": reader.grid,
-          "threshold": 1.0, "supervision": "3d"}
+    cfg = resolved(load_config("demo", ["render.step=0.2", "data.input_size=[64, 32]", "grid.voxel_size=0.4"]),
+                   reader.grid)
+    ck = {"config": cfg, "grid": reader.grid, "threshold": 1.0, "supervision": "3d"}
     m = evaluate(reader, None, ck, list(range(len(reader))), progress=False)
     assert m["miou"] == pytest.approx(1.0) and m["geometry_iou"] == pytest.approx(1.0)
     assert m["miou_nomask"] == pytest.approx(1.0)
@@ -186,9 +188,10 @@ def test_inputs_are_the_stored_images_resized_and_bottom_cropped(store):
     and K follows the same pixel map: u' = (u + ½)·s − ½ − x0."""
     from renderocc.store.reader import StoreReader
 
+    from renderocc.train.config import load_config
+
     reader = StoreReader(store)
-    cfg = {"data": {"input_size": [64, 32]}}
-    images, K, _ = infer.model_inputs(reader, 1, cfg)
+    images, K, _ = infer.model_inputs(reader, 1, load_config("demo", ["data.input_size=[64, 32]"]))
     (W, H), (w, h) = reader.image_size, (64, 32)
     s = max(w / W, h / H)
     rw, rh = round(W * s), round(H * s)

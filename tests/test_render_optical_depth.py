@@ -13,7 +13,7 @@ import torch
 from test_render import BOX, SHAPE, TINY_BOX, TINY_VOXEL, VOXEL, make_grids, make_rays, tiny_case
 
 from renderocc.cuda import ray_optical_depth, ray_visibility
-from renderocc.cuda.reference import clip_rays
+from renderocc.raygrid import clip_rays
 
 STEP, NEAR = 0.07, 0.05
 
