@@ -8,6 +8,7 @@ import torch
 from renderocc.cuda import loader, ray_optical_depth, render_rays
 
 
+@pytest.mark.slow
 def test_cuda_sources_compile(tmp_path):
     """nvcc compiles the .cu and the bindings' CUDA glue links against it (one run, ~10-30 s)."""
     try:

@@ -205,6 +205,7 @@ def test_mixed_contract_step_runs(store):
     assert set(parts) >= {"depth", "semantic", "distortion", "occ3d", "lss_depth"} and n == 512
 
 
+@pytest.mark.slow
 def test_loss_goes_down_and_resume_is_exact(store, tmp_path):
     cfg = tiny("train.max_steps=8", "train.ckpt_every=4")
     train(store, tmp_path / "full", cfg, quiet=True)
@@ -263,6 +264,7 @@ def _ddp_worker(rank: int, world: int, store: str, tmp: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_single_process(store, tmp_path):
     mp.spawn(_ddp_worker, args=(2, store, str(tmp_path)), nprocs=2, join=True)
     assert len(losses(tmp_path / "run")) == 2 and (tmp_path / "run" / "last.pt").exists()
