@@ -238,16 +238,22 @@ def accumulate(pieces: list[dict[str, np.ndarray]], world: World, t: float, boxe
     cls = np.concatenate([p["cls"] for p in pieces])
     inst = np.concatenate([p["instance"] for p in pieces])
     objf = np.concatenate([p["objf"] for p in pieces])
+    is_obj = inst >= 0
+    k = inst[is_obj]
     boxed_pt = np.zeros(len(inst), bool)
-    boxed_pt[inst >= 0] = boxed[inst[inst >= 0]]
-    to_ego = np.linalg.inv(world.ego_pose(t))
-    static = apply(to_ego, local[~boxed_pt].astype(np.float64))
-    k = inst[inst >= 0]
+    boxed_pt[is_obj] = boxed[k]
     keep = boxed[k] & present[k]
+    ego = world.ego_pose(t)
+    ec, es = ego[0, 0], ego[1, 0]  # planar ego: yaw rotation, z = 0
+    # static points: scene-local -> ego
+    st = local[~boxed_pt].astype(np.float64)
+    dx, dy = st[:, 0] - ego[0, 3], st[:, 1] - ego[1, 3]
+    static = np.stack([ec * dx + es * dy, -es * dx + ec * dy, st[:, 2]], 1)
+    # object points: object frame at the point's time -> the object's pose at t, in the ego frame
+    pose = world.object_poses(t)
+    px, py = pose[:, 0] - ego[0, 3], pose[:, 1] - ego[1, 3]
+    ox, oy, yaw = ec * px + es * py, -es * px + ec * py, pose[:, 2] - np.arctan2(es, ec)
     k, q = k[keep], objf[keep].astype(np.float64)
-    pose = world.object_poses(t)[k]
-    c, s = np.cos(pose[:, 2]), np.sin(pose[:, 2])
-    moved = np.stack([pose[:, 0] + c * q[:, 0] - s * q[:, 1], pose[:, 1] + s * q[:, 0] + c * q[:, 1], q[:, 2]], 1)
-    obj_cls = cls[inst >= 0][keep]
-    return (np.concatenate([static, apply(to_ego, moved)]),
-            np.concatenate([cls[~boxed_pt], obj_cls]))
+    c, sn = np.cos(yaw)[k], np.sin(yaw)[k]
+    moved = np.stack([ox[k] + c * q[:, 0] - sn * q[:, 1], oy[k] + sn * q[:, 0] + c * q[:, 1], q[:, 2]], 1)
+    return np.concatenate([static, moved]), np.concatenate([cls[~boxed_pt], cls[is_obj][keep]])
