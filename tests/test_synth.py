@@ -186,8 +186,14 @@ def test_lidar_points_agree_with_occ3d_gt(nusc, synth_dataset):
         voxel = sem[idx[ok, 0], idx[ok, 1], idx[ok, 2]]
         agree += int((voxel == lut[labels[ok]]).sum())
         total += int(ok.sum())
-        assert mask_lidar[idx[ok, 0], idx[ok, 1], idx[ok, 2]].mean() > 0.99
-    assert agree / total >= 0.95, f"only {agree / total:.3f} of points agree with the Occ3D GT"
+        assert (voxel != 17).mean() > 0.99  # the truth is built from these very returns
+        # Occ3D's mask casts rays to voxel *centres*: a ray to a scanned voxel (far ground above
+        # all) often grazes a nearer occupied voxel first, so a scanned voxel may be unobserved.
+        # The exact rule is tested on a hand-built scene (test_masks_hide_a_wall_behind_a_box).
+        assert mask_lidar[idx[ok, 0], idx[ok, 1], idx[ok, 2]].mean() > 0.7
+    # 0.97 with the world-solid truth (--gt world); LiDAR-built truth agrees better
+    assert agree / total >= 0.98, f"only {agree / total:.3f} of points agree with the Occ3D GT"
+    assert json.loads((synth_dataset / "synth_truth" / "gt.json").read_text())["gt"] == "occ3d"
 
 
 def test_moving_boxes_move_and_hold_their_points(nusc, synth_dataset, instances):
@@ -230,6 +236,107 @@ def test_truth_files_cover_every_lidar_file(nusc, synth_dataset, instances):
         assert truth["instance"].max() < len(instances)
         assert not truth["moving"][truth["instance"] < 0].any()
     assert {"token", "category", "moving", "speed"} <= set(instances[0])
+
+
+def test_masks_hide_a_wall_behind_a_box():
+    """Occ3D's ray casting: voxels count as observed up to and including the first occupied one."""
+    from renderocc.synth.occ_gt import FREE, camera_mask, lidar_mask
+
+    sem = np.full((200, 200, 16), FREE, np.uint8)
+    sem[150, 40:160, :] = 15  # a wall 20 m ahead (x = 20.2), y from -24 to 24
+    sem[120:123, 97:104, 2:7] = 4  # a box 8 m ahead (x 8..9.2, y -1.2..1.6, z -0.2..1.8)
+    origin = np.array([0.05, 0.05, 1.05])
+    shadow = (150, slice(94, 109), slice(1, 8))  # rays to these wall centres cross the box
+    for name, mask in (("lidar", lidar_mask(sem, origin)), ("camera", None)):
+        if mask is None:  # a camera at the same place looking along +x, 100x100 px, +-26.6 deg
+            r = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+            grid_to_cam = np.eye(4)
+            grid_to_cam[:3, :3], grid_to_cam[:3, 3] = r, -r @ origin
+            k = np.array([[100.0, 0.0, 49.5], [0.0, 100.0, 49.5], [0.0, 0.0, 1.0]])
+            mask = camera_mask(sem, [(grid_to_cam, k, (100, 100))])
+            assert not mask[150, 45, 5] and not mask[150, 155, 5], "wall outside the image is unobserved"
+        else:
+            assert mask[150, 45, 5] and mask[150, 155, 5], name
+        assert not mask[shadow].any(), f"{name}: wall voxels hidden by the box are unobserved"
+        assert mask[150, 80:90, 3:6].all() and mask[150, 113:123, 3:6].all(), f"{name}: visible wall"
+        assert mask[120, 99:102, 3:6].all(), f"{name}: the box's front face is observed"
+        assert not mask[122, 99:102, 3:6].any(), f"{name}: the box's back face is hidden"
+        # the voxels holding the midpoints of the rays to (120, 100, 3) and (150, 85, 4)
+        assert mask[110, 100, 4] and mask[125, 92, 4], f"{name}: free voxels on the rays are observed"
+        assert not mask[160:, 85:95, 3:6].any(), f"{name}: nothing behind the wall is observed"
+        assert not mask[136:150, 100, 3:6].any(), f"{name}: free space in the box's shadow is unobserved"
+
+
+def _tiny_world(speed: float = 0.0):
+    """Ground, a 3 m high wall 12 m ahead with a box hidden behind it, and a car driving across."""
+    from renderocc.synth import materials as mat
+    from renderocc.synth.populate import Builder, car_shape
+    from renderocc.synth.world import Region, World
+
+    b = Builder(np.random.default_rng(0))
+    b.box(12.0, 12.8, -6.0, 6.0, 0.0, 3.0, "static.manmade", mat.TEX_FACADE)
+    b.box(16.0, 17.0, -1.0, 1.0, 0.0, 1.0, "static.manmade", mat.TEX_FACADE)  # hidden by the wall
+    b.add_object("vehicle.car", 6.0, 8.0, -np.pi / 2, speed, "vehicle.moving", car_shape(4.4, 1.8, 1.5))
+    road = mat.LABEL["flat.driveable_surface"]
+    return World(parts=b.freeze(), instances=b.instances, regions=[Region(-50.0, 50.0, -50.0, 50.0, road)],
+                 default_ground=(road, mat.TEX_ASPHALT), ego_x0=0.0, ego_y0=0.0, ego_speed=0.0,
+                 ego_wobble=0.0, sun=np.array([0.0, 0.0, 1.0]), origin=(0.0, 0.0, 0.0))
+
+
+def test_occ3d_truth_holds_only_what_the_lidar_scanned():
+    from renderocc.synth import lidar, occ_gt
+
+    world = _tiny_world(speed=4.0)
+    rng = np.random.default_rng(0)
+    times = [0.0, 0.25, 0.5, 0.75, 1.0]
+    pieces = []
+    for t in times:
+        s = lidar.scan(world, t, rng)
+        pieces.append(occ_gt.cloud_piece(world, t, world.ego_pose(t) @ lidar.lidar_to_ego(), s.points[:, :3],
+                                         s.label, s.instance))
+    boxed = np.array([True])
+    sem = occ_gt.lidar_semantics(*occ_gt.accumulate(pieces, world, 1.0, boxed, boxed))
+    solid = occ_gt.semantics(world, 1.0)
+
+    def vox(x, y, z):
+        return tuple(int(np.floor((v - lo) / 0.4)) for v, lo in zip((x, y, z), PC_MIN, strict=True))
+
+    manmade = OCC3D_CLASSES.index("manmade")
+    assert sem[vox(12.1, 0.0, 1.0)] == solid[vox(12.1, 0.0, 1.0)] == manmade  # the wall's lit face
+    assert sem[vox(4.0, 0.1, 0.0)] == OCC3D_CLASSES.index("driveable_surface")  # scanned road
+    for p in [(12.7, 0.0, 1.0), (16.5, 0.0, 0.5), (14.5, 0.0, 0.0)]:  # wall's back, hidden box, its road
+        assert solid[vox(*p)] != 17 and sem[vox(*p)] == 17, p
+    # the car (4.4 m long, heading -y at 4 m/s: centre y 8 -> 4 m) is scanned all along its way but
+    # sits where it is at t = 1 s: y in [1.8, 6.2]
+    car = OCC3D_CLASSES.index("car")
+    ys = (np.argwhere(sem == car)[:, 1] + 0.5) * 0.4 - 40.0
+    assert len(ys) > 20 and ys.min() > 1.4 and ys.max() < 6.6, np.percentile(ys, [0, 50, 100])
+    absent = occ_gt.lidar_semantics(*occ_gt.accumulate(pieces, world, 1.0, boxed, ~boxed))
+    assert not (absent == car).any()  # no box at this keyframe: the object contributes nothing
+    unboxed = occ_gt.lidar_semantics(*occ_gt.accumulate(pieces, world, 1.0, ~boxed, ~boxed))
+    ys = (np.argwhere(unboxed == car)[:, 1] + 0.5) * 0.4 - 40.0
+    assert ys.max() - ys.min() > 5.0  # never boxed: static, so it smears along its track as in Occ3D
+
+
+def test_world_truth_option(tmp_path):
+    """`gt="world"`: solid-world occupancy (more voxels than LiDAR ever scans), same Occ3D masks."""
+    from renderocc.errors import UserError
+    from renderocc.synth.writer import write_dataset
+
+    with pytest.raises(UserError, match="--gt"):
+        write_dataset(tmp_path / "bad", 1, 1, seed=0, gt="mesh")
+    out = {}
+    for gt in ("world", "occ3d"):
+        root = write_dataset(tmp_path / gt, 1, 1, seed=0, image_size=(64, 36), sweeps_per_sample=0, workers=1,
+                             gt=gt)
+        assert json.loads((root / "synth_truth" / "gt.json").read_text())["gt"] == gt
+        with np.load(next(root.glob("gts/*/*/labels.npz"))) as z:
+            out[gt] = {k: z[k] for k in z.files}
+    world, occ3d = out["world"], out["occ3d"]
+    assert (world["semantics"] != 17).sum() > 5 * (occ3d["semantics"] != 17).sum()
+    for gt in out.values():
+        for m in ("mask_camera", "mask_lidar"):
+            assert 0 < gt[m].mean() < 0.5
 
 
 def test_world_has_every_occ3d_class():

@@ -31,14 +31,17 @@ def _parse_size(_ctx, _param, value: str) -> tuple[int, int]:
 @click.option("--workers", default=None, type=int, help="Worker processes [default: min(2, CPUs)].")
 @click.option("--camera-truth", is_flag=True,
               help="Also write per-pixel depth/label/instance truth under synth_truth/cameras/.")
+@click.option("--gt", default="occ3d", show_default=True, type=click.Choice(["occ3d", "world"]),
+              help="Occupancy truth in gts/: occ3d = scene-accumulated LiDAR (as Occ3D builds it), "
+                   "world = the world's solids. Masks are Occ3D's ray casting either way.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is not empty.")
 def synth_nuscenes(out: str, scenes: int, samples_per_scene: int, seed: int, image_size: tuple[int, int],
                    version: str, sweeps_per_sample: int, workers: int | None, camera_truth: bool,
-                   overwrite: bool) -> None:
+                   gt: str, overwrite: bool) -> None:
     """Write a synthetic world as a devkit-loadable nuScenes dataset.
 
-    Includes lidarseg, sweeps, annotations, Occ3D ground truth (gts/) and per-point truth
-    (synth_truth/), all from the same procedural 3D world.
+    Includes lidarseg, sweeps, annotations, Occ3D ground truth (gts/; which truth is recorded in
+    synth_truth/gt.json) and per-point truth (synth_truth/), all from the same procedural 3D world.
 
     \b
     Example:
@@ -51,6 +54,6 @@ def synth_nuscenes(out: str, scenes: int, samples_per_scene: int, seed: int, ima
     start = time.perf_counter()
     path = write_dataset(out, scenes, samples_per_scene, seed, image_size=image_size, version=version,
                          overwrite=overwrite, sweeps_per_sample=sweeps_per_sample, workers=workers,
-                         progress=True, camera_truth=camera_truth)
+                         progress=True, camera_truth=camera_truth, gt=gt)
     click.echo(f"wrote {scenes} scene(s) x {samples_per_scene} keyframes ({image_size[0]}x{image_size[1]} "
                f"images) to {path} in {time.perf_counter() - start:.1f} s")

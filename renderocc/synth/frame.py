@@ -1,7 +1,10 @@
-"""Sense one keyframe of a scene: LiDAR keyframe + preceding sweeps, six cameras, Occ3D truth.
+"""Sense one keyframe of a scene (LiDAR keyframe + preceding sweeps, six cameras), then its truth.
 
-A frame job is self-contained (world, times, tokens, paths) so frames can run in worker
-processes; it writes its files and returns the small metadata the tables need.
+Two passes, because Occ3D-style truth accumulates the LiDAR of the whole scene and needs to know
+which objects are annotated: a frame job senses one keyframe, writes its files and returns the
+small metadata the tables need (its returns go to a scratch file); a truth job then writes the
+keyframe's Occ3D labels. Both are self-contained (world, times, tokens, paths) so they can run in
+worker processes.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import numpy as np
 from renderocc.synth import camera as cam
 from renderocc.synth import lidar as lid
 from renderocc.synth import occ_gt
-from renderocc.synth.geometry import apply
 from renderocc.synth.tables import visibility_token
 from renderocc.synth.world import World
 
@@ -39,6 +41,23 @@ class FrameJob:
     gt_path: str
     instance_offset: int = 0  # index of this scene's first object in synth_truth/instances.json
     camera_truth: bool = False  # also write per-pixel depth/label/instance of every image
+    cloud_path: str = ""  # where to keep this frame's returns for Occ3D-style truth ("" = don't)
+
+
+@dataclass
+class TruthJob:
+    """Everything needed to write the Occ3D labels of one keyframe."""
+
+    world: World
+    t0_us: int
+    key_us: int  # LiDAR keyframe timestamp
+    cam_us: dict[str, int]  # camera name -> trigger timestamp
+    image_size: tuple[int, int]
+    gt_path: str
+    gt: str  # "occ3d" | "world"
+    clouds: list[str]  # the scene's frame cloud files (occ3d)
+    boxed: np.ndarray  # (K,) bool: object annotated somewhere in the scene
+    present: np.ndarray  # (K,) bool: object annotated at this keyframe
 
 
 def _sec(job: FrameJob, ts: int) -> float:
@@ -75,32 +94,25 @@ def _write_camera_truth(job: FrameJob, token: str, hits, prims, local_to_cam: np
                         depth=depth.astype(np.float32), label=label, instance=instance)
 
 
-def _cameras(job: FrameJob, rng: np.random.Generator, key_ego: np.ndarray, out: dict):
-    """Render and write the six images; return (mask_camera, visible px, unoccluded px per object)."""
+def _cameras(job: FrameJob, rng: np.random.Generator, out: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Render and write the six images; return (visible px, unoccluded px) per object."""
     w = job.world
-    centres = occ_gt.voxel_centres()
-    mask_cam = np.zeros(occ_gt.SHAPE, bool)
     n_obj = len(w.instances)
     seen, visible = np.zeros(n_obj), np.zeros(n_obj)
     for spec in cam.RIG:
         rec = job.cams[spec.name]
         t = _sec(job, rec["timestamp"])
-        k = cam.intrinsic(spec, job.image_size)
         img, hits = cam.render(w, spec, cam.pinhole_grid(spec.name, job.image_size), t, rng)
         cv2.imwrite(os.path.join(job.root, rec["filename"]), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
         out["poses"][rec["token"]] = _global_pose(w, t)
-        cam_to_local = w.ego_pose(t) @ cam.cam_to_ego(spec)
-        key_to_cam = np.linalg.inv(cam_to_local) @ key_ego
-        half_fov = float(np.arctan2(max(k[0, 2], job.image_size[0] - k[0, 2]), k[0, 0]))
-        cand = occ_gt.sector(tuple(spec.translation[:2]), float(np.deg2rad(spec.yaw_deg)), half_fov)
-        mask_cam |= occ_gt.camera_mask(centres, key_to_cam, k, hits.t, cand)
         prims = w.prims_at(t)
         if job.camera_truth:
+            cam_to_local = w.ego_pose(t) @ cam.cam_to_ego(spec)
             _write_camera_truth(job, rec["token"], hits, prims, np.linalg.inv(cam_to_local))
         obj = prims.obj[hits.pid[hits.pid >= 0]]
         visible += np.bincount(obj[obj >= 0], minlength=n_obj)[:n_obj]
         seen[: len(hits.seen)] += hits.seen
-    return mask_cam, visible, seen
+    return visible, seen
 
 
 def _annotated(job: FrameJob, t: float, key_ego: np.ndarray, n_pts: np.ndarray, visible: np.ndarray,
@@ -117,30 +129,51 @@ def _annotated(job: FrameJob, t: float, key_ego: np.ndarray, n_pts: np.ndarray, 
 
 
 def run_frame(job: FrameJob) -> dict:
-    """Write all files of one keyframe; return poses per sample_data and annotation stats."""
+    """Write the sensor files of one keyframe; return poses per sample_data and annotation stats."""
     w = job.world
     rng = np.random.default_rng([job.seed, job.scene, job.index, 1])
     grid = lid.LidarGrid()
     out: dict = {"poses": {}}
-    for rec in job.sweeps:
+    pieces = []
+    for rec in [*job.sweeps, job.key]:
         t = _sec(job, rec["timestamp"])
-        _write_scan(job, rec, lid.scan(w, t, rng, grid), with_labels=False)
+        s = lid.scan(w, t, rng, grid)
+        _write_scan(job, rec, s, with_labels=rec is job.key)
         out["poses"][rec["token"]] = _global_pose(w, t)
+        if job.cloud_path:
+            pieces.append(occ_gt.cloud_piece(w, t, w.ego_pose(t) @ lid.lidar_to_ego(), s.points[:, :3],
+                                             s.label, s.instance))
+    key_scan = s
+    if pieces:
+        np.savez(job.cloud_path, **{k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]})
+
     t_key = _sec(job, job.key["timestamp"])
-    key_scan = lid.scan(w, t_key, rng, grid)
-    _write_scan(job, job.key, key_scan, with_labels=True)
-    out["poses"][job.key["token"]] = _global_pose(w, t_key)
-
-    key_ego = w.ego_pose(t_key)
-    mask_cam, visible, seen = _cameras(job, rng, key_ego, out)
-    lidar_to_ego = lid.lidar_to_ego()
-    pts_ego = apply(lidar_to_ego, key_scan.points[:, :3].astype(np.float64))
-    mask_lidar = occ_gt.lidar_mask(lidar_to_ego[:3, 3], pts_ego)
-    os.makedirs(os.path.dirname(job.gt_path), exist_ok=True)
-    np.savez_compressed(job.gt_path, semantics=occ_gt.semantics(w, t_key),
-                        mask_lidar=mask_lidar.astype(np.uint8), mask_camera=mask_cam.astype(np.uint8))
-
+    visible, seen = _cameras(job, rng, out)
     n_obj = len(w.instances)
     n_pts = np.bincount(key_scan.instance[key_scan.instance >= 0], minlength=n_obj)[:n_obj]
-    out["anns"] = _annotated(job, t_key, key_ego, n_pts, visible, seen)
+    out["anns"] = _annotated(job, t_key, w.ego_pose(t_key), n_pts, visible, seen)
     return out
+
+
+def run_truth(job: TruthJob) -> None:
+    """Write gts/<scene>/<sample>/labels.npz: semantics of the chosen truth and Occ3D's two masks."""
+    w = job.world
+    t_key = (job.key_us - job.t0_us) * 1e-6
+    if job.gt == "world":
+        sem = occ_gt.semantics(w, t_key)
+    else:
+        pieces = []
+        for path in job.clouds:
+            with np.load(path) as z:
+                pieces.append({k: z[k] for k in z.files})
+        sem = occ_gt.lidar_semantics(*occ_gt.accumulate(pieces, w, t_key, job.boxed, job.present))
+    key_ego = w.ego_pose(t_key)
+    mask_lidar = occ_gt.lidar_mask(sem, lid.lidar_to_ego()[:3, 3])
+    cams = []
+    for spec in cam.RIG:
+        cam_to_local = w.ego_pose((job.cam_us[spec.name] - job.t0_us) * 1e-6) @ cam.cam_to_ego(spec)
+        cams.append((np.linalg.inv(cam_to_local) @ key_ego, cam.intrinsic(spec, job.image_size), job.image_size))
+    mask_cam = occ_gt.camera_mask(sem, cams)
+    os.makedirs(os.path.dirname(job.gt_path), exist_ok=True)
+    np.savez_compressed(job.gt_path, semantics=sem, mask_lidar=mask_lidar.astype(np.uint8),
+                        mask_camera=mask_cam.astype(np.uint8))

@@ -1,12 +1,30 @@
-"""Occ3D-format ground truth computed from the world itself (not from LiDAR points).
+"""Occ3D-format ground truth of a synthetic keyframe: semantics and the two visibility masks.
 
-Semantics: each 0.4 m voxel takes the class covering most of its 4x4x4 sub-samples (samples
-reach the voxel faces, so any surface crossing a voxel marks it); ties go to objects, then
-static structure, then flat ground. The ground is a 0.2 m slab just below z = 0, so only the
-surface layer is occupied, as in Occ3D. Masks: voxels traversed by LiDAR rays up to and
-including their return (mask_lidar) and by camera pixel rays up to and including the first
-surface they see (mask_camera), as Occ3D's ray casting does.
+Two truths (`renderocc synth nuscenes --gt`):
+
+* `occ3d` (default), the way Occ3D-nuScenes builds it: every LiDAR return of the whole scene
+  (keyframes and sweeps) is accumulated into the keyframe's ego frame. Points on objects that are
+  annotated somewhere in the scene move with their box (stored in the box frame at the point's
+  time, placed with the box at the keyframe; an object without a box at the keyframe contributes
+  nothing); all other points are static and go through the ego poses. A voxel is occupied when
+  any point falls in it and takes the majority class of its points (ties: objects, then static
+  structure, then flat ground, then the lower class index). Occ3D also densifies with meshes and
+  refines with images; we do not, so a surface no beam ever hits stays free, as in raw Occ3D.
+* `world`: occupancy from the world's solids. Each 0.4 m voxel takes the class covering most of
+  its 4x4x4 sub-samples (samples reach the voxel faces, so any surface crossing a voxel marks
+  it); ties as above. The ground is a 0.2 m slab just below z = 0, so only the surface layer is
+  occupied. Cameras see surfaces here that no LiDAR beam hits.
+
+Masks (both truths), as Occ3D publishes them: a ray is cast from the sensor's optical centre to
+the centre of every occupied voxel it can see (mask_lidar: all of them, from the LiDAR at the
+keyframe; mask_camera: those in front of a camera whose centre projects inside its W x H image,
+from that camera's centre at its own trigger time, union over the six cameras). Voxels on a ray
+are observed up to and including the first occupied voxel (exact Amanatides-Woo traversal), so
+an occupied voxel hidden behind another is unobserved. Rays to a voxel centre graze the voxels in
+front of it, so a ray to far ground usually stops at a nearer ground voxel: far ground is
+observed only through the rays to even farther targets, as in Occ3D.
 """
+
 
 from __future__ import annotations
 
@@ -15,6 +33,8 @@ import functools
 import numpy as np
 
 from renderocc.classes import FREE, LIDARSEG_STANDARD_ORDER, LIDARSEG_TO_OCC3D, NUM_SEMANTIC
+from renderocc.eval.rays import VoxelWalk  # moving to renderocc.raygrid
+from renderocc.synth.geometry import apply
 from renderocc.synth.world import BOX, CYLINDER, Prims, World
 
 PC_RANGE = np.array([-40.0, -40.0, -1.0, 40.0, 40.0, 5.4])
@@ -24,6 +44,7 @@ SUB = np.linspace(-0.199, 0.199, 4) * (VOXEL / 0.4)
 GROUND_LAYER = 2  # the voxel layer [-0.2, 0.2] that holds the ground surface
 TO_OCC = np.array([LIDARSEG_TO_OCC3D[n] for n in LIDARSEG_STANDARD_ORDER], np.uint8)
 PRIORITY = np.array([3] * 11 + [1] * 4 + [2] * 2, np.int32)  # things > static > flat
+TIE_RANK = (3 - PRIORITY) * 32 + np.arange(NUM_SEMANTIC)  # lower wins a tie: priority, then index
 
 
 def _axis_samples(axis: int, lo: float, hi: float) -> tuple[int, int, np.ndarray] | None:
@@ -110,74 +131,129 @@ def voxel_centres() -> np.ndarray:
     return np.stack([a.ravel() for a in g], 1).astype(np.float32)
 
 
-def lidar_mask(origin: np.ndarray, points: np.ndarray, step: float = 0.2, chunk: int = 4096) -> np.ndarray:
-    """Voxels traversed by the rays from `origin` to each point, plus each point's voxel.
+def lidar_semantics(points: np.ndarray, occ_class: np.ndarray) -> np.ndarray:
+    """Semantics (200, 200, 16) uint8 voxelised from points (N, 3) in the grid frame.
 
-    origin (3,), points (N, 3) in the grid frame. Samples every `step` metres along each ray.
+    A voxel holding any point is occupied by the majority Occ3D class `occ_class` (N,) of its
+    points; ties go by `TIE_RANK` (objects, then static, then flat, then the lower index).
     """
-    mask = np.zeros(int(np.prod(SHAPE)), bool)
-    lo, hi = PC_RANGE[:3].astype(np.float32), PC_RANGE[3:].astype(np.float32)
-    o = origin.astype(np.float32)
-    rel = points.astype(np.float32) - o
-    rng_ = np.linalg.norm(rel, axis=1)
-    d = rel / np.maximum(rng_, 1e-6)[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t1, t2 = (lo - o) / d, (hi - o) / d
-        tin = np.maximum(np.nanmax(np.minimum(t1, t2), 1), 0.0)
-        tout = np.nanmin(np.maximum(t1, t2), 1)
-    stop = np.minimum(tout, rng_)
-    n = np.clip(np.ceil((stop - tin) / step), 0, 1e4).astype(np.int64)
-    n[~(stop > tin)] = 0
-    inv = np.float32(1.0 / VOXEL)
-    for s in range(0, len(d), chunk):
-        nn = n[s:s + chunk]
-        ray = np.repeat(np.arange(s, s + len(nn)), nn)
-        k = np.arange(len(ray), dtype=np.float32) - np.repeat((np.cumsum(nn) - nn).astype(np.float32), nn)
-        tt = np.minimum(tin[ray] + (k + 0.5) * step, stop[ray])
-        flat = np.zeros(len(ray), np.int64)
-        for a, mul in ((0, SHAPE[1] * SHAPE[2]), (1, SHAPE[2]), (2, 1)):
-            ia = ((o[a] - lo[a] + tt * d[ray, a]) * inv).astype(np.int64)
-            flat += np.clip(ia, 0, SHAPE[a] - 1) * mul
-        mask[flat] = True
-    idx = np.floor((points - lo) / VOXEL).astype(np.int64)
-    ok = np.all((idx >= 0) & (idx < np.array(SHAPE)), 1)
-    mask[np.ravel_multi_index(idx[ok].T, SHAPE)] = True
-    return mask.reshape(SHAPE)
+    q = (np.asarray(points, np.float64) - PC_RANGE[:3]) / VOXEL
+    ok = np.ones(len(q), bool)
+    flat = np.zeros(len(q), np.int64)
+    for a, mul in ((0, SHAPE[1] * SHAPE[2]), (1, SHAPE[2]), (2, 1)):
+        qa = q[:, a]
+        ok &= (qa >= 0) & (qa < SHAPE[a])
+        flat += qa.astype(np.int64) * mul  # truncation == floor where ok
+    flat, cls = flat[ok], occ_class[ok]
+    n = int(np.prod(SHAPE))
+    sem = np.full(n, FREE, np.uint8)
+    best = np.zeros(n, np.int64)
+    for c in np.argsort(TIE_RANK, kind="stable"):  # strict '>' below: earlier (higher) rank keeps ties
+        sel = flat[cls == c]
+        if len(sel):
+            count = np.bincount(sel, minlength=n)
+            better = count > best
+            best[better] = count[better]
+            sem[better] = c
+    return sem.reshape(SHAPE)
 
 
-def camera_mask(centres: np.ndarray, grid_to_cam: np.ndarray, k: np.ndarray, ray_dist: np.ndarray,
-                candidates: np.ndarray | None = None) -> np.ndarray:
-    """Voxels whose centre a camera sees: in the image and not behind the surface of its pixel.
+def observed(occupied: np.ndarray, origins: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Voxels on the rays origins -> targets, each up to and including its first occupied voxel.
 
-    This is Occ3D's camera ray casting (a ray from the camera to each voxel, stopped by the first
-    occupied surface) evaluated with the camera's depth buffer `ray_dist` (H, W; inf = sky).
-    `candidates` optionally restricts the test to a superset of the visible voxel indices.
+    occupied (200, 200, 16) bool; origins (N, 3) or (3,) and targets (N, 3) in the grid frame.
+    Exact traversal, so a voxel a ray only clips at an edge counts (and can stop it).
     """
-    h, w = ray_dist.shape
-    idx = np.arange(len(centres)) if candidates is None else candidates
-    r, t = grid_to_cam[:3, :3].astype(np.float32), grid_to_cam[:3, 3].astype(np.float32)
-    pc = centres[idx] @ r.T + t
-    z = pc[:, 2]
-    i = np.flatnonzero(z > 0.1)
-    zi = z[i]
-    u = (k[0, 0] * pc[i, 0] / zi + (k[0, 2] + 0.5)).astype(np.int64)
-    v = (k[1, 1] * pc[i, 1] / zi + (k[1, 2] + 0.5)).astype(np.int64)
-    inside = (u >= 0) & (u < w) & (v >= 0) & (v < h)
-    i, u, v, zi = i[inside], u[inside], v[inside], zi[inside]
-    dist = np.sqrt(zi * zi + pc[i, 0] ** 2 + pc[i, 1] ** 2)
-    vis = np.zeros(len(centres), bool)
-    vis[idx[i]] = dist <= ray_dist[v, u] + VOXEL * 0.87
-    return vis.reshape(SHAPE)
+    occ = np.ascontiguousarray(occupied).reshape(-1)
+    seen = np.zeros(occ.size, bool)
+    targets = np.asarray(targets, np.float64)
+    rel = targets - origins
+    dist = np.linalg.norm(rel, axis=1)
+    rel /= np.maximum(dist, 1e-9)[:, None]
+    walk = VoxelWalk(np.broadcast_to(origins, rel.shape), rel, dist, PC_RANGE, VOXEL, SHAPE)
+    while walk:
+        i = walk.index()
+        seen[i] = True
+        walk.advance(~occ[i])
+    return seen.reshape(SHAPE)
 
 
-@functools.lru_cache(maxsize=12)
-def sector(position: tuple[float, float], yaw: float, half_fov: float, margin: float = 0.15) -> np.ndarray:
-    """Indices of voxels within a horizontal field of view (+ margin) seen from an ego-frame position.
+def lidar_mask(semantics: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """Occ3D mask_lidar: voxels seen on rays from the LiDAR `origin` (3,) to every occupied voxel."""
+    occupied = semantics != FREE
+    return observed(occupied, np.asarray(origin, np.float64), voxel_centres()[occupied.ravel()])
 
-    A cheap superset for `camera_mask`: the ego moves little between the LiDAR keyframe and a
-    camera's trigger, so the margin (radians) and a 4 m disc around the camera cover the rest.
+
+def camera_mask(semantics: np.ndarray, cameras: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]],
+                ) -> np.ndarray:
+    """Occ3D mask_camera: the union over cameras (grid_to_cam 4x4, K 3x3, (W, H)) of the voxels seen
+    on rays from the camera centre to every occupied voxel centre that projects into its image.
+
+    Pixel (u, v) covers [u - 0.5, u + 0.5) (devkit convention), so the image is u in [-0.5, W - 0.5).
     """
-    c = voxel_centres()
-    dx, dy = c[:, 0] - position[0], c[:, 1] - position[1]
-    rel = np.mod(np.arctan2(dy, dx) - yaw + np.pi, 2 * np.pi) - np.pi
-    return np.flatnonzero((np.abs(rel) < half_fov + margin) | (dx * dx + dy * dy < 16.0))
+    occupied = semantics != FREE
+    centres = voxel_centres()[occupied.ravel()].astype(np.float64)
+    origins, targets = [], []
+    for grid_to_cam, k, (w, h) in cameras:
+        pc = centres @ grid_to_cam[:3, :3].T + grid_to_cam[:3, 3]
+        z = pc[:, 2]
+        front = z > 1e-6
+        zf = np.where(front, z, 1.0)
+        u = k[0, 0] * pc[:, 0] / zf + k[0, 1] * pc[:, 1] / zf + k[0, 2]
+        v = k[1, 1] * pc[:, 1] / zf + k[1, 2]
+        inside = front & (u >= -0.5) & (u < w - 0.5) & (v >= -0.5) & (v < h - 0.5)
+        targets.append(centres[inside])
+        origins.append(np.broadcast_to(np.linalg.inv(grid_to_cam)[:3, 3], (int(inside.sum()), 3)))
+    return observed(occupied, np.concatenate(origins), np.concatenate(targets))
+
+
+def cloud_piece(world: World, t: float, sensor_to_local: np.ndarray, points: np.ndarray, label: np.ndarray,
+                instance: np.ndarray) -> dict[str, np.ndarray]:
+    """One scan's returns, ready to accumulate over the scene.
+
+    Object points keep both frames because whether a point moves with a box is only known once the
+    whole scene is annotated. points (N, 3) in the sensor frame at time t; label lidarseg indices;
+    instance object index or -1. Returns `local` (N, 3) scene-local, `cls` (N,) Occ3D class,
+    `instance` (N,), and `objf` (M, 3): the points with instance >= 0 in their object's frame at t.
+    """
+    local = apply(sensor_to_local, points.astype(np.float64))
+    obj = instance >= 0
+    pose = world.object_poses(t)[instance[obj]]
+    c, s = np.cos(pose[:, 2]), np.sin(pose[:, 2])
+    dx, dy = local[obj, 0] - pose[:, 0], local[obj, 1] - pose[:, 1]
+    objf = np.stack([c * dx + s * dy, -s * dx + c * dy, local[obj, 2]], 1)
+    return {"local": local.astype(np.float32), "cls": TO_OCC[label], "instance": instance.astype(np.int32),
+            "objf": objf.astype(np.float32)}
+
+
+def accumulate(pieces: list[dict[str, np.ndarray]], world: World, t: float, boxed: np.ndarray,
+               present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All returns of a scene in the ego frame at time t: (points (N, 3), Occ3D class (N,)).
+
+    `boxed[k]`: object k has a box somewhere in the scene (its points move with it); `present[k]`:
+    it has one at t (else its points are dropped). Points of never-boxed objects count as static,
+    as in Occ3D, where only points inside annotation boxes are moved.
+    """
+    local = np.concatenate([p["local"] for p in pieces])
+    cls = np.concatenate([p["cls"] for p in pieces])
+    inst = np.concatenate([p["instance"] for p in pieces])
+    objf = np.concatenate([p["objf"] for p in pieces])
+    is_obj = inst >= 0
+    k = inst[is_obj]
+    boxed_pt = np.zeros(len(inst), bool)
+    boxed_pt[is_obj] = boxed[k]
+    keep = boxed[k] & present[k]
+    ego = world.ego_pose(t)
+    ec, es = ego[0, 0], ego[1, 0]  # planar ego: yaw rotation, z = 0
+    # static points: scene-local -> ego
+    st = local[~boxed_pt].astype(np.float64)
+    dx, dy = st[:, 0] - ego[0, 3], st[:, 1] - ego[1, 3]
+    static = np.stack([ec * dx + es * dy, -es * dx + ec * dy, st[:, 2]], 1)
+    # object points: object frame at the point's time -> the object's pose at t, in the ego frame
+    pose = world.object_poses(t)
+    px, py = pose[:, 0] - ego[0, 3], pose[:, 1] - ego[1, 3]
+    ox, oy, yaw = ec * px + es * py, -es * px + ec * py, pose[:, 2] - np.arctan2(es, ec)
+    k, q = k[keep], objf[keep].astype(np.float64)
+    c, sn = np.cos(yaw)[k], np.sin(yaw)[k]
+    moved = np.stack([ox[k] + c * q[:, 0] - sn * q[:, 1], oy[k] + sn * q[:, 0] + c * q[:, 1], q[:, 2]], 1)
+    return np.concatenate([static, moved]), np.concatenate([cls[~boxed_pt], cls[is_obj][keep]])

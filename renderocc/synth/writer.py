@@ -2,7 +2,8 @@
 
 Layout written (DIR):
     <version>/*.json (13 tables + lidarseg.json), samples/, sweeps/, lidarseg/<version>/,
-    maps/<token>.png, gts/<scene>/<sample>/labels.npz (Occ3D), synth_truth/ (points, instances).
+    maps/<token>.png, gts/<scene>/<sample>/labels.npz (Occ3D), synth_truth/ (points, instances,
+    gt.json: which truth gts/ holds).
 Everything goes to a sibling temp dir first and is renamed into place at the end, so a
 half-written dataset never looks complete.
 """
@@ -23,7 +24,7 @@ from renderocc.errors import UserError
 from renderocc.synth import camera as cam
 from renderocc.synth import lidar as lid
 from renderocc.synth import tables as tb
-from renderocc.synth.frame import FrameJob, run_frame
+from renderocc.synth.frame import FrameJob, TruthJob, run_frame, run_truth
 from renderocc.synth.geometry import matrix_to_quat, yaw_quat
 from renderocc.synth.populate import build_world
 from renderocc.synth.world import World
@@ -32,10 +33,21 @@ DEFAULT_IMAGE_SIZE = (800, 450)
 KEYFRAME_US = 500_000  # 2 Hz keyframes
 BASE_TIMESTAMP = 1_600_000_000_000_000
 SCENE_GAP_US = 3_600_000_000
+GT_KINDS = ("occ3d", "world")
+GT_DESCRIPTION = {
+    "occ3d": "Occ3D-style: LiDAR returns (keyframes and sweeps) of the whole scene accumulated, static "
+             "points through ego poses, annotated objects through their boxes; majority class per voxel",
+    "world": "from the world's solids: class covering most of each voxel's 4x4x4 sub-samples",
+}
+MASK_DESCRIPTION = ("Occ3D ray casting: rays from the LiDAR (mask_lidar) or each camera (mask_camera, "
+                    "voxels projecting into the image) to every occupied voxel centre; voxels observed up to "
+                    "and including the first occupied voxel on the ray")
 
 
 def _check_args(out: Path, scenes: int, samples_per_scene: int, image_size, sweeps: int,
-                overwrite: bool) -> None:
+                overwrite: bool, gt: str) -> None:
+    if gt not in GT_KINDS:
+        raise UserError(f"--gt must be one of {', '.join(GT_KINDS)} (got {gt!r}).")
     if scenes < 1:
         raise UserError(f"--scenes must be at least 1 (got {scenes}).")
     if samples_per_scene < 1:
@@ -94,20 +106,42 @@ def _scene_jobs(root: Path, seed: int, scene: int, world: World, k: int, sweeps:
     return jobs, plan
 
 
-def _map_jobs(jobs: list[FrameJob], workers: int, progress: bool) -> list[dict]:
-    bar = tqdm(total=len(jobs), desc="synth keyframes", unit="frame", disable=not progress)
+def _map_jobs(fn, jobs: list, workers: int, progress: bool, desc: str) -> list:
+    bar = tqdm(total=len(jobs), desc=desc, unit="frame", disable=not progress)
     results = []
     if workers > 1 and len(jobs) > 1:
         with mp.get_context("fork").Pool(workers) as pool:
-            for r in pool.imap(run_frame, jobs):
+            for r in pool.imap(fn, jobs):
                 results.append(r)
                 bar.update()
     else:
         for job in jobs:
-            results.append(run_frame(job))
+            results.append(fn(job))
             bar.update()
     bar.close()
     return results
+
+
+def _truth_jobs(frames: list[FrameJob], results: list[dict], gt: str) -> list[TruthJob]:
+    """One truth job per keyframe; needs every frame's annotations (which objects have boxes)."""
+    jobs = []
+    by_scene: dict[int, list[int]] = {}
+    for i, f in enumerate(frames):
+        by_scene.setdefault(f.scene, []).append(i)
+    for idx in by_scene.values():
+        world = frames[idx[0]].world
+        n = len(world.instances)
+        present = [np.zeros(n, bool) for _ in idx]
+        for p, i in zip(present, idx, strict=True):
+            p[[a["instance"] for a in results[i]["anns"]]] = True
+        boxed = np.any(present, 0)
+        clouds = [frames[i].cloud_path for i in idx]
+        for p, i in zip(present, idx, strict=True):
+            f = frames[i]
+            jobs.append(TruthJob(world, f.t0_us, f.key["timestamp"],
+                                 {c: r["timestamp"] for c, r in f.cams.items()}, f.image_size, f.gt_path, gt,
+                                 clouds, boxed, p))
+    return jobs
 
 
 def _pose_record(token: str, ts: int, pose: dict) -> dict:
@@ -117,16 +151,18 @@ def _pose_record(token: str, ts: int, pose: dict) -> dict:
 def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: int,
                   image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE, version: str = "v1.0-mini",
                   overwrite: bool = False, sweeps_per_sample: int = 4, workers: int | None = None,
-                  progress: bool = False, camera_truth: bool = False) -> Path:
+                  progress: bool = False, camera_truth: bool = False, gt: str = "occ3d") -> Path:
     """Write `scenes` synthetic scenes of `samples_per_scene` keyframes to `out`; return its path.
 
     Deterministic for a seed. Raises UserError for bad arguments or an unusable `out`.
     `camera_truth` also writes synth_truth/cameras/<camera_sample_data_token>.npz (per-pixel
     `depth` camera z in metres, 0 = sky; `label` lidarseg index, 255 = sky; `instance`).
+    `gt` picks the occupancy of gts/ (see renderocc.synth.occ_gt): "occ3d" (accumulated LiDAR, as
+    Occ3D builds it) or "world" (the world's solids); synth_truth/gt.json records which.
     """
     out = Path(out).expanduser().absolute()
     image_size = (int(image_size[0]), int(image_size[1]))
-    _check_args(out, scenes, samples_per_scene, image_size, sweeps_per_sample, overwrite)
+    _check_args(out, scenes, samples_per_scene, image_size, sweeps_per_sample, overwrite, gt)
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     try:
@@ -134,7 +170,7 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
         if tmp.exists():
             shutil.rmtree(tmp)
         for d in ["samples/LIDAR_TOP", "sweeps/LIDAR_TOP", f"lidarseg/{version}", version, "maps", "gts",
-                  "synth_truth/points"] + [f"samples/{c}" for c in cam.CAMERA_NAMES] \
+                  "synth_truth/points", ".cloud"] + [f"samples/{c}" for c in cam.CAMERA_NAMES] \
                 + (["synth_truth/cameras"] if camera_truth else []):
             (tmp / d).mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -152,13 +188,19 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
         for job in sj:
             job.instance_offset = sum(len(w.instances) for w in worlds)
             job.camera_truth = camera_truth
+            if gt == "occ3d":
+                job.cloud_path = str(tmp / ".cloud" / f"{s:04d}-{job.index:04d}.npz")
         worlds.append(world)
         plans.append(plan)
         jobs += sj
         logs.append(log_name)
     try:
-        results = _map_jobs(jobs, workers, progress)
+        results = _map_jobs(run_frame, jobs, workers, progress, "synth keyframes")
+        _map_jobs(run_truth, _truth_jobs(jobs, results, gt), workers, progress, "synth occupancy truth")
+        shutil.rmtree(tmp / ".cloud")
         _write_tables(tmp, seed, version, worlds, plans, results, samples_per_scene, image_size, logs)
+        with open(tmp / "synth_truth" / "gt.json", "w") as f:
+            json.dump({"gt": gt, "semantics": GT_DESCRIPTION[gt], "masks": MASK_DESCRIPTION}, f, indent=1)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
