@@ -33,7 +33,7 @@ import functools
 import numpy as np
 
 from renderocc.classes import FREE, LIDARSEG_STANDARD_ORDER, LIDARSEG_TO_OCC3D, NUM_SEMANTIC
-from renderocc.eval.rays import VoxelWalk  # moving to renderocc.raygrid
+from renderocc.raygrid import VoxelWalk
 from renderocc.synth.geometry import apply
 from renderocc.synth.world import BOX, CYLINDER, Prims, World
 
