@@ -187,7 +187,6 @@ def test_inputs_are_the_stored_images_resized_and_bottom_cropped(store):
     """The network input is an independent resize of the stored image, cropped to keep the bottom,
     and K follows the same pixel map: u' = (u + ½)·s − ½ − x0."""
     from renderocc.store.reader import StoreReader
-
     from renderocc.train.config import load_config
 
     reader = StoreReader(store)

@@ -270,8 +270,9 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         "gt_occupied_camera_voxels": int(cov[1].sum()),
         "confusion_camera": o["confusion_camera"],
         "thresholds": {str(r["sample"]): r["threshold"] for r in rows},
-        "threshold_rule": (f"{'3D geometry IoU in mask_camera' if cfg.supervision == '3d' else '2D depth agreement of the first crossing on the key rays'}"
-                           f", chosen on {FIT_SOURCE}"),
+        "threshold_rule": ("3D geometry IoU in mask_camera" if cfg.supervision == "3d"
+                           else "2D depth agreement of the first crossing on the key rays")
+                          + f", chosen on {FIT_SOURCE}",
         "per_sample": rows, "samples": len(indices), "supervision": cfg.supervision,
         "aux_frames": ds.aux, "use_motion_masks": cfg.data.use_motion_masks,
         "iters": iters, "lr": lr, "rays_per_iter": cfg.data.rays if cfg.supervision != "3d" else 0,
