@@ -75,6 +75,7 @@ def store() -> None:
     "predict": ("renderocc.eval.commands:predict", "Write Occ3D-format predictions."),
     "viz": ("renderocc.eval.commands:viz", "PNG figures of labels, renderings, occupancy."),
     "qa": ("renderocc.qa.commands:qa", "Label-coverage report (HTML + JSON)."),
+    "fit": ("renderocc.fit.commands:fit", "Fit a free voxel grid per keyframe: what the labels determine."),
 })
 @click.version_option(__version__, prog_name="renderocc")
 def main() -> None:
@@ -88,6 +89,7 @@ def main() -> None:
       renderocc qa --store store --out qa
       renderocc train --store store --out run --config demo
       renderocc eval --store store --ckpt run/last.pt --out eval
+      renderocc fit --store store --out fit --samples 0,4   (no network: what the labels determine)
     """
 
 

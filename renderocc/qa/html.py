@@ -229,6 +229,13 @@ def render_html(r: dict, title: str, failures: list[str] | None = None,
                      "<div class='grid thumbs'>" + "".join(thumbs) + "</div>")
     if r["coverage"]:
         parts.append("<h2>Ray coverage</h2><p>" + html.escape(r["coverage"]["note"]) + "</p>")
+    if r.get("fit"):
+        f = r["fit"]
+        parts.append(f"<h2>Free-grid fit ({len(f['samples'])} samples, {f['iters']} iterations)</h2>"
+                     f"<p>{html.escape(f['note'])}. mIoU {_fmt(f['miou'])}, geometry IoU "
+                     f"{_fmt(f['geometry_iou'])}, label coverage {_fmt(f['label_coverage'])}; samples "
+                     f"{html.escape(', '.join(map(str, f['samples'])))}.</p>"
+                     + _table(f["per_class"], ["class", "iou", "iou_all_voxels", "label_coverage"]))
     parts.append("<h2>2D class histogram</h2>"
                  + _table([{"class": k, "pixels": v} for k, v in r["class_histogram_2d"].items()]))
     parts.append("</body></html>")

@@ -39,6 +39,9 @@ SUMMARY_KEYS: dict[str, str] = {
     "gt_occupied_crossed_share": "share of GT occupied voxels crossed by a key or auxiliary ray",
     "gt_occupied_crossed_share_key": "the same, key-frame rays only",
     "gt_camera_voxels_crossed_share": "share of GT mask_camera voxels crossed by a ray",
+    "fit_miou": "mIoU in mask_camera of free grids fitted to the labels (qa --fit N)",
+    "fit_geometry_iou": "geometry IoU in mask_camera of the same fits (qa --fit N)",
+    "fit_label_coverage": "share of GT-occupied mask_camera voxels at a label-ray end point (qa --fit N)",
 }
 
 
@@ -306,6 +309,8 @@ def unavailable_reason(key: str, report: dict) -> str:
     """Why a known summary key has no value for this store (for one clear failure line)."""
     if key == "dynamic_share":
         return "the store has no motion masks (run renderocc prep motion-masks)"
+    if key.startswith("fit_"):
+        return "no fit in this report (run qa with --fit N)"
     if not report["options"]["coverage"]:
         return "coverage was skipped (--no-coverage)"
     if key.startswith("gt_"):

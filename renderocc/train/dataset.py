@@ -107,7 +107,30 @@ class RayDataset(Dataset):
         out["cam2ego"] = torch.from_numpy(c2e).float()
         K_orig = {c: np.asarray(s["cameras"][n]["K_orig"], np.float64) for c, n in enumerate(names)}
         key_labels = r.labels(i)
-        key = label_rays(key_labels, K_orig, dict(enumerate(c2e)))
+        frames = self.label_frames(i, s, key_labels)
+        key = frames[0][0]
+        out.update(draw_rays(frames, self.grid, self.rays, self.cfg.data.class_balance, rng))
+        if self.want_depth:
+            out["depth_target"] = lss_depth_target(key_labels, K_orig, K, img.shape[-2:], self.feature_stride)
+        if "occ_target" in self.needs:
+            out["occ_target"] = torch.from_numpy(self._occ_target(i, s, key))
+        return out
+
+    def label_frames(self, i: int, s: dict | None = None, key_labels: dict | None = None
+                     ) -> list[tuple[dict, float]]:
+        """[(rays, sampling weight)]: sample i's key label rays first, then the ±K auxiliary frames'.
+
+        Each `rays` dict holds origins, dirs, dist (metric ray distance) and label (int64). Auxiliary
+        labels on moving objects are dropped unless `data.use_motion_masks = false`. `renderocc fit`
+        uses this too, so a fit sees exactly the label rays training does.
+        """
+        r = self.reader
+        s = r.sample(i) if s is None else s
+        names = r.cameras
+        key_labels = r.labels(i) if key_labels is None else key_labels
+        K_orig = {c: np.asarray(s["cameras"][n]["K_orig"], np.float64) for c, n in enumerate(names)}
+        c2e = {c: np.asarray(s["cameras"][n]["cam2ego"], np.float64) for c, n in enumerate(names)}
+        key = label_rays(key_labels, K_orig, c2e)
         key["label"] = key_labels["label"].astype(np.int64)
         frames = [(key, 1.0)]
         for adj in s.get("adjacent", []) if self.aux else []:
@@ -123,47 +146,13 @@ class RayDataset(Dataset):
             aux = label_rays(lab, Kj, cj)
             aux["label"] = lab["label"].astype(np.int64)
             frames.append((aux, self.cfg.data.aux_weight))
-        out.update(self._sample_rays(frames, rng))
-        if self.want_depth:
-            out["depth_target"] = lss_depth_target(key_labels, K_orig, K, img.shape[-2:], self.feature_stride)
-        if "occ_target" in self.needs:
-            out["occ_target"] = torch.from_numpy(self._occ_target(i, s, key))
-        return out
+        return frames
 
     # -- images ---------------------------------------------------------------------------------
     def _images(self, i: int, s: dict, rng) -> tuple[torch.Tensor, np.ndarray]:
         d = self.cfg.data
         Ks = [s["cameras"][name]["K"] for name in self.reader.cameras]
         return prepare_images(self.reader.images(i), Ks, self.input_wh, d.resize_range, d.flip, rng)
-
-    # -- rays -----------------------------------------------------------------------------------
-    def _sample_rays(self, frames, rng) -> dict:
-        """Concatenate frames, keep rays ending inside the grid, draw R by weight (pad + mask)."""
-        o = np.concatenate([f["origins"] for f, _ in frames])
-        dvec = np.concatenate([f["dirs"] for f, _ in frames])
-        dist = np.concatenate([f["dist"] for f, _ in frames])
-        lab = np.concatenate([f["label"] for f, _ in frames])
-        is_key = np.concatenate([np.full(len(f["dist"]), k == 0) for k, (f, _) in enumerate(frames)])
-        fw = np.concatenate([np.full(len(f["dist"]), w) for f, w in frames])
-        lo, hi = np.array(self.grid["pc_range"][:3]), np.array(self.grid["pc_range"][3:])
-        end = o + dvec * dist[:, None]
-        ok = (dist > 0.1) & (end > lo).all(1) & (end < hi).all(1)
-        o, dvec, dist, lab, is_key, fw = o[ok], dvec[ok], dist[ok], lab[ok], is_key[ok], fw[ok]
-        counts = np.bincount(np.minimum(lab, NUM_SEMANTIC), minlength=NUM_SEMANTIC + 1).astype(np.float64)
-        cw = np.maximum(counts, 1.0) ** -self.cfg.data.class_balance
-        w = fw * cw[np.minimum(lab, NUM_SEMANTIC)]
-        R = self.rays
-        if rng is None:  # evaluation: deterministic key rays first
-            pick = np.argsort(~is_key, kind="stable")[:R]
-        else:
-            pick = weighted_sample(w, R, rng)
-        n = len(pick)
-        res = {"origins": np.zeros((R, 3), np.float32), "dirs": np.tile(np.float32([1, 0, 0]), (R, 1)),
-               "dist": np.ones(R, np.float32), "label": np.full(R, IGNORE, np.int64),
-               "is_key": np.zeros(R, bool), "valid": np.zeros(R, bool)}
-        res["origins"][:n], res["dirs"][:n], res["dist"][:n] = o[pick], dvec[pick], dist[pick]
-        res["label"][:n], res["is_key"][:n], res["valid"][:n] = lab[pick], is_key[pick], True
-        return {k: torch.from_numpy(v) for k, v in res.items()}
 
     # -- 3D targets (built by renderocc/train/targets.py) ----------------------------------------
     def _occ_target(self, i: int, s: dict, key: dict) -> np.ndarray:
@@ -176,6 +165,45 @@ class RayDataset(Dataset):
         if gt is None:
             return np.full(self.grid["shape"], IGNORE, np.uint8)
         return dense_target(np.asarray(gt["semantics"]), np.asarray(gt["mask_camera"]), self.grid["shape"])
+
+
+def ends_in_grid(frames: list[tuple[dict, float]], grid: dict) -> tuple[np.ndarray, ...]:
+    """Concatenated (origins, dirs, dist, label, is_key, frame weight) of the rays whose labelled end
+    point lies strictly inside the grid box (a label outside it cannot be explained by the grid)."""
+    o = np.concatenate([f["origins"] for f, _ in frames])
+    dvec = np.concatenate([f["dirs"] for f, _ in frames])
+    dist = np.concatenate([f["dist"] for f, _ in frames])
+    lab = np.concatenate([f["label"] for f, _ in frames])
+    is_key = np.concatenate([np.full(len(f["dist"]), k == 0) for k, (f, _) in enumerate(frames)])
+    fw = np.concatenate([np.full(len(f["dist"]), w) for f, w in frames])
+    lo, hi = np.array(grid["pc_range"][:3]), np.array(grid["pc_range"][3:])
+    end = o + dvec * dist[:, None]
+    ok = (dist > 0.1) & (end > lo).all(1) & (end < hi).all(1)
+    return o[ok], dvec[ok], dist[ok], lab[ok], is_key[ok], fw[ok]
+
+
+def draw_rays(frames: list[tuple[dict, float]], grid: dict, R: int, class_balance: float, rng
+              ) -> dict[str, torch.Tensor]:
+    """Concatenate frames, keep rays ending inside the grid, draw R by weight (pad + mask).
+
+    Weight = frame weight × count(class)^-class_balance; rng=None (evaluation) takes key rays
+    first, deterministically. Module-level so `renderocc fit` draws rays exactly like training.
+    """
+    o, dvec, dist, lab, is_key, fw = ends_in_grid(frames, grid)
+    counts = np.bincount(np.minimum(lab, NUM_SEMANTIC), minlength=NUM_SEMANTIC + 1).astype(np.float64)
+    cw = np.maximum(counts, 1.0) ** -class_balance
+    w = fw * cw[np.minimum(lab, NUM_SEMANTIC)]
+    if rng is None:  # evaluation: deterministic key rays first
+        pick = np.argsort(~is_key, kind="stable")[:R]
+    else:
+        pick = weighted_sample(w, R, rng)
+    n = len(pick)
+    res = {"origins": np.zeros((R, 3), np.float32), "dirs": np.tile(np.float32([1, 0, 0]), (R, 1)),
+           "dist": np.ones(R, np.float32), "label": np.full(R, IGNORE, np.int64),
+           "is_key": np.zeros(R, bool), "valid": np.zeros(R, bool)}
+    res["origins"][:n], res["dirs"][:n], res["dist"][:n] = o[pick], dvec[pick], dist[pick]
+    res["label"][:n], res["is_key"][:n], res["valid"][:n] = lab[pick], is_key[pick], True
+    return {k: torch.from_numpy(v) for k, v in res.items()}
 
 
 def holdout_split(reader, spec: str) -> tuple[list[int], list[int]]:

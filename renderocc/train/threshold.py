@@ -31,31 +31,49 @@ def choose_threshold(model, reader, indices: list[int], cfg: Config, device: tor
     ds = RayDataset(reader, eval_cfg, indices, train=False)
     was_training = model.training
     model.eval()
-    cand = torch.tensor(CANDIDATES, dtype=torch.float32)
-    inter = torch.zeros(len(cand))
-    union = torch.zeros(len(cand))
-    good = torch.zeros(len(cand))
-    total = 0.0
+    num = torch.zeros(len(CANDIDATES))
+    den = torch.zeros(len(CANDIDATES))
     for k in range(len(ds)):
         item = ds[indices[k]]
         out = model(item["images"][None].to(device), item["intrinsics"][None].to(device),
                     item["cam2ego"][None].to(device))
-        density = out.density[0].float().cpu()
-        if use_3d:
-            tgt = item["occ_target"]
-            m = tgt != IGNORE
-            occ = (tgt < FREE)[m]
-            pred = density[m][None, :] > cand[:, None]
-            inter += (pred & occ).sum(1)
-            union += (pred | occ).sum(1)
-        else:
-            ok = item["valid"] & item["is_key"]
-            g, n = first_crossing_agreement(density, item["origins"][ok], item["dirs"][ok], item["dist"][ok],
-                                            cfg.grid.spec, cand, cfg.render.step)
-            good += g
-            total += n
+        ok = item["valid"] & item["is_key"]
+        n, d = candidate_counts(out.density[0], cfg, occ_target=item["occ_target"] if use_3d else None,
+                                rays=None if use_3d else (item["origins"][ok], item["dirs"][ok], item["dist"][ok]))
+        num += n
+        den += d
     model.train(was_training)
-    score = inter / union.clamp_min(1) if use_3d else good / max(total, 1)
+    return pick_threshold(num, den, use_3d, indices, source)
+
+
+def candidate_counts(density: torch.Tensor, cfg: Config, *, occ_target: torch.Tensor | None = None,
+                     rays: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(numerator, denominator) per candidate τ for one sample's density grid (X, Y, Z).
+
+    With `occ_target` (0–16 occupied, 17 free, 255 ignored): intersection and union of
+    density > τ with the occupied voxels. Otherwise `rays` = (origins, dirs, dist) of key label rays:
+    rays whose first crossing agrees with the label, and the ray count. Summed over samples, the
+    ratio is the score `pick_threshold` maximises; `renderocc fit` calls this on its one sample.
+    """
+    density = density.detach().float().cpu()
+    cand = torch.tensor(CANDIDATES, dtype=torch.float32)
+    if occ_target is not None:
+        tgt = occ_target.cpu()
+        m = tgt != IGNORE
+        occ = (tgt < FREE)[m]
+        pred = density[m][None, :] > cand[:, None]
+        return (pred & occ).sum(1).float(), (pred | occ).sum(1).float()
+    if rays is None:
+        raise ValueError("candidate_counts needs occ_target or rays")
+    good, n = first_crossing_agreement(density, *rays, cfg.grid.spec, cand, cfg.render.step)
+    return good, torch.full((len(cand),), float(n))
+
+
+def pick_threshold(num: torch.Tensor, den: torch.Tensor, use_3d: bool, indices: list[int], source: str) -> dict:
+    """The candidate with the best score num/den (the smallest τ among ties), described."""
+    cand = torch.tensor(CANDIDATES, dtype=torch.float32)
+    score = num / den.clamp_min(1)
     best = int(torch.argmax(score))  # first maximum: the smallest τ among ties
     return {"threshold": float(cand[best]), "score": float(score[best]), "source": source,
             "metric": "3D geometry IoU in mask_camera" if use_3d

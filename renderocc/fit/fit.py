@@ -1,0 +1,335 @@
+"""Fit a free voxel grid to one keyframe's labels with training's renderer, losses and rays.
+
+Per sample: the key label rays plus the ±K auxiliary frames' (dynamic aux labels dropped unless
+`data.use_motion_masks = false`), exactly as `RayDataset` builds them; `data.rays` of them drawn
+per iteration with training's weights; the active loss terms of `cfg` (`compute_loss`), Adam on
+the raw per-voxel parameters (a free voxel needs a far larger step than a network weight), cosine
+decay to 5 % of the rate. `supervision = "3d"` fits the `occ3d` term to the store's dense GT
+inside mask_camera instead: a check of the fit itself, which must reach ≈1.0 there.
+
+The threshold follows training's rule on the one sample there is (a fit has no held-out part):
+`2d` — the label-free 2D depth agreement of the first crossing on the sample's key rays; `3d` —
+geometry IoU against the sample's dense target inside mask_camera.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC, OCC3D_CLASSES
+from renderocc.errors import UserError
+from renderocc.fit.grid_model import FreeGrid
+from renderocc.train.config import Config
+from renderocc.train.dataset import draw_rays, ends_in_grid
+from renderocc.train.losses import active_terms
+from renderocc.train.targets import dense_target
+from renderocc.train.threshold import candidate_counts, pick_threshold
+from renderocc.train.trainer import compute_loss
+
+FIT_SOURCE = "the fitted sample itself (a fit has no held-out sample)"
+KEYS = {
+    "semantics": "uint8 [x, y, z] Occ3D class (0-16), 17 = free: argmax class where density > threshold",
+    "density": "float16 fitted volume density σ (1/m)",
+}
+
+
+@dataclass
+class FitResult:
+    """One fitted sample: the grid, its class grid at the chosen threshold, and the fit's trace."""
+
+    density: torch.Tensor  # (X, Y, Z) float32, cpu
+    logits: torch.Tensor  # (X, Y, Z, 17) float32, cpu
+    semantics: np.ndarray  # uint8 (X, Y, Z), free = 17
+    threshold: dict
+    loss_first: float
+    loss_last: float
+    rays: int  # label rays in the pool the fit drew from
+    seconds: float
+
+
+def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr: float,
+               class_weights: torch.Tensor | None = None, occ_target: np.ndarray | None = None,
+               device: str | torch.device = "cpu", seed: int = 0) -> tuple[FreeGrid, list[float]]:
+    """Optimise a `FreeGrid` on the resolved grid of `cfg` against `frames` (2D contracts) or
+    `occ_target` (`3d`). Returns the grid and the loss per iteration."""
+    device = torch.device(device)
+    grid = cfg.grid.spec
+    if cfg.loss.lss_depth > 0:
+        raise ValueError("a free grid has no LSS depth head: set loss.lss_depth = 0")
+    if not active_terms(cfg):
+        raise UserError(f"no active loss term under supervision {cfg.supervision!r} (all weights 0?)")
+    model = FreeGrid(grid["shape"], cfg.model.density_init).to(device)
+    try:  # fused: one pass over the 11M parameters of a full Occ3D grid instead of ten
+        opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, iters)))))
+    rng = np.random.default_rng(seed)
+    dummy = torch.zeros(1, 0)
+    base = {"images": dummy, "intrinsics": dummy, "cam2ego": dummy}
+    if occ_target is not None:
+        base["occ_target"] = torch.from_numpy(np.asarray(occ_target, np.uint8))[None]
+    rendered = cfg.supervision != "3d"
+    losses = []
+    for _ in range(iters):
+        batch = dict(base)
+        if rendered:
+            batch.update({k: v[None] for k, v in
+                          draw_rays(frames, grid, cfg.data.rays, cfg.data.class_balance, rng).items()})
+        loss, _, _ = compute_loss(model, batch, cfg, class_weights, device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    return model, losses
+
+
+def fit_threshold(density: torch.Tensor, cfg: Config, frames: list[tuple[dict, float]] | None = None,
+                  occ_target: np.ndarray | None = None, index: int = 0) -> dict:
+    """Training's threshold rule on the fitted sample: 3D IoU against `occ_target` (`3d`) or the
+    2D depth agreement of the first crossing along every key ray ending in the grid (`2d`)."""
+    if cfg.supervision in ("3d", "mixed") and occ_target is not None:
+        num, den = candidate_counts(density, cfg, occ_target=torch.from_numpy(np.asarray(occ_target)))
+        return pick_threshold(num, den, True, [index], FIT_SOURCE)
+    o, d, dist, *_ = ends_in_grid(frames[:1], cfg.grid.spec)
+    rays = tuple(torch.from_numpy(np.ascontiguousarray(a)).float() for a in (o, d, dist))
+    num, den = candidate_counts(density, cfg, rays=rays)
+    return pick_threshold(num, den, False, [index], FIT_SOURCE)
+
+
+def classify(density: torch.Tensor, logits: torch.Tensor, threshold: float) -> np.ndarray:
+    """uint8 class grid: argmax class where density > threshold, free (17) elsewhere (eval's rule)."""
+    from renderocc.eval.infer import classify as infer_classify
+
+    return infer_classify(density, logits, threshold)
+
+
+def fit_frames(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr: float,
+               class_weights: torch.Tensor | None = None, occ_target: np.ndarray | None = None,
+               device: str | torch.device = "cpu", seed: int = 0, index: int = 0) -> FitResult:
+    """The reader-free core: fit, choose the threshold, classify. `cfg` must be resolved."""
+    t0 = time.time()
+    model, losses = fit_volume(frames, cfg, iters=iters, lr=lr, class_weights=class_weights,
+                               occ_target=occ_target, device=device, seed=seed)
+    with torch.no_grad():
+        density = model.density.detach().float().cpu()
+        logits = model.logits.detach().float().cpu()
+    thr = fit_threshold(density, cfg, frames, occ_target, index)
+    n_rays = len(ends_in_grid(frames, cfg.grid.spec)[2]) if frames else 0
+    return FitResult(density, logits, classify(density, logits, thr["threshold"]), thr,
+                     losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"),
+                     n_rays, time.time() - t0)
+
+
+# -- label coverage ------------------------------------------------------------------------------
+def endpoint_grid(frames: list[tuple[dict, float]], grid: dict) -> np.ndarray:
+    """bool (X, Y, Z): voxels holding the end point of a label ray the fit draws from."""
+    from renderocc.raygrid import voxel_index
+
+    o, d, dist, *_ = ends_in_grid(frames, grid)
+    ijk, inside = voxel_index(o + d * dist[:, None], grid)
+    out = np.zeros([int(s) for s in grid["shape"]], bool)
+    ijk = ijk[inside]
+    out[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = True
+    return out
+
+
+def dilate26(mask: np.ndarray) -> np.ndarray:
+    """A voxel or any of its 26 neighbours is set (3×3×3 binary dilation, grid edges not wrapped)."""
+    out = mask.copy()
+    for axis in range(3):
+        cur = out.copy()
+        sl_a = [slice(None)] * 3
+        sl_b = [slice(None)] * 3
+        sl_a[axis], sl_b[axis] = slice(1, None), slice(None, -1)
+        out[tuple(sl_a)] |= cur[tuple(sl_b)]
+        out[tuple(sl_b)] |= cur[tuple(sl_a)]
+    return out
+
+
+def coverage_counts(ends: np.ndarray, gt: np.ndarray, mask_camera: np.ndarray) -> np.ndarray:
+    """(2, 17) int64: per class, GT-occupied mask_camera voxels [covered, total]; covered = the voxel
+    holds or 26-borders a label-ray end point (`ends`, at the GT's grid)."""
+    gt = np.asarray(gt).astype(np.int64)
+    occ = np.asarray(mask_camera, bool) & (gt < NUM_SEMANTIC)
+    near = dilate26(ends)
+    total = np.bincount(gt[occ], minlength=NUM_SEMANTIC)[:NUM_SEMANTIC]
+    cov = np.bincount(gt[occ & near], minlength=NUM_SEMANTIC)[:NUM_SEMANTIC]
+    return np.stack([cov, total])
+
+
+# -- the command's body --------------------------------------------------------------------------
+def parse_samples(spec: str | None, n: int) -> list[int]:
+    """`--samples I,J,..` → indices (default: all); a bad index is one UserError line."""
+    if spec is None or not spec.strip():
+        return list(range(n))
+    out = []
+    for item in spec.split(","):
+        item = item.strip()
+        try:
+            i = int(item)
+        except ValueError:
+            raise UserError(f"--samples: {item!r} is not a sample index") from None
+        if not 0 <= i < n:
+            raise UserError(f"--samples: index {i} out of range (the store has {n} samples: 0..{n - 1})")
+        out.append(i)
+    return list(dict.fromkeys(out))
+
+
+def git_commit() -> str | None:
+    """HEAD of the checkout this code runs from, if it is one (results files record it)."""
+    try:
+        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                           text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return r.stdout.strip() or None if r.returncode == 0 else None
+
+
+def fit_config(cfg: Config, store_grid: dict, *, keep_grid: bool = False) -> Config:
+    """`cfg` resolved on the store's grid (unless the user set grid.* themselves), lss_depth off."""
+    from renderocc.train.config import resolved
+
+    if not keep_grid:
+        cfg = cfg.replace(grid={"pc_range": list(store_grid["pc_range"]),
+                                "voxel_size": list(store_grid["voxel_size"]), "shape": None})
+    return resolved(cfg.replace(loss={"lss_depth": 0.0}), store_grid)
+
+
+def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float, out: str | Path | None,
+              device: str = "cpu", progress: bool = True) -> dict:
+    """Fit every sample in `indices`; write OUT/<scene>/<token>/labels.npz (if `out`); return the
+    metrics dict (eval's Occ3D keys, label coverage, thresholds, run metadata)."""
+    from tqdm import tqdm
+
+    from renderocc.eval.infer import to_shape
+    from renderocc.eval.metrics import OccMetrics
+    from renderocc.train.dataset import RayDataset
+    from renderocc.train.trainer import class_weights
+
+    if not reader.has_occ_gt:
+        raise UserError("the store has no Occ3D GT (occ_gt): fit metrics need it (prep nuscenes --occ-gt DIR)")
+    gts = {}
+    for i in indices:
+        gts[i] = reader.occ_gt(i)
+        if gts[i] is None:
+            raise UserError(f"sample {i} ({reader.sample(i)['sample_token']}) has no Occ3D GT")
+    t0 = time.time()
+    ds = RayDataset(reader, cfg, indices, train=True)
+    cw = class_weights(reader, cfg, list(range(len(reader)))) if reader.has_semantics else None
+    occ = OccMetrics()
+    cov = np.zeros((2, NUM_SEMANTIC), np.int64)
+    rows = []
+    root = Path(out) if out is not None else None
+    for i in tqdm(indices, desc="fit", unit="sample", disable=not progress):
+        s = reader.sample(i)
+        gt = gts[i]
+        sem_gt, mask = np.asarray(gt["semantics"]), np.asarray(gt["mask_camera"], bool)
+        frames = ds.label_frames(i, s)
+        target = dense_target(sem_gt, mask, cfg.grid.shape) if cfg.supervision == "3d" else None
+        res = fit_frames(frames, cfg, iters=iters, lr=lr, class_weights=cw, occ_target=target, device=device,
+                         seed=int(cfg.seed) * 1000003 + i, index=i)
+        pred = to_shape(res.semantics, sem_gt.shape)
+        occ.update(pred, sem_gt, mask)
+        one = OccMetrics()
+        one.update(pred, sem_gt, mask)
+        om = one.compute()
+        ends = to_shape(endpoint_grid(frames, cfg.grid.spec), sem_gt.shape)
+        c = coverage_counts(ends, sem_gt, mask)
+        cov += c
+        rows.append({"sample": i, "sample_token": s["sample_token"], "scene": s["scene_name"],
+                     "miou": om["miou"], "geometry_iou": om["geometry_iou"],
+                     "label_coverage": _share(c[0].sum(), c[1].sum()),
+                     "threshold": res.threshold["threshold"], "threshold_score": res.threshold["score"],
+                     "rays": res.rays, "loss_first": res.loss_first, "loss_last": res.loss_last,
+                     "seconds": res.seconds})
+        if root is not None:
+            d = root / s["scene_name"] / s["sample_token"]
+            d.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(d / "labels.npz", semantics=res.semantics,
+                                density=res.density.numpy().astype(np.float16))
+    o = occ.compute()
+    names = OCC3D_CLASSES
+    m = {
+        "miou": o["miou"], "iou_per_class": dict(zip(names, o["iou_per_class"], strict=True)),
+        "geometry_iou": o["geometry_iou"], "miou_nomask": o["miou_nomask"],
+        "iou_per_class_nomask": dict(zip(names, o["iou_per_class_nomask"], strict=True)),
+        "geometry_iou_nomask": o["geometry_iou_nomask"], "occ_samples": o["occ_samples"],
+        "label_coverage": _share(cov[0].sum(), cov[1].sum()),
+        "label_coverage_per_class": {names[k]: _share(cov[0, k], cov[1, k]) for k in range(NUM_SEMANTIC)},
+        "gt_occupied_camera_voxels": int(cov[1].sum()),
+        "confusion_camera": o["confusion_camera"],
+        "thresholds": {str(r["sample"]): r["threshold"] for r in rows},
+        "threshold_rule": ("3D geometry IoU in mask_camera" if cfg.supervision == "3d"
+                           else "2D depth agreement of the first crossing on the key rays")
+                          + f", chosen on {FIT_SOURCE}",
+        "per_sample": rows, "samples": len(indices), "supervision": cfg.supervision,
+        "aux_frames": ds.aux, "use_motion_masks": cfg.data.use_motion_masks,
+        "iters": iters, "lr": lr, "rays_per_iter": cfg.data.rays if cfg.supervision != "3d" else 0,
+        "loss_terms": {t.name: getattr(cfg.loss, t.name) for t in active_terms(cfg)},
+        "grid": cfg.grid.spec, "render_step": cfg.render.step, "device": str(device),
+        "wall_s": time.time() - t0, "git_commit": git_commit(), "config_digest": cfg.digest(),
+        "config": cfg.to_dict(),
+        "protocol": {
+            "occ3d": "eval's: 18x18 confusion over voxels with mask_camera (and all voxels for *_nomask); "
+                     "mIoU over classes 0-16; prediction = argmax class where density > threshold, free elsewhere",
+            "label_coverage": "share of GT-occupied mask_camera voxels that hold or 26-border the end point "
+                              "of a key or auxiliary label ray the fit drew from (rays ending inside the grid; "
+                              "dynamic aux labels dropped unless use_motion_masks is false)",
+        },
+    }
+    if root is not None:
+        root.mkdir(parents=True, exist_ok=True)
+        from renderocc.eval.common import clean_json
+
+        (root / "metrics.json").write_text(json.dumps(clean_json(m), indent=1))
+        (root / "metrics.md").write_text(markdown(m))
+    return m
+
+
+def _share(num: float, den: float) -> float | None:
+    return float(num) / float(den) if den else None
+
+
+def _pct(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
+
+
+def markdown(m: dict) -> str:
+    """metrics.md: the headline, per-class IoU beside label coverage, the per-sample rows."""
+    lines = [
+        "# renderocc fit", "",
+        f"- supervision: **{m['supervision']}**; aux frames ±{m['aux_frames']}, motion masks "
+        f"{'used' if m['use_motion_masks'] else 'ignored (dynamic aux labels kept)'}",
+        f"- {m['samples']} samples, {m['iters']} iterations each (Adam lr {m['lr']:g}, "
+        f"{m['rays_per_iter']} rays/iteration), {m['wall_s']:.1f} s; config {m['config_digest']}, "
+        f"commit {m['git_commit'] or 'unknown'}",
+        f"- threshold: {m['threshold_rule']}", "",
+        "| metric | with mask_camera | all voxels |", "|---|---:|---:|",
+        f"| mIoU (classes 0–16) | {_pct(m['miou'])} | {_pct(m['miou_nomask'])} |",
+        f"| geometry IoU | {_pct(m['geometry_iou'])} | {_pct(m['geometry_iou_nomask'])} |",
+        f"| label coverage | {_pct(m['label_coverage'])} | |", "",
+        "| class | IoU (mask) | IoU (all) | label coverage |", "|---|---:|---:|---:|",
+    ]
+    for name, v in m["iou_per_class"].items():
+        lines.append(f"| {name} | {_pct(v)} | {_pct(m['iou_per_class_nomask'][name])} | "
+                     f"{_pct(m['label_coverage_per_class'].get(name))} |")
+    lines += ["", "| sample | scene | mIoU | geometry IoU | coverage | threshold | rays | loss first → last |",
+              "|---:|---|---:|---:|---:|---:|---:|---|"]
+    for r in m["per_sample"]:
+        lines.append(f"| {r['sample']} | {r['scene']} | {_pct(r['miou'])} | {_pct(r['geometry_iou'])} | "
+                     f"{_pct(r['label_coverage'])} | {r['threshold']:.3g} | {r['rays']} | "
+                     f"{r['loss_first']:.3f} → {r['loss_last']:.3f} |")
+    lines += ["", "IoU and coverage in %. `–`: class absent from both GT and prediction.",
+              f"Free voxels: {FREE}; ignored GT: {IGNORE}."]
+    return "\n".join(lines) + "\n"
