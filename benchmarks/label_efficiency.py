@@ -18,9 +18,10 @@ variant × seed and evaluates each on both held-out stores (`renderocc eval --sp
   2d-no-sweeps      2d trained on a store prepped without LiDAR sweeps
 
 Results: benchmarks/results/label_efficiency.{md,json}: mean ± std over seeds; an ablation's
-effect counts only when |Δ mean| > 2 × the larger std. Every run records the git commit and the
-resolved config's digest; a run is reused only when both match and the tree was clean, so
-numbers made by other code are never reused.
+effect counts only when |Δ mean| > 2 × the larger std. Every run records the git commit, the
+package's tree hash and the config's digest; a run is reused only when the package tree and the
+digest match and the package had no uncommitted changes, so numbers made by other code are never
+reused.
 """
 
 from __future__ import annotations
@@ -64,17 +65,18 @@ def renderocc(*args: str, log: Path | None = None) -> None:
 
 
 def code_version() -> dict:
-    """The git commit and whether the tree had uncommitted changes (then nothing is reused)."""
+    """The git commit, the tree hash of the package (what decides reuse: a docs-only commit keeps
+    runs valid, any code change does not) and whether the package had uncommitted changes."""
     def git(*a: str) -> str:
         return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
-    return {"commit": git("rev-parse", "HEAD") or "unknown",
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    return {"commit": git("rev-parse", "HEAD") or "unknown", "code_tree": git("rev-parse", "HEAD:renderocc"),
+            "dirty": bool(git("status", "--porcelain", "--", "renderocc"))}
 
 
 def build_data(work: Path, image_size: str, scenes: int) -> dict[str, Path]:
     """Synthetic splits → stores with motion masks (reused when the recorded recipe matches)."""
-    recipe = {"image_size": image_size, "scenes": scenes, "sweeps": SWEEPS, "code": code_version()["commit"]}
+    recipe = {"image_size": image_size, "scenes": scenes, "sweeps": SWEEPS, "code": code_version()["code_tree"]}
     stores = {}
     jobs = [("train", scenes, 0, "occ3d", SWEEPS), ("train-nosweeps", scenes, 0, "occ3d", 0),
             ("val", 1, 1, "occ3d", 0), ("val-world", 1, 1, "world", 0)]
@@ -110,7 +112,7 @@ def run_one(name: str, seed: int, overrides: list[str], train_store: Path, val_s
     run = args.work / "runs" / f"{name}-s{seed}"
     ov = [*overrides, f"seed={seed}", f"train.max_steps={args.steps}"]
     spec = {"config": args.config, "overrides": ov, "digest": config_digest(args.config, ov),
-            "store": train_store.name, "commit": version["commit"]}
+            "store": train_store.name, "code_tree": version["code_tree"]}
     marker, ckpt = run / "run.json", run / "last.pt"
     old = json.loads(marker.read_text()) if marker.exists() else {}
     reuse = (not args.fresh and not version["dirty"] and ckpt.exists()
@@ -121,11 +123,12 @@ def run_one(name: str, seed: int, overrides: list[str], train_store: Path, val_s
         t = time.time()
         renderocc("train", "--store", str(train_store), "--out", str(run), "--config", args.config,
                   *[a for o in ov for a in ("--set", o)], log=run / "train.log")
-        marker.write_text(json.dumps({**spec, "dirty": version["dirty"], "train_wall_s": round(time.time() - t, 1)}))
+        marker.write_text(json.dumps({**spec, "commit": version["commit"], "dirty": version["dirty"],
+                                      "train_wall_s": round(time.time() - t, 1)}))
         for ev in run.glob("eval-*"):
             shutil.rmtree(ev)
     else:
-        print(f"reusing {run} (commit {spec['commit'][:10]}, config {spec['digest']})")
+        print(f"reusing {run} (code {spec['code_tree'][:10]}, config {spec['digest']})")
     info = json.loads(marker.read_text())
     row = {"variant": name, "seed": seed, "digest": spec["digest"], "commit": info["commit"],
            "dirty": info["dirty"], "train_wall_s": info.get("train_wall_s")}
