@@ -83,6 +83,8 @@ class RayDataset(Dataset):
         # build only the targets an active loss term reads (losses.TERMS declare them)
         self.needs = needed_batch_keys(cfg)
         self.want_depth = "depth_target" in self.needs
+        # free_beams term: key-frame LiDAR beams without a return (empty when the store has none)
+        self.want_free_beams = "free_valid" in self.needs
         # LSS depth cells are the model's feature cells: its stride, not a second constant here
         self.feature_stride = OccupancyNet.feature_stride if feature_stride is None else feature_stride
         if self.sup in ("3d", "mixed") and not reader.has_occ_gt:
@@ -128,7 +130,29 @@ class RayDataset(Dataset):
             out["depth_target"] = lss_depth_target(key_labels, K_orig, K, img.shape[-2:], self.feature_stride)
         if "occ_target" in self.needs:
             out["occ_target"] = torch.from_numpy(self._occ_target(i, s, key))
+        if self.want_free_beams:
+            out.update(self._free_beams(i, rng))
         return out
+
+    def _free_beams(self, i: int, rng) -> dict:
+        """`data.free_beams` of the key frame's no-return beams (uniform draw; eval: evenly spaced),
+        padded like the label rays: free_origins, free_dirs (F, 3), free_valid (F,)."""
+        F = self.cfg.data.free_beams
+        b = self.reader.free_beams(i)
+        m = 0 if b is None else len(b["ring"])
+        if m <= F:
+            pick = np.arange(m)
+        elif rng is None:
+            pick = np.linspace(0, m - 1, F).round().astype(np.int64)
+        else:
+            pick = np.sort(rng.choice(m, F, replace=False))
+        n = len(pick)
+        res = {"free_origins": np.zeros((F, 3), np.float32), "free_dirs": np.tile(np.float32([1, 0, 0]), (F, 1)),
+               "free_valid": np.zeros(F, bool)}
+        if n:
+            res["free_origins"][:n], res["free_dirs"][:n] = b["origin"][pick], b["direction"][pick]
+            res["free_valid"][:n] = True
+        return {k: torch.from_numpy(v) for k, v in res.items()}
 
     # -- images ---------------------------------------------------------------------------------
     def _images(self, i: int, s: dict, rng) -> tuple[torch.Tensor, np.ndarray]:
