@@ -111,3 +111,22 @@ def test_sem2d_miou():
     assert r["sem2d_iou_per_class"][11] == pytest.approx(1 / 2)
     assert r["sem2d_miou"] == pytest.approx((2 / 3 + 1 / 2) / 2)
     assert r["sem2d_pixels"] == 4
+
+
+def test_floaters_count_predicted_occupied_gt_free_voxels_above_2m():
+    from renderocc.classes import FREE, IGNORE
+    from renderocc.eval.metrics import FloaterMetrics
+
+    z = np.array([0.2, 1.8, 2.2, 2.6])               # voxel centre heights; the last two are above 2 m
+    gt = np.full((2, 1, 4), FREE, np.uint8)
+    gt[1, 0, 3] = 4                                   # a car voxel up high
+    gt[0, 0, 2] = IGNORE
+    pred = np.full((2, 1, 4), 4, np.uint8)            # everything predicted occupied
+    mask = np.ones((2, 1, 4), bool)
+    mask[0, 0, 3] = False
+    f = FloaterMetrics()
+    f.update(pred, gt, z, mask)
+    out = f.compute()
+    # above 2 m: (0,0,2) ignored, (0,0,3) free -> floater, (1,0,2) free -> floater, (1,0,3) occupied
+    assert out["per_sample"] == 2 and out["share_of_predicted"] == pytest.approx(2 / 3)
+    assert out["share_of_gt_free"] == 1.0 and out["per_sample_mask_camera"] == 1

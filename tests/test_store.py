@@ -40,7 +40,9 @@ def copy(store: Path, tmp_path: Path) -> Path:
 def test_manifest_schema_shipped_and_documented():
     pkg = REPO / "renderocc" / "schemas" / manifest.SCHEMA_FILE
     assert json.loads(pkg.read_text()) == json.loads((REPO / "schemas" / manifest.SCHEMA_FILE).read_text())
-    assert manifest.json_schema()["properties"]["schema_version"]["const"] == layout.SCHEMA_VERSION
+    assert manifest.json_schema()["properties"]["schema_version"]["enum"] == list(layout.READABLE_VERSIONS)
+    assert layout.SCHEMA_VERSION == max(layout.READABLE_VERSIONS)
+    assert f"schema_version {layout.SCHEMA_VERSION})" in (REPO / "schemas" / "README.md").read_text()
 
 
 @needs_real
@@ -106,9 +108,9 @@ def test_validate_detects_image_damage(store, tmp_path):
 def test_reader_refuses_other_schema_version(store, tmp_path):
     d = copy(store, tmp_path)
     m = json.loads((d / layout.MANIFEST).read_text())
-    m["schema_version"] = 2
+    m["schema_version"] = 3
     (d / layout.MANIFEST).write_text(json.dumps(m))
-    with pytest.raises(UserError, match="schema version 2"):
+    with pytest.raises(UserError, match="schema version 3"):
         StoreReader(d)
     with pytest.raises(UserError, match="not a complete ray store"):
         StoreReader(tmp_path / "nothing")

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from renderocc.classes import IGNORE, NUM_SEMANTIC, OCC3D_CLASSES
 from renderocc.errors import UserError
 from renderocc.eval import infer
-from renderocc.eval.metrics import DepthMetrics, OccMetrics, Sem2DMetrics
+from renderocc.eval.metrics import DepthMetrics, FloaterMetrics, OccMetrics, Sem2DMetrics
 
 SUPERVISION_TEXT = {
     "2d": "2D rendering supervision only (projected LiDAR depth + lidarseg labels); no 3D labels, "
@@ -68,13 +68,16 @@ def evaluate(reader, model, ckpt: dict, indices: list[int], *, rays_per_sample: 
     grid = infer.model_grid(ckpt, reader.grid)
     step = cfg.render.step
     thr = infer.threshold_of(ckpt)
-    occ, depth, sem2d = OccMetrics(), DepthMetrics(), Sem2DMetrics()
+    occ, depth, sem2d, floaters = OccMetrics(), DepthMetrics(), Sem2DMetrics(), FloaterMetrics()
+    g = reader.grid
+    z_centres = g["pc_range"][2] + (np.arange(g["shape"][2]) + 0.5) * g["voxel_size"][2]
     for i in tqdm(indices, desc="eval", unit="sample", disable=not progress):
         density, logits = infer.run_model(model, reader, i, cfg)
         gt = reader.occ_gt(i) if reader.has_occ_gt else None
         if gt is not None:
             pred = infer.to_shape(infer.classify(density, logits, thr), np.shape(gt["semantics"]))
             occ.update(pred, gt["semantics"], gt["mask_camera"])
+            floaters.update(pred, gt["semantics"], z_centres, gt["mask_camera"])
         s = reader.sample(i)
         lab = reader.labels(i)
         rays = infer.label_rays(reader, i, s, lab)
@@ -100,6 +103,7 @@ def evaluate(reader, model, ckpt: dict, indices: list[int], *, rays_per_sample: 
                                    if occ.samples else None)
     out["geometry_iou_nomask"] = o["geometry_iou_nomask"] if occ.samples else None
     out["occ_samples"] = occ.samples
+    out["floaters_above_2m"] = floaters.compute() if occ.samples else None
     out.update(depth.compute())
     sm = sem2d.compute()
     out["sem2d_miou"] = sm["sem2d_miou"]
@@ -114,6 +118,8 @@ def evaluate(reader, model, ckpt: dict, indices: list[int], *, rays_per_sample: 
         "2d": "key-frame label rays ending inside the grid; rendered distance (unstopped mass at "
               "the box exit) converted to camera z; semantics = argmax of rendered logits",
         "rays_per_sample": rays_per_sample or "all",
+        "floaters": "voxels predicted occupied (as in occ3d) and free in GT, centre z > 2 m (store grid); "
+                    "per sample, and as a share of the predicted-occupied voxels above 2 m",
     }
     return out
 
@@ -136,7 +142,8 @@ def markdown(m: dict) -> str:
         f"{(m.get('threshold_info') or {}).get('metric', '')})", "",
         "| metric | with mask_camera | all voxels |", "|---|---:|---:|",
         f"| mIoU (classes 0–16) | {_fmt(m['miou'])} | {_fmt(m['miou_nomask'])} |",
-        f"| geometry IoU | {_fmt(m['geometry_iou'])} | {_fmt(m['geometry_iou_nomask'])} |", "",
+        f"| geometry IoU | {_fmt(m['geometry_iou'])} | {_fmt(m['geometry_iou_nomask'])} |",
+        *_floater_rows(m.get("floaters_above_2m")), "",
         "| 2D metric | value |", "|---|---:|",
         f"| depth AbsRel | {_num(m['depth_abs_rel'])} |",
         f"| depth RMSE (m) | {_num(m['depth_rmse'])} |",
@@ -154,6 +161,14 @@ def markdown(m: dict) -> str:
         lines.append("")
     lines.append("IoU values in %. `–`: class absent from both GT and prediction (left out of the mean).")
     return "\n".join(lines) + "\n"
+
+
+def _floater_rows(f: dict | None) -> list[str]:
+    if not f:
+        return []
+    return [f"| floaters above 2 m (voxels/sample) | {f['per_sample_mask_camera']:.1f} | {f['per_sample']:.1f} |",
+            f"| floaters / predicted occupied above 2 m (%) | {_fmt(f['share_of_predicted_mask_camera'])} "
+            f"| {_fmt(f['share_of_predicted'])} |"]
 
 
 def _num(v) -> str:

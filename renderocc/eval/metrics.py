@@ -162,6 +162,50 @@ class Sem2DMetrics:
         }
 
 
+@dataclass
+class FloaterMetrics:
+    """Floaters: predicted-occupied voxels that are free in GT with the voxel centre above
+    `min_z` (2 m in the ego frame: above cars and people, so mostly phantom density in the air,
+    which line-of-sight evidence such as free LiDAR beams should remove). Counted over all voxels
+    and inside `mask_camera`; the share is of the predicted-occupied voxels above `min_z`."""
+
+    min_z: float = 2.0
+    samples: int = 0
+    counts: dict = field(default_factory=lambda: {k: 0 for k in (
+        "floaters", "pred_occupied", "gt_free", "floaters_mask", "pred_occupied_mask", "gt_free_mask")})
+
+    def update(self, pred, gt, z_centres, mask_camera=None) -> None:
+        """`pred`, `gt`: class grids (X, Y, Z) 0..17 (gt may hold IGNORE); `z_centres` (Z,) metres."""
+        pred, gt = _np(pred), _np(gt)
+        high = (np.asarray(z_centres) > self.min_z)[None, None, :]
+        known = (gt != IGNORE) & high
+        occ, free = (pred != FREE) & known, (gt == FREE) & known
+        c = self.counts
+        c["floaters"] += int((occ & free).sum())
+        c["pred_occupied"] += int(occ.sum())
+        c["gt_free"] += int(free.sum())
+        if mask_camera is not None:
+            m = _np(mask_camera).astype(bool)
+            c["floaters_mask"] += int((occ & free & m).sum())
+            c["pred_occupied_mask"] += int((occ & m).sum())
+            c["gt_free_mask"] += int((free & m).sum())
+        self.samples += 1
+
+    def compute(self) -> dict:
+        c, n = self.counts, max(self.samples, 1)
+
+        def share(a: str, b: str) -> float | None:
+            return c[a] / c[b] if c[b] else None
+
+        return {"min_z": self.min_z, "samples": self.samples,
+                "per_sample": c["floaters"] / n, "share_of_predicted": share("floaters", "pred_occupied"),
+                "share_of_gt_free": share("floaters", "gt_free"),
+                "per_sample_mask_camera": c["floaters_mask"] / n,
+                "share_of_predicted_mask_camera": share("floaters_mask", "pred_occupied_mask"),
+                "share_of_gt_free_mask_camera": share("floaters_mask", "gt_free_mask"),
+                "counts": dict(c)}
+
+
 def _f(v: float) -> float | None:
     """JSON-friendly float: NaN becomes None (null)."""
     return None if np.isnan(v) else float(v)

@@ -28,8 +28,8 @@ from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC, OCC3D_CLASSES
 from renderocc.errors import UserError
 from renderocc.fit.grid_model import FreeGrid
 from renderocc.train.config import Config
-from renderocc.train.dataset import draw_rays, ends_in_grid
-from renderocc.train.losses import active_terms
+from renderocc.train.dataset import draw_free_beams, draw_rays, ends_in_grid
+from renderocc.train.losses import active_terms, needed_batch_keys
 from renderocc.train.targets import dense_target
 from renderocc.train.threshold import candidate_counts, pick_threshold
 from renderocc.train.trainer import compute_loss
@@ -57,9 +57,11 @@ class FitResult:
 
 def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr: float,
                class_weights: torch.Tensor | None = None, occ_target: np.ndarray | None = None,
-               device: str | torch.device = "cpu", seed: int = 0) -> tuple[FreeGrid, list[float]]:
+               device: str | torch.device = "cpu", seed: int = 0, free_beams: dict | None = None
+               ) -> tuple[FreeGrid, list[float]]:
     """Optimise a `FreeGrid` on the resolved grid of `cfg` against `frames` (2D contracts) or
-    `occ_target` (`3d`). Returns the grid and the loss per iteration."""
+    `occ_target` (`3d`), with the key frame's no-return `free_beams` when their term is active.
+    Returns the grid and the loss per iteration."""
     device = torch.device(device)
     grid = cfg.grid.spec
     if cfg.loss.lss_depth > 0:
@@ -79,12 +81,15 @@ def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
     if occ_target is not None:
         base["occ_target"] = torch.from_numpy(np.asarray(occ_target, np.uint8))[None]
     rendered = cfg.supervision != "3d"
+    beams = "free_valid" in needed_batch_keys(cfg)
     losses = []
     for _ in range(iters):
         batch = dict(base)
         if rendered:
             batch.update({k: v[None] for k, v in
                           draw_rays(frames, grid, cfg.data.rays, cfg.data.class_balance, rng).items()})
+        if beams:
+            batch.update({k: v[None] for k, v in draw_free_beams(free_beams, cfg.data.free_beams, rng).items()})
         loss, _, _ = compute_loss(model, batch, cfg, class_weights, device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -116,11 +121,12 @@ def classify(density: torch.Tensor, logits: torch.Tensor, threshold: float) -> n
 
 def fit_frames(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr: float,
                class_weights: torch.Tensor | None = None, occ_target: np.ndarray | None = None,
-               device: str | torch.device = "cpu", seed: int = 0, index: int = 0) -> FitResult:
+               device: str | torch.device = "cpu", seed: int = 0, index: int = 0,
+               free_beams: dict | None = None) -> FitResult:
     """The reader-free core: fit, choose the threshold, classify. `cfg` must be resolved."""
     t0 = time.time()
     model, losses = fit_volume(frames, cfg, iters=iters, lr=lr, class_weights=class_weights,
-                               occ_target=occ_target, device=device, seed=seed)
+                               occ_target=occ_target, device=device, seed=seed, free_beams=free_beams)
     with torch.no_grad():
         density = model.density.detach().float().cpu()
         logits = model.logits.detach().float().cpu()
@@ -238,7 +244,7 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         frames = ds.label_frames(i, s)
         target = dense_target(sem_gt, mask, cfg.grid.shape) if cfg.supervision == "3d" else None
         res = fit_frames(frames, cfg, iters=iters, lr=lr, class_weights=cw, occ_target=target, device=device,
-                         seed=int(cfg.seed) * 1000003 + i, index=i)
+                         seed=int(cfg.seed) * 1000003 + i, index=i, free_beams=reader.free_beams(i))
         pred = to_shape(res.semantics, sem_gt.shape)
         occ.update(pred, sem_gt, mask)
         one = OccMetrics()

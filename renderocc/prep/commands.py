@@ -43,6 +43,8 @@ def _names(value: str | None) -> list[str] | None:
               help="Drop points nearer than this camera z (m), like the devkit.")
 @click.option("--occlusion-filter/--no-occlusion-filter", default=False, show_default=True,
               help="Drop LiDAR points hidden from the camera by a nearer surface (parallax).")
+@click.option("--free-beams/--no-free-beams", default=True, show_default=True,
+              help="Store the key frame's LiDAR beams without a return (free space along them).")
 @click.option("--occ-gt", default=None, help="Occ3D gts/ folder (default: <dataroot>/gts if present).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
               help="Worker processes.")
@@ -54,8 +56,8 @@ def _names(value: str | None) -> list[str] | None:
               help="Only the first N keyframes (tests, quick looks).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, image_codec, jpeg_quality, adjacent,
-                  sweeps, min_depth, occlusion_filter, occ_gt, workers, shard_index, num_shards, max_samples,
-                  progress) -> None:
+                  sweeps, min_depth, occlusion_filter, free_beams, occ_gt, workers, shard_index, num_shards,
+                  max_samples, progress) -> None:
     """Project LiDAR depth (and lidarseg semantics) into every camera; write a ray store.
 
     \b
@@ -72,6 +74,7 @@ def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, image_cod
                        cameras=_names(cameras), image_size=_size(image_size), image_codec=image_codec,
                        jpeg_quality=jpeg_quality, adjacent=adjacent,
                        sweeps=sweeps, min_depth=min_depth, occlusion_filter=occlusion_filter, occ_gt=occ_gt,
+                       free_beams=free_beams,
                        workers=workers, shard_index=shard_index, num_shards=num_shards,
                        max_samples=max_samples, progress=progress)
     s = run(opts, log=lambda m: click.echo(m, err=True))

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from renderocc import __version__
 from renderocc.classes import IGNORE, OCC3D_CLASSES
 from renderocc.errors import UserError
+from renderocc.prep import freebeams as fbeams
 from renderocc.prep import images as imgs
 from renderocc.prep import nuscenes as nus
 from renderocc.prep.nuscenes import SampleTask
@@ -51,6 +52,7 @@ class PrepOptions:
     num_shards: int = 1
     max_samples: int | None = None
     image_codec: str = "raw"
+    free_beams: bool = True   # store the key frame's no-return LiDAR beams (renderocc/prep/freebeams.py)
     jpeg_quality: int = 95
     progress: bool = True
 
@@ -160,8 +162,11 @@ def process_sample(task: SampleTask) -> dict:
     occ_digest = None
     if task.occ_gt_path:
         occ_digest = writer.write_occ_gt(root, task.index, load_occ_gt(task.occ_gt_path))
+    key = task.frames[0]   # key frame only: its LiDAR frame → key-ego is lidar2ego
+    beams = fbeams.free_beams(load_cloud(key.path), key.lidar2key) if cfg.get("free_beams") else None
     return {"index": task.index, "cam": p.cam, "u": p.u.astype(np.float32), "v": p.v.astype(np.float32),
-            "depth": p.depth.astype(np.float32), "label": lab, "images": img_digest, "occ": occ_digest}
+            "depth": p.depth.astype(np.float32), "label": lab, "images": img_digest, "occ": occ_digest,
+            "free_beams": beams}
 
 
 # ---------------------------------------------------------------- plan, shards, manifest
@@ -181,7 +186,7 @@ def make_plan(opts: PrepOptions, cameras: list[str], tasks: list[SampleTask], ha
                "image_codec": opts.image_codec,
                "jpeg_quality": opts.jpeg_quality if opts.image_codec == "jpeg" else None,
                "adjacent": opts.adjacent, "sweeps": opts.sweeps, "min_depth": opts.min_depth,
-               "occlusion_filter": opts.occlusion_filter, "occ_gt": has_occ,
+               "occlusion_filter": opts.occlusion_filter, "occ_gt": has_occ, "free_beams": opts.free_beams,
                "scenes": sorted(opts.scenes) if opts.scenes else None, "max_samples": opts.max_samples}
     shards = []
     for t in tasks:
@@ -234,6 +239,10 @@ def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[Samp
     shard_keys = ("name", "scene_name", "first_sample", "num_samples", "num_rays", "rays_path",
                   "rays_sha256", "rays_bytes", "images_sha256", "occ_gt_sha256")
     shards = [{k: records[s["name"]][k] for k in shard_keys} for s in plan["shards"]]
+    if opts.free_beams:
+        for sh in shards:
+            sh.update({k: records[sh["name"]][k] for k in ("free_beams_path", "free_beams_sha256",
+                                                            "num_free_beams")})
     return {
         "format": layout.FORMAT_NAME, "schema_version": SCHEMA_VERSION,
         "tool": {"name": "renderocc", "version": __version__, "command": "prep nuscenes"},
@@ -261,9 +270,20 @@ def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[Samp
         "supervision": manifest_mod.supervision(True, seg, has_occ and all(
             all(r["has_occ_gt"]) for r in records.values()), False),
         "motion_masks": None,
+        "free_beams": free_beams_info(sum(r["num_free_beams"] for r in records.values()))
+        if opts.free_beams else None,
         "num_samples": len(tasks), "num_rays": int(sum(r["num_rays"] for r in records.values())),
         "samples": samples_info, "shards": shards,
     }
+
+
+def free_beams_info(num_beams: int) -> dict:
+    """manifest `free_beams`: how the no-return beams were found and which were kept."""
+    return {"method": "LiDAR key frame: beams without a return (firing order when the cloud holds every "
+                      "firing, else empty azimuth bins per ring); see renderocc/prep/freebeams.py",
+            "frame": "key-ego; origin = LiDAR sensor, direction = unit vector",
+            "min_elevation_deg": fbeams.MIN_ELEVATION_DEG, "erode": fbeams.ERODE,
+            "no_return_range": fbeams.NO_RETURN_RANGE, "num_beams": int(num_beams)}
 
 
 def normalise_root(out: str) -> str:
@@ -310,7 +330,7 @@ def run(opts: PrepOptions, log=print) -> dict:
         f"{len(mine) - len(todo)} already complete, {len(todo_tasks)} samples to do")
     cfg = {"root": root, "image_size": tuple(opts.image_size), "min_depth": opts.min_depth,
            "codec": opts.image_codec, "quality": opts.jpeg_quality,
-           "occlusion": opts.occlusion_filter,
+           "occlusion": opts.occlusion_filter, "free_beams": opts.free_beams,
            "label_table": nus.label_table(nusc) if nus.has_lidarseg(nusc) else None}
     workers = opts.workers
     if workers > 1 and not fsio.is_local(root) and root.startswith("memory://"):
@@ -365,6 +385,9 @@ def _write_shard(root: str, s: dict, results: list[dict], tasks, cameras, fp: st
     tables = [writer.ray_table(tasks[r["index"]].token, cameras, r["cam"], r["u"], r["v"], r["depth"],
                                r["label"]) for r in results]
     stats = writer.write_ray_shard(root, s["name"], tables)
+    if results[0].get("free_beams") is not None:
+        stats.update(writer.write_free_beam_shard(root, s["name"], [
+            writer.free_beam_table(tasks[r["index"]].token, r["free_beams"]) for r in results]))
     occ = [r["occ"] for r in results]
     rec = {**s, **stats, "fingerprint": fp, "created": writer.now_iso(),
            "images_sha256": writer.combine_digests([r["images"] for r in results]),

@@ -45,6 +45,10 @@ def store_info(store: str) -> None:
         f"{'on' if m['labels']['occlusion_filter'] else 'off'}",
         f"occ gt       {'yes' if r.has_occ_gt else 'no'}" + (f", {_mb(occ_b)}" if occ_b else ""),
         f"motion masks {'yes' if r.has_motion_masks else 'no'}",
+        "free beams   " + (f"{m['free_beams']['num_beams']} ({m['free_beams']['num_beams'] / max(len(r), 1):.0f}"
+                           f"/sample; LiDAR beams without a return, elevation ≥ "
+                           f"{m['free_beams']['min_elevation_deg']:g}°)" if r.has_free_beams else
+                           "no" + (" (schema v1)" if m["schema_version"] == 1 else "")),
         f"supervision  {', '.join(sup['modes']) or 'none'}",
         f"grid         {m['grid']['shape']} voxels of {m['grid']['voxel_size'][0]} m "
         f"over {m['grid']['pc_range']}",

@@ -7,6 +7,8 @@ layout change is one edit plus a `SCHEMA_VERSION` bump.
       manifest.json            written LAST: a store without it is incomplete
       samples.parquet          one row per keyframe; row i is sample index i
       rays/<shard>.parquet     one row group per sample (in sample order), shard = one scene
+      free_beams/<shard>.parquet  LiDAR beams without a return (v2, optional): one row group per
+                               sample, like rays/
       images/                  Zarr v3 array (N, n_cams, H, W, 3) uint8 (codec raw) or (N, n_cams)
                                JPEG bytes (codec jpeg); chunk = one image, zarr shard = one sample
       occ_gt/{semantics,mask_lidar,mask_camera}   Zarr v3 arrays (N, 200, 200, 16) uint8
@@ -19,12 +21,16 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions this code reads. 2 = 1 + the optional free_beams/ table (schemas/README.md, "Migration"):
+# a version-1 store reads as a store without free beams.
+READABLE_VERSIONS = (1, 2)
 FORMAT_NAME = "renderocc-ray-store"
 
 MANIFEST = "manifest.json"
 SAMPLES = "samples.parquet"
 RAYS_DIR = "rays"
+FREE_BEAMS_DIR = "free_beams"
 IMAGES = "images"
 # Image codecs: "raw" = uint8 (N, n_cams, H, W, 3) zstd (lossless); "jpeg" = (N, n_cams) of JPEG
 # bytes (variable-length; ~6x smaller, lossy).
@@ -60,6 +66,16 @@ MOTION_FIELDS = [
     pa.field("instance", pa.int32(), nullable=False),
 ]
 RAY_SCHEMA_WITH_MOTION = pa.schema(list(RAY_SCHEMA) + MOTION_FIELDS, metadata=RAY_SCHEMA.metadata)
+
+# Free beams (LiDAR beams that returned nothing; renderocc/prep/freebeams.py): per beam the
+# sensor position and the unit direction in the key-ego frame, and the LiDAR ring.
+FREE_BEAM_COLUMNS = ("sample_token", "ring", "origin", "direction")
+FREE_BEAM_SCHEMA = pa.schema([
+    pa.field("sample_token", pa.dictionary(pa.int32(), pa.string()), nullable=False),
+    pa.field("ring", pa.int16(), nullable=False),
+    pa.field("origin", pa.list_(pa.float32(), 3), nullable=False),
+    pa.field("direction", pa.list_(pa.float32(), 3), nullable=False),
+], metadata={b"renderocc.schema_version": str(SCHEMA_VERSION).encode()})
 
 _M4 = pa.list_(pa.float64(), 16)   # row-major 4x4
 _M3 = pa.list_(pa.float64(), 9)    # row-major 3x3
@@ -97,6 +113,10 @@ def join(root: str, *parts: str) -> str:
 
 def rays_path(root: str, shard: str) -> str:
     return join(root, RAYS_DIR, f"{shard}.parquet")
+
+
+def free_beams_path(root: str, shard: str) -> str:
+    return join(root, FREE_BEAMS_DIR, f"{shard}.parquet")
 
 
 def shard_record_path(root: str, shard: str) -> str:

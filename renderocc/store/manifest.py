@@ -12,7 +12,7 @@ from importlib import resources
 
 from renderocc.errors import UserError
 from renderocc.store import fsio
-from renderocc.store.layout import FORMAT_NAME, MANIFEST, SCHEMA_VERSION
+from renderocc.store.layout import FORMAT_NAME, MANIFEST, READABLE_VERSIONS, SCHEMA_VERSION
 
 SCHEMA_FILE = "store_manifest.schema.json"
 
@@ -31,12 +31,20 @@ def schema_errors(manifest: dict) -> list[str]:
             for e in sorted(v.iter_errors(manifest), key=lambda e: list(map(str, e.absolute_path)))]
 
 
-def check_version(obj: dict, what: str) -> None:
+def check_version(obj: dict, what: str, write: bool = False) -> None:
+    """Refuse another format, or a version this code cannot read (`write`: other than the current).
+
+    Older readable versions open read-only: prep never writes into them (a rerun would mix layouts).
+    """
     if obj.get("format", FORMAT_NAME) != FORMAT_NAME:
         raise UserError(f"{what} is not a renderocc ray store (format {obj.get('format')!r})")
-    if obj.get("schema_version") != SCHEMA_VERSION:
-        raise UserError(f"{what} has store schema version {obj.get('schema_version')}, this renderocc "
-                        f"reads version {SCHEMA_VERSION}: re-run prep into a new store")
+    v = obj.get("schema_version")
+    ok = v == SCHEMA_VERSION if write else v in READABLE_VERSIONS
+    if not ok or isinstance(v, bool):
+        reads = f"writes version {SCHEMA_VERSION}" if write else \
+            f"reads versions {', '.join(map(str, READABLE_VERSIONS))}"
+        raise UserError(f"{what} has store schema version {v}, this renderocc {reads}: "
+                        "re-run prep into a new store")
 
 
 def load(root: str) -> dict:

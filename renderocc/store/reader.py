@@ -46,8 +46,11 @@ class StoreReader:
         self.has_semantics: bool = bool(sup["semantics"])
         self.has_occ_gt: bool = bool(sup["occ_gt"]) or any(s["occ_gt_sha256"] for s in m["shards"])
         self.has_motion_masks: bool = bool(sup["motion_masks"])
+        # LiDAR beams without a return (schema 2, optional): False for version-1 stores
+        self.has_free_beams: bool = m.get("free_beams") is not None
         self._load_samples()
         self._pq: dict[str, pq.ParquetFile] = {}
+        self._fb_pq: dict[str, pq.ParquetFile] = {}
         self._arrays: dict[str, zarr.Array | None] = {}
         self._pid = os.getpid()
 
@@ -118,6 +121,7 @@ class StoreReader:
         """Drop handles inherited through fork (DataLoader workers) so each process opens its own."""
         if os.getpid() != self._pid:
             self._pq.clear()
+            self._fb_pq.clear()
             self._arrays.clear()
             self._pid = os.getpid()
 
@@ -182,6 +186,25 @@ class StoreReader:
         arr = self._array(layout.MOTION_MASK)
         return None if arr is None else np.asarray(arr[self._check(i)], bool)
 
+    def free_beams(self, i: int) -> dict[str, np.ndarray] | None:
+        """Key-frame LiDAR beams of sample i that returned nothing (free space along them), or None
+        when the store has none (version 1, or prepped with --no-free-beams): `origin`, `direction`
+        (M, 3) float32 in the key-ego frame (origin = the sensor, direction = unit), `ring` (M,) int16."""
+        i = self._check(i)
+        if not self.has_free_beams:
+            return None
+        shard = self._shard[i]
+        self._fresh()
+        if shard not in self._fb_pq:
+            fs, path = fsio.fs_path(self.root, layout.FREE_BEAMS_DIR, f"{shard}.parquet")
+            self._fb_pq[shard] = pq.ParquetFile(path if fsio.is_local(self.root) else fs.open(path, "rb"))
+        t = self._fb_pq[shard].read_row_group(int(self._row_group[i]), columns=["ring", "origin", "direction"])
+        out = {"ring": t.column("ring").to_numpy().astype(np.int16)}
+        for c in ("origin", "direction"):
+            out[c] = _flat(t.column(c), 1)[0].astype(np.float32).reshape(-1, 3) if t.num_rows else \
+                np.zeros((0, 3), np.float32)
+        return out
+
     def ray_location(self, i: int) -> tuple[str, int]:
         """(shard name, row group) holding sample i's rays: for writers that add ray columns."""
         i = self._check(i)
@@ -190,7 +213,7 @@ class StoreReader:
     def __getstate__(self) -> dict:
         """Picklable (spawned DataLoader workers): open file handles are not sent, only reopened."""
         state = self.__dict__.copy()
-        state["_pq"], state["_arrays"] = {}, {}
+        state["_pq"], state["_fb_pq"], state["_arrays"] = {}, {}, {}
         return state
 
     def __repr__(self) -> str:

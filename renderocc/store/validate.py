@@ -40,7 +40,43 @@ def validate(root: str, data: bool = True) -> list[str]:
         problems.append(f"{layout.IMAGES}: sample 0 decodes to {r.images(0).shape}")
     problems += _check_adjacency(r)
     problems += _check_shards(r, m, st, data)
+    problems += _check_free_beams(r, m)
     return problems
+
+
+def _check_free_beams(r, m: dict) -> list[str]:
+    """free_beams/ (schema 2, optional): files, checksums, one row group per sample, unit directions."""
+    if m.get("free_beams") is None:
+        return []
+    out, total = [], 0
+    for s in m["shards"]:
+        name, a, k = s["name"], s["first_sample"], s["num_samples"]
+        rel = s.get("free_beams_path")
+        if not rel or not fsio.exists(r.root, rel):
+            out.append(f"shard {name}: free beams missing ({rel or 'no free_beams_path'})")
+            continue
+        if fsio.sha256_file(r.root, rel) != s.get("free_beams_sha256"):
+            out.append(f"shard {name}: {rel} checksum mismatch")
+        fs, path = fsio.fs_path(r.root, rel)
+        with fs.open(path, "rb") as f:
+            pf = pq.ParquetFile(f)
+            if not pf.schema_arrow.equals(layout.FREE_BEAM_SCHEMA, check_metadata=False):
+                out.append(f"shard {name}: {rel} schema differs from layout.FREE_BEAM_SCHEMA")
+            if pf.num_row_groups != k:
+                out.append(f"shard {name}: {rel} has {pf.num_row_groups} row groups for {k} samples")
+                continue
+            n = sum(pf.metadata.row_group(g).num_rows for g in range(k))
+        if n != s.get("num_free_beams"):
+            out.append(f"shard {name}: {n} free beams, manifest says {s.get('num_free_beams')}")
+        total += n
+        for i in range(a, a + k):
+            b = r.free_beams(i)
+            if len(b["direction"]) and (not np.isfinite(b["origin"]).all() or np.abs(
+                    np.linalg.norm(b["direction"], axis=1) - 1).max() > 1e-4):
+                out.append(f"sample {i}: free beams with non-finite origins or non-unit directions")
+    if total != m["free_beams"]["num_beams"]:
+        out.append(f"manifest free_beams.num_beams {m['free_beams']['num_beams']} but shards hold {total}")
+    return out
 
 
 def _check_adjacency(r) -> list[str]:

@@ -67,7 +67,7 @@ def check_or_write_plan(root: str, plan: dict) -> None:
                 old = fsio.read_json(root, name)
             except ValueError as e:
                 raise UserError(f"{fsio.fs_path(root, name)[1]} is not valid JSON") from e
-            manifest_mod.check_version(old, f"existing store {root}")
+            manifest_mod.check_version(old, f"existing store {root}", write=True)
             if name == layout.PLAN and old.get("fingerprint") != plan["fingerprint"]:
                 raise UserError(f"existing store {root} was prepared with other options or samples "
                                 f"({_diff(old.get('options', {}), plan['options'])}); use a new --out")
@@ -96,7 +96,8 @@ def shard_done(root: str, shard: str, fingerprint: str) -> bool:
 
 def clean_tmp(root: str, shard: str) -> None:
     """Remove temp files a killed run left for this shard (they are never read, only untidy)."""
-    for sub_dir, suffix in ((layout.RAYS_DIR, f"-{shard}.parquet"), (layout.SHARDS_DIR, f"-{shard}.json")):
+    for sub_dir, suffix in ((layout.RAYS_DIR, f"-{shard}.parquet"), (layout.FREE_BEAMS_DIR, f"-{shard}.parquet"),
+                            (layout.SHARDS_DIR, f"-{shard}.json")):
         fs, path = fsio.fs_path(root, sub_dir)
         for name in fsio.listdir_names(root, sub_dir):
             if name.startswith(layout.TMP_PREFIX) and name.endswith(suffix):
@@ -228,6 +229,40 @@ def write_ray_shard(root: str, shard: str, tables: list[pa.Table]) -> dict:
             "rays_sha256": fsio.sha256_file(root, layout.RAYS_DIR, f"{shard}.parquet"),
             "rays_bytes": fsio.size(root, layout.RAYS_DIR, f"{shard}.parquet"),
             "num_rays": int(sum(len(t) for t in tables))}
+
+
+# ---------------------------------------------------------------- free beams
+
+FREE_BEAM_PARQUET_OPTS = dict(compression="zstd", use_dictionary=["sample_token"], write_statistics=False)
+
+
+def free_beam_table(sample_token: str, beams: dict[str, np.ndarray]) -> pa.Table:
+    """One sample's free beams (`origin`, `direction` (M, 3), `ring` (M,)) as `layout.FREE_BEAM_SCHEMA`."""
+    n = len(beams["ring"])
+    vec = pa.list_(pa.float32(), 3)
+    cols = [
+        pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([sample_token])),
+        pa.array(np.asarray(beams["ring"], np.int16)),
+        pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(beams["origin"], np.float32).reshape(-1)), 3)
+        .cast(vec),
+        pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(beams["direction"], np.float32).reshape(-1)), 3)
+        .cast(vec),
+    ]
+    return pa.Table.from_arrays(cols, schema=layout.FREE_BEAM_SCHEMA)
+
+
+def write_free_beam_shard(root: str, shard: str, tables: list[pa.Table]) -> dict:
+    """Write free_beams/<shard>.parquet (one row group per sample, also empty ones); return its stats."""
+    rel = f"{layout.FREE_BEAMS_DIR}/{shard}.parquet"
+    fs, path = fsio.fs_path(root, layout.FREE_BEAMS_DIR, f"{shard}.parquet")
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    tmp = fsio.tmp_name(path)
+    with fs.open(tmp, "wb") as f, pq.ParquetWriter(f, layout.FREE_BEAM_SCHEMA, **FREE_BEAM_PARQUET_OPTS) as w:
+        for t in tables:
+            w.write_table(t, row_group_size=max(len(t), 1))
+    fsio.move_into_place(fs, tmp, path)
+    return {"free_beams_path": rel, "free_beams_sha256": fsio.sha256_file(root, rel),
+            "num_free_beams": int(sum(len(t) for t in tables))}
 
 
 # ---------------------------------------------------------------- finalisation

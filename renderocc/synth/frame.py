@@ -76,6 +76,9 @@ def _write_scan(job: FrameJob, rec: dict, s: lid.Scan, with_labels: bool) -> Non
                         moving=s.moving, instance=instance)
     if with_labels:
         s.label.tofile(os.path.join(job.root, rec["lidarseg"]))
+        # what every beam of the keyframe did: the truth free-beam detection is checked against
+        np.savez_compressed(os.path.join(job.root, "synth_truth", "beams", rec["token"] + ".npz"),
+                            status=s.beams, elevation=lid.ELEVATIONS, azimuth=lid.beam_azimuths(s.beams.shape[1]))
 
 
 def _write_camera_truth(job: FrameJob, token: str, hits, prims, local_to_cam: np.ndarray) -> None:

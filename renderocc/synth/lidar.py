@@ -38,7 +38,7 @@ class LidarGrid:
     def __init__(self, azimuths: int = AZIMUTHS):
         self.n_az = azimuths
         self.step = 2 * np.pi / azimuths
-        az = -np.pi + (np.arange(azimuths) + 0.5) * self.step
+        az = beam_azimuths(azimuths)
         el = ELEVATIONS[:, None]
         self.dirs = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az),
                               np.sin(el) * np.ones_like(az)], -1).astype(np.float32)
@@ -83,6 +83,21 @@ class Scan:
     label: np.ndarray  # uint8 lidarseg index
     instance: np.ndarray  # int32 object index, -1 for stuff
     moving: np.ndarray  # uint8
+    beams: np.ndarray | None = None  # (RINGS, n_az) uint8 BEAM_* status of every beam of the sweep
+
+
+# Per-beam truth (synth_truth/beams/): what each (ring, azimuth) beam of a sweep did. Only
+# BEAM_NO_HIT is evidence of free space; a dropout or a too-near hit returned nothing either,
+# but something was there.
+BEAM_RETURN = 0     # a point in the cloud
+BEAM_NO_HIT = 1     # nothing within MAX_RANGE (sky, or a surface beyond range): free along the beam
+BEAM_DROPOUT = 2    # a surface within range, but the return was dropped (random 2 %)
+BEAM_TOO_NEAR = 3   # a surface closer than MIN_RANGE
+
+
+def beam_azimuths(n_az: int = AZIMUTHS) -> np.ndarray:
+    """Azimuth (rad, LiDAR frame, from +x towards +y) of each beam column of `LidarGrid`."""
+    return -np.pi + (np.arange(n_az) + 0.5) * (2 * np.pi / n_az)
 
 
 def scan(world: World, t: float, rng: np.random.Generator, grid: LidarGrid | None = None) -> Scan:
@@ -92,13 +107,18 @@ def scan(world: World, t: float, rng: np.random.Generator, grid: LidarGrid | Non
     pose = world.ego_pose(t) @ lidar_to_ego()
     hits = cast(grid, pose, prims, MAX_RANGE)
     # firing order: azimuth-major, all rings per azimuth
+    drop = rng.uniform(size=hits.t.size) <= 0.02   # in firing order (azimuth-major), as drawn before
+    status = np.full(hits.t.shape, BEAM_RETURN, np.uint8)
+    status[hits.t >= MAX_RANGE] = BEAM_NO_HIT
+    status[drop.reshape(grid.n_az, RINGS).T & (status == BEAM_RETURN)] = BEAM_DROPOUT
+    status[hits.t < MIN_RANGE] = BEAM_TOO_NEAR
     tt, pid = hits.t.T.ravel(), hits.pid.T.ravel()
     dirs_s = grid.dirs.transpose(1, 0, 2).reshape(-1, 3)
     dirs_w = hits.dirs.transpose(1, 0, 2).reshape(-1, 3)
     normal = hits.normal.transpose(1, 0, 2).reshape(-1, 3)
     world_pts = hits.points.transpose(1, 0, 2).reshape(-1, 3)
     ring = np.tile(np.arange(RINGS), grid.n_az)
-    keep = (tt >= MIN_RANGE) & (tt < MAX_RANGE) & (rng.uniform(size=tt.shape) > 0.02)
+    keep = (tt >= MIN_RANGE) & (tt < MAX_RANGE) & ~drop
     tt, pid, dirs_s, dirs_w = tt[keep], pid[keep], dirs_s[keep], dirs_w[keep]
     normal, world_pts, ring = normal[keep], world_pts[keep], ring[keep]
 
@@ -123,4 +143,4 @@ def scan(world: World, t: float, rng: np.random.Generator, grid: LidarGrid | Non
     pts = np.concatenate([xyz, np.clip(intensity, 0, 255)[:, None], ring[:, None]], 1).astype(np.float32)
     speeds = np.array([i.speed for i in world.instances] + [0.0])
     moving = (speeds[inst] > 0.05).astype(np.uint8)  # inst == -1 picks the trailing 0
-    return Scan(pts, label, inst, moving)
+    return Scan(pts, label, inst, moving, status)

@@ -2,8 +2,8 @@
 
 Layout written (DIR):
     <version>/*.json (13 tables + lidarseg.json), samples/, sweeps/, lidarseg/<version>/,
-    maps/<token>.png, gts/<scene>/<sample>/labels.npz (Occ3D), synth_truth/ (points, instances,
-    gt.json: which truth gts/ holds).
+    maps/<token>.png, gts/<scene>/<sample>/labels.npz (Occ3D), synth_truth/ (points, beams,
+    instances, gt.json: which truth gts/ holds).
 Everything goes to a sibling temp dir first and is renamed into place at the end, so a
 half-written dataset never looks complete.
 """
@@ -170,7 +170,7 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
         if tmp.exists():
             shutil.rmtree(tmp)
         for d in ["samples/LIDAR_TOP", "sweeps/LIDAR_TOP", f"lidarseg/{version}", version, "maps", "gts",
-                  "synth_truth/points", ".cloud"] + [f"samples/{c}" for c in cam.CAMERA_NAMES] \
+                  "synth_truth/points", "synth_truth/beams", ".cloud"] + [f"samples/{c}" for c in cam.CAMERA_NAMES] \
                 + (["synth_truth/cameras"] if camera_truth else []):
             (tmp / d).mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -69,6 +69,8 @@ class DataConfig:
     aux_without_motion_masks: Literal["drop", "keep"] = _opt(
         "drop", "aux rays when the store has no `dynamic` flags: drop them, or keep (moving objects smear)")
     use_motion_masks: bool = _opt(True, "drop aux labels on moving objects (false: keep them; an ablation)")
+    free_beams: int = _opt(1024, "key-frame LiDAR beams without a return drawn per sample for loss.free_beams "
+                                 "(0: none, the term is off)", ge=0)
     class_balance: float = _opt(0.5, "ray sampling weight ∝ count(class)^-class_balance within a sample", ge=0)
     holdout: str = _opt("auto", "samples held out of training for the threshold: auto | last-scene | every-k:N | none",
                         pattern=r"auto|last-scene|none|every-k:[1-9][0-9]*")
@@ -115,6 +117,8 @@ class LossConfig:
     freespace: float = _opt(0.0, "empty before the labelled hit: optical depth per unit length up to "
                                  "(1 − los_margin_rel)·d − margin", ge=0)
     termination: float = _opt(0.0, "the ray stops by d + margin: −log(1 − T(d + margin))", ge=0)
+    free_beams: float = _opt(1.0, "LiDAR beams without a return are empty inside the grid: optical depth per "
+                                  "unit length along them (needs a store with free beams)", ge=0)
     los_margin: float = _opt(1.0, "margin of freespace and termination, in voxels", ge=0)
     los_margin_rel: float = _opt(0.0, "free space ends at (1 − rel)·d − margin (grazing ground rays)", ge=0)
     sparsity: float = _opt(0.0, "label-free prior: mean σ·voxel over the whole grid", ge=0)

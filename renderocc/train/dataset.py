@@ -83,6 +83,8 @@ class RayDataset(Dataset):
         # build only the targets an active loss term reads (losses.TERMS declare them)
         self.needs = needed_batch_keys(cfg)
         self.want_depth = "depth_target" in self.needs
+        # free_beams term: key-frame LiDAR beams without a return (empty when the store has none)
+        self.want_free_beams = "free_valid" in self.needs
         # LSS depth cells are the model's feature cells: its stride, not a second constant here
         self.feature_stride = OccupancyNet.feature_stride if feature_stride is None else feature_stride
         if self.sup in ("3d", "mixed") and not reader.has_occ_gt:
@@ -114,6 +116,8 @@ class RayDataset(Dataset):
             out["depth_target"] = lss_depth_target(key_labels, K_orig, K, img.shape[-2:], self.feature_stride)
         if "occ_target" in self.needs:
             out["occ_target"] = torch.from_numpy(self._occ_target(i, s, key))
+        if self.want_free_beams:
+            out.update(self._free_beams(i, rng))
         return out
 
     def label_frames(self, i: int, s: dict | None = None, key_labels: dict | None = None
@@ -147,6 +151,9 @@ class RayDataset(Dataset):
             aux["label"] = lab["label"].astype(np.int64)
             frames.append((aux, self.cfg.data.aux_weight))
         return frames
+
+    def _free_beams(self, i: int, rng) -> dict:
+        return draw_free_beams(self.reader.free_beams(i), self.cfg.data.free_beams, rng)
 
     # -- images ---------------------------------------------------------------------------------
     def _images(self, i: int, s: dict, rng) -> tuple[torch.Tensor, np.ndarray]:
@@ -283,3 +290,23 @@ def prepare_images(raw: np.ndarray, Ks: list[np.ndarray], input_wh: tuple[int, i
     img = torch.stack(imgs)
     img = (img - torch.from_numpy(MEAN)[:, None, None]) / torch.from_numpy(STD)[:, None, None]
     return img.contiguous(), np.stack(out_K)
+
+
+def draw_free_beams(beams: dict | None, count: int, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
+    """`count` of a key frame's no-return beams (uniform draw; rng=None: evenly spaced), padded like
+    the label rays: free_origins, free_dirs (count, 3), free_valid (count,). `renderocc fit` draws
+    with it too."""
+    m = 0 if beams is None else len(beams["ring"])
+    if m <= count:
+        pick = np.arange(m)
+    elif rng is None:
+        pick = np.linspace(0, m - 1, count).round().astype(np.int64)
+    else:
+        pick = np.sort(rng.choice(m, count, replace=False))
+    n = len(pick)
+    res = {"free_origins": np.zeros((count, 3), np.float32), "free_dirs": np.tile(np.float32([1, 0, 0]), (count, 1)),
+           "free_valid": np.zeros(count, bool)}
+    if n:
+        res["free_origins"][:n], res["free_dirs"][:n] = beams["origin"][pick], beams["direction"][pick]
+        res["free_valid"][:n] = True
+    return {k: torch.from_numpy(v) for k, v in res.items()}

@@ -119,6 +119,28 @@ def line_of_sight(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tens
     return loss_free, loss_term
 
 
+def free_beam_loss(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, sample: torch.Tensor,
+                   n: int, grid: dict, step: float, near: float = 0.0, backend: str = "auto") -> torch.Tensor:
+    """A LiDAR beam that returned nothing crossed the whole grid unobstructed: its optical depth
+    up to the box exit, per unit length (τ over the samples' count, like `freespace`), should be 0.
+
+    Label rays cannot say this (they exist only where something was hit), so without it the sky
+    and the space above the street are constrained only by the camera rays that end beyond it.
+    """
+    from renderocc.cuda import ray_optical_depth
+
+    ends = torch.full((len(sample), 1), FAR, dtype=origins.dtype, device=origins.device)
+    tau, count = ray_optical_depth(density, origins, dirs, sample, ends, pc_range=grid["pc_range"],
+                                   voxel_size=grid["voxel_size"], step=step, near=near, backend=backend)
+    has = count[:, 0] > 0
+    if not has.any():
+        return density.sum() * 0
+    return per_sample_mean(tau[has, 0] / count[has, 0], sample[has], n)
+
+
+FAR = 1e4  # metres: "to the box exit" for `ray_optical_depth`
+
+
 # -- the terms -----------------------------------------------------------------------------------
 RENDERED = frozenset({"2d", "lidar-sparse", "mixed"})  # contracts that render label rays
 VOXEL_3D = frozenset({"lidar-sparse", "3d", "mixed"})  # contracts with a 3D voxel target
@@ -177,6 +199,15 @@ class LossInputs:
         return self._cache["los"]
 
     @property
+    def free_beams(self) -> torch.Tensor:
+        """`free_beam_loss` of the batch's valid free beams (LiDAR beams without a return)."""
+        valid = self.batch["free_valid"]
+        bi = torch.arange(self.n, device=valid.device)[:, None].expand_as(valid)[valid]
+        g = self.cfg.grid.spec
+        return free_beam_loss(self.out.density, self.batch["free_origins"][valid], self.batch["free_dirs"][valid],
+                              bi, self.n, g, self.cfg.render.step, self.cfg.render.near, self.cfg.render.backend)
+
+    @property
     def voxel(self) -> float:
         return float(min(self.cfg.grid.spec["voxel_size"]))
 
@@ -213,15 +244,18 @@ def _lss_depth(x: LossInputs) -> torch.Tensor:
 @dataclass(frozen=True)
 class LossTerm:
     """One weighted loss: `name` is its `[loss]` weight key and its log column; it applies under
-    `contracts` and reads the batch keys in `needs` (the dataset yields them when it is active)."""
+    `contracts` and reads the batch keys in `needs` (the dataset yields them when it is active);
+    `enabled` can switch it off from other config keys (e.g. no free beams drawn)."""
 
     name: str
     contracts: frozenset[str]
     needs: tuple[str, ...]
     compute: Callable[[LossInputs], torch.Tensor]
+    enabled: Callable[[Config], bool] = lambda cfg: True
 
 
 RAY_KEYS = ("origins", "dirs", "dist", "label", "valid")
+FREE_BEAM_KEYS = ("free_origins", "free_dirs", "free_valid")
 TERMS: tuple[LossTerm, ...] = (
     LossTerm("depth", RENDERED, RAY_KEYS, _depth),
     LossTerm("depth_absrel", RENDERED, RAY_KEYS, _depth_absrel),
@@ -229,6 +263,7 @@ TERMS: tuple[LossTerm, ...] = (
     LossTerm("distortion", RENDERED, RAY_KEYS, _distortion),
     LossTerm("freespace", RENDERED, RAY_KEYS, lambda x: x.los[0]),
     LossTerm("termination", RENDERED, RAY_KEYS, lambda x: x.los[1]),
+    LossTerm("free_beams", RENDERED, FREE_BEAM_KEYS, lambda x: x.free_beams, lambda cfg: cfg.data.free_beams > 0),
     LossTerm("sparsity", RENDERED, (), _sparsity),
     LossTerm("occ3d", VOXEL_3D, ("occ_target",), _occ3d),
     LossTerm("lss_depth", EVERY, ("depth_target",), _lss_depth),
@@ -237,7 +272,8 @@ TERMS: tuple[LossTerm, ...] = (
 
 def active_terms(cfg: Config) -> list[LossTerm]:
     """The terms with a positive weight under the run's supervision contract."""
-    return [t for t in TERMS if getattr(cfg.loss, t.name) > 0 and cfg.supervision in t.contracts]
+    return [t for t in TERMS if getattr(cfg.loss, t.name) > 0 and cfg.supervision in t.contracts
+            and t.enabled(cfg)]
 
 
 def needed_batch_keys(cfg: Config) -> set[str]:

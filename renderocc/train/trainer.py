@@ -209,7 +209,9 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
         f"supervision {cfg.supervision}, grid {cfg.grid.shape} @ {cfg.grid.voxel_size[0]} m, "
         f"{cfg.data.rays} rays/sample, aux ±{ds.aux} frames"
         + ("" if ds.aux or not cfg.data.aux_frames else " (store has no motion masks: aux rays off)"))
-    say(f"loss terms: {', '.join(f'{t.name} {getattr(cfg.loss, t.name):g}' for t in L.active_terms(cfg))}")
+    say(f"loss terms: {', '.join(f'{t.name} {getattr(cfg.loss, t.name):g}' for t in L.active_terms(cfg))}"
+        + (" (the store has no free beams: free_beams adds nothing)"
+           if ds.want_free_beams and not ds.reader.has_free_beams else ""))
     loader_rate = None
     nb = cfg.train.loader_bench_batches
     if rank == 0 and nb > 0 and step < stop:

@@ -1,0 +1,178 @@
+"""LiDAR beams that returned nothing: evidence that space along them is free.
+
+A spinning LiDAR fires every (ring, azimuth) beam of its grid once per turn. A beam without a
+return saw nothing up to the sensor's range (sky, or a surface beyond range), so the part of it
+inside the occupancy grid is free; the label rays never say that, because they only exist where
+something was hit. `detect` finds those beams in one keyframe cloud (LiDAR frame), two ways:
+
+* firing order (real nuScenes): the keyframe `.pcd.bin` holds EVERY firing, azimuth-major, ring
+  `k % n_rings` at row k; a beam without a return is stored as a point at the sensor (after
+  motion compensation: within a few decimetres of the origin). Its azimuth is interpolated from
+  the same ring's returns in neighbouring columns, its elevation is the ring's.
+* azimuth bins (clouds holding returns only, like the synthetic LiDAR): per ring, the azimuths
+  are binned into the sensor's firing count (estimated from the median spacing of returns) and
+  every empty bin is a no-return beam.
+
+Either way a ring's elevation is the median elevation of its far returns (rings without any: the
+HDL-32E table when there are 32 rings, else interpolated from neighbouring rings).
+
+`keep` then chooses the beams that are safe evidence: pointing at or above `min_elevation_deg`
+in the ego frame (downward beams without a return are mostly the ego body, whose points nuScenes
+removes, or dark / wet ground dropouts: not free), and not isolated (`erode`: both azimuth
+neighbours in the ring also returned nothing, which drops the random single-beam dropouts of
+dark or specular surfaces and beams grazing an object's edge).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+HDL32E_ELEVATIONS_DEG = np.linspace(-30.67, 10.67, 32)  # nuScenes LIDAR_TOP, ring 0 = lowest
+DEFAULT_AZIMUTHS = 1084      # HDL-32E firings per turn at 20 Hz
+NO_RETURN_RANGE = 1.0        # a firing-order point nearer than this (m) is a no-return placeholder
+FAR_RANGE = 5.0              # returns used for ring elevation / azimuth (near ones carry parallax)
+MIN_ELEVATION_DEG = 0.0
+ERODE = 1
+
+
+@dataclass
+class NoReturns:
+    """No-return beams of one sweep, in the LiDAR frame, before `keep`'s filtering."""
+
+    ring: np.ndarray        # (M,) int16
+    column: np.ndarray      # (M,) int32 azimuth column (firing index or bin)
+    dirs: np.ndarray        # (M, 3) float64 unit directions, LiDAR frame
+    isolated: np.ndarray    # (M,) bool: an azimuth neighbour in the ring returned (see `erode`)
+    mode: str               # "firing-order" | "azimuth-bins"
+    n_rings: int
+    n_columns: int
+    elevation: np.ndarray   # (n_rings,) float64 rad used per ring
+
+
+def _unit(el: np.ndarray, az: np.ndarray) -> np.ndarray:
+    return np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], -1)
+
+
+def ring_elevations(points: np.ndarray, ring: np.ndarray, n_rings: int, valid: np.ndarray) -> np.ndarray:
+    """Median elevation (rad) of each ring's far returns; gaps from the table or neighbours."""
+    rng = np.linalg.norm(points[:, :3], axis=1)
+    el_pt = np.arctan2(points[:, 2], np.hypot(points[:, 0], points[:, 1]))
+    el = np.full(n_rings, np.nan)
+    for r in range(n_rings):
+        m = valid & (ring == r)
+        far = m & (rng >= FAR_RANGE)
+        use = far if far.sum() >= 10 else m
+        if use.any():
+            el[r] = np.median(el_pt[use])
+    missing = np.isnan(el)
+    if missing.any():
+        if n_rings == len(HDL32E_ELEVATIONS_DEG):
+            el[missing] = np.deg2rad(HDL32E_ELEVATIONS_DEG[missing])
+        elif (~missing).sum() >= 2:
+            el[missing] = np.interp(np.flatnonzero(missing), np.flatnonzero(~missing), el[~missing])
+        else:
+            el[missing] = 0.0
+    return el
+
+
+def _firing_order(points: np.ndarray, n_rings: int) -> bool:
+    n = len(points)
+    return n > 0 and n % n_rings == 0 and bool(
+        (points[:, 4].astype(np.int64) == np.arange(n) % n_rings).all())
+
+
+def _isolated(empty: np.ndarray, erode: int) -> np.ndarray:
+    """(rings, cols) bool: an empty cell with a non-empty cell within `erode` columns (circular)."""
+    full = ~empty
+    near = np.zeros_like(empty)
+    for k in range(1, erode + 1):
+        near |= np.roll(full, k, 1) | np.roll(full, -k, 1)
+    return empty & near
+
+
+def detect(points: np.ndarray, n_rings: int | None = None, n_azimuths: int | None = None,
+           erode: int = ERODE) -> NoReturns:
+    """No-return beams of a (N, 5) x, y, z, intensity, ring cloud in the LiDAR frame."""
+    ring = points[:, 4].astype(np.int64)
+    R = int(n_rings or (ring.max() + 1 if len(ring) else 32))
+    if _firing_order(points, R):
+        return _detect_firing(points, R, erode)
+    return _detect_bins(points, ring, R, n_azimuths, erode)
+
+
+def _detect_firing(points: np.ndarray, R: int, erode: int) -> NoReturns:
+    C = len(points) // R
+    rng = np.linalg.norm(points[:, :3], axis=1)
+    valid = rng >= NO_RETURN_RANGE
+    ring = np.arange(len(points)) % R
+    el = ring_elevations(points, ring, R, valid)
+    empty = (~valid).reshape(C, R).T                       # (R, C)
+    az_pt = np.arctan2(points[:, 1], points[:, 0]).reshape(C, R).T
+    far = (rng >= FAR_RANGE).reshape(C, R).T
+    cols = np.arange(C)
+    az = np.full((R, C), np.nan)
+    for r in range(R):
+        ok = far[r] if far[r].sum() >= 10 else ~empty[r]
+        if ok.sum() >= 2:
+            az[r] = np.interp(cols, cols[ok], np.unwrap(az_pt[r, ok]))
+    good = ~np.isnan(az[:, 0])
+    if good.any():   # rings with too few returns: the circular mean of the others per column
+        mean = np.arctan2(np.sin(az[good]).mean(0), np.cos(az[good]).mean(0))
+        az[~good] = mean
+    else:
+        az[:] = -np.pi + (cols + 0.5) * 2 * np.pi / C
+    rr, cc = np.nonzero(empty)
+    return NoReturns(rr.astype(np.int16), cc.astype(np.int32), _unit(el[rr], az[rr, cc]),
+                     _isolated(empty, erode)[rr, cc], "firing-order", R, C, el)
+
+
+def estimate_azimuths(points: np.ndarray, ring: np.ndarray, R: int) -> int:
+    """Firings per turn from the median azimuth spacing of returns in the fullest ring."""
+    counts = np.bincount(ring, minlength=R)
+    r = int(np.argmax(counts))
+    if counts[r] < 100:
+        return DEFAULT_AZIMUTHS
+    az = np.sort(np.arctan2(points[ring == r, 1], points[ring == r, 0]))
+    step = np.median(np.diff(az))
+    return int(round(2 * np.pi / step)) if step > 0 else DEFAULT_AZIMUTHS
+
+
+def _detect_bins(points: np.ndarray, ring: np.ndarray, R: int, n_az: int | None, erode: int) -> NoReturns:
+    valid = np.linalg.norm(points[:, :3], axis=1) >= NO_RETURN_RANGE
+    pts, ring = points[valid], ring[valid]
+    el = ring_elevations(pts, ring, R, np.ones(len(pts), bool))
+    C = int(n_az or estimate_azimuths(pts, ring, R))
+    step = 2 * np.pi / C
+    x = (np.arctan2(pts[:, 1], pts[:, 0]) + np.pi) / step
+    # phase of the firings within a bin (circular mean), so firings sit at bin centres
+    f = (np.angle(np.exp(2j * np.pi * x).mean()) / (2 * np.pi)) % 1.0 if len(x) else 0.5
+    col = np.floor(x - f + 0.5).astype(np.int64) % C
+    empty = np.ones((R, C), bool)
+    ok = (ring >= 0) & (ring < R)
+    empty[ring[ok], col[ok]] = False
+    rr, cc = np.nonzero(empty)
+    az = (cc + f) * step - np.pi
+    return NoReturns(rr.astype(np.int16), cc.astype(np.int32), _unit(el[rr], az),
+                     _isolated(empty, erode)[rr, cc], "azimuth-bins", R, C, el)
+
+
+def keep(nr: NoReturns, lidar2ego: np.ndarray, min_elevation_deg: float = MIN_ELEVATION_DEG
+         ) -> dict[str, np.ndarray]:
+    """The beams kept as free-space evidence, in the ego frame of `lidar2ego`.
+
+    Returns `origin` (M, 3) float32 (the sensor), `direction` (M, 3) float32 unit, `ring` (M,) int16.
+    """
+    R, t = np.asarray(lidar2ego, np.float64)[:3, :3], np.asarray(lidar2ego, np.float64)[:3, 3]
+    d = nr.dirs @ R.T
+    sel = (d[:, 2] >= np.sin(np.deg2rad(min_elevation_deg)) - 1e-9) & ~nr.isolated
+    d = d[sel] / np.linalg.norm(d[sel], axis=1, keepdims=True)
+    return {"origin": np.broadcast_to(t, d.shape).astype(np.float32), "direction": d.astype(np.float32),
+            "ring": nr.ring[sel].astype(np.int16)}
+
+
+def free_beams(points: np.ndarray, lidar2ego: np.ndarray, min_elevation_deg: float = MIN_ELEVATION_DEG,
+               erode: int = ERODE) -> dict[str, np.ndarray]:
+    """`keep(detect(points))`: what prep stores per keyframe."""
+    return keep(detect(points, erode=erode), lidar2ego, min_elevation_deg)
