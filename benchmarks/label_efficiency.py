@@ -17,7 +17,8 @@ variant × seed and evaluates each on both held-out stores (`renderocc eval --sp
   2d-no-free-beams  2d without the no-return LiDAR beams (when the config has them)
   2d-no-sweeps      2d trained on a store prepped without LiDAR sweeps
 
-Results: benchmarks/results/label_efficiency.{md,json}: mean ± std over seeds; an ablation's
+Results: benchmarks/results/label_efficiency.{md,json}: mean ± std over seeds (floaters: voxels
+above 2 m predicted occupied but free in GT, inside mask_camera, per sample); an ablation's
 effect counts only when |Δ mean| > 2 × the larger std. Every run records the git commit, the
 package's tree hash and the config's digest; a run is reused only when the package tree and the
 digest match and the package had no uncommitted changes, so numbers made by other code are never
@@ -51,7 +52,7 @@ VARIANTS = [  # name, description, overrides, train store
     ("2d-no-free-beams", "2d without no-return LiDAR beams", ["supervision='2d'", "loss.free_beams=0"], "train"),
     ("2d-no-sweeps", "2d on a store prepped without LiDAR sweeps", ["supervision='2d'"], "train-nosweeps"),
 ]
-METRICS = ("miou", "geometry_iou", "miou_nomask", "depth_abs_rel", "sem2d_miou", "floaters_above_2m")
+METRICS = ("miou", "geometry_iou", "miou_nomask", "depth_abs_rel", "sem2d_miou", "floaters")
 
 
 def renderocc(*args: str, log: Path | None = None) -> None:
@@ -138,8 +139,10 @@ def run_one(name: str, seed: int, overrides: list[str], train_store: Path, val_s
             renderocc("eval", "--store", str(store), "--ckpt", str(ckpt), "--out", str(ev), "--split", "all",
                       "--quiet", "--device", "cpu", log=run / f"eval-{truth}.log")
         m = json.loads((ev / "metrics.json").read_text())
-        row[truth] = {k: m.get(k) for k in METRICS} | {"iou_per_class": m.get("iou_per_class"),
-                                                         "threshold": m.get("threshold")}
+        floaters = (m.get("floaters_above_2m") or {}).get("per_sample_mask_camera")
+        row[truth] = {k: m.get(k) for k in METRICS if k != "floaters"} | {
+            "floaters": floaters, "floaters_above_2m": m.get("floaters_above_2m"),
+            "iou_per_class": m.get("iou_per_class"), "threshold": m.get("threshold")}
     return row
 
 
@@ -155,13 +158,13 @@ def summarise(rows: list[dict], truth: str, names: list[str]) -> dict[str, dict[
 
 
 def table(summary: dict, desc: dict[str, str], seeds: int) -> str:
-    def pm(v: tuple[float, float], pct: bool = True) -> str:
+    def pm(v: tuple[float, float], pct: bool = True, digits: int = 3) -> str:
         m, s = v
         f = 100 if pct else 1
-        return "–" if m != m else (f"{f * m:.1f} ± {f * s:.1f}" if pct else f"{m:.3f} ± {s:.3f}")
+        return "–" if m != m else (f"{f * m:.1f} ± {f * s:.1f}" if pct else f"{m:.{digits}f} ± {s:.{digits}f}")
 
     lines = [f"| variant ({seeds} seeds) | mIoU % | geometry IoU % | mIoU no mask % | depth AbsRel | 2D sem mIoU % "
-             "| floaters > 2 m % | vs 2d (mIoU) |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| floaters > 2 m per sample | vs 2d (mIoU) |", "|---|---:|---:|---:|---:|---:|---:|---|"]
     base = summary.get("2d")
     for n, s in summary.items():
         effect = ""
@@ -170,7 +173,7 @@ def table(summary: dict, desc: dict[str, str], seeds: int) -> str:
             noise = 2 * max(s["miou"][1], base["miou"][1])
             effect = f"{100 * d:+.1f} ({'exceeds' if abs(d) > noise else 'within'} 2 std)"
         lines.append(f"| {n}: {desc[n]} | {pm(s['miou'])} | {pm(s['geometry_iou'])} | {pm(s['miou_nomask'])} | "
-                     f"{pm(s['depth_abs_rel'], False)} | {pm(s['sem2d_miou'])} | {pm(s['floaters_above_2m'])} | "
+                     f"{pm(s['depth_abs_rel'], False)} | {pm(s['sem2d_miou'])} | {pm(s['floaters'], False, 0)} | "
                      f"{effect} |")
     if base and "3d" in summary and summary["3d"]["miou"][0] > 0:
         lines += ["", f"**2D-only / 3D-only mIoU = {base['miou'][0] / summary['3d']['miou'][0]:.2f}** "
