@@ -280,3 +280,11 @@ def mark_crossed(hit: np.ndarray, origins: np.ndarray, dirs: np.ndarray, lengths
     while walk:
         flat[walk.index()] = True
         walk.advance()
+
+
+def ends_inside(origins: np.ndarray, dirs: np.ndarray, dist: np.ndarray, grid: dict) -> np.ndarray:
+    """Rays whose labelled end point lies strictly inside the grid box (and dist > 0.1 m): the only
+    ones rendering can explain. Training, fit and eval all filter label rays with this."""
+    end = origins + dirs * dist[:, None]
+    lo, hi = np.asarray(grid["pc_range"][:3]), np.asarray(grid["pc_range"][3:])
+    return (end > lo).all(1) & (end < hi).all(1) & (dist > 0.1)

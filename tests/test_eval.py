@@ -15,6 +15,7 @@ from renderocc.classes import FREE, NUM_SEMANTIC
 from renderocc.cli import main
 from renderocc.eval import infer
 from renderocc.eval.evaluate import evaluate
+from renderocc.raygrid import ends_inside
 
 TINY = ["data.input_size=[64, 32]", "data.rays=256", "data.workers=0", "model.width=8", "model.channels=16",
         "model.voxel_channels=8", "model.depth_bins=[1.0, 41.0, 21]", "grid.voxel_size=1.6",
@@ -103,7 +104,7 @@ def test_oracle_scores_perfectly(store, monkeypatch):
     lab, s = reader.labels(i), reader.sample(i)
     rays = infer.label_rays(reader, i, s, lab)
     dist = np.asarray(lab["depth"], np.float64) * rays["scale"]
-    keep = infer.ends_inside(rays["origins"], rays["dirs"], dist, reader.grid)
+    keep = ends_inside(rays["origins"], rays["dirs"], dist, reader.grid)
     keep &= np.isin(lab["label"], [4, 10, 16])  # car, truck, vegetation
     density, logits = oracle(None, reader, i, None)
     r = infer.render(density, logits, rays["origins"][keep], rays["dirs"][keep], reader.grid, 0.2)

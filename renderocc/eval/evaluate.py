@@ -17,6 +17,7 @@ from renderocc.classes import IGNORE, NUM_SEMANTIC, OCC3D_CLASSES
 from renderocc.errors import UserError
 from renderocc.eval import infer
 from renderocc.eval.metrics import DepthMetrics, FloaterMetrics, OccMetrics, Sem2DMetrics
+from renderocc.raygrid import ends_inside
 
 SUPERVISION_TEXT = {
     "2d": "2D rendering supervision only (projected LiDAR depth + lidarseg labels); no 3D labels, "
@@ -82,7 +83,7 @@ def evaluate(reader, model, ckpt: dict, indices: list[int], *, rays_per_sample: 
         lab = reader.labels(i)
         rays = infer.label_rays(reader, i, s, lab)
         dist = np.asarray(lab["depth"], np.float64) * rays["scale"]
-        keep = np.flatnonzero(infer.ends_inside(rays["origins"], rays["dirs"], dist, grid))
+        keep = np.flatnonzero(ends_inside(rays["origins"], rays["dirs"], dist, grid))
         if rays_per_sample and len(keep) > rays_per_sample:
             keep = keep[np.linspace(0, len(keep) - 1, rays_per_sample).astype(np.int64)]
         if not len(keep):

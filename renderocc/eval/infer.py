@@ -136,13 +136,6 @@ def label_rays(reader, i: int, sample: dict, labels: dict) -> dict[str, np.ndarr
             "camera": np.asarray(labels["camera"], np.int64)}
 
 
-def ends_inside(origins: np.ndarray, dirs: np.ndarray, dist: np.ndarray, grid: dict) -> np.ndarray:
-    """Rays whose labelled end point lies inside the grid box: the only ones rendering can explain."""
-    end = origins + dirs * dist[:, None]
-    lo, hi = np.asarray(grid["pc_range"][:3]), np.asarray(grid["pc_range"][3:])
-    return (end > lo).all(1) & (end < hi).all(1) & (dist > 0.1)
-
-
 def image_rays(reader, sample: dict, cam: str, stride: int) -> tuple[np.ndarray, ...]:
     """Rays through every `stride`-th pixel centre of a stored image: (origins, dirs, scale, (h, w))."""
     W, H = reader.image_size

@@ -23,12 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.ndimage import binary_dilation
 
 from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC, OCC3D_CLASSES
 from renderocc.errors import UserError
+from renderocc.eval.infer import classify
 from renderocc.fit.grid_model import FreeGrid
 from renderocc.train.config import Config
-from renderocc.train.dataset import draw_free_beams, draw_rays, ends_in_grid
+from renderocc.train.dataset import draw_free_beams, draw_from_pool, ends_in_grid
 from renderocc.train.losses import active_terms, needed_batch_keys
 from renderocc.train.targets import dense_target
 from renderocc.train.threshold import candidate_counts, pick_threshold
@@ -82,12 +84,13 @@ def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
         base["occ_target"] = torch.from_numpy(np.asarray(occ_target, np.uint8))[None]
     rendered = cfg.supervision != "3d"
     beams = "free_valid" in needed_batch_keys(cfg)
+    pool = ends_in_grid(frames, grid) if rendered else None  # concatenated once, drawn from every iteration
     losses = []
     for _ in range(iters):
         batch = dict(base)
         if rendered:
             batch.update({k: v[None] for k, v in
-                          draw_rays(frames, grid, cfg.data.rays, cfg.data.class_balance, rng).items()})
+                          draw_from_pool(pool, cfg.data.rays, cfg.data.class_balance, rng).items()})
         if beams:
             batch.update({k: v[None] for k, v in draw_free_beams(free_beams, cfg.data.free_beams, rng).items()})
         loss, _, _ = compute_loss(model, batch, cfg, class_weights, device)
@@ -110,13 +113,6 @@ def fit_threshold(density: torch.Tensor, cfg: Config, frames: list[tuple[dict, f
     rays = tuple(torch.from_numpy(np.ascontiguousarray(a)).float() for a in (o, d, dist))
     num, den = candidate_counts(density, cfg, rays=rays)
     return pick_threshold(num, den, False, [index], FIT_SOURCE)
-
-
-def classify(density: torch.Tensor, logits: torch.Tensor, threshold: float) -> np.ndarray:
-    """uint8 class grid: argmax class where density > threshold, free (17) elsewhere (eval's rule)."""
-    from renderocc.eval.infer import classify as infer_classify
-
-    return infer_classify(density, logits, threshold)
 
 
 def fit_frames(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr: float,
@@ -152,15 +148,7 @@ def endpoint_grid(frames: list[tuple[dict, float]], grid: dict) -> np.ndarray:
 
 def dilate26(mask: np.ndarray) -> np.ndarray:
     """A voxel or any of its 26 neighbours is set (3×3×3 binary dilation, grid edges not wrapped)."""
-    out = mask.copy()
-    for axis in range(3):
-        cur = out.copy()
-        sl_a = [slice(None)] * 3
-        sl_b = [slice(None)] * 3
-        sl_a[axis], sl_b[axis] = slice(1, None), slice(None, -1)
-        out[tuple(sl_a)] |= cur[tuple(sl_b)]
-        out[tuple(sl_b)] |= cur[tuple(sl_a)]
-    return out
+    return binary_dilation(mask, structure=np.ones((3, 3, 3), bool))
 
 
 def coverage_counts(ends: np.ndarray, gt: np.ndarray, mask_camera: np.ndarray) -> np.ndarray:

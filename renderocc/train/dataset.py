@@ -21,7 +21,7 @@ from torch.utils.data import Dataset, Sampler
 from renderocc.classes import IGNORE, NUM_SEMANTIC
 from renderocc.errors import UserError
 from renderocc.model import OccupancyNet
-from renderocc.raygrid import label_rays
+from renderocc.raygrid import ends_inside, label_rays
 from renderocc.train.config import Config
 from renderocc.train.losses import needed_batch_keys
 from renderocc.train.targets import dense_target, lss_depth_target, sparse_target
@@ -183,20 +183,21 @@ def ends_in_grid(frames: list[tuple[dict, float]], grid: dict) -> tuple[np.ndarr
     lab = np.concatenate([f["label"] for f, _ in frames])
     is_key = np.concatenate([np.full(len(f["dist"]), k == 0) for k, (f, _) in enumerate(frames)])
     fw = np.concatenate([np.full(len(f["dist"]), w) for f, w in frames])
-    lo, hi = np.array(grid["pc_range"][:3]), np.array(grid["pc_range"][3:])
-    end = o + dvec * dist[:, None]
-    ok = (dist > 0.1) & (end > lo).all(1) & (end < hi).all(1)
+    ok = ends_inside(o, dvec, dist, grid)
     return o[ok], dvec[ok], dist[ok], lab[ok], is_key[ok], fw[ok]
 
 
 def draw_rays(frames: list[tuple[dict, float]], grid: dict, R: int, class_balance: float, rng
               ) -> dict[str, torch.Tensor]:
-    """Concatenate frames, keep rays ending inside the grid, draw R by weight (pad + mask).
+    """Concatenate frames, keep rays ending inside the grid, draw R by weight (pad + mask)."""
+    return draw_from_pool(ends_in_grid(frames, grid), R, class_balance, rng)
 
-    Weight = frame weight × count(class)^-class_balance; rng=None (evaluation) takes key rays
-    first, deterministically. Module-level so `renderocc fit` draws rays exactly like training.
-    """
-    o, dvec, dist, lab, is_key, fw = ends_in_grid(frames, grid)
+
+def draw_from_pool(pool: tuple[np.ndarray, ...], R: int, class_balance: float, rng) -> dict[str, torch.Tensor]:
+    """R rays of an `ends_in_grid` pool by weight (pad + mask). Weight = frame weight ×
+    count(class)^-class_balance; rng=None (evaluation) takes key rays first, deterministically.
+    `renderocc fit` builds the pool once and draws from it every iteration, exactly like training."""
+    o, dvec, dist, lab, is_key, fw = pool
     counts = np.bincount(np.minimum(lab, NUM_SEMANTIC), minlength=NUM_SEMANTIC + 1).astype(np.float64)
     cw = np.maximum(counts, 1.0) ** -class_balance
     w = fw * cw[np.minimum(lab, NUM_SEMANTIC)]
