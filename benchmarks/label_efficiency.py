@@ -12,6 +12,7 @@ variant × seed and evaluates each on both held-out stores (`renderocc eval --sp
   2d                rendering losses, auxiliary rays (±3 frames), motion masks, sweeps, free beams
   3d                dense voxel loss (Occ3D-style GT inside mask_camera)
   mixed             rendering + dense voxel loss
+  2d-prev-losses    2d with the losses the demo had before termination and a stronger lift loss
   2d-no-aux         2d without auxiliary rays
   2d-no-motion      2d with auxiliary rays but without motion masks (dynamic labels kept)
   2d-no-free-beams  2d without the no-return LiDAR beams (when the config has them)
@@ -46,6 +47,8 @@ VARIANTS = [  # name, description, overrides, train store
     ("2d", "2D rendering only (aux rays, motion masks, sweeps)", ["supervision='2d'"], "train"),
     ("3d", "dense 3D voxel loss only (GT inside mask_camera)", ["supervision='3d'"], "train"),
     ("mixed", "2D rendering + dense 3D voxel loss", ["supervision='mixed'"], "train"),
+    ("2d-prev-losses", "2d with the previous demo losses (no termination, lss_depth 0.2)",
+     ["supervision='2d'", "loss.termination=0", "loss.lss_depth=0.2"], "train"),
     ("2d-no-aux", "2d without auxiliary rays", ["supervision='2d'", "data.aux_frames=0"], "train"),
     ("2d-no-motion", "2d, aux rays WITHOUT motion masks", ["supervision='2d'", "data.use_motion_masks=false"],
      "train"),
@@ -53,6 +56,12 @@ VARIANTS = [  # name, description, overrides, train store
     ("2d-no-sweeps", "2d on a store prepped without LiDAR sweeps", ["supervision='2d'"], "train-nosweeps"),
 ]
 METRICS = ("miou", "geometry_iou", "miou_nomask", "depth_abs_rel", "sem2d_miou", "floaters")
+FITS = [  # name, description, fit flags: the supervision ceiling of the 2d variants, without a network
+    ("fit-2d", "2D labels, aux rays ±3, motion masks", []),
+    ("fit-key-only", "2D labels, key rays only", ["--aux-frames", "0"]),
+    ("fit-no-motion", "2D labels, aux rays WITHOUT motion masks", ["--no-motion-masks"]),
+    ("fit-3d", "dense GT inside mask_camera (checks the fit itself)", ["--supervision", "3d"]),
+]
 
 
 def renderocc(*args: str, log: Path | None = None) -> None:
@@ -146,6 +155,64 @@ def run_one(name: str, seed: int, overrides: list[str], train_store: Path, val_s
     return row
 
 
+def score_predictions(pred_dir: Path, store: Path) -> dict:
+    """Occ3D metrics of OUT/<scene>/<token>/labels.npz predictions against another store's GT (the
+    held-out scene with the other truth has the same rays and tokens, so a 2D fit is scored, not refit)."""
+    import numpy as np
+
+    from renderocc.eval.metrics import OccMetrics
+    from renderocc.store.reader import StoreReader
+
+    reader, occ = StoreReader(str(store)), OccMetrics()
+    for f in sorted(pred_dir.glob("*/*/labels.npz")):
+        gt = reader.occ_gt(reader.index_of(f.parent.name))
+        with np.load(f, allow_pickle=False) as z:
+            occ.update(z["semantics"], gt["semantics"], gt["mask_camera"])
+    return {k: v for k, v in occ.compute().items() if k != "confusion_camera"}
+
+
+def run_fits(args, val_stores: dict[str, Path], version: dict) -> dict:
+    """`renderocc fit` on the held-out scene: how much of it the 2D labels determine with the 2d
+    variant's losses and no network, beside the 3D fit (≈1.0 inside mask_camera by construction)."""
+    samples = args.fit_samples
+    out: dict = {}
+    for name, _desc, flags in FITS:
+        spec = {"flags": flags, "samples": samples, "config": args.config, "overrides": args.overrides,
+                "code_tree": version["code_tree"], "iters": args.fit_iters}
+        per_truth = ["occ3d", "world"] if "3d" in flags else ["occ3d"]
+        for truth in per_truth:
+            d = args.work / "fits" / f"{name}-{truth}"
+            marker = d / "fit.json"
+            if (args.fresh or version["dirty"] or not marker.exists()
+                    or json.loads(marker.read_text()).get("spec") != spec):
+                shutil.rmtree(d, ignore_errors=True)
+                d.parent.mkdir(parents=True, exist_ok=True)
+                renderocc("fit", "--store", str(val_stores[truth]), "--out", str(d), "--samples", samples,
+                          "--iters", str(args.fit_iters), "--config", args.config, "--quiet",
+                          *[a for o in args.overrides for a in ("--set", o)], *flags, log=d.parent / f"{d.name}.log")
+                marker.write_text(json.dumps({"spec": spec, "commit": version["commit"]}))
+            m = json.loads((d / "metrics.json").read_text())
+            out.setdefault(name, {})[truth] = {k: m.get(k) for k in ("miou", "geometry_iou", "miou_nomask")} | {
+                "label_coverage": m.get("label_coverage"), "iou_per_class": m.get("iou_per_class")}
+        if "occ3d" in per_truth and len(per_truth) == 1:  # same rays, other truth: score, don't refit
+            out[name]["world"] = score_predictions(args.work / "fits" / f"{name}-occ3d", val_stores["world"]) | {
+                "label_coverage": None}
+    return out
+
+
+def fit_table(fits: dict, truth: str) -> str:
+    def pct(v) -> str:
+        return "–" if v is None else f"{100 * v:.1f}"
+
+    desc = {f[0]: f[1] for f in FITS}
+    lines = ["| fit (no network) | mIoU % | geometry IoU % | label coverage % |", "|---|---:|---:|---:|"]
+    for name, rows in fits.items():
+        r = rows[truth]
+        lines.append(f"| {name}: {desc[name]} | {pct(r['miou'])} | {pct(r['geometry_iou'])} | "
+                     f"{pct(r.get('label_coverage'))} |")
+    return "\n".join(lines)
+
+
 def mean_std(values: list[float]) -> tuple[float, float]:
     vals = [v for v in values if v is not None]
     if not vals:
@@ -192,6 +259,8 @@ def main() -> None:
     ap.add_argument("--variants", default=",".join(v[0] for v in VARIANTS), help="comma-separated subset")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra key=value for every run")
     ap.add_argument("--fresh", action="store_true", help="retrain and re-evaluate even when results exist")
+    ap.add_argument("--fit-samples", default="2,5,8", help="held-out samples `renderocc fit` fits ('' skips the fits)")
+    ap.add_argument("--fit-iters", type=int, default=100, help="fit iterations per sample")
     ap.add_argument("--results", type=Path, default=HERE / "results")
     args = ap.parse_args()
 
@@ -219,8 +288,13 @@ def main() -> None:
             rows.append(run_one(name, seed, [*args.overrides, *ov], stores[store], val, args, version))
             print(f"{name} seed {seed}: mIoU {100 * (rows[-1]['occ3d']['miou'] or 0):.1f} (occ3d truth), "
                   f"{100 * (rows[-1]['world']['miou'] or 0):.1f} (world truth)", flush=True)
+    fits = run_fits(args, val, version) if args.fit_samples else {}
     desc = {v[0]: v[1] for v in VARIANTS}
     tables = {truth: table(summarise(rows, truth, wanted), desc, len(seeds)) for truth in val}
+    if fits:
+        tables = {truth: t + f"\n\n`renderocc fit` on held-out samples {args.fit_samples} ({args.fit_iters} "
+                  "iterations, the same config and overrides; the 2D fits' predictions are scored against both "
+                  "truths, the 3D fit is fitted to each):\n\n" + fit_table(fits, truth) for truth, t in tables.items()}
     cmd = ("python benchmarks/label_efficiency.py " + " ".join(sys.argv[1:])).strip()
     head = (f"# Label efficiency on a held-out synthetic scene\n\n`{cmd}` at commit `{version['commit'][:12]}`"
             f"{' (uncommitted changes)' if version['dirty'] else ''}: config `{args.config}`, {args.steps} steps per "
@@ -238,7 +312,7 @@ def main() -> None:
     (args.results / "label_efficiency.json").write_text(json.dumps(
         {"command": cmd, "code": version, "config": args.config, "steps": args.steps, "seeds": seeds,
          "overrides": args.overrides, "image_size": args.image_size, "scenes": args.scenes, "work": str(args.work),
-         "rows": rows}, indent=1))
+         "rows": rows, "fits": fits}, indent=1))
     print(f"\nwrote {args.results / 'label_efficiency.md'} and .json")
 
 
