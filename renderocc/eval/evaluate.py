@@ -24,16 +24,33 @@ SUPERVISION_TEXT = {
     "2d": "2D rendering supervision only (projected LiDAR depth + lidarseg labels); no 3D labels, "
           "no mask_camera in training",
     "lidar-sparse": "2D rendering + sparse 3D voxel labels from the keyframe LiDAR points; no dense GT",
-    "3d": "dense Occ3D GT inside mask_camera (3D supervision: masked scores are inflated relative "
-          "to 2D-only training)",
-    "mixed": "2D rendering + dense Occ3D GT inside mask_camera (masked scores are inflated relative "
-             "to 2D-only training)",
+    "3d": "dense Occ3D GT {where} (3D supervision{inflated})",
+    "mixed": "2D rendering + dense Occ3D GT {where}{inflated_mixed}",
 }
+MASK_TEXT = {"camera": "inside mask_camera", "lidar": "inside mask_lidar", "none": "on all voxels"}
 
 
 def describe_supervision(ckpt: dict) -> str:
+    """The contract line every report carries; for 3d / mixed it names the GT mask of the voxel
+    loss (`loss.occ3d_mask`), because training inside mask_camera inflates the masked mIoU."""
     sup = str(ckpt.get("supervision", "unknown"))
-    return f"{sup}: {SUPERVISION_TEXT.get(sup, 'not stated by the checkpoint')}"
+    text = SUPERVISION_TEXT.get(sup, "not stated by the checkpoint")
+    if sup in ("3d", "mixed"):
+        mask = occ3d_mask_of(ckpt)
+        inflated = mask == "camera"
+        text = text.format(where=MASK_TEXT[mask],
+                           inflated=": masked scores are inflated relative to 2D-only training" if inflated else "",
+                           inflated_mixed=" (masked scores are inflated relative to 2D-only training)"
+                           if inflated else "")
+        sup = f"{sup} (occ3d_mask {mask})"
+    return f"{sup}: {text}"
+
+
+def occ3d_mask_of(ckpt: dict) -> str | None:
+    """`loss.occ3d_mask` of a 3d / mixed checkpoint (camera for runs that predate the option)."""
+    if ckpt.get("supervision") not in ("3d", "mixed"):
+        return None
+    return getattr(getattr(ckpt.get("config"), "loss", None), "occ3d_mask", "camera")
 
 
 def select_samples(reader, split: tuple[str, ...], say=print) -> tuple[list[int], str]:
@@ -304,7 +321,8 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], rays_per_s
                  rayiou=rayiou, tta=tta)
     m.update(checkpoint=str(ckpt_path), checkpoint_step=ckpt.get("step"),
              supervision=describe_supervision(ckpt), supervision_mode=ckpt.get("supervision"),
-             threshold=infer.threshold_of(ckpt), threshold_info=ckpt.get("threshold_info"),
+             occ3d_mask=occ3d_mask_of(ckpt), threshold=infer.threshold_of(ckpt),
+             threshold_info=ckpt.get("threshold_info"),
              split=label, samples=len(indices), store=str(store))
     write_metrics(m, out)
     return m
