@@ -18,10 +18,12 @@ Conventions (the renderer kernels in `cuda/csrc/render_core.h` implement the sam
    [0, N − 1], so values live at voxel centres and hold flat beyond the outermost ones (`trilinear`
    samples values, `trilinear_corners` gives the 8 voxels and weights, as the kernel).
 7. Exact traversal (Amanatides & Woo) for anything that must be a discrete voxel set: every voxel
-   a segment touches, in order (`VoxelWalk`, `mark_crossed`).
+   a segment touches, in order (`VoxelWalk`, `mark_crossed`). `first_hits` walks to the first
+   occupied voxel and returns the distance where the ray LEAVES it (the RayIoU convention of
+   SparseOcc's kernel, including its tie order: on equal crossings z steps before y before x).
 
 Continuous consumers (rendering, visibility, threshold choice) use 3, 4 and 6; discrete ones
-(sparse 3D targets, QA coverage) use 5 and 7.
+(sparse 3D targets, QA coverage, RayIoU) use 5 and 7.
 """
 
 from __future__ import annotations
@@ -288,3 +290,102 @@ def ends_inside(origins: np.ndarray, dirs: np.ndarray, dist: np.ndarray, grid: d
     end = origins + dirs * dist[:, None]
     lo, hi = np.asarray(grid["pc_range"][:3]), np.asarray(grid["pc_range"][3:])
     return (end > lo).all(1) & (end < hi).all(1) & (dist > 0.1)
+
+
+def first_hits(layers: np.ndarray, origins: np.ndarray, dirs: np.ndarray, grid: dict
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First occupied voxel along each ray, for up to 7 occupancy layers walked together.
+
+    `layers` (L, X, Y, Z) bool (e.g. GT and prediction) share one exact traversal: every step
+    reads all layers with one gather of a bit-packed grid, and a ray stops once every layer has
+    hit. Returns, per layer and ray, `(voxel (L, R) int64 flat index, dist (L, R), hit (L, R))`:
+    the first occupied voxel and the distance where the ray leaves it; a ray that meets nothing
+    reports the last voxel inside the grid and the box exit (as SparseOcc's `dvr` kernel); a ray
+    that misses the box reports voxel -1 and NaN. Origins may lie outside the box.
+    """
+    layers = np.asarray(layers, bool)
+    L = layers.shape[0]
+    if not 1 <= L <= 7:
+        raise ValueError("first_hits: 1 to 7 layers")
+    shape = np.array(layers.shape[1:], np.int64)
+    # bit k = layer k; bit 7 marks a one-voxel border around the grid, so leaving the grid is
+    # seen in the same gather as occupancy (no per-axis counters)
+    border = np.uint8(128)
+    bits = np.full(tuple(shape + 2), border, np.uint8)
+    inner = bits[1:-1, 1:-1, 1:-1]
+    inner[...] = 0
+    for k in range(L):
+        inner |= layers[k].astype(np.uint8) << k
+    bits = bits.reshape(-1)
+    all_bits, dead = (1 << L) - 1, np.uint8(255)
+    lo = np.asarray(grid["pc_range"][:3], np.float64)
+    vs = np.asarray(grid["voxel_size"], np.float64)
+    o = np.asarray(origins, np.float64).reshape(-1, 3)
+    d = np.asarray(dirs, np.float64).reshape(-1, 3)
+    R = len(o)
+    voxel = np.full((L, R), -1, np.int64)
+    dist = np.full((L, R), np.nan)
+    hit = np.zeros((L, R), bool)
+    t_in, t_out = clip_to_box(o, d, lo, lo + shape * vs)
+    ray = np.flatnonzero(t_out > t_in)
+    o, d, t0 = o[ray], d[ray], t_in[ray]
+    idx = np.clip(np.floor((o + t0[:, None] * d - lo) / vs).astype(np.int64), 0, shape - 1)
+    step = np.where(d >= 0, 1, -1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_next = np.where(d != 0, (lo + (idx + (step > 0)) * vs - o) / d, np.inf)
+        t_delta = np.where(d != 0, vs / np.abs(d), np.inf)
+    padded = shape + 2
+    strides = np.array([padded[1] * padded[2], padded[2], 1], np.int64)
+    # Structure of arrays, one 1-D array per axis: every step is a few cheap elementwise passes.
+    # Finished rays are marked dead and dropped only in batches, so most steps compact nothing;
+    # their voxel index runs on past the border and is read with mode="clip" and ignored.
+    tx, ty, tz = (np.ascontiguousarray(t_next[:, a]) for a in range(3))
+    dx, dy, dz = (np.ascontiguousarray(t_delta[:, a]) for a in range(3))
+    sx, sy, sz = (np.ascontiguousarray(step[:, a] * strides[a], np.int32) for a in range(3))
+    flat = ((idx + 1) @ strides).astype(np.int32)
+    cur = bits.take(flat)
+    found = np.zeros(len(ray), np.uint8)
+    live = len(ray)
+    while live:
+        # the kernel's branch order: x only when strictly first; z wins ties with y, y with x
+        mx = (tx < ty) & (tx < tz)
+        my = ~mx & (ty < tz)
+        mz = ~(mx | my)
+        occ = cur & ~found
+        if occ.any():  # entered an occupied voxel: it ends here, where the ray leaves it
+            rec = np.flatnonzero(occ)
+            t_rec = np.where(mx[rec], tx[rec], np.where(my[rec], ty[rec], tz[rec]))
+            for k in range(L):
+                new = ((occ[rec] >> k) & 1).astype(bool)
+                voxel[k, ray[rec[new]]] = flat[rec[new]]
+                dist[k, ray[rec[new]]] = t_rec[new]
+                hit[k, ray[rec[new]]] = True
+            f = found[rec] | occ[rec]
+            found[rec] = np.where(f == all_bits, dead, f)
+        move = np.where(mx, sx, np.where(my, sy, sz))
+        flat += move
+        cur = bits.take(flat, mode="clip")
+        gone = cur == border
+        if gone.any():  # left the grid: layers without a hit end in the last voxel, at the box exit
+            rec = np.flatnonzero(gone & (found != dead))
+            t_rec = np.where(mx[rec], tx[rec], np.where(my[rec], ty[rec], tz[rec]))
+            for k in range(L):
+                miss = ((found[rec] >> k) & 1) == 0
+                voxel[k, ray[rec[miss]]] = flat[rec[miss]] - move[rec[miss]]
+                dist[k, ray[rec[miss]]] = t_rec[miss]
+            found[rec] = dead
+        np.add(tx, dx, out=tx, where=mx)  # (t_delta is inf on axes the ray never crosses)
+        np.add(ty, dy, out=ty, where=my)
+        np.add(tz, dz, out=tz, where=mz)
+        alive = found != dead
+        live = int(np.count_nonzero(alive))
+        if live < 0.75 * len(ray):
+            ray, flat, found, cur = ray[alive], flat[alive], found[alive], cur[alive]
+            tx, ty, tz, dx, dy, dz = tx[alive], ty[alive], tz[alive], dx[alive], dy[alive], dz[alive]
+            sx, sy, sz = sx[alive], sy[alive], sz[alive]
+    # padded flat index → the grid's own flat index
+    got = voxel >= 0
+    v = voxel[got]
+    i, j, k = v // strides[0] - 1, (v // strides[1]) % padded[1] - 1, v % padded[2] - 1
+    voxel[got] = (i * shape[1] + j) * shape[2] + k
+    return voxel, dist, hit

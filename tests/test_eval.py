@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from renderocc.classes import FREE, NUM_SEMANTIC
 from renderocc.cli import main
 from renderocc.eval import infer
 from renderocc.eval.evaluate import evaluate
-from renderocc.raygrid import ends_inside
+from renderocc.raygrid import ends_inside, voxel_centres
 
 TINY = ["data.input_size=[64, 32]", "data.rays=256", "data.workers=0", "model.width=8", "model.channels=16",
         "model.voxel_channels=8", "model.depth_bins=[1.0, 41.0, 21]", "grid.voxel_size=1.6",
@@ -65,8 +66,10 @@ def test_eval_user_errors(store, ckpt, tmp_path):
     assert res.exit_code == 2 and "store not found" in res.output
     res = _invoke("eval", "--store", store, "--ckpt", ckpt, "--out", str(tmp_path), "--split", "scene-9999")
     assert res.exit_code == 2 and "scene-9999" in res.output
-    res = _invoke("eval", "--store", store, "--ckpt", ckpt, "--out", str(tmp_path))  # default val
-    assert res.exit_code == 2 and "val split" in res.output
+    res = _invoke("eval", "--store", store, "--out", str(tmp_path))
+    assert res.exit_code == 2 and "exactly one of --ckpt" in res.output
+    res = _invoke("eval", "--ckpt", ckpt, "--out", str(tmp_path))
+    assert res.exit_code == 2 and "needs --store" in res.output
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     res = _invoke("predict", "--store", store, "--ckpt", str(bad), "--out", str(tmp_path))
@@ -80,7 +83,7 @@ def test_oracle_scores_perfectly(store, monkeypatch):
 
     reader = StoreReader(store)
 
-    def oracle(model, reader_, i, cfg):
+    def oracle(model, reader_, i, cfg, tta="none"):
         sem = torch.from_numpy(np.asarray(reader.occ_gt(i)["semantics"]).astype(np.int64))
         density = torch.where(sem != FREE, 60.0, 0.0)
         logits = torch.nn.functional.one_hot(sem.clamp(max=NUM_SEMANTIC - 1), NUM_SEMANTIC).float()
@@ -206,3 +209,71 @@ def test_inputs_are_the_stored_images_resized_and_bottom_cropped(store):
     img = img[:, y0:y0 + h, x0:x0 + w] / 255
     mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
     torch.testing.assert_close(images[0, 2], (img - mean) / std, rtol=1e-4, atol=1e-4)
+
+
+def _scores(path: Path) -> dict:
+    m = json.loads((path / "metrics.json").read_text())
+    return {k: m[k] for k in ("miou", "miou_nomask", "geometry_iou", "rayiou", "rayiou_1", "rayiou_2", "rayiou_4",
+                              "iou_per_class", "rayiou_per_class")}
+
+
+@pytest.mark.parametrize("tta", ["none", pytest.param("flip", marks=pytest.mark.slow)])
+def test_eval_pred_on_predict_output_equals_eval_ckpt(store, ckpt, tmp_path, tta):
+    res = _invoke("predict", "--store", store, "--ckpt", ckpt, "--out", str(tmp_path / "p"), "--store-grid",
+                  "--tta", tta, "--vis-stride", "16")
+    assert res.exit_code == 0, res.output
+    res = _invoke("eval", "--store", store, "--ckpt", ckpt, "--out", str(tmp_path / "c"), "--split", "all",
+                  "--tta", tta, "--rays-per-sample", "64")
+    assert res.exit_code == 0, res.output
+    res = _invoke("eval", "--store", store, "--pred", str(tmp_path / "p"), "--out", str(tmp_path / "e"),
+                  "--split", "all")
+    assert res.exit_code == 0, res.output
+    assert _scores(tmp_path / "e") == _scores(tmp_path / "c")
+    assert _scores(tmp_path / "c")["rayiou"] is not None
+    m = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert m["supervision"].startswith("2d:") and m["supervision"].endswith("(from predict.json)")
+    c = json.loads((tmp_path / "c" / "metrics.json").read_text())
+    assert (c["tta"] or "none").split(":")[0] == tta and (m["tta"] or "none").split(":")[0] == tta
+
+
+def test_eval_pred_on_the_model_grid_says_use_store_grid(store, ckpt, tmp_path):
+    res = _invoke("predict", "--store", store, "--ckpt", ckpt, "--out", str(tmp_path / "p"), "--vis-stride", "16")
+    assert res.exit_code == 0, res.output
+    res = _invoke("eval", "--store", store, "--pred", str(tmp_path / "p"), "--out", str(tmp_path / "e"),
+                  "--split", "all", "--no-rayiou")
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+    assert "shape (50, 50, 4), expected (200, 200, 16)" in res.output and "--store-grid" in res.output
+
+
+class _Geometric(torch.nn.Module):
+    """Occupancy that depends only on where camera 0 sits in the (possibly mirrored) ego frame, and
+    classes only on the distance to it: exactly equivariant to the TTA flips, so `--tta flip` must
+    give back the plain output (a pose not mirrored or a grid not flipped back would not)."""
+
+    def __init__(self, grid: dict):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+        self.centres = torch.from_numpy(voxel_centres(grid)).float()
+
+    def forward(self, imgs, K, c2e):
+        rel = self.centres - c2e[0, 0, :3, 3]
+        dist = rel.norm(dim=-1)
+        density = 2.0 * torch.exp(-dist / 10)
+        logits = -(dist[..., None] - 2.0 * torch.arange(NUM_SEMANTIC)) ** 2
+        return SimpleNamespace(density=density[None], semantics=logits[None])
+
+
+def test_tta_flip_gives_back_an_equivariant_models_output(store):
+    from renderocc.store.reader import StoreReader
+    from renderocc.train.config import load_config, resolved
+
+    reader = StoreReader(store)
+    cfg = resolved(load_config("demo", ["data.input_size=[64, 32]", "grid.voxel_size=1.6"]), reader.grid)
+    model = _Geometric(cfg.grid.spec)
+    assert abs(float(reader.sample(0)["cameras"][reader.cameras[0]]["cam2ego"][0, 3])) > 0.5  # off-centre
+    d0, l0 = infer.run_model(model, reader, 0, cfg)
+    d1, l1 = infer.run_model(model, reader, 0, cfg, tta="flip")
+    torch.testing.assert_close(d1, d0, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(l1.argmax(-1), l0.argmax(-1))
+    torch.testing.assert_close(l1, torch.log(torch.softmax(l0, -1).clamp_min(1e-12)), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(d0, d0.flip(0), atol=1e-3)  # the field is not symmetric itself

@@ -16,10 +16,11 @@ from click.testing import CliRunner
 
 from renderocc.classes import FREE, IGNORE
 from renderocc.errors import UserError
+from renderocc.eval.evaluate import describe_supervision
 from renderocc.raygrid import label_rays
 from renderocc.store.reader import StoreReader
 from renderocc.train.checkpoint import load_model
-from renderocc.train.config import Config, load_config, resolved
+from renderocc.train.config import Config, load_config, resolved, supervision_label
 from renderocc.train.dataset import EpochSampler, RayDataset, weighted_sample
 from renderocc.train.trainer import build_model, compute_loss, seed_everything, train
 
@@ -176,6 +177,20 @@ def test_lidar_sparse_and_dense_targets(store):
     assert d.shape == (50, 50, 4) and (d < FREE).any()
     assert ((d != IGNORE).float().mean() > 0) and ((d == IGNORE).numpy() == ~gt["mask_camera"].astype(bool)
                                                      .reshape(50, 4, 50, 4, 4, 4).any((1, 3, 5))).all()
+    # loss.occ3d_mask: mask_lidar instead, or every voxel; reports name the mask
+    lid = resolved(tiny("supervision='3d'", "loss.occ3d_mask='lidar'"), r.grid)
+    d = RayDataset(r, lid, train=True)[(0, 0)]["occ_target"]
+    assert ((d == IGNORE).numpy() == ~gt["mask_lidar"].astype(bool).reshape(50, 4, 50, 4, 4, 4).any((1, 3, 5))).all()
+    every = resolved(tiny("supervision='mixed'", "loss.occ3d_mask='none'"), r.grid)
+    d = RayDataset(r, every, train=True)[(0, 0)]["occ_target"]
+    assert not (d == IGNORE).any() and (d < FREE).any()
+    assert supervision_label(cfg) == "3d (dense GT inside mask_camera)"
+    assert supervision_label(every) == "mixed (dense GT all voxels)"
+    text = describe_supervision({"supervision": "3d", "config": lid})
+    assert text.startswith("3d (occ3d_mask lidar): dense Occ3D GT inside mask_lidar") and "inflated" not in text
+    assert "inflated" in describe_supervision({"supervision": "mixed", "config": cfg})
+    with pytest.raises(UserError, match="occ3d_mask"):
+        tiny("loss.occ3d_mask='radar'")
 
 
 def test_contract_the_store_cannot_satisfy_is_a_user_error(store):

@@ -23,35 +23,86 @@ def _num(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
+TTA_HELP = ("none, or flip: average 4 passes (as is, images mirrored, ego frame mirrored in x and in y); "
+            "stated in the output.")
+
+
 @click.command("eval")
-@click.option("--store", required=True, help="Ray store path or URL (with Occ3D GT for 3D metrics).")
-@click.option("--ckpt", required=True, help="Checkpoint written by `renderocc train`.")
+@click.option("--store", default=None, help="Ray store path or URL: GT (and poses for RayIoU).")
+@click.option("--ckpt", default=None, help="Checkpoint written by `renderocc train` (or use --pred).")
+@click.option("--pred", "pred", default=None, type=click.Path(),
+              help="Occ3D-format predictions of any model: DIR/<token>.npz (`semantics` or `pred`) or "
+                   "DIR/<scene>/<token>/labels.npz, uint8 (200, 200, 16) [x, y, z].")
+@click.option("--gt", "gt_dir", default=None, type=click.Path(),
+              help="With --pred, instead of --store: an Occ3D gts/ directory (<scene>/<token>/labels.npz).")
+@click.option("--dataroot", default=None, type=click.Path(),
+              help="With --gt: nuScenes dataroot whose poses give the RayIoU origins.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Directory for metrics.json and metrics.md.")
 @click.option("--split", multiple=True, default=("val",), show_default=True, help=SPLIT_HELP)
+@click.option("--allow-missing", is_flag=True,
+              help="With --pred: score the samples that have a prediction; count and list the others.")
+@click.option("--rayiou/--no-rayiou", default=True, show_default=True, help="Compute RayIoU (SparseOcc).")
+@click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
+              help="With --ckpt: test-time augmentation. " + TTA_HELP)
 @click.option("--rays-per-sample", default=0, show_default=True, type=click.IntRange(min=0),
               help="Label rays rendered per sample for the 2D metrics (0 = all).")
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def evaluate(store: str, ckpt: str, out: str, split: tuple[str, ...], rays_per_sample: int,
-             device: str, quiet: bool) -> None:
-    """Occ3D mIoU / geometry IoU on the store's GT and rendered 2D depth / semantic metrics.
+def evaluate(store: str | None, ckpt: str | None, pred: str | None, gt_dir: str | None, dataroot: str | None,
+             out: str, split: tuple[str, ...], allow_missing: bool, rayiou: bool, tta: str,
+             rays_per_sample: int, device: str, quiet: bool) -> None:
+    """Occ3D mIoU / geometry IoU / RayIoU on Occ3D GT, and rendered 2D metrics for checkpoints.
 
     \b
-    Example:
+    Examples:
       renderocc eval --store store-val --ckpt run/last.pt --out eval --split all
+      renderocc eval --pred preds --store store-val --out eval-ext
+      renderocc eval --pred preds --gt data/nuscenes/gts --dataroot data/nuscenes --out eval-ext
     """
-    from renderocc.eval.evaluate import run
+    from renderocc.errors import UserError
 
-    m = run(store, ckpt, out, split, rays_per_sample, progress=not quiet, device=device)
+    if (ckpt is None) == (pred is None):
+        raise UserError("eval: give exactly one of --ckpt (a renderocc checkpoint) or --pred (a directory of "
+                        "predictions)")
+    if ckpt is not None:
+        if store is None:
+            raise UserError("eval --ckpt needs --store (the GT and the camera images)")
+        if gt_dir or allow_missing or dataroot:
+            raise UserError("eval --ckpt: --gt, --dataroot and --allow-missing apply to --pred only")
+        from renderocc.eval.evaluate import run
+
+        m = run(store, ckpt, out, split, rays_per_sample, progress=not quiet, device=device, rayiou=rayiou,
+                tta=tta, say=click.echo)
+    else:
+        if (store is None) == (gt_dir is None):
+            raise UserError("eval --pred needs exactly one GT source: --store STORE or --gt GTDIR")
+        if tta != "none":
+            raise UserError("eval --pred scores files as given: apply --tta in `renderocc predict`")
+        from renderocc.eval.evaluate import run_predictions
+
+        m = run_predictions(pred, out, split, store=store, gt_dir=gt_dir, dataroot=dataroot,
+                            allow_missing=allow_missing, rayiou=rayiou, progress=not quiet, say=click.echo)
     click.echo(f"supervision: {m['supervision']}")
-    how = (m.get("threshold_info") or {}).get("how", "how it was chosen is not recorded")
-    click.echo(f"split {m['split']}: {m['samples']} samples ({m['occ_samples']} with Occ3D GT), "
-               f"threshold density > {m['threshold']:.3g} ({how})")
+    if ckpt is not None:
+        how = (m.get("threshold_info") or {}).get("how", "how it was chosen is not recorded")
+        click.echo(f"split {m['split']}: {m['samples']} samples ({m['occ_samples']} with Occ3D GT), "
+                   f"threshold density > {m['threshold']:.3g} ({how})")
+        if m.get("tta"):
+            click.echo(f"test-time augmentation: {m['tta'].split(':')[0]} (4 passes)")
+    else:
+        miss = m["missing"]
+        click.echo(f"split {m['split']}: {m['samples']} samples scored"
+                   + (f", {len(miss)} without a prediction: {', '.join(miss[:5])}{' …' if len(miss) > 5 else ''}"
+                      if miss else ""))
     click.echo(f"mIoU {_pct(m['miou'])} (all voxels {_pct(m['miou_nomask'])}), geometry IoU "
                f"{_pct(m['geometry_iou'])} (all voxels {_pct(m['geometry_iou_nomask'])})")
-    click.echo(f"depth AbsRel {_num(m['depth_abs_rel'])}, RMSE {_num(m['depth_rmse'])} m, "
-               f"δ<1.25 {_pct(m['depth_delta1'])} %; 2D semantic mIoU {_pct(m['sem2d_miou'])}")
+    if m.get("rayiou") is not None:
+        click.echo(f"RayIoU {_pct(m['rayiou'])} (@1 m {_pct(m['rayiou_1'])}, @2 m {_pct(m['rayiou_2'])}, "
+                   f"@4 m {_pct(m['rayiou_4'])})")
+    if m.get("depth_pixels"):
+        click.echo(f"depth AbsRel {_num(m['depth_abs_rel'])}, RMSE {_num(m['depth_rmse'])} m, "
+                   f"δ<1.25 {_pct(m['depth_delta1'])} %; 2D semantic mIoU {_pct(m['sem2d_miou'])}")
     click.echo(f"wrote {out}/metrics.json and {out}/metrics.md")
 
 
@@ -68,11 +119,14 @@ def evaluate(store: str, ckpt: str, out: str, split: tuple[str, ...], rays_per_s
               help="A voxel is visible if some camera ray's rendering weighs it by at least this "
                    "(transmittance before a sample × the sample's trilinear weight on the voxel).")
 @click.option("--store-grid", is_flag=True,
-              help="Write at the store's Occ3D grid (200×200×16) instead of the model's grid.")
+              help="Write at the store's Occ3D grid (200×200×16) instead of the model's grid "
+                   "(what `eval --pred` and other Occ3D tools read).")
+@click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
+              help="Test-time augmentation. " + TTA_HELP)
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def predict(store: str, ckpt: str, out: str, split: tuple[str, ...], vis_stride: int,
-            min_transmittance: float, store_grid: bool, device: str, quiet: bool) -> None:
+            min_transmittance: float, store_grid: bool, tta: str, device: str, quiet: bool) -> None:
     """Occ3D-format labels.npz per sample, with density, occupancy probability and visibility.
 
     \b
@@ -82,7 +136,7 @@ def predict(store: str, ckpt: str, out: str, split: tuple[str, ...], vis_stride:
     from renderocc.eval.predict import run
 
     info = run(store, ckpt, out, split, vis_stride, min_transmittance, progress=not quiet,
-               device=device, store_grid=store_grid)
+               device=device, store_grid=store_grid, tta=tta)
     seen = info["visibility"]["mean_visible_share"]
     click.echo(f"wrote {info['samples']} predictions under {out} (grid {info['grid']['shape']}, "
                f"visible share {_pct(seen)} %); keys: {', '.join(info['keys'])}")

@@ -8,6 +8,7 @@ is not the same as space behind a wall, and only the visibility mask tells them 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +27,12 @@ KEYS = {
 }
 
 
-def predict_sample(model, reader, i: int, ckpt: dict, vis_stride: int, min_transmittance: float
-                   ) -> dict[str, np.ndarray]:
+def predict_sample(model, reader, i: int, ckpt: dict, vis_stride: int, min_transmittance: float,
+                   tta: str = "none") -> dict[str, np.ndarray]:
     """The arrays of one sample's labels.npz."""
     cfg = ckpt["config"]
     grid = infer.model_grid(ckpt, reader.grid)
-    density, logits = infer.run_model(model, reader, i, cfg)
+    density, logits = infer.run_model(model, reader, i, cfg, tta=tta)
     s = reader.sample(i)
     rays = [infer.image_rays(reader, s, cam, vis_stride) for cam in reader.cameras]
     o = np.concatenate([r[0] for r in rays])
@@ -49,7 +50,7 @@ def predict_sample(model, reader, i: int, ckpt: dict, vis_stride: int, min_trans
 
 def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], vis_stride: int,
         min_transmittance: float, progress: bool, device: str | None = "cpu",
-        store_grid: bool = False) -> dict:
+        store_grid: bool = False, tta: str = "none") -> dict:
     """Write OUT/<scene>/<token>/labels.npz for the selected samples and OUT/predict.json."""
     from renderocc.eval.common import open_store
     from renderocc.eval.evaluate import describe_supervision, select_samples
@@ -61,17 +62,19 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], vis_stride
     root.mkdir(parents=True, exist_ok=True)
     seen_share = []
     for i in tqdm(indices, desc="predict", unit="sample", disable=not progress):
-        arrays = predict_sample(model, reader, i, ckpt, vis_stride, min_transmittance)
+        arrays = predict_sample(model, reader, i, ckpt, vis_stride, min_transmittance, tta)
         if store_grid:  # Occ3D tools expect 200×200×16: repeat coarse voxels
             arrays = {k: infer.to_shape(v, reader.grid["shape"]) for k, v in arrays.items()}
         s = reader.sample(i)
         d = root / s["scene_name"] / s["sample_token"]
         d.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(d / "labels.npz", **arrays)
+        tmp = d / ".tmp-labels.npz"  # renamed when complete: a reader never sees half a file
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, d / "labels.npz")
         seen_share.append(float(arrays["visibility"].mean()))
     info = {
         "checkpoint": str(ckpt_path), "supervision": describe_supervision(ckpt),
-        "threshold": infer.threshold_of(ckpt),
+        "threshold": infer.threshold_of(ckpt), "tta": infer.TTA_TEXT[tta],
         "grid": reader.grid if store_grid else infer.model_grid(ckpt, reader.grid),
         "model_grid": infer.model_grid(ckpt, reader.grid),
         "store": str(store), "split": label, "samples": len(indices),
@@ -82,5 +85,7 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], vis_stride
                                "its trilinear weight on the voxel, max over samples)",
                        "mean_visible_share": float(np.mean(seen_share)) if seen_share else None},
     }
-    (root / "predict.json").write_text(json.dumps(clean_json(info), indent=1))
+    tmp = root / ".tmp-predict.json"
+    tmp.write_text(json.dumps(clean_json(info), indent=1))
+    os.replace(tmp, root / "predict.json")
     return info

@@ -164,14 +164,18 @@ class RayDataset(Dataset):
     # -- 3D targets (built by renderocc/train/targets.py) ----------------------------------------
     def _occ_target(self, i: int, s: dict, key: dict) -> np.ndarray:
         """lidar-sparse: from the key LiDAR rays (free space from the sensor when the store gives
-        `lidar2ego`); 3d / mixed: the store's GT inside mask_camera, pooled to the model grid."""
+        `lidar2ego`); 3d / mixed: the store's GT inside `loss.occ3d_mask` (mask_camera, mask_lidar or
+        everywhere), pooled to the model grid."""
         if self.sup == "lidar-sparse":
             sensor = None if s.get("lidar2ego") is None else np.asarray(s["lidar2ego"], np.float64)[:3, 3]
             return sparse_target(key["origins"], key["dirs"], key["dist"], key["label"], self.grid, sensor)
         gt = self.reader.occ_gt(i)
         if gt is None:
             return np.full(self.grid["shape"], IGNORE, np.uint8)
-        return dense_target(np.asarray(gt["semantics"]), np.asarray(gt["mask_camera"]), self.grid["shape"])
+        sem = np.asarray(gt["semantics"])
+        which = self.cfg.loss.occ3d_mask
+        mask = np.ones(sem.shape, bool) if which == "none" else np.asarray(gt[f"mask_{which}"])
+        return dense_target(sem, mask, self.grid["shape"])
 
 
 def ends_in_grid(frames: list[tuple[dict, float]], grid: dict) -> tuple[np.ndarray, ...]:

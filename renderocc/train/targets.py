@@ -4,7 +4,7 @@ Kept apart from `RayDataset` so each rule can be tested on hand-built inputs:
 - `lss_depth_target`: nearest LiDAR z per stride×stride feature cell (the LSS depth head's target);
 - `sparse_target` (`lidar-sparse`): a discrete voxel set, so it uses the exact traversal and the
   voxel cells of `renderocc.raygrid`, never samples along the ray;
-- `dense_target` (`3d`/`mixed`): Occ3D GT inside mask_camera, pooled to the model grid.
+- `dense_target` (`3d`/`mixed`): Occ3D GT inside a mask (`loss.occ3d_mask`), pooled to the model grid.
 """
 
 from __future__ import annotations
@@ -81,14 +81,15 @@ def sparse_target(origins: np.ndarray, dirs: np.ndarray, dist: np.ndarray, label
     return tgt
 
 
-def dense_target(semantics: np.ndarray, mask_camera: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Occ3D GT → uint8 `shape` target: GT inside mask_camera, 255 elsewhere, pooled by integer factors.
+def dense_target(semantics: np.ndarray, mask: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Occ3D GT → uint8 `shape` target: GT inside `mask` (mask_camera, mask_lidar or all ones), 255
+    elsewhere, pooled by integer factors.
 
     A coarse voxel takes the majority class of its occupied (0–16) masked sub-voxels (ties →
     smallest id), free (17) if its masked sub-voxels are all free, 255 if none is masked.
     """
     sem = np.asarray(semantics).astype(np.uint8)
-    mask = np.asarray(mask_camera).astype(bool)
+    mask = np.asarray(mask).astype(bool)
     X, Y, Z = (int(s) for s in shape)
     f = [a // b for a, b in zip(sem.shape, (X, Y, Z), strict=True)]
     if f == [1, 1, 1]:

@@ -27,7 +27,7 @@ from renderocc.model import OccupancyNet, OccupancyOutput
 from renderocc.model.encoder import load_pretrained
 from renderocc.train import losses as L
 from renderocc.train.checkpoint import load_checkpoint, save_checkpoint
-from renderocc.train.config import Config, resolved
+from renderocc.train.config import Config, resolved, supervision_label
 from renderocc.train.dataset import EpochSampler, RayDataset, holdout_split
 from renderocc.train.threshold import choose_threshold
 
@@ -206,7 +206,7 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
     log = Logger(out, step, enabled=rank == 0, resume=resume)
     say = print if rank == 0 and not quiet else (lambda *a, **k: None)
     say(f"train: {len(train_idx)} samples, held-out {len(held)} (threshold), world {world}, device {device}, "
-        f"supervision {cfg.supervision}, grid {cfg.grid.shape} @ {cfg.grid.voxel_size[0]} m, "
+        f"supervision {supervision_label(cfg)}, grid {cfg.grid.shape} @ {cfg.grid.voxel_size[0]} m, "
         f"{cfg.data.rays} rays/sample, aux ±{ds.aux} frames"
         + ("" if ds.aux or not cfg.data.aux_frames else " (store has no motion masks: aux rays off)"))
     say(f"loss terms: {', '.join(f'{t.name} {getattr(cfg.loss, t.name):g}' for t in L.active_terms(cfg))}"
@@ -260,7 +260,7 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
             + (f" | loader alone: {loader_rate:.2f} samples/s" if loader_rate else ""))
         if loader_rate and loader_rate < sps:
             say("warning: the loader is slower than training; raise data.workers")
-        say(f"checkpoint: {out / 'last.pt'} (supervision {cfg.supervision})")
+        say(f"checkpoint: {out / 'last.pt'} (supervision {supervision_label(cfg)})")
     return summary
 
 
