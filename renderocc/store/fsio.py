@@ -6,6 +6,7 @@ file under its final name with partial content.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import fsspec
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
+from renderocc.errors import UserError
 from renderocc.store.layout import TMP_PREFIX
 
 
@@ -54,14 +56,66 @@ def read_json(root: str, *parts: str) -> Any:
 
 
 def write_bytes_atomic(data: bytes, root: str, *parts: str) -> None:
-    """Write to `.tmp-<uuid>-<name>` beside the target, then move it onto the final name."""
+    """Write to `.tmp-<uuid>-<name>` beside the target, then move it onto the final name.
+
+    A failed write (full disk, no permission) removes its temp file and is one UserError line."""
     fs, path = fs_path(root, *parts)
     parent, name = path.rsplit("/", 1)
-    fs.makedirs(parent, exist_ok=True)
     tmp = f"{parent}/{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{name}"
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    move_into_place(fs, tmp, path)
+    try:
+        fs.makedirs(parent, exist_ok=True)
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+        move_into_place(fs, tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            if fs.exists(tmp):
+                fs.rm(tmp)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def parquet_file(root: str, *parts: str):
+    """An open `pyarrow.parquet.ParquetFile`: by local path, or from bytes read into memory.
+
+    Never through a live fsspec file object: a pyarrow I/O thread that still holds one at
+    interpreter exit can abort the process (SIGABRT; apache/arrow#34314, #39162). A file that is
+    not readable Parquet (truncated, overwritten) is one UserError line naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, path = fs_path(root, *parts)
+    try:
+        source = path if isinstance(fs, LocalFileSystem) else pa.BufferReader(read_bytes(root, *parts))
+        return pq.ParquetFile(source)
+    except FileNotFoundError:
+        raise UserError(f"missing: {path}") from None
+    except (pa.ArrowException, OSError) as e:
+        raise UserError(f"{path}: not readable Parquet ({' '.join(str(e).split())[:100]})") from None
+
+
+def read_parquet(root: str, *parts: str, columns: list[str] | None = None):
+    """The whole table of a Parquet file (see `parquet_file`)."""
+    import pyarrow as pa
+
+    pf = parquet_file(root, *parts)
+    try:
+        return pf.read(columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise UserError(f"{fs_path(root, *parts)[1]}: not readable Parquet "
+                        f"({' '.join(str(e).split())[:100]})") from None
+
+
+def parquet_bytes(tables, schema, **options) -> bytes:
+    """One Parquet file (one row group per table) built in memory: written with
+    `write_bytes_atomic`, so no pyarrow thread ever holds an fsspec file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, schema, **options) as w:
+        for t in tables:
+            w.write_table(t, row_group_size=max(len(t), 1))
+    return sink.getvalue().to_pybytes()
 
 
 def write_json_atomic(obj: Any, root: str, *parts: str) -> None:

@@ -56,9 +56,7 @@ class StoreReader:
 
     # -------------------------------------------------------------- samples table
     def _load_samples(self) -> None:
-        fs, path = fsio.fs_path(self.root, layout.SAMPLES)
-        with fs.open(path, "rb") as f:
-            t = pq.read_table(f)
+        t = fsio.read_parquet(self.root, layout.SAMPLES)   # by path or from bytes: never a live fsspec file
         C = len(self.cameras)
         n = t.num_rows
         self._tokens = t.column("sample_token").to_pylist()
@@ -148,8 +146,7 @@ class StoreReader:
     def _parquet(self, shard: str) -> pq.ParquetFile:
         self._fresh()
         if shard not in self._pq:
-            fs, path = fsio.fs_path(self.root, layout.RAYS_DIR, f"{shard}.parquet")
-            self._pq[shard] = pq.ParquetFile(path if fsio.is_local(self.root) else fs.open(path, "rb"))
+            self._pq[shard] = fsio.parquet_file(self.root, layout.RAYS_DIR, f"{shard}.parquet")
         return self._pq[shard]
 
     def labels(self, i: int) -> dict[str, np.ndarray]:
@@ -196,8 +193,7 @@ class StoreReader:
         shard = self._shard[i]
         self._fresh()
         if shard not in self._fb_pq:
-            fs, path = fsio.fs_path(self.root, layout.FREE_BEAMS_DIR, f"{shard}.parquet")
-            self._fb_pq[shard] = pq.ParquetFile(path if fsio.is_local(self.root) else fs.open(path, "rb"))
+            self._fb_pq[shard] = fsio.parquet_file(self.root, layout.FREE_BEAMS_DIR, f"{shard}.parquet")
         t = self._fb_pq[shard].read_row_group(int(self._row_group[i]), columns=["ring", "origin", "direction"])
         out = {"ring": t.column("ring").to_numpy().astype(np.int16)}
         for c in ("origin", "direction"):

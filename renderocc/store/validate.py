@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from renderocc.store import fsio, layout, writer
 from renderocc.store import manifest as manifest_mod
@@ -18,9 +17,7 @@ def validate(root: str, data: bool = True) -> list[str]:
     problems: list[str] = []
     if fsio.sha256_file(r.root, layout.SAMPLES) != m["samples"]["sha256"]:
         problems.append(f"{layout.SAMPLES}: checksum mismatch")
-    fs, path = fsio.fs_path(r.root, layout.SAMPLES)
-    with fs.open(path, "rb") as f:
-        st = pq.read_table(f)
+    st = fsio.read_parquet(r.root, layout.SAMPLES)
     if not st.schema.equals(layout.SAMPLES_SCHEMA, check_metadata=False):
         problems.append(f"{layout.SAMPLES}: schema differs from layout.SAMPLES_SCHEMA")
     n = len(r)
@@ -57,15 +54,13 @@ def _check_free_beams(r, m: dict) -> list[str]:
             continue
         if fsio.sha256_file(r.root, rel) != s.get("free_beams_sha256"):
             out.append(f"shard {name}: {rel} checksum mismatch")
-        fs, path = fsio.fs_path(r.root, rel)
-        with fs.open(path, "rb") as f:
-            pf = pq.ParquetFile(f)
-            if not pf.schema_arrow.equals(layout.FREE_BEAM_SCHEMA, check_metadata=False):
-                out.append(f"shard {name}: {rel} schema differs from layout.FREE_BEAM_SCHEMA")
-            if pf.num_row_groups != k:
-                out.append(f"shard {name}: {rel} has {pf.num_row_groups} row groups for {k} samples")
-                continue
-            n = sum(pf.metadata.row_group(g).num_rows for g in range(k))
+        pf = fsio.parquet_file(r.root, rel)
+        if not pf.schema_arrow.equals(layout.FREE_BEAM_SCHEMA, check_metadata=False):
+            out.append(f"shard {name}: {rel} schema differs from layout.FREE_BEAM_SCHEMA")
+        if pf.num_row_groups != k:
+            out.append(f"shard {name}: {rel} has {pf.num_row_groups} row groups for {k} samples")
+            continue
+        n = sum(pf.metadata.row_group(g).num_rows for g in range(k))
         if n != s.get("num_free_beams"):
             out.append(f"shard {name}: {n} free beams, manifest says {s.get('num_free_beams')}")
         total += n
