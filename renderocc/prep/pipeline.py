@@ -22,6 +22,7 @@ from tqdm import tqdm
 from renderocc import __version__
 from renderocc.classes import IGNORE, OCC3D_CLASSES
 from renderocc.errors import UserError
+from renderocc.prep import checks
 from renderocc.prep import freebeams as fbeams
 from renderocc.prep import images as imgs
 from renderocc.prep import nuscenes as nus
@@ -31,7 +32,7 @@ from renderocc.store import fsio, layout, writer
 from renderocc.store import manifest as manifest_mod
 from renderocc.store.layout import OCC_GRID, SCHEMA_VERSION
 
-POINT_BYTES = 20  # float32 x, y, z, intensity, ring
+POINT_BYTES = checks.POINT_BYTES  # float32 x, y, z, intensity, ring
 
 
 @dataclass
@@ -54,6 +55,7 @@ class PrepOptions:
     image_codec: str = "raw"
     free_beams: bool = True   # store the key frame's no-return LiDAR beams (renderocc/prep/freebeams.py)
     jpeg_quality: int = 95
+    on_bad_sample: str = "error"   # error: one line naming the record/file; skip: leave it out (manifest lists it)
     progress: bool = True
 
 
@@ -63,9 +65,8 @@ def load_cloud(path: str) -> np.ndarray:
     """(N, 5) float32 from a .pcd.bin; a size that is not a multiple of 20 bytes is corrupt."""
     if not os.path.isfile(path):
         raise UserError(f"LiDAR file missing: {path}")
-    size = os.path.getsize(path)
-    if size % POINT_BYTES:
-        raise UserError(f"corrupt point cloud (size {size} is not a multiple of {POINT_BYTES} bytes): {path}")
+    if (problem := checks.cloud_problem(path)) is not None:
+        raise UserError(problem)
     return np.fromfile(path, dtype=np.float32).reshape(-1, 5)
 
 
@@ -171,9 +172,9 @@ def process_sample(task: SampleTask) -> dict:
 
 # ---------------------------------------------------------------- plan, shards, manifest
 
-def _fill_sizes(tasks: list[SampleTask]) -> None:
+def _fill_sizes(tasks: list[SampleTask], known: dict[str, tuple[int, int]] | None = None) -> None:
     """Tables with width/height 0 (allowed by the format): read the size from the image."""
-    known: dict[str, tuple[int, int]] = {}
+    known = {} if known is None else known
     for t in tasks:
         for c in t.cameras:
             if c.size[0] <= 0 or c.size[1] <= 0:
@@ -273,6 +274,7 @@ def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[Samp
         "free_beams": free_beams_info(sum(r["num_free_beams"] for r in records.values()))
         if opts.free_beams else None,
         "num_samples": len(tasks), "num_rays": int(sum(r["num_rays"] for r in records.values())),
+        "skipped_samples": plan.get("skipped_samples", []),
         "samples": samples_info, "shards": shards,
     }
 
@@ -305,11 +307,24 @@ def run(opts: PrepOptions, log=print) -> dict:
         raise UserError(f"--occ-gt folder not found: {occ_dir}")
     if not occ_dir and os.path.isdir(os.path.join(opts.dataroot, "gts")):
         occ_dir = os.path.join(opts.dataroot, "gts")
+    valid = checks.valid_lidarseg_indices(nusc.category) if nus.has_lidarseg(nusc) else None
+    known: dict[str, tuple[int, int]] = {}
+
+    def check(task: SampleTask) -> str | None:
+        try:
+            _fill_sizes([task], known)
+        except UserError as e:
+            return e.message
+        return checks.sample_problem(task, valid)
+
+    skipped: list[dict] | None = [] if opts.on_bad_sample == "skip" else None
     tasks = nus.build_tasks(nusc, cameras, scenes=opts.scenes, sweeps=opts.sweeps, adjacent=opts.adjacent,
-                            max_samples=opts.max_samples, occ_gt_dir=occ_dir)
+                            max_samples=opts.max_samples, occ_gt_dir=occ_dir, check=check, skipped=skipped)
+    for sk in skipped or []:
+        log(f"skipped sample {sk['sample_token']} (scene {sk['scene_name']}): {sk['reason']}")
     if not tasks:
-        raise UserError("no samples selected")
-    _fill_sizes(tasks)
+        raise UserError("no samples selected" + (f" ({len(skipped)} skipped as bad)" if skipped else ""))
+    _fill_sizes(tasks, known)
     if opts.sweeps:   # sweeps/ is often not downloaded: say so before writing anything
         for t in tasks:
             for f in t.frames[1:]:
@@ -317,6 +332,7 @@ def run(opts: PrepOptions, log=print) -> dict:
                     raise UserError(f"LiDAR file missing: {f.path} (needed by --sweeps {opts.sweeps})")
     has_occ = any(t.occ_gt_path for t in tasks)
     plan = make_plan(opts, cameras, tasks, has_occ)
+    plan["skipped_samples"] = skipped or []
     writer.check_or_write_plan(root, plan)
     writer.create_arrays(root, len(tasks), len(cameras), opts.image_size, has_occ, opts.image_codec)
 
@@ -339,7 +355,13 @@ def run(opts: PrepOptions, log=print) -> dict:
     rays = _run_tasks(todo_tasks, todo, tasks, cameras, cfg, workers, root, fp, opts.progress)
     done = writer.shard_records(root)
     complete = all(s["name"] in done and done[s["name"]].get("fingerprint") == fp for s in plan["shards"])
-    if complete and not fsio.exists(root, layout.MANIFEST):
+    sealed = fsio.exists(root, layout.MANIFEST)
+    if complete and not sealed:   # other jobs' shards too: re-check their files before sealing
+        damaged = [s["name"] for s in plan["shards"] if not writer.shard_files_intact(root, done[s["name"]])]
+        if damaged:
+            raise UserError(f"store {root}: shard {damaged[0]} changed since it was written; "
+                            "re-run prep to redo it")
+    if complete and not sealed:
         records = {s["name"]: done[s["name"]] for s in plan["shards"]}
         info = writer.write_samples(root, samples_table(tasks, opts.image_size, records))
         writer.write_manifest(root, build_manifest(opts, nusc, cameras, tasks, plan, records, info, occ_dir))

@@ -16,6 +16,7 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.registry import known_implementations
 
 from renderocc.errors import UserError
 from renderocc.store.layout import TMP_PREFIX
@@ -29,10 +30,32 @@ def local_path(root: str) -> str:
     return root[len("file://"):] if root.startswith("file://") else root
 
 
+def protocol(root: str) -> str:
+    return root.split("://", 1)[0] if "://" in root else "file"
+
+
 def get_fs(root: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem and the fs-internal path of a store root."""
-    fs, path = url_to_fs(root)
+    """The filesystem and the fs-internal path of a store root; an unknown protocol, or one whose
+    package is not installed, is one UserError line naming what to install."""
+    try:
+        fs, path = url_to_fs(root)
+    except ImportError:
+        proto = protocol(root)
+        package = known_implementations.get(proto, {}).get("class", proto).split(".")[0]
+        raise UserError(f"{proto}:// needs {package}: pip install {package}") from None
+    except ValueError as e:
+        if "Protocol not known" in str(e) or "protocol" in str(e).lower():
+            raise UserError(f"unknown protocol {protocol(root)}:// in {root}") from None
+        raise
     return fs, path.rstrip("/") if path not in ("/", "") else path
+
+
+def check_persistent(root: str, option: str) -> None:
+    """Refuse a URL whose data dies with the process (memory://) for results that must outlive it."""
+    if protocol(root) == "memory":
+        raise UserError(f"{option} {root}: memory:// does not persist after this process exits; "
+                        "use a folder or a persistent URL (file://, s3://, ...)")
+    get_fs(root)   # the protocol's package is installed
 
 
 def fs_path(root: str, *parts: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -164,6 +187,15 @@ def listdir_names(root: str, *parts: str) -> list[str]:
     if not fs.exists(path):
         return []
     return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+
+
+def listdir_recursive(root: str, *parts: str) -> list[str]:
+    """Paths of all files under a directory, relative to it ('/'-separated)."""
+    fs, path = fs_path(root, *parts)
+    if not fs.exists(path):
+        return []
+    base = path.rstrip("/") + "/"
+    return [p[len(base):] if p.startswith(base) else p for p in fs.find(path)]
 
 
 def zarr_store(root: str, *parts: str, read_only: bool):

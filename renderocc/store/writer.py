@@ -89,9 +89,31 @@ def shard_records(root: str) -> dict[str, dict]:
 
 
 def shard_done(root: str, shard: str, fingerprint: str) -> bool:
+    """The shard has a completion record for this plan AND its files still have the recorded sizes
+    and sha256 (a shard truncated after a kill is redone, never sealed into a store)."""
     if not fsio.exists(root, layout.SHARDS_DIR, f"{shard}.json"):
         return False
-    return fsio.read_json(root, layout.SHARDS_DIR, f"{shard}.json").get("fingerprint") == fingerprint
+    try:
+        rec = fsio.read_json(root, layout.SHARDS_DIR, f"{shard}.json")
+    except ValueError:   # a damaged record: redo the shard
+        return False
+    return rec.get("fingerprint") == fingerprint and shard_files_intact(root, rec)
+
+
+def shard_files_intact(root: str, rec: dict) -> bool:
+    """Each file a shard record names exists with the recorded size (when recorded) and sha256."""
+    for path_key, sha_key, bytes_key in (("rays_path", "rays_sha256", "rays_bytes"),
+                                         ("free_beams_path", "free_beams_sha256", "free_beams_bytes")):
+        rel = rec.get(path_key)
+        if rel is None:
+            continue
+        if not fsio.exists(root, rel):
+            return False
+        if rec.get(bytes_key) is not None and fsio.size(root, rel) != rec[bytes_key]:
+            return False
+        if fsio.sha256_file(root, rel) != rec.get(sha_key):
+            return False
+    return True
 
 
 def clean_tmp(root: str, shard: str) -> None:
