@@ -55,14 +55,10 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
     try:
         torch.save(state, tmp)
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:   # torch wraps write errors (ENOSPC) in RuntimeError
+    except (OSError, RuntimeError) as e:   # torch reports a short write (ENOSPC) as a RuntimeError
         tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write checkpoint {path}: {_reason(e)}") from None
-
-
-def _reason(e: BaseException) -> str:
-    text = " ".join(str(getattr(e, "strerror", None) or e).split())
-    return text if len(text) < 120 else text[:117] + "..."
+        why = e.strerror if isinstance(e, OSError) and e.strerror else "write failed (disk full?)"
+        raise UserError(f"cannot write checkpoint {path}: {why}") from None
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -227,31 +227,33 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
     t_log, rays_acc, steps_acc = time.time(), 0, 0
     bar = tqdm(total=stop, initial=step, disable=rank != 0 or quiet, dynamic_ncols=True, desc="train")
     ema_decay = cfg.optim.ema_decay
-    while step < stop:
-        loss, parts, n_rays, gnorm = train_step(ddp_model, opt, sched, scaler, next(it), cfg, cw, device)
-        step += 1
-        update_ema(ema, model, min(ema_decay, (1 + step) / (10 + step)))
-        rays_acc += n_rays
-        steps_acc += 1
-        loss_v = _mean_over_ranks(float(loss.detach()), world, device)
-        bar.update(1)
-        if step % cfg.train.log_every == 0 or step == 1 or step == stop:
-            dt = max(time.time() - t_log, 1e-9)
-            rec = {"step": step, "loss": loss_v, **parts, "lr": sched.get_last_lr()[0],
-                   "grad_norm": float(gnorm),
-                   "rays_per_s": rays_acc * world / dt, "steps_per_s": steps_acc / dt,
-                   "elapsed_s": time.time() - t_start}
-            log.write(rec)
-            bar.set_postfix(loss=f"{loss_v:.3f}", rays_s=f"{rec['rays_per_s']:.0f}")
-            t_log, rays_acc, steps_acc = time.time(), 0, 0
-        if step % cfg.train.ckpt_every == 0 or step == stop:
-            thr = _threshold(ema, reader, held, train_idx, cfg, device, rank)
-            if rank == 0:
-                state = _state(model, ema, opt, sched, scaler, cfg, step, thr, world, store_id)
-                save_checkpoint(out / "last.pt", state)
-            if world > 1:
-                dist.barrier()
-    bar.close()
+    try:
+        while step < stop:
+            loss, parts, n_rays, gnorm = train_step(ddp_model, opt, sched, scaler, next(it), cfg, cw, device)
+            step += 1
+            update_ema(ema, model, min(ema_decay, (1 + step) / (10 + step)))
+            rays_acc += n_rays
+            steps_acc += 1
+            loss_v = _mean_over_ranks(float(loss.detach()), world, device)
+            bar.update(1)
+            if step % cfg.train.log_every == 0 or step == 1 or step == stop:
+                dt = max(time.time() - t_log, 1e-9)
+                rec = {"step": step, "loss": loss_v, **parts, "lr": sched.get_last_lr()[0],
+                       "grad_norm": float(gnorm),
+                       "rays_per_s": rays_acc * world / dt, "steps_per_s": steps_acc / dt,
+                       "elapsed_s": time.time() - t_start}
+                log.write(rec)
+                bar.set_postfix(loss=f"{loss_v:.3f}", rays_s=f"{rec['rays_per_s']:.0f}")
+                t_log, rays_acc, steps_acc = time.time(), 0, 0
+            if step % cfg.train.ckpt_every == 0 or step == stop:
+                thr = _threshold(ema, reader, held, train_idx, cfg, device, rank)
+                if rank == 0:
+                    state = _state(model, ema, opt, sched, scaler, cfg, step, thr, world, store_id)
+                    save_checkpoint(out / "last.pt", state)
+                if world > 1:
+                    dist.barrier()
+    finally:   # a failure prints its one line below the bar, not on it
+        bar.close()
     log.close()
     elapsed = time.time() - t_start
     summary = {"step": step, "elapsed_s": elapsed}
