@@ -277,6 +277,11 @@ def _skip_recorded(w: World, tmp: Path) -> str | None:
     sk = m.get("skipped_samples", [])
     if m["num_samples"] != 3 or len(sk) != 1 or "truncated JPEG" not in sk[0]["reason"]:
         return f"skip not recorded: {m['num_samples']} samples, {sk}"
+    res = CliRunner().invoke(main, ["qa", "--store", str(tmp / "out"), "--out", str(tmp / "qa"), "--quiet",
+                                    "--no-coverage"])
+    qa = json.loads((tmp / "qa" / "qa.json").read_text()) if res.exit_code == 0 else {}
+    if "prep skipped 1 bad sample" not in res.output or len(qa.get("skipped_samples", [])) != 1:
+        return f"qa does not show the skip: {res.output[-300:]}"
     return store_ok(tmp / "out")
 
 

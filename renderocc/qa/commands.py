@@ -72,6 +72,7 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
     report = collect(reader, QAOptions(dark_luma=dark_luma, few_labels=few_labels,
                                        coverage=not no_coverage, ray_stride=ray_stride),
                      progress=not quiet)
+    report["skipped_samples"] = reader.manifest.get("skipped_samples", [])   # left out by prep as bad
     if fit_n:
         report["fit"] = fit_section(reader, fit_n, fit_iters, progress=not quiet)
         report["summary"].update(fit_miou=report["fit"]["miou"], fit_geometry_iou=report["fit"]["geometry_iou"],
@@ -90,6 +91,10 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
     click.echo(f"{s['samples']} samples, {s['images']} images: "
                f"{s['labelled_pixels_per_image']:.0f} labelled pixels/image, "
                f"{s['dark_images']} dark, {s['few_label_images']} with few labels")
+    if report["skipped_samples"]:
+        sk = report["skipped_samples"]
+        click.echo(f"prep skipped {len(sk)} bad sample(s) (listed in qa.json), first: {sk[0]['sample_token']} "
+                   f"({sk[0]['reason']})")
     click.echo(f"wrote {out_dir / 'qa.html'} and {out_dir / 'qa.json'}")
     if fit_n:
         f = report["fit"]
