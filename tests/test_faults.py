@@ -297,6 +297,22 @@ def _prep_resume_truncated(w: World, tmp: Path) -> list[str]:
     return prep_args(d, out)
 
 
+def _prep_rerun_after_motion_masks(w: World, tmp: Path) -> list[str]:
+    """A sealed store whose shards `prep motion-masks` rewrote: a rerun must leave it alone."""
+    d = copy_dataroot(w, tmp)
+    out = tmp / "out"
+    for args in (prep_args(d, out), ["prep", "motion-masks", "--store", str(out), "--dataroot", str(d),
+                                     "--no-progress"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 0, res.output
+    return prep_args(d, out)
+
+
+def _motion_masks_kept(w: World, tmp: Path) -> str | None:
+    m = json.loads((tmp / "out" / "manifest.json").read_text())
+    return store_ok(tmp / "out") or (None if m["supervision"]["motion_masks"] else "motion masks lost")
+
+
 def _unwritable_parent(w: World, tmp: Path) -> list[str]:
     (tmp / "afile").write_text("x")
     return prep_args(copy_dataroot(w, tmp), tmp / "afile" / "store")
@@ -311,6 +327,8 @@ PREP += [
     Fault("prep: --on-bad-sample skip (truncated JPEG)", _prep_skip, None, post=_skip_recorded),
     Fault("prep: rerun after a finished shard was truncated", _prep_resume_truncated, None,
           post=lambda w, tmp: store_ok(tmp / "out")),
+    Fault("prep: rerun on a sealed store after motion-masks", _prep_rerun_after_motion_masks, None,
+          post=_motion_masks_kept),
     Fault("prep: full disk", lambda w, tmp: prep_args(copy_dataroot(w, tmp), tmp / "out"), "File too large",
           post=lambda w, tmp: nothing_sealed(tmp / "out"), limit_file_bytes=30_000),
 ]

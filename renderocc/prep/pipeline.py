@@ -338,7 +338,9 @@ def run(opts: PrepOptions, log=print) -> dict:
 
     fp = plan["fingerprint"]
     mine = [s for k, s in enumerate(plan["shards"]) if k % opts.num_shards == opts.shard_index]
-    todo = [s for s in mine if not writer.shard_done(root, s["name"], fp)]
+    # a sealed store is never rewritten (prep motion-masks may have changed its shards since)
+    sealed = fsio.exists(root, layout.MANIFEST)
+    todo = [] if sealed else [s for s in mine if not writer.shard_done(root, s["name"], fp)]
     todo_tasks = [t for s in todo for t in tasks[s["first_sample"]:s["first_sample"] + s["num_samples"]]]
     for s in todo:
         writer.clean_tmp(root, s["name"])
@@ -355,7 +357,6 @@ def run(opts: PrepOptions, log=print) -> dict:
     rays = _run_tasks(todo_tasks, todo, tasks, cameras, cfg, workers, root, fp, opts.progress)
     done = writer.shard_records(root)
     complete = all(s["name"] in done and done[s["name"]].get("fingerprint") == fp for s in plan["shards"])
-    sealed = fsio.exists(root, layout.MANIFEST)
     if complete and not sealed:   # other jobs' shards too: re-check their files before sealing
         damaged = [s["name"] for s in plan["shards"] if not writer.shard_files_intact(root, done[s["name"]])]
         if damaged:
