@@ -469,6 +469,14 @@ RUNS = [
           UNWRITABLE_NAMED),
     Fault("qa: unwritable --out", _out_cmd("qa", "--store", "{store}", "--out", UNWRITABLE, "--quiet",
                                            "--no-coverage"), UNWRITABLE_NAMED),
+    Fault("fit: unwritable --out", _out_cmd("fit", "--store", "{store}", "--out", UNWRITABLE, "--samples", "0",
+                                            "--quiet"), UNWRITABLE_NAMED),
+    Fault("eval: --out under a regular file", lambda w, tmp: (
+        (tmp / "afile").write_text("x"), ["eval", "--store", w.store, "--ckpt", str(w.run / "last.pt"),
+                                          "--out", str(tmp / "afile" / "o"), "--split", "all"])[-1], "afile"),
+    Fault("predict: full disk leaves no partial file", lambda w, tmp: [
+        "predict", "--store", w.store, "--ckpt", str(w.run / "last.pt"), "--out", str(tmp / "p"), "--quiet"],
+        "File too large", post=lambda w, tmp: orphans(tmp / "p"), limit_file_bytes=4_000),
     Fault("train: full disk", _train_full_disk, "last.pt", post=lambda w, tmp: orphans(tmp / "run"),
           limit_file_bytes=200_000),
     Fault("synth: --version ../../escape", _out_cmd("synth", "nuscenes", "--out", "{tmp}/s", "--version",

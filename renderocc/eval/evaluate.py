@@ -8,7 +8,6 @@ than one trained from 2D labels alone, and the two must never be compared unlabe
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -17,6 +16,7 @@ from renderocc.classes import IGNORE, NUM_SEMANTIC, OCC3D_CLASSES
 from renderocc.errors import UserError
 from renderocc.eval import infer
 from renderocc.eval.metrics import DepthMetrics, FloaterMetrics, OccMetrics, Sem2DMetrics
+from renderocc.outputs import prepare_out_dir, write_atomic
 from renderocc.raygrid import ends_inside
 
 SUPERVISION_TEXT = {
@@ -183,6 +183,7 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], rays_per_s
 
     from renderocc.eval.common import clean_json, open_store
 
+    d = prepare_out_dir(out)   # before the work: an unwritable --out is found at once
     reader = open_store(store)
     indices, label = select_samples(reader, split)
     model, ckpt = infer.load_checkpoint_model(ckpt_path, device)
@@ -192,8 +193,6 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], rays_per_s
              threshold=infer.threshold_of(ckpt), threshold_info=ckpt.get("threshold_info"),
              split=label, samples=len(indices),
              store=str(store))
-    d = Path(out)
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "metrics.json").write_text(json.dumps(clean_json(m), indent=1))
-    (d / "metrics.md").write_text(markdown(m))
+    write_atomic(d / "metrics.json", json.dumps(clean_json(m), indent=1))
+    write_atomic(d / "metrics.md", markdown(m))
     return m
