@@ -272,10 +272,16 @@ def _prep_skip(w: World, tmp: Path) -> list[str]:
     return prep_args(d, tmp / "out", "--on-bad-sample", "skip")
 
 
-def _skip_recorded(w: World, tmp: Path) -> str | None:
+def _prep_skip_lidarseg(w: World, tmp: Path) -> list[str]:
+    d = copy_dataroot(w, tmp)
+    _lidarseg(_out_of_vocab)(d)
+    return prep_args(d, tmp / "out", "--on-bad-sample", "skip")
+
+
+def _skip_recorded(w: World, tmp: Path, reason: str = "truncated JPEG") -> str | None:
     m = json.loads((tmp / "out" / "manifest.json").read_text())
     sk = m.get("skipped_samples", [])
-    if m["num_samples"] != 3 or len(sk) != 1 or "truncated JPEG" not in sk[0]["reason"]:
+    if m["num_samples"] != 3 or len(sk) != 1 or reason not in sk[0]["reason"]:
         return f"skip not recorded: {m['num_samples']} samples, {sk}"
     res = CliRunner().invoke(main, ["qa", "--store", str(tmp / "out"), "--out", str(tmp / "qa"), "--quiet",
                                     "--no-coverage"])
@@ -325,6 +331,8 @@ PREP += [
     Fault("prep: unwritable --out", _prep_to(UNWRITABLE), UNWRITABLE_NAMED),
     Fault("prep: --out under a regular file", _unwritable_parent, "afile"),
     Fault("prep: --on-bad-sample skip (truncated JPEG)", _prep_skip, None, post=_skip_recorded),
+    Fault("prep: --on-bad-sample skip (lidarseg out of vocabulary)", _prep_skip_lidarseg, None,
+          post=lambda w, tmp: _skip_recorded(w, tmp, "does not define")),
     Fault("prep: rerun after a finished shard was truncated", _prep_resume_truncated, None,
           post=lambda w, tmp: store_ok(tmp / "out")),
     Fault("prep: rerun on a sealed store after motion-masks", _prep_rerun_after_motion_masks, None,

@@ -103,10 +103,13 @@ def lidarseg_problem(path: str, cloud_path: str, valid: np.ndarray) -> str | Non
     if not os.path.isfile(path):
         return f"lidarseg file missing: {path}"
     n_points = os.path.getsize(cloud_path) // POINT_BYTES
-    lab = np.fromfile(path, dtype=np.uint8)
+    return lidarseg_values_problem(np.fromfile(path, dtype=np.uint8), n_points, valid, path)
+
+
+def lidarseg_values_problem(lab: np.ndarray, n_points: int, valid: np.ndarray | None, path: str) -> str | None:
     if len(lab) != n_points:
         return f"lidarseg {path} has {len(lab)} labels for {n_points} points"
-    bad = np.unique(lab[~valid[lab]])
+    bad = np.unique(lab[~valid[lab]]) if valid is not None else []
     if len(bad):
         return f"lidarseg {path} holds indices {bad[:5].tolist()} that category.json does not define"
     return None
@@ -122,7 +125,9 @@ def valid_lidarseg_indices(categories: list[dict]) -> np.ndarray:
 
 
 def sample_problem(task, valid_lidarseg: np.ndarray | None) -> str | None:
-    """The first problem of a sample's cameras and files (None when it is fine)."""
+    """The first problem of a sample's cameras and files (None when it is fine). Reads lidarseg
+    files only when `valid_lidarseg` is given (a trainval plan would read ~1 GB: by default the
+    workers check the labels they load anyway)."""
     for c in task.cameras:
         if (p := intrinsics_problem(c.K, c.size)) is not None:
             return f"camera {c.name} ({c.token}): {p}"

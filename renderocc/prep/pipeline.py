@@ -70,17 +70,18 @@ def load_cloud(path: str) -> np.ndarray:
     return np.fromfile(path, dtype=np.float32).reshape(-1, 5)
 
 
-def load_lidarseg(path: str, n_points: int) -> np.ndarray:
+def load_lidarseg(path: str, n_points: int, valid: np.ndarray | None = None) -> np.ndarray:
+    """One label per point; with `valid` (bool (256,)) every index must be one category.json defines."""
     if not os.path.isfile(path):
         raise UserError(f"lidarseg file missing: {path}")
     lab = np.fromfile(path, dtype=np.uint8)
-    if len(lab) != n_points:
-        raise UserError(f"lidarseg {path} has {len(lab)} labels for {n_points} points")
+    if (problem := checks.lidarseg_values_problem(lab, n_points, valid, path)) is not None:
+        raise UserError(problem)
     return lab
 
 
 def sample_rays(task: SampleTask, sizes: np.ndarray, table: np.ndarray | None, min_depth: float,
-                occlusion: bool) -> tuple[Projected, np.ndarray]:
+                occlusion: bool, valid: np.ndarray | None = None) -> tuple[Projected, np.ndarray]:
     """Kept projections of the keyframe (+ sweeps) into all cameras and their Occ3D labels."""
     c2e = np.stack([c.cam2ego for c in task.cameras])
     K = np.stack([c.K for c in task.cameras])
@@ -89,7 +90,7 @@ def sample_rays(task: SampleTask, sizes: np.ndarray, table: np.ndarray | None, m
         pts = load_cloud(frame.path)
         p = project(pts, lidar_to_cam(frame.lidar2key, c2e), K, sizes, min_depth)
         if f == 0 and frame.lidarseg_path and table is not None:
-            lab = table[load_lidarseg(frame.lidarseg_path, len(pts))[p.point]]
+            lab = table[load_lidarseg(frame.lidarseg_path, len(pts), valid)[p.point]]
         else:
             lab = np.full(len(p.point), IGNORE, np.uint8)
         parts.append(p)
@@ -159,7 +160,8 @@ def process_sample(task: SampleTask) -> dict:
     frames = [imgs.load_resized(c.path, c.size, out) for c in task.cameras]
     img_digest = writer.write_images(root, task.index, np.stack(frames), cfg["codec"], cfg["quality"])
     sizes = np.array([c.size for c in task.cameras], dtype=np.float64)
-    p, lab = sample_rays(task, sizes, cfg["label_table"], cfg["min_depth"], cfg["occlusion"])
+    p, lab = sample_rays(task, sizes, cfg["label_table"], cfg["min_depth"], cfg["occlusion"],
+                         cfg.get("valid_lidarseg"))
     occ_digest = None
     if task.occ_gt_path:
         occ_digest = writer.write_occ_gt(root, task.index, load_occ_gt(task.occ_gt_path))
@@ -315,7 +317,7 @@ def run(opts: PrepOptions, log=print) -> dict:
             _fill_sizes([task], known)
         except UserError as e:
             return e.message
-        return checks.sample_problem(task, valid)
+        return checks.sample_problem(task, valid if opts.on_bad_sample == "skip" else None)
 
     skipped: list[dict] | None = [] if opts.on_bad_sample == "skip" else None
     tasks = nus.build_tasks(nusc, cameras, scenes=opts.scenes, sweeps=opts.sweeps, adjacent=opts.adjacent,
@@ -349,7 +351,7 @@ def run(opts: PrepOptions, log=print) -> dict:
     cfg = {"root": root, "image_size": tuple(opts.image_size), "min_depth": opts.min_depth,
            "codec": opts.image_codec, "quality": opts.jpeg_quality,
            "occlusion": opts.occlusion_filter, "free_beams": opts.free_beams,
-           "label_table": nus.label_table(nusc) if nus.has_lidarseg(nusc) else None}
+           "label_table": nus.label_table(nusc) if nus.has_lidarseg(nusc) else None, "valid_lidarseg": valid}
     workers = opts.workers
     if workers > 1 and not fsio.is_local(root) and root.startswith("memory://"):
         log("memory:// stores live in one process: using --workers 1")
