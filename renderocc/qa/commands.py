@@ -73,7 +73,7 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
     report = collect(reader, QAOptions(dark_luma=dark_luma, few_labels=few_labels,
                                        coverage=not no_coverage, ray_stride=ray_stride),
                      progress=not quiet)
-    report["skipped_samples"] = reader.manifest.get("skipped_samples", [])   # left out by prep as bad
+    report["skipped_samples"] = getattr(reader, "manifest", {}).get("skipped_samples", [])   # prep left out
     if fit_n:
         report["fit"] = fit_section(reader, fit_n, fit_iters, progress=not quiet)
         report["summary"].update(fit_miou=report["fit"]["miou"], fit_geometry_iou=report["fit"]["geometry_iou"],
