@@ -8,6 +8,7 @@ than one trained from 2D labels alone, and the two must never be compared unlabe
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
