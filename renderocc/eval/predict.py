@@ -57,7 +57,7 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], vis_stride
 
     reader = open_store(store)
     indices, label = select_samples(reader, split or ("all",))
-    model, ckpt = infer.load_checkpoint_model(ckpt_path, device)
+    model, ckpt = infer.load_checkpoint_model(ckpt_path, device, reader)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     seen_share = []

@@ -54,10 +54,13 @@ def _names(value: str | None) -> list[str] | None:
               help="Number of jobs sharing the store.")
 @click.option("--max-samples", default=None, type=click.IntRange(1, None),
               help="Only the first N keyframes (tests, quick looks).")
+@click.option("--class-map", default=None,
+              help="Class map (TOML/JSON: classes, colours, source names); default: DATAROOT/classes.toml "
+                   "if present, else Occ3D-nuScenes.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, image_codec, jpeg_quality, adjacent,
                   sweeps, min_depth, occlusion_filter, free_beams, occ_gt, workers, shard_index, num_shards,
-                  max_samples, progress) -> None:
+                  max_samples, class_map, progress) -> None:
     """Project LiDAR depth (and lidarseg semantics) into every camera; write a ray store.
 
     \b
@@ -76,7 +79,7 @@ def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, image_cod
                        sweeps=sweeps, min_depth=min_depth, occlusion_filter=occlusion_filter, occ_gt=occ_gt,
                        free_beams=free_beams,
                        workers=workers, shard_index=shard_index, num_shards=num_shards,
-                       max_samples=max_samples, progress=progress)
+                       max_samples=max_samples, class_map=class_map, progress=progress)
     s = run(opts, log=lambda m: click.echo(m, err=True))
     rate = s["samples"] / s["seconds"] if s["seconds"] > 0 else 0.0
     state = "complete" if s["complete"] else "incomplete (other shards pending)"

@@ -20,7 +20,8 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from renderocc import __version__
-from renderocc.classes import IGNORE, OCC3D_CLASSES
+from renderocc import classes as vocab_mod
+from renderocc.classes import IGNORE
 from renderocc.errors import UserError
 from renderocc.prep import freebeams as fbeams
 from renderocc.prep import images as imgs
@@ -55,6 +56,15 @@ class PrepOptions:
     free_beams: bool = True   # store the key frame's no-return LiDAR beams (renderocc/prep/freebeams.py)
     jpeg_quality: int = 95
     progress: bool = True
+    class_map: str | None = None  # class-map file; default: <dataroot>/classes.toml, else Occ3D-nuScenes
+
+
+def resolve_vocabulary(opts: PrepOptions) -> vocab_mod.Vocabulary:
+    """--class-map, else the dataroot's classes.toml, else the default (Occ3D-nuScenes)."""
+    if opts.class_map:
+        return vocab_mod.load_class_map(opts.class_map)
+    own = os.path.join(opts.dataroot, vocab_mod.CLASS_MAP_FILE)
+    return vocab_mod.load_class_map(own) if os.path.isfile(own) else vocab_mod.default_vocabulary()
 
 
 # ---------------------------------------------------------------- per-sample work (workers)
@@ -181,13 +191,16 @@ def _fill_sizes(tasks: list[SampleTask]) -> None:
             known.setdefault(c.name, c.size)
 
 
-def make_plan(opts: PrepOptions, cameras: list[str], tasks: list[SampleTask], has_occ: bool) -> dict:
+def make_plan(opts: PrepOptions, cameras: list[str], tasks: list[SampleTask], has_occ: bool,
+              vocab: vocab_mod.Vocabulary | None = None) -> dict:
     options = {"version": opts.version, "cameras": cameras, "image_size_wh": list(opts.image_size),
                "image_codec": opts.image_codec,
                "jpeg_quality": opts.jpeg_quality if opts.image_codec == "jpeg" else None,
                "adjacent": opts.adjacent, "sweeps": opts.sweeps, "min_depth": opts.min_depth,
                "occlusion_filter": opts.occlusion_filter, "occ_gt": has_occ, "free_beams": opts.free_beams,
                "scenes": sorted(opts.scenes) if opts.scenes else None, "max_samples": opts.max_samples}
+    if vocab is not None and vocab != vocab_mod.default_vocabulary():  # default stores keep their fingerprint
+        options["class_map"] = {"name": vocab.name, "sha256": vocab.digest()}
     shards = []
     for t in tasks:
         if not shards or shards[-1]["name"] != t.shard:
@@ -225,7 +238,8 @@ def samples_table(tasks: list[SampleTask], out: tuple[int, int], records: dict[s
 
 
 def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[SampleTask], plan: dict,
-                   records: dict[str, dict], samples_info: dict, occ_dir: str | None) -> dict:
+                   records: dict[str, dict], samples_info: dict, occ_dir: str | None,
+                   vocab: vocab_mod.Vocabulary | None = None) -> dict:
     seg = nus.has_lidarseg(nusc)
     first = tasks[0]
     per_cam = {}
@@ -233,8 +247,8 @@ def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[Samp
         f = imgs.fit(c.size, opts.image_size)
         per_cam[c.name] = {"original_size": list(c.size), "scale": [f.scale_x, f.scale_y],
                            "crop": list(f.crop)}
-    lid = {c["name"]: {"index": int(c["index"]), "occ3d": int(nus.label_table(nusc)[int(c["index"])])}
-           for c in nusc.category if seg and "index" in c}
+    vocab = vocab or vocab_mod.default_vocabulary()
+    lid = {c["name"]: int(c["index"]) for c in nusc.category if seg and "index" in c}
     has_occ = any(any(r["has_occ_gt"]) for r in records.values())
     shard_keys = ("name", "scene_name", "first_sample", "num_samples", "num_rays", "rays_path",
                   "rays_sha256", "rays_bytes", "images_sha256", "occ_gt_sha256")
@@ -250,7 +264,7 @@ def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[Samp
         "source": {"dataset": "nuscenes", "dataroot": os.path.abspath(opts.dataroot), "version": opts.version,
                    "lidarseg": seg, "occ_gt_dir": os.path.abspath(occ_dir) if occ_dir else None,
                    "scenes": plan["options"]["scenes"], "max_samples": opts.max_samples},
-        "classes": {"names": OCC3D_CLASSES, "free": 17, "ignore": 255, "lidarseg_to_occ3d": lid},
+        "classes": vocab_mod.manifest_classes(vocab, lid),
         "cameras": cameras,
         "image": {"stored_size": list(opts.image_size), "size_order": "WH", "dtype": "uint8 RGB",
                   "codec": opts.image_codec,
@@ -298,6 +312,7 @@ def run(opts: PrepOptions, log=print) -> dict:
     if opts.num_shards < 1 or not 0 <= opts.shard_index < opts.num_shards:
         raise UserError(f"--shard-index {opts.shard_index} must be in [0, --num-shards {opts.num_shards})")
     root = normalise_root(opts.out)
+    vocab = resolve_vocabulary(opts)
     nusc = nus.load_nuscenes(opts.dataroot, opts.version)
     cameras = nus.camera_channels(nusc, opts.cameras)
     occ_dir = opts.occ_gt
@@ -316,7 +331,7 @@ def run(opts: PrepOptions, log=print) -> dict:
                 if not os.path.isfile(f.path):
                     raise UserError(f"LiDAR file missing: {f.path} (needed by --sweeps {opts.sweeps})")
     has_occ = any(t.occ_gt_path for t in tasks)
-    plan = make_plan(opts, cameras, tasks, has_occ)
+    plan = make_plan(opts, cameras, tasks, has_occ, vocab)
     writer.check_or_write_plan(root, plan)
     writer.create_arrays(root, len(tasks), len(cameras), opts.image_size, has_occ, opts.image_codec)
 
@@ -331,7 +346,7 @@ def run(opts: PrepOptions, log=print) -> dict:
     cfg = {"root": root, "image_size": tuple(opts.image_size), "min_depth": opts.min_depth,
            "codec": opts.image_codec, "quality": opts.jpeg_quality,
            "occlusion": opts.occlusion_filter, "free_beams": opts.free_beams,
-           "label_table": nus.label_table(nusc) if nus.has_lidarseg(nusc) else None}
+           "label_table": vocab.lidarseg_table(nusc.category) if nus.has_lidarseg(nusc) else None}
     workers = opts.workers
     if workers > 1 and not fsio.is_local(root) and root.startswith("memory://"):
         log("memory:// stores live in one process: using --workers 1")
@@ -342,7 +357,8 @@ def run(opts: PrepOptions, log=print) -> dict:
     if complete and not fsio.exists(root, layout.MANIFEST):
         records = {s["name"]: done[s["name"]] for s in plan["shards"]}
         info = writer.write_samples(root, samples_table(tasks, opts.image_size, records))
-        writer.write_manifest(root, build_manifest(opts, nusc, cameras, tasks, plan, records, info, occ_dir))
+        writer.write_manifest(root, build_manifest(opts, nusc, cameras, tasks, plan, records, info, occ_dir,
+                                                          vocab))
     dt = time.perf_counter() - t0
     return {"root": root, "samples": len(todo_tasks), "rays": rays, "seconds": dt, "complete": complete,
             "shards_done": len(mine) - len(todo), "shards_written": len(todo)}

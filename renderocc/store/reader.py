@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 
+from renderocc.classes import Vocabulary, vocabulary_of_manifest
 from renderocc.store import fsio, layout, writer
 from renderocc.store import manifest as manifest_mod
 
@@ -48,6 +49,8 @@ class StoreReader:
         self.has_motion_masks: bool = bool(sup["motion_masks"])
         # LiDAR beams without a return (schema 2, optional): False for version-1 stores
         self.has_free_beams: bool = m.get("free_beams") is not None
+        # the class vocabulary prep used (Occ3D-nuScenes for stores that predate vocabularies)
+        self.vocabulary: Vocabulary = vocabulary_of_manifest(m)
         self._load_samples()
         self._pq: dict[str, pq.ParquetFile] = {}
         self._fb_pq: dict[str, pq.ParquetFile] = {}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from renderocc.classes import OCC3D_CLASSES
 from renderocc.errors import UserError
 from renderocc.model import OccupancyNet
 from renderocc.train.config import Config
@@ -45,6 +46,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Oc
     if cfg.grid.shape is None:
         raise UserError(f"{path}: config has no resolved grid; not a renderocc training checkpoint")
     ckpt["config"] = cfg
-    model = OccupancyNet(cfg.model, cfg.grid.spec)
+    classes = ckpt.setdefault("classes", list(OCC3D_CLASSES))  # free last; Occ3D before vocabularies
+    model = OccupancyNet(cfg.model, cfg.grid.spec, len(classes) - 1)
     model.load_state_dict(ckpt.get("ema") or ckpt["model"])
     return model.to(device).eval(), ckpt
