@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from renderocc import __version__
-from renderocc.classes import IGNORE, OCC3D_CLASSES
+from renderocc.classes import IGNORE
 from renderocc.errors import UserError
 from renderocc.prep.motion import box_mask, moving_boxes, points_in_boxes
 from renderocc.prep.nuscenes import load_nuscenes
@@ -82,7 +82,8 @@ def run(opts: MotionOptions, log=print) -> dict:
         by_shard[shard].append((group, i))
 
     writer.create_motion_mask_array(reader.root)
-    counts = np.zeros((len(OCC3D_CLASSES) + 1, 2), np.int64)  # per class (last = unlabelled): [dynamic, all]
+    class_names = reader.vocabulary.names  # free last
+    counts = np.zeros((len(class_names) + 1, 2), np.int64)  # per class (last = unlabelled): [dynamic, all]
     cam_counts = np.zeros((len(reader.cameras), 2), np.int64)
     shard_updates, mask_digests, n_boxes = {}, {}, 0
     bar = tqdm(total=len(reader), desc="motion masks", unit="sample", disable=not opts.progress)
@@ -97,7 +98,7 @@ def run(opts: MotionOptions, log=print) -> dict:
             dyn = inst >= 0
             dyn_groups.append(dyn)
             inst_groups.append(inst)
-            cls = np.where(labels["label"] == IGNORE, len(OCC3D_CLASSES), labels["label"]).astype(np.int64)
+            cls = np.where(labels["label"] == IGNORE, len(class_names), labels["label"]).astype(np.int64)
             np.add.at(counts, (cls, 0), dyn)
             np.add.at(counts, (cls, 1), 1)
             np.add.at(cam_counts, (labels["camera"].astype(np.int64), 0), dyn)
@@ -109,7 +110,7 @@ def run(opts: MotionOptions, log=print) -> dict:
         mask_digests[shard] = writer.combine_digests(digests)
     bar.close()
 
-    names = OCC3D_CLASSES + ["unlabelled"]
+    names = [*class_names, "unlabelled"]
     per_class = {names[k]: round(float(counts[k, 0] / counts[k, 1]), 6) for k in range(len(names)) if counts[k, 1]}
     per_camera = {c: round(float(cam_counts[j, 0] / cam_counts[j, 1]), 6)
                   for j, c in enumerate(reader.cameras) if cam_counts[j, 1]}

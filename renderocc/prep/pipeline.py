@@ -120,7 +120,8 @@ def sample_rays(task: SampleTask, sizes: np.ndarray, table: np.ndarray | None, m
     return p.take(idx), lab[idx]
 
 
-def load_occ_gt(path: str) -> dict[str, np.ndarray]:
+def load_occ_gt(path: str, free: int = vocab_mod.FREE) -> dict[str, np.ndarray]:
+    """An Occ3D labels.npz whose semantics are classes of the store vocabulary (0..free, 255)."""
     try:
         with np.load(path) as z:
             occ = {a: np.asarray(z[a], np.uint8) for a in layout.OCC_GT_ARRAYS}
@@ -130,6 +131,10 @@ def load_occ_gt(path: str) -> dict[str, np.ndarray]:
     for a, v in occ.items():
         if v.shape != shape:
             raise UserError(f"Occ3D {path}: {a} has shape {v.shape}, expected {shape}")
+    bad = occ["semantics"][(occ["semantics"] > free) & (occ["semantics"] != IGNORE)]
+    if bad.size:
+        raise UserError(f"Occ3D {path}: semantics hold class {int(bad.max())}, outside the class map "
+                        f"(0..{free - 1}, free {free}): give the GT of this vocabulary (or --class-map)")
     return occ
 
 
@@ -171,7 +176,7 @@ def process_sample(task: SampleTask) -> dict:
     p, lab = sample_rays(task, sizes, cfg["label_table"], cfg["min_depth"], cfg["occlusion"])
     occ_digest = None
     if task.occ_gt_path:
-        occ_digest = writer.write_occ_gt(root, task.index, load_occ_gt(task.occ_gt_path))
+        occ_digest = writer.write_occ_gt(root, task.index, load_occ_gt(task.occ_gt_path, cfg["free"]))
     key = task.frames[0]   # key frame only: its LiDAR frame → key-ego is lidar2ego
     beams = fbeams.free_beams(load_cloud(key.path), key.lidar2key) if cfg.get("free_beams") else None
     return {"index": task.index, "cam": p.cam, "u": p.u.astype(np.float32), "v": p.v.astype(np.float32),
@@ -346,7 +351,8 @@ def run(opts: PrepOptions, log=print) -> dict:
     cfg = {"root": root, "image_size": tuple(opts.image_size), "min_depth": opts.min_depth,
            "codec": opts.image_codec, "quality": opts.jpeg_quality,
            "occlusion": opts.occlusion_filter, "free_beams": opts.free_beams,
-           "label_table": vocab.lidarseg_table(nusc.category) if nus.has_lidarseg(nusc) else None}
+           "label_table": vocab.lidarseg_table(nusc.category) if nus.has_lidarseg(nusc) else None,
+           "free": vocab.free}
     workers = opts.workers
     if workers > 1 and not fsio.is_local(root) and root.startswith("memory://"):
         log("memory:// stores live in one process: using --workers 1")
