@@ -169,14 +169,16 @@ def run_truth(job: TruthJob) -> None:
         for path in job.clouds:
             with np.load(path) as z:
                 pieces.append({k: z[k] for k in z.files})
-        sem = occ_gt.lidar_semantics(*occ_gt.accumulate(pieces, w, t_key, job.boxed, job.present))
+        sem = occ_gt.lidar_semantics(*occ_gt.accumulate(pieces, w, t_key, job.boxed, job.present),
+                                     occ_gt.class_table(w))
     key_ego = w.ego_pose(t_key)
-    mask_lidar = occ_gt.lidar_mask(sem, lid.lidar_to_ego()[:3, 3])
+    free = occ_gt.class_table(w).num
+    mask_lidar = occ_gt.lidar_mask(sem, lid.lidar_to_ego()[:3, 3], free)
     cams = []
     for spec in cam.RIG:
         cam_to_local = w.ego_pose((job.cam_us[spec.name] - job.t0_us) * 1e-6) @ cam.cam_to_ego(spec)
         cams.append((np.linalg.inv(cam_to_local) @ key_ego, cam.intrinsic(spec, job.image_size), job.image_size))
-    mask_cam = occ_gt.camera_mask(sem, cams)
+    mask_cam = occ_gt.camera_mask(sem, cams, free)
     os.makedirs(os.path.dirname(job.gt_path), exist_ok=True)
     np.savez_compressed(job.gt_path, semantics=sem, mask_lidar=mask_lidar.astype(np.uint8),
                         mask_camera=mask_cam.astype(np.uint8))
