@@ -41,6 +41,8 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, lazy={
     "nuscenes": ("renderocc.synth.commands:synth_nuscenes",
                  "Write a synthetic world as a devkit-loadable nuScenes dataset."),
+    "airside": ("renderocc.synth.commands:synth_airside",
+                "Write a synthetic airport apron (nuScenes format, its own classes)."),
 })
 def synth() -> None:
     """Synthetic worlds written in real dataset formats, with known 3D ground truth."""

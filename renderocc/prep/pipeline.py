@@ -318,7 +318,7 @@ def run(opts: PrepOptions, log=print) -> dict:
         raise UserError(f"--shard-index {opts.shard_index} must be in [0, --num-shards {opts.num_shards})")
     root = normalise_root(opts.out)
     vocab = resolve_vocabulary(opts)
-    nusc = nus.load_nuscenes(opts.dataroot, opts.version)
+    nusc = nus.load_nuscenes(opts.dataroot, opts.version, vocab)
     cameras = nus.camera_channels(nusc, opts.cameras)
     occ_dir = opts.occ_gt
     if occ_dir and not os.path.isdir(occ_dir):

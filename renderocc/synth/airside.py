@@ -147,7 +147,7 @@ def _ground(x0: float, x1: float, stands: list[float]) -> list[Region]:
     """Apron concrete (default), grass beyond the taxi lane, yellow markings: service-road edge
     lines, taxi-lane centreline, stand lead-in lines and stop bars (edges on the 0.1 m raster)."""
     m = LABEL["airside.marking"]
-    regions = [Region(x0, x1, -60.0, _snap(TAXI_Y - 22.0), LABEL["airside.grass"])]
+    regions = [Region(x0, x1, -60.0, _snap(TAXI_Y - 12.0), LABEL["airside.grass"])]
     for y in (-4.3, 0.8):  # service road edges (solid)
         regions.append(Region(x0, x1, y, _snap(y + 0.2), m))
     x = x0
