@@ -47,7 +47,8 @@ def test_default_class_map_is_the_occ3d_constants():
     assert v.names == C.OCC3D_CLASSES and v.free == C.FREE and v.num_semantic == C.NUM_SEMANTIC
     assert np.array_equal(np.asarray(v.colors, np.uint8), C.OCC3D_COLORS)
     assert v.lidarseg == C.LIDARSEG_TO_OCC3D and v.unmapped == 0
-    cats = [{"name": n, "index": i} for i, n in enumerate(C.LIDARSEG_STANDARD_ORDER)] + [{"name": "new.thing", "index": 40}]
+    cats = [{"name": n, "index": i} for i, n in enumerate(C.LIDARSEG_STANDARD_ORDER)]
+    cats.append({"name": "new.thing", "index": 40})
     table = v.lidarseg_table(cats)
     assert table[40] == 0 and table[41] == C.IGNORE  # unknown name → others; unused index → 255
     assert [table[i] for i in range(32)] == [C.LIDARSEG_TO_OCC3D[n] for n in C.LIDARSEG_STANDARD_ORDER]
