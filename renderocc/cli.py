@@ -53,6 +53,8 @@ def synth() -> None:
                  "Project LiDAR depth/lidarseg into per-camera labels; write a ray store."),
     "motion-masks": ("renderocc.prep.motion_commands:prep_motion_masks",
                      "Mark labels on moving objects from annotation tracks."),
+    "masks": ("renderocc.prep.mask_commands:prep_masks",
+              "Import dense 2D semantic masks (PNG per camera image) into a store."),
 })
 def prep() -> None:
     """Turn a dataset into a ray store for rendering supervision."""

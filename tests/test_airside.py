@@ -121,3 +121,65 @@ def test_night_is_darker_and_cli_writes_it(tmp_path):
     assert luma["night"] < 0.5 * luma["day"], luma
     res = CliRunner().invoke(main, ["synth", "airside", "--out", str(tmp_path / "night"), "--scenes", "1"])
     assert res.exit_code == 2 and "not empty" in res.output
+
+
+# -- prep masks: dense 2D masks into a store ----------------------------------------------------
+def _copy_store(src: str, dst: Path) -> str:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return str(dst)
+
+
+def test_prep_masks_imports_the_written_masks_exactly(apron, apron_store, tmp_path):
+    store = _copy_store(apron_store, tmp_path / "store")
+    res = CliRunner().invoke(main, ["prep", "masks", "--store", store, "--masks", str(apron / "masks"),
+                                    "--no-progress"])
+    assert res.exit_code == 0, res.output
+    r = StoreReader(store)
+    assert r.has_semantic_masks and r.manifest["supervision"]["semantic_source"] == "both"
+    nusc = load_nuscenes(str(apron), "v1.0-mini", r.vocabulary)
+    for i in range(len(r)):
+        stored = r.semantic_mask(i)
+        assert stored.shape == (len(r.cameras), 90, 160)
+        for c, cam in enumerate(r.cameras):
+            fn = nusc.get("sample_data", nusc.get("sample", r.sample(i)["sample_token"])["data"][cam])["filename"]
+            written = cv2.imread(str(apron / "masks" / Path(fn).with_suffix(".png")), cv2.IMREAD_UNCHANGED)
+            assert np.array_equal(stored[c], written[::2, ::2])  # nearest at scale 1/2: every other pixel
+    res = CliRunner().invoke(main, ["store", "validate", store])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["store", "info", store])
+    assert "classes      airside-apron: 13 + free" in res.output and "2d masks     yes (12 images" in res.output
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("delete", "mask missing: "),
+    ("size", "is 100x50, its image is 320x180"),
+    ("class", "holds class 40, outside the class map (0..12, 255 = unlabelled)"),
+    ("rgb", "is not a single-channel 8-bit image"),
+])
+def test_bad_masks_are_one_line_errors_and_leave_the_store_as_it_was(apron, apron_store, tmp_path, damage, message):
+    import shutil
+
+    store = _copy_store(apron_store, tmp_path / "store")
+    masks = tmp_path / "masks"
+    shutil.copytree(apron / "masks", masks)
+    res = CliRunner().invoke(main, ["prep", "masks", "--store", store, "--masks", str(masks), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    victim = sorted((masks / "samples" / "CAM_BACK").iterdir())[-1]
+    if damage == "delete":
+        victim.unlink()
+    elif damage == "size":
+        cv2.imwrite(str(victim), np.zeros((50, 100), np.uint8))
+    elif damage == "class":
+        m = cv2.imread(str(victim), cv2.IMREAD_UNCHANGED)
+        m[10, 10] = 40
+        cv2.imwrite(str(victim), m)
+    else:
+        cv2.imwrite(str(victim), np.zeros((180, 320, 3), np.uint8))
+    res = CliRunner().invoke(main, ["prep", "masks", "--store", store, "--masks", str(masks), "--no-progress"])
+    assert res.exit_code == 2 and message in res.output and victim.name in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1
+    r = StoreReader(store)
+    assert r.has_semantic_masks and r.semantic_mask(0).shape == (6, 90, 160)  # the previous import, intact
+    assert CliRunner().invoke(main, ["store", "validate", store]).exit_code == 0

@@ -47,6 +47,7 @@ class StoreReader:
         self.has_semantics: bool = bool(sup["semantics"])
         self.has_occ_gt: bool = bool(sup["occ_gt"]) or any(s["occ_gt_sha256"] for s in m["shards"])
         self.has_motion_masks: bool = bool(sup["motion_masks"])
+        self.has_semantic_masks: bool = m.get("semantic_masks") is not None  # dense 2D classes (prep masks)
         # LiDAR beams without a return (schema 2, optional): False for version-1 stores
         self.has_free_beams: bool = m.get("free_beams") is not None
         # the class vocabulary prep used (Occ3D-nuScenes for stores that predate vocabularies)
@@ -188,6 +189,13 @@ class StoreReader:
             return None
         arr = self._array(layout.MOTION_MASK)
         return None if arr is None else np.asarray(arr[self._check(i)], bool)
+
+    def semantic_mask(self, i: int) -> np.ndarray | None:
+        """uint8 (n_cams, H, W) classes at the stored size (255 = unlabelled), or None without masks."""
+        if not self.has_semantic_masks:
+            return None
+        arr = self._array(layout.SEMANTIC_MASK)
+        return None if arr is None else np.asarray(arr[self._check(i)], np.uint8)
 
     def free_beams(self, i: int) -> dict[str, np.ndarray] | None:
         """Key-frame LiDAR beams of sample i that returned nothing (free space along them), or None
