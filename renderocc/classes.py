@@ -113,6 +113,10 @@ class Vocabulary:
                 table[int(cat["index"])] = self.source_index(cat["name"])
         return table
 
+    def static_categories(self) -> frozenset[str]:
+        """Annotation categories of classes that cannot move: motion masks never mark their boxes."""
+        return frozenset(c for c, k in self.categories.items() if not self.movable[k])
+
     def digest(self) -> str:
         """sha256 of the class map's canonical JSON: equal files, equal digests."""
         return hashlib.sha256(json.dumps(self.data, sort_keys=True).encode()).hexdigest()

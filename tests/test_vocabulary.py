@@ -53,7 +53,8 @@ def test_default_class_map_is_the_occ3d_constants():
     assert table[40] == 0 and table[41] == C.IGNORE  # unknown name → others; unused index → 255
     assert [table[i] for i in range(32)] == [C.LIDARSEG_TO_OCC3D[n] for n in C.LIDARSEG_STANDARD_ORDER]
     assert [v.classes[k] for k, m in enumerate(v.movable) if m] == [
-        "bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian", "trailer", "truck"]
+        "others", "bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian", "trailer", "truck"]
+    assert v.static_categories() == {"movable_object.barrier", "movable_object.trafficcone"}
     # stores written before vocabularies hold Occ3D's
     assert C.vocabulary_of_manifest({"classes": {"names": C.OCC3D_CLASSES}}) == v
 

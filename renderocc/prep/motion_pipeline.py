@@ -83,6 +83,7 @@ def run(opts: MotionOptions, log=print) -> dict:
 
     writer.create_motion_mask_array(reader.root)
     class_names = reader.vocabulary.names  # free last
+    static_categories = reader.vocabulary.static_categories()  # e.g. barrier, traffic cone
     counts = np.zeros((len(class_names) + 1, 2), np.int64)  # per class (last = unlabelled): [dynamic, all]
     cam_counts = np.zeros((len(reader.cameras), 2), np.int64)
     shard_updates, mask_digests, n_boxes = {}, {}, 0
@@ -92,7 +93,8 @@ def run(opts: MotionOptions, log=print) -> dict:
         for _, i in sorted(members):
             sample = reader.sample(i)
             labels = reader.labels(i)
-            boxes, _ = moving_boxes(nusc, sample["sample_token"], instance_index, opts.speed_threshold)
+            boxes, _ = moving_boxes(nusc, sample["sample_token"], instance_index, opts.speed_threshold,
+                                    static_categories)
             n_boxes += len(boxes)
             inst = points_in_boxes(backproject(labels, sample, reader.cameras), boxes, opts.margin)
             dyn = inst >= 0
@@ -115,7 +117,8 @@ def run(opts: MotionOptions, log=print) -> dict:
     per_camera = {c: round(float(cam_counts[j, 0] / cam_counts[j, 1]), 6)
                   for j, c in enumerate(reader.cameras) if cam_counts[j, 1]}
     info = {"version": MOTION_MASK_VERSION, "tool_version": __version__, "dataroot": os.path.abspath(dataroot),
-            "speed_threshold": opts.speed_threshold, "margin": opts.margin, "moving_boxes": n_boxes,
+            "speed_threshold": opts.speed_threshold, "margin": opts.margin,
+            "static_categories": sorted(static_categories), "moving_boxes": n_boxes,
             "dynamic_labels": int(counts[:, 0].sum()), "labels": int(counts[:, 1].sum()),
             "dynamic_share_per_class": per_class, "dynamic_share_per_camera": per_camera}
     writer.commit_motion_masks(reader.root, info, shard_updates, mask_digests)
