@@ -183,3 +183,20 @@ def test_bad_masks_are_one_line_errors_and_leave_the_store_as_it_was(apron, apro
     r = StoreReader(store)
     assert r.has_semantic_masks and r.semantic_mask(0).shape == (6, 90, 160)  # the previous import, intact
     assert CliRunner().invoke(main, ["store", "validate", store]).exit_code == 0
+
+
+def test_class_map_option_overrides_the_dataroots(apron, tmp_path):
+    cmap = tmp_path / "two.toml"
+    things = [f'"{n}"' for n in ("airside.aircraft", "airside.gse.tug", "airside.person")]
+    cmap.write_text('format = "renderocc-class-map"\nversion = 1\nname = "two"\n[free]\nname = "free"\n'
+                    'color = [255, 255, 255]\n[[class]]\nname = "ground"\ncolor = [0, 0, 0]\n'
+                    'lidarseg = ["airside.apron", "airside.marking"]\n[[class]]\nname = "thing"\n'
+                    f'color = [9, 9, 9]\nlidarseg = [{", ".join(things)}]\n')
+    (tmp_path / "no-gt").mkdir()
+    out = str(tmp_path / "store")
+    res = CliRunner().invoke(main, ["prep", "nuscenes", "--dataroot", str(apron), "--out", out, "--class-map",
+                                    str(cmap), "--occ-gt", str(tmp_path / "no-gt"), "--image-size", "54x96",
+                                    "--max-samples", "1", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    r = StoreReader(out)
+    assert r.vocabulary.name == "two" and set(np.unique(r.labels(0)["label"]).tolist()) == {0, 1, 255}
