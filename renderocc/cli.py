@@ -60,6 +60,8 @@ def describe_os_error(e: OSError) -> str:
 @click.group(cls=LazyGroup, lazy={
     "nuscenes": ("renderocc.synth.commands:synth_nuscenes",
                  "Write a synthetic world as a devkit-loadable nuScenes dataset."),
+    "airside": ("renderocc.synth.commands:synth_airside",
+                "Write a synthetic airport apron (nuScenes format, its own classes)."),
 })
 def synth() -> None:
     """Synthetic worlds written in real dataset formats, with known 3D ground truth."""
@@ -70,6 +72,8 @@ def synth() -> None:
                  "Project LiDAR depth/lidarseg into per-camera labels; write a ray store."),
     "motion-masks": ("renderocc.prep.motion_commands:prep_motion_masks",
                      "Mark labels on moving objects from annotation tracks."),
+    "masks": ("renderocc.prep.mask_commands:prep_masks",
+              "Import dense 2D semantic masks (PNG per camera image) into a store."),
 })
 def prep() -> None:
     """Turn a dataset into a ray store for rendering supervision."""

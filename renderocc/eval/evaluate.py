@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from renderocc.classes import IGNORE, NUM_SEMANTIC, OCC3D_CLASSES
+from renderocc.classes import IGNORE, OCC3D_CLASSES
 from renderocc.errors import UserError
 from renderocc.eval import infer
 from renderocc.eval.metrics import DepthMetrics, FloaterMetrics, OccMetrics, Sem2DMetrics
@@ -93,11 +93,12 @@ class VoxelScores:
     """The 3D scores of class grids, shared by checkpoint and external-prediction evaluation so the
     two agree by construction: Occ3D mIoU (with and without mask_camera), floaters, RayIoU."""
 
-    def __init__(self, grid: dict, origins: dict[str, np.ndarray] | None):
-        self.occ, self.floaters = OccMetrics(), FloaterMetrics()
+    def __init__(self, grid: dict, origins: dict[str, np.ndarray] | None, names: list[str] | None = None):
+        self.names = list(names or OCC3D_CLASSES)  # the vocabulary, free last
+        self.occ, self.floaters = OccMetrics(len(self.names)), FloaterMetrics(free=len(self.names) - 1)
         self.z_centres = grid["pc_range"][2] + (np.arange(grid["shape"][2]) + 0.5) * grid["voxel_size"][2]
         self.origins = origins
-        self.ray = RayIoU(grid) if origins is not None else None
+        self.ray = RayIoU(grid, self.names) if origins is not None else None
 
     def update(self, pred: np.ndarray, gt: dict, token: str) -> None:
         """One sample: `pred` class grid on the GT grid; `gt` with semantics and mask_camera."""
@@ -108,7 +109,7 @@ class VoxelScores:
 
     def results(self) -> dict:
         o, n = self.occ.compute(), self.occ.samples
-        names = OCC3D_CLASSES
+        names = self.names
         out = {
             "miou": o["miou"] if n else None,
             "iou_per_class": dict(zip(names, o["iou_per_class"], strict=True)) if n else None,
@@ -154,8 +155,9 @@ def evaluate(reader, model, ckpt: dict, indices: list[int], *, rays_per_sample: 
     grid = infer.model_grid(ckpt, reader.grid)
     step = cfg.render.step
     thr = infer.threshold_of(ckpt)
-    depth, sem2d = DepthMetrics(), Sem2DMetrics()
-    voxels = VoxelScores(reader.grid, store_origins(reader) if rayiou and reader.has_occ_gt else None)
+    vocab = reader.vocabulary
+    depth, sem2d = DepthMetrics(), Sem2DMetrics(vocab.num_semantic)
+    voxels = VoxelScores(reader.grid, store_origins(reader) if rayiou and reader.has_occ_gt else None, vocab.names)
     for i in tqdm(indices, desc="eval", unit="sample", disable=not progress):
         density, logits = infer.run_model(model, reader, i, cfg, tta=tta)
         s = reader.sample(i)
@@ -180,7 +182,8 @@ def evaluate(reader, model, ckpt: dict, indices: list[int], *, rays_per_sample: 
     out.update(depth.compute())
     sm = sem2d.compute()
     out["sem2d_miou"] = sm["sem2d_miou"]
-    out["sem2d_iou_per_class"] = dict(zip(OCC3D_CLASSES[:NUM_SEMANTIC], sm["sem2d_iou_per_class"], strict=True))
+    out["sem2d_iou_per_class"] = dict(zip(vocab.classes, sm["sem2d_iou_per_class"], strict=True))
+    out["classes"] = {"vocabulary": vocab.name, "names": vocab.names}
     out["sem2d_pixels"] = sm["sem2d_pixels"]
     out["tta"] = infer.TTA_TEXT[tta]
     out["protocol"] = {
@@ -197,7 +200,7 @@ def evaluate(reader, model, ckpt: dict, indices: list[int], *, rays_per_sample: 
 
 def evaluate_predictions(preds: dict[str, Path], tokens: list[str], gt_of, origins: dict | None, *,
                          shape: tuple[int, ...], grid: dict, allow_missing: bool = False,
-                         progress: bool = True) -> dict:
+                         progress: bool = True, names: list[str] | None = None) -> dict:
     """Occ3D mIoU / RayIoU of prediction files for `tokens`; `gt_of(token)` gives the GT dict.
 
     Missing predictions stop the run before anything is scored, unless `allow_missing` (then they
@@ -208,7 +211,7 @@ def evaluate_predictions(preds: dict[str, Path], tokens: list[str], gt_of, origi
     if missing and not allow_missing:
         raise UserError(f"--pred: {len(missing)} of {len(tokens)} samples have no prediction "
                         f"(first: {missing[0]}); --allow-missing scores the others")
-    voxels = VoxelScores(grid, origins)
+    voxels = VoxelScores(grid, origins, names)
     scored = [t for t in tokens if t in preds]
     for tok in tqdm(scored, desc="eval", unit="sample", disable=not progress):
         pred = load_prediction(preds[tok], shape)
@@ -248,15 +251,16 @@ def markdown(m: dict) -> str:
     if m.get("missing"):
         lines.append(f"- missing predictions: {len(m['missing'])} (not scored): "
                      + ", ".join(f"`{t}`" for t in m["missing"][:20]) + (" …" if len(m["missing"]) > 20 else ""))
+    last = len(m.get("iou_per_class") or OCC3D_CLASSES) - 2  # the last semantic class id
     lines += [
         "", "| metric | with mask_camera | all voxels |", "|---|---:|---:|",
-        f"| mIoU (classes 0–16) | {_fmt(m['miou'])} | {_fmt(m['miou_nomask'])} |",
+        f"| mIoU (classes 0–{last}) | {_fmt(m['miou'])} | {_fmt(m['miou_nomask'])} |",
         f"| geometry IoU | {_fmt(m['geometry_iou'])} | {_fmt(m['geometry_iou_nomask'])} |",
         *_floater_rows(m.get("floaters_above_2m")), "",
     ]
     if m.get("rayiou") is not None:
         lines += ["| RayIoU (no mask) | @1 m | @2 m | @4 m | mean |", "|---|---:|---:|---:|---:|",
-                  f"| classes 0–16 | {_fmt(m['rayiou_1'])} | {_fmt(m['rayiou_2'])} | {_fmt(m['rayiou_4'])} "
+                  f"| classes 0–{last} | {_fmt(m['rayiou_1'])} | {_fmt(m['rayiou_2'])} | {_fmt(m['rayiou_4'])} "
                   f"| {_fmt(m['rayiou'])} |", ""]
     if m.get("depth_pixels"):
         lines += [
@@ -314,7 +318,7 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], rays_per_s
     prepare_out_dir(out)  # before the work: an unwritable --out is found at once
     reader = open_store(store)
     indices, label = select_samples(reader, split, say)
-    model, ckpt = infer.load_checkpoint_model(ckpt_path, device)
+    model, ckpt = infer.load_checkpoint_model(ckpt_path, device, reader)
     m = evaluate(reader, model, ckpt, indices, rays_per_sample=rays_per_sample, progress=progress,
                  rayiou=rayiou, tta=tta)
     m.update(checkpoint=str(ckpt_path), checkpoint_step=ckpt.get("step"),
@@ -346,6 +350,7 @@ def run_predictions(pred_dir: str, out: str, split: tuple[str, ...], *, store: s
         indices = [i for i in indices if reader.occ_gt(i) is not None]
         tokens = [reader.sample(i)["sample_token"] for i in indices]
         grid, gt_of = reader.grid, (lambda t: reader.occ_gt(reader.index_of(t)))
+        names = reader.vocabulary.names
         origins = store_origins(reader) if rayiou else None
     else:
         gts = external.GtDir(gt_dir)
@@ -355,6 +360,7 @@ def run_predictions(pred_dir: str, out: str, split: tuple[str, ...], *, store: s
         from renderocc.store.layout import OCC_GRID
 
         grid, gt_of = OCC_GRID, gts.occ_gt
+        names = None
         origins = None
         if rayiou and dataroot:
             origins = external.origins_by_token(external.scene_poses_from_dataroot(dataroot))
@@ -365,7 +371,7 @@ def run_predictions(pred_dir: str, out: str, split: tuple[str, ...], *, store: s
             say("note: RayIoU needs poses: give --dataroot (nuScenes) with --gt, or use --store")
     shape = tuple(int(v) for v in grid["shape"])
     m = evaluate_predictions(preds, tokens, gt_of, origins, shape=shape, grid=grid,
-                             allow_missing=allow_missing, progress=progress)
+                             allow_missing=allow_missing, progress=progress, names=names)
     stated = _stated_supervision(Path(pred_dir))
     m.update(predictions=str(pred_dir), supervision=stated or "external predictions",
              supervision_mode=None, threshold=None, split=label,

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from renderocc.classes import FREE
 from renderocc.errors import UserError
 from renderocc.raygrid import label_rays as grid_label_rays
 from renderocc.raygrid import pixel_rays
@@ -31,19 +30,23 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-def load_checkpoint_model(path: str, device: str | None = "cpu"):
-    """(model, ckpt) via the trainer's contract; a missing file is a one-line UserError."""
+def load_checkpoint_model(path: str, device: str | None = "cpu", reader=None):
+    """(model, ckpt) via the trainer's contract; a missing file is a one-line UserError, and so is
+    a checkpoint trained on other classes than `reader`'s store vocabulary."""
     device = resolve_device(device)
     if not Path(path).is_file():
         raise UserError(f"checkpoint not found: {path}")
     from renderocc.train.checkpoint import load_model
 
     try:
-        return load_model(path, device)
+        model, ckpt = load_model(path, device)
     except RuntimeError as e:  # load_state_dict: weights of another model version
         detail = " ".join(str(e).split())
         detail = detail if len(detail) < 160 else detail[:157] + "..."
         raise UserError(f"{path}: weights do not fit this renderocc's model ({detail})") from None
+    if reader is not None:
+        reader.vocabulary.check_compatible(ckpt["classes"], f"checkpoint {path}", f"store {reader.root}")
+    return model, ckpt
 
 
 def model_grid(ckpt: dict, store_grid: dict) -> dict:
@@ -121,9 +124,10 @@ def threshold_of(ckpt: dict) -> float:
 
 
 def classify(density: torch.Tensor, logits: torch.Tensor, threshold: float) -> np.ndarray:
-    """uint8 class grid: argmax class where density > threshold, free (17) elsewhere."""
+    """uint8 class grid: argmax class where density > threshold, free (C = the logits' classes;
+    Occ3D: 17) elsewhere."""
     cls = logits.argmax(-1)
-    cls = torch.where(density > threshold, cls, torch.full_like(cls, FREE))
+    cls = torch.where(density > threshold, cls, torch.full_like(cls, logits.shape[-1]))
     return cls.to(torch.uint8).cpu().numpy()
 
 

@@ -82,17 +82,24 @@ def geometry_iou(cm: np.ndarray, free: int = FREE) -> float:
 class OccMetrics:
     """Occ3D 3D metrics accumulated over samples, with and without `mask_camera`."""
 
-    cm_camera: np.ndarray = field(default_factory=lambda: np.zeros((N_OCC, N_OCC), np.int64))
-    cm_all: np.ndarray = field(default_factory=lambda: np.zeros((N_OCC, N_OCC), np.int64))
+    n_classes: int = N_OCC  # the vocabulary's classes + free (last)
+    cm_camera: np.ndarray | None = None
+    cm_all: np.ndarray | None = None
     samples: int = 0
 
+    def __post_init__(self) -> None:
+        n = self.n_classes
+        self.cm_camera = np.zeros((n, n), np.int64) if self.cm_camera is None else self.cm_camera
+        self.cm_all = np.zeros((n, n), np.int64) if self.cm_all is None else self.cm_all
+
     def update(self, pred, gt, mask_camera=None) -> None:
-        """Add one sample (or a batch): `pred`, `gt` class grids 0..17 of one shape."""
-        self.cm_all += confusion_matrix(gt, pred, N_OCC)
+        """Add one sample (or a batch): `pred`, `gt` class grids 0..n_classes-1 (free last) of one shape."""
+        n = self.n_classes
+        self.cm_all += confusion_matrix(gt, pred, n)
         if mask_camera is not None:
-            self.cm_camera += confusion_matrix(gt, pred, N_OCC, mask_camera)
+            self.cm_camera += confusion_matrix(gt, pred, n, mask_camera)
         else:
-            self.cm_camera += confusion_matrix(gt, pred, N_OCC)
+            self.cm_camera += confusion_matrix(gt, pred, n)
         self.samples += 1
 
     def compute(self) -> dict:
@@ -100,9 +107,9 @@ class OccMetrics:
         out: dict = {"occ_samples": self.samples}
         for suffix, cm in (("", self.cm_camera), ("_nomask", self.cm_all)):
             ious = iou_per_class(cm)
-            out["miou" + suffix] = mean_iou(ious[:NUM_SEMANTIC])
+            out["miou" + suffix] = mean_iou(ious[:self.n_classes - 1])
             out["iou_per_class" + suffix] = [_f(v) for v in ious]
-            out["geometry_iou" + suffix] = geometry_iou(cm)
+            out["geometry_iou" + suffix] = geometry_iou(cm, self.n_classes - 1)
         out["confusion_camera"] = self.cm_camera.tolist()
         return out
 
@@ -145,13 +152,17 @@ class DepthMetrics:
 
 @dataclass
 class Sem2DMetrics:
-    """2D semantic mIoU over classes 0..16 of rendered vs labelled pixel classes (255 ignored)."""
+    """2D semantic mIoU over the semantic classes (Occ3D: 0..16) of rendered vs labelled pixel
+    classes (255 ignored)."""
 
-    cm: np.ndarray = field(
-        default_factory=lambda: np.zeros((NUM_SEMANTIC, NUM_SEMANTIC), np.int64))
+    n_classes: int = NUM_SEMANTIC
+    cm: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.cm = np.zeros((self.n_classes, self.n_classes), np.int64) if self.cm is None else self.cm
 
     def update(self, pred, gt) -> None:
-        self.cm += confusion_matrix(gt, pred, NUM_SEMANTIC)
+        self.cm += confusion_matrix(gt, pred, self.n_classes)
 
     def compute(self) -> dict:
         ious = iou_per_class(self.cm)
@@ -170,6 +181,7 @@ class FloaterMetrics:
     and inside `mask_camera`; the share is of the predicted-occupied voxels above `min_z`."""
 
     min_z: float = 2.0
+    free: int = FREE  # the vocabulary's free class
     samples: int = 0
     counts: dict = field(default_factory=lambda: {k: 0 for k in (
         "floaters", "pred_occupied", "gt_free", "floaters_mask", "pred_occupied_mask", "gt_free_mask")})
@@ -179,7 +191,7 @@ class FloaterMetrics:
         pred, gt = _np(pred), _np(gt)
         high = (np.asarray(z_centres) > self.min_z)[None, None, :]
         known = (gt != IGNORE) & high
-        occ, free = (pred != FREE) & known, (gt == FREE) & known
+        occ, free = (pred != self.free) & known, (gt == self.free) & known
         c = self.counts
         c["floaters"] += int((occ & free).sum())
         c["pred_occupied"] += int(occ.sum())

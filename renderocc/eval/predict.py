@@ -57,7 +57,7 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], vis_stride
     root = prepare_out_dir(out)
     reader = open_store(store)
     indices, label = select_samples(reader, split or ("all",))
-    model, ckpt = infer.load_checkpoint_model(ckpt_path, device)
+    model, ckpt = infer.load_checkpoint_model(ckpt_path, device, reader)
     seen_share = []
     for i in tqdm(indices, desc="predict", unit="sample", disable=not progress):
         arrays = predict_sample(model, reader, i, ckpt, vis_stride, min_transmittance, tta)
@@ -74,6 +74,7 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], vis_stride
         "grid": reader.grid if store_grid else infer.model_grid(ckpt, reader.grid),
         "model_grid": infer.model_grid(ckpt, reader.grid),
         "store": str(store), "split": label, "samples": len(indices),
+        "classes": list(ckpt["classes"]),  # semantics: index = class, free last
         "layout": "<scene_name>/<sample_token>/labels.npz (Occ3D gts/ layout)", "keys": KEYS,
         "visibility": {"pixel_stride": vis_stride, "min_transmittance": min_transmittance,
                        "render_step": ckpt["config"].render.step,

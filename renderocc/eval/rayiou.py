@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from renderocc.classes import FREE, NUM_SEMANTIC
+from renderocc.classes import FREE, NUM_SEMANTIC, OCC3D_CLASSES
 from renderocc.raygrid import first_hits
 
 THRESHOLDS = (1.0, 2.0, 4.0)
@@ -71,7 +71,8 @@ def scene_origins(ego_poses: np.ndarray, lidar2ego: np.ndarray, ref: int) -> np.
 
 
 def cast(pred: np.ndarray, gt: np.ndarray, origins: np.ndarray, grid: dict,
-         directions: np.ndarray | None = None, threads: int | None = None) -> dict[str, np.ndarray]:
+         directions: np.ndarray | None = None, threads: int | None = None, free: int = FREE
+         ) -> dict[str, np.ndarray]:
     """Walk every origin × direction ray through both class grids once.
 
     The rays are split over `threads` (default: up to 2 CPUs; numpy releases the GIL inside
@@ -82,7 +83,7 @@ def cast(pred: np.ndarray, gt: np.ndarray, origins: np.ndarray, grid: dict,
     o = np.repeat(np.asarray(origins, np.float64).reshape(-1, 3), len(dirs), axis=0)
     d = np.tile(dirs, (len(origins), 1))
     pred, gt = np.asarray(pred), np.asarray(gt)
-    layers = np.stack([gt != FREE, pred != FREE])
+    layers = np.stack([gt != free, pred != free])
     n = max(1, min(threads or min(2, os.cpu_count() or 1), len(o) // 4096 or 1))
     parts = np.array_split(np.arange(len(o)), n)
     if n == 1:
@@ -95,14 +96,14 @@ def cast(pred: np.ndarray, gt: np.ndarray, origins: np.ndarray, grid: dict,
     ok = voxel[0] >= 0  # rays that miss the box (origins outside it) are not cast
     gt_cls = gt.reshape(-1)[voxel[0][ok]].astype(np.int64)
     pred_cls = pred.reshape(-1)[voxel[1][ok]].astype(np.int64)
-    valid = gt_cls != FREE
+    valid = gt_cls != free
     return {"gt_class": gt_cls[valid], "gt_dist": dist[0][ok][valid],
             "pred_class": pred_cls[valid], "pred_dist": dist[1][ok][valid]}
 
 
-def _counts(cls: np.ndarray) -> np.ndarray:
-    cls = cls[(cls >= 0) & (cls < N_CLASSES)]
-    return np.bincount(cls, minlength=N_CLASSES).astype(np.int64)
+def _counts(cls: np.ndarray, n: int = N_CLASSES) -> np.ndarray:
+    cls = cls[(cls >= 0) & (cls < n)]
+    return np.bincount(cls, minlength=n).astype(np.int64)
 
 
 @dataclass
@@ -110,41 +111,42 @@ class RayIoU:
     """RayIoU counts accumulated over samples; `compute` turns them into the metric."""
 
     grid: dict
-    gt: np.ndarray = field(default_factory=lambda: np.zeros(N_CLASSES, np.int64))
-    pred: np.ndarray = field(default_factory=lambda: np.zeros(N_CLASSES, np.int64))
-    tp: np.ndarray = field(default_factory=lambda: np.zeros((len(THRESHOLDS), N_CLASSES), np.int64))
+    names: list[str] = field(default_factory=lambda: list(OCC3D_CLASSES))  # the vocabulary, free last
     samples: int = 0
     rays: int = 0
 
     def __post_init__(self) -> None:
         self.directions = lidar_directions()
+        n = len(self.names)
+        self.gt, self.pred = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        self.tp = np.zeros((len(THRESHOLDS), n), np.int64)
 
     def update(self, pred, gt, origins: np.ndarray) -> None:
-        """Add one sample: class grids 0..17 [x, y, z] and its (T, 3) origins."""
-        r = cast(pred, gt, origins, self.grid, self.directions)
-        self.gt += _counts(r["gt_class"])
-        self.pred += _counts(r["pred_class"])
+        """Add one sample: class grids (free = the last name) [x, y, z] and its (T, 3) origins."""
+        n = len(self.names)
+        r = cast(pred, gt, origins, self.grid, self.directions, free=n - 1)
+        self.gt += _counts(r["gt_class"], n)
+        self.pred += _counts(r["pred_class"], n)
         same = r["gt_class"] == r["pred_class"]
         err = np.abs(r["pred_dist"] - r["gt_dist"])
         for j, tau in enumerate(THRESHOLDS):
-            self.tp[j] += _counts(r["gt_class"][same & (err < tau)])
+            self.tp[j] += _counts(r["gt_class"][same & (err < tau)], n)
         self.samples += 1
         self.rays += len(r["gt_class"])
 
     def compute(self) -> dict:
         """rayiou, rayiou_1/2/4 and rayiou_per_class {class: {"1": .., "2": .., "4": ..}}."""
-        from renderocc.classes import OCC3D_CLASSES
-
+        n_sem = len(self.names) - 1
         union = (self.gt + self.pred)[None, :] - self.tp
         with np.errstate(invalid="ignore", divide="ignore"):
-            iou = np.where(union > 0, self.tp / np.where(union > 0, union, 1), np.nan)[:, :NUM_SEMANTIC]
+            iou = np.where(union > 0, self.tp / np.where(union > 0, union, 1), np.nan)[:, :n_sem]
         per_tau = [float(np.nanmean(row)) if np.isfinite(row).any() else float("nan") for row in iou]
         out = {f"rayiou_{tau:g}": v for tau, v in zip(THRESHOLDS, per_tau, strict=True)}
         out["rayiou"] = float(np.mean(per_tau))
         out["rayiou_per_class"] = {
             name: {f"{tau:g}": (None if np.isnan(iou[j, c]) else float(iou[j, c]))
                    for j, tau in enumerate(THRESHOLDS)}
-            for c, name in enumerate(OCC3D_CLASSES[:NUM_SEMANTIC])}
+            for c, name in enumerate(self.names[:n_sem])}
         out["rayiou_rays"] = self.rays
         out["rayiou_samples"] = self.samples
         return out

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC, OCC3D_CLASSES, OCC3D_COLORS  # noqa: E402
+from renderocc.classes import IGNORE, Vocabulary, default_vocabulary  # noqa: E402
 from renderocc.eval import infer  # noqa: E402
 from renderocc.outputs import prepare_out_dir  # noqa: E402
 
@@ -31,31 +31,32 @@ def stored_pixels(cam_info: dict, u: np.ndarray, v: np.ndarray) -> tuple[np.ndar
     return p[:, 0] / p[:, 2], p[:, 1] / p[:, 2]
 
 
-def class_rgb(cls: np.ndarray) -> np.ndarray:
-    """(…,) class ids → (…, 3) float RGB; ignore/unknown ids are grey."""
-    table = np.vstack([OCC3D_COLORS, np.full((256 - len(OCC3D_COLORS), 3), 128, np.uint8)])
+def class_rgb(cls: np.ndarray, vocab: Vocabulary | None = None) -> np.ndarray:
+    """(…,) class ids → (…, 3) float RGB in the vocabulary's colours (default Occ3D); ignore/unknown grey."""
+    table = (vocab or default_vocabulary()).color_table()
     return table[np.asarray(cls).astype(np.int64).clip(0, 255)] / 255.0
 
 
-def bev(sem: np.ndarray, seen: np.ndarray | None = None) -> np.ndarray:
+def bev(sem: np.ndarray, seen: np.ndarray | None = None, vocab: Vocabulary | None = None) -> np.ndarray:
     """Top-most non-free class per (x, y) column as an RGB image, forward up, left on the left.
 
     With `seen`, columns no voxel of which was observed are drawn dark grey ("unseen").
     """
     sem = np.asarray(sem)
-    occ = (sem != FREE) & (sem != IGNORE)
+    vocab = vocab or default_vocabulary()
+    occ = (sem != vocab.free) & (sem != IGNORE)
     top = sem.shape[2] - 1 - np.argmax(occ[:, :, ::-1], axis=2)
     cls = np.take_along_axis(sem, top[..., None], 2)[..., 0]
-    rgb = (class_rgb(cls) * 255).astype(np.uint8)
+    rgb = (class_rgb(cls, vocab) * 255).astype(np.uint8)
     rgb[~occ.any(2)] = 255
     if seen is not None:
         rgb[~np.asarray(seen, bool).any(2) & ~occ.any(2)] = UNSEEN
     return rgb[::-1, ::-1]
 
 
-def _surface(sem: np.ndarray) -> np.ndarray:
+def _surface(sem: np.ndarray, free: int) -> np.ndarray:
     """Occupied voxels with at least one free/out-of-grid face neighbour (the visible shell)."""
-    occ = (sem != FREE) & (sem != IGNORE)
+    occ = (sem != free) & (sem != IGNORE)
     pad = np.pad(occ, 1, constant_values=False)
     inner = np.ones_like(occ)
     for ax in range(3):
@@ -64,15 +65,17 @@ def _surface(sem: np.ndarray) -> np.ndarray:
     return occ & ~inner
 
 
-def voxels_3d(ax, sem: np.ndarray, grid: dict, title: str, max_points: int = 60000) -> None:
+def voxels_3d(ax, sem: np.ndarray, grid: dict, title: str, max_points: int = 60000,
+              vocab: Vocabulary | None = None) -> None:
     """Perspective scatter of the voxel shell, coloured by class, shaded by height."""
-    surf = _surface(np.asarray(sem))
+    vocab = vocab or default_vocabulary()
+    surf = _surface(np.asarray(sem), vocab.free)
     idx = np.argwhere(surf)
     if len(idx) > max_points:
         idx = idx[np.linspace(0, len(idx) - 1, max_points).astype(np.int64)]
     lo, vs = np.asarray(grid["pc_range"][:3]), np.asarray(grid["voxel_size"])
     p = lo + (idx + 0.5) * vs
-    col = class_rgb(np.asarray(sem)[tuple(idx.T)])
+    col = class_rgb(np.asarray(sem)[tuple(idx.T)], vocab)
     shade = 0.6 + 0.4 * (idx[:, 2] / max(np.asarray(sem).shape[2] - 1, 1))
     ax.scatter(p[:, 0], p[:, 1], p[:, 2], c=col * shade[:, None], marker="s",
                s=max(1.0, 2000.0 / np.asarray(sem).shape[0]), depthshade=False, linewidths=0)
@@ -87,9 +90,10 @@ def voxels_3d(ax, sem: np.ndarray, grid: dict, title: str, max_points: int = 600
     ax.set_title(title)
 
 
-def _legend(fig, classes: list[int], outside: bool = False) -> None:
-    handles = [plt.Rectangle((0, 0), 1, 1, color=OCC3D_COLORS[c] / 255.0) for c in classes]
-    fig.legend(handles, [OCC3D_CLASSES[c] for c in classes],
+def _legend(fig, classes: list[int], outside: bool = False, vocab: Vocabulary | None = None) -> None:
+    vocab = vocab or default_vocabulary()
+    handles = [plt.Rectangle((0, 0), 1, 1, color=np.asarray(vocab.colors[c]) / 255.0) for c in classes]
+    fig.legend(handles, [vocab.names[c] for c in classes],
                loc="outside lower center" if outside else "lower center",
                ncol=min(9, max(1, len(classes))), fontsize=7, frameon=False)
 
@@ -100,6 +104,7 @@ def camera_figure(reader, i: int, rendered: dict | None = None):
     imgs = reader.images(i)
     lab = reader.labels(i)
     names = reader.cameras
+    vocab = reader.vocabulary
     ncol = 4 if rendered else 2
     W, H = reader.image_size
     fig, axes = plt.subplots(len(names), ncol, figsize=(3.2 * ncol, 3.4 * len(names) * H / W + 1.0),
@@ -119,7 +124,7 @@ def camera_figure(reader, i: int, rendered: dict | None = None):
         ax.imshow(imgs[c])
         sem = label != IGNORE
         present.update(np.unique(label[sem]).tolist())
-        ax.scatter(x[sem], y[sem], c=class_rgb(label[sem]), s=msize, linewidths=0)
+        ax.scatter(x[sem], y[sem], c=class_rgb(label[sem], vocab), s=msize, linewidths=0)
         ax.set_title(f"{name}: semantic labels ({sem.sum()})", fontsize=8)
         if rendered:
             r = rendered[name]
@@ -127,7 +132,7 @@ def camera_figure(reader, i: int, rendered: dict | None = None):
                               extent=(-0.5, W - 0.5, H - 0.5, -0.5))
             axes[c, 2].set_title(f"{name}: rendered depth (z)", fontsize=8)
             axes[c, 3].imshow(imgs[c])
-            axes[c, 3].imshow(class_rgb(r["semantics"]), alpha=0.75 * r["opacity"].clip(0, 1),
+            axes[c, 3].imshow(class_rgb(r["semantics"], vocab), alpha=0.75 * r["opacity"].clip(0, 1),
                               extent=(-0.5, W - 0.5, H - 0.5, -0.5))
             axes[c, 3].set_title(f"{name}: rendered semantics", fontsize=8)
             present.update(np.unique(r["semantics"]).tolist())
@@ -135,7 +140,7 @@ def camera_figure(reader, i: int, rendered: dict | None = None):
             ax.set_xlim(-0.5, W - 0.5)
             ax.set_ylim(H - 0.5, -0.5)
             ax.set_axis_off()
-    _legend(fig, sorted(int(c) for c in present if c < NUM_SEMANTIC), outside=True)
+    _legend(fig, sorted(int(c) for c in present if c < vocab.num_semantic), outside=True, vocab=vocab)
     fig.suptitle(f"{s['scene_name']} · sample {i} · {s['sample_token']} (depth colour 0–{DEPTH_MAX:g} m)",
                  fontsize=9)
     return fig
@@ -155,36 +160,38 @@ def render_cameras(reader, i: int, density, logits, grid: dict, step: float, str
 
 
 def occupancy_figures(gt: dict | None, pred: np.ndarray | None, seen: np.ndarray | None,
-                      grid: dict, title: str):
+                      grid: dict, title: str, vocab: Vocabulary | None = None):
     """(BEV figure, 3D figure) of GT and/or prediction; `grid` is the GT (Occ3D) grid."""
+    vocab = vocab or default_vocabulary()
+    free = vocab.free
     panels = []
     if gt is not None:
         sem = np.asarray(gt["semantics"])
-        masked = np.where(np.asarray(gt["mask_camera"], bool), sem, FREE)
+        masked = np.where(np.asarray(gt["mask_camera"], bool), sem, free)
         panels += [("GT (mask_camera)", masked, None), ("GT (all voxels)", sem, None)]
     if pred is not None:
         panels.append(("prediction", pred, None))
         if seen is not None:
-            observed = np.where(np.asarray(seen, bool), pred, FREE)
+            observed = np.where(np.asarray(seen, bool), pred, free)
             panels.append(("prediction, observed voxels (unseen grey)", observed, seen))
     r = grid["pc_range"]
     fig_bev, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.6), squeeze=False)
     present = set()
     for ax, (name, sem, vis) in zip(axes[0], panels, strict=True):
-        ax.imshow(bev(sem, vis), extent=(r[4], r[1], r[0], r[3]))  # left = +y, up = +x
+        ax.imshow(bev(sem, vis, vocab), extent=(r[4], r[1], r[0], r[3]))  # left = +y, up = +x
         ax.plot([0], [0], marker="^", color="k", ms=6)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("y (m, left +)")
         ax.set_ylabel("x (m, forward)")
-        present.update(int(c) for c in np.unique(sem) if c < NUM_SEMANTIC)
-    _legend(fig_bev, sorted(present))
+        present.update(int(c) for c in np.unique(sem) if c < vocab.num_semantic)
+    _legend(fig_bev, sorted(present), vocab=vocab)
     fig_bev.suptitle(f"{title}: bird's-eye view (top-most occupied class)", fontsize=9)
     vox = [p for p in panels if p[0] != "GT (all voxels)"]
     fig3d = plt.figure(figsize=(5.5 * len(vox), 5.0))
     for k, (name, sem, _) in enumerate(vox):
         ax = fig3d.add_subplot(1, len(vox), k + 1, projection="3d")
-        voxels_3d(ax, sem, grid, name.split(" (unseen")[0])
-    _legend(fig3d, sorted(present))
+        voxels_3d(ax, sem, grid, name.split(" (unseen")[0], vocab=vocab)
+    _legend(fig3d, sorted(present), vocab=vocab)
     fig3d.suptitle(f"{title}: 3D voxels (perspective)", fontsize=9)
     return fig_bev, fig3d
 
@@ -198,7 +205,7 @@ def run(store: str, ckpt_path: str | None, out: str, samples: int, stride: int |
     reader = open_store(store)
     model = ckpt = None
     if ckpt_path:
-        model, ckpt = infer.load_checkpoint_model(ckpt_path, device)
+        model, ckpt = infer.load_checkpoint_model(ckpt_path, device, reader)
     n = len(reader)
     picks = sorted(set(np.linspace(0, n - 1, min(samples, n)).round().astype(int).tolist())) if n else []
     W = reader.image_size[0]
@@ -227,7 +234,8 @@ def run(store: str, ckpt_path: str | None, out: str, samples: int, stride: int |
         written.append(_save(fig, root / f"{stem}_cameras.png"))
         gt = reader.occ_gt(i) if reader.has_occ_gt else None
         if gt is not None or pred is not None:
-            fb, f3 = occupancy_figures(gt, pred, seen, reader.grid, f"{s['scene_name']} · sample {i}")
+            fb, f3 = occupancy_figures(gt, pred, seen, reader.grid, f"{s['scene_name']} · sample {i}",
+                                       reader.vocabulary)
             written.append(_save(fb, root / f"{stem}_bev.png"))
             written.append(_save(f3, root / f"{stem}_3d.png"))
     return written

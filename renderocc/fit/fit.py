@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from scipy.ndimage import binary_dilation
 
-from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC, OCC3D_CLASSES
+from renderocc.classes import IGNORE, NUM_SEMANTIC
 from renderocc.errors import UserError
 from renderocc.eval.infer import classify
 from renderocc.fit.grid_model import FreeGrid
@@ -60,8 +60,8 @@ class FitResult:
 
 def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr: float,
                class_weights: torch.Tensor | None = None, occ_target: np.ndarray | None = None,
-               device: str | torch.device = "cpu", seed: int = 0, free_beams: dict | None = None
-               ) -> tuple[FreeGrid, list[float]]:
+               device: str | torch.device = "cpu", seed: int = 0, free_beams: dict | None = None,
+               num_classes: int = NUM_SEMANTIC) -> tuple[FreeGrid, list[float]]:
     """Optimise a `FreeGrid` on the resolved grid of `cfg` against `frames` (2D contracts) or
     `occ_target` (`3d`), with the key frame's no-return `free_beams` when their term is active.
     Returns the grid and the loss per iteration."""
@@ -71,7 +71,7 @@ def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
         raise ValueError("a free grid has no LSS depth head: set loss.lss_depth = 0")
     if not active_terms(cfg):
         raise UserError(f"no active loss term under supervision {cfg.supervision!r} (all weights 0?)")
-    model = FreeGrid(grid["shape"], cfg.model.density_init).to(device)
+    model = FreeGrid(grid["shape"], cfg.model.density_init, num_classes).to(device)
     try:  # fused: one pass over the 11M parameters of a full Occ3D grid instead of ten
         opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     except (RuntimeError, TypeError):
@@ -104,11 +104,11 @@ def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
 
 
 def fit_threshold(density: torch.Tensor, cfg: Config, frames: list[tuple[dict, float]] | None = None,
-                  occ_target: np.ndarray | None = None, index: int = 0) -> dict:
+                  occ_target: np.ndarray | None = None, index: int = 0, free: int = NUM_SEMANTIC) -> dict:
     """Training's threshold rule on the fitted sample: 3D IoU against `occ_target` (`3d`) or the
     2D depth agreement of the first crossing along every key ray ending in the grid (`2d`)."""
     if cfg.supervision in ("3d", "mixed") and occ_target is not None:
-        num, den = candidate_counts(density, cfg, occ_target=torch.from_numpy(np.asarray(occ_target)))
+        num, den = candidate_counts(density, cfg, occ_target=torch.from_numpy(np.asarray(occ_target)), free=free)
         return pick_threshold(num, den, True, [index], FIT_SOURCE)
     o, d, dist, *_ = ends_in_grid(frames[:1], cfg.grid.spec)
     rays = tuple(torch.from_numpy(np.ascontiguousarray(a)).float() for a in (o, d, dist))
@@ -119,15 +119,16 @@ def fit_threshold(density: torch.Tensor, cfg: Config, frames: list[tuple[dict, f
 def fit_frames(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr: float,
                class_weights: torch.Tensor | None = None, occ_target: np.ndarray | None = None,
                device: str | torch.device = "cpu", seed: int = 0, index: int = 0,
-               free_beams: dict | None = None) -> FitResult:
+               free_beams: dict | None = None, num_classes: int = NUM_SEMANTIC) -> FitResult:
     """The reader-free core: fit, choose the threshold, classify. `cfg` must be resolved."""
     t0 = time.time()
     model, losses = fit_volume(frames, cfg, iters=iters, lr=lr, class_weights=class_weights,
-                               occ_target=occ_target, device=device, seed=seed, free_beams=free_beams)
+                               occ_target=occ_target, device=device, seed=seed, free_beams=free_beams,
+                               num_classes=num_classes)
     with torch.no_grad():
         density = model.density.detach().float().cpu()
         logits = model.logits.detach().float().cpu()
-    thr = fit_threshold(density, cfg, frames, occ_target, index)
+    thr = fit_threshold(density, cfg, frames, occ_target, index, free=num_classes)
     n_rays = len(ends_in_grid(frames, cfg.grid.spec)[2]) if frames else 0
     return FitResult(density, logits, classify(density, logits, thr["threshold"]), thr,
                      losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"),
@@ -152,14 +153,15 @@ def dilate26(mask: np.ndarray) -> np.ndarray:
     return binary_dilation(mask, structure=np.ones((3, 3, 3), bool))
 
 
-def coverage_counts(ends: np.ndarray, gt: np.ndarray, mask_camera: np.ndarray) -> np.ndarray:
+def coverage_counts(ends: np.ndarray, gt: np.ndarray, mask_camera: np.ndarray, num_classes: int = NUM_SEMANTIC
+                    ) -> np.ndarray:
     """(2, 17) int64: per class, GT-occupied mask_camera voxels [covered, total]; covered = the voxel
     holds or 26-borders a label-ray end point (`ends`, at the GT's grid)."""
     gt = np.asarray(gt).astype(np.int64)
-    occ = np.asarray(mask_camera, bool) & (gt < NUM_SEMANTIC)
+    occ = np.asarray(mask_camera, bool) & (gt < num_classes)
     near = dilate26(ends)
-    total = np.bincount(gt[occ], minlength=NUM_SEMANTIC)[:NUM_SEMANTIC]
-    cov = np.bincount(gt[occ & near], minlength=NUM_SEMANTIC)[:NUM_SEMANTIC]
+    total = np.bincount(gt[occ], minlength=num_classes)[:num_classes]
+    cov = np.bincount(gt[occ & near], minlength=num_classes)[:num_classes]
     return np.stack([cov, total])
 
 
@@ -222,8 +224,10 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
     t0 = time.time()
     ds = RayDataset(reader, cfg, indices, train=True)
     cw = class_weights(reader, cfg, list(range(len(reader)))) if reader.has_semantics else None
-    occ = OccMetrics()
-    cov = np.zeros((2, NUM_SEMANTIC), np.int64)
+    vocab = reader.vocabulary
+    n_cls = vocab.num_semantic
+    occ = OccMetrics(len(vocab.names))
+    cov = np.zeros((2, n_cls), np.int64)
     rows = []
     root = Path(out) if out is not None else None
     for i in tqdm(indices, desc="fit", unit="sample", disable=not progress):
@@ -231,16 +235,17 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         gt = gts[i]
         sem_gt, mask = np.asarray(gt["semantics"]), np.asarray(gt["mask_camera"], bool)
         frames = ds.label_frames(i, s)
-        target = dense_target(sem_gt, mask, cfg.grid.shape) if cfg.supervision == "3d" else None
+        target = dense_target(sem_gt, mask, cfg.grid.shape, n_cls) if cfg.supervision == "3d" else None
         res = fit_frames(frames, cfg, iters=iters, lr=lr, class_weights=cw, occ_target=target, device=device,
-                         seed=int(cfg.seed) * 1000003 + i, index=i, free_beams=reader.free_beams(i))
+                         seed=int(cfg.seed) * 1000003 + i, index=i, free_beams=reader.free_beams(i),
+                         num_classes=n_cls)
         pred = to_shape(res.semantics, sem_gt.shape)
         occ.update(pred, sem_gt, mask)
-        one = OccMetrics()
+        one = OccMetrics(len(vocab.names))
         one.update(pred, sem_gt, mask)
         om = one.compute()
         ends = to_shape(endpoint_grid(frames, cfg.grid.spec), sem_gt.shape)
-        c = coverage_counts(ends, sem_gt, mask)
+        c = coverage_counts(ends, sem_gt, mask, n_cls)
         cov += c
         rows.append({"sample": i, "sample_token": s["sample_token"], "scene": s["scene_name"],
                      "miou": om["miou"], "geometry_iou": om["geometry_iou"],
@@ -254,14 +259,14 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
             savez_atomic(d / "labels.npz", semantics=res.semantics,
                          density=res.density.numpy().astype(np.float16))
     o = occ.compute()
-    names = OCC3D_CLASSES
+    names = vocab.names
     m = {
         "miou": o["miou"], "iou_per_class": dict(zip(names, o["iou_per_class"], strict=True)),
         "geometry_iou": o["geometry_iou"], "miou_nomask": o["miou_nomask"],
         "iou_per_class_nomask": dict(zip(names, o["iou_per_class_nomask"], strict=True)),
         "geometry_iou_nomask": o["geometry_iou_nomask"], "occ_samples": o["occ_samples"],
         "label_coverage": _share(cov[0].sum(), cov[1].sum()),
-        "label_coverage_per_class": {names[k]: _share(cov[0, k], cov[1, k]) for k in range(NUM_SEMANTIC)},
+        "label_coverage_per_class": {names[k]: _share(cov[0, k], cov[1, k]) for k in range(n_cls)},
         "gt_occupied_camera_voxels": int(cov[1].sum()),
         "confusion_camera": o["confusion_camera"],
         "thresholds": {str(r["sample"]): r["threshold"] for r in rows},
@@ -311,7 +316,7 @@ def markdown(m: dict) -> str:
         f"commit {m['git_commit'] or 'unknown'}",
         f"- threshold: {m['threshold_rule']}", "",
         "| metric | with mask_camera | all voxels |", "|---|---:|---:|",
-        f"| mIoU (classes 0–16) | {_pct(m['miou'])} | {_pct(m['miou_nomask'])} |",
+        f"| mIoU (classes 0–{len(m['iou_per_class']) - 2}) | {_pct(m['miou'])} | {_pct(m['miou_nomask'])} |",
         f"| geometry IoU | {_pct(m['geometry_iou'])} | {_pct(m['geometry_iou_nomask'])} |",
         f"| label coverage | {_pct(m['label_coverage'])} | |", "",
         "| class | IoU (mask) | IoU (all) | label coverage |", "|---|---:|---:|---:|",
@@ -326,5 +331,5 @@ def markdown(m: dict) -> str:
                      f"{_pct(r['label_coverage'])} | {r['threshold']:.3g} | {r['rays']} | "
                      f"{r['loss_first']:.3f} → {r['loss_last']:.3f} |")
     lines += ["", "IoU and coverage in %. `–`: class absent from both GT and prediction.",
-              f"Free voxels: {FREE}; ignored GT: {IGNORE}."]
+              f"Free voxels: {len(m['iou_per_class']) - 1}; ignored GT: {IGNORE}."]
     return "\n".join(lines) + "\n"

@@ -56,7 +56,7 @@ class OccupancyNet(nn.Module):
 
     feature_stride = FEATURE_STRIDE
 
-    def __init__(self, config: ModelConfig, grid: dict):
+    def __init__(self, config: ModelConfig, grid: dict, num_classes: int = NUM_SEMANTIC):
         super().__init__()
         self.config = config
         self.encoder = ResNet(config.encoder, config.width, config.norm)
@@ -71,7 +71,7 @@ class OccupancyNet(nn.Module):
         self.pos_channels = config.pos_channels
         self.encoder3d = Encoder3D(self.lift.out_channels + 3 * self.pos_channels, vc, config.blocks3d)
         self.density_head = nn.Conv3d(vc, 1, 1)
-        self.semantic_head = nn.Conv3d(vc, NUM_SEMANTIC, 1)
+        self.semantic_head = nn.Conv3d(vc, num_classes, 1)  # the store vocabulary's classes
         # start with a thin fog: rays neither saturate nor pass untouched;
         # density = softplus(gain · head): gain > 1 lets the density leave its init faster
         self.density_gain = config.density_gain

@@ -68,10 +68,13 @@ def _names(value: str | None, option: str) -> list[str] | None:
 @click.option("--on-bad-sample", type=click.Choice(["error", "skip"]), default="error", show_default=True,
               help="A sample with a bad pose, calibration, image, cloud or lidarseg file: stop with one line "
                    "naming it, or skip it (each skip and its reason go into the manifest).")
+@click.option("--class-map", default=None,
+              help="Class map (TOML/JSON: classes, colours, source names); default: DATAROOT/classes.toml "
+                   "if present, else Occ3D-nuScenes.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, image_codec, jpeg_quality, adjacent,
                   sweeps, min_depth, occlusion_filter, free_beams, occ_gt, workers, shard_index, num_shards,
-                  max_samples, on_bad_sample, progress) -> None:
+                  max_samples, on_bad_sample, class_map, progress) -> None:
     """Project LiDAR depth (and lidarseg semantics) into every camera; write a ray store.
 
     \b
@@ -92,7 +95,8 @@ def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, image_cod
                        sweeps=sweeps, min_depth=min_depth, occlusion_filter=occlusion_filter, occ_gt=occ_gt,
                        free_beams=free_beams,
                        workers=workers, shard_index=shard_index, num_shards=num_shards,
-                       max_samples=max_samples, on_bad_sample=on_bad_sample, progress=progress)
+                       max_samples=max_samples, on_bad_sample=on_bad_sample, class_map=class_map,
+                       progress=progress)
     s = run(opts, log=lambda m: click.echo(m, err=True))
     rate = s["samples"] / s["seconds"] if s["seconds"] > 0 else 0.0
     state = "complete" if s["complete"] else "incomplete (other shards pending)"

@@ -61,12 +61,16 @@ def is_moving(speed: float, attributes: set[str], speed_threshold: float) -> boo
 
 
 def moving_boxes(nusc, sample_token: str, instance_index: dict[str, int],
-                 speed_threshold: float) -> tuple[list[MovingBox], int]:
-    """Moving boxes of one sample and the number of annotated boxes it has."""
+                 speed_threshold: float, static_categories: frozenset[str] = frozenset()
+                 ) -> tuple[list[MovingBox], int]:
+    """Moving boxes of one sample and the number of annotated boxes it has; boxes of
+    `static_categories` (classes the vocabulary says cannot move) never count as moving."""
     sample = nusc.get("sample", sample_token)
     boxes = []
     for ann_token in sample["anns"]:
         ann = nusc.get("sample_annotation", ann_token)
+        if ann["category_name"] in static_categories:
+            continue
         velocity = track_velocity(nusc, ann)
         speed = float(np.linalg.norm(velocity[:2])) if np.all(np.isfinite(velocity)) else float("nan")
         attributes = {nusc.get("attribute", a)["name"] for a in ann["attribute_tokens"]}

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from renderocc import __version__
-from renderocc.classes import IGNORE, OCC3D_CLASSES
+from renderocc.classes import IGNORE
 from renderocc.errors import UserError
 from renderocc.prep.motion import box_mask, moving_boxes, points_in_boxes
 from renderocc.prep.nuscenes import load_nuscenes
@@ -82,7 +82,9 @@ def run(opts: MotionOptions, log=print) -> dict:
         by_shard[shard].append((group, i))
 
     writer.create_motion_mask_array(reader.root)
-    counts = np.zeros((len(OCC3D_CLASSES) + 1, 2), np.int64)  # per class (last = unlabelled): [dynamic, all]
+    class_names = reader.vocabulary.names  # free last
+    static_categories = reader.vocabulary.static_categories()  # e.g. barrier, traffic cone
+    counts = np.zeros((len(class_names) + 1, 2), np.int64)  # per class (last = unlabelled): [dynamic, all]
     cam_counts = np.zeros((len(reader.cameras), 2), np.int64)
     shard_updates, mask_digests, n_boxes = {}, {}, 0
     bar = tqdm(total=len(reader), desc="motion masks", unit="sample", disable=not opts.progress)
@@ -91,13 +93,14 @@ def run(opts: MotionOptions, log=print) -> dict:
         for _, i in sorted(members):
             sample = reader.sample(i)
             labels = reader.labels(i)
-            boxes, _ = moving_boxes(nusc, sample["sample_token"], instance_index, opts.speed_threshold)
+            boxes, _ = moving_boxes(nusc, sample["sample_token"], instance_index, opts.speed_threshold,
+                                    static_categories)
             n_boxes += len(boxes)
             inst = points_in_boxes(backproject(labels, sample, reader.cameras), boxes, opts.margin)
             dyn = inst >= 0
             dyn_groups.append(dyn)
             inst_groups.append(inst)
-            cls = np.where(labels["label"] == IGNORE, len(OCC3D_CLASSES), labels["label"]).astype(np.int64)
+            cls = np.where(labels["label"] == IGNORE, len(class_names), labels["label"]).astype(np.int64)
             np.add.at(counts, (cls, 0), dyn)
             np.add.at(counts, (cls, 1), 1)
             np.add.at(cam_counts, (labels["camera"].astype(np.int64), 0), dyn)
@@ -109,12 +112,13 @@ def run(opts: MotionOptions, log=print) -> dict:
         mask_digests[shard] = writer.combine_digests(digests)
     bar.close()
 
-    names = OCC3D_CLASSES + ["unlabelled"]
+    names = [*class_names, "unlabelled"]
     per_class = {names[k]: round(float(counts[k, 0] / counts[k, 1]), 6) for k in range(len(names)) if counts[k, 1]}
     per_camera = {c: round(float(cam_counts[j, 0] / cam_counts[j, 1]), 6)
                   for j, c in enumerate(reader.cameras) if cam_counts[j, 1]}
     info = {"version": MOTION_MASK_VERSION, "tool_version": __version__, "dataroot": os.path.abspath(dataroot),
-            "speed_threshold": opts.speed_threshold, "margin": opts.margin, "moving_boxes": n_boxes,
+            "speed_threshold": opts.speed_threshold, "margin": opts.margin,
+            "static_categories": sorted(static_categories), "moving_boxes": n_boxes,
             "dynamic_labels": int(counts[:, 0].sum()), "labels": int(counts[:, 1].sum()),
             "dynamic_share_per_class": per_class, "dynamic_share_per_camera": per_camera}
     writer.commit_motion_masks(reader.root, info, shard_updates, mask_digests)

@@ -69,8 +69,29 @@ def pose(record: dict, table: str = "pose") -> np.ndarray:
     return pose_matrix(record, f"{table} {record.get('token', '?')}")
 
 
-def load_nuscenes(dataroot: str, version: str):
-    """The devkit's NuScenes, with a one-line UserError for a missing dataroot/version/table."""
+def colormap(vdir: str, vocab=None) -> dict[str, tuple[int, int, int]]:
+    """The devkit's lidarseg colormap, extended to the dataset's own category names (coloured by
+    their class in `vocab`, else grey): the devkit refuses lidarseg categories it has no colour for."""
+    import json
+
+    from nuscenes.utils.color_map import get_colormap
+
+    cmap = dict(get_colormap())
+    try:
+        with open(os.path.join(vdir, "category.json")) as f:
+            names = [c["name"] for c in json.load(f)]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"nuScenes table unreadable: {os.path.join(vdir, 'category.json')}: {e}") from None
+    for name in names:
+        if name not in cmap:
+            k = vocab.lidarseg.get(name) if vocab is not None else None
+            cmap[name] = tuple(vocab.colors[k]) if k is not None else (128, 128, 128)
+    return cmap
+
+
+def load_nuscenes(dataroot: str, version: str, vocab=None):
+    """The devkit's NuScenes, with a one-line UserError for a missing dataroot/version/table.
+    Lidarseg categories beyond nuScenes' own load too (colours from `vocab`, see `colormap`)."""
     if not os.path.isdir(dataroot):
         raise UserError(f"dataroot not found: {dataroot}")
     vdir = os.path.join(dataroot, version)
@@ -82,7 +103,7 @@ def load_nuscenes(dataroot: str, version: str):
     from nuscenes.nuscenes import NuScenes
 
     try:
-        return NuScenes(version=version, dataroot=dataroot, verbose=False)
+        return NuScenes(version=version, dataroot=dataroot, verbose=False, colormap=colormap(vdir, vocab))
     except Exception as e:  # devkit asserts / KeyErrors on inconsistent tables
         raise UserError(f"devkit cannot load {vdir}: {type(e).__name__}: {e}".splitlines()[0]) from e
 

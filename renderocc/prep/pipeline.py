@@ -20,7 +20,8 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from renderocc import __version__
-from renderocc.classes import IGNORE, OCC3D_CLASSES
+from renderocc import classes as vocab_mod
+from renderocc.classes import IGNORE
 from renderocc.errors import UserError
 from renderocc.prep import checks
 from renderocc.prep import freebeams as fbeams
@@ -57,6 +58,15 @@ class PrepOptions:
     jpeg_quality: int = 95
     on_bad_sample: str = "error"   # error: one line naming the record/file; skip: leave it out (manifest lists it)
     progress: bool = True
+    class_map: str | None = None  # class-map file; default: <dataroot>/classes.toml, else Occ3D-nuScenes
+
+
+def resolve_vocabulary(opts: PrepOptions) -> vocab_mod.Vocabulary:
+    """--class-map, else the dataroot's classes.toml, else the default (Occ3D-nuScenes)."""
+    if opts.class_map:
+        return vocab_mod.load_class_map(opts.class_map)
+    own = os.path.join(opts.dataroot, vocab_mod.CLASS_MAP_FILE)
+    return vocab_mod.load_class_map(own) if os.path.isfile(own) else vocab_mod.default_vocabulary()
 
 
 # ---------------------------------------------------------------- per-sample work (workers)
@@ -112,7 +122,8 @@ def sample_rays(task: SampleTask, sizes: np.ndarray, table: np.ndarray | None, m
     return p.take(idx), lab[idx]
 
 
-def load_occ_gt(path: str) -> dict[str, np.ndarray]:
+def load_occ_gt(path: str, free: int = vocab_mod.FREE) -> dict[str, np.ndarray]:
+    """An Occ3D labels.npz whose semantics are classes of the store vocabulary (0..free, 255)."""
     try:
         with np.load(path) as z:
             occ = {a: np.asarray(z[a], np.uint8) for a in layout.OCC_GT_ARRAYS}
@@ -122,6 +133,10 @@ def load_occ_gt(path: str) -> dict[str, np.ndarray]:
     for a, v in occ.items():
         if v.shape != shape:
             raise UserError(f"Occ3D {path}: {a} has shape {v.shape}, expected {shape}")
+    bad = occ["semantics"][(occ["semantics"] > free) & (occ["semantics"] != IGNORE)]
+    if bad.size:
+        raise UserError(f"Occ3D {path}: semantics hold class {int(bad.max())}, outside the class map "
+                        f"(0..{free - 1}, free {free}): give the GT of this vocabulary (or --class-map)")
     return occ
 
 
@@ -164,7 +179,7 @@ def process_sample(task: SampleTask) -> dict:
                          cfg.get("valid_lidarseg"))
     occ_digest = None
     if task.occ_gt_path:
-        occ_digest = writer.write_occ_gt(root, task.index, load_occ_gt(task.occ_gt_path))
+        occ_digest = writer.write_occ_gt(root, task.index, load_occ_gt(task.occ_gt_path, cfg["free"]))
     key = task.frames[0]   # key frame only: its LiDAR frame → key-ego is lidar2ego
     beams = fbeams.free_beams(load_cloud(key.path), key.lidar2key) if cfg.get("free_beams") else None
     return {"index": task.index, "cam": p.cam, "u": p.u.astype(np.float32), "v": p.v.astype(np.float32),
@@ -184,13 +199,16 @@ def _fill_sizes(tasks: list[SampleTask], known: dict[str, tuple[int, int]] | Non
             known.setdefault(c.name, c.size)
 
 
-def make_plan(opts: PrepOptions, cameras: list[str], tasks: list[SampleTask], has_occ: bool) -> dict:
+def make_plan(opts: PrepOptions, cameras: list[str], tasks: list[SampleTask], has_occ: bool,
+              vocab: vocab_mod.Vocabulary | None = None) -> dict:
     options = {"version": opts.version, "cameras": cameras, "image_size_wh": list(opts.image_size),
                "image_codec": opts.image_codec,
                "jpeg_quality": opts.jpeg_quality if opts.image_codec == "jpeg" else None,
                "adjacent": opts.adjacent, "sweeps": opts.sweeps, "min_depth": opts.min_depth,
                "occlusion_filter": opts.occlusion_filter, "occ_gt": has_occ, "free_beams": opts.free_beams,
                "scenes": sorted(opts.scenes) if opts.scenes else None, "max_samples": opts.max_samples}
+    if vocab is not None and vocab != vocab_mod.default_vocabulary():  # default stores keep their fingerprint
+        options["class_map"] = {"name": vocab.name, "sha256": vocab.digest()}
     shards = []
     for t in tasks:
         if not shards or shards[-1]["name"] != t.shard:
@@ -228,7 +246,8 @@ def samples_table(tasks: list[SampleTask], out: tuple[int, int], records: dict[s
 
 
 def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[SampleTask], plan: dict,
-                   records: dict[str, dict], samples_info: dict, occ_dir: str | None) -> dict:
+                   records: dict[str, dict], samples_info: dict, occ_dir: str | None,
+                   vocab: vocab_mod.Vocabulary | None = None) -> dict:
     seg = nus.has_lidarseg(nusc)
     first = tasks[0]
     per_cam = {}
@@ -236,8 +255,8 @@ def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[Samp
         f = imgs.fit(c.size, opts.image_size)
         per_cam[c.name] = {"original_size": list(c.size), "scale": [f.scale_x, f.scale_y],
                            "crop": list(f.crop)}
-    lid = {c["name"]: {"index": int(c["index"]), "occ3d": int(nus.label_table(nusc)[int(c["index"])])}
-           for c in nusc.category if seg and "index" in c}
+    vocab = vocab or vocab_mod.default_vocabulary()
+    lid = {c["name"]: int(c["index"]) for c in nusc.category if seg and "index" in c}
     has_occ = any(any(r["has_occ_gt"]) for r in records.values())
     shard_keys = ("name", "scene_name", "first_sample", "num_samples", "num_rays", "rays_path",
                   "rays_sha256", "rays_bytes", "images_sha256", "occ_gt_sha256")
@@ -253,7 +272,7 @@ def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[Samp
         "source": {"dataset": "nuscenes", "dataroot": os.path.abspath(opts.dataroot), "version": opts.version,
                    "lidarseg": seg, "occ_gt_dir": os.path.abspath(occ_dir) if occ_dir else None,
                    "scenes": plan["options"]["scenes"], "max_samples": opts.max_samples},
-        "classes": {"names": OCC3D_CLASSES, "free": 17, "ignore": 255, "lidarseg_to_occ3d": lid},
+        "classes": vocab_mod.manifest_classes(vocab, lid),
         "cameras": cameras,
         "image": {"stored_size": list(opts.image_size), "size_order": "WH", "dtype": "uint8 RGB",
                   "codec": opts.image_codec,
@@ -302,7 +321,8 @@ def run(opts: PrepOptions, log=print) -> dict:
     if opts.num_shards < 1 or not 0 <= opts.shard_index < opts.num_shards:
         raise UserError(f"--shard-index {opts.shard_index} must be in [0, --num-shards {opts.num_shards})")
     root = normalise_root(opts.out)
-    nusc = nus.load_nuscenes(opts.dataroot, opts.version)
+    vocab = resolve_vocabulary(opts)
+    nusc = nus.load_nuscenes(opts.dataroot, opts.version, vocab)
     cameras = nus.camera_channels(nusc, opts.cameras)
     occ_dir = opts.occ_gt
     if occ_dir and not os.path.isdir(occ_dir):
@@ -333,7 +353,7 @@ def run(opts: PrepOptions, log=print) -> dict:
                 if not os.path.isfile(f.path):
                     raise UserError(f"LiDAR file missing: {f.path} (needed by --sweeps {opts.sweeps})")
     has_occ = any(t.occ_gt_path for t in tasks)
-    plan = make_plan(opts, cameras, tasks, has_occ)
+    plan = make_plan(opts, cameras, tasks, has_occ, vocab)
     plan["skipped_samples"] = skipped or []
     writer.check_or_write_plan(root, plan)
     writer.create_arrays(root, len(tasks), len(cameras), opts.image_size, has_occ, opts.image_codec)
@@ -351,7 +371,8 @@ def run(opts: PrepOptions, log=print) -> dict:
     cfg = {"root": root, "image_size": tuple(opts.image_size), "min_depth": opts.min_depth,
            "codec": opts.image_codec, "quality": opts.jpeg_quality,
            "occlusion": opts.occlusion_filter, "free_beams": opts.free_beams,
-           "label_table": nus.label_table(nusc) if nus.has_lidarseg(nusc) else None, "valid_lidarseg": valid}
+           "label_table": vocab.lidarseg_table(nusc.category) if nus.has_lidarseg(nusc) else None,
+           "valid_lidarseg": valid, "free": vocab.free}
     workers = opts.workers
     if workers > 1 and not fsio.is_local(root) and root.startswith("memory://"):
         log("memory:// stores live in one process: using --workers 1")
@@ -367,7 +388,8 @@ def run(opts: PrepOptions, log=print) -> dict:
     if complete and not sealed:
         records = {s["name"]: done[s["name"]] for s in plan["shards"]}
         info = writer.write_samples(root, samples_table(tasks, opts.image_size, records))
-        writer.write_manifest(root, build_manifest(opts, nusc, cameras, tasks, plan, records, info, occ_dir))
+        writer.write_manifest(root, build_manifest(opts, nusc, cameras, tasks, plan, records, info, occ_dir,
+                                                          vocab))
     dt = time.perf_counter() - t0
     return {"root": root, "samples": len(todo_tasks), "rays": rays, "seconds": dt, "complete": complete,
             "shards_done": len(mine) - len(todo), "shards_written": len(todo)}

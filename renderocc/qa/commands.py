@@ -108,7 +108,6 @@ def fit_section(reader, n: int, iters: int, progress: bool = True) -> dict:
     """qa.json's `fit`: `renderocc fit` (default settings) on n evenly spaced samples, per class."""
     import numpy as np
 
-    from renderocc.classes import NUM_SEMANTIC, OCC3D_CLASSES
     from renderocc.fit.commands import DEFAULT_LR, build_fit_config
     from renderocc.fit.fit import fit_store
 
@@ -116,7 +115,7 @@ def fit_section(reader, n: int, iters: int, progress: bool = True) -> dict:
     cfg = build_fit_config(reader.grid, "demo", [])
     m = fit_store(reader, idx, cfg, iters=iters, lr=DEFAULT_LR, out=None, progress=progress)
     per_class = [{"class": name, "iou": m["iou_per_class"][name], "iou_all_voxels": m["iou_per_class_nomask"][name],
-                  "label_coverage": m["label_coverage_per_class"][name]} for name in OCC3D_CLASSES[:NUM_SEMANTIC]]
+                  "label_coverage": m["label_coverage_per_class"][name]} for name in reader.vocabulary.classes]
     return {"samples": idx, "iters": iters, "supervision": m["supervision"], "aux_frames": m["aux_frames"],
             "miou": m["miou"], "geometry_iou": m["geometry_iou"], "label_coverage": m["label_coverage"],
             "per_class": per_class, "thresholds": m["thresholds"], "config_digest": m["config_digest"],

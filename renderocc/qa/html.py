@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from renderocc.classes import OCC3D_COLORS  # noqa: E402
+from renderocc.classes import OCC3D_COLORS  # noqa: E402 - for reports written before vocabularies
 from renderocc.qa.report import SUMMARY_KEYS  # noqa: E402
 
 CSS = """
@@ -53,8 +53,10 @@ def _bar(labels, values, title, ylabel, colors=None, log=False) -> str:
     return _img(_png(fig), title)
 
 
-def _class_colors(n: int):
-    return OCC3D_COLORS[:n] / 255.0
+def _class_colors(r: dict, n: int):
+    """The report's class colours (its vocabulary; Occ3D for reports that predate it)."""
+    colors = np.asarray((r.get("classes") or {}).get("colors") or OCC3D_COLORS, np.float64)
+    return colors[:n] / 255.0
 
 
 def _table(rows: list[dict], cols: list[str] | None = None, limit: int = 200) -> str:
@@ -88,11 +90,11 @@ def _plots(r: dict) -> list[str]:
     h2d = r["class_histogram_2d"]
     if sum(h2d.values()):
         plots.append(_bar(list(h2d), list(h2d.values()), "2D semantic labels per class", "pixels",
-                          _class_colors(len(h2d)), log=True))
+                          _class_colors(r, len(h2d)), log=True))
     if r["class_histogram_gt"]:
         h = r["class_histogram_gt_camera"]
         plots.append(_bar(list(h), list(h.values()), "GT voxels per class (inside mask_camera)",
-                          "voxels", _class_colors(len(h)), log=True))
+                          "voxels", _class_colors(r, len(h)), log=True))
     dh = r["depth_histogram"]
     fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.stairs(dh["counts"], dh["edges_m"], fill=True, color="#c8d6ea", label="all cameras")
@@ -127,7 +129,7 @@ def _plots(r: dict) -> list[str]:
         d = r["dynamic"]["per_class"]
         plots.append(_bar(list(d), [v or 0.0 for v in d.values()],
                           "Share of 2D labels marked dynamic, per class", "share",
-                          _class_colors(len(d))))
+                          _class_colors(r, len(d))))
         dc = r["dynamic"]["per_camera"]
         plots.append(_bar(list(dc), [v or 0.0 for v in dc.values()],
                           "Share of labels marked dynamic, per camera", "share"))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC, OCC3D_CLASSES
+from renderocc.classes import IGNORE, default_vocabulary
 from renderocc.raygrid import mark_crossed, pixel_rays
 
 DEPTH_EDGES = np.arange(0.0, 101.0, 1.0)  # metres; deeper labels land in the last bin
@@ -31,7 +31,7 @@ SUMMARY_KEYS: dict[str, str] = {
     "few_label_images": "images with fewer labelled pixels than --few-labels",
     "bright_image_share": "share of images that are not dark",
     "well_labelled_image_share": "share of images with enough labels",
-    "semantic_classes_present": "Occ3D classes 0-16 present in the 2D labels",
+    "semantic_classes_present": "semantic classes of the store vocabulary present in the 2D labels",
     "dynamic_share": "share of labels marked dynamic (needs prep motion-masks)",
     "aux_rays_per_sample": "static auxiliary (neighbour-frame) rays per sample",
     "key_rays_ending_in_grid_share": "share of key label rays whose LiDAR return lies inside the grid",
@@ -130,7 +130,8 @@ def collect(reader, opts: QAOptions | None = None, progress: bool = True) -> dic
     """Walk the store once and return the qa.json dict."""
     opts = opts or QAOptions()
     names = list(reader.cameras)
-    n_cls = NUM_SEMANTIC
+    vocab = getattr(reader, "vocabulary", None) or default_vocabulary()
+    n_cls, free_id = vocab.num_semantic, vocab.free
     hist2d = np.zeros(n_cls, np.int64)
     unlabelled_sem = 0
     dyn_cls = np.zeros(n_cls, np.int64)
@@ -172,9 +173,9 @@ def collect(reader, opts: QAOptions | None = None, progress: bool = True) -> dic
         gt = reader.occ_gt(i) if getattr(reader, "has_occ_gt", False) else None
         if gt is not None:
             g = np.asarray(gt["semantics"]).astype(np.int64)
-            gt_hist += np.bincount(g[g <= FREE].ravel(), minlength=n_cls + 1)[:n_cls + 1]
+            gt_hist += np.bincount(g[g <= free_id].ravel(), minlength=n_cls + 1)[:n_cls + 1]
             mc = np.asarray(gt["mask_camera"], bool)
-            gt_hist_cam += np.bincount(g[mc & (g <= FREE)].ravel(), minlength=n_cls + 1)[:n_cls + 1]
+            gt_hist_cam += np.bincount(g[mc & (g <= free_id)].ravel(), minlength=n_cls + 1)[:n_cls + 1]
         if opts.coverage:
             cov = _coverage(reader, i, s, labels_of, opts)
             row = {"sample": i, "scene": s["scene_name"],
@@ -184,7 +185,7 @@ def collect(reader, opts: QAOptions | None = None, progress: bool = True) -> dic
                    "voxels_crossed_all": int(cov["hit_all"].sum()),
                    "grid_voxels": int(cov["hit_key"].size)}
             if gt is not None:
-                occ = (g != FREE) & (g != IGNORE)
+                occ = (g != free_id) & (g != IGNORE)
                 row.update(gt_occupied=int(occ.sum()), gt_camera=int(mc.sum()),
                            gt_occupied_crossed_key=int((occ & cov["hit_key"]).sum()),
                            gt_occupied_crossed_all=int((occ & cov["hit_all"]).sum()),
@@ -202,6 +203,8 @@ def _share(num: float, den: float) -> float | None:
 def _assemble(reader, opts, names, images, cov_rows, hist2d, unlabelled_sem, depth_hist,
               gt_hist, gt_hist_cam, has_dyn, dyn_cls, dyn_cam, rows_cam) -> dict:
     """Turn the raw counts into the qa.json structure (summary, per camera, per scene, lists)."""
+    vocab = getattr(reader, "vocabulary", None) or default_vocabulary()
+    cls_names = vocab.names
     lab = np.array([r["labelled"] for r in images], np.float64)
     sem = np.array([r["semantic"] for r in images], np.float64)
     dark = [r for r in images if r["mean_luma"] < opts.dark_luma]
@@ -278,15 +281,16 @@ def _assemble(reader, opts, names, images, cov_rows, hist2d, unlabelled_sem, dep
                   "has_occ_gt": has_gt, "has_motion_masks": has_dyn},
         "options": {"dark_luma": opts.dark_luma, "few_labels": opts.few_labels,
                     "coverage": opts.coverage, "ray_stride": opts.ray_stride},
-        "class_histogram_2d": {OCC3D_CLASSES[k]: int(v) for k, v in enumerate(hist2d)},
+        "classes": {"vocabulary": vocab.name, "names": cls_names, "colors": [list(c) for c in vocab.colors]},
+        "class_histogram_2d": {cls_names[k]: int(v) for k, v in enumerate(hist2d)},
         "unlabelled_semantic_pixels": int(unlabelled_sem),
-        "class_histogram_gt": ({OCC3D_CLASSES[k]: int(v) for k, v in enumerate(gt_hist)}
+        "class_histogram_gt": ({cls_names[k]: int(v) for k, v in enumerate(gt_hist)}
                                if has_gt else None),
-        "class_histogram_gt_camera": ({OCC3D_CLASSES[k]: int(v) for k, v in enumerate(gt_hist_cam)}
+        "class_histogram_gt_camera": ({cls_names[k]: int(v) for k, v in enumerate(gt_hist_cam)}
                                       if has_gt else None),
         "depth_histogram": {"edges_m": DEPTH_EDGES.tolist(), "counts": depth_hist.sum(0).tolist(),
                             "per_camera": {n: depth_hist[c].tolist() for c, n in enumerate(names)}},
-        "dynamic": ({"per_class": {OCC3D_CLASSES[k]: _share(dyn_cls[k], hist2d[k])
+        "dynamic": ({"per_class": {cls_names[k]: _share(dyn_cls[k], hist2d[k])
                                    for k in range(len(hist2d))},
                      "per_camera": {n: _share(dyn_cam[c], rows_cam[c]) for c, n in enumerate(names)}}
                     if has_dyn else None),

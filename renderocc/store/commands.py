@@ -45,6 +45,9 @@ def store_info(store: str) -> None:
         f"{'on' if m['labels']['occlusion_filter'] else 'off'}",
         f"occ gt       {'yes' if r.has_occ_gt else 'no'}" + (f", {_mb(occ_b)}" if occ_b else ""),
         f"motion masks {'yes' if r.has_motion_masks else 'no'}",
+        f"classes      {r.vocabulary.name}: {r.vocabulary.num_semantic} + {r.vocabulary.free_name}",
+        "2d masks     " + (f"yes ({m['semantic_masks']['num_images']} images from {m['semantic_masks']['source']})"
+                            if r.has_semantic_masks else "no"),
         "free beams   " + (f"{m['free_beams']['num_beams']} ({m['free_beams']['num_beams'] / max(len(r), 1):.0f}"
                            f"/sample; LiDAR beams without a return, elevation ≥ "
                            f"{m['free_beams']['min_elevation_deg']:g}°)" if r.has_free_beams else

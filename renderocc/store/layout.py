@@ -13,6 +13,7 @@ layout change is one edit plus a `SCHEMA_VERSION` bump.
                                JPEG bytes (codec jpeg); chunk = one image, zarr shard = one sample
       occ_gt/{semantics,mask_lidar,mask_camera}   Zarr v3 arrays (N, 200, 200, 16) uint8
       motion_mask/             Zarr v3 array (N, n_cams, H, W) bool (added by prep motion-masks)
+      semantic_mask/           Zarr v3 array (N, n_cams, H, W) uint8 class, 255 = unlabelled (added by prep masks)
       _plan.json               the prep plan (options + sample order) shared by all jobs
       _shards/<shard>.json     per-shard completion record, written after the shard's data
 """
@@ -38,6 +39,7 @@ IMAGE_CODECS = ("raw", "jpeg")
 OCC_GT = "occ_gt"
 OCC_GT_ARRAYS = ("semantics", "mask_lidar", "mask_camera")
 MOTION_MASK = "motion_mask"
+SEMANTIC_MASK = "semantic_mask"
 PLAN = "_plan.json"
 SHARDS_DIR = "_shards"
 TMP_PREFIX = ".tmp-"

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 
+from renderocc.classes import Vocabulary, vocabulary_of_manifest
 from renderocc.errors import UserError
 from renderocc.store import fsio, layout, writer
 from renderocc.store import manifest as manifest_mod
@@ -47,8 +48,11 @@ class StoreReader:
         self.has_semantics: bool = bool(sup["semantics"])
         self.has_occ_gt: bool = bool(sup["occ_gt"]) or any(s["occ_gt_sha256"] for s in m["shards"])
         self.has_motion_masks: bool = bool(sup["motion_masks"])
+        self.has_semantic_masks: bool = m.get("semantic_masks") is not None  # dense 2D classes (prep masks)
         # LiDAR beams without a return (schema 2, optional): False for version-1 stores
         self.has_free_beams: bool = m.get("free_beams") is not None
+        # the class vocabulary prep used (Occ3D-nuScenes for stores that predate vocabularies)
+        self.vocabulary: Vocabulary = vocabulary_of_manifest(m)
         self._load_samples()
         self._pq: dict[str, pq.ParquetFile] = {}
         self._fb_pq: dict[str, pq.ParquetFile] = {}
@@ -199,6 +203,14 @@ class StoreReader:
         if self._array(layout.MOTION_MASK) is None:
             return None
         return np.asarray(self._read_sample(layout.MOTION_MASK, self._check(i)), bool)
+
+    def semantic_mask(self, i: int) -> np.ndarray | None:
+        """uint8 (n_cams, H, W) classes at the stored size (255 = unlabelled), or None without masks."""
+        if not self.has_semantic_masks:
+            return None
+        if self._array(layout.SEMANTIC_MASK) is None:
+            return None
+        return np.asarray(self._read_sample(layout.SEMANTIC_MASK, self._check(i)), np.uint8)
 
     def free_beams(self, i: int) -> dict[str, np.ndarray] | None:
         """Key-frame LiDAR beams of sample i that returned nothing (free space along them), or None

@@ -174,7 +174,7 @@ def _check_shards(r, m: dict, st, data: bool, deep: bool = False) -> list[str]:
         if pf.num_row_groups != k:
             out.append(f"shard {name}: {pf.num_row_groups} row groups for {k} samples")
             continue
-        img_d, occ_d, mot_d = [], [], []
+        img_d, occ_d, mot_d, sem_d = [], [], [], []
         for i in range(a, a + k):
             lb = r.labels(i)
             total += len(lb["u"])
@@ -190,7 +190,7 @@ def _check_shards(r, m: dict, st, data: bool, deep: bool = False) -> list[str]:
                     out.append(f"sample {i}: pixel outside the original image")
                 if (lb["depth"] <= m["labels"]["min_depth"] * (1 - 1e-6)).any():
                     out.append(f"sample {i}: depth below min_depth")
-                bad = (lb["label"] > 16) & (lb["label"] != 255)
+                bad = (lb["label"] >= r.vocabulary.num_semantic) & (lb["label"] != 255)
                 if bad.any() or (not r.has_semantics and (lb["label"] != 255).any()):
                     out.append(f"sample {i}: label values outside the contract")
             if data:
@@ -199,12 +199,16 @@ def _check_shards(r, m: dict, st, data: bool, deep: bool = False) -> list[str]:
                 occ_d.append(writer.digest(*(occ[x] for x in layout.OCC_GT_ARRAYS)) if occ else "-")
                 if s.get("motion_mask_sha256"):
                     mot_d.append(writer.digest(r.motion_mask(i)))
+                if s.get("semantic_mask_sha256"):
+                    sem_d.append(writer.digest(r.semantic_mask(i)))
         if data and writer.combine_digests(img_d) != s["images_sha256"]:
             out.append(f"shard {name}: images checksum mismatch")
         if data and s["occ_gt_sha256"] and writer.combine_digests(occ_d) != s["occ_gt_sha256"]:
             out.append(f"shard {name}: occ_gt checksum mismatch")
         if data and s.get("motion_mask_sha256") and writer.combine_digests(mot_d) != s["motion_mask_sha256"]:
             out.append(f"shard {name}: motion_mask checksum mismatch")
+        if data and s.get("semantic_mask_sha256") and writer.combine_digests(sem_d) != s["semantic_mask_sha256"]:
+            out.append(f"shard {name}: semantic_mask checksum mismatch")
         if r.has_motion_masks and not set(layout.MOTION_COLUMNS) <= set(pf.schema_arrow.names):
             out.append(f"shard {name}: manifest has motion masks but the rays lack {layout.MOTION_COLUMNS}")
     if total != m["num_rays"]:

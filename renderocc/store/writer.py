@@ -310,6 +310,37 @@ def write_motion_mask(root: str, index: int, mask: np.ndarray) -> str:
     return digest(mask.astype(bool))
 
 
+# ---------------------------------------------------------------- dense 2D semantic masks (prep masks)
+
+def create_semantic_mask_array(root: str) -> zarr.Array:
+    """Create the dense (N, n_cams, H, W) uint8 class-mask array beside the images (same chunking)."""
+    m = manifest_mod.load(root)
+    n, c, (W, H) = m["num_samples"], len(m["cameras"]), m["image"]["stored_size"]
+    return _create(root, layout.SEMANTIC_MASK, (n, c, H, W), (1, 1, H, W), (1, c, H, W), "uint8",
+                   ("sample", "camera", "y", "x"))
+
+
+def write_semantic_mask(root: str, index: int, mask: np.ndarray) -> str:
+    """Write one sample's (n_cams, H, W) uint8 class masks (stored image size); return its digest."""
+    array(root, layout.SEMANTIC_MASK)[index] = mask
+    return digest(mask.astype(np.uint8))
+
+
+def set_semantic_masks(root: str, info: dict | None, mask_digests: dict[str, str] | None = None) -> dict:
+    """Record (info, per-shard digests) or withdraw (info None) dense masks in the manifest, written last."""
+    m = manifest_mod.load(root)
+    for s in m["shards"]:
+        s.pop("semantic_mask_sha256", None)
+        if info is not None and mask_digests:
+            s["semantic_mask_sha256"] = mask_digests[s["name"]]
+    m["semantic_masks"] = None if info is None else {**info, "created": now_iso()}
+    lidarseg = bool(m["source"].get("lidarseg"))
+    m["supervision"]["semantic_source"] = ("both" if lidarseg else "masks") if info is not None else \
+        ("lidarseg" if lidarseg else "none")
+    write_manifest(root, m)
+    return m
+
+
 def add_ray_columns(root: str, shard: str, dynamic: Sequence[np.ndarray],
                     instance: Sequence[np.ndarray]) -> dict:
     """Rewrite rays/<shard>.parquet with `dynamic` (bool) and `instance` (int32) columns.

@@ -208,6 +208,8 @@ def shade(world: World, hits: Hits, prims, rng: np.random.Generator) -> np.ndarr
         * up * np.float32(0.12 * 255.0)
     zenith = mat.SKY_ZENITH.astype(np.float32) * np.float32(255.0)
     rgb[si] = horizon + (zenith - horizon) * up + clouds
+    if world.light != 1.0:  # night: everything darker, the sensor noise stays (low SNR)
+        rgb *= np.float32(world.light)
     oy, ox = rng.integers(0, 64, 2)
     img = rgb.reshape(h, w, 3)
     img += _grain(h, w)[oy:oy + h, ox:ox + w]

@@ -57,3 +57,44 @@ def synth_nuscenes(out: str, scenes: int, samples_per_scene: int, seed: int, ima
                          progress=True, camera_truth=camera_truth, gt=gt)
     click.echo(f"wrote {scenes} scene(s) x {samples_per_scene} keyframes ({image_size[0]}x{image_size[1]} "
                f"images) to {path} in {time.perf_counter() - start:.1f} s")
+
+
+@click.command("airside")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Dataroot to create.")
+@click.option("--scenes", default=2, show_default=True, type=int, help="Number of scenes (aprons).")
+@click.option("--samples-per-scene", default=10, show_default=True, type=int,
+              help="Keyframes (2 Hz) per scene.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed; same seed, same dataset.")
+@click.option("--image-size", default="800x450", show_default=True, callback=_parse_size,
+              help="Camera image size WxH (intrinsics are scaled from nuScenes' 1600x900).")
+@click.option("--night", is_flag=True, help="Floodlit night: low light, noisy images.")
+@click.option("--version", default="v1.0-mini", show_default=True, help="Table folder name (devkit version).")
+@click.option("--sweeps-per-sample", default=4, show_default=True, type=int,
+              help="LiDAR sweeps between consecutive keyframes (nuScenes has 9).")
+@click.option("--workers", default=None, type=int, help="Worker processes [default: min(2, CPUs)].")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it is not empty.")
+def synth_airside(out: str, scenes: int, samples_per_scene: int, seed: int, image_size: tuple[int, int],
+                  night: bool, version: str, sweeps_per_sample: int, workers: int | None, overwrite: bool) -> None:
+    """Write a synthetic airport apron as a devkit-loadable nuScenes dataset, with its own classes.
+
+    Stands with narrow-body aircraft (37.6 m long, 35.8 m span), jet bridges, GSE (tugs, belt
+    loaders, fuel trucks, baggage carts with tow bars), ground crew, cones, apron markings, the
+    terminal façade and light poles; an aircraft under tow, a moving baggage train and walkers.
+    Writes DIR/classes.toml (the airside class map: `prep nuscenes` picks it up), lidarseg and
+    gts/ in those classes, and dense GT masks DIR/masks/samples/CAM_*/<image>.png (class index,
+    255 = unlabelled).
+
+    \b
+    Example:
+      renderocc synth airside --out data/apron --scenes 1 --samples-per-scene 6 --seed 0 --night
+    """
+    from renderocc.synth.writer import write_dataset
+
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1 (got {workers}).")
+    start = time.perf_counter()
+    path = write_dataset(out, scenes, samples_per_scene, seed, image_size=image_size, version=version,
+                         overwrite=overwrite, sweeps_per_sample=sweeps_per_sample, workers=workers,
+                         progress=True, kind="airside", night=night)
+    click.echo(f"wrote {scenes} airside scene(s) x {samples_per_scene} keyframes ({image_size[0]}x{image_size[1]} "
+               f"images{', night' if night else ''}) to {path} in {time.perf_counter() - start:.1f} s")

@@ -42,6 +42,7 @@ class FrameJob:
     instance_offset: int = 0  # index of this scene's first object in synth_truth/instances.json
     camera_truth: bool = False  # also write per-pixel depth/label/instance of every image
     cloud_path: str = ""  # where to keep this frame's returns for Occ3D-style truth ("" = don't)
+    masks: bool = False  # write dense GT class masks under masks/ (a perfect 2D segmenter)
 
 
 @dataclass
@@ -81,17 +82,31 @@ def _write_scan(job: FrameJob, rec: dict, s: lid.Scan, with_labels: bool) -> Non
                             status=s.beams, elevation=lid.ELEVATIONS, azimuth=lid.beam_azimuths(s.beams.shape[1]))
 
 
-def _write_camera_truth(job: FrameJob, token: str, hits, prims, local_to_cam: np.ndarray) -> None:
-    """Per-pixel truth of one image: camera z depth (0 = sky), lidarseg label (255 = sky), instance."""
+def _pixel_labels(world: World, hits, prims) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel lidarseg label (255 = sky) and object index (-1 = stuff or sky) of one image."""
     pid = hits.pid
     label = np.full(pid.shape, 255, np.uint8)
     k = np.full(pid.shape, -1, np.int32)
     obj = pid >= 0
     label[obj] = prims.label[pid[obj]]
     k[obj] = prims.obj[pid[obj]]
-    instance = np.where(k >= 0, k + job.instance_offset, -1).astype(np.int32)
     g = pid == -1
-    label[g] = job.world.ground(hits.points[g][:, 0], hits.points[g][:, 1])[0]
+    label[g] = world.ground(hits.points[g][:, 0], hits.points[g][:, 1])[0]
+    return label, k
+
+
+def _write_mask(job: FrameJob, filename: str, label: np.ndarray) -> None:
+    """masks/<image path>.png: uint8 class of the world's class table per pixel, 255 = unlabelled (sky)."""
+    path = os.path.join(job.root, "masks", os.path.splitext(filename)[0] + ".png")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    cv2.imwrite(path, occ_gt.class_table(job.world).to_class[label])
+
+
+def _write_camera_truth(job: FrameJob, token: str, hits, prims, local_to_cam: np.ndarray) -> None:
+    """Per-pixel truth of one image: camera z depth (0 = sky), lidarseg label (255 = sky), instance."""
+    pid = hits.pid
+    label, k = _pixel_labels(job.world, hits, prims)
+    instance = np.where(k >= 0, k + job.instance_offset, -1).astype(np.int32)
     depth = np.where(pid >= -1, hits.t * (hits.dirs @ local_to_cam[2, :3].astype(np.float32)), 0.0)
     np.savez_compressed(os.path.join(job.root, "synth_truth", "cameras", token + ".npz"),
                         depth=depth.astype(np.float32), label=label, instance=instance)
@@ -112,6 +127,8 @@ def _cameras(job: FrameJob, rng: np.random.Generator, out: dict) -> tuple[np.nda
         if job.camera_truth:
             cam_to_local = w.ego_pose(t) @ cam.cam_to_ego(spec)
             _write_camera_truth(job, rec["token"], hits, prims, np.linalg.inv(cam_to_local))
+        if job.masks:
+            _write_mask(job, rec["filename"], _pixel_labels(w, hits, prims)[0])
         obj = prims.obj[hits.pid[hits.pid >= 0]]
         visible += np.bincount(obj[obj >= 0], minlength=n_obj)[:n_obj]
         seen[: len(hits.seen)] += hits.seen
@@ -169,14 +186,16 @@ def run_truth(job: TruthJob) -> None:
         for path in job.clouds:
             with np.load(path) as z:
                 pieces.append({k: z[k] for k in z.files})
-        sem = occ_gt.lidar_semantics(*occ_gt.accumulate(pieces, w, t_key, job.boxed, job.present))
+        sem = occ_gt.lidar_semantics(*occ_gt.accumulate(pieces, w, t_key, job.boxed, job.present),
+                                     occ_gt.class_table(w))
     key_ego = w.ego_pose(t_key)
-    mask_lidar = occ_gt.lidar_mask(sem, lid.lidar_to_ego()[:3, 3])
+    free = occ_gt.class_table(w).num
+    mask_lidar = occ_gt.lidar_mask(sem, lid.lidar_to_ego()[:3, 3], free)
     cams = []
     for spec in cam.RIG:
         cam_to_local = w.ego_pose((job.cam_us[spec.name] - job.t0_us) * 1e-6) @ cam.cam_to_ego(spec)
         cams.append((np.linalg.inv(cam_to_local) @ key_ego, cam.intrinsic(spec, job.image_size), job.image_size))
-    mask_cam = occ_gt.camera_mask(sem, cams)
+    mask_cam = occ_gt.camera_mask(sem, cams, free)
     os.makedirs(os.path.dirname(job.gt_path), exist_ok=True)
     np.savez_compressed(job.gt_path, semantics=sem, mask_lidar=mask_lidar.astype(np.uint8),
                         mask_camera=mask_cam.astype(np.uint8))

@@ -132,9 +132,9 @@ def scan(world: World, t: float, rng: np.random.Generator, grid: LidarGrid | Non
     g = pid == -1
     glab, _ = world.ground(world_pts[g, 0], world_pts[g, 1])
     label[g] = glab
-    from renderocc.synth.materials import APPEARANCE, LIDARSEG_STANDARD_ORDER
+    from renderocc.synth.materials import APPEARANCE, SYNTH_NAMES
 
-    lut = np.array([APPEARANCE.get(n, ((0, 0, 0), 20.0))[1] for n in LIDARSEG_STANDARD_ORDER], np.float32)
+    lut = np.array([APPEARANCE.get(n, ((0, 0, 0), 20.0))[1] for n in SYNTH_NAMES], np.float32)
     refl[g] = np.where(lane_paint(world, world_pts[g, 0], world_pts[g, 1]), 80.0, lut[glab])
     cos = np.abs(np.sum(normal * dirs_w, 1))
     intensity = refl * (0.35 + 0.65 * cos) * rng.uniform(0.85, 1.15, len(tt))

@@ -14,7 +14,14 @@ from renderocc.classes import LIDARSEG_STANDARD_ORDER
 TEX_PLAIN, TEX_ASPHALT, TEX_TILES, TEX_GRASS, TEX_GRAVEL, TEX_FACADE, TEX_FOLIAGE = range(7)
 TEX_PAINT, TEX_GLASS, TEX_TYRE, TEX_CLOTH, TEX_BARK, TEX_STRIPES = range(7, 13)
 
-LABEL = {name: i for i, name in enumerate(LIDARSEG_STANDARD_ORDER)}
+# Airside (apron) categories, after the 32 standard ones in the synthetic lidarseg index space.
+AIRSIDE_NAMES: list[str] = [
+    "airside.aircraft", "airside.gse.tug", "airside.gse.belt_loader", "airside.gse.fuel_truck",
+    "airside.gse.baggage_cart", "airside.jet_bridge", "airside.person", "airside.cone",
+    "airside.apron", "airside.marking", "airside.grass", "airside.terminal", "airside.light_pole",
+]
+SYNTH_NAMES: list[str] = LIDARSEG_STANDARD_ORDER + AIRSIDE_NAMES  # index = synthetic lidarseg index
+LABEL = {name: i for i, name in enumerate(SYNTH_NAMES)}
 
 # name -> (RGB base colour 0..1, LiDAR reflectivity 0..255)
 APPEARANCE: dict[str, tuple[tuple[float, float, float], float]] = {
@@ -37,6 +44,19 @@ APPEARANCE: dict[str, tuple[tuple[float, float, float], float]] = {
     "movable_object.barrier": ((0.95, 0.45, 0.15), 70.0),
     "movable_object.trafficcone": ((1.00, 0.35, 0.00), 90.0),
     "movable_object.pushable_pullable": ((0.10, 0.55, 0.55), 22.0),
+    "airside.aircraft": ((0.90, 0.91, 0.93), 55.0),
+    "airside.gse.tug": ((0.95, 0.75, 0.10), 50.0),
+    "airside.gse.belt_loader": ((0.20, 0.45, 0.85), 45.0),
+    "airside.gse.fuel_truck": ((0.85, 0.15, 0.15), 50.0),
+    "airside.gse.baggage_cart": ((0.35, 0.55, 0.30), 35.0),
+    "airside.jet_bridge": ((0.62, 0.64, 0.68), 40.0),
+    "airside.person": ((1.00, 0.55, 0.05), 70.0),  # hi-vis vests
+    "airside.cone": ((1.00, 0.35, 0.00), 90.0),
+    "airside.apron": ((0.55, 0.55, 0.53), 14.0),
+    "airside.marking": ((0.95, 0.85, 0.15), 80.0),
+    "airside.grass": ((0.40, 0.58, 0.25), 9.0),
+    "airside.terminal": ((0.70, 0.74, 0.80), 35.0),
+    "airside.light_pole": ((0.45, 0.45, 0.48), 60.0),
 }
 
 SKY_HORIZON = np.array([0.78, 0.85, 0.95])

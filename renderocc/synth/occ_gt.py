@@ -35,7 +35,7 @@ import numpy as np
 from renderocc.classes import FREE, LIDARSEG_STANDARD_ORDER, LIDARSEG_TO_OCC3D, NUM_SEMANTIC
 from renderocc.raygrid import VoxelWalk
 from renderocc.synth.geometry import apply
-from renderocc.synth.world import BOX, CYLINDER, Prims, World
+from renderocc.synth.world import BOX, CYLINDER, ClassTable, Prims, World
 
 PC_RANGE = np.array([-40.0, -40.0, -1.0, 40.0, 40.0, 5.4])
 VOXEL = 0.4
@@ -45,6 +45,13 @@ GROUND_LAYER = 2  # the voxel layer [-0.2, 0.2] that holds the ground surface
 TO_OCC = np.array([LIDARSEG_TO_OCC3D[n] for n in LIDARSEG_STANDARD_ORDER], np.uint8)
 PRIORITY = np.array([3] * 11 + [1] * 4 + [2] * 2, np.int32)  # things > static > flat
 TIE_RANK = (3 - PRIORITY) * 32 + np.arange(NUM_SEMANTIC)  # lower wins a tie: priority, then index
+# Occ3D's classes for the standard lidarseg indices (a world without its own `classes`)
+OCC3D_TABLE = ClassTable(np.concatenate([TO_OCC, np.zeros(256 - len(TO_OCC), np.uint8)]), PRIORITY)
+
+
+def class_table(world: World) -> ClassTable:
+    """The world's occupancy classes (Occ3D's unless it brings its own, e.g. the airside world)."""
+    return world.classes if world.classes is not None else OCC3D_TABLE
 
 
 def _axis_samples(axis: int, lo: float, hi: float) -> tuple[int, int, np.ndarray] | None:
@@ -58,17 +65,18 @@ def _axis_samples(axis: int, lo: float, hi: float) -> tuple[int, int, np.ndarray
     return i0, i1, (centres[:, None] + SUB[None]).ravel()
 
 
-def voxelise(prims: Prims, ground_occ: np.ndarray) -> np.ndarray:
+def voxelise(prims: Prims, ground_occ: np.ndarray, table: ClassTable = OCC3D_TABLE) -> np.ndarray:
     """Semantics (200, 200, 16) uint8 from primitives in the ego frame and ground classes.
 
-    `ground_occ` is the Occ3D class of the ground at each xy sub-sample, (800, 800).
+    `ground_occ` is the class of the ground at each xy sub-sample, (800, 800); free = table.num.
     """
-    counts = np.zeros((NUM_SEMANTIC,) + SHAPE, np.int16)
+    n_cls = table.num
+    counts = np.zeros((n_cls,) + SHAPE, np.int16)
     gl = ground_occ.reshape(SHAPE[0], 4, SHAPE[1], 4)
-    for c in np.flatnonzero(np.bincount(ground_occ.ravel(), minlength=NUM_SEMANTIC)):
+    for c in np.flatnonzero(np.bincount(ground_occ.ravel(), minlength=n_cls)[:n_cls]):
         counts[c, :, :, GROUND_LAYER] += 2 * (gl == c).sum((1, 3), dtype=np.int16)
     lo, hi = prims.bounds()
-    occ = TO_OCC[prims.label]
+    occ = table.to_class[prims.label]
     for i in range(len(prims)):
         ax = [_axis_samples(a, lo[i, a], hi[i, a]) for a in range(3)]
         if any(a is None for a in ax):
@@ -90,9 +98,9 @@ def voxelise(prims: Prims, ground_occ: np.ndarray) -> np.ndarray:
         nxy = xy.reshape(x1 - x0, 4, y1 - y0, 4).sum((1, 3), dtype=np.int16)
         nz = (np.abs(dz) <= hz).reshape(z1 - z0, 4).sum(1, dtype=np.int16)
         counts[occ[i], x0:x1, y0:y1, z0:z1] += nxy[:, :, None] * nz[None, None]
-    sem = np.full(SHAPE, FREE, np.uint8)
+    sem = np.full(SHAPE, n_cls, np.uint8)
     best = np.zeros(SHAPE, np.int32)
-    for c in np.argsort(-PRIORITY, kind="stable"):  # equal counts: the higher priority keeps it
+    for c in np.argsort(-table.priority, kind="stable"):  # equal counts: the higher priority keeps it
         if counts[c].any():
             better = counts[c] > best
             best[better] = counts[c][better]
@@ -109,7 +117,7 @@ def ground_samples(world: World, ego_to_local: np.ndarray) -> np.ndarray:
     lx = r[0, 0] * gx + r[0, 1] * gy + t[0]
     ly = r[1, 0] * gx + r[1, 1] * gy + t[1]
     label, _ = world.ground(lx, ly)
-    return TO_OCC[label]
+    return class_table(world).to_class[label]
 
 
 def semantics(world: World, t: float) -> np.ndarray:
@@ -120,7 +128,7 @@ def semantics(world: World, t: float) -> np.ndarray:
     near = (hi[:, 0] > PC_RANGE[0]) & (lo[:, 0] < PC_RANGE[3]) & (hi[:, 1] > PC_RANGE[1]) \
         & (lo[:, 1] < PC_RANGE[4])
     sub = Prims(*(getattr(prims, f)[near] for f in Prims.__dataclass_fields__))
-    return voxelise(sub, ground_samples(world, ego))
+    return voxelise(sub, ground_samples(world, ego), class_table(world))
 
 
 @functools.lru_cache(maxsize=1)
@@ -131,7 +139,7 @@ def voxel_centres() -> np.ndarray:
     return np.stack([a.ravel() for a in g], 1).astype(np.float32)
 
 
-def lidar_semantics(points: np.ndarray, occ_class: np.ndarray) -> np.ndarray:
+def lidar_semantics(points: np.ndarray, occ_class: np.ndarray, table: ClassTable = OCC3D_TABLE) -> np.ndarray:
     """Semantics (200, 200, 16) uint8 voxelised from points (N, 3) in the grid frame.
 
     A voxel holding any point is occupied by the majority Occ3D class `occ_class` (N,) of its
@@ -146,9 +154,10 @@ def lidar_semantics(points: np.ndarray, occ_class: np.ndarray) -> np.ndarray:
         flat += qa.astype(np.int64) * mul  # truncation == floor where ok
     flat, cls = flat[ok], occ_class[ok]
     n = int(np.prod(SHAPE))
-    sem = np.full(n, FREE, np.uint8)
+    sem = np.full(n, table.num, np.uint8)
     best = np.zeros(n, np.int64)
-    for c in np.argsort(TIE_RANK, kind="stable"):  # strict '>' below: earlier (higher) rank keeps ties
+    tie_rank = (3 - table.priority) * 64 + np.arange(table.num)
+    for c in np.argsort(tie_rank, kind="stable"):  # strict '>' below: earlier (higher) rank keeps ties
         sel = flat[cls == c]
         if len(sel):
             count = np.bincount(sel, minlength=n)
@@ -178,20 +187,20 @@ def observed(occupied: np.ndarray, origins: np.ndarray, targets: np.ndarray) -> 
     return seen.reshape(SHAPE)
 
 
-def lidar_mask(semantics: np.ndarray, origin: np.ndarray) -> np.ndarray:
+def lidar_mask(semantics: np.ndarray, origin: np.ndarray, free: int = FREE) -> np.ndarray:
     """Occ3D mask_lidar: voxels seen on rays from the LiDAR `origin` (3,) to every occupied voxel."""
-    occupied = semantics != FREE
+    occupied = semantics != free
     return observed(occupied, np.asarray(origin, np.float64), voxel_centres()[occupied.ravel()])
 
 
 def camera_mask(semantics: np.ndarray, cameras: list[tuple[np.ndarray, np.ndarray, tuple[int, int]]],
-                ) -> np.ndarray:
+                free: int = FREE) -> np.ndarray:
     """Occ3D mask_camera: the union over cameras (grid_to_cam 4x4, K 3x3, (W, H)) of the voxels seen
     on rays from the camera centre to every occupied voxel centre that projects into its image.
 
     Pixel (u, v) covers [u - 0.5, u + 0.5) (devkit convention), so the image is u in [-0.5, W - 0.5).
     """
-    occupied = semantics != FREE
+    occupied = semantics != free
     centres = voxel_centres()[occupied.ravel()].astype(np.float64)
     origins, targets = [], []
     for grid_to_cam, k, (w, h) in cameras:
@@ -222,8 +231,8 @@ def cloud_piece(world: World, t: float, sensor_to_local: np.ndarray, points: np.
     c, s = np.cos(pose[:, 2]), np.sin(pose[:, 2])
     dx, dy = local[obj, 0] - pose[:, 0], local[obj, 1] - pose[:, 1]
     objf = np.stack([c * dx + s * dy, -s * dx + c * dy, local[obj, 2]], 1)
-    return {"local": local.astype(np.float32), "cls": TO_OCC[label], "instance": instance.astype(np.int32),
-            "objf": objf.astype(np.float32)}
+    return {"local": local.astype(np.float32), "cls": class_table(world).to_class[label],
+            "instance": instance.astype(np.int32), "objf": objf.astype(np.float32)}
 
 
 def accumulate(pieces: list[dict[str, np.ndarray]], world: World, t: float, boxed: np.ndarray,

@@ -32,11 +32,11 @@ def visibility_token(fraction: float) -> str:
     return "4"
 
 
-def category_table(seed: int) -> list[dict]:
-    """All 32 lidarseg categories with their standard `index`."""
+def category_table(seed: int, names: list[str] | None = None) -> list[dict]:
+    """Lidarseg categories with their `index` (default: the 32 standard ones, in standard order)."""
     return [{"token": make_token(seed, "category", name), "name": name,
              "description": f"nuScenes-lidarseg category {name}", "index": i}
-            for i, name in enumerate(LIDARSEG_STANDARD_ORDER)]
+            for i, name in enumerate(names or LIDARSEG_STANDARD_ORDER)]
 
 
 def attribute_table(seed: int) -> list[dict]:

@@ -18,8 +18,12 @@ from renderocc.synth.geometry import yaw_pose
 BOX, CYLINDER, SPHERE = 0, 1, 2
 GROUND_RES = 0.1  # metres; ground region edges are snapped to this grid
 GROUND_TEXTURE = np.zeros(256, np.int8)
+GROUND_NAMES = ("flat.driveable_surface", "flat.sidewalk", "flat.terrain", "flat.other", "airside.apron",
+                "airside.marking", "airside.grass")
 for _name, _tex in (("flat.driveable_surface", mat.TEX_ASPHALT), ("flat.sidewalk", mat.TEX_TILES),
-                    ("flat.terrain", mat.TEX_GRASS), ("flat.other", mat.TEX_GRAVEL)):
+                    ("flat.terrain", mat.TEX_GRASS), ("flat.other", mat.TEX_GRAVEL),
+                    ("airside.apron", mat.TEX_TILES), ("airside.marking", mat.TEX_PLAIN),
+                    ("airside.grass", mat.TEX_GRASS)):
     GROUND_TEXTURE[mat.LABEL[_name]] = _tex
 
 
@@ -90,6 +94,19 @@ class Region:
     label: int
 
 
+@dataclass(frozen=True)
+class ClassTable:
+    """How synthetic lidarseg labels become occupancy classes: `to_class` (256,) uint8 (255 = none),
+    `priority` (C,) per class for ties (higher wins: things > static > flat); free = C."""
+
+    to_class: np.ndarray
+    priority: np.ndarray
+
+    @property
+    def num(self) -> int:
+        return len(self.priority)
+
+
 @dataclass
 class World:
     """Everything needed to sense one scene at any time."""
@@ -106,6 +123,9 @@ class World:
     origin: tuple[float, float, float]  # global (x, y, yaw) of the scene-local frame
     extent: tuple[float, float] = (-100.0, 100.0)
     lane_marks: list[float] = field(default_factory=list)
+    # Occupancy classes of the lidarseg labels (None: Occ3D's, synth/occ_gt.py) and image light level
+    classes: ClassTable | None = None
+    light: float = 1.0  # < 1: night (floodlit, low light)
     _raster: tuple | None = field(default=None, repr=False)
     _motion: np.ndarray | None = field(default=None, repr=False)
 
@@ -177,7 +197,7 @@ class World:
     def ground_colour(self, label: np.ndarray) -> np.ndarray:
         """Base colour (N, 3) of ground labels."""
         lut = np.zeros((256, 3), np.float32)
-        for name in ("flat.driveable_surface", "flat.sidewalk", "flat.terrain", "flat.other"):
+        for name in GROUND_NAMES:
             lut[mat.LABEL[name]] = mat.colour(name)
         return lut[label]
 

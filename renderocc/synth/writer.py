@@ -22,8 +22,10 @@ import numpy as np
 from tqdm import tqdm
 
 from renderocc.errors import UserError
+from renderocc.synth import airside
 from renderocc.synth import camera as cam
 from renderocc.synth import lidar as lid
+from renderocc.synth import materials as mat
 from renderocc.synth import tables as tb
 from renderocc.synth.frame import FrameJob, TruthJob, run_frame, run_truth
 from renderocc.synth.geometry import matrix_to_quat, yaw_quat
@@ -165,7 +167,8 @@ def _pose_record(token: str, ts: int, pose: dict) -> dict:
 def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: int,
                   image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE, version: str = "v1.0-mini",
                   overwrite: bool = False, sweeps_per_sample: int = 4, workers: int | None = None,
-                  progress: bool = False, camera_truth: bool = False, gt: str = "occ3d") -> Path:
+                  progress: bool = False, camera_truth: bool = False, gt: str = "occ3d",
+                  kind: str = "street", night: bool = False) -> Path:
     """Write `scenes` synthetic scenes of `samples_per_scene` keyframes to `out`; return its path.
 
     Deterministic for a seed. Raises UserError for bad arguments or an unusable `out`.
@@ -173,6 +176,8 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
     `depth` camera z in metres, 0 = sky; `label` lidarseg index, 255 = sky; `instance`).
     `gt` picks the occupancy of gts/ (see renderocc.synth.occ_gt): "occ3d" (accumulated LiDAR, as
     Occ3D builds it) or "world" (the world's solids); synth_truth/gt.json records which.
+    `kind` "airside" writes the apron world (renderocc.synth.airside; `night`: floodlit low light)
+    with its class map (DIR/classes.toml), gts/ in its classes and dense GT masks under masks/.
     """
     out = Path(out).expanduser().absolute()
     image_size = (int(image_size[0]), int(image_size[1]))
@@ -193,7 +198,8 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
     worlds, plans, jobs, logs = [], [], [], []
     duration = (samples_per_scene - 1) * KEYFRAME_US * 1e-6
     for s in tqdm(range(scenes), desc="synth worlds", unit="scene", disable=not progress or scenes < 4):
-        world = build_world(np.random.default_rng([seed, s, 0]), duration)
+        rng = np.random.default_rng([seed, s, 0])
+        world = airside.build_airside_world(rng, duration, night) if kind == "airside" else build_world(rng, duration)
         for k, inst in enumerate(world.instances):
             inst.token = tb.make_token(seed, "instance", s, k)
         log_name = f"synth-s{seed}-{s:04d}"
@@ -202,6 +208,7 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
         for job in sj:
             job.instance_offset = sum(len(w.instances) for w in worlds)
             job.camera_truth = camera_truth
+            job.masks = kind == "airside"
             if gt == "occ3d":
                 job.cloud_path = str(tmp / ".cloud" / f"{s:04d}-{job.index:04d}.npz")
         worlds.append(world)
@@ -212,7 +219,9 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
         results = _map_jobs(run_frame, jobs, workers, progress, "synth keyframes")
         _map_jobs(run_truth, _truth_jobs(jobs, results, gt), workers, progress, "synth occupancy truth")
         shutil.rmtree(tmp / ".cloud")
-        _write_tables(tmp, seed, version, worlds, plans, results, samples_per_scene, image_size, logs)
+        _write_tables(tmp, seed, version, worlds, plans, results, samples_per_scene, image_size, logs, kind)
+        if kind == "airside":
+            (tmp / "classes.toml").write_text(airside.class_map_toml())
         with open(tmp / "synth_truth" / "gt.json", "w") as f:
             json.dump({"gt": gt, "semantics": GT_DESCRIPTION[gt], "masks": MASK_DESCRIPTION}, f, indent=1)
     except BaseException:
@@ -229,8 +238,9 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
 
 
 def _write_tables(root: Path, seed: int, version: str, worlds: list[World], plans: list[dict],
-                  results: list[dict], k: int, size: tuple[int, int], logs: list[str]) -> None:
-    categories = tb.category_table(seed)
+                  results: list[dict], k: int, size: tuple[int, int], logs: list[str], kind: str = "street"
+                  ) -> None:
+    categories = tb.category_table(seed, mat.SYNTH_NAMES if kind == "airside" else None)
     cat_token = {c["name"]: c["token"] for c in categories}
     attributes = tb.attribute_table(seed)
     attr_token = {a["name"]: a["token"] for a in attributes}
@@ -246,7 +256,8 @@ def _write_tables(root: Path, seed: int, version: str, worlds: list[World], plan
         poses = {tok: p for r in res for tok, p in r["poses"].items()}
         log_token = tb.make_token(seed, "log", s)
         t["log"].append({"token": log_token, "logfile": log_name, "vehicle": "synth",
-                         "date_captured": "2020-09-13", "location": "synth-town", "map_token": map_token})
+                         "date_captured": "2020-09-13", "location": "synth-airport" if kind == "airside" else
+                         "synth-town", "map_token": map_token})
         calib = {}
         lidar_cal = lid.lidar_to_ego()
         calib["LIDAR_TOP"] = tb.make_token(seed, "calib", s, "LIDAR_TOP")
@@ -268,7 +279,10 @@ def _write_tables(root: Path, seed: int, version: str, worlds: list[World], plan
                            "first_sample_token": samples[0]["token"],
                            "last_sample_token": samples[-1]["token"],
                            "name": f"scene-{s + 1:04d}",
-                           "description": f"Synthetic street (seed {seed}): traffic, parked cars, "
+                           "description": (f"Synthetic airport apron (seed {seed}): stands, aircraft, GSE, "
+                                           "jet bridges, ground crew, an aircraft under tow"
+                                           + (", night" if world.light < 1 else "")) if kind == "airside" else
+                                          f"Synthetic street (seed {seed}): traffic, parked cars, "
                                           "pedestrians, cyclists, construction site"})
         chains = [("LIDAR_TOP", "pcd", (0, 0), plan["lidar"])]
         chains += [(c, "jpg", size, plan["cams"][c]) for c in cam.CAMERA_NAMES]

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from renderocc.classes import OCC3D_CLASSES
 from renderocc.errors import UserError
 from renderocc.model import OccupancyNet
 from renderocc.train.config import Config
@@ -105,6 +106,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Oc
     if cfg.grid.shape is None:
         raise UserError(f"{path}: config has no resolved grid; not a renderocc training checkpoint")
     ckpt["config"] = cfg
-    model = OccupancyNet(cfg.model, cfg.grid.spec)
+    classes = ckpt.setdefault("classes", list(OCC3D_CLASSES))  # free last; Occ3D before vocabularies
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+        raise UserError(f"{path}: `classes` is not a list of class names; not a renderocc training checkpoint")
+    model = OccupancyNet(cfg.model, cfg.grid.spec, len(classes) - 1)
     model.load_state_dict(ckpt.get("ema") or ckpt["model"])
     return model.to(device).eval(), ckpt

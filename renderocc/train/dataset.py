@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import Dataset, Sampler
 
-from renderocc.classes import IGNORE, NUM_SEMANTIC
+from renderocc.classes import IGNORE
 from renderocc.errors import UserError
 from renderocc.model import OccupancyNet
 from renderocc.raygrid import ends_inside, label_rays
@@ -168,14 +168,15 @@ class RayDataset(Dataset):
         everywhere), pooled to the model grid."""
         if self.sup == "lidar-sparse":
             sensor = None if s.get("lidar2ego") is None else np.asarray(s["lidar2ego"], np.float64)[:3, 3]
-            return sparse_target(key["origins"], key["dirs"], key["dist"], key["label"], self.grid, sensor)
+            return sparse_target(key["origins"], key["dirs"], key["dist"], key["label"], self.grid, sensor,
+                                 self.reader.vocabulary.num_semantic)
         gt = self.reader.occ_gt(i)
         if gt is None:
             return np.full(self.grid["shape"], IGNORE, np.uint8)
         sem = np.asarray(gt["semantics"])
         which = self.cfg.loss.occ3d_mask
         mask = np.ones(sem.shape, bool) if which == "none" else np.asarray(gt[f"mask_{which}"])
-        return dense_target(sem, mask, self.grid["shape"])
+        return dense_target(sem, mask, self.grid["shape"], self.reader.vocabulary.num_semantic)
 
 
 def ends_in_grid(frames: list[tuple[dict, float]], grid: dict) -> tuple[np.ndarray, ...]:
@@ -202,9 +203,9 @@ def draw_from_pool(pool: tuple[np.ndarray, ...], R: int, class_balance: float, r
     count(class)^-class_balance; rng=None (evaluation) takes key rays first, deterministically.
     `renderocc fit` builds the pool once and draws from it every iteration, exactly like training."""
     o, dvec, dist, lab, is_key, fw = pool
-    counts = np.bincount(np.minimum(lab, NUM_SEMANTIC), minlength=NUM_SEMANTIC + 1).astype(np.float64)
+    counts = np.bincount(lab, minlength=IGNORE + 1).astype(np.float64)  # per class id; 255 = unlabelled
     cw = np.maximum(counts, 1.0) ** -class_balance
-    w = fw * cw[np.minimum(lab, NUM_SEMANTIC)]
+    w = fw * cw[lab]
     if rng is None:  # evaluation: deterministic key rays first
         pick = np.argsort(~is_key, kind="stable")[:R]
     else:

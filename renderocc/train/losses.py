@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC
+from renderocc.classes import IGNORE
 from renderocc.model import OccupancyOutput
 from renderocc.train.config import Config
 
@@ -67,11 +67,13 @@ def lss_depth(depth_logits: torch.Tensor, target: torch.Tensor, bins: list) -> t
 def occupancy_3d(density: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, voxel: float,
                  class_weights: torch.Tensor | None) -> torch.Tensor:
     """3D loss: occupancy BCE with P(occ) = 1 − exp(−σ·voxel), balanced occupied/free, + CE on
-    the semantic logits of occupied voxels. Target: 0..16 occupied, 17 free, 255 ignored."""
+    the semantic logits of occupied voxels. Target: 0..C-1 occupied, C (= the logits' classes) free,
+    255 ignored."""
     b = density.shape[0]
     sigma = (density * voxel).clamp_min(1e-6)
-    occ = target < FREE
-    free = target == FREE
+    n_cls = logits.shape[-1]
+    occ = target < n_cls
+    free = target == n_cls
     sample = torch.arange(b, device=density.device).view(b, 1, 1, 1).expand_as(target)
     zero = density.sum() * 0
     loss_occ = per_sample_mean(-torch.log(-torch.expm1(-sigma[occ])), sample[occ], b) if occ.any() else zero
@@ -89,7 +91,7 @@ def class_weights_from_counts(counts: torch.Tensor) -> torch.Tensor:
     p = counts.float() / counts.sum().clamp_min(1)
     w = 1.0 / torch.log(1.2 + p)
     w[counts == 0] = w.max()
-    return w / w[counts > 0].mean() if (counts > 0).any() else torch.ones(NUM_SEMANTIC)
+    return w / w[counts > 0].mean() if (counts > 0).any() else torch.ones_like(w)
 
 
 def line_of_sight(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, dist: torch.Tensor,

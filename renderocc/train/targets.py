@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC
+from renderocc.classes import IGNORE, NUM_SEMANTIC
 from renderocc.raygrid import flat_index, mark_crossed, voxel_index
 
 
@@ -42,8 +42,9 @@ def lss_depth_target(labels: dict, K_orig: dict[int, np.ndarray], K_in: np.ndarr
 
 
 def sparse_target(origins: np.ndarray, dirs: np.ndarray, dist: np.ndarray, label: np.ndarray, grid: dict,
-                  sensor_origin: np.ndarray | None = None) -> np.ndarray:
-    """`lidar-sparse` target, uint8 (X, Y, Z): 0–16 class, 17 free, 255 ignore (no evidence).
+                  sensor_origin: np.ndarray | None = None, num_classes: int = NUM_SEMANTIC) -> np.ndarray:
+    """`lidar-sparse` target, uint8 (X, Y, Z): class 0..C-1 (C = `num_classes`; Occ3D: 0–16), C free,
+    255 ignore (no evidence).
 
     - End voxels: the cell of each ray's end point o + d·dist. With labelled points (class 0–16)
       it takes their majority class by an explicit per-voxel count (ties → smallest class id);
@@ -66,22 +67,23 @@ def sparse_target(origins: np.ndarray, dirs: np.ndarray, dist: np.ndarray, label
     free = np.zeros(shape, bool)
     mark_crossed(free, start[go], seg[go] / length[go, None], free_len[go], grid["pc_range"],
                  grid["voxel_size"])
-    tgt[free] = FREE
+    tgt[free] = num_classes
     ijk, inside = voxel_index(end, grid)
     vox = flat_index(ijk[inside], shape)
     lab = np.asarray(label).astype(np.int64)[inside]
     flat = tgt.reshape(-1)
     flat[vox] = IGNORE  # every return: occupied, class unknown until a label says otherwise
-    known = lab < NUM_SEMANTIC
+    known = lab < num_classes
     if known.any():
         uniq, inv = np.unique(vox[known], return_inverse=True)
-        counts = np.zeros((len(uniq), NUM_SEMANTIC), np.int64)
+        counts = np.zeros((len(uniq), num_classes), np.int64)
         np.add.at(counts, (inv, lab[known]), 1)
         flat[uniq] = counts.argmax(1).astype(np.uint8)  # argmax: first maximum = smallest class id
     return tgt
 
 
-def dense_target(semantics: np.ndarray, mask: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+def dense_target(semantics: np.ndarray, mask: np.ndarray, shape: Sequence[int], num_classes: int = NUM_SEMANTIC
+                 ) -> np.ndarray:
     """Occ3D GT → uint8 `shape` target: GT inside `mask` (mask_camera, mask_lidar or all ones), 255
     elsewhere, pooled by integer factors.
 
@@ -96,7 +98,7 @@ def dense_target(semantics: np.ndarray, mask: np.ndarray, shape: Sequence[int]) 
         return np.where(mask, sem, IGNORE).astype(np.uint8)
     blk = sem.reshape(X, f[0], Y, f[1], Z, f[2]).transpose(0, 2, 4, 1, 3, 5).reshape(X, Y, Z, -1)
     mblk = mask.reshape(X, f[0], Y, f[1], Z, f[2]).transpose(0, 2, 4, 1, 3, 5).reshape(X, Y, Z, -1)
-    occ = np.where(mblk & (blk < FREE), blk, NUM_SEMANTIC + 1).astype(np.int64)
-    counts = np.stack([(occ == c).sum(-1) for c in range(NUM_SEMANTIC)], -1)
-    out = np.where(counts.max(-1) > 0, counts.argmax(-1), FREE).astype(np.uint8)
+    occ = np.where(mblk & (blk < num_classes), blk, num_classes + 1).astype(np.int64)
+    counts = np.stack([(occ == c).sum(-1) for c in range(num_classes)], -1)
+    out = np.where(counts.max(-1) > 0, counts.argmax(-1), num_classes).astype(np.uint8)
     return np.where(mblk.any(-1), out, IGNORE).astype(np.uint8)

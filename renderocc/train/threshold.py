@@ -39,6 +39,7 @@ def choose_threshold(model, reader, indices: list[int], cfg: Config, device: tor
                     item["cam2ego"][None].to(device))
         ok = item["valid"] & item["is_key"]
         n, d = candidate_counts(out.density[0], cfg, occ_target=item["occ_target"] if use_3d else None,
+                                free=reader.vocabulary.free,
                                 rays=None if use_3d else (item["origins"][ok], item["dirs"][ok], item["dist"][ok]))
         num += n
         den += d
@@ -47,11 +48,11 @@ def choose_threshold(model, reader, indices: list[int], cfg: Config, device: tor
 
 
 def candidate_counts(density: torch.Tensor, cfg: Config, *, occ_target: torch.Tensor | None = None,
-                     rays: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+                     rays: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None, free: int = FREE
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """(numerator, denominator) per candidate τ for one sample's density grid (X, Y, Z).
 
-    With `occ_target` (0–16 occupied, 17 free, 255 ignored): intersection and union of
+    With `occ_target` (below `free` occupied, `free`, 255 ignored): intersection and union of
     density > τ with the occupied voxels. Otherwise `rays` = (origins, dirs, dist) of key label rays:
     rays whose first crossing agrees with the label, and the ray count. Summed over samples, the
     ratio is the score `pick_threshold` maximises; `renderocc fit` calls this on its one sample.
@@ -61,7 +62,7 @@ def candidate_counts(density: torch.Tensor, cfg: Config, *, occ_target: torch.Te
     if occ_target is not None:
         tgt = occ_target.cpu()
         m = tgt != IGNORE
-        occ = (tgt < FREE)[m]
+        occ = (tgt < free)[m]
         pred = density[m][None, :] > cand[:, None]
         return (pred & occ).sum(1).float(), (pred | occ).sum(1).float()
     if rays is None:

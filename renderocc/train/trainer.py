@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from renderocc.classes import NUM_SEMANTIC, OCC3D_CLASSES
+from renderocc.classes import NUM_SEMANTIC
 from renderocc.errors import UserError
 from renderocc.model import OccupancyNet, OccupancyOutput
 from renderocc.model.encoder import load_pretrained
@@ -69,21 +69,23 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 def class_weights(reader, cfg: Config, indices: list[int]) -> torch.Tensor | None:
     """`auto`: from key-label frequencies of ≤ 32 evenly spaced training samples."""
     spec = cfg.loss.class_weights
+    n_cls = reader.vocabulary.num_semantic
     if spec == "none":
         return None
     if isinstance(spec, list):
-        if len(spec) != NUM_SEMANTIC:
-            raise UserError(f"loss.class_weights: expected {NUM_SEMANTIC} numbers, got {len(spec)}")
+        if len(spec) != n_cls:
+            raise UserError(f"loss.class_weights: expected {n_cls} numbers (the store's classes), got {len(spec)}")
         return torch.tensor(spec, dtype=torch.float32)
-    counts = np.zeros(NUM_SEMANTIC, np.int64)
+    counts = np.zeros(n_cls, np.int64)
     for i in indices[:: max(1, len(indices) // 32)][:32]:
         lab = reader.labels(i)["label"]
-        counts += np.bincount(lab[lab < NUM_SEMANTIC], minlength=NUM_SEMANTIC)
+        counts += np.bincount(lab[lab < n_cls], minlength=n_cls)
     return L.class_weights_from_counts(torch.from_numpy(counts))
 
 
-def build_model(cfg: Config, pretrained: str | None = None) -> OccupancyNet:
-    model = OccupancyNet(cfg.model, cfg.grid.spec)
+def build_model(cfg: Config, pretrained: str | None = None, num_classes: int = NUM_SEMANTIC) -> OccupancyNet:
+    """The network; `num_classes` = the store vocabulary's semantic classes."""
+    model = OccupancyNet(cfg.model, cfg.grid.spec, num_classes)
     if pretrained:
         missing = load_pretrained(model.encoder, pretrained)
         print(f"pretrained: loaded {pretrained} ({len(missing)} encoder tensors left at init)")
@@ -172,7 +174,8 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
     train_idx, held = holdout_split(reader, cfg.data.holdout)
     if not train_idx:
         raise UserError(f"{store}: no training samples left after the hold-out split")
-    model = build_model(cfg, pretrained).to(device)
+    vocab = reader.vocabulary
+    model = build_model(cfg, pretrained, vocab.num_semantic).to(device)
     ds = RayDataset(reader, cfg, train_idx, train=True, exclude=held, feature_stride=model.feature_stride)
     cw = class_weights(reader, cfg, train_idx) if reader.has_semantics else None
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -248,7 +251,8 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
             if step % cfg.train.ckpt_every == 0 or step == stop:
                 thr = _threshold(ema, reader, held, train_idx, cfg, device, rank)
                 if rank == 0:
-                    state = _state(model, ema, opt, sched, scaler, cfg, step, thr, world, store_id)
+                    state = _state(model, ema, opt, sched, scaler, cfg, step, thr, world, store_id,
+                                   vocab.names)
                     save_checkpoint(out / "last.pt", state)
                 if world > 1:
                     dist.barrier()
@@ -280,12 +284,12 @@ def _threshold(ema, reader, held, train_idx, cfg, device, rank) -> dict | None:
                             source="training samples (data.holdout = none: no held-out part)")
 
 
-def _state(model, ema, opt, sched, scaler, cfg, step, thr, world, store_id: str) -> dict:
+def _state(model, ema, opt, sched, scaler, cfg, step, thr, world, store_id: str, classes: list[str]) -> dict:
     """Tensors and plain data only (checkpoint.py loads with weights_only=True)."""
     return {"store": {"manifest_sha256": store_id}, "model": model.state_dict(), "ema": ema.state_dict(),
             "config": cfg.to_dict(),
             "supervision": cfg.supervision, "threshold": thr["threshold"] if thr else None,
-            "threshold_info": thr, "grid": cfg.grid.spec, "classes": OCC3D_CLASSES, "step": step,
+            "threshold_info": thr, "grid": cfg.grid.spec, "classes": classes, "step": step,
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
             "rng": _get_rng(), "world_size": world}
 

@@ -1,0 +1,28 @@
+"""`renderocc prep masks`: thin click wrapper over `renderocc.prep.masks.run`."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("masks")
+@click.option("--store", required=True, help="A ray store written by `renderocc prep nuscenes`.")
+@click.option("--masks", required=True, help="Folder of PNG masks: <image path>.png (e.g. samples/CAM_FRONT/x.png).")
+@click.option("--dataroot", default=None, help="nuScenes dataroot (image names; default: the store's source).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+def prep_masks(store, masks, dataroot, progress) -> None:
+    """Import dense 2D semantic masks (uint8 class per pixel, 255 = unlabelled) into a store.
+
+    \b
+    Example:
+      renderocc prep masks --store store --masks data/apron/masks
+
+    One PNG per camera image at the image's path under MASKS with .png for .jpg, at the original
+    image size, classes of the store's vocabulary. Stored beside the images at the stored size
+    (nearest-neighbour, the images' crop) and recorded in the manifest; rerunning replaces them.
+    """
+    from renderocc.prep.masks import MaskOptions, run
+
+    s = run(MaskOptions(store=store, masks=masks, dataroot=dataroot, progress=progress))
+    click.echo(f"imported {s['images']} masks of {s['samples']} samples ({s['labelled_share']:.1%} of pixels "
+               f"labelled) in {s['seconds']:.1f} s: {s['root']}")
