@@ -8,13 +8,16 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
+#include <limits>
 #include <vector>
 
 #include "render_core.h"
+#include "walk.h"
 
 namespace renderocc {
 
@@ -259,6 +262,36 @@ at::Tensor optical_depth_backward(const at::Tensor& density, const at::Tensor& o
   return grad_density;
 }
 
+
+// The first-hit walk (CPU only): rays prepared by `raygrid.first_hits`, walked to the first
+// occupied voxel of each of L ≤ 7 layers packed as bits of `bits` (border value 128).
+std::vector<at::Tensor> first_hits(const at::Tensor& bits, const at::Tensor& start, const at::Tensor& t_next,
+                                   const at::Tensor& t_delta, const at::Tensor& move, int64_t layers,
+                                   int64_t threads) {
+  const int64_t R = start.numel();
+  TORCH_CHECK(layers >= 1 && layers <= 7, "first_hits: 1 to 7 layers");
+  TORCH_CHECK(bits.scalar_type() == at::kByte && bits.dim() == 1, "bits must be uint8 (N,)");
+  TORCH_CHECK(start.scalar_type() == at::kLong && start.dim() == 1, "start must be int64 (R,)");
+  TORCH_CHECK(move.scalar_type() == at::kLong && move.dim() == 2 && move.size(0) == R && move.size(1) == 3,
+              "move must be int64 (R, 3)");
+  for (const auto* t : {&t_next, &t_delta}) {
+    TORCH_CHECK(t->scalar_type() == at::kDouble && t->dim() == 2 && t->size(0) == R && t->size(1) == 3,
+                "t_next and t_delta must be float64 (R, 3)");
+  }
+  for (const auto* t : {&bits, &start, &t_next, &t_delta, &move}) {
+    TORCH_CHECK(t->is_contiguous() && !t->is_cuda(), "first_hits inputs must be contiguous CPU tensors");
+  }
+  auto opts = start.options();
+  at::Tensor voxel = at::full({layers, R}, -1, opts);
+  at::Tensor dist = at::full({layers, R}, std::numeric_limits<double>::quiet_NaN(), opts.dtype(at::kDouble));
+  at::Tensor hit = at::zeros({layers, R}, opts.dtype(at::kBool));
+  WalkArgs a{bits.data_ptr<uint8_t>(), start.data_ptr<int64_t>(), t_next.data_ptr<double>(),
+             t_delta.data_ptr<double>(), move.data_ptr<int64_t>(), R, layers, threads, uint8_t{128},
+             voxel.data_ptr<int64_t>(), dist.data_ptr<double>(), hit.data_ptr<bool>()};
+  first_hits_cpu(a);
+  return {voxel, dist, hit};
+}
+
 }  // namespace
 }  // namespace renderocc
 
@@ -287,4 +320,8 @@ TORCH_LIBRARY(renderocc_render, m) {
       "Tensor t_ends, float[] box, float[] voxel_size, float near, float step, Tensor g_tau, int stream) "
       "-> Tensor",
       &renderocc::optical_depth_backward);
+  m.def(
+      "first_hits(Tensor bits, Tensor start, Tensor t_next, Tensor t_delta, Tensor move, int layers, "
+      "int threads) -> Tensor[]",
+      &renderocc::first_hits);
 }
