@@ -310,10 +310,10 @@ def first_hits(layers: np.ndarray, origins: np.ndarray, dirs: np.ndarray, grid: 
     reports the last voxel inside the grid and the box exit (as SparseOcc's `dvr` kernel); a ray
     that misses the box reports voxel -1 and NaN. Origins may lie outside the box.
 
-    The walk itself runs in the C++ extension (`backend="extension"`, ~10× faster) or in numpy
-    (`"numpy"`); "auto" takes the extension when it builds. Both start from the same prepared
-    rays and do the same float64 steps, so their results are identical. `threads` caps the
-    threads (default: torch's for the extension, up to 2 for numpy).
+    The walk runs in the C++ extension (`backend="extension"`, several times faster) or in
+    numpy (`"numpy"`, the fallback); "auto" takes the extension when it builds. The C++ mirrors
+    the numpy arithmetic operation by operation, so both give identical results. `threads` caps
+    the threads (default: torch's for the extension, up to 2 for numpy).
     """
     if backend not in WALK_BACKENDS:
         raise ValueError(f"first_hits: backend must be one of {WALK_BACKENDS}, not {backend!r}")
@@ -321,43 +321,56 @@ def first_hits(layers: np.ndarray, origins: np.ndarray, dirs: np.ndarray, grid: 
     L = layers.shape[0]
     if not 1 <= L <= 7:
         raise ValueError("first_hits: 1 to 7 layers")
-    start = _walk_start(layers, origins, dirs, grid)
+    bits = _packed_layers(layers)
+    o = np.ascontiguousarray(np.asarray(origins, np.float64).reshape(-1, 3))
+    d = np.ascontiguousarray(np.asarray(dirs, np.float64).reshape(-1, 3))
     ops = None
     if backend != "numpy":
         from renderocc.cuda import loader
 
         ops = loader.load() if backend == "extension" else loader.load_or_warn()
     if ops is not None:
-        out = ops.first_hits(*(torch.from_numpy(a) for a in (start.bits, start.flat, start.t_next,
-                                                              start.t_delta, start.move)), L, threads or 0)
+        out = ops.first_hits(torch.from_numpy(bits), torch.from_numpy(o), torch.from_numpy(d),
+                             [float(x) for x in grid["pc_range"][:3]], [float(x) for x in grid["voxel_size"]],
+                             list(layers.shape[1:]), L, threads or 0)
         voxel, dist, hit = (t.numpy() for t in out)
-    else:
-        voxel, dist, hit = _walk_numpy(start, L, threads)
-    R = len(np.asarray(origins).reshape(-1, 3))
-    full_voxel = np.full((L, R), -1, np.int64)
-    full_dist = np.full((L, R), np.nan)
-    full_hit = np.zeros((L, R), bool)
-    full_voxel[:, start.ray], full_dist[:, start.ray], full_hit[:, start.ray] = voxel, dist, hit
+        return voxel, dist, hit
+    start = _walk_start(bits, o, d, grid)
+    voxel = np.full((L, len(o)), -1, np.int64)
+    dist = np.full((L, len(o)), np.nan)
+    hit = np.zeros((L, len(o)), bool)
+    voxel[:, start.ray], dist[:, start.ray], hit[:, start.ray] = _walk_numpy(start, L, threads)
     # padded flat index → the grid's own flat index
-    got = full_voxel >= 0
-    v = full_voxel[got]
+    got = voxel >= 0
+    v = voxel[got]
     shape, padded, strides = start.shape, start.shape + 2, start.strides
     i, j, k = v // strides[0] - 1, (v // strides[1]) % padded[1] - 1, v % padded[2] - 1
-    full_voxel[got] = (i * shape[1] + j) * shape[2] + k
-    return full_voxel, full_dist, full_hit
+    voxel[got] = (i * shape[1] + j) * shape[2] + k
+    return voxel, dist, hit
 
 
 BORDER = np.uint8(128)  # bit 7 of the packed grid: the one-voxel frame around it
 
 
+def _packed_layers(layers: np.ndarray) -> np.ndarray:
+    """(X + 2, Y + 2, Z + 2) uint8: bit k = layer k, in a frame of BORDER voxels, so one gather
+    per step reads every layer and sees the ray leave the grid (no per-axis bounds checks)."""
+    shape = np.array(layers.shape[1:], np.int64)
+    bits = np.full(tuple(shape + 2), BORDER, np.uint8)
+    inner = bits[1:-1, 1:-1, 1:-1]
+    inner[...] = 0
+    for k in range(layers.shape[0]):
+        inner |= layers[k].astype(np.uint8) << k
+    return bits
+
+
 @dataclass
 class WalkStart:
-    """Every ray that meets the box, ready to walk (the arithmetic both walk loops share).
+    """Every ray that meets the box, ready for the numpy walk.
 
-    `bits` is the layers bit-packed into a grid padded by one border voxel (value BORDER), so
-    leaving the grid is seen in the same gather as occupancy; `flat` the padded flat index of
-    each ray's first voxel, `t_next`/`t_delta`/`move` (n, 3) its next crossing, the distance
-    between crossings and the flat-index step per axis; `ray` which input ray each one is.
+    `bits` the packed layers (flat), `flat` the padded flat index of each ray's first voxel,
+    `t_next`/`t_delta`/`move` (n, 3) its next crossing, the distance between crossings and
+    the flat-index step per axis; `ray` which input ray each one is.
     """
 
     bits: np.ndarray
@@ -370,17 +383,10 @@ class WalkStart:
     strides: np.ndarray
 
 
-def _walk_start(layers: np.ndarray, origins: np.ndarray, dirs: np.ndarray, grid: dict) -> WalkStart:
-    shape = np.array(layers.shape[1:], np.int64)
-    bits = np.full(tuple(shape + 2), BORDER, np.uint8)
-    inner = bits[1:-1, 1:-1, 1:-1]
-    inner[...] = 0
-    for k in range(layers.shape[0]):
-        inner |= layers[k].astype(np.uint8) << k
+def _walk_start(bits: np.ndarray, o: np.ndarray, d: np.ndarray, grid: dict) -> WalkStart:
+    shape = np.array(bits.shape, np.int64) - 2
     lo = np.asarray(grid["pc_range"][:3], np.float64)
     vs = np.asarray(grid["voxel_size"], np.float64)
-    o = np.asarray(origins, np.float64).reshape(-1, 3)
-    d = np.asarray(dirs, np.float64).reshape(-1, 3)
     t_in, t_out = clip_to_box(o, d, lo, lo + shape * vs)
     ray = np.flatnonzero(t_out > t_in)
     o, d, t0 = o[ray], d[ray], t_in[ray]
@@ -391,9 +397,8 @@ def _walk_start(layers: np.ndarray, origins: np.ndarray, dirs: np.ndarray, grid:
         t_delta = np.where(d != 0, vs / np.abs(d), np.inf)
     padded = shape + 2
     strides = np.array([padded[1] * padded[2], padded[2], 1], np.int64)
-    return WalkStart(bits=bits.reshape(-1), ray=ray, flat=(idx + 1) @ strides,
-                     t_next=np.ascontiguousarray(t_next), t_delta=np.ascontiguousarray(t_delta),
-                     move=np.ascontiguousarray(step * strides), shape=shape, strides=strides)
+    return WalkStart(bits=bits.reshape(-1), ray=ray, flat=(idx + 1) @ strides, t_next=t_next, t_delta=t_delta,
+                     move=step * strides, shape=shape, strides=strides)
 
 
 def _walk_numpy(start: WalkStart, L: int, threads: int | None
