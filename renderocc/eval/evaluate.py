@@ -18,6 +18,7 @@ from renderocc.errors import UserError
 from renderocc.eval import infer
 from renderocc.eval.metrics import DepthMetrics, FloaterMetrics, OccMetrics, Sem2DMetrics
 from renderocc.eval.rayiou import RayIoU
+from renderocc.eval.tta import TTA_TEXT
 from renderocc.raygrid import ends_inside
 
 SUPERVISION_TEXT = {
@@ -181,7 +182,7 @@ def evaluate(reader, model, ckpt: dict, indices: list[int], *, rays_per_sample: 
     out["sem2d_miou"] = sm["sem2d_miou"]
     out["sem2d_iou_per_class"] = dict(zip(OCC3D_CLASSES[:NUM_SEMANTIC], sm["sem2d_iou_per_class"], strict=True))
     out["sem2d_pixels"] = sm["sem2d_pixels"]
-    out["tta"] = infer.TTA_TEXT[tta]
+    out["tta"] = TTA_TEXT[tta]
     out["protocol"] = {
         **PROTOCOL,
         "prediction": "argmax class where density > the checkpoint threshold "
