@@ -20,7 +20,8 @@ Conventions (the renderer kernels in `cuda/csrc/render_core.h` implement the sam
 7. Exact traversal (Amanatides & Woo) for anything that must be a discrete voxel set: every voxel
    a segment touches, in order (`VoxelWalk`, `mark_crossed`). `first_hits` walks to the first
    occupied voxel and returns the distance where the ray LEAVES it (the RayIoU convention of
-   SparseOcc's kernel, including its tie order: on equal crossings z steps before y before x).
+   SparseOcc's kernel, including its tie order: on equal crossings z steps before y before x);
+   `cuda/csrc/walk_cpu.cpp` runs the same walk, operation for operation, as an extension op.
 
 Continuous consumers (rendering, visibility, threshold choice) use 3, 4 and 6; discrete ones
 (sparse 3D targets, QA coverage, RayIoU) use 5 and 7.
