@@ -20,7 +20,8 @@ Conventions (the renderer kernels in `cuda/csrc/render_core.h` implement the sam
 7. Exact traversal (Amanatides & Woo) for anything that must be a discrete voxel set: every voxel
    a segment touches, in order (`VoxelWalk`, `mark_crossed`). `first_hits` walks to the first
    occupied voxel and returns the distance where the ray LEAVES it (the RayIoU convention of
-   SparseOcc's kernel, including its tie order: on equal crossings z steps before y before x).
+   SparseOcc's kernel, including its tie order: on equal crossings z steps before y before x);
+   `cuda/csrc/walk_cpu.cpp` runs the same walk, operation for operation, as an extension op.
 
 Continuous consumers (rendering, visibility, threshold choice) use 3, 4 and 6; discrete ones
 (sparse 3D targets, QA coverage, RayIoU) use 5 and 7.
@@ -28,7 +29,10 @@ Continuous consumers (rendering, visibility, threshold choice) use 3, 4 and 6; d
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -292,7 +296,11 @@ def ends_inside(origins: np.ndarray, dirs: np.ndarray, dist: np.ndarray, grid: d
     return (end > lo).all(1) & (end < hi).all(1) & (dist > 0.1)
 
 
-def first_hits(layers: np.ndarray, origins: np.ndarray, dirs: np.ndarray, grid: dict
+WALK_BACKENDS = ("auto", "extension", "numpy")
+
+
+def first_hits(layers: np.ndarray, origins: np.ndarray, dirs: np.ndarray, grid: dict,
+               backend: str = "auto", threads: int | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """First occupied voxel along each ray, for up to 7 occupancy layers walked together.
 
@@ -302,30 +310,84 @@ def first_hits(layers: np.ndarray, origins: np.ndarray, dirs: np.ndarray, grid: 
     the first occupied voxel and the distance where the ray leaves it; a ray that meets nothing
     reports the last voxel inside the grid and the box exit (as SparseOcc's `dvr` kernel); a ray
     that misses the box reports voxel -1 and NaN. Origins may lie outside the box.
+
+    The walk runs in the C++ extension (`backend="extension"`, several times faster) or in
+    numpy (`"numpy"`, the fallback); "auto" takes the extension when it builds. The C++ mirrors
+    the numpy arithmetic operation by operation, so both give identical results. `threads` caps
+    the threads (default: torch's for the extension, up to 2 for numpy).
     """
+    if backend not in WALK_BACKENDS:
+        raise ValueError(f"first_hits: backend must be one of {WALK_BACKENDS}, not {backend!r}")
     layers = np.asarray(layers, bool)
     L = layers.shape[0]
     if not 1 <= L <= 7:
         raise ValueError("first_hits: 1 to 7 layers")
+    bits = _packed_layers(layers)
+    o = np.ascontiguousarray(np.asarray(origins, np.float64).reshape(-1, 3))
+    d = np.ascontiguousarray(np.asarray(dirs, np.float64).reshape(-1, 3))
+    ops = None
+    if backend != "numpy":
+        from renderocc.cuda import loader
+
+        ops = loader.load() if backend == "extension" else loader.load_or_warn()
+    if ops is not None:
+        out = ops.first_hits(torch.from_numpy(bits), torch.from_numpy(o), torch.from_numpy(d),
+                             [float(x) for x in grid["pc_range"][:3]], [float(x) for x in grid["voxel_size"]],
+                             list(layers.shape[1:]), L, threads or 0)
+        voxel, dist, hit = (t.numpy() for t in out)
+        return voxel, dist, hit
+    start = _walk_start(bits, o, d, grid)
+    voxel = np.full((L, len(o)), -1, np.int64)
+    dist = np.full((L, len(o)), np.nan)
+    hit = np.zeros((L, len(o)), bool)
+    voxel[:, start.ray], dist[:, start.ray], hit[:, start.ray] = _walk_numpy(start, L, threads)
+    # padded flat index → the grid's own flat index
+    got = voxel >= 0
+    v = voxel[got]
+    shape, padded, strides = start.shape, start.shape + 2, start.strides
+    i, j, k = v // strides[0] - 1, (v // strides[1]) % padded[1] - 1, v % padded[2] - 1
+    voxel[got] = (i * shape[1] + j) * shape[2] + k
+    return voxel, dist, hit
+
+
+BORDER = np.uint8(128)  # bit 7 of the packed grid: the one-voxel frame around it
+
+
+def _packed_layers(layers: np.ndarray) -> np.ndarray:
+    """(X + 2, Y + 2, Z + 2) uint8: bit k = layer k, in a frame of BORDER voxels, so one gather
+    per step reads every layer and sees the ray leave the grid (no per-axis bounds checks)."""
     shape = np.array(layers.shape[1:], np.int64)
-    # bit k = layer k; bit 7 marks a one-voxel border around the grid, so leaving the grid is
-    # seen in the same gather as occupancy (no per-axis counters)
-    border = np.uint8(128)
-    bits = np.full(tuple(shape + 2), border, np.uint8)
+    bits = np.full(tuple(shape + 2), BORDER, np.uint8)
     inner = bits[1:-1, 1:-1, 1:-1]
     inner[...] = 0
-    for k in range(L):
+    for k in range(layers.shape[0]):
         inner |= layers[k].astype(np.uint8) << k
-    bits = bits.reshape(-1)
-    all_bits, dead = (1 << L) - 1, np.uint8(255)
+    return bits
+
+
+@dataclass
+class WalkStart:
+    """Every ray that meets the box, ready for the numpy walk.
+
+    `bits` the packed layers (flat), `flat` the padded flat index of each ray's first voxel,
+    `t_next`/`t_delta`/`move` (n, 3) its next crossing, the distance between crossings and
+    the flat-index step per axis; `ray` which input ray each one is.
+    """
+
+    bits: np.ndarray
+    ray: np.ndarray
+    flat: np.ndarray
+    t_next: np.ndarray
+    t_delta: np.ndarray
+    move: np.ndarray
+    shape: np.ndarray
+    strides: np.ndarray
+
+
+def _walk_start(bits: np.ndarray, o: np.ndarray, d: np.ndarray, grid: dict) -> WalkStart:
+    shape = np.array(bits.shape, np.int64) - 2
     lo = np.asarray(grid["pc_range"][:3], np.float64)
     vs = np.asarray(grid["voxel_size"], np.float64)
-    o = np.asarray(origins, np.float64).reshape(-1, 3)
-    d = np.asarray(dirs, np.float64).reshape(-1, 3)
-    R = len(o)
-    voxel = np.full((L, R), -1, np.int64)
-    dist = np.full((L, R), np.nan)
-    hit = np.zeros((L, R), bool)
     t_in, t_out = clip_to_box(o, d, lo, lo + shape * vs)
     ray = np.flatnonzero(t_out > t_in)
     o, d, t0 = o[ray], d[ray], t_in[ray]
@@ -336,16 +398,40 @@ def first_hits(layers: np.ndarray, origins: np.ndarray, dirs: np.ndarray, grid: 
         t_delta = np.where(d != 0, vs / np.abs(d), np.inf)
     padded = shape + 2
     strides = np.array([padded[1] * padded[2], padded[2], 1], np.int64)
+    return WalkStart(bits=bits.reshape(-1), ray=ray, flat=(idx + 1) @ strides, t_next=t_next, t_delta=t_delta,
+                     move=step * strides, shape=shape, strides=strides)
+
+
+def _walk_numpy(start: WalkStart, L: int, threads: int | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The walk loop in numpy, the rays split over up to `threads` (default 2) threads (numpy
+    releases the GIL inside each step). Returns (L, n) padded voxel, dist, hit."""
+    n = len(start.ray)
+    parts = max(1, min(threads or min(2, os.cpu_count() or 1), n // 4096 or 1))
+    if parts == 1:
+        return _walk_numpy_part(start, L, np.arange(n))
+    with ThreadPoolExecutor(parts) as pool:
+        res = list(pool.map(lambda p: _walk_numpy_part(start, L, p), np.array_split(np.arange(n), parts)))
+    return tuple(np.concatenate([r[i] for r in res], axis=1) for i in range(3))
+
+
+def _walk_numpy_part(start: WalkStart, L: int, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    bits, n = start.bits, len(sel)
+    voxel = np.full((L, n), -1, np.int64)
+    dist = np.full((L, n), np.nan)
+    hit = np.zeros((L, n), bool)
+    all_bits, dead = (1 << L) - 1, np.uint8(255)
+    ray = np.arange(n)
     # Structure of arrays, one 1-D array per axis: every step is a few cheap elementwise passes.
     # Finished rays are marked dead and dropped only in batches, so most steps compact nothing;
     # their voxel index runs on past the border and is read with mode="clip" and ignored.
-    tx, ty, tz = (np.ascontiguousarray(t_next[:, a]) for a in range(3))
-    dx, dy, dz = (np.ascontiguousarray(t_delta[:, a]) for a in range(3))
-    sx, sy, sz = (np.ascontiguousarray(step[:, a] * strides[a], np.int32) for a in range(3))
-    flat = ((idx + 1) @ strides).astype(np.int32)
+    tx, ty, tz = (np.ascontiguousarray(start.t_next[sel, a]) for a in range(3))
+    dx, dy, dz = (np.ascontiguousarray(start.t_delta[sel, a]) for a in range(3))
+    sx, sy, sz = (np.ascontiguousarray(start.move[sel, a], np.int32) for a in range(3))
+    flat = start.flat[sel].astype(np.int32)
     cur = bits.take(flat)
-    found = np.zeros(len(ray), np.uint8)
-    live = len(ray)
+    found = np.zeros(n, np.uint8)
+    live = n
     while live:
         # the kernel's branch order: x only when strictly first; z wins ties with y, y with x
         mx = (tx < ty) & (tx < tz)
@@ -365,7 +451,7 @@ def first_hits(layers: np.ndarray, origins: np.ndarray, dirs: np.ndarray, grid: 
         move = np.where(mx, sx, np.where(my, sy, sz))
         flat += move
         cur = bits.take(flat, mode="clip")
-        gone = cur == border
+        gone = cur == BORDER
         if gone.any():  # left the grid: layers without a hit end in the last voxel, at the box exit
             rec = np.flatnonzero(gone & (found != dead))
             t_rec = np.where(mx[rec], tx[rec], np.where(my[rec], ty[rec], tz[rec]))
@@ -383,9 +469,4 @@ def first_hits(layers: np.ndarray, origins: np.ndarray, dirs: np.ndarray, grid: 
             ray, flat, found, cur = ray[alive], flat[alive], found[alive], cur[alive]
             tx, ty, tz, dx, dy, dz = tx[alive], ty[alive], tz[alive], dx[alive], dy[alive], dz[alive]
             sx, sy, sz = sx[alive], sy[alive], sz[alive]
-    # padded flat index → the grid's own flat index
-    got = voxel >= 0
-    v = voxel[got]
-    i, j, k = v // strides[0] - 1, (v // strides[1]) % padded[1] - 1, v % padded[2] - 1
-    voxel[got] = (i * shape[1] + j) * shape[2] + k
     return voxel, dist, hit

@@ -217,7 +217,7 @@ def _scores(path: Path) -> dict:
                               "iou_per_class", "rayiou_per_class")}
 
 
-@pytest.mark.parametrize("tta", ["none", pytest.param("flip", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("tta", ["none", pytest.param("flip-bev", marks=pytest.mark.slow)])
 def test_eval_pred_on_predict_output_equals_eval_ckpt(store, ckpt, tmp_path, tta):
     res = _invoke("predict", "--store", store, "--ckpt", ckpt, "--out", str(tmp_path / "p"), "--store-grid",
                   "--tta", tta, "--vis-stride", "16")
@@ -247,8 +247,8 @@ def test_eval_pred_on_the_model_grid_says_use_store_grid(store, ckpt, tmp_path):
 
 class _Geometric(torch.nn.Module):
     """Occupancy that depends only on where camera 0 sits in the (possibly mirrored) ego frame, and
-    classes only on the distance to it: exactly equivariant to the TTA flips, so `--tta flip` must
-    give back the plain output (a pose not mirrored or a grid not flipped back would not)."""
+    classes only on the distance to it: exactly equivariant to the TTA flips, so `--tta flip-bev`
+    must give back the plain output (a pose not mirrored or a grid not flipped back would not)."""
 
     def __init__(self, grid: dict):
         super().__init__()
@@ -272,8 +272,49 @@ def test_tta_flip_gives_back_an_equivariant_models_output(store):
     model = _Geometric(cfg.grid.spec)
     assert abs(float(reader.sample(0)["cameras"][reader.cameras[0]]["cam2ego"][0, 3])) > 0.5  # off-centre
     d0, l0 = infer.run_model(model, reader, 0, cfg)
-    d1, l1 = infer.run_model(model, reader, 0, cfg, tta="flip")
+    d1, l1 = infer.run_model(model, reader, 0, cfg, tta="flip-bev")
     torch.testing.assert_close(d1, d0, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(l1.argmax(-1), l0.argmax(-1))
     torch.testing.assert_close(l1, torch.log(torch.softmax(l0, -1).clamp_min(1e-12)), rtol=1e-4, atol=1e-4)
     assert not torch.allclose(d0, d0.flip(0), atol=1e-3)  # the field is not symmetric itself
+
+
+class _ImageReader(torch.nn.Module):
+    """Each voxel reads camera 0's image where its centre projects (bilinear, through K and the
+    pose): equivariant to mirroring the image together with the intrinsics, and to nothing less."""
+
+    def __init__(self, grid: dict):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+        self.centres = torch.from_numpy(voxel_centres(grid)).float()
+
+    def forward(self, imgs, K, c2e):
+        ego2cam = torch.linalg.inv(c2e[0, 0])
+        cam = self.centres @ ego2cam[:3, :3].T + ego2cam[:3, 3]
+        uvw = cam @ K[0, 0].T
+        z = uvw[..., 2].clamp_min(1e-3)
+        h, w = imgs.shape[-2:]
+        xy = torch.stack([uvw[..., 0] / z / (w - 1), uvw[..., 1] / z / (h - 1)], -1) * 2 - 1
+        grey = imgs[0, 0].mean(0)[None, None]
+        val = torch.nn.functional.grid_sample(grey, xy.reshape(1, 1, -1, 2), align_corners=True)
+        val = val.reshape(self.centres.shape[:3]) * (cam[..., 2] > 0.5)
+        density = 1.0 + val
+        logits = -(4 * val[..., None] - torch.arange(NUM_SEMANTIC) / 4) ** 2
+        return SimpleNamespace(density=density[None], semantics=logits[None])
+
+
+def test_tta_flip_mirrors_the_image_with_its_intrinsics(store):
+    from renderocc.store.reader import StoreReader
+    from renderocc.train.config import load_config, resolved
+
+    reader = StoreReader(store)
+    cfg = resolved(load_config("demo", ["data.input_size=[64, 32]", "grid.voxel_size=1.6"]), reader.grid)
+    model = _ImageReader(cfg.grid.spec)
+    d0, l0 = infer.run_model(model, reader, 0, cfg)
+    d1, l1 = infer.run_model(model, reader, 0, cfg, tta="flip")
+    torch.testing.assert_close(d1, d0, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(l1, torch.log(torch.softmax(l0, -1).clamp_min(1e-12)), rtol=1e-3, atol=1e-3)
+    imgs, K, c2e = infer.model_inputs(reader, 0, cfg)
+    assert ((d0 - 1).abs() > 0.01).sum() > 50  # many voxels see the image
+    # the image mirrored without its intrinsics reads other pixels: the test can tell
+    assert not torch.allclose(model(imgs.flip(-1), K, c2e).density[0], d0, atol=1e-2)

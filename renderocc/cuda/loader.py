@@ -17,9 +17,9 @@ from typing import Any
 
 CSRC = Path(__file__).parent / "csrc"
 OP_NAMESPACE = "renderocc_render"
-CPU_SOURCES = ("bindings.cpp", "render_cpu.cpp")
+CPU_SOURCES = ("bindings.cpp", "render_cpu.cpp", "walk_cpu.cpp")
 CUDA_SOURCES = ("render_cuda.cu",)
-HEADERS = ("render_core.h",)
+HEADERS = ("render_core.h", "walk.h")
 CFLAGS = ["-O3"]
 CUDA_CFLAGS = ["-O3"]
 

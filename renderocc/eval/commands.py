@@ -6,6 +6,8 @@ import math
 
 import click
 
+from renderocc.eval.tta import TTA_MODES, TTA_PASSES
+
 SPLIT_HELP = ("val (nuScenes val/mini_val scenes present in the store), all, or scene names "
               "(repeat or comma-separate).")
 
@@ -23,8 +25,8 @@ def _num(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
-TTA_HELP = ("none, or flip: average 4 passes (as is, images mirrored, ego frame mirrored in x and in y); "
-            "stated in the output.")
+TTA_HELP = ("none; flip: average 2 passes (as is, images mirrored as in training); flip-bev: 4 passes "
+            "(also the ego frame mirrored in x and in y, a flip training never makes); stated in the output.")
 
 
 @click.command("eval")
@@ -43,7 +45,7 @@ TTA_HELP = ("none, or flip: average 4 passes (as is, images mirrored, ego frame 
 @click.option("--allow-missing", is_flag=True,
               help="With --pred: score the samples that have a prediction; count and list the others.")
 @click.option("--rayiou/--no-rayiou", default=True, show_default=True, help="Compute RayIoU (SparseOcc).")
-@click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
+@click.option("--tta", type=click.Choice(list(TTA_MODES)), default="none", show_default=True,
               help="With --ckpt: test-time augmentation. " + TTA_HELP)
 @click.option("--rays-per-sample", default=0, show_default=True, type=click.IntRange(min=0),
               help="Label rays rendered per sample for the 2D metrics (0 = all).")
@@ -89,7 +91,8 @@ def evaluate(store: str | None, ckpt: str | None, pred: str | None, gt_dir: str 
         click.echo(f"split {m['split']}: {m['samples']} samples ({m['occ_samples']} with Occ3D GT), "
                    f"threshold density > {m['threshold']:.3g} ({how})")
         if m.get("tta"):
-            click.echo(f"test-time augmentation: {m['tta'].split(':')[0]} (4 passes)")
+            mode = m["tta"].split(":")[0]
+            click.echo(f"test-time augmentation: {mode} ({TTA_PASSES[mode]} passes)")
     else:
         miss = m["missing"]
         click.echo(f"split {m['split']}: {m['samples']} samples scored"
@@ -121,7 +124,7 @@ def evaluate(store: str | None, ckpt: str | None, pred: str | None, gt_dir: str 
 @click.option("--store-grid", is_flag=True,
               help="Write at the store's Occ3D grid (200×200×16) instead of the model's grid "
                    "(what `eval --pred` and other Occ3D tools read).")
-@click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
+@click.option("--tta", type=click.Choice(list(TTA_MODES)), default="none", show_default=True,
               help="Test-time augmentation. " + TTA_HELP)
 @_device_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")

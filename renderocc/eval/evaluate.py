@@ -18,6 +18,7 @@ from renderocc.errors import UserError
 from renderocc.eval import infer
 from renderocc.eval.metrics import DepthMetrics, FloaterMetrics, OccMetrics, Sem2DMetrics
 from renderocc.eval.rayiou import RayIoU
+from renderocc.eval.tta import TTA_TEXT
 from renderocc.outputs import prepare_out_dir, write_atomic
 from renderocc.raygrid import ends_inside
 
@@ -185,7 +186,7 @@ def evaluate(reader, model, ckpt: dict, indices: list[int], *, rays_per_sample: 
     out["sem2d_iou_per_class"] = dict(zip(vocab.classes, sm["sem2d_iou_per_class"], strict=True))
     out["classes"] = {"vocabulary": vocab.name, "names": vocab.names}
     out["sem2d_pixels"] = sm["sem2d_pixels"]
-    out["tta"] = infer.TTA_TEXT[tta]
+    out["tta"] = TTA_TEXT[tta]
     out["protocol"] = {
         **PROTOCOL,
         "prediction": "argmax class where density > the checkpoint threshold "

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from renderocc.errors import UserError
+from renderocc.eval.tta import TTA_MODES
 from renderocc.raygrid import label_rays as grid_label_rays
 from renderocc.raygrid import pixel_rays
 from renderocc.train.config import Config
@@ -68,42 +69,35 @@ def model_inputs(reader, i: int, cfg: Config) -> tuple[torch.Tensor, torch.Tenso
             torch.from_numpy(c2e).float()[None])
 
 
-TTA_TEXT = {
-    "none": None,
-    "flip": "flip: mean of 4 passes (as is; images mirrored left-right with the intrinsics mirrored; "
-            "the ego frame mirrored in x, and in y, with the camera poses mirrored and the output grid "
-            "flipped back); per voxel the semantic softmax probabilities and the one-voxel occupancy "
-            "probability 1 - exp(-density * voxel) are averaged",
-}
-
-
 @torch.no_grad()
 def run_model(model, reader, i: int, cfg: Config, tta: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
     """(density (X,Y,Z), logits (X,Y,Z,17)) of sample i, on the model's device, float32.
 
-    `tta="flip"` averages four passes (see TTA_TEXT); the logits returned are then the log of the
-    mean probabilities, and the density the one whose voxel opacity is the mean opacity.
+    `tta` "flip" / "flip-bev" averages 2 / 4 passes (see `tta.TTA_TEXT`); the logits returned are
+    then the log of the mean probabilities, and the density the one whose voxel opacity is the
+    mean opacity.
     """
     dev = next(model.parameters()).device
     imgs, K, c2e = (t.to(dev) for t in model_inputs(reader, i, cfg))
     if tta == "none":
         out = model(imgs, K, c2e)
         return out.density[0].float(), out.semantics[0].float()
-    if tta != "flip":
-        raise UserError(f"--tta {tta}: use none or flip")
+    if tta not in TTA_MODES:
+        raise UserError(f"--tta {tta}: use one of {', '.join(TTA_MODES)}")
     grid = cfg.grid.spec
-    lo, hi = grid["pc_range"][:2], grid["pc_range"][3:5]
-    if any(abs(a + b) > 1e-6 for a, b in zip(lo, hi, strict=True)):
-        raise UserError(f"--tta flip: the BEV flips need a grid symmetric about the ego origin in x and y "
-                        f"(pc_range {grid['pc_range']})")
-    vox = float(min(grid["voxel_size"]))
     w = imgs.shape[-1]
     mirror_u = torch.tensor([[-1.0, 0, w - 1], [0, 1, 0], [0, 0, 1]], device=dev)  # the trainer's flip
     passes = [(imgs, K, c2e, None), (imgs.flip(-1), mirror_u @ K, c2e, None)]
-    for axis in (0, 1):  # mirror the ego frame: cam2ego' = M·cam2ego, then flip the grid back
-        m = torch.eye(4, device=dev)
-        m[axis, axis] = -1
-        passes.append((imgs, K, m @ c2e, axis))
+    if tta == "flip-bev":
+        lo, hi = grid["pc_range"][:2], grid["pc_range"][3:5]
+        if any(abs(a + b) > 1e-6 for a, b in zip(lo, hi, strict=True)):
+            raise UserError(f"--tta flip-bev: the BEV flips need a grid symmetric about the ego origin in x "
+                            f"and y (pc_range {grid['pc_range']})")
+        for axis in (0, 1):  # mirror the ego frame: cam2ego' = M·cam2ego, then flip the grid back
+            m = torch.eye(4, device=dev)
+            m[axis, axis] = -1
+            passes.append((imgs, K, m @ c2e, axis))
+    vox = float(min(grid["voxel_size"]))
     opacity, probs = 0.0, 0.0
     for x, k, c, axis in passes:
         out = model(x, k, c)

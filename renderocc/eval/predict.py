@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from renderocc.eval import infer
 from renderocc.eval.common import clean_json
+from renderocc.eval.tta import TTA_TEXT
 from renderocc.outputs import prepare_out_dir, savez_atomic, write_atomic
 
 KEYS = {
@@ -70,7 +71,7 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], vis_stride
         seen_share.append(float(arrays["visibility"].mean()))
     info = {
         "checkpoint": str(ckpt_path), "supervision": describe_supervision(ckpt),
-        "threshold": infer.threshold_of(ckpt), "tta": infer.TTA_TEXT[tta],
+        "threshold": infer.threshold_of(ckpt), "tta": TTA_TEXT[tta],
         "grid": reader.grid if store_grid else infer.model_grid(ckpt, reader.grid),
         "model_grid": infer.model_grid(ckpt, reader.grid),
         "store": str(store), "split": label, "samples": len(indices),

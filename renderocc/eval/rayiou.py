@@ -19,8 +19,6 @@ define it (this is an independent implementation of it):
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,28 +69,21 @@ def scene_origins(ego_poses: np.ndarray, lidar2ego: np.ndarray, ref: int) -> np.
 
 
 def cast(pred: np.ndarray, gt: np.ndarray, origins: np.ndarray, grid: dict,
-         directions: np.ndarray | None = None, threads: int | None = None, free: int = FREE
+         directions: np.ndarray | None = None, threads: int | None = None, free: int = FREE,
+         backend: str = "auto"
          ) -> dict[str, np.ndarray]:
     """Walk every origin × direction ray through both class grids once.
 
-    The rays are split over `threads` (default: up to 2 CPUs; numpy releases the GIL inside
-    each step). Returns per valid ray (GT class not free) `gt_class`, `gt_dist`, `pred_class`,
-    `pred_dist`.
+    The walk runs in the C++ extension (numpy when it is unavailable; `backend` as
+    `raygrid.first_hits`) on up to `threads` threads. Returns per valid ray (GT class not
+    free) `gt_class`, `gt_dist`, `pred_class`, `pred_dist`.
     """
     dirs = lidar_directions() if directions is None else directions
     o = np.repeat(np.asarray(origins, np.float64).reshape(-1, 3), len(dirs), axis=0)
     d = np.tile(dirs, (len(origins), 1))
     pred, gt = np.asarray(pred), np.asarray(gt)
     layers = np.stack([gt != free, pred != free])
-    n = max(1, min(threads or min(2, os.cpu_count() or 1), len(o) // 4096 or 1))
-    parts = np.array_split(np.arange(len(o)), n)
-    if n == 1:
-        voxel, dist, _ = first_hits(layers, o, d, grid)
-    else:
-        with ThreadPoolExecutor(n) as pool:
-            res = list(pool.map(lambda p: first_hits(layers, o[p], d[p], grid), parts))
-        voxel = np.concatenate([r[0] for r in res], axis=1)
-        dist = np.concatenate([r[1] for r in res], axis=1)
+    voxel, dist, _ = first_hits(layers, o, d, grid, backend=backend, threads=threads)
     ok = voxel[0] >= 0  # rays that miss the box (origins outside it) are not cast
     gt_cls = gt.reshape(-1)[voxel[0][ok]].astype(np.int64)
     pred_cls = pred.reshape(-1)[voxel[1][ok]].astype(np.int64)

@@ -8,13 +8,16 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/full.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
+#include <limits>
 #include <vector>
 
 #include "render_core.h"
+#include "walk.h"
 
 namespace renderocc {
 
@@ -259,6 +262,49 @@ at::Tensor optical_depth_backward(const at::Tensor& density, const at::Tensor& o
   return grad_density;
 }
 
+
+// The first-hit walk (CPU only) of `raygrid.first_hits`: rays (R, 3) float64 walked through L ≤ 7
+// occupancy layers packed as bits of a grid padded by one border voxel (value 128) per side.
+std::vector<at::Tensor> first_hits(const at::Tensor& bits, const at::Tensor& origins, const at::Tensor& dirs,
+                                   std::vector<double> lo, std::vector<double> voxel_size,
+                                   std::vector<int64_t> shape, int64_t layers, int64_t threads) {
+  TORCH_CHECK(layers >= 1 && layers <= 7, "first_hits: 1 to 7 layers");
+  TORCH_CHECK(lo.size() == 3 && voxel_size.size() == 3 && shape.size() == 3,
+              "first_hits: lo, voxel_size and shape need 3 numbers");
+  TORCH_CHECK(bits.scalar_type() == at::kByte && bits.dim() == 3 && bits.size(0) == shape[0] + 2 &&
+                  bits.size(1) == shape[1] + 2 && bits.size(2) == shape[2] + 2,
+              "bits must be uint8 (X + 2, Y + 2, Z + 2)");
+  TORCH_CHECK(origins.scalar_type() == at::kDouble && origins.dim() == 2 && origins.size(1) == 3 &&
+                  dirs.sizes() == origins.sizes() && dirs.scalar_type() == at::kDouble,
+              "origins and directions must be float64 (R, 3)");
+  for (const auto* t : {&bits, &origins, &dirs}) {
+    TORCH_CHECK(t->is_contiguous() && !t->is_cuda(), "first_hits inputs must be contiguous CPU tensors");
+  }
+  const int64_t R = origins.size(0);
+  const auto opts = origins.options();
+  at::Tensor voxel = at::full({layers, R}, -1, opts.dtype(at::kLong));
+  at::Tensor dist = at::full({layers, R}, std::numeric_limits<double>::quiet_NaN(), opts);
+  at::Tensor hit = at::zeros({layers, R}, opts.dtype(at::kBool));
+  WalkArgs a{};
+  a.bits = bits.data_ptr<uint8_t>();
+  a.origins = origins.data_ptr<double>();
+  a.dirs = dirs.data_ptr<double>();
+  for (int i = 0; i < 3; ++i) {
+    a.lo[i] = lo[i];
+    a.vox[i] = voxel_size[i];
+    a.shape[i] = shape[i];
+  }
+  a.R = R;
+  a.L = layers;
+  a.threads = threads;
+  a.border = 128;
+  a.voxel = voxel.data_ptr<int64_t>();
+  a.dist = dist.data_ptr<double>();
+  a.hit = hit.data_ptr<bool>();
+  first_hits_cpu(a);
+  return {voxel, dist, hit};
+}
+
 }  // namespace
 }  // namespace renderocc
 
@@ -287,4 +333,8 @@ TORCH_LIBRARY(renderocc_render, m) {
       "Tensor t_ends, float[] box, float[] voxel_size, float near, float step, Tensor g_tau, int stream) "
       "-> Tensor",
       &renderocc::optical_depth_backward);
+  m.def(
+      "first_hits(Tensor bits, Tensor origins, Tensor directions, float[] lo, float[] voxel_size, int[] shape, "
+      "int layers, int threads) -> Tensor[]",
+      &renderocc::first_hits);
 }
