@@ -9,6 +9,7 @@ import click
 
 from renderocc.errors import UserError
 from renderocc.eval.common import clean_json, open_store
+from renderocc.store.fsio import write_bytes_atomic
 
 
 def parse_thresholds(items: tuple[str, ...]) -> dict[str, float]:
@@ -43,9 +44,16 @@ def parse_thresholds(items: tuple[str, ...]) -> dict[str, float]:
                    "per-class IoU beside label coverage (needs Occ3D GT).")
 @click.option("--fit-iters", default=40, show_default=True, type=click.IntRange(min=1),
               help="Iterations per sample of the --fit grids (fewer than `renderocc fit`'s default: a QA pass).")
+@click.option("--shard-index", default=None, type=int,
+              help="Run part i of --num-shards (samples split in blocks) and write OUT/parts/; the job "
+                   "completing the set writes the report. Default: SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX "
+                   "when set, else 0 (docs/scale-out.md).")
+@click.option("--num-shards", default=None, type=int,
+              help="Number of QA jobs. Default: SLURM_ARRAY_TASK_COUNT or RENDEROCC_NUM_SHARDS when set, else 1.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_labels: int,
-       no_coverage: bool, ray_stride: int, fit_n: int, fit_iters: int, quiet: bool) -> None:
+       no_coverage: bool, ray_stride: int, fit_n: int, fit_iters: int, shard_index: int | None,
+       num_shards: int | None, quiet: bool) -> None:
     """Label-coverage report of a ray store: OUT/qa.html (self-contained) and OUT/qa.json.
 
     \b
@@ -61,6 +69,7 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
         collect,
         unavailable_reason,
     )
+    from renderocc.shards import resolve_shard
 
     thresholds = parse_thresholds(fail_under)
     for key in thresholds:  # before the (long) pass over the store
@@ -69,9 +78,19 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
     reader = open_store(store)
     if fit_n and not reader.has_occ_gt:
         raise UserError("--fit: the store has no Occ3D GT (occ_gt) to score the fit against")
-    report = collect(reader, QAOptions(dark_luma=dark_luma, few_labels=few_labels,
-                                       coverage=not no_coverage, ray_stride=ray_stride),
-                     progress=not quiet)
+    opts = QAOptions(dark_luma=dark_luma, few_labels=few_labels, coverage=not no_coverage, ray_stride=ray_stride)
+    shard = resolve_shard(shard_index, num_shards)
+    out_dir = Path(out)
+    if shard.count == 1:
+        report = collect(reader, opts, progress=not quiet)
+    else:
+        from renderocc.qa.parts import run_part
+
+        report, done = run_part(reader, opts, shard, out_dir, progress=not quiet)
+        click.echo(f"qa: {shard.describe()}: wrote {out_dir / 'parts'} ({done} of {shard.count} parts in)", err=True)
+        if report is None:
+            click.echo("qa: the report is written by the job that completes the set of parts")
+            return
     if fit_n:
         report["fit"] = fit_section(reader, fit_n, fit_iters, progress=not quiet)
         report["summary"].update(fit_miou=report["fit"]["miou"], fit_geometry_iou=report["fit"]["geometry_iou"],
@@ -80,12 +99,10 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
     failures = [f"{k} is not available: {unavailable_reason(k, report)}" for k in missing]
     failures += check_fail_under(report, {k: v for k, v in thresholds.items() if k not in missing})
     report["fail_under"] = {"thresholds": thresholds, "failures": failures}
-    out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "qa.json").write_text(json.dumps(clean_json(report), indent=1))
-    (out_dir / "qa.html").write_text(render_html(report, f"renderocc QA: {store}",
-                                                 failures if thresholds else None,
-                                                 thumbnails(reader, report)))
+    html = render_html(report, f"renderocc QA: {store}", failures if thresholds else None, thumbnails(reader, report))
+    write_bytes_atomic(json.dumps(clean_json(report), indent=1).encode(), str(out_dir), "qa.json")
+    write_bytes_atomic(html.encode(), str(out_dir), "qa.html")
     s = report["summary"]
     click.echo(f"{s['samples']} samples, {s['images']} images: "
                f"{s['labelled_pixels_per_image']:.0f} labelled pixels/image, "
