@@ -271,12 +271,39 @@ class VoxelWalk:
                 setattr(self, name, getattr(self, name)[alive])
 
 
+def _compiled_walk():
+    """The extension's `mark_crossed` op (same voxels, ~20x faster), or None without it."""
+    from renderocc.cuda import loader
+
+    try:
+        return loader.load().mark_crossed
+    except loader.ExtensionUnavailable:
+        return None
+
+
 def mark_crossed(hit: np.ndarray, origins: np.ndarray, dirs: np.ndarray, lengths: np.ndarray,
                  pc_range: Sequence[float], voxel_size: Sequence[float]) -> None:
     """Set `hit[x, y, z] = True` for every voxel a segment o + t·d, t ∈ [0, length], passes
-    (exactly: a voxel only grazed at a corner counts too)."""
+    (exactly: a voxel only grazed at a corner counts too).
+
+    Runs the compiled twin of `VoxelWalk` when the renderer extension is available (it repeats
+    the walk's float64 arithmetic, so the marks are identical), else the numpy walk."""
     if not hit.flags.c_contiguous:
         raise ValueError("hit grid must be C-contiguous (it is written through a flat view)")
+    walk = _compiled_walk() if hit.dtype == np.bool_ and hit.ndim == 3 else None
+    if walk is None:
+        mark_crossed_numpy(hit, origins, dirs, lengths, pc_range, voxel_size)
+        return
+    def f64(a: np.ndarray, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(np.reshape(a, shape), np.float64))
+
+    walk(f64(origins, (-1, 3)), f64(dirs, (-1, 3)), f64(lengths, (-1,)), [float(v) for v in pc_range],
+         [float(v) for v in voxel_size], torch.from_numpy(hit))
+
+
+def mark_crossed_numpy(hit: np.ndarray, origins: np.ndarray, dirs: np.ndarray, lengths: np.ndarray,
+                       pc_range: Sequence[float], voxel_size: Sequence[float]) -> None:
+    """`mark_crossed` with the numpy `VoxelWalk` (the reference the compiled walk is tested against)."""
     flat = hit.reshape(-1)
     walk = VoxelWalk(origins, dirs, lengths, pc_range, voxel_size, hit.shape)
     while walk:

@@ -28,6 +28,8 @@ template <typename T>
 void optical_depth_cpu(const RenderArgs<T>& a);
 template <typename T>
 void optical_depth_backward_cpu(const RenderArgs<T>& a);
+void mark_crossed_cpu(const at::Tensor& origins, const at::Tensor& dirs, const at::Tensor& lengths,
+                      const std::vector<double>& box, const std::vector<double>& voxel, const at::Tensor& hit);
 #ifdef RENDEROCC_WITH_CUDA
 int max_classes_cuda();
 template <typename T>
@@ -259,6 +261,11 @@ at::Tensor optical_depth_backward(const at::Tensor& density, const at::Tensor& o
   return grad_density;
 }
 
+void mark_crossed(const at::Tensor& origins, const at::Tensor& dirs, const at::Tensor& lengths,
+                  std::vector<double> box, std::vector<double> voxel, const at::Tensor& hit) {
+  mark_crossed_cpu(origins, dirs, lengths, box, voxel, hit);
+}
+
 }  // namespace
 }  // namespace renderocc
 
@@ -287,4 +294,8 @@ TORCH_LIBRARY(renderocc_render, m) {
       "Tensor t_ends, float[] box, float[] voxel_size, float near, float step, Tensor g_tau, int stream) "
       "-> Tensor",
       &renderocc::optical_depth_backward);
+  m.def(
+      "mark_crossed(Tensor origins, Tensor directions, Tensor lengths, float[] box, float[] voxel_size, "
+      "Tensor(a!) hit) -> ()",
+      &renderocc::mark_crossed);
 }
