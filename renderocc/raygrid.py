@@ -28,6 +28,7 @@ Continuous consumers (rendering, visibility, threshold choice) use 3, 4 and 6; d
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,6 +39,15 @@ COUNT_SLACK = 1e-6  # a span of exactly n steps gives n samples despite rounding
 
 
 # -- 2. pixel rays ----------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=256)
+def _inverse_intrinsics(k_bytes: bytes) -> np.ndarray:
+    """inv(K) of a 3x3 float64 K given as bytes: a dataset has a few K, called per camera per
+    sample (QA, training), and LAPACK's per-call overhead dominated those loops."""
+    inv = np.linalg.inv(np.frombuffer(k_bytes, np.float64).reshape(3, 3))
+    inv.flags.writeable = False
+    return inv
+
+
 def pixel_rays(u: np.ndarray, v: np.ndarray, K: np.ndarray, cam2ego: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(origins (N,3), unit directions (N,3), scale (N,) = distance per metre of z) in the ego frame.
@@ -47,7 +57,7 @@ def pixel_rays(u: np.ndarray, v: np.ndarray, K: np.ndarray, cam2ego: np.ndarray
     """
     uv1 = np.stack([np.asarray(u, np.float64), np.asarray(v, np.float64),
                     np.ones(len(u))], axis=-1)
-    cam = uv1 @ np.linalg.inv(np.asarray(K, np.float64)).T
+    cam = uv1 @ _inverse_intrinsics(np.asarray(K, np.float64).tobytes()).T
     scale = np.linalg.norm(cam, axis=-1)
     cam2ego = np.asarray(cam2ego, np.float64)
     dirs = (cam / scale[:, None]) @ cam2ego[:3, :3].T

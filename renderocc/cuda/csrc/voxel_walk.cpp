@@ -4,25 +4,31 @@
 // It repeats the numpy walk's float64 arithmetic operation for operation (slab clip with the
 // 1e-12 direction floor, start voxel, boundary distances, first-minimum axis choice, the
 // `t_next <= t_end` stop), so both mark exactly the same voxels; tests compare them.
+#include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <limits>
+#include <memory>
 #include <vector>
 
 namespace renderocc {
 
 namespace {
+constexpr int64_t kParallelRays = 8192;  // fewer rays walk on one thread
+
 // numpy's minimum/maximum: NaN wins.
 double np_min(double a, double b) { return std::isnan(a) || std::isnan(b) ? NAN : (a < b ? a : b); }
 double np_max(double a, double b) { return std::isnan(a) || std::isnan(b) ? NAN : (a > b ? a : b); }
 
-// numpy's argmin over three values: the first NaN, else the first minimum.
-int np_argmin3(const double* t) {
-  for (int a = 0; a < 3; ++a)
-    if (std::isnan(t[a])) return a;
+// numpy's argmin over three values: the first NaN (only possible for non-finite rays, hence
+// `may_nan`), else the first minimum.
+int np_argmin3(const double* t, bool may_nan) {
+  if (may_nan) {
+    for (int a = 0; a < 3; ++a)
+      if (std::isnan(t[a])) return a;
+  }
   int best = 0;
   for (int a = 1; a < 3; ++a)
     if (t[a] < t[best]) best = a;
@@ -64,9 +70,12 @@ void walk_one(const double* o, const double* d, double length, const double* lo,
     t_max[a] = step[a] != 0 ? (boundary - o[a]) / d[a] : INFINITY;
     t_delta[a] = step[a] != 0 ? vs[a] / std::fabs(d[a]) : INFINITY;
   }
+  // With finite o and d every t_max is finite or +inf, never NaN.
+  const bool may_nan = !(std::isfinite(o[0]) && std::isfinite(o[1]) && std::isfinite(o[2]) && std::isfinite(d[0]) &&
+                         std::isfinite(d[1]) && std::isfinite(d[2]));
   while (true) {
     hit[idx[0] * strides[0] + idx[1] * strides[1] + idx[2]] = true;
-    const int a = np_argmin3(t_max);
+    const int a = np_argmin3(t_max, may_nan);
     const double t_next = t_max[a];
     idx[a] += step[a];
     t_max[a] += t_delta[a];
@@ -95,7 +104,24 @@ void mark_crossed_cpu(const at::Tensor& origins, const at::Tensor& dirs, const a
   const int64_t strides[3] = {shape[1] * shape[2], shape[2], 1};
   const double *o = origins.data_ptr<double>(), *d = dirs.data_ptr<double>(), *len = lengths.data_ptr<double>();
   bool* grid = hit.data_ptr<bool>();
-  for (int64_t r = 0; r < origins.size(0); ++r) walk_one(o + 3 * r, d + 3 * r, len[r], lo, hi, vs, shape, strides, grid);
+  const int64_t N = origins.size(0), cells = shape[0] * shape[1] * shape[2];
+  // Threads mark private grids (thread 0 the output itself), OR-ed afterwards: no two threads
+  // write one byte, and an OR does not depend on the order.
+  const int64_t P = N >= kParallelRays ? std::max<int64_t>(1, at::get_num_threads()) : 1;
+  if (P == 1) {
+    for (int64_t r = 0; r < N; ++r) walk_one(o + 3 * r, d + 3 * r, len[r], lo, hi, vs, shape, strides, grid);
+    return;
+  }
+  std::vector<std::unique_ptr<bool[]>> extra;
+  for (int64_t p = 1; p < P; ++p) extra.emplace_back(new bool[cells]());
+  at::parallel_for(0, N, kParallelRays / 4, [&](int64_t begin, int64_t end) {
+    const int64_t t = at::get_thread_num();
+    TORCH_INTERNAL_ASSERT(t >= 0 && t < P, "mark_crossed: unexpected thread index");
+    bool* mine = t == 0 ? grid : extra[t - 1].get();
+    for (int64_t r = begin; r < end; ++r) walk_one(o + 3 * r, d + 3 * r, len[r], lo, hi, vs, shape, strides, mine);
+  });
+  for (const auto& buf : extra)
+    for (int64_t i = 0; i < cells; ++i) grid[i] = grid[i] || buf[i];
 }
 
 }  // namespace renderocc
