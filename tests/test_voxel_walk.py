@@ -43,6 +43,18 @@ def test_compiled_walk_matches_numpy(ops):
         assert np.array_equal(fast, ref), i
 
 
+def test_compiled_walk_matches_numpy_on_many_threads(ops):
+    """Enough rays to split over threads (each marks its own grid, OR-ed after): short segments
+    on a fine grid, so about half the voxels stay unmarked and a lost or stray mark shows."""
+    o, d, length = _rays(40_000, seed=1)
+    length = length / 20
+    fine = (0.1, 0.1, 0.1)
+    fast, ref = np.zeros((80, 80, 32), bool), np.zeros((80, 80, 32), bool)
+    mark_crossed(fast, o, d, length, BOX, fine)
+    mark_crossed_numpy(ref, o, d, length, BOX, fine)
+    assert 0.2 < ref.mean() < 0.8 and np.array_equal(fast, ref)
+
+
 def test_non_contiguous_grid_is_refused():
     with pytest.raises(ValueError, match="C-contiguous"):
         mark_crossed(np.zeros((4, 4, 4), bool)[:, ::2], np.zeros((1, 3)), np.ones((1, 3)), np.ones(1), BOX, VOXEL)
