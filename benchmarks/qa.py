@@ -62,7 +62,6 @@ def main() -> None:
     hours = TRAINVAL_KEYFRAMES / (8 * n / qa_cpu) / 3600
     print(f"full trainval QA ({TRAINVAL_KEYFRAMES:,} keyframes) on 8 cores (8 shard jobs, from the CPU rate): "
           f"{hours * 60:.0f} min")
-    print(f"summary: gt_occupied_crossed_share {report['summary']['gt_occupied_crossed_share']}")
 
 
 if __name__ == "__main__":
