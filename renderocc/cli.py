@@ -30,12 +30,31 @@ class LazyGroup(click.Group):
             return getattr(importlib.import_module(module_name), attr)
         return super().get_command(ctx, name)
 
+    def invoke(self, ctx: click.Context):
+        """Filesystem faults the user can fix (no permission, disk full, a file where a folder
+        should be) end in one line naming the path, never a traceback."""
+        try:
+            return super().invoke(ctx)
+        except OSError as e:
+            from renderocc.errors import UserError
+
+            raise UserError(describe_os_error(e)) from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, self.lazy[name][1]) for name in sorted(self.lazy)]
         rows += [(n, c.get_short_help_str()) for n, c in self.commands.items() if n not in self.lazy]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(sorted(rows))
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line: what failed, on which path."""
+    what = e.strerror or e.__class__.__name__
+    paths = [p for p in (e.filename, e.filename2) if p]
+    if paths:
+        return f"{' -> '.join(map(str, paths))}: {what}"
+    return " ".join(str(e).split())[:200] or what
 
 
 @click.group(cls=LazyGroup, lazy={

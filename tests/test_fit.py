@@ -62,7 +62,9 @@ def test_free_grid_is_an_occupancy_output():
 def test_fit_recovers_a_planted_box():
     """Every box voxel occupied and labelled car; anything else occupied only borders the box
     (trilinear density at voxel centres stops a ray at a face from the voxel in front of it too)."""
-    cfg = fit_config(load_config("demo", ["data.rays=2048"]), GRID)
+    # the fit machinery under the depth + free-space losses; the demo's termination term (stop by
+    # d + one voxel) is left out: it legitimately thickens the faces by the voxel in front of them
+    cfg = fit_config(load_config("demo", ["data.rays=2048", "loss.termination=0"]), GRID)
     res = fit_frames([(box_rays(), 1.0)], cfg, iters=80, lr=0.3)
     gt = np.zeros(GRID["shape"], bool)
     gt[9:11, 9:11, 2:4] = True

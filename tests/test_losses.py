@@ -74,10 +74,11 @@ def test_kernel_line_of_sight_equals_the_materialised_loss(seed):
 def test_active_terms_follow_weights_and_contracts():
     names = lambda cfg: [t.name for t in L.active_terms(cfg)]  # noqa: E731
     demo = load_config("demo")
-    assert names(demo) == ["depth", "semantic", "distortion", "freespace", "free_beams", "sparsity", "lss_depth"]
+    assert names(demo) == ["depth", "semantic", "distortion", "freespace", "termination", "free_beams", "sparsity",
+                           "lss_depth"]
     assert names(load_config("demo", ["supervision='3d'"])) == ["occ3d", "lss_depth"]
     assert "occ3d" in names(load_config("demo", ["supervision='mixed'"]))
-    assert names(load_config("demo", ["loss.lss_depth=0", "loss.distortion=0"])) == [
+    assert names(load_config("demo", ["loss.lss_depth=0", "loss.distortion=0", "loss.termination=0"])) == [
         "depth", "semantic", "freespace", "free_beams", "sparsity"]
     assert L.needed_batch_keys(load_config("demo", ["supervision='3d'"])) == {"occ_target", "depth_target"}
     # every term is a [loss] weight key and a log column

@@ -18,6 +18,7 @@ from renderocc.errors import UserError
 from renderocc.eval import infer
 from renderocc.eval.metrics import DepthMetrics, FloaterMetrics, OccMetrics, Sem2DMetrics
 from renderocc.eval.rayiou import RayIoU
+from renderocc.outputs import prepare_out_dir, write_atomic
 from renderocc.raygrid import ends_inside
 
 SUPERVISION_TEXT = {
@@ -296,16 +297,12 @@ def _num(v) -> str:
 def write_metrics(m: dict, out: str) -> None:
     """metrics.json and metrics.md, each written to a temporary name and renamed."""
     import json
-    import os
 
     from renderocc.eval.common import clean_json
 
-    d = Path(out)
-    d.mkdir(parents=True, exist_ok=True)
-    for name, text in (("metrics.json", json.dumps(clean_json(m), indent=1)), ("metrics.md", markdown(m))):
-        tmp = d / f".tmp-{name}"
-        tmp.write_text(text)
-        os.replace(tmp, d / name)
+    d = prepare_out_dir(out)
+    write_atomic(d / "metrics.json", json.dumps(clean_json(m), indent=1))
+    write_atomic(d / "metrics.md", markdown(m))
 
 
 def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], rays_per_sample: int,
@@ -314,6 +311,7 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], rays_per_s
     """The `eval --ckpt` body: open, evaluate, write metrics.json and metrics.md."""
     from renderocc.eval.common import open_store
 
+    prepare_out_dir(out)  # before the work: an unwritable --out is found at once
     reader = open_store(store)
     indices, label = select_samples(reader, split, say)
     model, ckpt = infer.load_checkpoint_model(ckpt_path, device)
@@ -336,6 +334,8 @@ def run_predictions(pred_dir: str, out: str, split: tuple[str, ...], *, store: s
 
     from renderocc.eval import external
     from renderocc.eval.common import open_store
+
+    prepare_out_dir(out)
 
     preds = external.find_predictions(pred_dir)
     if store is not None:

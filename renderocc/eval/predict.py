@@ -8,14 +8,13 @@ is not the same as space behind a wall, and only the visibility mask tells them 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from renderocc.eval import infer
 from renderocc.eval.common import clean_json
+from renderocc.outputs import prepare_out_dir, savez_atomic, write_atomic
 
 KEYS = {
     "semantics": "uint8 [x, y, z] Occ3D class (0-16), 17 = free: argmax class where density > threshold",
@@ -55,11 +54,10 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], vis_stride
     from renderocc.eval.common import open_store
     from renderocc.eval.evaluate import describe_supervision, select_samples
 
+    root = prepare_out_dir(out)
     reader = open_store(store)
     indices, label = select_samples(reader, split or ("all",))
     model, ckpt = infer.load_checkpoint_model(ckpt_path, device)
-    root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
     seen_share = []
     for i in tqdm(indices, desc="predict", unit="sample", disable=not progress):
         arrays = predict_sample(model, reader, i, ckpt, vis_stride, min_transmittance, tta)
@@ -68,9 +66,7 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], vis_stride
         s = reader.sample(i)
         d = root / s["scene_name"] / s["sample_token"]
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / ".tmp-labels.npz"  # renamed when complete: a reader never sees half a file
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, d / "labels.npz")
+        savez_atomic(d / "labels.npz", **arrays)
         seen_share.append(float(arrays["visibility"].mean()))
     info = {
         "checkpoint": str(ckpt_path), "supervision": describe_supervision(ckpt),
@@ -85,7 +81,5 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], vis_stride
                                "its trilinear weight on the voxel, max over samples)",
                        "mean_visible_share": float(np.mean(seen_share)) if seen_share else None},
     }
-    tmp = root / ".tmp-predict.json"
-    tmp.write_text(json.dumps(clean_json(info), indent=1))
-    os.replace(tmp, root / "predict.json")
+    write_atomic(root / "predict.json", json.dumps(clean_json(info), indent=1))   # last: the set is complete
     return info

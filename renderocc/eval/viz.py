@@ -18,6 +18,7 @@ from tqdm import tqdm  # noqa: E402
 
 from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC, OCC3D_CLASSES, OCC3D_COLORS  # noqa: E402
 from renderocc.eval import infer  # noqa: E402
+from renderocc.outputs import prepare_out_dir  # noqa: E402
 
 DEPTH_MAX = 50.0  # metres at the top of the depth colour map
 UNSEEN = np.array([70, 70, 70], np.uint8)
@@ -193,14 +194,13 @@ def run(store: str, ckpt_path: str | None, out: str, samples: int, stride: int |
     """Write the figures of `samples` evenly spaced samples; returns the PNG paths."""
     from renderocc.eval.common import open_store
 
+    root = prepare_out_dir(out)
     reader = open_store(store)
     model = ckpt = None
     if ckpt_path:
         model, ckpt = infer.load_checkpoint_model(ckpt_path, device)
     n = len(reader)
     picks = sorted(set(np.linspace(0, n - 1, min(samples, n)).round().astype(int).tolist())) if n else []
-    root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
     W = reader.image_size[0]
     stride = stride or max(1, W // 200)
     written: list[Path] = []

@@ -74,11 +74,13 @@ def fit(store: str, out: str, samples: str | None, aux_frames: int | None, no_mo
     from renderocc.eval.common import open_store
     from renderocc.eval.infer import resolve_device
     from renderocc.fit.fit import fit_store, parse_samples
+    from renderocc.outputs import prepare_out_dir
 
     reader = open_store(store)
     indices = parse_samples(samples, len(reader))
     cfg = build_fit_config(reader.grid, config, overrides, aux_frames=aux_frames,
                            no_motion_masks=no_motion_masks, supervision=supervision)
+    prepare_out_dir(out)
     m = fit_store(reader, indices, cfg, iters=iters, lr=lr, out=out, device=resolve_device(device),
                   progress=not quiet)
     click.echo(f"fit: {m['samples']} samples, supervision {m['supervision']}, aux ±{m['aux_frames']} frames"

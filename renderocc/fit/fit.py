@@ -29,6 +29,7 @@ from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC, OCC3D_CLASSES
 from renderocc.errors import UserError
 from renderocc.eval.infer import classify
 from renderocc.fit.grid_model import FreeGrid
+from renderocc.outputs import savez_atomic, write_atomic
 from renderocc.train.config import Config
 from renderocc.train.dataset import draw_free_beams, draw_from_pool, ends_in_grid
 from renderocc.train.losses import active_terms, needed_batch_keys
@@ -250,8 +251,8 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         if root is not None:
             d = root / s["scene_name"] / s["sample_token"]
             d.mkdir(parents=True, exist_ok=True)
-            np.savez_compressed(d / "labels.npz", semantics=res.semantics,
-                                density=res.density.numpy().astype(np.float16))
+            savez_atomic(d / "labels.npz", semantics=res.semantics,
+                         density=res.density.numpy().astype(np.float16))
     o = occ.compute()
     names = OCC3D_CLASSES
     m = {
@@ -286,8 +287,8 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         root.mkdir(parents=True, exist_ok=True)
         from renderocc.eval.common import clean_json
 
-        (root / "metrics.json").write_text(json.dumps(clean_json(m), indent=1))
-        (root / "metrics.md").write_text(markdown(m))
+        write_atomic(root / "metrics.json", json.dumps(clean_json(m), indent=1))
+        write_atomic(root / "metrics.md", markdown(m))
     return m
 
 

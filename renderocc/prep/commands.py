@@ -15,11 +15,22 @@ def _size(value: str) -> tuple[int, int]:
         raise UserError(f"--image-size must be HxW like 256x704, got {value!r}") from None
     if h < 8 or w < 8:
         raise UserError(f"--image-size too small: {value}")
+    if h > MAX_IMAGE_SIDE or w > MAX_IMAGE_SIDE:
+        raise UserError(f"--image-size {value}: each side must be at most {MAX_IMAGE_SIDE} pixels")
     return w, h
 
 
-def _names(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+MAX_IMAGE_SIDE = 4096   # nuScenes originals are 1600x900; a typo must not try to allocate tens of GB
+
+
+def _names(value: str | None, option: str) -> list[str] | None:
+    """Comma-separated names; a name given twice is an error (it would write one camera twice)."""
+    names = [v.strip() for v in value.split(",") if v.strip()] if value else None
+    if names:
+        dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        if dup is not None:
+            raise UserError(f"{option}: {dup} given twice")
+    return names
 
 
 @click.command("nuscenes")
@@ -56,10 +67,13 @@ def _names(value: str | None) -> list[str] | None:
                    "RENDEROCC_NUM_SHARDS when set, else 1.")
 @click.option("--max-samples", default=None, type=click.IntRange(1, None),
               help="Only the first N keyframes (tests, quick looks).")
+@click.option("--on-bad-sample", type=click.Choice(["error", "skip"]), default="error", show_default=True,
+              help="A sample with a bad pose, calibration, image, cloud or lidarseg file: stop with one line "
+                   "naming it, or skip it (each skip and its reason go into the manifest).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, image_codec, jpeg_quality, adjacent,
                   sweeps, min_depth, occlusion_filter, free_beams, occ_gt, workers, shard_index, num_shards,
-                  max_samples, progress) -> None:
+                  max_samples, on_bad_sample, progress) -> None:
     """Project LiDAR depth (and lidarseg semantics) into every camera; write a ray store.
 
     \b
@@ -73,18 +87,20 @@ def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, image_cod
     """
     from renderocc.prep.pipeline import PrepOptions, run
     from renderocc.shards import resolve_shard
+    from renderocc.store.fsio import check_persistent
 
     shard = resolve_shard(shard_index, num_shards)
     if shard.count > 1:
         click.echo(f"prep: {shard.describe()}", err=True)
 
-    opts = PrepOptions(dataroot=dataroot, version=version, out=out, scenes=_names(scenes),
-                       cameras=_names(cameras), image_size=_size(image_size), image_codec=image_codec,
+    check_persistent(out, "--out")
+    opts = PrepOptions(dataroot=dataroot, version=version, out=out, scenes=_names(scenes, "--scenes"),
+                       cameras=_names(cameras, "--cameras"), image_size=_size(image_size), image_codec=image_codec,
                        jpeg_quality=jpeg_quality, adjacent=adjacent,
                        sweeps=sweeps, min_depth=min_depth, occlusion_filter=occlusion_filter, occ_gt=occ_gt,
                        free_beams=free_beams,
                        workers=workers, shard_index=shard.index, num_shards=shard.count,
-                       max_samples=max_samples, progress=progress)
+                       max_samples=max_samples, on_bad_sample=on_bad_sample, progress=progress)
     s = run(opts, log=lambda m: click.echo(m, err=True))
     rate = s["samples"] / s["seconds"] if s["seconds"] > 0 else 0.0
     state = "complete" if s["complete"] else "incomplete (other shards pending)"

@@ -7,14 +7,15 @@ trainval-sized table never crosses a process boundary.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from pyquaternion import Quaternion
 
 from renderocc.classes import lidarseg_index_to_occ3d
 from renderocc.errors import UserError
 from renderocc.prep.adjacency import cam_to_key_ego, neighbour_positions
+from renderocc.prep.checks import BadSample, pose_matrix
 from renderocc.store.layout import shard_name
 
 REQUIRED_TABLES = (
@@ -62,12 +63,10 @@ class SampleTask:
     adjacent: list[dict] = field(default_factory=list)
 
 
-def pose(record: dict) -> np.ndarray:
-    """4×4 from a devkit rotation [w, x, y, z] + translation record (sensor→ego or ego→global)."""
-    T = np.eye(4)
-    T[:3, :3] = Quaternion(record["rotation"]).rotation_matrix
-    T[:3, 3] = record["translation"]
-    return T
+def pose(record: dict, table: str = "pose") -> np.ndarray:
+    """4×4 from a devkit rotation [w, x, y, z] + translation record (sensor→ego or ego→global),
+    checked (finite, unit quaternion): a bad record is a `BadSample` naming the table and token."""
+    return pose_matrix(record, f"{table} {record.get('token', '?')}")
 
 
 def load_nuscenes(dataroot: str, version: str):
@@ -131,16 +130,20 @@ def _sweeps(nusc, lidar_sd: dict, n: int, key_pose_inv: np.ndarray) -> list[Lida
         if not sd["prev"]:
             break
         sd = nusc.get("sample_data", sd["prev"])
-        T = key_pose_inv @ pose(nusc.get("ego_pose", sd["ego_pose_token"])) @ pose(
-            nusc.get("calibrated_sensor", sd["calibrated_sensor_token"]))
+        T = key_pose_inv @ pose(nusc.get("ego_pose", sd["ego_pose_token"]), "ego_pose") @ pose(
+            nusc.get("calibrated_sensor", sd["calibrated_sensor_token"]), "calibrated_sensor")
         out.append(LidarFrame(sd["token"], os.path.join(nusc.dataroot, sd["filename"]), T))
     return out
 
 
 def build_tasks(nusc, cameras: list[str], *, scenes: list[str] | None = None, sweeps: int = 0,
                 adjacent: int = 3, max_samples: int | None = None,
-                occ_gt_dir: str | None = None) -> list[SampleTask]:
-    """One task per keyframe, in store order (scenes by name, samples in time order)."""
+                occ_gt_dir: str | None = None, check: Callable[[SampleTask], str | None] | None = None,
+                skipped: list[dict] | None = None) -> list[SampleTask]:
+    """One task per keyframe, in store order (scenes by name, samples in time order).
+
+    A sample whose records are bad (`BadSample`) or for which `check` names a problem is an
+    error naming it; with a `skipped` list it is left out instead and recorded there."""
     seg = has_lidarseg(nusc)
     tasks: list[SampleTask] = []
     per_scene: list[list[int]] = []
@@ -149,7 +152,18 @@ def build_tasks(nusc, cameras: list[str], *, scenes: list[str] | None = None, sw
         for s in scene_samples(nusc, scene):
             if max_samples is not None and len(tasks) >= max_samples:
                 break
-            tasks.append(_task(nusc, s, scene["name"], len(tasks), cameras, seg, sweeps, occ_gt_dir))
+            try:
+                task = _task(nusc, s, scene["name"], len(tasks), cameras, seg, sweeps, occ_gt_dir)
+                problem = check(task) if check else None
+            except BadSample as e:
+                problem = e.message
+            if problem is not None:
+                if skipped is None:
+                    raise UserError(f"bad sample {s['token']} (scene {scene['name']}): {problem} "
+                                    "(--on-bad-sample skip leaves such samples out)")
+                skipped.append({"sample_token": s["token"], "scene_name": scene["name"], "reason": problem})
+                continue
+            tasks.append(task)
             idxs.append(len(tasks) - 1)
         if idxs:
             per_scene.append(idxs)
@@ -169,8 +183,8 @@ def _task(nusc, s: dict, scene_name: str, index: int, cameras: list[str], seg: b
     if LIDAR not in s["data"]:
         raise UserError(f"sample {s['token']} has no {LIDAR} data")
     lsd = nusc.get("sample_data", s["data"][LIDAR])
-    ego = pose(nusc.get("ego_pose", lsd["ego_pose_token"]))
-    l2e = pose(nusc.get("calibrated_sensor", lsd["calibrated_sensor_token"]))
+    ego = pose(nusc.get("ego_pose", lsd["ego_pose_token"]), "ego_pose")
+    l2e = pose(nusc.get("calibrated_sensor", lsd["calibrated_sensor_token"]), "calibrated_sensor")
     ego_inv = np.linalg.inv(ego)
     seg_path = None
     if seg:
@@ -183,7 +197,7 @@ def _task(nusc, s: dict, scene_name: str, index: int, cameras: list[str], seg: b
             raise UserError(f"sample {s['token']} has no {name} image")
         sd = nusc.get("sample_data", s["data"][name])
         cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
-        c2g = pose(nusc.get("ego_pose", sd["ego_pose_token"])) @ pose(cs)
+        c2g = pose(nusc.get("ego_pose", sd["ego_pose_token"]), "ego_pose") @ pose(cs, "calibrated_sensor")
         cams.append(CameraTask(name, sd["token"], os.path.join(nusc.dataroot, sd["filename"]),
                                int(sd["timestamp"]), (int(sd["width"]), int(sd["height"])),
                                np.array(cs["camera_intrinsic"], dtype=np.float64), c2g, ego_inv @ c2g))

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from renderocc import __version__
 from renderocc.classes import IGNORE, OCC3D_CLASSES
 from renderocc.errors import UserError
+from renderocc.prep import checks
 from renderocc.prep import freebeams as fbeams
 from renderocc.prep import images as imgs
 from renderocc.prep import nuscenes as nus
@@ -31,7 +32,7 @@ from renderocc.store import fsio, layout, writer
 from renderocc.store import manifest as manifest_mod
 from renderocc.store.layout import OCC_GRID, SCHEMA_VERSION
 
-POINT_BYTES = 20  # float32 x, y, z, intensity, ring
+POINT_BYTES = checks.POINT_BYTES  # float32 x, y, z, intensity, ring
 
 
 @dataclass
@@ -54,6 +55,7 @@ class PrepOptions:
     image_codec: str = "raw"
     free_beams: bool = True   # store the key frame's no-return LiDAR beams (renderocc/prep/freebeams.py)
     jpeg_quality: int = 95
+    on_bad_sample: str = "error"   # error: one line naming the record/file; skip: leave it out (manifest lists it)
     progress: bool = True
 
 
@@ -63,23 +65,23 @@ def load_cloud(path: str) -> np.ndarray:
     """(N, 5) float32 from a .pcd.bin; a size that is not a multiple of 20 bytes is corrupt."""
     if not os.path.isfile(path):
         raise UserError(f"LiDAR file missing: {path}")
-    size = os.path.getsize(path)
-    if size % POINT_BYTES:
-        raise UserError(f"corrupt point cloud (size {size} is not a multiple of {POINT_BYTES} bytes): {path}")
+    if (problem := checks.cloud_problem(path)) is not None:
+        raise UserError(problem)
     return np.fromfile(path, dtype=np.float32).reshape(-1, 5)
 
 
-def load_lidarseg(path: str, n_points: int) -> np.ndarray:
+def load_lidarseg(path: str, n_points: int, valid: np.ndarray | None = None) -> np.ndarray:
+    """One label per point; with `valid` (bool (256,)) every index must be one category.json defines."""
     if not os.path.isfile(path):
         raise UserError(f"lidarseg file missing: {path}")
     lab = np.fromfile(path, dtype=np.uint8)
-    if len(lab) != n_points:
-        raise UserError(f"lidarseg {path} has {len(lab)} labels for {n_points} points")
+    if (problem := checks.lidarseg_values_problem(lab, n_points, valid, path)) is not None:
+        raise UserError(problem)
     return lab
 
 
 def sample_rays(task: SampleTask, sizes: np.ndarray, table: np.ndarray | None, min_depth: float,
-                occlusion: bool) -> tuple[Projected, np.ndarray]:
+                occlusion: bool, valid: np.ndarray | None = None) -> tuple[Projected, np.ndarray]:
     """Kept projections of the keyframe (+ sweeps) into all cameras and their Occ3D labels."""
     c2e = np.stack([c.cam2ego for c in task.cameras])
     K = np.stack([c.K for c in task.cameras])
@@ -88,7 +90,7 @@ def sample_rays(task: SampleTask, sizes: np.ndarray, table: np.ndarray | None, m
         pts = load_cloud(frame.path)
         p = project(pts, lidar_to_cam(frame.lidar2key, c2e), K, sizes, min_depth)
         if f == 0 and frame.lidarseg_path and table is not None:
-            lab = table[load_lidarseg(frame.lidarseg_path, len(pts))[p.point]]
+            lab = table[load_lidarseg(frame.lidarseg_path, len(pts), valid)[p.point]]
         else:
             lab = np.full(len(p.point), IGNORE, np.uint8)
         parts.append(p)
@@ -158,7 +160,8 @@ def process_sample(task: SampleTask) -> dict:
     frames = [imgs.load_resized(c.path, c.size, out) for c in task.cameras]
     img_digest = writer.write_images(root, task.index, np.stack(frames), cfg["codec"], cfg["quality"])
     sizes = np.array([c.size for c in task.cameras], dtype=np.float64)
-    p, lab = sample_rays(task, sizes, cfg["label_table"], cfg["min_depth"], cfg["occlusion"])
+    p, lab = sample_rays(task, sizes, cfg["label_table"], cfg["min_depth"], cfg["occlusion"],
+                         cfg.get("valid_lidarseg"))
     occ_digest = None
     if task.occ_gt_path:
         occ_digest = writer.write_occ_gt(root, task.index, load_occ_gt(task.occ_gt_path))
@@ -171,9 +174,9 @@ def process_sample(task: SampleTask) -> dict:
 
 # ---------------------------------------------------------------- plan, shards, manifest
 
-def _fill_sizes(tasks: list[SampleTask]) -> None:
+def _fill_sizes(tasks: list[SampleTask], known: dict[str, tuple[int, int]] | None = None) -> None:
     """Tables with width/height 0 (allowed by the format): read the size from the image."""
-    known: dict[str, tuple[int, int]] = {}
+    known = {} if known is None else known
     for t in tasks:
         for c in t.cameras:
             if c.size[0] <= 0 or c.size[1] <= 0:
@@ -273,6 +276,7 @@ def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[Samp
         "free_beams": free_beams_info(sum(r["num_free_beams"] for r in records.values()))
         if opts.free_beams else None,
         "num_samples": len(tasks), "num_rays": int(sum(r["num_rays"] for r in records.values())),
+        "skipped_samples": plan.get("skipped_samples", []),
         "samples": samples_info, "shards": shards,
     }
 
@@ -305,11 +309,24 @@ def run(opts: PrepOptions, log=print) -> dict:
         raise UserError(f"--occ-gt folder not found: {occ_dir}")
     if not occ_dir and os.path.isdir(os.path.join(opts.dataroot, "gts")):
         occ_dir = os.path.join(opts.dataroot, "gts")
+    valid = checks.valid_lidarseg_indices(nusc.category) if nus.has_lidarseg(nusc) else None
+    known: dict[str, tuple[int, int]] = {}
+
+    def check(task: SampleTask) -> str | None:
+        try:
+            _fill_sizes([task], known)
+        except UserError as e:
+            return e.message
+        return checks.sample_problem(task, valid if opts.on_bad_sample == "skip" else None)
+
+    skipped: list[dict] | None = [] if opts.on_bad_sample == "skip" else None
     tasks = nus.build_tasks(nusc, cameras, scenes=opts.scenes, sweeps=opts.sweeps, adjacent=opts.adjacent,
-                            max_samples=opts.max_samples, occ_gt_dir=occ_dir)
+                            max_samples=opts.max_samples, occ_gt_dir=occ_dir, check=check, skipped=skipped)
+    for sk in skipped or []:
+        log(f"skipped sample {sk['sample_token']} (scene {sk['scene_name']}): {sk['reason']}")
     if not tasks:
-        raise UserError("no samples selected")
-    _fill_sizes(tasks)
+        raise UserError("no samples selected" + (f" ({len(skipped)} skipped as bad)" if skipped else ""))
+    _fill_sizes(tasks, known)
     if opts.sweeps:   # sweeps/ is often not downloaded: say so before writing anything
         for t in tasks:
             for f in t.frames[1:]:
@@ -317,12 +334,15 @@ def run(opts: PrepOptions, log=print) -> dict:
                     raise UserError(f"LiDAR file missing: {f.path} (needed by --sweeps {opts.sweeps})")
     has_occ = any(t.occ_gt_path for t in tasks)
     plan = make_plan(opts, cameras, tasks, has_occ)
+    plan["skipped_samples"] = skipped or []
     writer.check_or_write_plan(root, plan)
     writer.create_arrays(root, len(tasks), len(cameras), opts.image_size, has_occ, opts.image_codec)
 
     fp = plan["fingerprint"]
     mine = [s for k, s in enumerate(plan["shards"]) if k % opts.num_shards == opts.shard_index]
-    todo = [s for s in mine if not writer.shard_done(root, s["name"], fp)]
+    # a sealed store is never rewritten (prep motion-masks may have changed its shards since)
+    sealed = fsio.exists(root, layout.MANIFEST)
+    todo = [] if sealed else [s for s in mine if not writer.shard_done(root, s["name"], fp)]
     todo_tasks = [t for s in todo for t in tasks[s["first_sample"]:s["first_sample"] + s["num_samples"]]]
     for s in todo:
         writer.clean_tmp(root, s["name"])
@@ -331,7 +351,7 @@ def run(opts: PrepOptions, log=print) -> dict:
     cfg = {"root": root, "image_size": tuple(opts.image_size), "min_depth": opts.min_depth,
            "codec": opts.image_codec, "quality": opts.jpeg_quality,
            "occlusion": opts.occlusion_filter, "free_beams": opts.free_beams,
-           "label_table": nus.label_table(nusc) if nus.has_lidarseg(nusc) else None}
+           "label_table": nus.label_table(nusc) if nus.has_lidarseg(nusc) else None, "valid_lidarseg": valid}
     workers = opts.workers
     if workers > 1 and not fsio.is_local(root) and root.startswith("memory://"):
         log("memory:// stores live in one process: using --workers 1")
@@ -339,7 +359,12 @@ def run(opts: PrepOptions, log=print) -> dict:
     rays = _run_tasks(todo_tasks, todo, tasks, cameras, cfg, workers, root, fp, opts.progress)
     done = writer.shard_records(root)
     complete = all(s["name"] in done and done[s["name"]].get("fingerprint") == fp for s in plan["shards"])
-    if complete and not fsio.exists(root, layout.MANIFEST):
+    if complete and not sealed:   # other jobs' shards too: re-check their files before sealing
+        damaged = [s["name"] for s in plan["shards"] if not writer.shard_files_intact(root, done[s["name"]])]
+        if damaged:
+            raise UserError(f"store {root}: shard {damaged[0]} changed since it was written; "
+                            "re-run prep to redo it")
+    if complete and not sealed:
         records = {s["name"]: done[s["name"]] for s in plan["shards"]}
         info = writer.write_samples(root, samples_table(tasks, opts.image_size, records))
         writer.write_manifest(root, build_manifest(opts, nusc, cameras, tasks, plan, records, info, occ_dir))

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
 from renderocc.errors import UserError
 from renderocc.eval.common import clean_json, open_store
-from renderocc.store.fsio import write_bytes_atomic
+from renderocc.outputs import prepare_out_dir, write_atomic
 
 
 def parse_thresholds(items: tuple[str, ...]) -> dict[str, float]:
@@ -75,12 +74,12 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
     for key in thresholds:  # before the (long) pass over the store
         if key not in SUMMARY_KEYS:
             raise UserError(f"unknown --fail-under key {key!r}; known: {', '.join(SUMMARY_KEYS)}")
+    out_dir = prepare_out_dir(out)
     reader = open_store(store)
     if fit_n and not reader.has_occ_gt:
         raise UserError("--fit: the store has no Occ3D GT (occ_gt) to score the fit against")
     opts = QAOptions(dark_luma=dark_luma, few_labels=few_labels, coverage=not no_coverage, ray_stride=ray_stride)
     shard = resolve_shard(shard_index, num_shards)
-    out_dir = Path(out)
     if shard.count == 1:
         report = collect(reader, opts, progress=not quiet)
     else:
@@ -91,6 +90,7 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
         if report is None:
             click.echo("qa: the report is written by the job that completes the set of parts")
             return
+    report["skipped_samples"] = getattr(reader, "manifest", {}).get("skipped_samples", [])   # prep left out
     if fit_n:
         report["fit"] = fit_section(reader, fit_n, fit_iters, progress=not quiet)
         report["summary"].update(fit_miou=report["fit"]["miou"], fit_geometry_iou=report["fit"]["geometry_iou"],
@@ -99,14 +99,18 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
     failures = [f"{k} is not available: {unavailable_reason(k, report)}" for k in missing]
     failures += check_fail_under(report, {k: v for k, v in thresholds.items() if k not in missing})
     report["fail_under"] = {"thresholds": thresholds, "failures": failures}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    html = render_html(report, f"renderocc QA: {store}", failures if thresholds else None, thumbnails(reader, report))
-    write_bytes_atomic(json.dumps(clean_json(report), indent=1).encode(), str(out_dir), "qa.json")
-    write_bytes_atomic(html.encode(), str(out_dir), "qa.html")
+    write_atomic(out_dir / "qa.json", json.dumps(clean_json(report), indent=1))
+    write_atomic(out_dir / "qa.html", render_html(report, f"renderocc QA: {store}",
+                                                  failures if thresholds else None,
+                                                  thumbnails(reader, report)))
     s = report["summary"]
     click.echo(f"{s['samples']} samples, {s['images']} images: "
                f"{s['labelled_pixels_per_image']:.0f} labelled pixels/image, "
                f"{s['dark_images']} dark, {s['few_label_images']} with few labels")
+    if report["skipped_samples"]:
+        sk = report["skipped_samples"]
+        click.echo(f"prep skipped {len(sk)} bad sample(s) (listed in qa.json), first: {sk[0]['sample_token']} "
+                   f"({sk[0]['reason']})")
     click.echo(f"wrote {out_dir / 'qa.html'} and {out_dir / 'qa.json'}")
     if fit_n:
         f = report["fit"]

@@ -25,7 +25,7 @@ def part_name(index: int, count: int) -> str:
 
 def fingerprint(reader, opts: QAOptions, count: int) -> str:
     """What a part's counts depend on: the store's identity, the QA options and the split."""
-    m = reader.manifest
+    m = getattr(reader, "manifest", None) or {}
     key = [m.get("created"), m.get("num_samples"), m.get("num_rays"), m.get("motion_masks"), asdict(opts), count]
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

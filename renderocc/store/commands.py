@@ -60,7 +60,8 @@ def store_info(store: str) -> None:
 @click.command("validate")
 @click.argument("store")
 @click.option("--no-data", is_flag=True, help="Skip re-hashing images and occupancy (faster).")
-def store_validate(store: str, no_data: bool) -> None:
+@click.option("--deep", is_flag=True, help="Also decode every image and read every ray column (slowest).")
+def store_validate(store: str, no_data: bool, deep: bool) -> None:
     """Check STORE's manifest schema, checksums and cross-references.
 
     \b
@@ -69,7 +70,7 @@ def store_validate(store: str, no_data: bool) -> None:
     """
     from renderocc.store.validate import validate
 
-    problems = validate(store, data=not no_data)
+    problems = validate(store, data=not no_data or deep, deep=deep)
     if problems:
         for p in problems[:50]:
             click.echo(p, err=True)

@@ -6,6 +6,7 @@ file under its final name with partial content.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -15,7 +16,9 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
+from fsspec.registry import known_implementations
 
+from renderocc.errors import UserError
 from renderocc.store.layout import TMP_PREFIX
 
 
@@ -27,10 +30,32 @@ def local_path(root: str) -> str:
     return root[len("file://"):] if root.startswith("file://") else root
 
 
+def protocol(root: str) -> str:
+    return root.split("://", 1)[0] if "://" in root else "file"
+
+
 def get_fs(root: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The filesystem and the fs-internal path of a store root."""
-    fs, path = url_to_fs(root)
+    """The filesystem and the fs-internal path of a store root; an unknown protocol, or one whose
+    package is not installed, is one UserError line naming what to install."""
+    try:
+        fs, path = url_to_fs(root)
+    except ImportError:
+        proto = protocol(root)
+        package = known_implementations.get(proto, {}).get("class", proto).split(".")[0]
+        raise UserError(f"{proto}:// needs {package}: pip install {package}") from None
+    except ValueError as e:
+        if "Protocol not known" in str(e) or "protocol" in str(e).lower():
+            raise UserError(f"unknown protocol {protocol(root)}:// in {root}") from None
+        raise
     return fs, path.rstrip("/") if path not in ("/", "") else path
+
+
+def check_persistent(root: str, option: str) -> None:
+    """Refuse a URL whose data dies with the process (memory://) for results that must outlive it."""
+    if protocol(root) == "memory":
+        raise UserError(f"{option} {root}: memory:// does not persist after this process exits; "
+                        "use a folder or a persistent URL (file://, s3://, ...)")
+    get_fs(root)   # the protocol's package is installed
 
 
 def fs_path(root: str, *parts: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -54,14 +79,66 @@ def read_json(root: str, *parts: str) -> Any:
 
 
 def write_bytes_atomic(data: bytes, root: str, *parts: str) -> None:
-    """Write to `.tmp-<uuid>-<name>` beside the target, then move it onto the final name."""
+    """Write to `.tmp-<uuid>-<name>` beside the target, then move it onto the final name.
+
+    A failed write (full disk, no permission) removes its temp file and is one UserError line."""
     fs, path = fs_path(root, *parts)
     parent, name = path.rsplit("/", 1)
-    fs.makedirs(parent, exist_ok=True)
     tmp = f"{parent}/{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{name}"
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    move_into_place(fs, tmp, path)
+    try:
+        fs.makedirs(parent, exist_ok=True)
+        with fs.open(tmp, "wb") as f:
+            f.write(data)
+        move_into_place(fs, tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            if fs.exists(tmp):
+                fs.rm(tmp)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def parquet_file(root: str, *parts: str):
+    """An open `pyarrow.parquet.ParquetFile`: by local path, or from bytes read into memory.
+
+    Never through a live fsspec file object: a pyarrow I/O thread that still holds one at
+    interpreter exit can abort the process (SIGABRT; apache/arrow#34314, #39162). A file that is
+    not readable Parquet (truncated, overwritten) is one UserError line naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fs, path = fs_path(root, *parts)
+    try:
+        source = path if isinstance(fs, LocalFileSystem) else pa.BufferReader(read_bytes(root, *parts))
+        return pq.ParquetFile(source)
+    except FileNotFoundError:
+        raise UserError(f"missing: {path}") from None
+    except (pa.ArrowException, OSError) as e:
+        raise UserError(f"{path}: not readable Parquet ({' '.join(str(e).split())[:100]})") from None
+
+
+def read_parquet(root: str, *parts: str, columns: list[str] | None = None):
+    """The whole table of a Parquet file (see `parquet_file`)."""
+    import pyarrow as pa
+
+    pf = parquet_file(root, *parts)
+    try:
+        return pf.read(columns=columns)
+    except (pa.ArrowException, OSError) as e:
+        raise UserError(f"{fs_path(root, *parts)[1]}: not readable Parquet "
+                        f"({' '.join(str(e).split())[:100]})") from None
+
+
+def parquet_bytes(tables, schema, **options) -> bytes:
+    """One Parquet file (one row group per table) built in memory: written with
+    `write_bytes_atomic`, so no pyarrow thread ever holds an fsspec file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, schema, **options) as w:
+        for t in tables:
+            w.write_table(t, row_group_size=max(len(t), 1))
+    return sink.getvalue().to_pybytes()
 
 
 def write_json_atomic(obj: Any, root: str, *parts: str) -> None:
@@ -110,6 +187,15 @@ def listdir_names(root: str, *parts: str) -> list[str]:
     if not fs.exists(path):
         return []
     return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(path, detail=False))
+
+
+def listdir_recursive(root: str, *parts: str) -> list[str]:
+    """Paths of all files under a directory, relative to it ('/'-separated)."""
+    fs, path = fs_path(root, *parts)
+    if not fs.exists(path):
+        return []
+    base = path.rstrip("/") + "/"
+    return [p[len(base):] if p.startswith(base) else p for p in fs.find(path)]
 
 
 def zarr_store(root: str, *parts: str, read_only: bool):

@@ -62,6 +62,11 @@ def load(root: str) -> dict:
     return m
 
 
+def checksum(root: str) -> str:
+    """sha256 of manifest.json: the store's identity (a checkpoint records the store it was trained on)."""
+    return fsio.sha256_file(root, MANIFEST)
+
+
 def supervision(has_depth: bool, has_semantics: bool, has_occ_gt: bool, has_motion: bool) -> dict:
     """The supervision contract: which training modes this store can feed."""
     modes = (["2d"] if has_depth else []) + (["3d"] if has_occ_gt else [])

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 
+from renderocc.errors import UserError
 from renderocc.store import fsio, layout, writer
 from renderocc.store import manifest as manifest_mod
 
@@ -56,9 +57,7 @@ class StoreReader:
 
     # -------------------------------------------------------------- samples table
     def _load_samples(self) -> None:
-        fs, path = fsio.fs_path(self.root, layout.SAMPLES)
-        with fs.open(path, "rb") as f:
-            t = pq.read_table(f)
+        t = fsio.read_parquet(self.root, layout.SAMPLES)   # by path or from bytes: never a live fsspec file
         C = len(self.cameras)
         n = t.num_rows
         self._tokens = t.column("sample_token").to_pylist()
@@ -141,15 +140,29 @@ class StoreReader:
         return writer.decode_images(self._stored_images(i))
 
     def _stored_images(self, i: int) -> np.ndarray:
-        arr = self._array(layout.IMAGES)
-        with writer.quiet_zarr():
-            return np.asarray(arr[self._check(i)])
+        return self._read_sample(layout.IMAGES, self._check(i))
+
+    def _read_sample(self, name: str, i: int) -> np.ndarray:
+        """Sample i of a Zarr array. A missing chunk is an error, never zarr's fill value (a black
+        image, all-"others" occupancy); an undecodable one is one line naming it."""
+        arr = self._array(name)
+        if arr is None:
+            raise UserError(f"{fsio.fs_path(self.root, name)[1]}: array missing")
+        key = arr.metadata.encode_chunk_key((i,) + (0,) * (arr.ndim - 1))
+        if not fsio.exists(self.root, name, key):
+            raise UserError(f"{fsio.fs_path(self.root, name, key)[1]}: chunk of sample {i} missing "
+                            "(the store is damaged; re-run prep)")
+        try:
+            with writer.quiet_zarr():
+                return np.asarray(arr[i])
+        except Exception as e:  # noqa: BLE001 - any codec failure means a damaged chunk
+            raise UserError(f"{fsio.fs_path(self.root, name, key)[1]}: chunk of sample {i} cannot be decoded "
+                            f"({e.__class__.__name__}); the store is damaged") from None
 
     def _parquet(self, shard: str) -> pq.ParquetFile:
         self._fresh()
         if shard not in self._pq:
-            fs, path = fsio.fs_path(self.root, layout.RAYS_DIR, f"{shard}.parquet")
-            self._pq[shard] = pq.ParquetFile(path if fsio.is_local(self.root) else fs.open(path, "rb"))
+            self._pq[shard] = fsio.parquet_file(self.root, layout.RAYS_DIR, f"{shard}.parquet")
         return self._pq[shard]
 
     def labels(self, i: int) -> dict[str, np.ndarray]:
@@ -177,14 +190,15 @@ class StoreReader:
         i = self._check(i)
         if not self._has_occ[i]:
             return None
-        return {a: np.asarray(self._array(f"{layout.OCC_GT}/{a}")[i]) for a in layout.OCC_GT_ARRAYS}
+        return {a: self._read_sample(f"{layout.OCC_GT}/{a}", i) for a in layout.OCC_GT_ARRAYS}
 
     def motion_mask(self, i: int) -> np.ndarray | None:
         """bool (n_cams, H, W) at the stored size, or None when the store has no motion masks."""
         if not self.has_motion_masks:
             return None
-        arr = self._array(layout.MOTION_MASK)
-        return None if arr is None else np.asarray(arr[self._check(i)], bool)
+        if self._array(layout.MOTION_MASK) is None:
+            return None
+        return np.asarray(self._read_sample(layout.MOTION_MASK, self._check(i)), bool)
 
     def free_beams(self, i: int) -> dict[str, np.ndarray] | None:
         """Key-frame LiDAR beams of sample i that returned nothing (free space along them), or None
@@ -196,8 +210,7 @@ class StoreReader:
         shard = self._shard[i]
         self._fresh()
         if shard not in self._fb_pq:
-            fs, path = fsio.fs_path(self.root, layout.FREE_BEAMS_DIR, f"{shard}.parquet")
-            self._fb_pq[shard] = pq.ParquetFile(path if fsio.is_local(self.root) else fs.open(path, "rb"))
+            self._fb_pq[shard] = fsio.parquet_file(self.root, layout.FREE_BEAMS_DIR, f"{shard}.parquet")
         t = self._fb_pq[shard].read_row_group(int(self._row_group[i]), columns=["ring", "origin", "direction"])
         out = {"ring": t.column("ring").to_numpy().astype(np.int16)}
         for c in ("origin", "direction"):

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from renderocc.errors import UserError
 from renderocc.store import fsio, layout, writer
 from renderocc.store import manifest as manifest_mod
 
 
-def validate(root: str, data: bool = True) -> list[str]:
-    """Problems found (empty = valid). `data=False` skips re-hashing images and occupancy."""
+def validate(root: str, data: bool = True, deep: bool = False) -> list[str]:
+    """Problems found (empty = valid). `data=False` skips re-hashing images and occupancy;
+    `deep` also decodes every image and reads every ray column."""
     from renderocc.store.reader import StoreReader
 
     m = manifest_mod.load(root)          # raises UserError for missing / other version / bad schema
@@ -18,9 +19,7 @@ def validate(root: str, data: bool = True) -> list[str]:
     problems: list[str] = []
     if fsio.sha256_file(r.root, layout.SAMPLES) != m["samples"]["sha256"]:
         problems.append(f"{layout.SAMPLES}: checksum mismatch")
-    fs, path = fsio.fs_path(r.root, layout.SAMPLES)
-    with fs.open(path, "rb") as f:
-        st = pq.read_table(f)
+    st = fsio.read_parquet(r.root, layout.SAMPLES)
     if not st.schema.equals(layout.SAMPLES_SCHEMA, check_metadata=False):
         problems.append(f"{layout.SAMPLES}: schema differs from layout.SAMPLES_SCHEMA")
     n = len(r)
@@ -36,12 +35,72 @@ def validate(root: str, data: bool = True) -> list[str]:
     if img is None or img.shape != want:
         problems.append(f"{layout.IMAGES}: array missing or shape {getattr(img, 'shape', None)} != {want}")
         return problems
-    if r.images(0).shape != (len(r.cameras), H, W, 3):
-        problems.append(f"{layout.IMAGES}: sample 0 decodes to {r.images(0).shape}")
+    problems += _check_matrices(st, len(r.cameras))
+    problems += _check_chunks(r)
+    if problems:
+        return problems
+    try:
+        for i in range(n) if deep else range(min(n, 1)):
+            if r.images(i).shape != (len(r.cameras), H, W, 3):
+                problems.append(f"{layout.IMAGES}: sample {i} decodes to {r.images(i).shape}")
+    except UserError as e:
+        problems.append(e.message)
     problems += _check_adjacency(r)
-    problems += _check_shards(r, m, st, data)
-    problems += _check_free_beams(r, m)
+    problems += _guard(_check_shards, r, m, st, data, deep)
+    problems += _guard(_check_free_beams, r, m)
     return problems
+
+
+def _guard(check, *args) -> list[str]:
+    """A check's problems; a damaged file it meets (unreadable Parquet, missing chunk) is one more."""
+    try:
+        return check(*args)
+    except UserError as e:
+        return [e.message]
+
+
+MATRIX_COLUMNS = {"ego_pose": 1, "lidar2ego": 1, "K": 2, "K_orig": 2, "cam2ego": 2, "adj_cam2ego": 3}
+
+
+def _check_matrices(st, n_cams: int) -> list[str]:
+    """Every stored matrix finite; rotations orthonormal; intrinsics with positive focal lengths."""
+    from renderocc.store.reader import _flat
+
+    out = []
+    for col, depth in MATRIX_COLUMNS.items():
+        vals = _flat(st.column(col), depth)[0].astype(np.float64)
+        if not np.isfinite(vals).all():
+            out.append(f"{layout.SAMPLES}: non-finite values in {col}")
+            continue
+        if col.startswith("K"):
+            K = vals.reshape(-1, 3, 3)
+            if (K[:, 0, 0] <= 0).any() or (K[:, 1, 1] <= 0).any():
+                out.append(f"{layout.SAMPLES}: {col} has a non-positive focal length")
+        else:
+            R = vals.reshape(-1, 4, 4)[:, :3, :3]
+            if len(R) and np.abs(R @ R.transpose(0, 2, 1) - np.eye(3)).max() > 1e-4:
+                out.append(f"{layout.SAMPLES}: {col} holds a matrix whose rotation is not orthonormal")
+    return out
+
+
+def _check_chunks(r) -> list[str]:
+    """Every sample's chunk of every Zarr array is present (a missing one reads as zeros)."""
+    out = []
+    arrays = [layout.IMAGES] + [f"{layout.OCC_GT}/{a}" for a in layout.OCC_GT_ARRAYS if r.has_occ_gt]
+    arrays += [layout.MOTION_MASK] if r.has_motion_masks else []
+    for name in arrays:
+        arr = r._array(name)
+        if arr is None:
+            out.append(f"{name}: array missing")
+            continue
+        present = set(fsio.listdir_recursive(r.root, name))
+        for i in range(len(r)):
+            if name.startswith(layout.OCC_GT) and not r._has_occ[i]:
+                continue
+            key = arr.metadata.encode_chunk_key((i,) + (0,) * (arr.ndim - 1))
+            if key not in present:
+                out.append(f"{name}: chunk of sample {i} missing ({key})")
+    return out[:20]
 
 
 def _check_free_beams(r, m: dict) -> list[str]:
@@ -57,15 +116,13 @@ def _check_free_beams(r, m: dict) -> list[str]:
             continue
         if fsio.sha256_file(r.root, rel) != s.get("free_beams_sha256"):
             out.append(f"shard {name}: {rel} checksum mismatch")
-        fs, path = fsio.fs_path(r.root, rel)
-        with fs.open(path, "rb") as f:
-            pf = pq.ParquetFile(f)
-            if not pf.schema_arrow.equals(layout.FREE_BEAM_SCHEMA, check_metadata=False):
-                out.append(f"shard {name}: {rel} schema differs from layout.FREE_BEAM_SCHEMA")
-            if pf.num_row_groups != k:
-                out.append(f"shard {name}: {rel} has {pf.num_row_groups} row groups for {k} samples")
-                continue
-            n = sum(pf.metadata.row_group(g).num_rows for g in range(k))
+        pf = fsio.parquet_file(r.root, rel)
+        if not pf.schema_arrow.equals(layout.FREE_BEAM_SCHEMA, check_metadata=False):
+            out.append(f"shard {name}: {rel} schema differs from layout.FREE_BEAM_SCHEMA")
+        if pf.num_row_groups != k:
+            out.append(f"shard {name}: {rel} has {pf.num_row_groups} row groups for {k} samples")
+            continue
+        n = sum(pf.metadata.row_group(g).num_rows for g in range(k))
         if n != s.get("num_free_beams"):
             out.append(f"shard {name}: {n} free beams, manifest says {s.get('num_free_beams')}")
         total += n
@@ -93,7 +150,7 @@ def _check_adjacency(r) -> list[str]:
     return out[:20]
 
 
-def _check_shards(r, m: dict, st, data: bool) -> list[str]:
+def _check_shards(r, m: dict, st, data: bool, deep: bool = False) -> list[str]:
     out = []
     shard_col = st.column("shard").to_pylist()
     W0 = {c: v["original_size"] for c, v in m["image"]["per_camera"].items()}
@@ -105,9 +162,15 @@ def _check_shards(r, m: dict, st, data: bool) -> list[str]:
         if not fsio.exists(r.root, s["rays_path"]):
             out.append(f"shard {name}: {s['rays_path']} missing")
             continue
+        if fsio.size(r.root, s["rays_path"]) != s["rays_bytes"]:
+            out.append(f"shard {name}: {s['rays_path']} is {fsio.size(r.root, s['rays_path'])} bytes, "
+                       f"manifest says {s['rays_bytes']}")
         if fsio.sha256_file(r.root, s["rays_path"]) != s["rays_sha256"]:
             out.append(f"shard {name}: {s['rays_path']} checksum mismatch")
+            continue
         pf = r._parquet(name)
+        if deep:
+            pf.read()
         if pf.num_row_groups != k:
             out.append(f"shard {name}: {pf.num_row_groups} row groups for {k} samples")
             continue

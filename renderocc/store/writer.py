@@ -89,9 +89,31 @@ def shard_records(root: str) -> dict[str, dict]:
 
 
 def shard_done(root: str, shard: str, fingerprint: str) -> bool:
+    """The shard has a completion record for this plan AND its files still have the recorded sizes
+    and sha256 (a shard truncated after a kill is redone, never sealed into a store)."""
     if not fsio.exists(root, layout.SHARDS_DIR, f"{shard}.json"):
         return False
-    return fsio.read_json(root, layout.SHARDS_DIR, f"{shard}.json").get("fingerprint") == fingerprint
+    try:
+        rec = fsio.read_json(root, layout.SHARDS_DIR, f"{shard}.json")
+    except ValueError:   # a damaged record: redo the shard
+        return False
+    return rec.get("fingerprint") == fingerprint and shard_files_intact(root, rec)
+
+
+def shard_files_intact(root: str, rec: dict) -> bool:
+    """Each file a shard record names exists with the recorded size (when recorded) and sha256."""
+    for path_key, sha_key, bytes_key in (("rays_path", "rays_sha256", "rays_bytes"),
+                                         ("free_beams_path", "free_beams_sha256", "free_beams_bytes")):
+        rel = rec.get(path_key)
+        if rel is None:
+            continue
+        if not fsio.exists(root, rel):
+            return False
+        if rec.get(bytes_key) is not None and fsio.size(root, rel) != rec[bytes_key]:
+            return False
+        if fsio.sha256_file(root, rel) != rec.get(sha_key):
+            return False
+    return True
 
 
 def clean_tmp(root: str, shard: str) -> None:
@@ -217,17 +239,11 @@ def ray_table(sample_token: str, cameras: list[str], cam: np.ndarray, u: np.ndar
 
 def write_ray_shard(root: str, shard: str, tables: list[pa.Table]) -> dict:
     """Write rays/<shard>.parquet, one row group per sample, via a temp name; return its stats."""
-    fs, path = fsio.fs_path(root, layout.RAYS_DIR, f"{shard}.parquet")
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    tmp = fsio.tmp_name(path)
     schema = tables[0].schema if tables else layout.RAY_SCHEMA
-    with fs.open(tmp, "wb") as f, pq.ParquetWriter(f, schema, **PARQUET_OPTS) as w:
-        for t in tables:
-            w.write_table(t, row_group_size=max(len(t), 1))
-    fsio.move_into_place(fs, tmp, path)
+    data = fsio.parquet_bytes(tables, schema, **PARQUET_OPTS)
+    fsio.write_bytes_atomic(data, root, layout.RAYS_DIR, f"{shard}.parquet")
     return {"rays_path": f"{layout.RAYS_DIR}/{shard}.parquet",
-            "rays_sha256": fsio.sha256_file(root, layout.RAYS_DIR, f"{shard}.parquet"),
-            "rays_bytes": fsio.size(root, layout.RAYS_DIR, f"{shard}.parquet"),
+            "rays_sha256": hashlib.sha256(data).hexdigest(), "rays_bytes": len(data),
             "num_rays": int(sum(len(t) for t in tables))}
 
 
@@ -254,27 +270,20 @@ def free_beam_table(sample_token: str, beams: dict[str, np.ndarray]) -> pa.Table
 def write_free_beam_shard(root: str, shard: str, tables: list[pa.Table]) -> dict:
     """Write free_beams/<shard>.parquet (one row group per sample, also empty ones); return its stats."""
     rel = f"{layout.FREE_BEAMS_DIR}/{shard}.parquet"
-    fs, path = fsio.fs_path(root, layout.FREE_BEAMS_DIR, f"{shard}.parquet")
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    tmp = fsio.tmp_name(path)
-    with fs.open(tmp, "wb") as f, pq.ParquetWriter(f, layout.FREE_BEAM_SCHEMA, **FREE_BEAM_PARQUET_OPTS) as w:
-        for t in tables:
-            w.write_table(t, row_group_size=max(len(t), 1))
-    fsio.move_into_place(fs, tmp, path)
-    return {"free_beams_path": rel, "free_beams_sha256": fsio.sha256_file(root, rel),
-            "num_free_beams": int(sum(len(t) for t in tables))}
+    data = fsio.parquet_bytes(tables, layout.FREE_BEAM_SCHEMA, **FREE_BEAM_PARQUET_OPTS)
+    fsio.write_bytes_atomic(data, root, layout.FREE_BEAMS_DIR, f"{shard}.parquet")
+    return {"free_beams_path": rel, "free_beams_sha256": hashlib.sha256(data).hexdigest(),
+            "free_beams_bytes": len(data), "num_free_beams": int(sum(len(t) for t in tables))}
 
 
 # ---------------------------------------------------------------- finalisation
 
 def write_samples(root: str, table: pa.Table) -> dict:
-    fs, path = fsio.fs_path(root, layout.SAMPLES)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    tmp = fsio.tmp_name(path)
-    with fs.open(tmp, "wb") as f:
-        pq.write_table(table.cast(layout.SAMPLES_SCHEMA), f, compression="zstd")
-    fsio.move_into_place(fs, tmp, path)
-    return {"path": layout.SAMPLES, "rows": table.num_rows, "sha256": fsio.sha256_file(root, layout.SAMPLES)}
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.cast(layout.SAMPLES_SCHEMA), sink, compression="zstd")
+    data = sink.getvalue().to_pybytes()
+    fsio.write_bytes_atomic(data, root, layout.SAMPLES)
+    return {"path": layout.SAMPLES, "rows": table.num_rows, "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def write_manifest(root: str, manifest: dict) -> None:
@@ -309,20 +318,18 @@ def add_ray_columns(root: str, shard: str, dynamic: Sequence[np.ndarray],
     group. Rays are small, so the shard is rewritten (temp name, then rename); images are not
     touched. Returns the new `rays_sha256`/`rays_bytes`/`num_rays` for `commit_motion_masks`.
     """
-    fs, path = fsio.fs_path(root, layout.RAYS_DIR, f"{shard}.parquet")
-    with fs.open(path, "rb") as f:
-        pf = pq.ParquetFile(f)
-        if pf.num_row_groups != len(dynamic) or len(dynamic) != len(instance):
-            raise ValueError(f"{shard}: {pf.num_row_groups} row groups, got {len(dynamic)} mask arrays")
-        tables = []
-        for g in range(pf.num_row_groups):
-            t = pf.read_row_group(g, columns=list(layout.RAY_COLUMNS))
-            if len(dynamic[g]) != len(t) or len(instance[g]) != len(t):
-                raise ValueError(f"{shard} row group {g}: {len(t)} rays, mask arrays differ in length")
-            cols = {c: t.column(c) for c in layout.RAY_COLUMNS}
-            cols["dynamic"] = pa.array(np.asarray(dynamic[g], bool))
-            cols["instance"] = pa.array(np.asarray(instance[g], np.int32))
-            tables.append(pa.Table.from_pydict(cols, schema=layout.RAY_SCHEMA_WITH_MOTION))
+    pf = fsio.parquet_file(root, layout.RAYS_DIR, f"{shard}.parquet")
+    if pf.num_row_groups != len(dynamic) or len(dynamic) != len(instance):
+        raise ValueError(f"{shard}: {pf.num_row_groups} row groups, got {len(dynamic)} mask arrays")
+    tables = []
+    for g in range(pf.num_row_groups):
+        t = pf.read_row_group(g, columns=list(layout.RAY_COLUMNS))
+        if len(dynamic[g]) != len(t) or len(instance[g]) != len(t):
+            raise ValueError(f"{shard} row group {g}: {len(t)} rays, mask arrays differ in length")
+        cols = {c: t.column(c) for c in layout.RAY_COLUMNS}
+        cols["dynamic"] = pa.array(np.asarray(dynamic[g], bool))
+        cols["instance"] = pa.array(np.asarray(instance[g], np.int32))
+        tables.append(pa.Table.from_pydict(cols, schema=layout.RAY_SCHEMA_WITH_MOTION))
     return write_ray_shard(root, shard, tables)
 
 

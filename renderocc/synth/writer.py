@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -44,19 +45,32 @@ MASK_DESCRIPTION = ("Occ3D ray casting: rays from the LiDAR (mask_lidar) or each
                     "and including the first occupied voxel on the ray")
 
 
+# Sane bounds: nuScenes has 1000 scenes of ~40 keyframes, 9 sweeps between keyframes, 1600x900 images.
+MAX_SCENES = 1000
+MAX_SAMPLES_PER_SCENE = 1000
+MAX_SWEEPS = 20
+MAX_IMAGE_SIDE = 4096
+VERSION_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"   # one path component: never escapes --out
+
+
 def _check_args(out: Path, scenes: int, samples_per_scene: int, image_size, sweeps: int,
-                overwrite: bool, gt: str) -> None:
+                overwrite: bool, gt: str, version: str = "v1.0-mini") -> None:
     if gt not in GT_KINDS:
         raise UserError(f"--gt must be one of {', '.join(GT_KINDS)} (got {gt!r}).")
-    if scenes < 1:
-        raise UserError(f"--scenes must be at least 1 (got {scenes}).")
-    if samples_per_scene < 1:
-        raise UserError(f"--samples-per-scene must be at least 1 (got {samples_per_scene}).")
-    if sweeps < 0:
-        raise UserError(f"--sweeps-per-sample must be 0 or more (got {sweeps}).")
+    if not 1 <= scenes <= MAX_SCENES:
+        raise UserError(f"--scenes must be between 1 and {MAX_SCENES} (got {scenes}).")
+    if not 1 <= samples_per_scene <= MAX_SAMPLES_PER_SCENE:
+        raise UserError(f"--samples-per-scene must be between 1 and {MAX_SAMPLES_PER_SCENE} "
+                        f"(got {samples_per_scene}).")
+    if not 0 <= sweeps <= MAX_SWEEPS:
+        raise UserError(f"--sweeps-per-sample must be between 0 and {MAX_SWEEPS} (got {sweeps}).")
     w, h = image_size
     if w < 32 or h < 18:
         raise UserError(f"--image-size must be at least 32x18 (got {w}x{h}).")
+    if w > MAX_IMAGE_SIDE or h > MAX_IMAGE_SIDE:
+        raise UserError(f"--image-size sides must be at most {MAX_IMAGE_SIDE} pixels (got {w}x{h}).")
+    if not re.fullmatch(VERSION_PATTERN, version) or version in (".", ".."):
+        raise UserError(f"--version must be a plain folder name like v1.0-mini (got {version!r}).")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory.")
     if out.is_dir() and any(out.iterdir()):
@@ -162,7 +176,7 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
     """
     out = Path(out).expanduser().absolute()
     image_size = (int(image_size[0]), int(image_size[1]))
-    _check_args(out, scenes, samples_per_scene, image_size, sweeps_per_sample, overwrite, gt)
+    _check_args(out, scenes, samples_per_scene, image_size, sweeps_per_sample, overwrite, gt, version)
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     try:
@@ -178,7 +192,7 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
 
     worlds, plans, jobs, logs = [], [], [], []
     duration = (samples_per_scene - 1) * KEYFRAME_US * 1e-6
-    for s in range(scenes):
+    for s in tqdm(range(scenes), desc="synth worlds", unit="scene", disable=not progress or scenes < 4):
         world = build_world(np.random.default_rng([seed, s, 0]), duration)
         for k, inst in enumerate(world.instances):
             inst.token = tb.make_token(seed, "instance", s, k)

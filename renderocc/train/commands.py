@@ -48,6 +48,8 @@ def train(store: str | None, out: str | None, config: str, overrides: tuple[str,
     for name, value in (("--store", store), ("--out", out)):
         if value is None:
             raise UserError(f"missing option {name} (or use --print-config)")
+    from renderocc.outputs import prepare_out_dir
     from renderocc.train.trainer import train as run
 
+    prepare_out_dir(out)   # before the model is built: an unwritable --out is found at once
     run(store, out, cfg, resume=resume, pretrained=pretrained)

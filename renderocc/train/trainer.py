@@ -25,6 +25,7 @@ from renderocc.classes import NUM_SEMANTIC, OCC3D_CLASSES
 from renderocc.errors import UserError
 from renderocc.model import OccupancyNet, OccupancyOutput
 from renderocc.model.encoder import load_pretrained
+from renderocc.store import manifest as manifest_mod
 from renderocc.train import losses as L
 from renderocc.train.checkpoint import load_checkpoint, save_checkpoint
 from renderocc.train.config import Config, resolved, supervision_label
@@ -178,18 +179,21 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
     opt, sched, scaler = make_optim(model, cfg, device)
     total = cfg.train.max_steps
     step = 0
+    store_id = manifest_mod.checksum(reader.root)
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
-        saved = Config.from_dict(ckpt["config"], f"--resume {out / 'last.pt'}")
-        if saved.grid != cfg.grid or saved.model != cfg.model:
-            raise UserError(f"--resume: {out / 'last.pt'} was trained with another model/grid config")
-        model.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        step = int(ckpt["step"])
-        _set_rng(ckpt["rng"])
+        check_resume(ckpt, cfg, store_id, out / "last.pt")
+        try:
+            model.load_state_dict(ckpt["model"])
+            ema.load_state_dict(ckpt["ema"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            scaler.load_state_dict(ckpt["scaler"])
+            step = int(ckpt["step"])
+            _set_rng(ckpt["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise UserError(f"--resume: {out / 'last.pt'} lacks or has a bad training state "
+                            f"({e.__class__.__name__}: {str(e)[:80]})") from None
     elif (out / "last.pt").exists():  # every rank checks: no rank may be left waiting
         raise UserError(f"{out} already holds a run (last.pt): use --resume or another --out")
     if rank == 0:
@@ -223,31 +227,33 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
     t_log, rays_acc, steps_acc = time.time(), 0, 0
     bar = tqdm(total=stop, initial=step, disable=rank != 0 or quiet, dynamic_ncols=True, desc="train")
     ema_decay = cfg.optim.ema_decay
-    while step < stop:
-        loss, parts, n_rays, gnorm = train_step(ddp_model, opt, sched, scaler, next(it), cfg, cw, device)
-        step += 1
-        update_ema(ema, model, min(ema_decay, (1 + step) / (10 + step)))
-        rays_acc += n_rays
-        steps_acc += 1
-        loss_v = _mean_over_ranks(float(loss.detach()), world, device)
-        bar.update(1)
-        if step % cfg.train.log_every == 0 or step == 1 or step == stop:
-            dt = max(time.time() - t_log, 1e-9)
-            rec = {"step": step, "loss": loss_v, **parts, "lr": sched.get_last_lr()[0],
-                   "grad_norm": float(gnorm),
-                   "rays_per_s": rays_acc * world / dt, "steps_per_s": steps_acc / dt,
-                   "elapsed_s": time.time() - t_start}
-            log.write(rec)
-            bar.set_postfix(loss=f"{loss_v:.3f}", rays_s=f"{rec['rays_per_s']:.0f}")
-            t_log, rays_acc, steps_acc = time.time(), 0, 0
-        if step % cfg.train.ckpt_every == 0 or step == stop:
-            thr = _threshold(ema, reader, held, train_idx, cfg, device, rank)
-            if rank == 0:
-                state = _state(model, ema, opt, sched, scaler, cfg, step, thr, world)
-                save_checkpoint(out / "last.pt", state)
-            if world > 1:
-                dist.barrier()
-    bar.close()
+    try:
+        while step < stop:
+            loss, parts, n_rays, gnorm = train_step(ddp_model, opt, sched, scaler, next(it), cfg, cw, device)
+            step += 1
+            update_ema(ema, model, min(ema_decay, (1 + step) / (10 + step)))
+            rays_acc += n_rays
+            steps_acc += 1
+            loss_v = _mean_over_ranks(float(loss.detach()), world, device)
+            bar.update(1)
+            if step % cfg.train.log_every == 0 or step == 1 or step == stop:
+                dt = max(time.time() - t_log, 1e-9)
+                rec = {"step": step, "loss": loss_v, **parts, "lr": sched.get_last_lr()[0],
+                       "grad_norm": float(gnorm),
+                       "rays_per_s": rays_acc * world / dt, "steps_per_s": steps_acc / dt,
+                       "elapsed_s": time.time() - t_start}
+                log.write(rec)
+                bar.set_postfix(loss=f"{loss_v:.3f}", rays_s=f"{rec['rays_per_s']:.0f}")
+                t_log, rays_acc, steps_acc = time.time(), 0, 0
+            if step % cfg.train.ckpt_every == 0 or step == stop:
+                thr = _threshold(ema, reader, held, train_idx, cfg, device, rank)
+                if rank == 0:
+                    state = _state(model, ema, opt, sched, scaler, cfg, step, thr, world, store_id)
+                    save_checkpoint(out / "last.pt", state)
+                if world > 1:
+                    dist.barrier()
+    finally:   # a failure prints its one line below the bar, not on it
+        bar.close()
     log.close()
     elapsed = time.time() - t_start
     summary = {"step": step, "elapsed_s": elapsed}
@@ -274,24 +280,69 @@ def _threshold(ema, reader, held, train_idx, cfg, device, rank) -> dict | None:
                             source="training samples (data.holdout = none: no held-out part)")
 
 
-def _state(model, ema, opt, sched, scaler, cfg, step, thr, world) -> dict:
-    return {"model": model.state_dict(), "ema": ema.state_dict(), "config": cfg.to_dict(),
+def _state(model, ema, opt, sched, scaler, cfg, step, thr, world, store_id: str) -> dict:
+    """Tensors and plain data only (checkpoint.py loads with weights_only=True)."""
+    return {"store": {"manifest_sha256": store_id}, "model": model.state_dict(), "ema": ema.state_dict(),
+            "config": cfg.to_dict(),
             "supervision": cfg.supervision, "threshold": thr["threshold"] if thr else None,
             "threshold_info": thr, "grid": cfg.grid.spec, "classes": OCC3D_CLASSES, "step": step,
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
             "rng": _get_rng(), "world_size": world}
 
 
+# Keys a resumed run may change: they do not alter the numbers it computes.
+RESUME_MAY_DIFFER = ("data.workers", "train.log_every", "train.loader_bench_batches", "render.backend")
+
+
+def check_resume(ckpt: dict, cfg: Config, store_id: str, path: Path) -> None:
+    """A resumed run continues the same run: the same store (manifest checksum) and the same config."""
+    saved_store = (ckpt.get("store") or {}).get("manifest_sha256")
+    if saved_store is None:
+        raise UserError(f"--resume: {path} records no store identity (written by an older renderocc); "
+                        "use a new --out")
+    if saved_store != store_id:
+        raise UserError(f"--resume: {path} was trained on another store (or the store changed since: "
+                        f"manifest sha256 {str(saved_store)[:12]} vs {store_id[:12]}); use a new --out")
+    saved = Config.from_dict(ckpt["config"], f"--resume {path}").to_dict()
+    now = cfg.to_dict()
+    diff = [k for k in _flat_keys(saved) | _flat_keys(now)
+            if k not in RESUME_MAY_DIFFER and _get(saved, k) != _get(now, k)]
+    if diff:
+        shown = ", ".join(f"{k}: {_get(saved, k)!r} vs {_get(now, k)!r}" for k in sorted(diff)[:3])
+        raise UserError(f"--resume: {path} was trained with another config ({shown}); pass the same "
+                        "--config/--set, or use a new --out")
+
+
+def _flat_keys(d: dict, prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for k, v in d.items():
+        out |= _flat_keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}"}
+    return out
+
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
 def _get_rng() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """RNG states as tensors and plain data (NumPy's key array becomes a tensor)."""
+    version, keys, gauss = random.getstate()
+    name, np_keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, list(keys), gauss],
+             "numpy": [name, torch.from_numpy(np_keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, keys, gauss = state["python"]
+    random.setstate((version, tuple(keys), gauss))
+    name, np_keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np_keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

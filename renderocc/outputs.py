@@ -1,0 +1,52 @@
+"""Command outputs on local disk (eval, predict, viz, qa, fit, train): the --out folder is checked
+before the work starts, and every file is written to a temp name and renamed, so a full disk or a
+kill never leaves a truncated file under its final name (nor a temp file behind).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from renderocc.errors import UserError
+
+TMP_PREFIX = ".tmp-"
+
+
+def prepare_out_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Create `path` (and parents) and check it is a writable folder: one line when not."""
+    p = Path(path)
+    if "://" in str(path):
+        raise UserError(f"{option} {path}: must be a local folder (URLs are for stores)")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"{option} {p}: exists and is not a folder") from None
+    except OSError as e:
+        raise UserError(f"{option} {p}: cannot create ({e.strerror or e})") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {p}: not writable")
+    return p
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write `data` to `path` via a temp file in the same folder, then rename."""
+    p = Path(path)
+    tmp = p.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{p.name}")
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, p)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {p}: {e.strerror or e}") from None
+
+
+def savez_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """`np.savez_compressed`, atomically."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    write_atomic(path, buf.getvalue())

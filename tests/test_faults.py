@@ -1,0 +1,547 @@
+"""Fault injection through the real CLI: each case breaks one thing (a record, a file, an option, the
+disk) and runs the real command on a copy of the shared synthetic dataroot / store / checkpoint.
+
+Each result is classified: `clear error` (non-zero exit, exactly one `Error:` line naming the thing,
+nothing sealed complete, no orphan temp file), `handled` (a fault the command is meant to absorb, with
+a correct result), `traceback`, or `silently wrong` (exit 0 or a wrong result where an error was due,
+or an error line that does not name the thing). The counts are printed; the goal is 0 tracebacks and
+0 silently wrong results.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from click.testing import CliRunner
+
+from renderocc.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+UNWRITABLE = "/proc/renderocc-faults/out"   # cannot be created, even by root
+UNWRITABLE_NAMED = "/proc/renderocc-faults"   # what the error names (the first folder it cannot create)
+TINY = ["data.input_size=[64, 32]", "data.rays=256", "data.workers=0", "model.width=8", "model.channels=16",
+        "model.voxel_channels=8", "model.depth_bins=[1.0, 41.0, 21]", "grid.voxel_size=1.6",
+        "render.step=0.8", "train.loader_bench_batches=0", "train.threshold_samples=1",
+        "data.holdout='every-k:4'"]
+TINY_ARGS = [a for kv in TINY for a in ("--set", kv)]
+RESULTS: dict[str, str] = {}
+
+
+@dataclass
+class World:
+    dataroot: Path
+    store: str
+    run: Path          # a 2-step training run (last.pt) on `store`
+
+
+@pytest.fixture(scope="module")
+def world(synth_dataset, small_store, tmp_path_factory) -> World:
+    run = tmp_path_factory.mktemp("faults") / "run"
+    res = CliRunner().invoke(main, ["train", "--store", small_store, "--out", str(run), "--max-steps", "2",
+                                    *TINY_ARGS])
+    assert res.exit_code == 0, res.output
+    return World(Path(synth_dataset), small_store, run)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _print_counts(request):
+    yield
+    counts = collections.Counter(RESULTS.values())
+    line = (f"fault injection: {len(RESULTS)} cases: {counts['clear error']} clear errors, {counts['handled']} "
+            f"handled, {counts['traceback']} tracebacks, {counts['silently wrong']} silently wrong")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print("\n" + line)
+
+
+# -- copies to break ------------------------------------------------------------------------------
+def copy_dataroot(w: World, tmp: Path) -> Path:
+    """A hard-linked copy of the dataroot (fast); `own` a file before changing it."""
+    d = tmp / "data"
+    shutil.copytree(w.dataroot, d, copy_function=os.link, ignore=shutil.ignore_patterns("synth_truth"))
+    return d
+
+
+def own(path: Path) -> Path:
+    """Replace a hard link by a private copy, so edits never reach the shared fixture."""
+    data = path.read_bytes()
+    path.unlink()
+    path.write_bytes(data)
+    return path
+
+
+def edit_table(root: Path, table: str, edit: Callable[[list[dict]], None]) -> None:
+    p = own(root / "v1.0-mini" / f"{table}.json")
+    recs = json.loads(p.read_text())
+    edit(recs)
+    p.write_text(json.dumps(recs))
+
+
+def _tables(root: Path, *names: str) -> list[list[dict]]:
+    return [json.loads((root / "v1.0-mini" / f"{n}.json").read_text()) for n in names]
+
+
+def calib_of(root: Path, channel: str) -> str:
+    sensors, calibs = _tables(root, "sensor", "calibrated_sensor")
+    token = next(s["token"] for s in sensors if s["channel"] == channel)
+    return next(c["token"] for c in calibs if c["sensor_token"] == token)
+
+
+def key_file(root: Path, channel: str, k: int = 0, ext: str = "") -> Path:
+    """The k-th keyframe file of a channel (time order)."""
+    files = sorted((root / "samples" / channel).glob(f"*{ext}"))
+    return files[k]
+
+
+def key_record(root: Path, channel: str, k: int = 0) -> dict:
+    (sds,) = _tables(root, "sample_data")
+    name = key_file(root, channel, k).name
+    return next(sd for sd in sds if sd["filename"].endswith(name))
+
+
+def set_record(root: Path, table: str, token: str, key: str, value) -> None:
+    def edit(recs):
+        next(r for r in recs if r["token"] == token)[key] = value
+    edit_table(root, table, edit)
+
+
+def copy_store(w: World, tmp: Path) -> Path:
+    s = tmp / "store"
+    shutil.copytree(w.store, s)
+    return s
+
+
+def rewrite_samples(store: Path, column: str, change: Callable[[list], None]) -> None:
+    """Change a samples.parquet column and re-record its checksum: a consistent but wrong store."""
+    t = pq.read_table(store / "samples.parquet")
+    values = t.column(column).to_pylist()
+    change(values)
+    field = t.schema.field(column)
+    t = t.set_column(t.schema.get_field_index(column), field, pa.array(values, type=field.type))
+    pq.write_table(t, store / "samples.parquet", compression="zstd")
+    import hashlib
+
+    m = json.loads((store / "manifest.json").read_text())
+    m["samples"]["sha256"] = hashlib.sha256((store / "samples.parquet").read_bytes()).hexdigest()
+    (store / "manifest.json").write_text(json.dumps(m))
+
+
+def chunk(store: Path, array: str, i: int) -> Path:
+    return next(p for p in (store / array / "c" / str(i)).rglob("*") if p.is_file())
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    data = own(path).read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+# -- checks after a failure -------------------------------------------------------------------------
+def nothing_sealed(out: Path) -> str | None:
+    if (out / "manifest.json").exists():
+        return "store sealed complete"
+    return orphans(out)
+
+
+def orphans(out: Path) -> str | None:
+    tmp = [p for p in out.rglob(".tmp-*")] if out.exists() else []
+    return f"orphan temp files {tmp[:2]}" if tmp else None
+
+
+def store_ok(store: Path) -> str | None:
+    from renderocc.store.validate import validate
+
+    problems = validate(str(store))
+    return f"store invalid: {problems[:1]}" if problems else None
+
+
+# -- the cases ------------------------------------------------------------------------------------
+@dataclass
+class Fault:
+    name: str
+    setup: Callable[[World, Path], list[str]]       # breaks something, returns the CLI arguments
+    message: str | None                             # an error naming this is due; None: must succeed
+    post: Callable[[World, Path], str | None] | None = None   # after the run: a problem, or None
+    limit_file_bytes: int | None = None             # run in a subprocess with RLIMIT_FSIZE (a full disk)
+
+
+def prep_args(d: Path, out: Path | str, *more: str) -> list[str]:
+    return ["prep", "nuscenes", "--dataroot", str(d), "--out", str(out), "--image-size", "54x96",
+            "--no-progress", *more]
+
+
+def prep_fault(name: str, breaks: Callable[[Path], None], message: str, *more: str) -> Fault:
+    def setup(w: World, tmp: Path) -> list[str]:
+        d = copy_dataroot(w, tmp)
+        breaks(d)
+        return prep_args(d, tmp / "out", *more)
+    return Fault(name, setup, message, post=lambda w, tmp: nothing_sealed(tmp / "out"))
+
+
+def _zero_quat(channel: str) -> Callable[[Path], None]:
+    return lambda d: set_record(d, "calibrated_sensor", calib_of(d, channel), "rotation", [0, 0, 0, 0])
+
+
+def _ego(channel: str, key: str, value) -> Callable[[Path], None]:
+    return lambda d: set_record(d, "ego_pose", key_record(d, channel)["ego_pose_token"], key, value)
+
+
+def _intrinsic(edit: Callable[[list], None]) -> Callable[[Path], None]:
+    def breaks(d: Path) -> None:
+        tok = calib_of(d, "CAM_FRONT")
+        (calibs,) = _tables(d, "calibrated_sensor")
+        K = next(c for c in calibs if c["token"] == tok)["camera_intrinsic"]
+        edit(K)
+        set_record(d, "calibrated_sensor", tok, "camera_intrinsic", K)
+    return breaks
+
+
+def _set(K, r, c, v):
+    K[r][c] = v
+
+
+def _lidarseg(values: Callable[[np.ndarray], np.ndarray]) -> Callable[[Path], None]:
+    def breaks(d: Path) -> None:
+        tok = key_record(d, "LIDAR_TOP")["token"]
+        p = own(d / "lidarseg" / "v1.0-mini" / f"{tok}_lidarseg.bin")
+        values(np.fromfile(p, np.uint8)).astype(np.uint8).tofile(p)
+    return breaks
+
+
+def _out_of_vocab(lab: np.ndarray) -> np.ndarray:
+    lab[:10] = 200
+    return lab
+
+
+PREP = [
+    prep_fault("prep: LiDAR calibration zero quaternion", _zero_quat("LIDAR_TOP"), "unit quaternion"),
+    prep_fault("prep: camera calibration zero quaternion", _zero_quat("CAM_FRONT"), "unit quaternion"),
+    prep_fault("prep: non-unit quaternion", lambda d: set_record(
+        d, "calibrated_sensor", calib_of(d, "CAM_BACK"), "rotation", [2.0, 0, 0, 0]), "unit quaternion"),
+    prep_fault("prep: NaN in LiDAR ego_pose", _ego("LIDAR_TOP", "translation", [float("nan"), 0, 0]),
+               "non-finite"),
+    prep_fault("prep: NaN in camera ego_pose", _ego("CAM_FRONT", "rotation", [float("nan"), 0, 0, 1]),
+               "non-finite"),
+    prep_fault("prep: rotation of 3 numbers", _ego("CAM_FRONT", "rotation", [1, 0, 0]), "4 and 3 numbers"),
+    prep_fault("prep: zero focal length", _intrinsic(lambda K: _set(K, 0, 0, 0.0)), "focal"),
+    prep_fault("prep: principal point outside the image", _intrinsic(lambda K: _set(K, 0, 2, -50.0)),
+               "principal point"),
+    prep_fault("prep: NaN intrinsics", _intrinsic(lambda K: _set(K, 1, 1, float("nan"))), "finite 3x3"),
+    prep_fault("prep: truncated JPEG", lambda d: truncate(key_file(d, "CAM_FRONT", 1)), "truncated JPEG"),
+    prep_fault("prep: empty JPEG", lambda d: own(key_file(d, "CAM_BACK", 2)).write_bytes(b""), "image"),
+    prep_fault("prep: missing image", lambda d: key_file(d, "CAM_FRONT_LEFT", 0).unlink(), "image missing"),
+    prep_fault("prep: empty .pcd.bin", lambda d: own(key_file(d, "LIDAR_TOP", 1)).write_bytes(b""),
+               "empty point cloud"),
+    prep_fault("prep: .pcd.bin of odd size", lambda d: truncate(key_file(d, "LIDAR_TOP", 0), 0.3333),
+               "corrupt point cloud"),
+    prep_fault("prep: lidarseg index out of vocabulary", _lidarseg(_out_of_vocab), "does not define"),
+    prep_fault("prep: lidarseg of wrong length", _lidarseg(lambda lab: lab[:-3]), "labels for"),
+    prep_fault("prep: missing table", lambda d: (d / "v1.0-mini" / "sample_data.json").unlink(),
+               "table missing"),
+    prep_fault("prep: table not JSON", lambda d: own(d / "v1.0-mini" / "ego_pose.json").write_text("{"),
+               "devkit cannot load"),
+    prep_fault("prep: duplicate --cameras", lambda d: None, "given twice", "--cameras", "CAM_FRONT,CAM_FRONT"),
+    prep_fault("prep: unknown camera", lambda d: None, "camera not in dataset", "--cameras", "CAM_NOPE"),
+    prep_fault("prep: --image-size 100000x100000", lambda d: None, "at most 4096", "--image-size",
+               "100000x100000"),
+    prep_fault("prep: --image-size abc", lambda d: None, "--image-size must be", "--image-size", "abc"),
+    prep_fault("prep: unknown scene", lambda d: None, "scene not in dataset", "--scenes", "scene-9999"),
+]
+
+
+def _prep_to(url: str) -> Callable[[World, Path], list[str]]:
+    return lambda w, tmp: prep_args(copy_dataroot(w, tmp), url)
+
+
+def _prep_skip(w: World, tmp: Path) -> list[str]:
+    d = copy_dataroot(w, tmp)
+    truncate(key_file(d, "CAM_FRONT", 2))
+    return prep_args(d, tmp / "out", "--on-bad-sample", "skip")
+
+
+def _prep_skip_lidarseg(w: World, tmp: Path) -> list[str]:
+    d = copy_dataroot(w, tmp)
+    _lidarseg(_out_of_vocab)(d)
+    return prep_args(d, tmp / "out", "--on-bad-sample", "skip")
+
+
+def _skip_recorded(w: World, tmp: Path, reason: str = "truncated JPEG") -> str | None:
+    m = json.loads((tmp / "out" / "manifest.json").read_text())
+    sk = m.get("skipped_samples", [])
+    if m["num_samples"] != 3 or len(sk) != 1 or reason not in sk[0]["reason"]:
+        return f"skip not recorded: {m['num_samples']} samples, {sk}"
+    res = CliRunner().invoke(main, ["qa", "--store", str(tmp / "out"), "--out", str(tmp / "qa"), "--quiet",
+                                    "--no-coverage"])
+    qa = json.loads((tmp / "qa" / "qa.json").read_text()) if res.exit_code == 0 else {}
+    if "prep skipped 1 bad sample" not in res.output or len(qa.get("skipped_samples", [])) != 1:
+        return f"qa does not show the skip: {res.output[-300:]}"
+    return store_ok(tmp / "out")
+
+
+def _prep_resume_truncated(w: World, tmp: Path) -> list[str]:
+    """A finished shard truncated after a kill (before the store was sealed): the rerun must redo it."""
+    d = copy_dataroot(w, tmp)
+    out = tmp / "out"
+    res = CliRunner().invoke(main, prep_args(d, out))
+    assert res.exit_code == 0, res.output
+    (out / "manifest.json").unlink()
+    (out / "samples.parquet").unlink()
+    truncate(next((out / "rays").glob("*.parquet")))
+    return prep_args(d, out)
+
+
+def _prep_rerun_after_motion_masks(w: World, tmp: Path) -> list[str]:
+    """A sealed store whose shards `prep motion-masks` rewrote: a rerun must leave it alone."""
+    d = copy_dataroot(w, tmp)
+    out = tmp / "out"
+    for args in (prep_args(d, out), ["prep", "motion-masks", "--store", str(out), "--dataroot", str(d),
+                                     "--no-progress"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 0, res.output
+    return prep_args(d, out)
+
+
+def _motion_masks_kept(w: World, tmp: Path) -> str | None:
+    m = json.loads((tmp / "out" / "manifest.json").read_text())
+    return store_ok(tmp / "out") or (None if m["supervision"]["motion_masks"] else "motion masks lost")
+
+
+def _unwritable_parent(w: World, tmp: Path) -> list[str]:
+    (tmp / "afile").write_text("x")
+    return prep_args(copy_dataroot(w, tmp), tmp / "afile" / "store")
+
+
+PREP += [
+    Fault("prep: --out memory://", _prep_to("memory://faults/store"), "does not persist"),
+    Fault("prep: --out s3:// without s3fs", _prep_to("s3://bucket/store"), "s3:// needs s3fs"),
+    Fault("prep: --out of an unknown protocol", _prep_to("nosuch://bucket/store"), "unknown protocol"),
+    Fault("prep: unwritable --out", _prep_to(UNWRITABLE), UNWRITABLE_NAMED),
+    Fault("prep: --out under a regular file", _unwritable_parent, "afile"),
+    Fault("prep: --on-bad-sample skip (truncated JPEG)", _prep_skip, None, post=_skip_recorded),
+    Fault("prep: --on-bad-sample skip (lidarseg out of vocabulary)", _prep_skip_lidarseg, None,
+          post=lambda w, tmp: _skip_recorded(w, tmp, "does not define")),
+    Fault("prep: rerun after a finished shard was truncated", _prep_resume_truncated, None,
+          post=lambda w, tmp: store_ok(tmp / "out")),
+    Fault("prep: rerun on a sealed store after motion-masks", _prep_rerun_after_motion_masks, None,
+          post=_motion_masks_kept),
+    Fault("prep: full disk", lambda w, tmp: prep_args(copy_dataroot(w, tmp), tmp / "out"), "File too large",
+          post=lambda w, tmp: nothing_sealed(tmp / "out"), limit_file_bytes=30_000),
+]
+
+
+# -- store faults -----------------------------------------------------------------------------------
+def store_fault(name: str, breaks: Callable[[Path], None], message: str | None, *command: str,
+                post=None) -> Fault:
+    def setup(w: World, tmp: Path) -> list[str]:
+        s = copy_store(w, tmp)
+        breaks(s)
+        return [a.replace("{store}", str(s)).replace("{out}", str(tmp / "o")).replace("{run}", str(w.run))
+                for a in command]
+    return Fault(name, setup, message, post=post)
+
+
+def _nan_ego(values: list) -> None:
+    values[1][3] = float("nan")
+
+
+def _ray_count(values: list) -> None:
+    values[2] += 1
+
+
+STORE = [
+    store_fault("store validate: truncated rays Parquet", lambda s: truncate(next((s / "rays").glob("*"))),
+                "rays/", "store", "validate", "{store}"),
+    store_fault("qa: truncated rays Parquet", lambda s: truncate(next((s / "rays").glob("*"))),
+                "not readable Parquet", "qa", "--store", "{store}", "--out", "{out}", "--quiet", "--no-coverage"),
+    store_fault("store info: truncated samples.parquet", lambda s: truncate(s / "samples.parquet"),
+                "not readable Parquet", "store", "info", "{store}"),
+    store_fault("store validate: truncated free beams", lambda s: truncate(next((s / "free_beams").glob("*"))),
+                "free_beams", "store", "validate", "{store}"),
+    store_fault("store validate: NaN ego pose (checksums consistent)",
+                lambda s: rewrite_samples(s, "ego_pose", _nan_ego), "non-finite", "store", "validate", "{store}"),
+    store_fault("store validate: ray count differs from the shard",
+                lambda s: rewrite_samples(s, "ray_count", _ray_count), "says", "store", "validate", "{store}"),
+    store_fault("store validate --no-data: missing image chunk", lambda s: chunk(s, "images", 1).unlink(),
+                "chunk of sample 1 missing", "store", "validate", "{store}", "--no-data"),
+    store_fault("viz: missing image chunk is not a black image", lambda s: chunk(s, "images", 0).unlink(),
+                "chunk of sample 0 missing", "viz", "--store", "{store}", "--out", "{out}", "--quiet"),
+    store_fault("eval: corrupt occ_gt chunk", lambda s: own(chunk(s, "occ_gt/semantics", 0)).write_bytes(
+        b"garbage" * 10), "cannot be decoded", "eval", "--store", "{store}", "--ckpt", "{run}/last.pt",
+        "--out", "{out}", "--split", "all", "--quiet"),
+    store_fault("store validate: missing occ_gt chunk", lambda s: chunk(s, "occ_gt/mask_camera", 2).unlink(),
+                "chunk of sample 2 missing", "store", "validate", "{store}", "--no-data"),
+    store_fault("store info: manifest not JSON", lambda s: (s / "manifest.json").write_text("{"),
+                "not valid JSON", "store", "info", "{store}"),
+    store_fault("store info: no manifest", lambda s: (s / "manifest.json").unlink(),
+                "not a complete ray store", "store", "info", "{store}"),
+    store_fault("store validate --deep: intact store", lambda s: None, None, "store", "validate", "{store}",
+                "--deep"),
+    Fault("store info: gcs:// without gcsfs", lambda w, tmp: ["store", "info", "gcs://b/s"], "gcs:// needs gcsfs"),
+    Fault("eval: --store s3:// without s3fs", lambda w, tmp: [
+        "eval", "--store", "s3://b/s", "--ckpt", str(w.run / "last.pt"), "--out", str(tmp / "o")], "s3fs"),
+    Fault("motion-masks: memory:// store", lambda w, tmp: ["prep", "motion-masks", "--store", "memory://none/s"],
+          "not a complete ray store"),
+]
+
+
+# -- checkpoints, training, evaluation, synth ------------------------------------------------------
+def _ckpt_with(edit: Callable[[dict], object]) -> Callable[[World, Path], list[str]]:
+    def setup(w: World, tmp: Path) -> list[str]:
+        ck = torch.load(w.run / "last.pt", weights_only=True)
+        ck = edit(ck) or ck
+        torch.save(ck, tmp / "last.pt")
+        return ["predict", "--store", w.store, "--ckpt", str(tmp / "last.pt"), "--out", str(tmp / "o"), "--quiet"]
+    return setup
+
+
+class _Payload:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _crafted(w: World, tmp: Path) -> list[str]:
+    torch.save({"config": {}, "model": _Payload(str(tmp / "marker"))}, tmp / "last.pt")
+    return ["eval", "--store", w.store, "--ckpt", str(tmp / "last.pt"), "--out", str(tmp / "o"), "--split", "all"]
+
+
+def _resume(store_edit: Callable[[Path], None] | None, *more: str) -> Callable[[World, Path], list[str]]:
+    def setup(w: World, tmp: Path) -> list[str]:
+        run = tmp / "run"
+        shutil.copytree(w.run, run)
+        store = w.store
+        if store_edit:
+            s = copy_store(w, tmp)
+            store_edit(s)
+            store = str(s)
+        return ["train", "--store", store, "--out", str(run), "--resume", "--max-steps", "2", *TINY_ARGS, *more]
+    return setup
+
+
+def _touch_manifest(s: Path) -> None:
+    m = json.loads((s / "manifest.json").read_text())
+    m["created"] = "2000-01-01T00:00:00+00:00"
+    (s / "manifest.json").write_text(json.dumps(m))
+
+
+def _out_cmd(*command: str) -> Callable[[World, Path], list[str]]:
+    return lambda w, tmp: [a.replace("{store}", w.store).replace("{run}", str(w.run)).replace("{tmp}", str(tmp))
+                           for a in command]
+
+
+def _train_full_disk(w: World, tmp: Path) -> list[str]:
+    """The checkpoint's temp file is /dev/full: every write to it fails with ENOSPC (a real full disk)."""
+    (tmp / "run").mkdir()
+    (tmp / "run" / ".tmp-last.pt").symlink_to("/dev/full")
+    return ["train", "--store", w.store, "--out", str(tmp / "run"), "--max-steps", "1", *TINY_ARGS]
+
+
+RUNS = [
+    Fault("eval: crafted pickle checkpoint", _crafted, "refused",
+          post=lambda w, tmp: "the pickle ran code" if (tmp / "marker").exists() else None),
+    Fault("predict: checkpoint config not a table", _ckpt_with(lambda c: c.update(config=[1, 2])), "not a table"),
+    Fault("predict: checkpoint without weights", _ckpt_with(lambda c: c.pop("model") and None), "missing `model`"),
+    Fault("predict: checkpoint config with a wrong type", _ckpt_with(
+        lambda c: c["config"]["optim"].update(lr="fast")), "optim.lr"),
+    Fault("predict: checkpoint weights of another shape", _ckpt_with(
+        lambda c: c["ema"].update({k: torch.zeros(1) for k in list(c["ema"])[:1]})), "weights do not fit"),
+    Fault("predict: truncated checkpoint", lambda w, tmp: (
+        shutil.copy(w.run / "last.pt", tmp / "last.pt"), truncate(tmp / "last.pt"),
+        ["predict", "--store", w.store, "--ckpt", str(tmp / "last.pt"), "--out", str(tmp / "o")])[-1],
+        "not a readable renderocc checkpoint"),
+    Fault("train --resume on another store", _resume(_touch_manifest), "another store"),
+    Fault("train --resume with another config", _resume(None, "--set", "optim.lr=0.5"), "another config"),
+    Fault("train --set of the wrong type", _out_cmd("train", "--store", "{store}", "--out", "{tmp}/r",
+                                                  "--set", "optim.lr=fast"), "optim.lr expects float"),
+    Fault("train --set of an unknown key", _out_cmd("train", "--store", "{store}", "--out", "{tmp}/r",
+                                                  "--set", "optim.nosuch=1"), "nosuch"),
+    Fault("train: unwritable --out", _out_cmd("train", "--store", "{store}", "--out", UNWRITABLE, "--max-steps",
+                                              "1", *TINY_ARGS), UNWRITABLE_NAMED),
+    Fault("eval: unwritable --out", _out_cmd("eval", "--store", "{store}", "--ckpt", "{run}/last.pt", "--out",
+                                             UNWRITABLE, "--split", "all", "--quiet"), UNWRITABLE_NAMED),
+    Fault("predict: unwritable --out", _out_cmd("predict", "--store", "{store}", "--ckpt", "{run}/last.pt",
+                                                "--out", UNWRITABLE, "--quiet"), UNWRITABLE_NAMED),
+    Fault("viz: unwritable --out", _out_cmd("viz", "--store", "{store}", "--out", UNWRITABLE, "--quiet"),
+          UNWRITABLE_NAMED),
+    Fault("qa: unwritable --out", _out_cmd("qa", "--store", "{store}", "--out", UNWRITABLE, "--quiet",
+                                           "--no-coverage"), UNWRITABLE_NAMED),
+    Fault("fit: unwritable --out", _out_cmd("fit", "--store", "{store}", "--out", UNWRITABLE, "--samples", "0",
+                                            "--quiet"), UNWRITABLE_NAMED),
+    Fault("eval: --out under a regular file", lambda w, tmp: (
+        (tmp / "afile").write_text("x"), ["eval", "--store", w.store, "--ckpt", str(w.run / "last.pt"),
+                                          "--out", str(tmp / "afile" / "o"), "--split", "all"])[-1], "afile"),
+    Fault("predict: full disk leaves no partial file", lambda w, tmp: [
+        "predict", "--store", w.store, "--ckpt", str(w.run / "last.pt"), "--out", str(tmp / "p"), "--quiet"],
+        "File too large", post=lambda w, tmp: orphans(tmp / "p"), limit_file_bytes=4_000),
+    Fault("train: full disk", _train_full_disk, "disk full", post=lambda w, tmp: orphans(tmp / "run")),
+    Fault("synth: --version ../../escape", _out_cmd("synth", "nuscenes", "--out", "{tmp}/s", "--version",
+                                                    "../../escape"), "plain folder name",
+          post=lambda w, tmp: "wrote outside --out" if (tmp.parent / "escape").exists() else None),
+    Fault("synth: --scenes 100000000", _out_cmd("synth", "nuscenes", "--out", "{tmp}/s", "--scenes",
+                                                "100000000"), "--scenes must be between"),
+    Fault("synth: --samples-per-scene 0", _out_cmd("synth", "nuscenes", "--out", "{tmp}/s",
+                                                   "--samples-per-scene", "0"), "--samples-per-scene"),
+    Fault("synth: --image-size 100000x100000", _out_cmd("synth", "nuscenes", "--out", "{tmp}/s", "--image-size",
+                                                        "100000x100000"), "at most 4096"),
+    Fault("synth: unwritable --out", _out_cmd("synth", "nuscenes", "--out", UNWRITABLE), "proc"),
+]
+
+FAULTS = PREP + STORE + RUNS
+
+
+# -- running and classifying ----------------------------------------------------------------------
+def run_cli(args: list[str], limit_file_bytes: int | None) -> tuple[int, str, bool]:
+    """(exit code, output, raised an unexpected exception)."""
+    if limit_file_bytes is None:
+        res = CliRunner().invoke(main, args)
+        crashed = res.exception is not None and not isinstance(res.exception, SystemExit)
+        return res.exit_code, res.output, crashed
+    # the renderer extension is loaded before the limit: its build cache is never touched by it
+    code = ("import contextlib, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "from renderocc.cuda import loader\n"
+            "with contextlib.suppress(loader.ExtensionUnavailable): loader.load()\n"
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit_file_bytes}, {limit_file_bytes}))\n"
+            "from renderocc.cli import main; main(sys.argv[1:], prog_name='renderocc')")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300)
+    return p.returncode, p.stdout + p.stderr, "Traceback" in p.stderr
+
+
+def classify(fault: Fault, code: int, output: str, crashed: bool, post_problem: str | None) -> str:
+    if crashed or "Traceback (most recent call last)" in output:
+        return "traceback"
+    if fault.message is None:
+        return "handled" if code == 0 and post_problem is None else "silently wrong"
+    errors = [line for line in output.replace("\r", "\n").splitlines() if line.startswith("Error")]
+    if code == 0 or len(errors) != 1 or fault.message.lower() not in errors[0].lower() or post_problem:
+        return "silently wrong"
+    return "clear error"
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
+def test_fault(fault: Fault, world: World, tmp_path):
+    args = fault.setup(world, tmp_path)
+    code, output, crashed = run_cli(args, fault.limit_file_bytes)
+    post_problem = fault.post(world, tmp_path) if fault.post and not crashed else None
+    verdict = classify(fault, code, output, crashed, post_problem)
+    RESULTS[fault.name] = verdict
+    assert verdict in ("clear error", "handled"), f"{verdict} (exit {code}; {post_problem}):\n{output[-3000:]}"
+
+
+def test_enough_fault_cases():
+    assert len(FAULTS) >= 40 and len({f.name for f in FAULTS}) == len(FAULTS)
