@@ -74,7 +74,9 @@ class _LabelCache:
 
 def _luma(images: np.ndarray) -> np.ndarray:
     """Mean Rec.601 luma per image of uint8 (n, H, W, 3)."""
-    rgb = images.reshape(images.shape[0], -1, 3).astype(np.float64).mean(1)
+    pixels = images.reshape(images.shape[0], -1, 3)
+    # Integer sums are exact, so this equals the float64 mean (and skips a float64 copy).
+    rgb = pixels.sum(1, dtype=np.int64) / pixels.shape[1]
     return rgb @ np.array([0.299, 0.587, 0.114])
 
 
@@ -86,7 +88,7 @@ def _rays_of(labels: dict, cams: dict, names: list[str], stride: int, drop_dynam
     idx = np.flatnonzero(keep)[::max(stride, 1)]
     out = []
     cam_idx = np.asarray(labels["camera"])[idx]
-    for c in np.unique(cam_idx):
+    for c in np.flatnonzero(np.bincount(cam_idx)):  # the cameras present, ascending (np.unique, no sort)
         name = names[int(c)]
         if name not in cams:
             continue

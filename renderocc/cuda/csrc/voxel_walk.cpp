@@ -29,10 +29,8 @@ int np_argmin3(const double* t, bool may_nan) {
     for (int a = 0; a < 3; ++a)
       if (std::isnan(t[a])) return a;
   }
-  int best = 0;
-  for (int a = 1; a < 3; ++a)
-    if (t[a] < t[best]) best = a;
-  return best;
+  const int a01 = t[1] < t[0] ? 1 : 0;  // branch-free: the winner is unpredictable
+  return t[2] < t[a01] ? 2 : a01;
 }
 
 // floor(x).astype(int64) then clip to [0, n - 1], with NaN (numpy: INT64_MIN) clipped to 0.
@@ -73,11 +71,13 @@ void walk_one(const double* o, const double* d, double length, const double* lo,
   // With finite o and d every t_max is finite or +inf, never NaN.
   const bool may_nan = !(std::isfinite(o[0]) && std::isfinite(o[1]) && std::isfinite(o[2]) && std::isfinite(d[0]) &&
                          std::isfinite(d[1]) && std::isfinite(d[2]));
+  int64_t flat = idx[0] * strides[0] + idx[1] * strides[1] + idx[2];
   while (true) {
-    hit[idx[0] * strides[0] + idx[1] * strides[1] + idx[2]] = true;
+    hit[flat] = true;
     const int a = np_argmin3(t_max, may_nan);
     const double t_next = t_max[a];
     idx[a] += step[a];
+    flat += step[a] * strides[a];
     t_max[a] += t_delta[a];
     if (!(t_next <= t_far) || idx[a] < 0 || idx[a] >= shape[a]) return;
   }
