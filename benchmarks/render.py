@@ -101,6 +101,8 @@ def worker(backend: str, what: str, n_rays: int, repeats: int) -> dict:
     t_in, t_out, hit = clip_rays(origins.double(), directions.double(), PC_RANGE, 0.0)
     samples = sample_count(t_in, t_out, hit, STEP).double()
     return {
+        "marched": marched_samples(density.detach(), origins, directions, batch),
+        "bandwidth_gbs": memory_bandwidth_gbs(),
         "forward": statistics.median(r[0] for r in runs),
         "backward": statistics.median(r[1] for r in runs),
         "total": statistics.median(r[0] + r[1] for r in runs),
@@ -108,6 +110,36 @@ def worker(backend: str, what: str, n_rays: int, repeats: int) -> dict:
         "max_samples": samples.max().item(),
         "mean_opacity": out.opacity.mean().item(),
     }
+
+
+def marched_samples(density, origins, directions, batch) -> int:
+    """Samples the kernels evaluate per pass: those before the early stop (transmittance
+    before the sample >= 1e-4), counted on the reference's density-only march."""
+    import torch
+
+    from renderocc.cuda.reference import TRANSMITTANCE_EPS, _sample_density, _transmittance_before
+    from renderocc.raygrid import sample_positions
+
+    with torch.no_grad():
+        _, valid, points, _, _ = sample_positions(origins, directions, PC_RANGE, 0.0, STEP)
+        sigma = _sample_density(density, points, valid, batch, PC_RANGE, (VOXEL,) * 3)
+        _, before = _transmittance_before(sigma, STEP)
+        return int((valid & (before >= TRANSMITTANCE_EPS)).sum())
+
+
+def memory_bandwidth_gbs(n_bytes: int = 256 << 20, repeats: int = 5) -> float:
+    """This machine's memory bandwidth as torch sees it: best of a few 256 MB copies with all
+    threads, counting the bytes read plus the bytes written."""
+    import torch
+
+    src = torch.ones(n_bytes // 4)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n_bytes / best / 1e9
 
 
 def run_worker(backend: str, what: str, args: argparse.Namespace) -> dict:
@@ -142,6 +174,18 @@ def main() -> None:
         print(f"{label:26}{ours[key]:12.3f}{ref[key]:12.3f}{ref[key] / ours[key]:8.1f}x")
     print(f"{'peak memory (MB)':26}{ours['peak_mb']:12.1f}{ref['peak_mb']:12.1f}"
           f"{ref['peak_mb'] / max(ours['peak_mb'], 1e-9):8.1f}x   ({ours['how']} delta, fresh process)")
+    # Bytes a sample evaluation would move if no corner read hit the cache: forward reads 8
+    # corners x (density + C classes); backward reads them again and read-modify-writes the
+    # gradients (float32).
+    corner_bytes = 8 * (1 + CLASSES) * 4
+    evals = ours["marched"]
+    print(f"sample evaluations: {evals:,} per pass ({evals / args.rays:.0f}/ray before the early stop); "
+          f"forward {evals / ours['forward'] / 1e6:.1f} M/s, backward {evals / ours['backward'] / 1e6:.1f} M/s")
+    implied_fwd = evals * corner_bytes / ours["forward"] / 1e9
+    implied_bwd = evals * 3 * corner_bytes / ours["backward"] / 1e9
+    print(f"memory bandwidth (256 MB copy, read+write): {ours['bandwidth_gbs']:.1f} GB/s; uncached-corner "
+          f"traffic implied: forward {implied_fwd:.1f} GB/s ({implied_fwd / ours['bandwidth_gbs']:.0%}), "
+          f"backward {implied_bwd:.1f} GB/s ({implied_bwd / ours['bandwidth_gbs']:.0%})")
     print("CUDA kernel: unmeasured here (no GPU on this machine)")
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 CSRC = Path(__file__).parent / "csrc"
 OP_NAMESPACE = "renderocc_render"
-CPU_SOURCES = ("bindings.cpp", "render_cpu.cpp", "walk_cpu.cpp")
+CPU_SOURCES = ("bindings.cpp", "render_cpu.cpp", "walk_cpu.cpp", "voxel_walk.cpp")
 CUDA_SOURCES = ("render_cuda.cu",)
 HEADERS = ("render_core.h", "walk.h")
 CFLAGS = ["-O3"]

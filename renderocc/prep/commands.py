@@ -59,10 +59,12 @@ def _names(value: str | None, option: str) -> list[str] | None:
 @click.option("--occ-gt", default=None, help="Occ3D gts/ folder (default: <dataroot>/gts if present).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
               help="Worker processes.")
-@click.option("--shard-index", default=0, show_default=True, type=int,
-              help="This job's index (the store is split by scene).")
-@click.option("--num-shards", default=1, show_default=True, type=int,
-              help="Number of jobs sharing the store.")
+@click.option("--shard-index", default=None, type=int,
+              help="This job's index (the store is split by scene). Default: SLURM_ARRAY_TASK_ID or "
+                   "JOB_COMPLETION_INDEX when set, else 0 (docs/scale-out.md).")
+@click.option("--num-shards", default=None, type=int,
+              help="Number of jobs sharing the store. Default: SLURM_ARRAY_TASK_COUNT or "
+                   "RENDEROCC_NUM_SHARDS when set, else 1.")
 @click.option("--max-samples", default=None, type=click.IntRange(1, None),
               help="Only the first N keyframes (tests, quick looks).")
 @click.option("--on-bad-sample", type=click.Choice(["error", "skip"]), default="error", show_default=True,
@@ -83,10 +85,16 @@ def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, image_cod
       renderocc prep nuscenes ... --out s3://bucket/store --shard-index 3 --num-shards 16
 
     Reruns resume: finished shards (scenes) are skipped. Parallel jobs on many machines:
-    give each the same options plus --shard-index i --num-shards n and the same --out.
+    give each the same options plus --shard-index i --num-shards n and the same --out; in a
+    Slurm array or a Kubernetes Indexed Job the index (and count) come from the environment.
     """
     from renderocc.prep.pipeline import PrepOptions, run
+    from renderocc.shards import resolve_shard
     from renderocc.store.fsio import check_persistent
+
+    shard = resolve_shard(shard_index, num_shards)
+    if shard.count > 1:
+        click.echo(f"prep: {shard.describe()}", err=True)
 
     check_persistent(out, "--out")
     opts = PrepOptions(dataroot=dataroot, version=version, out=out, scenes=_names(scenes, "--scenes"),
@@ -94,7 +102,7 @@ def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, image_cod
                        jpeg_quality=jpeg_quality, adjacent=adjacent,
                        sweeps=sweeps, min_depth=min_depth, occlusion_filter=occlusion_filter, occ_gt=occ_gt,
                        free_beams=free_beams,
-                       workers=workers, shard_index=shard_index, num_shards=num_shards,
+                       workers=workers, shard_index=shard.index, num_shards=shard.count,
                        max_samples=max_samples, on_bad_sample=on_bad_sample, class_map=class_map,
                        progress=progress)
     s = run(opts, log=lambda m: click.echo(m, err=True))

@@ -43,9 +43,16 @@ def parse_thresholds(items: tuple[str, ...]) -> dict[str, float]:
                    "per-class IoU beside label coverage (needs Occ3D GT).")
 @click.option("--fit-iters", default=40, show_default=True, type=click.IntRange(min=1),
               help="Iterations per sample of the --fit grids (fewer than `renderocc fit`'s default: a QA pass).")
+@click.option("--shard-index", default=None, type=int,
+              help="Run part i of --num-shards (samples split in blocks) and write OUT/parts/; the job "
+                   "completing the set writes the report. Default: SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX "
+                   "when set, else 0 (docs/scale-out.md).")
+@click.option("--num-shards", default=None, type=int,
+              help="Number of QA jobs. Default: SLURM_ARRAY_TASK_COUNT or RENDEROCC_NUM_SHARDS when set, else 1.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_labels: int,
-       no_coverage: bool, ray_stride: int, fit_n: int, fit_iters: int, quiet: bool) -> None:
+       no_coverage: bool, ray_stride: int, fit_n: int, fit_iters: int, shard_index: int | None,
+       num_shards: int | None, quiet: bool) -> None:
     """Label-coverage report of a ray store: OUT/qa.html (self-contained) and OUT/qa.json.
 
     \b
@@ -61,6 +68,7 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
         collect,
         unavailable_reason,
     )
+    from renderocc.shards import resolve_shard
 
     thresholds = parse_thresholds(fail_under)
     for key in thresholds:  # before the (long) pass over the store
@@ -70,9 +78,18 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
     reader = open_store(store)
     if fit_n and not reader.has_occ_gt:
         raise UserError("--fit: the store has no Occ3D GT (occ_gt) to score the fit against")
-    report = collect(reader, QAOptions(dark_luma=dark_luma, few_labels=few_labels,
-                                       coverage=not no_coverage, ray_stride=ray_stride),
-                     progress=not quiet)
+    opts = QAOptions(dark_luma=dark_luma, few_labels=few_labels, coverage=not no_coverage, ray_stride=ray_stride)
+    shard = resolve_shard(shard_index, num_shards)
+    if shard.count == 1:
+        report = collect(reader, opts, progress=not quiet)
+    else:
+        from renderocc.qa.parts import run_part
+
+        report, done = run_part(reader, opts, shard, out_dir, progress=not quiet)
+        click.echo(f"qa: {shard.describe()}: wrote {out_dir / 'parts'} ({done} of {shard.count} parts in)", err=True)
+        if report is None:
+            click.echo("qa: the report is written by the job that completes the set of parts")
+            return
     report["skipped_samples"] = getattr(reader, "manifest", {}).get("skipped_samples", [])   # prep left out
     if fit_n:
         report["fit"] = fit_section(reader, fit_n, fit_iters, progress=not quiet)

@@ -74,7 +74,9 @@ class _LabelCache:
 
 def _luma(images: np.ndarray) -> np.ndarray:
     """Mean Rec.601 luma per image of uint8 (n, H, W, 3)."""
-    rgb = images.reshape(images.shape[0], -1, 3).astype(np.float64).mean(1)
+    pixels = images.reshape(images.shape[0], -1, 3)
+    # Integer sums are exact, so this equals the float64 mean (and skips a float64 copy).
+    rgb = pixels.sum(1, dtype=np.int64) / pixels.shape[1]
     return rgb @ np.array([0.299, 0.587, 0.114])
 
 
@@ -86,7 +88,7 @@ def _rays_of(labels: dict, cams: dict, names: list[str], stride: int, drop_dynam
     idx = np.flatnonzero(keep)[::max(stride, 1)]
     out = []
     cam_idx = np.asarray(labels["camera"])[idx]
-    for c in np.unique(cam_idx):
+    for c in np.flatnonzero(np.bincount(cam_idx)):  # the cameras present, ascending (np.unique, no sort)
         name = names[int(c)]
         if name not in cams:
             continue
@@ -129,6 +131,16 @@ def _coverage(reader, i: int, sample: dict, labels_of, opts: QAOptions) -> dict:
 def collect(reader, opts: QAOptions | None = None, progress: bool = True) -> dict:
     """Walk the store once and return the qa.json dict."""
     opts = opts or QAOptions()
+    return assemble(reader, opts, [collect_part(reader, opts, range(len(reader)), progress)])
+
+
+def shard_samples(n_samples: int, index: int, count: int) -> range:
+    """Shard `index` of `count`: a contiguous block of samples (neighbours share label reads)."""
+    return range(n_samples * index // count, n_samples * (index + 1) // count)
+
+
+def collect_part(reader, opts: QAOptions, samples: range, progress: bool = True) -> dict:
+    """The raw counts of some samples (JSON-able), which `assemble` merges and summarises."""
     names = list(reader.cameras)
     vocab = getattr(reader, "vocabulary", None) or default_vocabulary()
     n_cls, free_id = vocab.num_semantic, vocab.free
@@ -145,7 +157,7 @@ def collect(reader, opts: QAOptions | None = None, progress: bool = True) -> dic
     cov_rows: list[dict] = []
     labels_of = _LabelCache(reader)
 
-    for i in tqdm(range(len(reader)), desc="qa", disable=not progress, unit="sample"):
+    for i in tqdm(samples, desc="qa", disable=not progress, unit="sample"):
         s = reader.sample(i)
         lab = labels_of(i)
         cam = np.asarray(lab["camera"], np.int64)
@@ -192,8 +204,22 @@ def collect(reader, opts: QAOptions | None = None, progress: bool = True) -> dic
                            gt_camera_crossed_all=int((mc & cov["hit_all"]).sum()))
             cov_rows.append(row)
 
-    return _assemble(reader, opts, names, images, cov_rows, hist2d, unlabelled_sem, depth_hist,
-                     gt_hist, gt_hist_cam, has_dyn, dyn_cls, dyn_cam, rows_cam)
+    counts = {"hist2d": hist2d, "unlabelled_sem": unlabelled_sem, "depth_hist": depth_hist, "gt_hist": gt_hist,
+              "gt_hist_cam": gt_hist_cam, "dyn_cls": dyn_cls, "dyn_cam": dyn_cam, "rows_cam": rows_cam}
+    return {"samples": [samples.start, samples.stop], "images": images, "coverage_rows": cov_rows,
+            "has_dynamic": has_dyn, "counts": {k: np.asarray(v).tolist() for k, v in counts.items()}}
+
+
+def assemble(reader, opts: QAOptions, parts: list[dict]) -> dict:
+    """The qa.json dict of one or more parts (in any order) that together cover the store."""
+    parts = sorted(parts, key=lambda p: p["samples"][0])
+    counts = {k: sum(np.asarray(p["counts"][k], np.int64) for p in parts) for k in parts[0]["counts"]}
+    images = [row for p in parts for row in p["images"]]
+    cov_rows = [row for p in parts for row in p["coverage_rows"]]
+    has_dyn = any(p["has_dynamic"] for p in parts)
+    return _assemble(reader, opts, list(reader.cameras), images, cov_rows, counts["hist2d"],
+                     int(counts["unlabelled_sem"]), counts["depth_hist"], counts["gt_hist"], counts["gt_hist_cam"],
+                     has_dyn, counts["dyn_cls"], counts["dyn_cam"], counts["rows_cam"])
 
 
 def _share(num: float, den: float) -> float | None:

@@ -31,6 +31,8 @@ template <typename T>
 void optical_depth_cpu(const RenderArgs<T>& a);
 template <typename T>
 void optical_depth_backward_cpu(const RenderArgs<T>& a);
+void mark_crossed_cpu(const at::Tensor& origins, const at::Tensor& dirs, const at::Tensor& lengths,
+                      const std::vector<double>& box, const std::vector<double>& voxel, const at::Tensor& hit);
 #ifdef RENDEROCC_WITH_CUDA
 int max_classes_cuda();
 template <typename T>
@@ -305,6 +307,11 @@ std::vector<at::Tensor> first_hits(const at::Tensor& bits, const at::Tensor& ori
   return {voxel, dist, hit};
 }
 
+void mark_crossed(const at::Tensor& origins, const at::Tensor& dirs, const at::Tensor& lengths,
+                  std::vector<double> box, std::vector<double> voxel, const at::Tensor& hit) {
+  mark_crossed_cpu(origins, dirs, lengths, box, voxel, hit);
+}
+
 }  // namespace
 }  // namespace renderocc
 
@@ -337,4 +344,8 @@ TORCH_LIBRARY(renderocc_render, m) {
       "first_hits(Tensor bits, Tensor origins, Tensor directions, float[] lo, float[] voxel_size, int[] shape, "
       "int layers, int threads) -> Tensor[]",
       &renderocc::first_hits);
+  m.def(
+      "mark_crossed(Tensor origins, Tensor directions, Tensor lengths, float[] box, float[] voxel_size, "
+      "Tensor(a!) hit) -> ()",
+      &renderocc::mark_crossed);
 }

@@ -120,7 +120,7 @@ RO_HD void axis_lerp(T p, T lo, T vox, int64_t n, int64_t& i0, int64_t& i1, T& f
   T u = (p - lo) / vox - T(0.5);
   T umax = T(n - 1);
   u = u < T(0) ? T(0) : (u > umax ? umax : u);
-  i0 = static_cast<int64_t>(floor(u));
+  i0 = static_cast<int64_t>(u);  // u >= 0: truncation is floor (and no libm call on the host)
   if (i0 > n - 2) i0 = n > 1 ? n - 2 : 0;
   i1 = n > 1 ? i0 + 1 : 0;
   f = u - T(i0);
@@ -167,21 +167,26 @@ RO_HD T sample_transmittance(const GridView<T>& g, const T* dens, const T* o, co
   return exp(-interp_density(dens, c) * step);
 }
 
+// out[ch] = the interpolated logit of every channel. Corner-major, so each corner's C values are
+// read contiguously; each channel still sums its corners in order 0..7 (same result as a
+// channel-major loop).
 template <typename T>
-RO_HD T interp_channel(const T* sem, int64_t C, int64_t ch, const Corners<T>& c) {
-  T s = 0;
-  for (int n = 0; n < 8; ++n) s += c.w[n] * sem[c.idx[n] * C + ch];
-  return s;
+RO_HD void interp_semantics(const T* sem, int64_t C, const Corners<T>& c, T* out) {
+  for (int64_t ch = 0; ch < C; ++ch) out[ch] = T(0);
+  for (int n = 0; n < 8; ++n) {
+    const T wn = c.w[n];
+    const T* row = sem + c.idx[n] * C;
+    for (int64_t ch = 0; ch < C; ++ch) out[ch] += wn * row[ch];
+  }
 }
 
-// probs mode: scratch[c] = softmax_c(interpolated logits).
+// scratch[c] = the sample's semantics: interpolated logits, or (probs) their softmax.
 template <typename T>
-RO_HD void interp_softmax(const T* sem, int64_t C, const Corners<T>& c, T* scratch) {
+RO_HD void sample_semantics(const T* sem, int64_t C, const Corners<T>& c, bool probs, T* scratch) {
+  interp_semantics(sem, C, c, scratch);
+  if (!probs) return;
   T mx = -INFINITY;
-  for (int64_t ch = 0; ch < C; ++ch) {
-    scratch[ch] = interp_channel(sem, C, ch, c);
-    mx = scratch[ch] > mx ? scratch[ch] : mx;
-  }
+  for (int64_t ch = 0; ch < C; ++ch) mx = scratch[ch] > mx ? scratch[ch] : mx;
   T z = 0;
   for (int64_t ch = 0; ch < C; ++ch) {
     scratch[ch] = exp(scratch[ch] - mx);
@@ -190,7 +195,7 @@ RO_HD void interp_softmax(const T* sem, int64_t C, const Corners<T>& c, T* scrat
   for (int64_t ch = 0; ch < C; ++ch) scratch[ch] /= z;
 }
 
-// Forward for one ray. `sem_out` (C) is overwritten; `scratch` (C) is used in probs mode.
+// Forward for one ray. `sem_out` (C) is overwritten; `scratch` (C) holds a sample's semantics.
 template <typename T>
 RO_HD void render_ray_forward(const GridView<T>& g, int64_t b, const T* o, const T* d,
                               const MarchParams<T>& mp, T* sem_out, T* scratch, RayScalars<T>& out) {
@@ -209,12 +214,8 @@ RO_HD void render_ray_forward(const GridView<T>& g, int64_t b, const T* o, const
     const T t = sample_t(t_in, k, mp.step);
     const T trans = sample_transmittance(g, dens, o, d, t, mp.step, c);
     const T w = trans_acc * (T(1) - trans);
-    if (mp.probs) {
-      interp_softmax(sem, g.C, c, scratch);
-      for (int64_t ch = 0; ch < g.C; ++ch) sem_out[ch] += w * scratch[ch];
-    } else {
-      for (int64_t ch = 0; ch < g.C; ++ch) sem_out[ch] += w * interp_channel(sem, g.C, ch, c);
-    }
+    sample_semantics(sem, g.C, c, mp.probs, scratch);
+    for (int64_t ch = 0; ch < g.C; ++ch) sem_out[ch] += w * scratch[ch];
     dist_pair += w * (t * w_sum - wt_sum);
     w_sq += w * w;
     w_sum += w;
@@ -236,19 +237,48 @@ struct RayGrads {
   const T* sem;  // saved forward semantics (C)
 };
 
-// Backward for one ray: recomputes the march (same samples, same break) and adds the
-// gradients to `grad_density` / `grad_sem` (per-batch base pointers; grad_sem may be null)
-// through `acc(ptr, value)`, which is a plain add on CPU and atomicAdd on CUDA.
+template <typename T>
+RO_HD T dot_product(const T* x, const T* y, int64_t n) {
+  T s = 0;
+  for (int64_t i = 0; i < n; ++i) s += x[i] * y[i];
+  return s;
+}
+
+// The semantic part of a sample's gradient, in place: scratch holds the sample's semantics s
+// (sample_semantics) and becomes dLoss/d(interpolated logits) = logits: w g_c; probs:
+// w p_c (g_c - dot), with dot = <g_sem, s>.
+template <typename T>
+RO_HD void semantic_grad(T w, bool probs, const T* g_sem, T dot, int64_t C, T* scratch) {
+  for (int64_t ch = 0; ch < C; ++ch)
+    scratch[ch] = probs ? w * scratch[ch] * (g_sem[ch] - dot) : w * g_sem[ch];
+}
+
+// Adds one sample's gradients to its 8 corners: g_sigma to the density, and (grad_sem not
+// null) row-wise sem_grad (C) to the semantics. `keep(n)` selects corners (the CPU backward
+// splits the grid between threads); `acc(ptr, v)` adds one value and `acc.row(row, w, g, C)`
+// adds w·g[ch] to row[ch] for every channel with g[ch] != 0 (plain adds on CPU, atomics on CUDA).
+template <typename T, typename Acc, typename Keep>
+RO_HD void scatter_sample(const Corners<T>& c, int64_t C, T g_sigma, const T* sem_grad, T* grad_density,
+                          T* grad_sem, const Acc& acc, const Keep& keep) {
+  for (int n = 0; n < 8; ++n)
+    if (keep(n)) acc(grad_density + c.idx[n], c.w[n] * g_sigma);
+  if (grad_sem == nullptr) return;
+  for (int n = 0; n < 8; ++n)
+    if (keep(n)) acc.row(grad_sem + c.idx[n] * C, c.w[n], sem_grad, C);
+}
+
+// The backward march of one ray: recomputes the forward's samples (same break) and calls
+// on_sample(k, corners, g_sigma, w, dot) for each, scratch holding the sample's semantics.
+// Returns how many samples it marched.
 //
 // With v_k = dLoss/dw_k, dLoss/dsigma_k = step * (T_{k+1} v_k - sum_{j>k} w_j v_j); the
 // suffix sum is the total sum_j w_j v_j (rebuilt from the saved outputs) minus the prefix.
-template <typename T, typename Acc>
-RO_HD void render_ray_backward(const GridView<T>& g, int64_t b, const T* o, const T* d,
-                               const MarchParams<T>& mp, const RayGrads<T>& rg, T* scratch,
-                               T* grad_density, T* grad_sem, Acc acc) {
+template <typename T, typename OnSample>
+RO_HD int64_t backward_march(const GridView<T>& g, int64_t b, const T* o, const T* d, const MarchParams<T>& mp,
+                             const RayGrads<T>& rg, T* scratch, OnSample&& on_sample) {
   T t_in, t_out;
   int64_t K;
-  if (!ray_samples(o, d, g, mp.near, mp.step, t_in, t_out, K)) return;
+  if (!ray_samples(o, d, g, mp.near, mp.step, t_in, t_out, K)) return 0;
   const int64_t vox = g.X * g.Y * g.Z;
   const T* dens = g.density + b * vox;
   const T* sem = g.sem + b * vox * g.C;
@@ -261,34 +291,38 @@ RO_HD void render_ray_backward(const GridView<T>& g, int64_t b, const T* o, cons
     const T t = sample_t(t_in, k, mp.step);
     const T trans = sample_transmittance(g, dens, o, d, t, mp.step, c);
     const T w = trans_acc * (T(1) - trans);
-    T dot = 0;  // <g_sem, s_k>
-    if (mp.probs) {
-      interp_softmax(sem, g.C, c, scratch);
-      for (int64_t ch = 0; ch < g.C; ++ch) dot += rg.g_sem[ch] * scratch[ch];
-    } else {
-      for (int64_t ch = 0; ch < g.C; ++ch) dot += rg.g_sem[ch] * interp_channel(sem, g.C, ch, c);
-    }
+    sample_semantics(sem, g.C, c, mp.probs, scratch);
+    const T dot = dot_product(rg.g_sem, scratch, g.C);  // <g_sem, s_k>
     // d(distortion)/dw_k = 2 sum_j w_j |t_k - t_j| + 2 step / 3 w_k
     const T w_next = W - w_prev - w, m_next = M - m_prev - w * t;
     const T d_dist = T(2) * (t * w_prev - m_prev + m_next - t * w_next) + T(2) * mp.step / T(3) * w;
     const T v = rg.g_depth * t + rg.g_opacity + dot + rg.g_distortion * d_dist;
     const T suffix = total - prefix - w * v;
     const T g_sigma = mp.step * (trans_acc * trans * v - suffix);
-    for (int n = 0; n < 8; ++n) acc(grad_density + c.idx[n], c.w[n] * g_sigma);
-    if (grad_sem != nullptr) {
-      for (int64_t ch = 0; ch < g.C; ++ch) {
-        // logits: w g_c; probs: w p_c (g_c - <g, p>)
-        const T gs = mp.probs ? w * scratch[ch] * (rg.g_sem[ch] - dot) : w * rg.g_sem[ch];
-        if (gs == T(0)) continue;
-        for (int n = 0; n < 8; ++n) acc(grad_sem + c.idx[n] * g.C + ch, c.w[n] * gs);
-      }
-    }
+    on_sample(k, c, g_sigma, w, dot);
     prefix += w * v;
     w_prev += w;
     m_prev += w * t;
     trans_acc *= trans;
-    if (trans_acc < T(kTransmittanceEps)) break;
+    if (trans_acc < T(kTransmittanceEps)) return k + 1;
   }
+  return K;
+}
+
+struct AllCorners {
+  RO_HD bool operator()(int) const { return true; }
+};
+
+// Backward for one ray in one pass: march and scatter each sample's gradients into
+// `grad_density` / `grad_sem` (per-batch base pointers; grad_sem may be null) through `acc`.
+template <typename T, typename Acc>
+RO_HD void render_ray_backward(const GridView<T>& g, int64_t b, const T* o, const T* d,
+                               const MarchParams<T>& mp, const RayGrads<T>& rg, T* scratch,
+                               T* grad_density, T* grad_sem, const Acc& acc) {
+  backward_march(g, b, o, d, mp, rg, scratch, [&](int64_t, const Corners<T>& c, T g_sigma, T w, T dot) {
+    if (grad_sem != nullptr) semantic_grad(w, mp.probs, rg.g_sem, dot, g.C, scratch);
+    scatter_sample(c, g.C, g_sigma, scratch, grad_density, grad_sem, acc, AllCorners());
+  });
 }
 
 // Visibility of one ray: for each voxel corner touched by a sample still before the early
@@ -407,11 +441,9 @@ RO_HD void forward_one(const RenderArgs<T>& a, int64_t r, T* scratch) {
   a.t_far[r] = s.t_far;
 }
 
-template <typename T, typename Acc>
-RO_HD void backward_one(const RenderArgs<T>& a, int64_t r, T* scratch, T* grad_density, T* grad_sem,
-                        Acc acc) {
-  const int64_t C = a.grid.C, b = a.batch[r];
-  const int64_t vox = a.grid.X * a.grid.Y * a.grid.Z;
+template <typename T>
+RO_HD RayGrads<T> ray_grads(const RenderArgs<T>& a, int64_t r) {
+  const int64_t C = a.grid.C;
   RayGrads<T> rg;
   rg.g_depth = a.g_depth[r];
   rg.g_opacity = a.g_opacity[r];
@@ -421,7 +453,15 @@ RO_HD void backward_one(const RenderArgs<T>& a, int64_t r, T* scratch, T* grad_d
   rg.opacity = a.opacity[r];
   rg.distortion = a.distortion[r];
   rg.sem = a.sem + r * C;
-  render_ray_backward(a.grid, b, a.origins + 3 * r, a.dirs + 3 * r, a.march, rg, scratch,
+  return rg;
+}
+
+template <typename T, typename Acc>
+RO_HD void backward_one(const RenderArgs<T>& a, int64_t r, T* scratch, T* grad_density, T* grad_sem,
+                        const Acc& acc) {
+  const int64_t C = a.grid.C, b = a.batch[r];
+  const int64_t vox = a.grid.X * a.grid.Y * a.grid.Z;
+  render_ray_backward(a.grid, b, a.origins + 3 * r, a.dirs + 3 * r, a.march, ray_grads(a, r), scratch,
                       grad_density + b * vox, grad_sem ? grad_sem + b * vox * C : nullptr, acc);
 }
 

@@ -1,12 +1,22 @@
 // CPU kernels: at::parallel_for over rays around the shared per-ray math.
 //
-// Scatters (backwards, visibility) are race-free and deterministic for a given thread count:
-// rays are dealt in fixed blocks to P partitions (block i -> partition i % P); each partition
-// writes into its own buffer (partition 0 into the output itself) and the buffers are folded
-// in partition order afterwards. P is capped so the extra memory stays a few grid copies.
+// The render backward splits the GRID between threads, not the rays, so it needs no private
+// copy of the gradients. Rays go in chunks; pass 1 (parallel over rays) marches each ray and
+// records every sample's (dLoss/dsigma, weight); pass 2 (parallel over slabs of x rows, sized
+// to the chunk's work) has each thread replay the samples of the rays crossing its slab and add
+// only the corners inside it. Every gradient element thus receives its additions in (ray,
+// sample, corner) order whatever the thread count: race-free, deterministic, and equal to a
+// one-thread run; the only extra memory is one chunk's sample record.
+//
+// The density-only scatters (visibility, optical-depth backward) deal rays in fixed blocks to
+// P partitions instead; each partition writes into its own buffer (partition 0 into the output
+// itself) and the buffers are folded in partition order, so they are deterministic for a given
+// thread count. P is capped so the extra memory stays a few density grids.
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
+#include <numeric>
 #include <vector>
 
 #include "render_core.h"
@@ -16,10 +26,17 @@ namespace renderocc {
 namespace {
 constexpr int64_t kRayBlock = 64;
 constexpr int64_t kMaxPartitions = 8;
+// Rays per render-backward chunk: bounds the sample record (about 4 MB in float at 130 samples/ray).
+constexpr int64_t kBackwardChunk = 4096;
 
 template <typename T>
 struct PlainAdd {
   void operator()(T* p, T v) const { *p += v; }
+  // Unconditional (so it vectorises): adding w·0 for a channel the CUDA side skips changes
+  // nothing, since a sum that starts at +0 never becomes -0.
+  void row(T* row, T w, const T* g, int64_t C) const {
+    for (int64_t ch = 0; ch < C; ++ch) row[ch] += w * g[ch];
+  }
 };
 
 template <typename T>
@@ -39,8 +56,11 @@ int64_t num_partitions(int64_t R) {
 template <typename T>
 class PartitionBuffers {
  public:
-  PartitionBuffers(T* out, int64_t n, int64_t P)
-      : out_(out), n_(n), extra_(out == nullptr ? 0 : P - 1, std::vector<T>(n, T(0))) {}
+  PartitionBuffers(T* out, int64_t n, int64_t P) : out_(out), n_(n) {
+    if (out == nullptr) return;
+    extra_.reserve(P - 1);
+    for (int64_t p = 1; p < P; ++p) extra_.emplace_back(n, T(0));  // no zeroed prototype to copy
+  }
 
   T* for_partition(int64_t p) { return out_ == nullptr || p == 0 ? out_ : extra_[p - 1].data(); }
 
@@ -85,26 +105,150 @@ T max_of(T x, T y) {
 }
 }  // namespace
 
+// The rays in a cache-friendly order: by batch, then direction azimuth. Rays from nearby
+// origins with similar azimuths cross the same voxel columns (a column's z values and classes
+// are contiguous), so neighbours in this order reuse each other's cache lines; in the caller's
+// (random) order almost every corner read misses the cache.
+template <typename T>
+std::vector<int64_t> coherent_order(const RenderArgs<T>& a) {
+  std::vector<double> key(a.R);
+  for (int64_t r = 0; r < a.R; ++r) {
+    const double az = std::atan2(static_cast<double>(a.dirs[3 * r + 1]), static_cast<double>(a.dirs[3 * r]));
+    key[r] = std::isnan(az) ? 4.0 : az;  // in [-pi, pi]; NaN directions last
+  }
+  std::vector<int64_t> order(a.R);
+  std::iota(order.begin(), order.end(), int64_t(0));
+  std::sort(order.begin(), order.end(), [&](int64_t i, int64_t j) {
+    if (a.batch[i] != a.batch[j]) return a.batch[i] < a.batch[j];
+    return key[i] != key[j] ? key[i] < key[j] : i < j;
+  });
+  return order;
+}
+
 template <typename T>
 void render_forward_cpu(const RenderArgs<T>& a) {
+  const std::vector<int64_t> order = coherent_order(a);
   at::parallel_for(0, a.R, kRayBlock, [&](int64_t begin, int64_t end) {
     std::vector<T> scratch(std::max<int64_t>(a.grid.C, 1));
-    for (int64_t r = begin; r < end; ++r) forward_one(a, r, scratch.data());
+    for (int64_t i = begin; i < end; ++i) forward_one(a, order[i], scratch.data());
   });
 }
 
 template <typename T>
+struct SampleRecord {
+  T g_sigma;  // dLoss/dsigma of the sample
+  T w;        // its compositing weight
+};
+
+// P + 1 row boundaries splitting [0, X) into slabs of about equal work: each ray's marched
+// samples spread evenly over the rows it crosses (only the speed depends on this).
+std::vector<int64_t> balanced_slabs(int64_t X, int64_t P, int64_t n, const int64_t* marched,
+                                    const int64_t* row_lo, const int64_t* row_hi) {
+  std::vector<double> diff(X + 1, 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    if (marched[i] == 0) continue;
+    const double share = static_cast<double>(marched[i]) / static_cast<double>(row_hi[i] - row_lo[i] + 1);
+    diff[row_lo[i]] += share;
+    diff[row_hi[i] + 1] -= share;
+  }
+  std::vector<double> cum(X);  // work in rows [0, x]
+  double row_work = 0, sum = 0;
+  for (int64_t x = 0; x < X; ++x) {
+    row_work += diff[x];
+    sum += row_work;
+    cum[x] = sum;
+  }
+  std::vector<int64_t> bounds(P + 1, X);
+  bounds[0] = 0;
+  int64_t x = 0;
+  for (int64_t p = 1; p < P; ++p) {
+    const double target = sum * static_cast<double>(p) / static_cast<double>(P);
+    while (x < X && cum[x] < target) ++x;
+    bounds[p] = std::max(bounds[p - 1], x);
+  }
+  return bounds;
+}
+
+template <typename T>
 void render_backward_cpu(const RenderArgs<T>& a) {
-  const int64_t n_dens = a.B * a.grid.X * a.grid.Y * a.grid.Z;
-  const int64_t P = num_partitions(a.R);
-  PartitionBuffers<T> dens(a.grad_density, n_dens, P);
-  PartitionBuffers<T> sem(a.grad_sem, a.grad_sem ? n_dens * a.grid.C : 0, P);
-  std::vector<std::vector<T>> scratch(P, std::vector<T>(std::max<int64_t>(a.grid.C, 1)));
-  deal_rays(a.R, P, [&](int64_t p, int64_t r) {
-    backward_one(a, r, scratch[p].data(), dens.for_partition(p), sem.for_partition(p), PlainAdd<T>());
-  });
-  dens.fold(sum_of<T>);
-  sem.fold(sum_of<T>);
+  const GridView<T>& g = a.grid;
+  const int64_t C = g.C, YZ = g.Y * g.Z, vox = g.X * YZ;
+  const int64_t P = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), g.X));
+  std::vector<int64_t> start(kBackwardChunk + 1), marched(kBackwardChunk);
+  std::vector<int64_t> row_lo(kBackwardChunk), row_hi(kBackwardChunk);
+  std::vector<SampleRecord<T>> record;
+  const std::vector<int64_t> order = coherent_order(a);  // also the order gradients are summed in
+  for (int64_t r0 = 0; r0 < a.R; r0 += kBackwardChunk) {
+    const int64_t n = std::min(kBackwardChunk, a.R - r0);
+    start[0] = 0;  // each ray's record holds up to its sample count
+    for (int64_t i = 0; i < n; ++i) {
+      T t_in, t_out;
+      int64_t K = 0;
+      const int64_t r = order[r0 + i];
+      if (!ray_samples(a.origins + 3 * r, a.dirs + 3 * r, g, a.march.near, a.march.step, t_in, t_out, K)) K = 0;
+      start[i + 1] = start[i] + K;
+    }
+    if (static_cast<int64_t>(record.size()) < start[n]) record.resize(start[n]);
+
+    // Pass 1: march every ray, record its samples and the x rows it spans.
+    at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+      std::vector<T> scratch(std::max<int64_t>(C, 1));
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t r = order[r0 + i];
+        SampleRecord<T>* out = record.data() + start[i];
+        int64_t first_idx = 0, last_idx = 0;
+        marched[i] = backward_march(g, a.batch[r], a.origins + 3 * r, a.dirs + 3 * r, a.march, ray_grads(a, r),
+                                    scratch.data(), [&](int64_t k, const Corners<T>& c, T g_sigma, T w, T) {
+                                      out[k] = {g_sigma, w};
+                                      if (k == 0) first_idx = c.idx[0];
+                                      last_idx = c.idx[0];
+                                    });
+        // x0 moves monotonically along a ray, so rows [lo, hi] (x1 = x0 + 1 included, one row
+        // of slack each side) hold every corner it touched.
+        const int64_t x_first = first_idx / YZ, x_last = last_idx / YZ;
+        row_lo[i] = std::max<int64_t>(0, std::min(x_first, x_last) - 1);
+        row_hi[i] = std::min<int64_t>(g.X - 1, std::max(x_first, x_last) + 2);
+      }
+    });
+
+    // Pass 2: each slab's owner replays the samples of the rays that reach it.
+    const std::vector<int64_t> bounds = balanced_slabs(g.X, P, n, marched.data(), row_lo.data(), row_hi.data());
+    at::parallel_for(0, P, 1, [&](int64_t p_begin, int64_t p_end) {
+      std::vector<T> scratch(std::max<int64_t>(C, 1));
+      for (int64_t p = p_begin; p < p_end; ++p) {
+        const int64_t x_begin = bounds[p], x_end = bounds[p + 1];
+        if (x_begin == x_end) continue;
+        const int64_t lo = x_begin * YZ, hi = x_end * YZ;
+        for (int64_t i = 0; i < n; ++i) {
+          if (marched[i] == 0 || row_hi[i] < x_begin || row_lo[i] >= x_end) continue;
+          const int64_t r = order[r0 + i], b = a.batch[r];
+          const T *o = a.origins + 3 * r, *d = a.dirs + 3 * r, *g_sem = a.g_sem + r * C;
+          const T* sem = g.sem + b * vox * C;
+          T* grad_density = a.grad_density + b * vox;
+          T* grad_sem = a.grad_sem ? a.grad_sem + b * vox * C : nullptr;
+          T t_in, t_out;
+          int64_t K;
+          ray_samples(o, d, g, a.march.near, a.march.step, t_in, t_out, K);
+          const SampleRecord<T>* rec = record.data() + start[i];
+          Corners<T> c;
+          const auto mine = [&](int corner) { return c.idx[corner] >= lo && c.idx[corner] < hi; };
+          for (int64_t k = 0; k < marched[i]; ++k) {
+            sample_corners(g, o, d, sample_t(t_in, k, a.march.step), c);
+            if (!mine(0) && !mine(7)) continue;  // corners 0..3 share row x0, 4..7 row x1
+            if (grad_sem != nullptr) {
+              T dot = 0;
+              if (a.march.probs) {
+                sample_semantics(sem, C, c, true, scratch.data());
+                dot = dot_product(g_sem, scratch.data(), C);
+              }
+              semantic_grad(rec[k].w, a.march.probs, g_sem, dot, C, scratch.data());
+            }
+            scatter_sample(c, C, rec[k].g_sigma, scratch.data(), grad_density, grad_sem, PlainAdd<T>(), mine);
+          }
+        }
+      }
+    });
+  }
 }
 
 // Partitioned scatter of every ray into one (B, X, Y, Z) grid `out`: per_ray(r, buffer) writes

@@ -16,6 +16,10 @@ constexpr int kThreads = 128;
 template <typename T>
 struct AtomicAdd {
   __device__ void operator()(T* p, T v) const { atomicAdd(p, v); }
+  __device__ void row(T* row, T w, const T* g, int64_t C) const {
+    for (int64_t ch = 0; ch < C; ++ch)
+      if (g[ch] != T(0)) atomicAdd(row + ch, w * g[ch]);
+  }
 };
 
 // Non-negative IEEE floats order like their bit patterns, so integer atomicMax is exact.
