@@ -296,12 +296,16 @@ def write_manifest(root: str, manifest: dict) -> None:
 
 # ---------------------------------------------------------------- motion masks (prep motion-masks)
 
-def create_motion_mask_array(root: str) -> zarr.Array:
-    """Create the dense (N, n_cams, H, W) bool mask array beside the images (same chunking)."""
+def _create_camera_mask_array(root: str, name: str, dtype: str) -> zarr.Array:
+    """A dense (N, n_cams, H, W) per-pixel array beside the images, with their chunking."""
     m = manifest_mod.load(root)
     n, c, (W, H) = m["num_samples"], len(m["cameras"]), m["image"]["stored_size"]
-    return _create(root, layout.MOTION_MASK, (n, c, H, W), (1, 1, H, W), (1, c, H, W), "bool",
-                   ("sample", "camera", "y", "x"))
+    return _create(root, name, (n, c, H, W), (1, 1, H, W), (1, c, H, W), dtype, ("sample", "camera", "y", "x"))
+
+
+def create_motion_mask_array(root: str) -> zarr.Array:
+    """Create the dense (N, n_cams, H, W) bool mask array beside the images (same chunking)."""
+    return _create_camera_mask_array(root, layout.MOTION_MASK, "bool")
 
 
 def write_motion_mask(root: str, index: int, mask: np.ndarray) -> str:
@@ -314,10 +318,7 @@ def write_motion_mask(root: str, index: int, mask: np.ndarray) -> str:
 
 def create_semantic_mask_array(root: str) -> zarr.Array:
     """Create the dense (N, n_cams, H, W) uint8 class-mask array beside the images (same chunking)."""
-    m = manifest_mod.load(root)
-    n, c, (W, H) = m["num_samples"], len(m["cameras"]), m["image"]["stored_size"]
-    return _create(root, layout.SEMANTIC_MASK, (n, c, H, W), (1, 1, H, W), (1, c, H, W), "uint8",
-                   ("sample", "camera", "y", "x"))
+    return _create_camera_mask_array(root, layout.SEMANTIC_MASK, "uint8")
 
 
 def write_semantic_mask(root: str, index: int, mask: np.ndarray) -> str:

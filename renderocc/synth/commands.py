@@ -17,12 +17,24 @@ def _parse_size(_ctx, _param, value: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def _world_options(unit: str):
+    """--out, --scenes, --samples-per-scene and --seed, shared by every synthetic world."""
+    def wrap(f):
+        for opt in reversed([
+            click.option("--out", required=True, type=click.Path(file_okay=False), help="Dataroot to create."),
+            click.option("--scenes", default=2, show_default=True, type=int, help=f"Number of scenes ({unit})."),
+            click.option("--samples-per-scene", default=10, show_default=True, type=int,
+                         help="Keyframes (2 Hz) per scene."),
+            click.option("--seed", default=0, show_default=True, type=int,
+                         help="Random seed; same seed, same dataset."),
+        ]):
+            f = opt(f)
+        return f
+    return wrap
+
+
 @click.command("nuscenes")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Dataroot to create.")
-@click.option("--scenes", default=2, show_default=True, type=int, help="Number of scenes (worlds).")
-@click.option("--samples-per-scene", default=10, show_default=True, type=int,
-              help="Keyframes (2 Hz) per scene.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed; same seed, same dataset.")
+@_world_options("worlds")
 @click.option("--image-size", default="800x450", show_default=True, callback=_parse_size,
               help="Camera image size WxH (nuScenes is 1600x900; intrinsics are scaled).")
 @click.option("--version", default="v1.0-mini", show_default=True, help="Table folder name (devkit version).")
@@ -60,11 +72,7 @@ def synth_nuscenes(out: str, scenes: int, samples_per_scene: int, seed: int, ima
 
 
 @click.command("airside")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Dataroot to create.")
-@click.option("--scenes", default=2, show_default=True, type=int, help="Number of scenes (aprons).")
-@click.option("--samples-per-scene", default=10, show_default=True, type=int,
-              help="Keyframes (2 Hz) per scene.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed; same seed, same dataset.")
+@_world_options("aprons")
 @click.option("--image-size", default="800x450", show_default=True, callback=_parse_size,
               help="Camera image size WxH (intrinsics are scaled from nuScenes' 1600x900).")
 @click.option("--night", is_flag=True, help="Floodlit night: low light, noisy images.")
