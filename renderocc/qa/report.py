@@ -12,6 +12,7 @@ from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from renderocc.classes import IGNORE, default_vocabulary
@@ -74,9 +75,10 @@ class _LabelCache:
 
 def _luma(images: np.ndarray) -> np.ndarray:
     """Mean Rec.601 luma per image of uint8 (n, H, W, 3)."""
-    pixels = images.reshape(images.shape[0], -1, 3)
-    # Integer sums are exact, so this equals the float64 mean (and skips a float64 copy).
-    rgb = pixels.sum(1, dtype=np.int64) / pixels.shape[1]
+    pixels = np.ascontiguousarray(images).reshape(images.shape[0], -1, 3)
+    # Integer sums are exact, so this equals the float64 mean (and skips a float64 copy); torch's
+    # reduction over the interleaved channels is ~3x numpy's strided one.
+    rgb = torch.from_numpy(pixels).sum(1, dtype=torch.int64).numpy() / pixels.shape[1]
     return rgb @ np.array([0.299, 0.587, 0.114])
 
 
