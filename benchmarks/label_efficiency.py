@@ -155,22 +155,6 @@ def run_one(name: str, seed: int, overrides: list[str], train_store: Path, val_s
     return row
 
 
-def score_predictions(pred_dir: Path, store: Path) -> dict:
-    """Occ3D metrics of OUT/<scene>/<token>/labels.npz predictions against another store's GT (the
-    held-out scene with the other truth has the same rays and tokens, so a 2D fit is scored, not refit)."""
-    import numpy as np
-
-    from renderocc.eval.metrics import OccMetrics
-    from renderocc.store.reader import StoreReader
-
-    reader, occ = StoreReader(str(store)), OccMetrics()
-    for f in sorted(pred_dir.glob("*/*/labels.npz")):
-        gt = reader.occ_gt(reader.index_of(f.parent.name))
-        with np.load(f, allow_pickle=False) as z:
-            occ.update(z["semantics"], gt["semantics"], gt["mask_camera"])
-    return {k: v for k, v in occ.compute().items() if k != "confusion_camera"}
-
-
 def run_fits(args, val_stores: dict[str, Path], version: dict) -> dict:
     """`renderocc fit` on the held-out scene: how much of it the 2D labels determine with the 2d
     variant's losses and no network, beside the 3D fit (≈1.0 inside mask_camera by construction)."""
@@ -195,8 +179,15 @@ def run_fits(args, val_stores: dict[str, Path], version: dict) -> dict:
             out.setdefault(name, {})[truth] = {k: m.get(k) for k in ("miou", "geometry_iou", "miou_nomask")} | {
                 "label_coverage": m.get("label_coverage"), "iou_per_class": m.get("iou_per_class")}
         if "occ3d" in per_truth and len(per_truth) == 1:  # same rays, other truth: score, don't refit
-            out[name]["world"] = score_predictions(args.work / "fits" / f"{name}-occ3d", val_stores["world"]) | {
-                "label_coverage": None}
+            pred = args.work / "fits" / f"{name}-occ3d"
+            ev = pred.parent / f"{name}-world-eval"
+            if not (ev / "metrics.json").exists() or ev.stat().st_mtime < (pred / "metrics.json").stat().st_mtime:
+                renderocc("eval", "--pred", str(pred), "--store", str(val_stores["world"]), "--out", str(ev),
+                          "--split", "all", "--allow-missing", "--no-rayiou", "--quiet",
+                          log=pred.parent / f"{ev.name}.log")
+            m = json.loads((ev / "metrics.json").read_text())
+            out[name]["world"] = {k: m.get(k) for k in ("miou", "geometry_iou", "miou_nomask")} | {
+                "label_coverage": None, "iou_per_class": m.get("iou_per_class")}
     return out
 
 

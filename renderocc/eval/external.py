@@ -94,31 +94,15 @@ class GtDir:
 
 def scene_poses_from_store(reader) -> dict[str, tuple[list[str], np.ndarray, np.ndarray]]:
     """{scene: (tokens, ego_poses (N,4,4), lidar2ego (N,4,4))} of every store keyframe, in time order."""
-    lidar2ego = _store_lidar2ego(reader)
     by_scene: dict[str, list[int]] = {}
     for i, name in enumerate(reader.scene_names()):
         by_scene.setdefault(name, []).append(i)
     out = {}
     for scene, idx in by_scene.items():
         samples = sorted((reader.sample(i) for i in idx), key=lambda s: s["timestamp"])
-        order = [s["sample_index"] for s in samples]
         out[scene] = ([s["sample_token"] for s in samples], np.stack([s["ego_pose"] for s in samples]),
-                      lidar2ego[order])
+                      np.stack([s["lidar2ego"] for s in samples]))
     return out
-
-
-def _store_lidar2ego(reader) -> np.ndarray:
-    """(N, 4, 4) LiDAR → key-ego of every store sample: the samples table's `lidar2ego` column.
-
-    (StoreReader.sample does not return it; read through the store's layout module.)"""
-    import pyarrow.parquet as pq
-
-    from renderocc.store import fsio, layout
-
-    fs, path = fsio.fs_path(reader.root, layout.SAMPLES)
-    with fs.open(path, "rb") as f:
-        col = pq.read_table(f, columns=["lidar2ego"]).column("lidar2ego").combine_chunks()
-    return col.flatten().to_numpy().reshape(-1, 4, 4).astype(np.float64)
 
 
 def scene_poses_from_dataroot(dataroot: str) -> dict[str, tuple[list[str], np.ndarray, np.ndarray]]:

@@ -68,6 +68,7 @@ class StoreReader:
         self._scenes = t.column("scene_name").to_pylist()
         self._timestamp = t.column("timestamp").to_numpy()
         self._ego = _flat(t.column("ego_pose"), 1)[0].reshape(n, 4, 4)
+        self._lidar2ego = _flat(t.column("lidar2ego"), 1)[0].reshape(n, 4, 4)
         self._K = _flat(t.column("K"), 2)[0].reshape(n, C, 3, 3)
         self._K_orig = _flat(t.column("K_orig"), 2)[0].reshape(n, C, 3, 3)
         self._cam2ego = _flat(t.column("cam2ego"), 2)[0].reshape(n, C, 4, 4)
@@ -113,6 +114,7 @@ class StoreReader:
         return {
             "sample_index": i, "sample_token": self._tokens[i], "scene_name": self._scenes[i],
             "timestamp": int(self._timestamp[i]), "ego_pose": self._ego[i].copy(),
+            "lidar2ego": self._lidar2ego[i].copy(),
             "cameras": {c: {"K": self._K[i, j].copy(), "K_orig": self._K_orig[i, j].copy(),
                             "cam2ego": self._cam2ego[i, j].copy(), "timestamp": int(self._cam_ts[i, j])}
                         for j, c in enumerate(self.cameras)},
