@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import io
 import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 from renderocc.errors import UserError
-
-TMP_PREFIX = ".tmp-"
+from renderocc.store.fsio import write_bytes_atomic
 
 
 def prepare_out_dir(path: str | os.PathLike, option: str = "--out") -> Path:
@@ -34,15 +32,10 @@ def prepare_out_dir(path: str | os.PathLike, option: str = "--out") -> Path:
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> None:
-    """Write `data` to `path` via a temp file in the same folder, then rename."""
-    p = Path(path)
-    tmp = p.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{p.name}")
-    try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, p)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {p}: {e.strerror or e}") from None
+    """Write `data` to `path` via a temp file in the same folder, then rename (the store's own
+    atomic write: a failure removes the temp file and is one line)."""
+    p = Path(path).absolute()
+    write_bytes_atomic(data.encode() if isinstance(data, str) else data, str(p.parent), p.name)
 
 
 def savez_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:
