@@ -126,13 +126,3 @@ def test_cli_bad_value_is_one_line_not_a_traceback():
                           "--set", "data.rays=abc"], capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip() == "Error: --set data.rays=abc: data.rays expects int, got 'abc'"
-
-
-def test_image_semantic_loss_needs_its_head():
-    from renderocc.train.config import resolved
-
-    grid = {"pc_range": [-40.0, -40.0, -1.0, 40.0, 40.0, 5.4], "voxel_size": [0.4] * 3, "shape": [200, 200, 16]}
-    with pytest.raises(UserError, match="model.image_semantics"):
-        resolved(load_config("demo", ["loss.lss_semantic=1"]), grid)
-    cfg = resolved(load_config("demo", ["loss.lss_semantic=1", "model.image_semantics=true"]), grid)
-    assert cfg.loss.lss_semantic == 1.0

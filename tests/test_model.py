@@ -32,8 +32,7 @@ def inputs(b=1, n=2, h=32, w=64):
 def test_forward_shapes_and_gradients():
     torch.manual_seed(0)
     net = tiny_net()
-    density, logits, depth_logits, image_logits = net(*inputs(b=2))
-    assert image_logits is None  # no image semantic head unless model.image_semantics
+    density, logits, depth_logits = net(*inputs(b=2))
     assert density.shape == (2, 20, 20, 4) and logits.shape == (2, 20, 20, 4, 17)
     assert (density >= 0).all()
     assert torch.allclose(density, torch.full_like(density, 0.1), atol=1e-5)  # thin-fog init
@@ -111,36 +110,3 @@ def test_splat_mass_channel_holds_the_depth_probability_mass():
     mass = vol[0, -1].detach()
     assert mass.nonzero().tolist() == [[10, 10, 1]]
     assert math.isclose(float(mass[10, 10, 1]), math.log(2.0), rel_tol=1e-6)
-
-
-def test_image_semantics_head_is_lifted_and_trained_by_its_loss():
-    """The head's class probabilities reach the voxels beside the context (one depth bin, one
-    feature cell: each class channel of the one voxel hit holds that class's probability), and a
-    loss on the image logits alone trains the head."""
-    torch.manual_seed(0)
-    net = tiny_net(image_semantics=True, depth_bins=(0.7, 0.7, 1))
-    assert net.lift.out_channels == 8 + 17
-    out = net(*inputs(b=1, n=2))
-    assert out.image_logits.shape == (1, 2, 17, 4, 8)
-    out.image_logits[:, :, 3].mean().backward()
-    assert net.image_semantic_head.weight.grad.abs().sum() > 0
-    K = torch.tensor([[10.0, 0, 3.5], [0, 10.0, 3.5], [0, 0, 1]]).expand(1, 1, 3, 3)
-    T = CAM2EGO.clone()
-    T[0, 3] = -0.5
-    probs = torch.zeros(1, 17, 1, 1)
-    probs[0, 5] = 0.75
-    probs[0, 9] = 0.25
-    vol, _ = net.lift(torch.zeros(1, 16, 1, 1), K, T.expand(1, 1, 4, 4), probs)
-    sem = vol[0, 8:].detach()
-    assert sem.sum(0).nonzero().tolist() == [[10, 10, 1]]
-    assert sem[5, 10, 10, 1] == 0.75 and sem[9, 10, 10, 1] == 0.25 and sem.sum() == 1.0
-
-
-def test_pos_embedding_is_a_learned_per_voxel_input():
-    torch.manual_seed(0)
-    net = tiny_net(pos_embedding=4)
-    assert net.pos_embedding.shape == (1, 4, 20, 20, 4)
-    out = net(*inputs(b=2))
-    (out.density.mean() + out.semantics.mean()).backward()
-    assert net.pos_embedding.grad.abs().sum() > 0
-    assert tiny_net().pos_embedding is None

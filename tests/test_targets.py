@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from renderocc.classes import FREE, IGNORE
-from renderocc.train.targets import dense_target, lss_cell_targets, lss_depth_target, sparse_target
+from renderocc.train.targets import dense_target, lss_depth_target, sparse_target
 
 GRID = {"pc_range": [0.0, 0.0, 0.0, 4.0, 4.0, 4.0], "voxel_size": [1.0, 1.0, 1.0], "shape": [4, 4, 4]}
 
@@ -113,19 +113,3 @@ def test_lss_depth_target_strides():
     t = lss_depth_target(labels, K_orig, np.stack([half @ K, half @ K]), (8, 16), 4)
     assert t.shape == (2, 2, 4) and t[0, 0, 0] == 7.0 and t[0, 1, 3] == 3.0
 
-
-
-def test_lss_cell_targets_class_is_the_nearest_points():
-    K = np.array([[10.0, 0, 16], [0, 10, 8], [0, 0, 1]])
-    labels = {"camera": np.array([0, 0, 0, 1, 1], np.int16), "u": np.array([3.0, 5.0, 31.0, 4.0, 4.0], np.float32),
-              "v": np.array([3.0, 2.0, 15.0, 9.0, 9.0], np.float32),
-              "depth": np.array([10.0, 7.0, 3.0, 4.0, 4.0], np.float32),
-              "label": np.array([11, 4, IGNORE, 13, 15], np.uint8)}
-    K_in = np.stack([K, K])
-    depth, cls = lss_cell_targets(labels, {0: K, 1: K}, K_in, (16, 32), 8)
-    assert torch.equal(depth, lss_depth_target(labels, {0: K, 1: K}, K_in, (16, 32), 8))
-    assert cls.dtype == torch.int64 and cls.shape == (2, 2, 4)
-    assert cls[0, 0, 0] == 4  # the 7 m point hides the 10 m one in the shared cell
-    assert cls[0, 1, 3] == IGNORE  # nearest point unlabelled: no class target
-    assert cls[1, 1, 0] == 13  # equal depth: the first point
-    assert (cls != IGNORE).sum() == 2

@@ -46,7 +46,6 @@ class OccupancyOutput(NamedTuple):
     density: torch.Tensor       # (B, X, Y, Z) ≥ 0, 1/m
     semantics: torch.Tensor     # (B, X, Y, Z, C) logits
     depth_logits: torch.Tensor  # (B, N, D, h, w) LSS depth distribution per feature cell
-    image_logits: torch.Tensor | None = None  # (B, N, C, h, w) image semantic head (model.image_semantics)
 
 
 class OccupancyNet(nn.Module):
@@ -65,19 +64,12 @@ class OccupancyNet(nn.Module):
         self.neck = Neck(*self.encoder.out_channels, c)
         lo, hi, nb = config.depth_bins
         vc = config.voxel_channels
-        # image semantics: a per-cell class head whose probabilities are lifted with the context, so
-        # a 2D label trains the image features directly and the voxels receive classes, not just cues
-        self.image_semantic_head = nn.Conv2d(c, num_classes, 1) if config.image_semantics else None
-        extra = num_classes if config.image_semantics else 0
         self.lift = LiftSplat(c, vc, (lo, hi, int(nb)), FEATURE_STRIDE, grid["pc_range"], grid["voxel_size"],
-                              grid["shape"], config.splat_mass, extra_channels=extra)
+                              grid["shape"], config.splat_mass)
         # voxel position (x, y, z in [-1, 1]) as input channels: lifted features carry no height,
         # and a 3D conv is translation-invariant, so without them "the ground is at z≈0" is unlearnable
         self.pos_channels = config.pos_channels
-        pe = config.pos_embedding
-        # a learned per-voxel embedding: the typical layout (road ahead, kerbs, façades) as a prior
-        self.pos_embedding = nn.Parameter(0.1 * torch.randn(1, pe, *grid["shape"])) if pe else None
-        self.encoder3d = Encoder3D(self.lift.out_channels + 3 * self.pos_channels + pe, vc, config.blocks3d)
+        self.encoder3d = Encoder3D(self.lift.out_channels + 3 * self.pos_channels, vc, config.blocks3d)
         self.density_head = nn.Conv3d(vc, 1, 1)
         self.semantic_head = nn.Conv3d(vc, num_classes, 1)  # the store vocabulary's classes
         # start with a thin fog: rays neither saturate nor pass untouched;
@@ -88,21 +80,13 @@ class OccupancyNet(nn.Module):
 
     def forward(self, images: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor) -> OccupancyOutput:
         c3, c4 = self.encoder(images.flatten(0, 1))
-        feats = self.neck(c3, c4)
-        image_logits = extra = None
-        if self.image_semantic_head is not None:
-            image_logits = self.image_semantic_head(feats)
-            extra = image_logits.softmax(1)
-            image_logits = image_logits.view(*images.shape[:2], *image_logits.shape[1:])
-        vol, depth_logits = self.lift(feats, intrinsics, cam2ego, extra)
+        vol, depth_logits = self.lift(self.neck(c3, c4), intrinsics, cam2ego)
         if self.pos_channels:
             b_, _, X, Y, Z = vol.shape
             axes = [torch.linspace(-1 + 1 / k, 1 - 1 / k, k, device=vol.device, dtype=vol.dtype) for k in (X, Y, Z)]
             pos = torch.stack(torch.meshgrid(*axes, indexing="ij"))[None].expand(b_, -1, -1, -1, -1)
             vol = torch.cat([vol, pos], 1)
-        if self.pos_embedding is not None:
-            vol = torch.cat([vol, self.pos_embedding.expand(vol.shape[0], -1, -1, -1, -1)], 1)
         x = self.encoder3d(vol)
         density = F.softplus(self.density_gain * self.density_head(x)[:, 0])
         logits = self.semantic_head(x).permute(0, 2, 3, 4, 1)
-        return OccupancyOutput(density, logits, depth_logits, image_logits)
+        return OccupancyOutput(density, logits, depth_logits)

@@ -32,12 +32,10 @@ class LiftSplat(nn.Module):
     """Per-pixel depth distribution × context features, sum-pooled into the (X, Y, Z) grid."""
 
     def __init__(self, in_ch: int, ctx_ch: int, depth_bins: tuple[float, float, int], stride: int,
-                 pc_range: list[float], voxel_size: list[float], shape: list[int], splat_mass: bool = False,
-                 extra_channels: int = 0):
+                 pc_range: list[float], voxel_size: list[float], shape: list[int], splat_mass: bool = False):
         super().__init__()
         self.splat_mass = splat_mass
-        self.extra_channels = extra_channels  # per-cell features lifted beside the context (image semantics)
-        self.out_channels = ctx_ch + extra_channels + int(splat_mass)
+        self.out_channels = ctx_ch + int(splat_mass)
         dmin, dmax, n = depth_bins
         self.register_buffer("depths", torch.linspace(dmin, dmax, int(n)), persistent=False)
         self.stride = stride
@@ -62,19 +60,15 @@ class LiftSplat(nn.Module):
         rot, trans = cam2ego[..., :3, :3].float(), cam2ego[..., :3, 3].float()
         return torch.einsum("bnij,bndhwj->bndhwi", rot, pts) + trans[:, :, None, None, None, :]
 
-    def forward(self, feats: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
-                extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """feats (B·N, C, h, w) [+ extra (B·N, E, h, w) lifted beside the context] → volume
-        (B, ctx + E, X, Y, Z) and depth logits (B, N, D, h, w)."""
+    def forward(self, feats: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats (B·N, C, h, w) → volume (B, ctx, X, Y, Z) and depth logits (B, N, D, h, w)."""
         b, n = intrinsics.shape[:2]
         out = self.head(feats)
         nd = self.depths.numel()
         _, _, h, w = out.shape
         depth_logits = out[:, :nd].view(b, n, nd, h, w)
-        ctx = out[:, nd:]
-        if self.extra_channels:
-            ctx = torch.cat([ctx, extra], 1)
-        ctx = ctx.reshape(b, n, self.ctx_ch + self.extra_channels, h, w)
+        ctx = out[:, nd:].view(b, n, self.ctx_ch, h, w)
         prob = depth_logits.softmax(2)
         # (B, N, D, h, w, C): the lifted features
         lifted = prob.unsqueeze(-1) * ctx.permute(0, 1, 3, 4, 2).unsqueeze(2)
@@ -84,7 +78,7 @@ class LiftSplat(nn.Module):
         inside = ((idx >= 0) & (idx < torch.tensor([X, Y, Z], device=idx.device))).all(-1)
         bidx = torch.arange(b, device=idx.device).view(b, 1, 1, 1, 1).expand_as(inside)
         flat = ((bidx * X + idx[..., 0]) * Y + idx[..., 1]) * Z + idx[..., 2]
-        vol = lifted.new_zeros(b * X * Y * Z, self.ctx_ch + self.extra_channels)
+        vol = lifted.new_zeros(b * X * Y * Z, self.ctx_ch)
         vol = vol.index_add(0, flat[inside], lifted[inside])
         if self.splat_mass:  # the depth probability landing in each voxel: a direct geometry cue
             mass = prob.new_zeros(b * X * Y * Z).index_add(0, flat[inside], prob[inside])

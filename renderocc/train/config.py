@@ -94,10 +94,6 @@ class ModelConfig:
     pos_channels: bool = _opt(False, "voxel x, y, z as 3D-encoder inputs (a height prior the convs can learn)")
     density_gain: float = _opt(1.0, "density = softplus(gain · head output)", gt=0)
     splat_mass: bool = _opt(False, "add log(1 + depth probability mass) per voxel as a feature")
-    image_semantics: bool = _opt(False, "a 2D semantic head on the image features (trained by "
-                                        "loss.lss_semantic); its class probabilities are lifted beside the context")
-    pos_embedding: int = _opt(0, "channels of a learned per-voxel embedding fed to the 3D encoder (0: off): "
-                                 "a layout prior the convs cannot derive from x, y, z alone", ge=0)
 
 
 @dataclass(frozen=True)
@@ -127,8 +123,6 @@ class LossConfig:
     los_margin_rel: float = _opt(0.0, "free space ends at (1 − rel)·d − margin (grazing ground rays)", ge=0)
     sparsity: float = _opt(0.0, "label-free prior: mean σ·voxel over the whole grid", ge=0)
     lss_depth: float = _opt(0.2, "CE of the LSS depth distribution against LiDAR depth", ge=0)
-    lss_semantic: float = _opt(0.0, "CE of the image semantic head against the class of the nearest label point "
-                                    "per feature cell (needs model.image_semantics)", ge=0)
     occ3d: float = _opt(1.0, "3D voxel loss (lidar-sparse / 3d / mixed contracts)", ge=0)
     occ3d_mask: Literal["camera", "lidar", "none"] = _opt(
         "camera", "3d / mixed: dense GT voxels the occ3d loss sees: inside mask_camera (inflates masked "
@@ -439,6 +433,4 @@ def model_grid(cfg: Config, store_grid: dict) -> dict:
 def resolved(cfg: Config, store_grid: dict) -> Config:
     """The config with the model grid filled in from the store (what checkpoints save)."""
     spec = model_grid(cfg, store_grid)
-    if cfg.loss.lss_semantic > 0 and not cfg.model.image_semantics:
-        raise UserError("loss.lss_semantic needs model.image_semantics = true (the head it trains)")
     return dataclasses.replace(cfg, grid=GridConfig(**spec))

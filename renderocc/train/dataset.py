@@ -24,7 +24,7 @@ from renderocc.model import OccupancyNet
 from renderocc.raygrid import ends_inside, label_rays
 from renderocc.train.config import Config
 from renderocc.train.losses import needed_batch_keys
-from renderocc.train.targets import dense_target, lss_cell_targets, sparse_target
+from renderocc.train.targets import dense_target, lss_depth_target, sparse_target
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
@@ -112,12 +112,8 @@ class RayDataset(Dataset):
         frames = self.label_frames(i, s, key_labels)
         key = frames[0][0]
         out.update(draw_rays(frames, self.grid, self.rays, self.cfg.data.class_balance, rng))
-        if self.want_depth or "semantic_target" in self.needs:
-            depth, cls = lss_cell_targets(key_labels, K_orig, K, img.shape[-2:], self.feature_stride)
-            if self.want_depth:
-                out["depth_target"] = depth
-            if "semantic_target" in self.needs:
-                out["semantic_target"] = cls
+        if self.want_depth:
+            out["depth_target"] = lss_depth_target(key_labels, K_orig, K, img.shape[-2:], self.feature_stride)
         if "occ_target" in self.needs:
             out["occ_target"] = torch.from_numpy(self._occ_target(i, s, key))
         if self.want_free_beams:

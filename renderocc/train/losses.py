@@ -239,16 +239,6 @@ def _occ3d(x: LossInputs) -> torch.Tensor:
     return occupancy_3d(x.out.density, x.out.semantics, x.batch["occ_target"], x.voxel, x.class_weights)
 
 
-def _lss_semantic(x: LossInputs) -> torch.Tensor:
-    """Class-weighted CE of the image semantic head per feature cell (IGNORE cells skipped)."""
-    logits = x.out.image_logits.float()  # (B, N, C, h, w)
-    target = x.batch["semantic_target"]  # (B, N, h, w)
-    b = logits.shape[0]
-    flat = logits.permute(0, 1, 3, 4, 2).reshape(-1, logits.shape[2])
-    sample = torch.arange(b, device=target.device).view(b, 1, 1, 1).expand_as(target).reshape(-1)
-    return semantic_ce(flat, target.reshape(-1), sample, b, x.class_weights)
-
-
 def _lss_depth(x: LossInputs) -> torch.Tensor:
     return lss_depth(x.out.depth_logits.float(), x.batch["depth_target"], x.cfg.model.depth_bins)
 
@@ -279,7 +269,6 @@ TERMS: tuple[LossTerm, ...] = (
     LossTerm("sparsity", RENDERED, (), _sparsity),
     LossTerm("occ3d", VOXEL_3D, ("occ_target",), _occ3d),
     LossTerm("lss_depth", EVERY, ("depth_target",), _lss_depth),
-    LossTerm("lss_semantic", RENDERED, ("semantic_target",), _lss_semantic, lambda cfg: cfg.model.image_semantics),
 )
 
 

@@ -1,8 +1,7 @@
 """Training targets as pure functions of label arrays: what the dataset attaches to an item.
 
 Kept apart from `RayDataset` so each rule can be tested on hand-built inputs:
-- `lss_depth_target` / `lss_cell_targets`: nearest LiDAR z (and its class) per stride×stride feature
-  cell (the LSS depth head's and the image semantic head's targets);
+- `lss_depth_target`: nearest LiDAR z per stride×stride feature cell (the LSS depth head's target);
 - `sparse_target` (`lidar-sparse`): a discrete voxel set, so it uses the exact traversal and the
   voxel cells of `renderocc.raygrid`, never samples along the ray;
 - `dense_target` (`3d`/`mixed`): Occ3D GT inside a mask (`loss.occ3d_mask`), pooled to the model grid.
@@ -26,23 +25,10 @@ def lss_depth_target(labels: dict, K_orig: dict[int, np.ndarray], K_in: np.ndarr
     Label pixels (original image) map to input pixels by the affine K_in·K_orig⁻¹ (resize, crop,
     flip); cell j covers input pixel centres [j·stride − ½, (j+1)·stride − ½).
     """
-    return lss_cell_targets(labels, K_orig, K_in, hw, stride)[0]
-
-
-def lss_cell_targets(labels: dict, K_orig: dict[int, np.ndarray], K_in: np.ndarray, hw: Sequence[int],
-                     stride: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(depth, class) per feature cell of the nearest label point: float32 z (0 = none) and int64
-    class (IGNORE = none or unlabelled), both (N, ceil(h/stride), ceil(w/stride)).
-
-    The class is the nearest point's, the one the camera sees in that cell (ties: the first point);
-    `lss_depth_target` is the depth half, `loss.lss_semantic` reads the class half.
-    """
     h, w = (int(hw[0]) + stride - 1) // stride, (int(hw[1]) + stride - 1) // stride
-    depth = np.zeros((len(K_in), h * w), np.float32)
-    label = np.full((len(K_in), h * w), IGNORE, np.int64)
+    out = np.full((len(K_in), h * w), np.inf, np.float32)
     cam = np.asarray(labels["camera"]).astype(np.int64)
     u, v, z = np.asarray(labels["u"]), np.asarray(labels["v"]), np.asarray(labels["depth"])
-    lab = np.asarray(labels["label"]).astype(np.int64) if "label" in labels else np.full(len(z), IGNORE)
     for c in np.unique(cam):
         m = cam == c
         M = np.asarray(K_in[c], np.float64) @ np.linalg.inv(np.asarray(K_orig[int(c)], np.float64))
@@ -50,13 +36,9 @@ def lss_cell_targets(labels: dict, K_orig: dict[int, np.ndarray], K_in: np.ndarr
         j = np.floor((uv[:, 0] + 0.5) / stride).astype(np.int64)
         k = np.floor((uv[:, 1] + 0.5) / stride).astype(np.int64)
         ok = (j >= 0) & (j < w) & (k >= 0) & (k < h)
-        cell, zc, lc = k[ok] * w + j[ok], z[m][ok], lab[m][ok]
-        order = np.lexsort((zc, cell))  # by cell, then nearest first (stable: ties keep point order)
-        first = order[np.unique(cell[order], return_index=True)[1]]
-        depth[c, cell[first]] = zc[first]
-        label[c, cell[first]] = lc[first]
-    shape = (len(K_in), h, w)
-    return torch.from_numpy(depth.reshape(shape)), torch.from_numpy(label.reshape(shape))
+        np.minimum.at(out[c], k[ok] * w + j[ok], z[m][ok])
+    out[np.isinf(out)] = 0
+    return torch.from_numpy(out.reshape(len(K_in), h, w))
 
 
 def sparse_target(origins: np.ndarray, dirs: np.ndarray, dist: np.ndarray, label: np.ndarray, grid: dict,

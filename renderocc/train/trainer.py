@@ -115,7 +115,7 @@ def compute_loss(model, batch: dict, cfg: Config, cw: torch.Tensor | None, devic
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp(cfg, device)):
         out = model(batch["images"], batch["intrinsics"], batch["cam2ego"])
-    out = OccupancyOutput(*(None if t is None else t.float() for t in out))
+    out = OccupancyOutput(*(t.float() for t in out))
     return L.total_loss(out, batch, cfg, None if cw is None else cw.to(device))
 
 
