@@ -90,8 +90,8 @@ def test_plain_data_round_trip_and_grid_resolution():
     data = cfg.to_dict()
     assert json.loads(json.dumps(data)) == data  # JSON-able: lists, numbers, strings, bools, None
     assert Config.from_dict(data) == cfg and cfg.digest() == Config.from_dict(data).digest()
-    assert cfg.grid == GridConfig(pc_range=STORE_GRID["pc_range"], voxel_size=[0.8] * 3, shape=[100, 100, 8])
-    assert cfg.grid.spec["shape"] == [100, 100, 8]
+    assert cfg.grid == GridConfig(pc_range=STORE_GRID["pc_range"], voxel_size=[0.8, 0.8, 0.4], shape=[100, 100, 16])
+    assert cfg.grid.spec["shape"] == [100, 100, 16]
     with pytest.raises(UserError, match="does not tile"):
         model_grid(load_config("demo", ["grid.voxel_size=0.7"]), STORE_GRID)
     with pytest.raises(RuntimeError, match="not resolved"):
