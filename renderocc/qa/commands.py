@@ -37,7 +37,8 @@ def parse_thresholds(items: tuple[str, ...]) -> dict[str, float]:
               help="Labelled pixels below which an image is flagged.")
 @click.option("--no-coverage", is_flag=True, help="Skip the ray march over the voxel grid.")
 @click.option("--outlier-threshold", default=0.1, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
-              help="Relative depth residual (vs the median of its image-space neighbours) flagging a depth outlier.")
+              help="Relative depth residual (vs the plane fitted to its image-space neighbours) flagging a "
+                   "depth outlier.")
 @click.option("--dropout-reach", default=40.0, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
               help="Metres: image cells whose centre ray meets the ground within this count for LiDAR drop-outs "
                    "(needs 2D masks).")
@@ -66,7 +67,7 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
       renderocc qa --store store --out qa --fail-under labelled_pixels_per_image=500
       renderocc qa --store store --out qa --fit 3   (adds what a free grid recovers per class)
     """
-    from renderocc.qa.html import render_html, thumbnails
+    from renderocc.qa.html import depth_label_pictures, render_html, thumbnails
     from renderocc.qa.report import (
         SUMMARY_KEYS,
         QAOptions,
@@ -109,7 +110,7 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
     write_atomic(out_dir / "qa.json", json.dumps(clean_json(report), indent=1))
     write_atomic(out_dir / "qa.html", render_html(report, f"renderocc QA: {store}",
                                                   failures if thresholds else None,
-                                                  thumbnails(reader, report)))
+                                                  thumbnails(reader, report), depth_label_pictures(reader, report)))
     s = report["summary"]
     click.echo(f"{s['samples']} samples, {s['images']} images: "
                f"{s['labelled_pixels_per_image']:.0f} labelled pixels/image, "

@@ -10,10 +10,11 @@ Definitions (also written into qa.json):
   kept descriptions.
 - label density: depth labels per image and per megapixel of the original image.
 - depth outlier: a label whose depth differs by more than `outlier_threshold` (relative) from the
-  median depth of its `outlier_neighbours` nearest labels of the same image, searched within
-  NEIGHBOUR_DEG of view angle (so the test follows the LiDAR's angular spacing, not the image
-  size); labels with fewer than MIN_NEIGHBOURS such neighbours are not tested. Flags depth bleeding
-  across object edges, parallax leaks and spurious returns; a few % at object boundaries is normal.
+  local plane fitted to its `outlier_neighbours` nearest labels of the same image (inverse depth
+  affine in u, v: exact for planes), searched within NEIGHBOUR_DEG of view angle (so the test
+  follows the LiDAR's angular spacing, not the image size); labels with fewer than MIN_NEIGHBOURS
+  such neighbours are not tested. Flags depth bleeding across object edges, parallax leaks and
+  spurious returns; a few % at object boundaries is normal.
 - drop-out (needs masks): the image is cut into cells of CELL_DEG x CELL_DEG (2-3 LiDAR ring
   spacings, so a cell within reach always holds a ring); a cell counts when the ray through its
   centre meets the ground plane within `dropout_reach` metres (below the horizon, in LiDAR reach);
@@ -80,24 +81,32 @@ def empty_counts(n_cond: int, n_cls: int, masks: bool) -> dict[str, np.ndarray]:
 
 def depth_outliers(u: np.ndarray, v: np.ndarray, depth: np.ndarray, radius_px: float, k: int,
                    threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """(tested, outlier) bool per label: relative distance to the median depth of its k nearest
-    labels (image space, within radius_px) above `threshold`."""
+    """(tested, outlier) bool per label: relative distance of its depth to the local surface fitted
+    to its k nearest labels (image space, within radius_px) above `threshold`.
+
+    The surface is a plane: inverse depth is affine in (u, v) for a plane, so a least-squares fit of
+    1/z on the neighbours' offsets (ridge on the slopes, so a row of neighbours on one LiDAR ring
+    still predicts along it) is exact on flat ground seen at grazing angles, where the depth of
+    neighbours on the next ring differs a lot."""
     n = len(depth)
     if n <= MIN_NEIGHBOURS:
         return np.zeros(n, bool), np.zeros(n, bool)
     kk = min(k, n - 1)
-    dist, idx = cKDTree(np.stack([u, v], 1)).query(np.stack([u, v], 1), kk + 1, distance_upper_bound=radius_px)
-    dist, idx = dist[:, 1:], idx[:, 1:]            # drop the label itself
-    ok = np.isfinite(dist)
-    nb = np.where(ok, depth[np.minimum(idx, n - 1)], np.inf)
-    count = ok.sum(1)
-    nb.sort(1)                                     # finite depths first
-    lo = np.take_along_axis(nb, np.maximum((count - 1) // 2, 0)[:, None], 1)[:, 0]
-    hi = np.take_along_axis(nb, np.maximum(count // 2, 0)[:, None], 1)[:, 0]
+    uv = np.stack([u, v], 1)
+    dist, idx = cKDTree(uv).query(uv, kk + 1, distance_upper_bound=radius_px)
+    dist, idx = dist[:, 1:], np.minimum(idx[:, 1:], n - 1)       # drop the label itself
+    w = np.isfinite(dist).astype(np.float64)
+    count = w.sum(1)
+    a = np.stack([(u[idx] - u[:, None]) / radius_px, (v[idx] - v[:, None]) / radius_px, np.ones_like(w)], -1)
+    y = 1.0 / depth[idx]
+    normal = np.einsum("nk,nki,nkj->nij", w, a, a) + np.diag([1e-3, 1e-3, 0.0]) * count[:, None, None]
+    rhs = np.einsum("nk,nki,nk->ni", w, a, y)
     tested = count >= MIN_NEIGHBOURS
-    with np.errstate(invalid="ignore"):
-        med = 0.5 * (lo + hi)
-        out = tested & (np.abs(depth - med) > threshold * med)
+    normal[~tested] = np.eye(3)                                  # untested: any solvable system
+    inv_z = np.linalg.solve(normal, rhs[..., None])[:, 2, 0]    # the fitted plane at the label itself
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fitted = 1.0 / inv_z
+        out = tested & ~(np.abs(depth - fitted) <= threshold * np.abs(fitted))   # also a fit behind the camera
     return tested, out
 
 
@@ -253,9 +262,10 @@ DEFINITIONS = {
     "labels_per_mpx": "depth labels per megapixel of the original image",
     "labels_per_mpx_of_class_area": "labels whose stored pixel the mask gives this class, per megapixel "
                                     "(original) of the class's mask area",
-    "depth_outlier_rate": "share of labels whose depth is more than outlier_threshold (relative) from the median "
-                          "depth of their outlier_neighbours nearest labels in the same image (within neighbour_deg "
-                          "of view angle; labels with fewer than min_neighbours such neighbours are not tested)",
+    "depth_outlier_rate": "share of labels whose depth is more than outlier_threshold (relative) from the plane "
+                          "(inverse depth affine in u, v) fitted to their outlier_neighbours nearest labels in the "
+                          "same image (within neighbour_deg of view angle; labels with fewer than min_neighbours "
+                          "such neighbours are not tested)",
     "dropout_share": "share of a class's mask pixels, in image cells of cell_deg whose centre ray meets the ground "
                      "plane within dropout_reach_m, that lie in cells holding no depth label (LiDAR drop-outs)",
     "mask_disagreement_rate": "share of labels with a LiDAR class and a mask class where the two differ",

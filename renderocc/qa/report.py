@@ -41,7 +41,8 @@ SUMMARY_KEYS: dict[str, str] = {
     "gt_occupied_crossed_share": "share of GT occupied voxels crossed by a key or auxiliary ray",
     "gt_occupied_crossed_share_key": "the same, key-frame rays only",
     "gt_camera_voxels_crossed_share": "share of GT mask_camera voxels crossed by a ray",
-    "depth_outlier_rate": "share of depth labels far from their neighbours' median depth (qa.json depth_labels)",
+    "depth_outlier_rate": "share of depth labels far from the plane fitted to their image-space neighbours "
+                          "(qa.json depth_labels)",
     "mask_agreement_rate": "share of labels whose LiDAR class equals the 2D mask's class (needs prep masks)",
     "masked_area_labelled_share": "share of mask pixels within LiDAR reach lying in a labelled cell: 1 - drop-out "
                                   "(needs prep masks)",
@@ -60,7 +61,7 @@ class QAOptions:
     coverage: bool = True  # march label rays through the grid
     ray_stride: int = 1  # use every n-th label ray in the coverage march (speed)
     outlier_threshold: float = 0.1  # relative depth residual flagging a depth outlier (qa/depth_labels.py)
-    outlier_neighbours: int = 8  # image-space neighbours whose median depth a label is compared with
+    outlier_neighbours: int = 8  # image-space neighbours a local plane is fitted to
     dropout_reach: float = 40.0  # metres: image cells whose ground point is nearer count for drop-outs
 
 

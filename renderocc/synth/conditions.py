@@ -7,10 +7,11 @@ apron); lamp heads glow. No shadows from the lamps (the renderer has no shadow r
 Wet: standing water on paved ground, denser in puddles (a low-frequency wetness field in
 [WETNESS_DAMP, 1]). The LiDAR loses returns there by specular reflection: a beam hitting wet
 pavement at grazing incidence is mirrored away and returns nothing, with probability
-`wetness * clip(1 - cos(incidence) / COS_SPECULAR, 0, 1)` (synth_truth beam status
-BEAM_SPECULAR). Downward beams, so the free-beam logic (upward beams only) never takes them for
-free space. Cameras see the pavement as a mirror: a Fresnel-weighted blend of the diffuse shade
-and the scene mirrored in the ground plane, with vertical glare streaks under bright reflections.
+`wetness * clip((COS_SPECULAR - cos(incidence)) / (COS_SPECULAR - COS_MIRROR), 0, 1)` (synth_truth
+beam status BEAM_SPECULAR): puddles lose every grazing return, damp pavement some. These are
+downward beams, so the free-beam logic (upward beams only) never takes them for free space. Cameras
+see the pavement as a mirror: a Fresnel-weighted blend of the diffuse shade and the scene mirrored
+in the ground plane, with vertical glare streaks under bright reflections.
 
 The condition of a scene is written into its nuScenes scene description ("conditions: night,
 wet"), as real nuScenes descriptions say "Night" or "Rain", so QA can group by it.
@@ -38,7 +39,8 @@ for _name in ("airside.apron", "airside.marking", "flat.driveable_surface", "fla
     PAVED[mat.LABEL[_name]] = True
 WETNESS_DAMP = 0.4  # wetness between puddles; puddles are 1
 PUDDLE_SCALE = 1 / 6.0  # 1/m: puddle noise frequency
-COS_SPECULAR = 0.5  # beams closer to the ground than 60 deg from the normal start to be mirrored away
+COS_SPECULAR = 0.5  # beams more than 60 deg from the normal start to be mirrored away ...
+COS_MIRROR = 0.25  # ... and beyond ~75 deg (ground > ~7 m from a 1.8 m LiDAR) water is a mirror
 FRESNEL_R0 = 0.05  # reflectance of water at normal incidence
 GLARE_THRESHOLD = 200.0  # reflected radiance (0..255) above which a reflection streaks
 GLARE_LENGTH = 0.12  # streak length as a share of the image height
@@ -73,7 +75,7 @@ def wetness(p: np.ndarray, noise) -> np.ndarray:
 
 def specular_drop_probability(cos_incidence: np.ndarray, wet: np.ndarray) -> np.ndarray:
     """Probability that a LiDAR return from wet pavement is mirrored away (no return)."""
-    return wet * np.clip(1.0 - cos_incidence / COS_SPECULAR, 0.0, 1.0)
+    return wet * np.clip((COS_SPECULAR - cos_incidence) / (COS_SPECULAR - COS_MIRROR), 0.0, 1.0)
 
 
 def fresnel(cos_view: np.ndarray, wet: np.ndarray) -> np.ndarray:
