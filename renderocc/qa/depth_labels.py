@@ -13,8 +13,10 @@ Definitions (also written into qa.json):
   local plane fitted to its `outlier_neighbours` nearest labels of the same image (inverse depth
   affine in u, v: exact for planes), searched within NEIGHBOUR_DEG of view angle (so the test
   follows the LiDAR's angular spacing, not the image size); labels with fewer than MIN_NEIGHBOURS
-  such neighbours are not tested. Flags depth bleeding across object edges, parallax leaks and
-  spurious returns; a few % at object boundaries is normal.
+  such neighbours are not tested, and a label with MIN_SUPPORT neighbours at its own depth (within
+  the threshold) is an object edge, not an outlier. Flags isolated depths: spurious returns,
+  parallax leaks (background seen by the LiDAR through a foreground object the camera sees),
+  depth bleeding.
 - drop-out (needs masks): the image is cut into cells of CELL_DEG x CELL_DEG (2-3 LiDAR ring
   spacings, so a cell within reach always holds a ring); a cell counts when the ray through its
   centre meets the ground plane within `dropout_reach` metres (below the horizon, in LiDAR reach);
@@ -36,6 +38,7 @@ from renderocc.classes import IGNORE
 
 NEIGHBOUR_DEG = 2.0   # neighbour search radius (view angle): ~6 azimuth steps, 1.5 ring spacings of a 32-ring LiDAR
 MIN_NEIGHBOURS = 4
+MIN_SUPPORT = 2   # neighbours at the label's own depth that make it a surface (an edge), not an outlier
 CELL_DEG = 3.0
 UNKNOWN = "unknown"
 TOP_PAIRS = 10
@@ -82,7 +85,9 @@ def empty_counts(n_cond: int, n_cls: int, masks: bool) -> dict[str, np.ndarray]:
 def depth_outliers(u: np.ndarray, v: np.ndarray, depth: np.ndarray, radius_px: float, k: int,
                    threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(tested, outlier) bool per label: relative distance of its depth to the local surface fitted
-    to its k nearest labels (image space, within radius_px) above `threshold`.
+    to its k nearest labels (image space, within radius_px) above `threshold`, and fewer than
+    MIN_SUPPORT of those neighbours within `threshold` of its own depth (a label on the edge of an
+    object has neighbours on its own surface: an edge is not an outlier, an isolated depth is).
 
     The surface is a plane: inverse depth is affine in (u, v) for a plane, so a least-squares fit of
     1/z on the neighbours' offsets (ridge on the slopes, so a row of neighbours on one LiDAR ring
@@ -104,10 +109,11 @@ def depth_outliers(u: np.ndarray, v: np.ndarray, depth: np.ndarray, radius_px: f
     tested = count >= MIN_NEIGHBOURS
     normal[~tested] = np.eye(3)                                  # untested: any solvable system
     inv_z = np.linalg.solve(normal, rhs[..., None])[:, 2, 0]    # the fitted plane at the label itself
+    support = (w * (np.abs(depth[idx] - depth[:, None]) <= threshold * depth[:, None])).sum(1)
     with np.errstate(divide="ignore", invalid="ignore"):
         fitted = 1.0 / inv_z
-        out = tested & ~(np.abs(depth - fitted) <= threshold * np.abs(fitted))   # also a fit behind the camera
-    return tested, out
+        off = ~(np.abs(depth - fitted) <= threshold * np.abs(fitted))   # also a fit behind the camera
+    return tested, tested & off & (support < MIN_SUPPORT)
 
 
 def to_stored(u: np.ndarray, v: np.ndarray, K: np.ndarray, K_orig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -236,6 +242,7 @@ def section(counts: dict, conditions: list[str], names: list[str], opts) -> dict
                 conf = np.asarray(counts["cq_confusion"][k])
                 r.update(labels_per_mpx_of_class_area=_rate(1e6 * counts["cq_labels_in_mask"][k][c],
                                                             counts["cq_mask_area"][k][c]),
+                         in_reach_mask_px=int(counts["cq_reach_px"][k][c]),
                          dropout_share=_rate(counts["cq_dropout_px"][k][c], counts["cq_reach_px"][k][c]),
                          mask_disagreement_rate=_rate(conf[c].sum() - conf[c, c], conf[c].sum()))
             per_class.append(r)
@@ -252,6 +259,7 @@ def section(counts: dict, conditions: list[str], names: list[str], opts) -> dict
             "confusion_top_pairs": pairs[:TOP_PAIRS] if masks else None, "has_masks": masks, "summary": summary,
             "options": {"outlier_threshold": opts.outlier_threshold, "outlier_neighbours": opts.outlier_neighbours,
                         "neighbour_deg": NEIGHBOUR_DEG, "min_neighbours": MIN_NEIGHBOURS,
+                        "min_support": MIN_SUPPORT,
                         "dropout_reach_m": opts.dropout_reach, "cell_deg": CELL_DEG},
             "definitions": DEFINITIONS}
 
@@ -265,7 +273,8 @@ DEFINITIONS = {
     "depth_outlier_rate": "share of labels whose depth is more than outlier_threshold (relative) from the plane "
                           "(inverse depth affine in u, v) fitted to their outlier_neighbours nearest labels in the "
                           "same image (within neighbour_deg of view angle; labels with fewer than min_neighbours "
-                          "such neighbours are not tested)",
+                          "such neighbours are not tested) and with fewer than min_support neighbours at their own "
+                          "depth (those are object edges)",
     "dropout_share": "share of a class's mask pixels, in image cells of cell_deg whose centre ray meets the ground "
                      "plane within dropout_reach_m, that lie in cells holding no depth label (LiDAR drop-outs)",
     "mask_disagreement_rate": "share of labels with a LiDAR class and a mask class where the two differ",
