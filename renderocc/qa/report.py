@@ -2,8 +2,10 @@
 
 One pass over the store collects per-image counts (labelled pixels, semantic pixels, mean luma),
 histograms (2D classes, GT voxel classes, depth), the dynamic share per class / camera, and how
-many GT voxels the key and auxiliary label rays cross on their way to their LiDAR return. The
-result is one JSON-able dict (`qa.json`); `summary` holds the scalars `--fail-under` checks.
+many GT voxels the key and auxiliary label rays cross on their way to their LiDAR return, and by
+scene condition and surface class the depth labels' density, outliers, drop-outs and agreement
+with 2D masks (qa/depth_labels.py). The result is one JSON-able dict (`qa.json`); `summary` holds
+the scalars `--fail-under` checks.
 """
 
 from __future__ import annotations
