@@ -7,8 +7,9 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 DEMO_DIR ?= .demo
+DEMO_AIRSIDE_DIR ?= .demo-airside
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo demo-airside bench clean
 
 $(BIN)/renderocc: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +30,11 @@ lint: install
 demo: install
 	PATH=$(BIN):$$PATH bash scripts/demo.sh $(DEMO_DIR)
 
+demo-airside: install
+	PATH=$(BIN):$$PATH bash scripts/demo_airside.sh $(DEMO_AIRSIDE_DIR)
+
 bench: install
 	PATH=$(BIN):$$PATH bash benchmarks/run_all.sh
 
 clean:
-	rm -rf $(DEMO_DIR) build *.egg-info
+	rm -rf $(DEMO_DIR) $(DEMO_AIRSIDE_DIR) build *.egg-info

@@ -261,6 +261,9 @@ def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[Samp
     shard_keys = ("name", "scene_name", "first_sample", "num_samples", "num_rays", "rays_path",
                   "rays_sha256", "rays_bytes", "images_sha256", "occ_gt_sha256")
     shards = [{k: records[s["name"]][k] for k in shard_keys} for s in plan["shards"]]
+    described = {sc["name"]: sc.get("description", "") for sc in nusc.scene}
+    for sh in shards:   # conditions ("Night, rain", "conditions: night, wet") for QA to group by
+        sh["scene_description"] = described.get(sh["scene_name"], "")
     if opts.free_beams:
         for sh in shards:
             sh.update({k: records[sh["name"]][k] for k in ("free_beams_path", "free_beams_sha256",

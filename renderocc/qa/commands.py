@@ -36,6 +36,12 @@ def parse_thresholds(items: tuple[str, ...]) -> dict[str, float]:
 @click.option("--few-labels", default=100, show_default=True,
               help="Labelled pixels below which an image is flagged.")
 @click.option("--no-coverage", is_flag=True, help="Skip the ray march over the voxel grid.")
+@click.option("--outlier-threshold", default=0.1, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
+              help="Relative depth residual (vs the plane fitted to its image-space neighbours) flagging a "
+                   "depth outlier.")
+@click.option("--dropout-reach", default=40.0, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
+              help="Metres: image cells whose centre ray meets the ground within this count for LiDAR drop-outs "
+                   "(needs 2D masks).")
 @click.option("--ray-stride", default=1, show_default=True, type=click.IntRange(min=1),
               help="Use every n-th label ray in the coverage march (faster on big stores).")
 @click.option("--fit", "fit_n", default=0, show_default=True, type=click.IntRange(min=0),
@@ -51,7 +57,8 @@ def parse_thresholds(items: tuple[str, ...]) -> dict[str, float]:
               help="Number of QA jobs. Default: SLURM_ARRAY_TASK_COUNT or RENDEROCC_NUM_SHARDS when set, else 1.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_labels: int,
-       no_coverage: bool, ray_stride: int, fit_n: int, fit_iters: int, shard_index: int | None,
+       no_coverage: bool, outlier_threshold: float, dropout_reach: float, ray_stride: int, fit_n: int,
+       fit_iters: int, shard_index: int | None,
        num_shards: int | None, quiet: bool) -> None:
     """Label-coverage report of a ray store: OUT/qa.html (self-contained) and OUT/qa.json.
 
@@ -60,7 +67,7 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
       renderocc qa --store store --out qa --fail-under labelled_pixels_per_image=500
       renderocc qa --store store --out qa --fit 3   (adds what a free grid recovers per class)
     """
-    from renderocc.qa.html import render_html, thumbnails
+    from renderocc.qa.html import depth_label_pictures, render_html, thumbnails
     from renderocc.qa.report import (
         SUMMARY_KEYS,
         QAOptions,
@@ -78,7 +85,8 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
     reader = open_store(store)
     if fit_n and not reader.has_occ_gt:
         raise UserError("--fit: the store has no Occ3D GT (occ_gt) to score the fit against")
-    opts = QAOptions(dark_luma=dark_luma, few_labels=few_labels, coverage=not no_coverage, ray_stride=ray_stride)
+    opts = QAOptions(dark_luma=dark_luma, few_labels=few_labels, coverage=not no_coverage, ray_stride=ray_stride,
+                     outlier_threshold=outlier_threshold, dropout_reach=dropout_reach)
     shard = resolve_shard(shard_index, num_shards)
     if shard.count == 1:
         report = collect(reader, opts, progress=not quiet)
@@ -102,7 +110,7 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
     write_atomic(out_dir / "qa.json", json.dumps(clean_json(report), indent=1))
     write_atomic(out_dir / "qa.html", render_html(report, f"renderocc QA: {store}",
                                                   failures if thresholds else None,
-                                                  thumbnails(reader, report)))
+                                                  thumbnails(reader, report), depth_label_pictures(reader, report)))
     s = report["summary"]
     click.echo(f"{s['samples']} samples, {s['images']} images: "
                f"{s['labelled_pixels_per_image']:.0f} labelled pixels/image, "
@@ -111,6 +119,12 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
         sk = report["skipped_samples"]
         click.echo(f"prep skipped {len(sk)} bad sample(s) (listed in qa.json), first: {sk[0]['sample_token']} "
                    f"({sk[0]['reason']})")
+    for cond, row in report["depth_labels"]["per_condition"].items():
+        extra = "" if row.get("dropout_share") is None else \
+            (f", drop-out {100 * row['dropout_share']:.1f}%, "
+             f"mask disagreement {100 * (row['mask_disagreement_rate'] or 0):.1f}%")
+        click.echo(f"  {cond}: {row['images']} images, {row['labels_per_mpx']:.0f} labels/Mpx, depth outliers "
+                   f"{100 * (row['depth_outlier_rate'] or 0):.1f}%{extra}")
     click.echo(f"wrote {out_dir / 'qa.html'} and {out_dir / 'qa.json'}")
     if fit_n:
         f = report["fit"]

@@ -197,7 +197,7 @@ def thumbnails(reader, r: dict, n: int = 6) -> list[str]:
 
 
 def render_html(r: dict, title: str, failures: list[str] | None = None,
-                thumbs: list[str] | None = None) -> str:
+                thumbs: list[str] | None = None, pictures: list[str] | None = None) -> str:
     """The full page as a string."""
     s = r["summary"]
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
@@ -221,6 +221,7 @@ def render_html(r: dict, title: str, failures: list[str] | None = None,
     cams = [{"camera": k, **v} for k, v in r["per_camera"].items()]
     parts.append("<h2>Per camera</h2>" + _table(cams))
     parts.append("<h2>Per scene</h2>" + _table(r["per_scene"]))
+    parts.append(depth_labels_html(r.get("depth_labels"), pictures))
     cols = ["sample", "scene", "camera", "labelled", "semantic", "mean_luma"]
     parts.append(f"<h2>Dark images (mean luma &lt; {r['options']['dark_luma']:g})</h2>"
                  + _table(r["dark_images"], cols))
@@ -243,3 +244,90 @@ def render_html(r: dict, title: str, failures: list[str] | None = None,
     parts.append("</body></html>")
     return "\n".join(parts)
 
+
+
+def _depth_label_plot(d: dict) -> str | None:
+    """Per class, bars per condition: depth-outlier rate, and with masks drop-out share and mask disagreement."""
+    rows = [r for r in d["per_class"] if r["class"] != "(no semantic label)"]
+    if not rows:
+        return None
+    classes = list(dict.fromkeys(r["class"] for r in rows))
+    conds = [c for c in d["conditions"] if c in d["per_condition"]]
+    keys = ["depth_outlier_rate"] + (["dropout_share", "mask_disagreement_rate"] if d["has_masks"] else [])
+    fig, axes = plt.subplots(len(keys), 1, figsize=(8, 2.4 * len(keys)), sharex=True, squeeze=False)
+    x = np.arange(len(classes))
+    width = 0.8 / max(1, len(conds))
+    cell = {(r["condition"], r["class"]): r for r in rows}
+    for ax, key in zip(axes[:, 0], keys, strict=True):
+        for j, cond in enumerate(conds):
+            vals = [(cell.get((cond, c)) or {}).get(key) or 0.0 for c in classes]
+            ax.bar(x + (j - (len(conds) - 1) / 2) * width, vals, width, label=cond)
+        ax.set_ylabel(key.replace("_", " "), fontsize=8)
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xticks(x, classes, rotation=60, ha="right", fontsize=8)
+    axes[0, 0].set_title("Depth labels by surface class and condition")
+    return _img(_png(fig), "depth labels by class and condition")
+
+
+def depth_label_pictures(reader, r: dict) -> list[str]:
+    """Per condition, the image with the largest drop-out share (with masks) or the most depth outliers:
+    drop-out cells shaded magenta, labels coloured by depth, depth outliers as red crosses."""
+    from renderocc.qa import depth_labels as dl
+
+    d, opts = r.get("depth_labels"), r["options"]
+    if not d or not r["images"]:
+        return []
+    out = []
+    names = list(reader.cameras)
+    for cond in d["per_condition"]:
+        rows = [im for im in r["images"] if im.get("condition") == cond]
+        im = max(rows, key=lambda im: (im.get("dropout_share") or 0.0, im.get("depth_outliers", 0)))
+        c = names.index(im["camera"])
+        img = reader.images(im["sample"])[c]
+        lab = reader.labels(im["sample"])
+        cam = reader.sample(im["sample"])["cameras"][im["camera"]]
+        sel = (np.asarray(lab["camera"]) == c) & np.isfinite(lab["depth"]) & (lab["depth"] > 0)
+        u, v, depth = lab["u"][sel].astype(np.float64), lab["v"][sel].astype(np.float64), lab["depth"][sel]
+        K, K_orig = np.asarray(cam["K"], np.float64), np.asarray(cam["K_orig"], np.float64)
+        _, outl = dl.depth_outliers(u, v, depth.astype(np.float64), K_orig[0, 0] * np.tan(np.deg2rad(dl.NEIGHBOUR_DEG)),
+                                    opts["outlier_neighbours"], opts["outlier_threshold"])
+        iu, iv = dl.to_stored(u, v, K, K_orig)
+        fig, ax = plt.subplots(figsize=(4.5, 4.5 * img.shape[0] / img.shape[1]))
+        ax.imshow(img)
+        masks = reader.semantic_mask(im["sample"]) if getattr(reader, "has_semantic_masks", False) else None
+        if masks is not None:
+            cells = dl.dropout_cells(iu, iv, masks[c], K, cam["cam2ego"], opts["dropout_reach"],
+                                     reader.vocabulary.num_semantic)
+            cs = cells["cell_px"]
+            shade = np.kron(cells["cells"], np.ones((cs, cs)))[:img.shape[0], :img.shape[1]]
+            ax.imshow(np.dstack([np.ones_like(shade), np.zeros_like(shade), np.ones_like(shade), 0.45 * shade]))
+        ax.scatter(iu[~outl], iv[~outl], c=depth[~outl], cmap="turbo", vmin=0, vmax=50, s=1, linewidths=0)
+        ax.scatter(iu[outl], iv[outl], c="red", marker="x", s=6, linewidths=0.6)
+        ax.set_xlim(-0.5, img.shape[1] - 0.5)
+        ax.set_ylim(img.shape[0] - 0.5, -0.5)
+        ax.set_axis_off()
+        share = im.get("dropout_share")
+        cap = (f"{cond} · sample {im['sample']} · {im['camera']}: {im['labelled']} labels, "
+               f"{im.get('depth_outliers', 0)} depth outliers (red)"
+               + (f", drop-out {100 * share:.1f}% of in-reach mask area (magenta)" if share is not None else ""))
+        out.append(f"<figure>{_img(_png(fig), cap)}<figcaption>{html.escape(cap)}</figcaption></figure>")
+    return out
+
+
+def depth_labels_html(d: dict | None, pictures: list[str] | None) -> str:
+    """The 'Depth labels by condition and surface class' section."""
+    if not d:
+        return ""
+    parts = ["<h2>Depth labels by condition and surface class</h2><p class='note'>"
+             + "<br>".join(f"<b>{html.escape(k)}</b>: {html.escape(v)}" for k, v in d["definitions"].items())
+             + (" " if d["has_masks"] else "<br>No 2D masks in this store (renderocc prep masks): drop-outs and "
+                "mask disagreement are left out.") + "</p>"]
+    parts.append(_table([{"condition": k, **v} for k, v in d["per_condition"].items()]))
+    plot = _depth_label_plot(d)
+    if plot or pictures:
+        parts.append("<div class='grid'>" + (plot or "") + "".join(pictures or []) + "</div>")
+    parts.append("<h3>Per class</h3>" + _table(d["per_class"]))
+    if d.get("confusion_top_pairs"):
+        parts.append("<h3>Where the LiDAR class and the 2D mask disagree (top pairs)</h3>"
+                     + _table(d["confusion_top_pairs"]))
+    return "".join(parts)

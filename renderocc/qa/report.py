@@ -2,8 +2,10 @@
 
 One pass over the store collects per-image counts (labelled pixels, semantic pixels, mean luma),
 histograms (2D classes, GT voxel classes, depth), the dynamic share per class / camera, and how
-many GT voxels the key and auxiliary label rays cross on their way to their LiDAR return. The
-result is one JSON-able dict (`qa.json`); `summary` holds the scalars `--fail-under` checks.
+many GT voxels the key and auxiliary label rays cross on their way to their LiDAR return, and by
+scene condition and surface class the depth labels' density, outliers, drop-outs and agreement
+with 2D masks (qa/depth_labels.py). The result is one JSON-able dict (`qa.json`); `summary` holds
+the scalars `--fail-under` checks.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from renderocc.classes import IGNORE, default_vocabulary
+from renderocc.qa import depth_labels as dl
 from renderocc.raygrid import mark_crossed, pixel_rays
 
 DEPTH_EDGES = np.arange(0.0, 101.0, 1.0)  # metres; deeper labels land in the last bin
@@ -40,6 +43,11 @@ SUMMARY_KEYS: dict[str, str] = {
     "gt_occupied_crossed_share": "share of GT occupied voxels crossed by a key or auxiliary ray",
     "gt_occupied_crossed_share_key": "the same, key-frame rays only",
     "gt_camera_voxels_crossed_share": "share of GT mask_camera voxels crossed by a ray",
+    "depth_outlier_rate": "share of depth labels far from the plane fitted to their image-space neighbours "
+                          "(qa.json depth_labels)",
+    "mask_agreement_rate": "share of labels whose LiDAR class equals the 2D mask's class (needs prep masks)",
+    "masked_area_labelled_share": "share of mask pixels within LiDAR reach lying in a labelled cell: 1 - drop-out "
+                                  "(needs prep masks)",
     "fit_miou": "mIoU in mask_camera of free grids fitted to the labels (qa --fit N)",
     "fit_geometry_iou": "geometry IoU in mask_camera of the same fits (qa --fit N)",
     "fit_label_coverage": "share of GT-occupied mask_camera voxels at a label-ray end point (qa --fit N)",
@@ -54,6 +62,9 @@ class QAOptions:
     few_labels: int = 100  # labelled pixels below which an image has "few labels"
     coverage: bool = True  # march label rays through the grid
     ray_stride: int = 1  # use every n-th label ray in the coverage march (speed)
+    outlier_threshold: float = 0.1  # relative depth residual flagging a depth outlier (qa/depth_labels.py)
+    outlier_neighbours: int = 8  # image-space neighbours a local plane is fitted to
+    dropout_reach: float = 40.0  # metres: image cells whose ground point is nearer count for drop-outs
 
 
 class _LabelCache:
@@ -158,6 +169,11 @@ def collect_part(reader, opts: QAOptions, samples: range, progress: bool = True)
     images: list[dict] = []
     cov_rows: list[dict] = []
     labels_of = _LabelCache(reader)
+    conditions = dl.conditions_of_store(reader)
+    cond_of_scene = dl.scene_conditions(reader)
+    has_masks = bool(getattr(reader, "has_semantic_masks", False))
+    cq = dl.empty_counts(len(conditions), n_cls, has_masks)
+    per_cam = ((getattr(reader, "manifest", None) or {}).get("image") or {}).get("per_camera", {})
 
     for i in tqdm(samples, desc="qa", disable=not progress, unit="sample"):
         s = reader.sample(i)
@@ -180,10 +196,17 @@ def collect_part(reader, opts: QAOptions, samples: range, progress: bool = True)
             dyn_cls += np.bincount(label[sem & dyn].astype(np.int64), minlength=n_cls)[:n_cls]
             dyn_cam += np.bincount(cam[dyn], minlength=len(names))
         lumas = _luma(reader.images(i))
+        cond = conditions.index(cond_of_scene.get(s["scene_name"], dl.UNKNOWN))
+        masks = reader.semantic_mask(i) if has_masks else None
         for c, name in enumerate(names):
+            cam_c = s["cameras"][name]
+            orig = per_cam.get(name, {}).get("original_size") or _original_size(reader.image_size, cam_c)
+            row = dl.add_image(cq, cond, lab, ok & (cam == c), cam_c, orig,
+                               None if masks is None else masks[c], opts)
             images.append({"sample": i, "sample_token": s["sample_token"], "scene": s["scene_name"],
                            "camera": name, "labelled": int(n_rows[c]), "semantic": int(n_sem[c]),
-                           "mean_luma": float(lumas[c])})
+                           "mean_luma": float(lumas[c]), "condition": conditions[row.pop("condition_index")],
+                           **row})
         gt = reader.occ_gt(i) if getattr(reader, "has_occ_gt", False) else None
         if gt is not None:
             g = np.asarray(gt["semantics"]).astype(np.int64)
@@ -207,7 +230,7 @@ def collect_part(reader, opts: QAOptions, samples: range, progress: bool = True)
             cov_rows.append(row)
 
     counts = {"hist2d": hist2d, "unlabelled_sem": unlabelled_sem, "depth_hist": depth_hist, "gt_hist": gt_hist,
-              "gt_hist_cam": gt_hist_cam, "dyn_cls": dyn_cls, "dyn_cam": dyn_cam, "rows_cam": rows_cam}
+              "gt_hist_cam": gt_hist_cam, "dyn_cls": dyn_cls, "dyn_cam": dyn_cam, "rows_cam": rows_cam, **cq}
     return {"samples": [samples.start, samples.stop], "images": images, "coverage_rows": cov_rows,
             "has_dynamic": has_dyn, "counts": {k: np.asarray(v).tolist() for k, v in counts.items()}}
 
@@ -219,9 +242,23 @@ def assemble(reader, opts: QAOptions, parts: list[dict]) -> dict:
     images = [row for p in parts for row in p["images"]]
     cov_rows = [row for p in parts for row in p["coverage_rows"]]
     has_dyn = any(p["has_dynamic"] for p in parts)
-    return _assemble(reader, opts, list(reader.cameras), images, cov_rows, counts["hist2d"],
-                     int(counts["unlabelled_sem"]), counts["depth_hist"], counts["gt_hist"], counts["gt_hist_cam"],
-                     has_dyn, counts["dyn_cls"], counts["dyn_cam"], counts["rows_cam"])
+    report = _assemble(reader, opts, list(reader.cameras), images, cov_rows, counts["hist2d"],
+                       int(counts["unlabelled_sem"]), counts["depth_hist"], counts["gt_hist"], counts["gt_hist_cam"],
+                       has_dyn, counts["dyn_cls"], counts["dyn_cam"], counts["rows_cam"])
+    vocab = getattr(reader, "vocabulary", None) or default_vocabulary()
+    section = dl.section({k: v for k, v in counts.items() if k.startswith("cq_")}, dl.conditions_of_store(reader),
+                         vocab.names[:vocab.num_semantic], opts)
+    report["summary"].update(section.pop("summary"))
+    report["depth_labels"] = section
+    for row in report["per_scene"]:
+        row["condition"] = dl.scene_conditions(reader).get(row["scene"], dl.UNKNOWN)
+    return report
+
+
+def _original_size(stored_wh, cam: dict) -> tuple[int, int]:
+    """Original image size from the stored size and the intrinsics' scale (readers without a manifest)."""
+    s = float(np.asarray(cam["K"])[0, 0] / np.asarray(cam["K_orig"])[0, 0])
+    return int(round(stored_wh[0] / s)), int(round(stored_wh[1] / s))
 
 
 def _share(num: float, den: float) -> float | None:
@@ -308,7 +345,9 @@ def _assemble(reader, opts, names, images, cov_rows, hist2d, unlabelled_sem, dep
                   "has_semantics": bool(getattr(reader, "has_semantics", True)),
                   "has_occ_gt": has_gt, "has_motion_masks": has_dyn},
         "options": {"dark_luma": opts.dark_luma, "few_labels": opts.few_labels,
-                    "coverage": opts.coverage, "ray_stride": opts.ray_stride},
+                    "coverage": opts.coverage, "ray_stride": opts.ray_stride,
+                    "outlier_threshold": opts.outlier_threshold, "outlier_neighbours": opts.outlier_neighbours,
+                    "dropout_reach": opts.dropout_reach},
         "classes": {"vocabulary": vocab.name, "names": cls_names, "colors": [list(c) for c in vocab.colors]},
         "class_histogram_2d": {cls_names[k]: int(v) for k, v in enumerate(hist2d)},
         "unlabelled_semantic_pixels": int(unlabelled_sem),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from renderocc.synth import conditions as cond
 from renderocc.synth import materials as mat
 from renderocc.synth.materials import LABEL
 from renderocc.synth.populate import Builder, Shape, pedestrian_shape
@@ -209,12 +210,16 @@ def _terminal(b: Builder, x0: float, x1: float, rng: np.random.Generator) -> Non
         x += w
 
 
-def _light_poles(b: Builder, stands: list[float]) -> None:
+def _light_poles(b: Builder, stands: list[float]) -> np.ndarray:
+    """Poles between stands with a floodlight head; returns the lamp positions (L, 3)."""
     n = "airside.light_pole"
+    lamps = []
     for xs in stands:
         for x, y in ((xs + STAND_PITCH / 2, TERMINAL_Y - 3.0), (xs + STAND_PITCH / 2, 3.8)):
-            b.cyl(x, y, 0.0, 22.0, 0.3, n, mat.TEX_PLAIN)
-            b.box(x - 1.2, x + 1.2, y - 0.6, y + 0.6, 22.0, 23.0, n, mat.TEX_GLASS)
+            b.cyl(x, y, 0.0, cond.LAMP_HEIGHT, 0.3, n, mat.TEX_PLAIN)
+            b.box(x - 1.2, x + 1.2, y - 0.6, y + 0.6, cond.LAMP_HEIGHT, cond.LAMP_HEIGHT + 1.0, n, mat.TEX_GLASS)
+            lamps.append((x, y, cond.LAMP_HEIGHT - 0.05))
+    return np.array(lamps, np.float64).reshape(-1, 3)
 
 
 def _traffic(b: Builder, x0: float, x1: float, duration: float, rng: np.random.Generator) -> None:
@@ -245,8 +250,12 @@ def _traffic(b: Builder, x0: float, x1: float, duration: float, rng: np.random.G
             x += rng.uniform(10.0, 30.0)
 
 
-def build_airside_world(rng: np.random.Generator, duration: float, night: bool = False) -> World:
-    """An apron scene long enough for the ego to drive `duration` seconds with 70 m around it."""
+def build_airside_world(rng: np.random.Generator, duration: float, night: bool = False, wet: bool = False
+                        ) -> World:
+    """An apron scene long enough for the ego to drive `duration` seconds with 70 m around it.
+
+    `night`: floodlit low light; `wet`: wet, reflective pavement (renderocc/synth/conditions.py).
+    `wet` draws nothing from `rng`: a wet scene is the dry scene of the same seed, wet."""
     b = Builder(rng)
     v = rng.uniform(4.0, 7.0)
     path = v * duration
@@ -257,7 +266,7 @@ def build_airside_world(rng: np.random.Generator, duration: float, night: bool =
     for xs in stands:
         _stand(b, xs, rng, busy=rng.uniform() < 0.8)
     _terminal(b, x0 - 20.0, x1 + 20.0, rng)
-    _light_poles(b, stands)
+    lamps = _light_poles(b, stands)
     _traffic(b, x0, x1, duration, rng)
     if night:  # floodlit night: light from high above, low light overall
         sun = np.array([0.1, 0.2, 0.97])
@@ -269,5 +278,6 @@ def build_airside_world(rng: np.random.Generator, duration: float, night: bool =
         parts=b.freeze(), instances=b.instances, regions=_ground(x0, x1, stands),
         default_ground=(LABEL["airside.apron"], mat.TEX_TILES), ego_x0=0.0, ego_y0=SERVICE_Y,
         ego_speed=v, ego_wobble=rng.uniform(0.0, 0.2), sun=sun / np.linalg.norm(sun), origin=origin,
-        extent=(x0, x1), lane_marks=[], classes=class_table(), light=0.3 if night else 1.0,
+        extent=(x0, x1), lane_marks=[], classes=class_table(),
+        light=cond.NIGHT_AMBIENT if night else 1.0, lamps=lamps, wet=wet,
     )

@@ -10,8 +10,10 @@ import functools
 import warnings
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
+from renderocc.synth import conditions as cond
 from renderocc.synth import materials as mat
 from renderocc.synth.geometry import pose_matrix
 from renderocc.synth.raycast import Hits, Window, cast
@@ -21,6 +23,7 @@ FULL_SIZE = (1600, 900)
 NEAR = 0.1
 FAR = 120.0  # beyond this, fog (see shade) has hidden everything
 FOG = 70.0  # metres; haze = 1 - exp(-(d / FOG)^2)
+MIRROR_Z = np.diag([1.0, 1.0, -1.0, 1.0])  # reflection in the ground plane z = 0
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ def _noise_table(seed: int) -> np.ndarray:
     return np.random.default_rng(1000 + seed).random(256 * 256, dtype=np.float32)
 
 
-def _noise(p: np.ndarray, scale: float, seed: int = 0) -> np.ndarray:
+def value_noise(p: np.ndarray, scale: float, seed: int = 0) -> np.ndarray:
     """Blocky value noise in [0, 1) of world positions (N, 3) at spatial frequency `scale` (1/m).
 
     Positions are folded to 2D as (x + 0.57 z, y - 0.57 z), so ground, walls along either axis
@@ -132,31 +135,31 @@ def _noise(p: np.ndarray, scale: float, seed: int = 0) -> np.ndarray:
 def _tex_factor(k: int, p: np.ndarray, n: np.ndarray) -> np.ndarray:
     """Multiplicative texture of texture id k at world points p (N, 3) with normals n."""
     if k == mat.TEX_ASPHALT:
-        return 0.8 + 0.25 * _noise(p, 7.0) + 0.1 * _noise(p, 0.5, 1)
+        return 0.8 + 0.25 * value_noise(p, 7.0) + 0.1 * value_noise(p, 0.5, 1)
     if k == mat.TEX_TILES:
         grout = (np.mod(p[:, 0], 1.2) < 0.06) | (np.mod(p[:, 1], 1.2) < 0.06)
-        return np.where(grout, 0.6, 0.9 + 0.15 * _noise(p, 5.0))
+        return np.where(grout, 0.6, 0.9 + 0.15 * value_noise(p, 5.0))
     if k == mat.TEX_GRASS:
-        return 0.7 + 0.35 * _noise(p, 7.0) + 0.2 * _noise(p, 0.5, 1) - 0.1 * _noise(p, 2.0, 2)
+        return 0.7 + 0.35 * value_noise(p, 7.0) + 0.2 * value_noise(p, 0.5, 1) - 0.1 * value_noise(p, 2.0, 2)
     if k == mat.TEX_GRAVEL:
-        return 0.75 + 0.35 * _noise(p, 9.0)
+        return 0.75 + 0.35 * value_noise(p, 9.0)
     if k == mat.TEX_FACADE:
         along = np.where(np.abs(n[:, 0]) > np.abs(n[:, 1]), p[:, 1], p[:, 0])
         zf = np.mod(p[:, 2], 3.0)
         window = (zf > 1.0) & (zf < 2.3) & (np.mod(along, 3.0) < 1.8) & (np.abs(n[:, 2]) < 0.5)
-        return np.where(window, 0.35 + 0.1 * _noise(p, 2.0), 0.9 + 0.15 * _noise(p, 7.0))
+        return np.where(window, 0.35 + 0.1 * value_noise(p, 2.0), 0.9 + 0.15 * value_noise(p, 7.0))
     if k == mat.TEX_FOLIAGE:
-        return 0.55 + 0.6 * _noise(p, 5.0) + 0.15 * _noise(p, 2.0, 1)
+        return 0.55 + 0.6 * value_noise(p, 5.0) + 0.15 * value_noise(p, 2.0, 1)
     if k == mat.TEX_PAINT:
-        return 0.95 + 0.1 * _noise(p, 7.0)
+        return 0.95 + 0.1 * value_noise(p, 7.0)
     if k == mat.TEX_GLASS:
-        return 0.4 + 0.15 * _noise(p, 2.0)
+        return 0.4 + 0.15 * value_noise(p, 2.0)
     if k == mat.TEX_TYRE:
-        return 0.25 + 0.05 * _noise(p, 7.0)
+        return 0.25 + 0.05 * value_noise(p, 7.0)
     if k == mat.TEX_CLOTH:
-        return 0.8 + 0.3 * _noise(p, 7.0)
+        return 0.8 + 0.3 * value_noise(p, 7.0)
     if k == mat.TEX_BARK:
-        return 0.9 + 0.2 * _noise(p, 12.0)
+        return 0.9 + 0.2 * value_noise(p, 12.0)
     if k == mat.TEX_STRIPES:
         return np.where(np.mod(p[:, 2], 0.5) < 0.25, 1.0, 1.6)
     return np.ones(len(p), np.float32)
@@ -178,12 +181,15 @@ def _grain(h: int, w: int) -> np.ndarray:
     return np.random.default_rng(12345).standard_normal((h + 64, w + 64, 3), dtype=np.float32) * 4.0
 
 
-def shade(world: World, hits: Hits, prims, rng: np.random.Generator) -> np.ndarray:
-    """RGB uint8 image from per-pixel hits: class colour x texture x Lambert + haze + sensor noise."""
-    h, w = hits.t.shape
+def _radiance(world: World, hits: Hits, prims) -> np.ndarray:
+    """Noise-free RGB (H*W, 3) float32 of per-pixel hits: class colour x texture x light + haze, sky.
+
+    Day: Lambert under the sun plus sky light. Night: a low ambient plus the pole floodlights
+    (renderocc/synth/conditions.py), lamp heads glowing; sky and haze dark."""
     pid = hits.pid.ravel()
     p = hits.points.reshape(-1, 3)
     n = hits.normal.reshape(-1, 3)
+    night = world.light != 1.0
     lut_col = np.concatenate([np.zeros((2, 3), np.float32), prims.colour]) * np.float32(255.0)
     lut_tex = np.concatenate([np.zeros(2, np.int8), prims.texture])
     col = lut_col[pid + 2]
@@ -195,8 +201,18 @@ def shade(world: World, hits: Hits, prims, rng: np.random.Generator) -> np.ndarr
     tex[gi] = np.where(paint, mat.TEX_PLAIN, gtex)
     d2 = np.minimum(hits.t.ravel(), 1e3) * np.float32(1 / FOG)
     keep = np.exp(-d2 * d2)  # 1 - haze
-    light = (0.45 + 0.65 * np.clip(n @ world.sun.astype(np.float32), 0.0, 1.0)) * _texture(tex, p, n) * keep
-    horizon = mat.SKY_HORIZON.astype(np.float32) * np.float32(255.0)
+    sun = 0.45 + 0.65 * np.clip(n @ world.sun.astype(np.float32), 0.0, 1.0)
+    if night:
+        sun = sun * np.float32(world.light)
+        if world.lamps is not None and len(world.lamps):
+            sun = sun + cond.lamp_light(world.lamps, p, n, hits.origin)
+            head = np.flatnonzero(pid >= 0)
+            head = head[(prims.label[pid[head]] == mat.LABEL["airside.light_pole"])
+                        & (prims.texture[pid[head]] == mat.TEX_GLASS)]
+            sun[head] = cond.LAMP_EMISSION
+    light = sun * _texture(tex, p, n) * keep
+    sky = np.float32(cond.NIGHT_SKY if night else 1.0)
+    horizon = mat.SKY_HORIZON.astype(np.float32) * np.float32(255.0) * sky
     rgb = col * light[:, None]
     rgb += (1.0 - keep)[:, None] * horizon
     si = np.flatnonzero(pid == -2)
@@ -204,12 +220,41 @@ def shade(world: World, hits: Hits, prims, rng: np.random.Generator) -> np.ndarr
     up = np.sqrt(np.clip(d[:, 2], 0.0, 1.0))[:, None]
     layer = np.zeros_like(d)  # a cloud layer 500 m up, seen in perspective
     layer[:, :2] = d[:, :2] * (500.0 / np.maximum(d[:, 2:], 0.05))
-    clouds = (_noise(layer, 1 / 80.0, 3) * 0.7 + _noise(layer, 1 / 25.0, 4) * 0.3)[:, None] \
+    clouds = (value_noise(layer, 1 / 80.0, 3) * 0.7 + value_noise(layer, 1 / 25.0, 4) * 0.3)[:, None] \
         * up * np.float32(0.12 * 255.0)
-    zenith = mat.SKY_ZENITH.astype(np.float32) * np.float32(255.0)
-    rgb[si] = horizon + (zenith - horizon) * up + clouds
-    if world.light != 1.0:  # night: everything darker, the sensor noise stays (low SNR)
-        rgb *= np.float32(world.light)
+    zenith = mat.SKY_ZENITH.astype(np.float32) * np.float32(255.0) * sky
+    rgb[si] = horizon + (zenith - horizon) * up + clouds * sky
+    return rgb
+
+
+def _wet(world: World, hits: Hits, mirror: Hits, prims, rgb: np.ndarray) -> np.ndarray:
+    """Wet paved ground as a mirror: blend in the scene mirrored in the ground plane (Fresnel x water
+    cover), and streak bright reflections (lamps, sunlit fuselages) vertically as glare."""
+    h, w = hits.t.shape
+    gi = np.flatnonzero(hits.pid.ravel() == -1)
+    p = hits.points.reshape(-1, 3)[gi]
+    gi = gi[cond.PAVED[world.ground(p[:, 0], p[:, 1])[0]]]
+    if not len(gi):
+        return rgb
+    p = hits.points.reshape(-1, 3)[gi]
+    r = cond.fresnel(-hits.dirs.reshape(-1, 3)[gi, 2], cond.wetness(p, value_noise))[:, None]
+    refl = _radiance(world, mirror, prims)
+    out = rgb.copy()
+    out[gi] = (1.0 - r) * rgb[gi] + r * refl[gi]
+    bright = np.zeros((h * w, 3), np.float32)
+    bright[gi] = r * np.maximum(refl[gi] - cond.GLARE_THRESHOLD, 0.0)
+    k = max(3, int(round(cond.GLARE_LENGTH * h)) | 1)
+    streak = cv2.blur(bright.reshape(h, w, 3), (1, k), borderType=cv2.BORDER_CONSTANT).reshape(-1, 3)
+    return out + streak * np.float32(k / 3.0)
+
+
+def shade(world: World, hits: Hits, prims, rng: np.random.Generator, mirror: Hits | None = None) -> np.ndarray:
+    """RGB uint8 image from per-pixel hits: radiance (+ wet reflections from `mirror`, the hits of
+    the camera mirrored in the ground plane) + sensor noise."""
+    h, w = hits.t.shape
+    rgb = _radiance(world, hits, prims)
+    if mirror is not None:
+        rgb = _wet(world, hits, mirror, prims, rgb)
     oy, ox = rng.integers(0, 64, 2)
     img = rgb.reshape(h, w, 3)
     img += _grain(h, w)[oy:oy + h, ox:ox + w]
@@ -230,4 +275,5 @@ def render(world: World, spec: CameraSpec, grid: PinholeGrid, t: float, rng: np.
     prims = world.prims_at(t)
     pose = world.ego_pose(t) @ cam_to_ego(spec)
     hits = cast(grid, pose, prims, FAR, count_seen=True)
-    return shade(world, hits, prims, rng), hits
+    mirror = cast(grid, MIRROR_Z @ pose, prims, FAR) if world.wet else None  # what wet pavement reflects
+    return shade(world, hits, prims, rng, mirror), hits

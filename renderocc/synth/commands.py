@@ -75,14 +75,21 @@ def synth_nuscenes(out: str, scenes: int, samples_per_scene: int, seed: int, ima
 @_world_options("aprons")
 @click.option("--image-size", default="800x450", show_default=True, callback=_parse_size,
               help="Camera image size WxH (intrinsics are scaled from nuScenes' 1600x900).")
-@click.option("--night", is_flag=True, help="Floodlit night: low light, noisy images.")
+@click.option("--night", is_flag=True, help="Floodlit night (every scene): low ambient light, light pools "
+              "under the pole floodlights, noisy images.")
+@click.option("--wet", is_flag=True, help="Wet, reflective pavement (every scene): LiDAR drop-outs at grazing "
+              "incidence, mirror reflections and glare in the images.")
+@click.option("--conditions", default=None, metavar="LIST",
+              help="Per-scene conditions, cycled over the scenes: day, night, wet or combinations, e.g. "
+                   "day,night+wet. Written into each scene's description (QA groups by it).")
 @click.option("--version", default="v1.0-mini", show_default=True, help="Table folder name (devkit version).")
 @click.option("--sweeps-per-sample", default=4, show_default=True, type=int,
               help="LiDAR sweeps between consecutive keyframes (nuScenes has 9).")
 @click.option("--workers", default=None, type=int, help="Worker processes [default: min(2, CPUs)].")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is not empty.")
 def synth_airside(out: str, scenes: int, samples_per_scene: int, seed: int, image_size: tuple[int, int],
-                  night: bool, version: str, sweeps_per_sample: int, workers: int | None, overwrite: bool) -> None:
+                  night: bool, wet: bool, conditions: str | None, version: str, sweeps_per_sample: int,
+                  workers: int | None, overwrite: bool) -> None:
     """Write a synthetic airport apron as a devkit-loadable nuScenes dataset, with its own classes.
 
     Stands with narrow-body aircraft (37.6 m long, 35.8 m span), jet bridges, GSE (tugs, belt
@@ -95,14 +102,19 @@ def synth_airside(out: str, scenes: int, samples_per_scene: int, seed: int, imag
     \b
     Example:
       renderocc synth airside --out data/apron --scenes 1 --samples-per-scene 6 --seed 0 --night
+      renderocc synth airside --out data/apron --scenes 2 --conditions day,night+wet
     """
+    from renderocc.synth.conditions import parse_conditions
     from renderocc.synth.writer import write_dataset
 
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1 (got {workers}).")
+    per_scene = parse_conditions(conditions) if conditions else None
     start = time.perf_counter()
     path = write_dataset(out, scenes, samples_per_scene, seed, image_size=image_size, version=version,
                          overwrite=overwrite, sweeps_per_sample=sweeps_per_sample, workers=workers,
-                         progress=True, kind="airside", night=night)
+                         progress=True, kind="airside", night=night, wet=wet, conditions=per_scene)
+    said = "".join(f", {w}" for w, on in (("night", night), ("wet", wet), (f"conditions {conditions}", conditions))
+                   if on)
     click.echo(f"wrote {scenes} airside scene(s) x {samples_per_scene} keyframes ({image_size[0]}x{image_size[1]} "
-               f"images{', night' if night else ''}) to {path} in {time.perf_counter() - start:.1f} s")
+               f"images{said}) to {path} in {time.perf_counter() - start:.1f} s")

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from renderocc.synth import conditions as cond
+from renderocc.synth.camera import value_noise
 from renderocc.synth.geometry import rot_z
 from renderocc.synth.raycast import Window, cast
 from renderocc.synth.world import World, lane_paint
@@ -93,11 +95,24 @@ BEAM_RETURN = 0     # a point in the cloud
 BEAM_NO_HIT = 1     # nothing within MAX_RANGE (sky, or a surface beyond range): free along the beam
 BEAM_DROPOUT = 2    # a surface within range, but the return was dropped (random 2 %)
 BEAM_TOO_NEAR = 3   # a surface closer than MIN_RANGE
+BEAM_SPECULAR = 4   # wet pavement at grazing incidence: mirrored away, no return (synth/conditions.py)
 
 
 def beam_azimuths(n_az: int = AZIMUTHS) -> np.ndarray:
     """Azimuth (rad, LiDAR frame, from +x towards +y) of each beam column of `LidarGrid`."""
     return -np.pi + (np.arange(n_az) + 0.5) * (2 * np.pi / n_az)
+
+
+def _specular(world: World, hits, rng: np.random.Generator) -> np.ndarray:
+    """(RINGS, n_az) bool: beams whose return from wet pavement is mirrored away."""
+    ground = hits.pid == -1
+    p = hits.points[ground]
+    paved = cond.PAVED[world.ground(p[:, 0], p[:, 1])[0]]
+    wet = np.where(paved, cond.wetness(p, value_noise), 0.0)
+    prob = cond.specular_drop_probability(np.abs(hits.dirs[ground][:, 2]), wet)
+    out = np.zeros(hits.t.shape, bool)
+    out[ground] = rng.uniform(size=len(prob)) < prob
+    return out
 
 
 def scan(world: World, t: float, rng: np.random.Generator, grid: LidarGrid | None = None) -> Scan:
@@ -112,13 +127,15 @@ def scan(world: World, t: float, rng: np.random.Generator, grid: LidarGrid | Non
     status[hits.t >= MAX_RANGE] = BEAM_NO_HIT
     status[drop.reshape(grid.n_az, RINGS).T & (status == BEAM_RETURN)] = BEAM_DROPOUT
     status[hits.t < MIN_RANGE] = BEAM_TOO_NEAR
+    if world.wet:  # drawn after the dry draws: a wet sweep is the dry one minus mirrored returns
+        status[_specular(world, hits, rng) & (status == BEAM_RETURN)] = BEAM_SPECULAR
     tt, pid = hits.t.T.ravel(), hits.pid.T.ravel()
     dirs_s = grid.dirs.transpose(1, 0, 2).reshape(-1, 3)
     dirs_w = hits.dirs.transpose(1, 0, 2).reshape(-1, 3)
     normal = hits.normal.transpose(1, 0, 2).reshape(-1, 3)
     world_pts = hits.points.transpose(1, 0, 2).reshape(-1, 3)
     ring = np.tile(np.arange(RINGS), grid.n_az)
-    keep = (tt >= MIN_RANGE) & (tt < MAX_RANGE) & ~drop
+    keep = status.T.ravel() == BEAM_RETURN   # firing order, like tt
     tt, pid, dirs_s, dirs_w = tt[keep], pid[keep], dirs_s[keep], dirs_w[keep]
     normal, world_pts, ring = normal[keep], world_pts[keep], ring[keep]
 

@@ -125,7 +125,9 @@ class World:
     lane_marks: list[float] = field(default_factory=list)
     # Occupancy classes of the lidarseg labels (None: Occ3D's, synth/occ_gt.py) and image light level
     classes: ClassTable | None = None
-    light: float = 1.0  # < 1: night (floodlit, low light)
+    light: float = 1.0  # < 1: night (low ambient; light from `lamps`, renderocc/synth/conditions.py)
+    lamps: np.ndarray | None = None  # (L, 3) floodlight positions (scene-local), lit at night
+    wet: bool = False  # wet, reflective pavement (LiDAR drop-outs, mirror images; synth/conditions.py)
     _raster: tuple | None = field(default=None, repr=False)
     _motion: np.ndarray | None = field(default=None, repr=False)
 

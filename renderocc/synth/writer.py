@@ -27,6 +27,7 @@ from renderocc.synth import camera as cam
 from renderocc.synth import lidar as lid
 from renderocc.synth import materials as mat
 from renderocc.synth import tables as tb
+from renderocc.synth.conditions import describe
 from renderocc.synth.frame import FrameJob, TruthJob, run_frame, run_truth
 from renderocc.synth.geometry import matrix_to_quat, yaw_quat
 from renderocc.synth.populate import build_world
@@ -168,7 +169,8 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
                   image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE, version: str = "v1.0-mini",
                   overwrite: bool = False, sweeps_per_sample: int = 4, workers: int | None = None,
                   progress: bool = False, camera_truth: bool = False, gt: str = "occ3d",
-                  kind: str = "street", night: bool = False) -> Path:
+                  kind: str = "street", night: bool = False, wet: bool = False,
+                  conditions: list[tuple[bool, bool]] | None = None) -> Path:
     """Write `scenes` synthetic scenes of `samples_per_scene` keyframes to `out`; return its path.
 
     Deterministic for a seed. Raises UserError for bad arguments or an unusable `out`.
@@ -176,8 +178,10 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
     `depth` camera z in metres, 0 = sky; `label` lidarseg index, 255 = sky; `instance`).
     `gt` picks the occupancy of gts/ (see renderocc.synth.occ_gt): "occ3d" (accumulated LiDAR, as
     Occ3D builds it) or "world" (the world's solids); synth_truth/gt.json records which.
-    `kind` "airside" writes the apron world (renderocc.synth.airside; `night`: floodlit low light)
-    with its class map (DIR/classes.toml), gts/ in its classes and dense GT masks under masks/.
+    `kind` "airside" writes the apron world (renderocc.synth.airside) with its class map
+    (DIR/classes.toml), gts/ in its classes and dense GT masks under masks/. Its conditions
+    (renderocc.synth.conditions): `conditions` [(night, wet), ...] cycled over the scenes, each
+    also night with `night` and wet with `wet`; the scene description states them.
     """
     out = Path(out).expanduser().absolute()
     image_size = (int(image_size[0]), int(image_size[1]))
@@ -199,7 +203,11 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
     duration = (samples_per_scene - 1) * KEYFRAME_US * 1e-6
     for s in tqdm(range(scenes), desc="synth worlds", unit="scene", disable=not progress or scenes < 4):
         rng = np.random.default_rng([seed, s, 0])
-        world = airside.build_airside_world(rng, duration, night) if kind == "airside" else build_world(rng, duration)
+        if kind == "airside":
+            night_s, wet_s = conditions[s % len(conditions)] if conditions else (False, False)
+            world = airside.build_airside_world(rng, duration, night or night_s, wet or wet_s)
+        else:
+            world = build_world(rng, duration)
         for k, inst in enumerate(world.instances):
             inst.token = tb.make_token(seed, "instance", s, k)
         log_name = f"synth-s{seed}-{s:04d}"
@@ -280,8 +288,8 @@ def _write_tables(root: Path, seed: int, version: str, worlds: list[World], plan
                            "last_sample_token": samples[-1]["token"],
                            "name": f"scene-{s + 1:04d}",
                            "description": (f"Synthetic airport apron (seed {seed}): stands, aircraft, GSE, "
-                                           "jet bridges, ground crew, an aircraft under tow"
-                                           + (", night" if world.light < 1 else "")) if kind == "airside" else
+                                           "jet bridges, ground crew, an aircraft under tow; "
+                                           + describe(world.light < 1, world.wet)) if kind == "airside" else
                                           f"Synthetic street (seed {seed}): traffic, parked cars, "
                                           "pedestrians, cyclists, construction site"})
         chains = [("LIDAR_TOP", "pcd", (0, 0), plan["lidar"])]
