@@ -53,9 +53,9 @@ class PrepOptions:
     shard_index: int = 0
     num_shards: int = 1
     max_samples: int | None = None
-    image_codec: str = "raw"
+    image_codec: str = layout.DEFAULT_IMAGE_CODEC   # layout.IMAGE_CODECS
     free_beams: bool = True   # store the key frame's no-return LiDAR beams (renderocc/prep/freebeams.py)
-    jpeg_quality: int = 95
+    jpeg_quality: int = layout.DEFAULT_JPEG_QUALITY
     on_bad_sample: str = "error"   # error: one line naming the record/file; skip: leave it out (manifest lists it)
     progress: bool = True
     class_map: str | None = None  # class-map file; default: <dataroot>/classes.toml, else Occ3D-nuScenes
@@ -173,7 +173,7 @@ def process_sample(task: SampleTask) -> dict:
     cfg = _CFG
     root, out = cfg["root"], cfg["image_size"]
     frames = [imgs.load_resized(c.path, c.size, out) for c in task.cameras]
-    img_digest = writer.write_images(root, task.index, np.stack(frames), cfg["codec"], cfg["quality"])
+    img_digest = writer.write_images(root, task.index, np.stack(frames), cfg["codec"])
     sizes = np.array([c.size for c in task.cameras], dtype=np.float64)
     p, lab = sample_rays(task, sizes, cfg["label_table"], cfg["min_depth"], cfg["occlusion"],
                          cfg.get("valid_lidarseg"))
@@ -356,7 +356,8 @@ def run(opts: PrepOptions, log=print) -> dict:
     plan = make_plan(opts, cameras, tasks, has_occ, vocab)
     plan["skipped_samples"] = skipped or []
     writer.check_or_write_plan(root, plan)
-    writer.create_arrays(root, len(tasks), len(cameras), opts.image_size, has_occ, opts.image_codec)
+    writer.create_arrays(root, len(tasks), len(cameras), opts.image_size, has_occ, opts.image_codec,
+                         opts.jpeg_quality)
 
     fp = plan["fingerprint"]
     mine = [s for k, s in enumerate(plan["shards"]) if k % opts.num_shards == opts.shard_index]
@@ -369,7 +370,7 @@ def run(opts: PrepOptions, log=print) -> dict:
     log(f"store {root}: {len(tasks)} samples in {len(plan['shards'])} shards; this job: {len(mine)} shards, "
         f"{len(mine) - len(todo)} already complete, {len(todo_tasks)} samples to do")
     cfg = {"root": root, "image_size": tuple(opts.image_size), "min_depth": opts.min_depth,
-           "codec": opts.image_codec, "quality": opts.jpeg_quality,
+           "codec": opts.image_codec,
            "occlusion": opts.occlusion_filter, "free_beams": opts.free_beams,
            "label_table": vocab.lidarseg_table(nusc.category) if nus.has_lidarseg(nusc) else None,
            "valid_lidarseg": valid, "free": vocab.free}
