@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,13 +92,15 @@ def load_lidarseg(path: str, n_points: int, valid: np.ndarray | None = None) -> 
 
 
 def sample_rays(task: SampleTask, sizes: np.ndarray, table: np.ndarray | None, min_depth: float,
-                occlusion: bool, valid: np.ndarray | None = None) -> tuple[Projected, np.ndarray]:
-    """Kept projections of the keyframe (+ sweeps) into all cameras and their Occ3D labels."""
+                occlusion: bool, valid: np.ndarray | None = None,
+                key_cloud: np.ndarray | None = None) -> tuple[Projected, np.ndarray]:
+    """Kept projections of the keyframe (+ sweeps) into all cameras and their Occ3D labels
+    (`key_cloud`: the keyframe's points when the caller already read them)."""
     c2e = np.stack([c.cam2ego for c in task.cameras])
     K = np.stack([c.K for c in task.cameras])
     parts, labels = [], []
     for f, frame in enumerate(task.frames):
-        pts = load_cloud(frame.path)
+        pts = key_cloud if f == 0 and key_cloud is not None else load_cloud(frame.path)
         p = project(pts, lidar_to_cam(frame.lidar2key, c2e), K, sizes, min_depth)
         if f == 0 and frame.lidarseg_path and table is not None:
             lab = table[load_lidarseg(frame.lidarseg_path, len(pts), valid)[p.point]]
@@ -168,23 +171,55 @@ def _init_worker(cfg: dict, single_thread: bool = False) -> None:
         imgs.cv2.setNumThreads(1)
 
 
-def process_sample(task: SampleTask) -> dict:
-    """All work for one keyframe; writes its images/occ into Zarr and returns its rays."""
+def load_images(task: SampleTask, size_wh: tuple[int, int]) -> np.ndarray:
+    """The sample's (n_cams, H, W, 3) uint8 RGB images at the stored size."""
+    return np.stack([imgs.load_resized(c.path, c.size, size_wh) for c in task.cameras])
+
+
+def process_sample(task: SampleTask, images: np.ndarray | None = None) -> dict:
+    """All work for one keyframe; writes its images/occ into Zarr and returns its rays
+    (`images`: its `load_images`, when already decoded)."""
     cfg = _CFG
     root, out = cfg["root"], cfg["image_size"]
-    frames = [imgs.load_resized(c.path, c.size, out) for c in task.cameras]
-    img_digest = writer.write_images(root, task.index, np.stack(frames), cfg["codec"])
+    if images is None:
+        images = load_images(task, out)
+    img_digest = writer.write_images(root, task.index, images, cfg["codec"])
     sizes = np.array([c.size for c in task.cameras], dtype=np.float64)
+    key = task.frames[0]   # key frame only: its LiDAR frame → key-ego is lidar2ego
+    key_cloud = load_cloud(key.path)
     p, lab = sample_rays(task, sizes, cfg["label_table"], cfg["min_depth"], cfg["occlusion"],
-                         cfg.get("valid_lidarseg"))
+                         cfg.get("valid_lidarseg"), key_cloud)
     occ_digest = None
     if task.occ_gt_path:
         occ_digest = writer.write_occ_gt(root, task.index, load_occ_gt(task.occ_gt_path, cfg["free"]))
-    key = task.frames[0]   # key frame only: its LiDAR frame → key-ego is lidar2ego
-    beams = fbeams.free_beams(load_cloud(key.path), key.lidar2key) if cfg.get("free_beams") else None
+    beams = fbeams.free_beams(key_cloud, key.lidar2key) if cfg.get("free_beams") else None
     return {"index": task.index, "cam": p.cam, "u": p.u.astype(np.float32), "v": p.v.astype(np.float32),
             "depth": p.depth.astype(np.float32), "label": lab, "images": img_digest, "occ": occ_digest,
             "free_beams": beams}
+
+
+def process_samples(tasks: list[SampleTask]) -> list[dict]:
+    """`process_sample` over consecutive keyframes, decoding the next one's images in a reader
+    thread meanwhile (OpenCV releases the GIL: file reads and JPEG decoding overlap the labels,
+    free beams and writes of the current one)."""
+    out = _CFG["image_size"]
+    results = []
+    with ThreadPoolExecutor(1, thread_name_prefix="prep-images") as pool:
+        ahead = pool.submit(load_images, tasks[0], out)
+        for k, task in enumerate(tasks):
+            images = ahead.result()
+            if k + 1 < len(tasks):
+                ahead = pool.submit(load_images, tasks[k + 1], out)
+            results.append(process_sample(task, images))
+    return results
+
+
+def batches(tasks: list[SampleTask], size: int) -> list[list[SampleTask]]:
+    """Consecutive runs of `size` tasks: the unit a worker prefetches within."""
+    return [tasks[i:i + size] for i in range(0, len(tasks), size)]
+
+
+BATCH = 4   # samples per worker job: prefetch needs a next sample; small keeps the workers balanced
 
 
 # ---------------------------------------------------------------- plan, shards, manifest
@@ -408,12 +443,12 @@ def _run_tasks(todo_tasks, todo, tasks, cameras, cfg, workers, root, fp, progres
     pool = None
     if workers > 1:
         pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(cfg, True))
-        results = pool.imap(process_sample, todo_tasks, chunksize=1)
+        results = pool.imap(process_samples, batches(todo_tasks, BATCH))
     else:
         _init_worker(cfg)
-        results = map(process_sample, todo_tasks)
+        results = map(process_samples, batches(todo_tasks, BATCH))
     try:
-        for res in results:
+        for res in (r for batch in results for r in batch):
             t = tasks[res["index"]]
             pending[t.shard].append(res)
             bar.update(1)

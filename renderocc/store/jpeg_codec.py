@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
+import google_crc32c
 import numpy as np
 import zarr.registry
 from zarr.abc.codec import ArrayBytesCodec
@@ -35,9 +36,10 @@ _SUBSAMPLING_420 = cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420
 
 
 def encode_rgb(image: np.ndarray, quality: int) -> bytes:
-    """One (H, W, 3) uint8 RGB image as baseline JFIF bytes (4:2:0, optimised Huffman tables)."""
+    """One (H, W, 3) uint8 RGB image as baseline JFIF bytes (4:2:0, standard Huffman tables: optimised
+    ones save under 2 % at 256×704 and cost ~60 % more encode time)."""
     bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_OPTIMIZE, 1,
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality),
                                          cv2.IMWRITE_JPEG_SAMPLING_FACTOR, _SUBSAMPLING_420])
     if not ok:
         raise ValueError("JPEG encoding failed")
@@ -98,6 +100,35 @@ class JpegCodec(ArrayBytesCodec):
 
     def compute_encoded_size(self, input_byte_length: int, _chunk_spec: ArraySpec) -> int:
         raise NotImplementedError(f"{JPEG_CODEC_NAME} output size depends on the image")
+
+
+def sharded_quality(arr: zarr.Array) -> int | None:
+    """The JPEG quality when `arr` is laid out as `shard_bytes` writes (one shard along axis 1 of
+    single-image chunks through this codec, index at the end as bytes + crc32c), else None."""
+    codecs = arr.metadata.codecs
+    if len(codecs) != 1 or codecs[0].to_dict()["name"] != "sharding_indexed":
+        return None
+    sh = codecs[0]
+    inner = sh.codecs
+    index = [c.to_dict() for c in sh.index_codecs]
+    if (len(inner) != 1 or not isinstance(inner[0], JpegCodec) or sh.index_location.value != "end"
+            or index != [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}]
+            or tuple(sh.chunk_shape) != (1, 1) + tuple(arr.shape[2:])
+            or tuple(arr.metadata.chunk_grid.chunk_shape) != (1,) + tuple(arr.shape[1:])):
+        return None
+    return inner[0].quality
+
+
+def shard_bytes(images: np.ndarray, quality: int) -> bytes:
+    """One sample's storage object for an array `sharded_quality` accepts: the (n_cams, H, W, 3) RGB
+    images as JPEGs back to back, then the Zarr v3 sharding index ((offset, nbytes) little-endian
+    uint64 per image, in camera order) and its crc32c. Byte-identical to zarr-python's own write
+    (tests/test_image_codec.py) at a fraction of its per-chunk overhead."""
+    parts = [encode_rgb(im, quality) for im in images]
+    sizes = np.array([len(p) for p in parts], np.uint64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.uint64)
+    index = np.stack([offsets, sizes], 1).astype("<u8").tobytes()
+    return b"".join(parts) + index + google_crc32c.value(index).to_bytes(4, "little")
 
 
 zarr.registry.register_codec(JPEG_CODEC_NAME, JpegCodec)
