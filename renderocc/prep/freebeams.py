@@ -92,7 +92,7 @@ def _ring_medians(values: np.ndarray, ring: np.ndarray, use: np.ndarray, n_rings
     np.median: the middle value, or the two middle values' mean in the values' own dtype."""
     v, r = values[use], ring[use]
     if not np.isfinite(v).all():   # np.median's NaN rules: keep its own code for such clouds
-        return np.array([np.median(v[r == k]) if (r == k).any() else np.nan for k in range(n_rings)])
+        return np.array([np.median(v[r == k]) if (r == k).any() else np.nan for k in range(n_rings)], np.float64)
     counts = np.bincount(r, minlength=n_rings)
     table = np.full((n_rings, max(int(counts.max(initial=0)), 1)), np.inf, dtype=v.dtype)
     order = np.argsort(r, kind="stable")
