@@ -312,7 +312,9 @@ def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[Samp
         "image": {"stored_size": list(opts.image_size), "size_order": "WH", "dtype": "uint8 RGB",
                   "codec": opts.image_codec,
                   "jpeg_quality": opts.jpeg_quality if opts.image_codec == "jpeg" else None,
-                  "resize": "scale s=max(W/W0,H/H0) (INTER_AREA), crop centred in x and from the top in y; "
+                  "resize": "scale s=max(W/W0,H/H0) (JPEG decoded at 1/2, 1/4 or 1/8 when that still covers the "
+                            "size, then bilinear; INTER_AREA below half scale), crop centred in x and from the "
+                            "top in y; "
                             "pixel centres: u' + 0.5 = s (u + 0.5) - crop",
                   "per_camera": per_cam},
         "grid": OCC_GRID,
