@@ -7,6 +7,7 @@ the kept rays, so the main process just assembles one Parquet shard per scene.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing as mp
@@ -163,12 +164,25 @@ def tune_allocator() -> None:
         pass
 
 
+def one_blas_thread():
+    """A context limiting BLAS/LAPACK to one thread (a no-op without threadpoolctl, which
+    nuscenes-devkit's scikit-learn brings). Prep's matrices are tiny: an inverse of six 4×4s takes
+    5 µs on one OpenBLAS thread and ~100 µs of CPU, up to 45 ms of wall on a loaded machine, with
+    its default threads (measured); the one large GEMM has K = 4, so every result is the same."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
 def _init_worker(cfg: dict, single_thread: bool = False) -> None:
     _CFG.clear()
     _CFG.update(cfg)
     tune_allocator()
     if single_thread:   # N worker processes on N cores: OpenCV's own threads would oversubscribe
         imgs.cv2.setNumThreads(1)
+        one_blas_thread()   # for the worker process's life
 
 
 def load_images(task: SampleTask, size_wh: tuple[int, int]) -> np.ndarray:
@@ -449,6 +463,9 @@ def _run_tasks(todo_tasks, todo, tasks, cameras, cfg, workers, root, fp, progres
     else:
         _init_worker(cfg)
         results = map(process_samples, batches(todo_tasks, BATCH))
+    limits = contextlib.ExitStack()   # in this process: one BLAS thread while it does the work
+    if pool is None:
+        limits.enter_context(one_blas_thread())
     try:
         for res in (r for batch in results for r in batch):
             t = tasks[res["index"]]
@@ -458,6 +475,7 @@ def _run_tasks(todo_tasks, todo, tasks, cameras, cfg, workers, root, fp, progres
             if len(pending[t.shard]) == s["num_samples"]:
                 total += _write_shard(root, s, pending.pop(t.shard), tasks, cameras, fp)
     finally:
+        limits.close()
         bar.close()
         if pool is not None:
             pool.terminate()
