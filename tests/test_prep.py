@@ -230,6 +230,7 @@ def test_reduced_decode_then_one_bilinear_resampling(tmp_path):
     assert imgs.reduction((1600, 900), (704, 396)) == 2
     assert imgs.reduction((1600, 900), (176, 99)) == 4       # 900 / 8 is not whole: 1/8 would shift
     assert imgs.reduction((1600, 900), (1600, 900)) == 1
+    assert imgs.reduction((320, 180), (352, 198)) == 1      # an upscale decodes at full size
     y, x = np.mgrid[0:900, 0:1600]
     img = (127 + 60 * np.sin(x / 23.0)[..., None] * np.cos(y / 17.0)[..., None] * [1, 0.7, 0.4]).astype(np.uint8)
     path = tmp_path / "a.jpg"

@@ -57,10 +57,11 @@ def read_rgb(path: str, reduce: int = 1) -> np.ndarray:
 
 
 def reduction(orig: tuple[int, int], resized: tuple[int, int]) -> int:
-    """The largest DCT reduction (1, 2, 4 or 8) that still decodes at least the resized size and
-    divides the original size (so pixel centres stay at u_k + 0.5 = (u + 0.5) / k)."""
+    """The largest DCT reduction (2, 4 or 8) that still decodes at least the resized size and
+    divides the original size (so pixel centres stay at u_k + 0.5 = (u + 0.5) / k); else 1."""
     W, H = orig
-    return max(k for k in _REDUCED if W % k == 0 and H % k == 0 and W // k >= resized[0] and H // k >= resized[1])
+    return max([1] + [k for k in _REDUCED if W % k == 0 and H % k == 0 and W // k >= resized[0]
+                      and H // k >= resized[1]])
 
 
 def image_size(path: str) -> tuple[int, int]:
