@@ -204,8 +204,19 @@ def test_validate_sees_damaged_free_beams(small_store, tmp_path):
     assert any("free beams, manifest says" in p for p in problems)
 
 
+@pytest.fixture(scope="module")
+def raw_store(synth_dataset, tmp_path_factory) -> str:
+    """`small_store` with raw images: schema 1 knew the raw image layout (its jpeg one is refused)."""
+    from renderocc.prep.pipeline import PrepOptions, run
+
+    out = tmp_path_factory.mktemp("raw_store") / "store"
+    run(PrepOptions(dataroot=str(synth_dataset), version="v1.0-mini", out=str(out), image_size=(96, 54),
+                    image_codec="raw", progress=False), log=lambda m: None)
+    return str(out)
+
+
 def as_version_1(store: str, dst: Path) -> Path:
-    """A copy of `store` as schema 1 wrote it: no free_beams/ table, no manifest keys."""
+    """A copy of a raw-image `store` as schema 1 wrote it: no free_beams/ table, no manifest keys."""
     shutil.copytree(store, dst)
     shutil.rmtree(dst / layout.FREE_BEAMS_DIR)
     m = json.loads((dst / layout.MANIFEST).read_text())
@@ -218,8 +229,8 @@ def as_version_1(store: str, dst: Path) -> Path:
     return dst
 
 
-def test_a_version_1_store_still_reads_without_free_beams(small_store, tmp_path):
-    old = as_version_1(small_store, tmp_path / "v1")
+def test_a_version_1_store_still_reads_without_free_beams(raw_store, tmp_path):
+    old = as_version_1(raw_store, tmp_path / "v1")
     r = StoreReader(old)
     assert not r.has_free_beams and r.free_beams(0) is None and len(r.labels(0)["u"]) > 0
     assert validate(str(old), data=False) == []
@@ -240,7 +251,7 @@ def _dataset(reader, *sets: str):
     return RayDataset(reader, cfg, train=True)
 
 
-def test_dataset_yields_free_beams_only_when_the_term_is_active(small_store, tmp_path):
+def test_dataset_yields_free_beams_only_when_the_term_is_active(small_store, raw_store, tmp_path):
     r = StoreReader(small_store)
     keys = {"free_origins", "free_dirs", "free_valid"}
     item = _dataset(r, "data.free_beams=64", "loss.free_beams=1")[(0, 1)]
@@ -254,7 +265,7 @@ def test_dataset_yields_free_beams_only_when_the_term_is_active(small_store, tmp
     assert not keys & set(_dataset(r, "data.free_beams=0")[(0, 1)])     # no beams drawn: term off
     big = _dataset(r, f"data.free_beams={len(b['ring']) + 10}")[(0, 1)]
     assert int(big["free_valid"].sum()) == len(b["ring"])               # padded beyond the store's
-    old = StoreReader(as_version_1(small_store, tmp_path / "v1"))
+    old = StoreReader(as_version_1(raw_store, tmp_path / "v1"))
     item = _dataset(old, "loss.free_beams=1")[(0, 1)]
     assert keys <= set(item) and not item["free_valid"].any()           # old store: nothing to draw
 
