@@ -114,6 +114,64 @@ def test_detection_on_a_real_keyframe_uses_the_firing_order(real_fixture):
                                atol=1e-5)
 
 
+def _ring_elevations_per_ring(points, ring, n_rings, valid):
+    """The per-ring loop `ring_elevations` replaced (one np.median per ring): the reference."""
+    rng = np.linalg.norm(points[:, :3], axis=1)
+    el_pt = np.arctan2(points[:, 2], np.hypot(points[:, 0], points[:, 1]))
+    el = np.full(n_rings, np.nan)
+    for r in range(n_rings):
+        m = valid & (ring == r)
+        use = m & (rng >= fb.FAR_RANGE) if (m & (rng >= fb.FAR_RANGE)).sum() >= 10 else m
+        if use.any():
+            el[r] = np.median(el_pt[use])
+    missing = np.isnan(el)   # 32 rings: the HDL-32E table fills the gaps
+    el[missing] = np.deg2rad(fb.HDL32E_ELEVATIONS_DEG[missing])
+    return el
+
+
+def _firing_azimuths_per_ring(points, R):
+    """Per ring: np.interp over the columns of np.unwrap of the far (else all) returns' azimuths."""
+    C = len(points) // R
+    rng = np.linalg.norm(points[:, :3], axis=1)
+    empty = (rng < fb.NO_RETURN_RANGE).reshape(C, R).T
+    far = (rng >= fb.FAR_RANGE).reshape(C, R).T
+    az_pt = np.arctan2(points[:, 1], points[:, 0]).reshape(C, R).T
+    cols, az = np.arange(C), np.full((R, C), np.nan)
+    for r in range(R):
+        ok = far[r] if far[r].sum() >= 10 else ~empty[r]
+        if ok.sum() >= 2:
+            az[r] = np.interp(cols, cols[ok], np.unwrap(az_pt[r, ok]))
+    return az
+
+
+def test_vectorised_detection_is_bit_identical_to_the_per_ring_loops(real_fixture, synth_dataset):
+    """The one-sort medians and all-rings unwrap give exactly the per-ring np.median / np.unwrap
+    answers (prep's stored free beams did not change), on real keyframes (firing order, also with
+    NaN elevations) and on synthetic ones (azimuth bins)."""
+    real = [k["points"] for k in keyframes(real_fixture)[:3]]
+    synth = [k["points"] for k in keyframes(synth_dataset)[:2]]
+    for pts in real + synth:
+        ring = pts[:, 4].astype(np.int64)
+        valid = np.linalg.norm(pts[:, :3], axis=1) >= fb.NO_RETURN_RANGE
+        np.testing.assert_array_equal(fb.ring_elevations(pts, ring, 32, valid),
+                                      _ring_elevations_per_ring(pts, ring, 32, valid))
+        np.testing.assert_array_equal(fb.point_range(pts), np.linalg.norm(pts[:, :3], axis=1))
+    for pts in real:
+        nr = fb.detect(pts)
+        az = _firing_azimuths_per_ring(pts, 32)
+        el = _ring_elevations_per_ring(pts, np.arange(len(pts)) % 32, 32,
+                                       np.linalg.norm(pts[:, :3], axis=1) >= fb.NO_RETURN_RANGE)
+        rr, cc = nr.ring.astype(np.int64), nr.column
+        want = np.stack([np.cos(el[rr]) * np.cos(az[rr, cc]), np.cos(el[rr]) * np.sin(az[rr, cc]),
+                         np.sin(el[rr])], -1)
+        np.testing.assert_array_equal(nr.dirs, want)
+    odd = real[0].copy()
+    odd[5::32, 2] = np.nan   # NaN heights in ring 5: np.median's NaN rule must hold too
+    valid, ring = np.ones(len(odd), bool), np.arange(len(odd)) % 32
+    np.testing.assert_array_equal(fb.ring_elevations(odd, ring, 32, valid),
+                                  _ring_elevations_per_ring(odd, ring, 32, valid))
+
+
 # -- store -----------------------------------------------------------------------------------------
 def test_store_round_trip_validate_and_info(small_store, synth_dataset):
     r = StoreReader(small_store)
@@ -146,8 +204,19 @@ def test_validate_sees_damaged_free_beams(small_store, tmp_path):
     assert any("free beams, manifest says" in p for p in problems)
 
 
+@pytest.fixture(scope="module")
+def raw_store(synth_dataset, tmp_path_factory) -> str:
+    """`small_store` with raw images: schema 1 knew the raw image layout (its jpeg one is refused)."""
+    from renderocc.prep.pipeline import PrepOptions, run
+
+    out = tmp_path_factory.mktemp("raw_store") / "store"
+    run(PrepOptions(dataroot=str(synth_dataset), version="v1.0-mini", out=str(out), image_size=(96, 54),
+                    image_codec="raw", progress=False), log=lambda m: None)
+    return str(out)
+
+
 def as_version_1(store: str, dst: Path) -> Path:
-    """A copy of `store` as schema 1 wrote it: no free_beams/ table, no manifest keys."""
+    """A copy of a raw-image `store` as schema 1 wrote it: no free_beams/ table, no manifest keys."""
     shutil.copytree(store, dst)
     shutil.rmtree(dst / layout.FREE_BEAMS_DIR)
     m = json.loads((dst / layout.MANIFEST).read_text())
@@ -160,8 +229,8 @@ def as_version_1(store: str, dst: Path) -> Path:
     return dst
 
 
-def test_a_version_1_store_still_reads_without_free_beams(small_store, tmp_path):
-    old = as_version_1(small_store, tmp_path / "v1")
+def test_a_version_1_store_still_reads_without_free_beams(raw_store, tmp_path):
+    old = as_version_1(raw_store, tmp_path / "v1")
     r = StoreReader(old)
     assert not r.has_free_beams and r.free_beams(0) is None and len(r.labels(0)["u"]) > 0
     assert validate(str(old), data=False) == []
@@ -182,7 +251,7 @@ def _dataset(reader, *sets: str):
     return RayDataset(reader, cfg, train=True)
 
 
-def test_dataset_yields_free_beams_only_when_the_term_is_active(small_store, tmp_path):
+def test_dataset_yields_free_beams_only_when_the_term_is_active(small_store, raw_store, tmp_path):
     r = StoreReader(small_store)
     keys = {"free_origins", "free_dirs", "free_valid"}
     item = _dataset(r, "data.free_beams=64", "loss.free_beams=1")[(0, 1)]
@@ -196,7 +265,7 @@ def test_dataset_yields_free_beams_only_when_the_term_is_active(small_store, tmp
     assert not keys & set(_dataset(r, "data.free_beams=0")[(0, 1)])     # no beams drawn: term off
     big = _dataset(r, f"data.free_beams={len(b['ring']) + 10}")[(0, 1)]
     assert int(big["free_valid"].sum()) == len(b["ring"])               # padded beyond the store's
-    old = StoreReader(as_version_1(small_store, tmp_path / "v1"))
+    old = StoreReader(as_version_1(raw_store, tmp_path / "v1"))
     item = _dataset(old, "loss.free_beams=1")[(0, 1)]
     assert keys <= set(item) and not item["free_valid"].any()           # old store: nothing to draw
 

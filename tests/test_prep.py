@@ -201,6 +201,51 @@ def test_real_fixture_memory_url(tmp_path):
 
 
 @needs_real
+def test_prefetching_prep_stores_the_labels_of_the_plain_per_sample_path(real_store):
+    """Batched prep (reader thread, key cloud read once) stores exactly what `sample_rays` and
+    `free_beams` give for each sample on its own."""
+    from renderocc.prep import freebeams as fb
+    from renderocc.prep import nuscenes as nus
+    from renderocc.prep.pipeline import _fill_sizes, load_cloud, sample_rays
+
+    nusc = nus.load_nuscenes(str(REAL), "v1.0-mini")
+    tasks = nus.build_tasks(nusc, nus.camera_channels(nusc, None), max_samples=N_REAL)
+    _fill_sizes(tasks)
+    r = StoreReader(real_store)
+    for t in tasks:
+        p, lab = sample_rays(t, np.array([c.size for c in t.cameras], np.float64), None, 1.0, False)
+        lb = r.labels(t.index)
+        for k, want in (("camera", p.cam), ("u", p.u.astype(np.float32)), ("v", p.v.astype(np.float32)),
+                        ("depth", p.depth.astype(np.float32)), ("label", lab)):
+            np.testing.assert_array_equal(lb[k], want)
+        beams = fb.free_beams(load_cloud(t.frames[0].path), t.frames[0].lidar2key)
+        for k, v in r.free_beams(t.index).items():
+            np.testing.assert_array_equal(v, beams[k])
+
+
+def test_reduced_decode_then_one_bilinear_resampling(tmp_path):
+    """The stored image: JPEG DCT-scaled decode (1/2, 1/4, 1/8 when the size allows) plus one
+    bilinear step, aligned with the full-size decode + INTER_AREA it replaces (pixel centres at
+    u' + 0.5 = s (u + 0.5): 54 dB here, a half-pixel shift drops it to 42 and 31 dB)."""
+    assert imgs.reduction((1600, 900), (704, 396)) == 2
+    assert imgs.reduction((1600, 900), (176, 99)) == 4       # 900 / 8 is not whole: 1/8 would shift
+    assert imgs.reduction((1600, 900), (1600, 900)) == 1
+    assert imgs.reduction((320, 180), (352, 198)) == 1      # an upscale decodes at full size
+    y, x = np.mgrid[0:900, 0:1600]
+    img = (127 + 60 * np.sin(x / 23.0)[..., None] * np.cos(y / 17.0)[..., None] * [1, 0.7, 0.4]).astype(np.uint8)
+    path = tmp_path / "a.jpg"
+    imgs.cv2.imwrite(str(path), img[..., ::-1], [imgs.cv2.IMWRITE_JPEG_QUALITY, 98])
+    for out in ((704, 256), (176, 64)):
+        f = imgs.fit((1600, 900), out)
+        ref = imgs.cv2.resize(imgs.read_rgb(str(path)), f.resized, interpolation=imgs.cv2.INTER_AREA)
+        ref = ref[f.crop[1]:f.crop[1] + out[1], f.crop[0]:f.crop[0] + out[0]]
+        got = imgs.load_resized(str(path), (1600, 900), out)
+        assert got.shape == (out[1], out[0], 3)
+        mse = np.mean((got.astype(float) - ref) ** 2)
+        assert 10 * np.log10(255 ** 2 / mse) > 48, out
+
+
+@needs_real
 def test_real_fixture_file_url_with_workers(tmp_path, real_store):
     out = tmp_path / "s"
     prep(REAL, f"file://{out}", max_samples=N_REAL, workers=2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from renderocc.errors import UserError
+from renderocc.store import layout
 
 
 def _size(value: str) -> tuple[int, int]:
@@ -42,10 +43,12 @@ def _names(value: str | None, option: str) -> list[str] | None:
 @click.option("--cameras", default=None, help="Comma-separated camera channels (default: the 6 CAM_*).")
 @click.option("--image-size", default="256x704", show_default=True,
               help="Stored image size as HEIGHTxWIDTH (scaled to cover, then cropped from the top).")
-@click.option("--image-codec", type=click.Choice(["raw", "jpeg"]), default="raw", show_default=True,
-              help="raw: lossless zstd uint8; jpeg: ~6x smaller, lossy (see --jpeg-quality).")
-@click.option("--jpeg-quality", default=95, show_default=True, type=click.IntRange(50, 100),
-              help="JPEG quality for --image-codec jpeg.")
+@click.option("--image-codec", type=click.Choice(list(layout.IMAGE_CODECS)), default=layout.DEFAULT_IMAGE_CODEC,
+              show_default=True, help="jpeg: one baseline JPEG per image through the registered Zarr v3 codec "
+              "renderocc.jpeg (~9x smaller than raw, lossy: ~42 dB PSNR at quality 90 on real nuScenes); "
+              "raw: lossless zstd uint8.")
+@click.option("--jpeg-quality", default=layout.DEFAULT_JPEG_QUALITY, show_default=True,
+              type=click.IntRange(50, 100), help="JPEG quality for --image-codec jpeg.")
 @click.option("--adjacent", default=3, show_default=True, type=click.IntRange(0, 20),
               help="Keep ±K same-scene neighbour keyframes per sample.")
 @click.option("--sweeps", default=0, show_default=True, type=click.IntRange(0, 30),

@@ -51,21 +51,30 @@ class NoReturns:
     elevation: np.ndarray   # (n_rings,) float64 rad used per ring
 
 
+def point_range(points: np.ndarray) -> np.ndarray:
+    """|xyz| per point: np.linalg.norm's arithmetic ((x² + y²) + z², then sqrt, in the points'
+    dtype: bit-identical) without its strided reduction (~15x faster on a 34k-point cloud)."""
+    x, y, z = points[:, 0], points[:, 1], points[:, 2]
+    return np.sqrt(x * x + y * y + z * z)
+
+
 def _unit(el: np.ndarray, az: np.ndarray) -> np.ndarray:
     return np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)], -1)
 
 
-def ring_elevations(points: np.ndarray, ring: np.ndarray, n_rings: int, valid: np.ndarray) -> np.ndarray:
-    """Median elevation (rad) of each ring's far returns; gaps from the table or neighbours."""
-    rng = np.linalg.norm(points[:, :3], axis=1)
+def ring_elevations(points: np.ndarray, ring: np.ndarray, n_rings: int, valid: np.ndarray,
+                    rng: np.ndarray | None = None) -> np.ndarray:
+    """Median elevation (rad) of each ring's far returns; gaps from the table or neighbours.
+    (`rng`: the points' ranges when the caller has them.)"""
+    rng = point_range(points) if rng is None else rng
     el_pt = np.arctan2(points[:, 2], np.hypot(points[:, 0], points[:, 1]))
-    el = np.full(n_rings, np.nan)
-    for r in range(n_rings):
-        m = valid & (ring == r)
-        far = m & (rng >= FAR_RANGE)
-        use = far if far.sum() >= 10 else m
-        if use.any():
-            el[r] = np.median(el_pt[use])
+    ring = np.asarray(ring, np.int64)
+    inside = (ring >= 0) & (ring < n_rings)
+    m = valid & inside
+    far = m & (rng >= FAR_RANGE)
+    n_far = np.bincount(ring[far], minlength=n_rings)
+    use = np.where(n_far[np.where(inside, ring, 0)] >= 10, far, m)
+    el = _ring_medians(el_pt, ring, use, n_rings)
     missing = np.isnan(el)
     if missing.any():
         if n_rings == len(HDL32E_ELEVATIONS_DEG):
@@ -75,6 +84,27 @@ def ring_elevations(points: np.ndarray, ring: np.ndarray, n_rings: int, valid: n
         else:
             el[missing] = 0.0
     return el
+
+
+def _ring_medians(values: np.ndarray, ring: np.ndarray, use: np.ndarray, n_rings: int) -> np.ndarray:
+    """float64 (n_rings,): `np.median(values[use & (ring == r)])` per ring, NaN where none, in one
+    sort (rows of a ring-major table padded with +inf) instead of a pass per ring. Bit-identical to
+    np.median: the middle value, or the two middle values' mean in the values' own dtype."""
+    v, r = values[use], ring[use]
+    if not np.isfinite(v).all():   # np.median's NaN rules: keep its own code for such clouds
+        return np.array([np.median(v[r == k]) if (r == k).any() else np.nan for k in range(n_rings)], np.float64)
+    counts = np.bincount(r, minlength=n_rings)
+    table = np.full((n_rings, max(int(counts.max(initial=0)), 1)), np.inf, dtype=v.dtype)
+    order = np.argsort(r, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    table[r[order], np.arange(len(order)) - starts[r[order]]] = v[order]
+    table.sort(axis=1)
+    out = np.full(n_rings, np.nan)
+    k = np.flatnonzero(counts)
+    n = counts[k]
+    hi, lo = table[k, n // 2], table[k, (n - 1) // 2]
+    out[k] = np.where(n % 2 == 1, hi, (lo + hi) / v.dtype.type(2))
+    return out
 
 
 def _firing_order(points: np.ndarray, n_rings: int) -> bool:
@@ -104,19 +134,23 @@ def detect(points: np.ndarray, n_rings: int | None = None, n_azimuths: int | Non
 
 def _detect_firing(points: np.ndarray, R: int, erode: int) -> NoReturns:
     C = len(points) // R
-    rng = np.linalg.norm(points[:, :3], axis=1)
+    rng = point_range(points)
     valid = rng >= NO_RETURN_RANGE
     ring = np.arange(len(points)) % R
-    el = ring_elevations(points, ring, R, valid)
+    el = ring_elevations(points, ring, R, valid, rng)
     empty = (~valid).reshape(C, R).T                       # (R, C)
     az_pt = np.arctan2(points[:, 1], points[:, 0]).reshape(C, R).T
     far = (rng >= FAR_RANGE).reshape(C, R).T
     cols = np.arange(C)
     az = np.full((R, C), np.nan)
-    for r in range(R):
-        ok = far[r] if far[r].sum() >= 10 else ~empty[r]
-        if ok.sum() >= 2:
-            az[r] = np.interp(cols, cols[ok], np.unwrap(az_pt[r, ok]))
+    ok = np.where((far.sum(1) >= 10)[:, None], far, ~empty)   # per ring: far returns, else all returns
+    n_ok = ok.sum(1)
+    # each ring's ok columns moved to the front in column order, unwrapped for all rings at once
+    # (elementwise + a cumsum along the row: each row's prefix is exactly its own np.unwrap)
+    order = np.argsort(~ok, axis=1, kind="stable")
+    unwrapped = np.unwrap(np.take_along_axis(az_pt, order, 1), axis=1)
+    for r in np.flatnonzero(n_ok >= 2):
+        az[r] = np.interp(cols, order[r, :n_ok[r]], unwrapped[r, :n_ok[r]])
     good = ~np.isnan(az[:, 0])
     if good.any():   # rings with too few returns: the circular mean of the others per column
         mean = np.arctan2(np.sin(az[good]).mean(0), np.cos(az[good]).mean(0))
@@ -140,7 +174,7 @@ def estimate_azimuths(points: np.ndarray, ring: np.ndarray, R: int) -> int:
 
 
 def _detect_bins(points: np.ndarray, ring: np.ndarray, R: int, n_az: int | None, erode: int) -> NoReturns:
-    valid = np.linalg.norm(points[:, :3], axis=1) >= NO_RETURN_RANGE
+    valid = point_range(points) >= NO_RETURN_RANGE
     pts, ring = points[valid], ring[valid]
     el = ring_elevations(pts, ring, R, np.ones(len(pts), bool))
     C = int(n_az or estimate_azimuths(pts, ring, R))

@@ -7,12 +7,14 @@ the kept rays, so the main process just assembles one Parquet shard per scene.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing as mp
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,9 +55,9 @@ class PrepOptions:
     shard_index: int = 0
     num_shards: int = 1
     max_samples: int | None = None
-    image_codec: str = "raw"
+    image_codec: str = layout.DEFAULT_IMAGE_CODEC   # layout.IMAGE_CODECS
     free_beams: bool = True   # store the key frame's no-return LiDAR beams (renderocc/prep/freebeams.py)
-    jpeg_quality: int = 95
+    jpeg_quality: int = layout.DEFAULT_JPEG_QUALITY
     on_bad_sample: str = "error"   # error: one line naming the record/file; skip: leave it out (manifest lists it)
     progress: bool = True
     class_map: str | None = None  # class-map file; default: <dataroot>/classes.toml, else Occ3D-nuScenes
@@ -91,13 +93,15 @@ def load_lidarseg(path: str, n_points: int, valid: np.ndarray | None = None) -> 
 
 
 def sample_rays(task: SampleTask, sizes: np.ndarray, table: np.ndarray | None, min_depth: float,
-                occlusion: bool, valid: np.ndarray | None = None) -> tuple[Projected, np.ndarray]:
-    """Kept projections of the keyframe (+ sweeps) into all cameras and their Occ3D labels."""
+                occlusion: bool, valid: np.ndarray | None = None,
+                key_cloud: np.ndarray | None = None) -> tuple[Projected, np.ndarray]:
+    """Kept projections of the keyframe (+ sweeps) into all cameras and their Occ3D labels
+    (`key_cloud`: the keyframe's points when the caller already read them)."""
     c2e = np.stack([c.cam2ego for c in task.cameras])
     K = np.stack([c.K for c in task.cameras])
     parts, labels = [], []
     for f, frame in enumerate(task.frames):
-        pts = load_cloud(frame.path)
+        pts = key_cloud if f == 0 and key_cloud is not None else load_cloud(frame.path)
         p = project(pts, lidar_to_cam(frame.lidar2key, c2e), K, sizes, min_depth)
         if f == 0 and frame.lidarseg_path and table is not None:
             lab = table[load_lidarseg(frame.lidarseg_path, len(pts), valid)[p.point]]
@@ -160,31 +164,76 @@ def tune_allocator() -> None:
         pass
 
 
+def one_blas_thread():
+    """A context limiting BLAS/LAPACK to one thread (a no-op without threadpoolctl, which
+    nuscenes-devkit's scikit-learn brings). Prep's matrices are tiny: an inverse of six 4×4s takes
+    5 µs on one OpenBLAS thread and ~100 µs of CPU, up to 45 ms of wall on a loaded machine, with
+    its default threads (measured); the one large GEMM has K = 4, so every result is the same."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
 def _init_worker(cfg: dict, single_thread: bool = False) -> None:
     _CFG.clear()
     _CFG.update(cfg)
     tune_allocator()
     if single_thread:   # N worker processes on N cores: OpenCV's own threads would oversubscribe
         imgs.cv2.setNumThreads(1)
+        one_blas_thread()   # for the worker process's life
 
 
-def process_sample(task: SampleTask) -> dict:
-    """All work for one keyframe; writes its images/occ into Zarr and returns its rays."""
+def load_images(task: SampleTask, size_wh: tuple[int, int]) -> np.ndarray:
+    """The sample's (n_cams, H, W, 3) uint8 RGB images at the stored size."""
+    return np.stack([imgs.load_resized(c.path, c.size, size_wh) for c in task.cameras])
+
+
+def process_sample(task: SampleTask, images: np.ndarray | None = None) -> dict:
+    """All work for one keyframe; writes its images/occ into Zarr and returns its rays
+    (`images`: its `load_images`, when already decoded)."""
     cfg = _CFG
     root, out = cfg["root"], cfg["image_size"]
-    frames = [imgs.load_resized(c.path, c.size, out) for c in task.cameras]
-    img_digest = writer.write_images(root, task.index, np.stack(frames), cfg["codec"], cfg["quality"])
+    if images is None:
+        images = load_images(task, out)
+    img_digest = writer.write_images(root, task.index, images, cfg["codec"])
     sizes = np.array([c.size for c in task.cameras], dtype=np.float64)
+    key = task.frames[0]   # key frame only: its LiDAR frame → key-ego is lidar2ego
+    key_cloud = load_cloud(key.path)
     p, lab = sample_rays(task, sizes, cfg["label_table"], cfg["min_depth"], cfg["occlusion"],
-                         cfg.get("valid_lidarseg"))
+                         cfg.get("valid_lidarseg"), key_cloud)
     occ_digest = None
     if task.occ_gt_path:
         occ_digest = writer.write_occ_gt(root, task.index, load_occ_gt(task.occ_gt_path, cfg["free"]))
-    key = task.frames[0]   # key frame only: its LiDAR frame → key-ego is lidar2ego
-    beams = fbeams.free_beams(load_cloud(key.path), key.lidar2key) if cfg.get("free_beams") else None
+    beams = fbeams.free_beams(key_cloud, key.lidar2key) if cfg.get("free_beams") else None
     return {"index": task.index, "cam": p.cam, "u": p.u.astype(np.float32), "v": p.v.astype(np.float32),
             "depth": p.depth.astype(np.float32), "label": lab, "images": img_digest, "occ": occ_digest,
             "free_beams": beams}
+
+
+def process_samples(tasks: list[SampleTask]) -> list[dict]:
+    """`process_sample` over consecutive keyframes, decoding the next one's images in a reader
+    thread meanwhile (OpenCV releases the GIL: file reads and JPEG decoding overlap the labels,
+    free beams and writes of the current one)."""
+    out = _CFG["image_size"]
+    results = []
+    with ThreadPoolExecutor(1, thread_name_prefix="prep-images") as pool:
+        ahead = pool.submit(load_images, tasks[0], out)
+        for k, task in enumerate(tasks):
+            images = ahead.result()
+            if k + 1 < len(tasks):
+                ahead = pool.submit(load_images, tasks[k + 1], out)
+            results.append(process_sample(task, images))
+    return results
+
+
+def batches(tasks: list[SampleTask], size: int) -> list[list[SampleTask]]:
+    """Consecutive runs of `size` tasks: the unit a worker prefetches within."""
+    return [tasks[i:i + size] for i in range(0, len(tasks), size)]
+
+
+BATCH = 4   # samples per worker job: prefetch needs a next sample; small keeps the workers balanced
 
 
 # ---------------------------------------------------------------- plan, shards, manifest
@@ -280,7 +329,9 @@ def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[Samp
         "image": {"stored_size": list(opts.image_size), "size_order": "WH", "dtype": "uint8 RGB",
                   "codec": opts.image_codec,
                   "jpeg_quality": opts.jpeg_quality if opts.image_codec == "jpeg" else None,
-                  "resize": "scale s=max(W/W0,H/H0) (INTER_AREA), crop centred in x and from the top in y; "
+                  "resize": "scale s=max(W/W0,H/H0) (JPEG decoded at 1/2, 1/4 or 1/8 when that still covers the "
+                            "size, then bilinear; INTER_AREA below half scale), crop centred in x and from the "
+                            "top in y; "
                             "pixel centres: u' + 0.5 = s (u + 0.5) - crop",
                   "per_camera": per_cam},
         "grid": OCC_GRID,
@@ -359,7 +410,8 @@ def run(opts: PrepOptions, log=print) -> dict:
     plan = make_plan(opts, cameras, tasks, has_occ, vocab)
     plan["skipped_samples"] = skipped or []
     writer.check_or_write_plan(root, plan)
-    writer.create_arrays(root, len(tasks), len(cameras), opts.image_size, has_occ, opts.image_codec)
+    writer.create_arrays(root, len(tasks), len(cameras), opts.image_size, has_occ, opts.image_codec,
+                         opts.jpeg_quality)
 
     fp = plan["fingerprint"]
     mine = [s for k, s in enumerate(plan["shards"]) if k % opts.num_shards == opts.shard_index]
@@ -372,7 +424,7 @@ def run(opts: PrepOptions, log=print) -> dict:
     log(f"store {root}: {len(tasks)} samples in {len(plan['shards'])} shards; this job: {len(mine)} shards, "
         f"{len(mine) - len(todo)} already complete, {len(todo_tasks)} samples to do")
     cfg = {"root": root, "image_size": tuple(opts.image_size), "min_depth": opts.min_depth,
-           "codec": opts.image_codec, "quality": opts.jpeg_quality,
+           "codec": opts.image_codec,
            "occlusion": opts.occlusion_filter, "free_beams": opts.free_beams,
            "label_table": vocab.lidarseg_table(nusc.category) if nus.has_lidarseg(nusc) else None,
            "valid_lidarseg": valid, "free": vocab.free}
@@ -410,12 +462,15 @@ def _run_tasks(todo_tasks, todo, tasks, cameras, cfg, workers, root, fp, progres
     pool = None
     if workers > 1:
         pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(cfg, True))
-        results = pool.imap(process_sample, todo_tasks, chunksize=1)
+        results = pool.imap(process_samples, batches(todo_tasks, BATCH))
     else:
         _init_worker(cfg)
-        results = map(process_sample, todo_tasks)
+        results = map(process_samples, batches(todo_tasks, BATCH))
+    limits = contextlib.ExitStack()   # in this process: one BLAS thread while it does the work
+    if pool is None:
+        limits.enter_context(one_blas_thread())
     try:
-        for res in results:
+        for res in (r for batch in results for r in batch):
             t = tasks[res["index"]]
             pending[t.shard].append(res)
             bar.update(1)
@@ -423,6 +478,7 @@ def _run_tasks(todo_tasks, todo, tasks, cameras, cfg, workers, root, fp, progres
             if len(pending[t.shard]) == s["num_samples"]:
                 total += _write_shard(root, s, pending.pop(t.shard), tasks, cameras, fp)
     finally:
+        limits.close()
         bar.close()
         if pool is not None:
             pool.terminate()

@@ -7,6 +7,14 @@ import click
 from renderocc.errors import UserError
 
 
+def _codec(image: dict) -> str:
+    from renderocc.store.layout import JPEG_CODEC_NAME
+
+    if image["codec"] == "jpeg":
+        return f"jpeg (Zarr v3 codec {JPEG_CODEC_NAME}, quality {image.get('jpeg_quality')}, lossy)"
+    return "raw (zstd, lossless)"
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
@@ -38,7 +46,8 @@ def store_info(store: str) -> None:
         f" (lidarseg: {'yes' if m['source']['lidarseg'] else 'no'})",
         f"samples      {len(r)} in {len(set(r.scene_names()))} scenes, {len(m['shards'])} shards",
         f"cameras      {', '.join(r.cameras)}",
-        f"images       {H}x{W} (HxW) uint8 RGB, {_mb(img_b)}",
+        f"images       {H}x{W} (HxW) uint8 RGB, {_codec(m['image'])}, {_mb(img_b)} "
+        f"({img_b / max(len(r), 1) / 1e3:.0f} kB/sample)",
         f"rays         {m['num_rays']} ({m['num_rays'] / max(len(r), 1):.0f}/sample), {_mb(rays_b)}",
         f"labels       depth; semantics: {'yes' if sup['semantics'] else 'absent (label = 255)'}; "
         f"sweeps {m['labels']['sweeps']}; min depth {m['labels']['min_depth']} m; occlusion filter: "

@@ -9,8 +9,9 @@ layout change is one edit plus a `SCHEMA_VERSION` bump.
       rays/<shard>.parquet     one row group per sample (in sample order), shard = one scene
       free_beams/<shard>.parquet  LiDAR beams without a return (v2, optional): one row group per
                                sample, like rays/
-      images/                  Zarr v3 array (N, n_cams, H, W, 3) uint8 (codec raw) or (N, n_cams)
-                               JPEG bytes (codec jpeg); chunk = one image, zarr shard = one sample
+      images/                  Zarr v3 array (N, n_cams, H, W, 3) uint8 RGB; chunk = one image, zarr
+                               shard = one sample; inner serializer `renderocc.jpeg` (codec jpeg, the
+                               default: each chunk is one baseline JPEG file) or bytes + zstd (raw)
       occ_gt/{semantics,mask_lidar,mask_camera}   Zarr v3 arrays (N, 200, 200, 16) uint8
       motion_mask/             Zarr v3 array (N, n_cams, H, W) bool (added by prep motion-masks)
       semantic_mask/           Zarr v3 array (N, n_cams, H, W) uint8 class, 255 = unlabelled (added by prep masks)
@@ -22,10 +23,13 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
-# Versions this code reads. 2 = 1 + the optional free_beams/ table (schemas/README.md, "Migration"):
-# a version-1 store reads as a store without free beams.
-READABLE_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+# Versions this code reads (schemas/README.md, "Migration"). 2 = 1 + the optional free_beams/ table:
+# a version-1 store reads as a store without free beams. 3 = 2 with the `jpeg` image codec made a
+# registered Zarr v3 codec (and the default); the version-1/2 `jpeg` layout (variable-length bytes,
+# no Zarr v3 spec) is refused with one line, their `raw` images read unchanged.
+READABLE_VERSIONS = (1, 2, 3)
+LEGACY_JPEG_VERSIONS = (1, 2)
 FORMAT_NAME = "renderocc-ray-store"
 
 MANIFEST = "manifest.json"
@@ -33,9 +37,12 @@ SAMPLES = "samples.parquet"
 RAYS_DIR = "rays"
 FREE_BEAMS_DIR = "free_beams"
 IMAGES = "images"
-# Image codecs: "raw" = uint8 (N, n_cams, H, W, 3) zstd (lossless); "jpeg" = (N, n_cams) of JPEG
-# bytes (variable-length; ~6x smaller, lossy).
-IMAGE_CODECS = ("raw", "jpeg")
+# Image codecs, both (N, n_cams, H, W, 3) uint8: "jpeg" = each image one baseline JPEG through the
+# Zarr v3 codec JPEG_CODEC_NAME (lossy, ~9x smaller than raw); "raw" = bytes + zstd (lossless).
+IMAGE_CODECS = ("jpeg", "raw")
+DEFAULT_IMAGE_CODEC = "jpeg"
+DEFAULT_JPEG_QUALITY = 90
+JPEG_CODEC_NAME = "renderocc.jpeg"
 OCC_GT = "occ_gt"
 OCC_GT_ARRAYS = ("semantics", "mask_lidar", "mask_camera")
 MOTION_MASK = "motion_mask"

@@ -12,7 +12,7 @@ from importlib import resources
 
 from renderocc.errors import UserError
 from renderocc.store import fsio
-from renderocc.store.layout import FORMAT_NAME, MANIFEST, READABLE_VERSIONS, SCHEMA_VERSION
+from renderocc.store.layout import FORMAT_NAME, LEGACY_JPEG_VERSIONS, MANIFEST, READABLE_VERSIONS, SCHEMA_VERSION
 
 SCHEMA_FILE = "store_manifest.schema.json"
 
@@ -59,6 +59,11 @@ def load(root: str) -> dict:
     errs = schema_errors(m)
     if errs:
         raise UserError(f"invalid {MANIFEST} in {root}: {errs[0]}")
+    if m["schema_version"] in LEGACY_JPEG_VERSIONS and m["image"]["codec"] == "jpeg":
+        raise UserError(f"{root} stores its images in the schema-{m['schema_version']} jpeg layout "
+                        "(variable-length bytes, not a Zarr v3 standard), which this renderocc no longer "
+                        "reads: re-run prep into a new store (the default codec is now a registered "
+                        "Zarr v3 JPEG codec)")
     return m
 
 

@@ -43,6 +43,7 @@ class StoreReader:
         m = self.manifest
         self.cameras: list[str] = list(m["cameras"])
         self.image_size: tuple[int, int] = tuple(m["image"]["stored_size"])  # (W, H)
+        self.image_codec: str = m["image"]["codec"]   # jpeg (lossy) or raw (lossless); layout.IMAGE_CODECS
         self.grid: dict = m["grid"]
         sup = m["supervision"]
         self.has_semantics: bool = bool(sup["semantics"])
@@ -135,32 +136,39 @@ class StoreReader:
         if name not in self._arrays:
             try:
                 store = fsio.zarr_store(self.root, name, read_only=True)
-                with writer.quiet_zarr():
-                    self._arrays[name] = zarr.open_array(store, mode="r")
+                self._arrays[name] = zarr.open_array(store, mode="r")
             except (FileNotFoundError, zarr.errors.ArrayNotFoundError, KeyError):
                 self._arrays[name] = None
         return self._arrays[name]
 
     def images(self, i: int) -> np.ndarray:
-        """uint8 (n_cams, H, W, 3) at the stored size, cameras in `.cameras` order."""
-        return writer.decode_images(self._stored_images(i))
-
-    def _stored_images(self, i: int) -> np.ndarray:
+        """uint8 (n_cams, H, W, 3) RGB at the stored size, cameras in `.cameras` order."""
         return self._read_sample(layout.IMAGES, self._check(i))
+
+    def images_digest(self, i: int) -> str:
+        """What the shard record holds for sample i's images (see `writer.write_images`)."""
+        i = self._check(i)
+        if self.image_codec != "jpeg":
+            return writer.digest(self.images(i))
+        return writer.object_digest(self.root, layout.IMAGES, self._sample_key(layout.IMAGES, i))
+
+    def _sample_key(self, name: str, i: int) -> str:
+        """Key of sample i's object in array `name`; one line naming it when it is missing."""
+        arr = self._array(name)
+        if arr is None:
+            raise UserError(f"{fsio.fs_path(self.root, name)[1]}: array missing")
+        key = writer.sample_key(arr, i)
+        if not fsio.exists(self.root, name, key):
+            raise UserError(f"{fsio.fs_path(self.root, name, key)[1]}: chunk of sample {i} missing "
+                            "(the store is damaged; re-run prep)")
+        return key
 
     def _read_sample(self, name: str, i: int) -> np.ndarray:
         """Sample i of a Zarr array. A missing chunk is an error, never zarr's fill value (a black
         image, all-"others" occupancy); an undecodable one is one line naming it."""
-        arr = self._array(name)
-        if arr is None:
-            raise UserError(f"{fsio.fs_path(self.root, name)[1]}: array missing")
-        key = arr.metadata.encode_chunk_key((i,) + (0,) * (arr.ndim - 1))
-        if not fsio.exists(self.root, name, key):
-            raise UserError(f"{fsio.fs_path(self.root, name, key)[1]}: chunk of sample {i} missing "
-                            "(the store is damaged; re-run prep)")
+        key = self._sample_key(name, i)
         try:
-            with writer.quiet_zarr():
-                return np.asarray(arr[i])
+            return np.asarray(self._array(name)[i])
         except Exception as e:  # noqa: BLE001 - any codec failure means a damaged chunk
             raise UserError(f"{fsio.fs_path(self.root, name, key)[1]}: chunk of sample {i} cannot be decoded "
                             f"({e.__class__.__name__}); the store is damaged") from None

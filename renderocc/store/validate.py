@@ -31,9 +31,13 @@ def validate(root: str, data: bool = True, deep: bool = False) -> list[str]:
         problems.append(f"{layout.SAMPLES}: duplicate sample tokens")
     img = r._array(layout.IMAGES)
     W, H = r.image_size
-    want = (n, len(r.cameras)) + ((H, W, 3) if m["image"]["codec"] == "raw" else ())
+    want = (n, len(r.cameras), H, W, 3)
     if img is None or img.shape != want:
         problems.append(f"{layout.IMAGES}: array missing or shape {getattr(img, 'shape', None)} != {want}")
+        return problems
+    if (declared := writer.declared_image_codec(img)) != r.image_codec:
+        problems.append(f"{layout.IMAGES}: its Zarr metadata declares codec {declared}, "
+                        f"the manifest says {r.image_codec}")
         return problems
     problems += _check_matrices(st, len(r.cameras))
     problems += _check_chunks(r)
@@ -97,7 +101,7 @@ def _check_chunks(r) -> list[str]:
         for i in range(len(r)):
             if name.startswith(layout.OCC_GT) and not r._has_occ[i]:
                 continue
-            key = arr.metadata.encode_chunk_key((i,) + (0,) * (arr.ndim - 1))
+            key = writer.sample_key(arr, i)
             if key not in present:
                 out.append(f"{name}: chunk of sample {i} missing ({key})")
     return out[:20]
@@ -194,7 +198,7 @@ def _check_shards(r, m: dict, st, data: bool, deep: bool = False) -> list[str]:
                 if bad.any() or (not r.has_semantics and (lb["label"] != 255).any()):
                     out.append(f"sample {i}: label values outside the contract")
             if data:
-                img_d.append(writer.image_digest(r._stored_images(i)))
+                img_d.append(r.images_digest(i))
                 occ = r.occ_gt(i)
                 occ_d.append(writer.digest(*(occ[x] for x in layout.OCC_GT_ARRAYS)) if occ else "-")
                 if s.get("motion_mask_sha256"):

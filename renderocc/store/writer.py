@@ -13,10 +13,8 @@ columns and a dense mask array without touching images.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,21 +23,14 @@ import pyarrow.parquet as pq
 import zarr
 
 from renderocc.errors import UserError
-from renderocc.store import fsio, layout
+from renderocc.store import fsio, jpeg_codec, layout
 from renderocc.store import manifest as manifest_mod
+from renderocc.store.jpeg_codec import JpegCodec
 
 PARQUET_OPTS = dict(compression="zstd", use_dictionary=["sample_token", "camera"],
                     use_byte_stream_split=["u", "v", "depth"], write_statistics=False)
 
 _ARRAYS: dict[tuple[str, str], zarr.Array] = {}
-
-
-@contextlib.contextmanager
-def quiet_zarr():
-    """Silence zarr's warning that variable-length bytes (the jpeg codec) have no v3 spec yet."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"The data type \(VariableLengthBytes")
-        yield
 
 
 def now_iso() -> str:
@@ -133,16 +124,14 @@ def write_shard_record(root: str, shard: str, record: dict) -> None:
 # ---------------------------------------------------------------- Zarr arrays
 
 def _create(root: str, name: str, shape: tuple, chunks: tuple, shards: tuple | None, dtype: str,
-            dims: tuple[str, ...]) -> zarr.Array:
+            dims: tuple[str, ...], serializer: JpegCodec | None = None) -> zarr.Array:
     store = fsio.zarr_store(root, name, read_only=False)
+    codecs = {"serializer": serializer, "compressors": None} if serializer is not None else {}
     try:
-        with quiet_zarr():
-            return zarr.create_array(store, shape=shape, chunks=chunks, shards=shards, dtype=dtype,
-                                     fill_value=0 if dtype != "bytes" else b"", dimension_names=dims,
-                                     overwrite=False)
+        return zarr.create_array(store, shape=shape, chunks=chunks, shards=shards, dtype=dtype, fill_value=0,
+                                 dimension_names=dims, overwrite=False, **codecs)
     except zarr.errors.ContainsArrayError:
-        with quiet_zarr():
-            arr = zarr.open_array(store, mode="r+")
+        arr = zarr.open_array(store, mode="r+")
         if arr.shape != shape:
             raise UserError(f"existing array {name} in {root} has shape {arr.shape}, "
                             f"expected {shape}") from None
@@ -150,14 +139,11 @@ def _create(root: str, name: str, shape: tuple, chunks: tuple, shards: tuple | N
 
 
 def create_arrays(root: str, n: int, n_cams: int, size_wh: tuple[int, int], occ_gt: bool,
-                  codec: str = "raw") -> None:
+                  codec: str = layout.DEFAULT_IMAGE_CODEC, quality: int = layout.DEFAULT_JPEG_QUALITY) -> None:
     """Create (or reopen, for a rerun or a parallel job) the store's Zarr arrays."""
     W, H = size_wh
-    if codec == "jpeg":   # zarr-python's variable-length bytes: no Zarr v3 spec yet (it warns)
-        _create(root, layout.IMAGES, (n, n_cams), (1, 1), (1, n_cams), "bytes", ("sample", "camera"))
-    else:
-        _create(root, layout.IMAGES, (n, n_cams, H, W, 3), (1, 1, H, W, 3), (1, n_cams, H, W, 3), "uint8",
-                ("sample", "camera", "y", "x", "rgb"))
+    _create(root, layout.IMAGES, (n, n_cams, H, W, 3), (1, 1, H, W, 3), (1, n_cams, H, W, 3), "uint8",
+            ("sample", "camera", "y", "x", "rgb"), JpegCodec(quality=quality) if codec == "jpeg" else None)
     if occ_gt:
         X, Y, Z = layout.OCC_GRID["shape"]
         for a in layout.OCC_GT_ARRAYS:
@@ -169,46 +155,40 @@ def array(root: str, name: str) -> zarr.Array:
     """A cached writable handle (one per process: workers write their samples directly)."""
     key = (root, name)
     if key not in _ARRAYS:
-        with quiet_zarr():
-            _ARRAYS[key] = zarr.open_array(fsio.zarr_store(root, name, read_only=False), mode="r+")
+        _ARRAYS[key] = zarr.open_array(fsio.zarr_store(root, name, read_only=False), mode="r+")
     return _ARRAYS[key]
 
 
-def encode_images(images: np.ndarray, codec: str, quality: int = 95) -> np.ndarray:
-    """What the images array stores for one sample: the uint8 pixels, or one JPEG per camera."""
-    if codec != "jpeg":
-        return images
-    import cv2
-
-    out = np.empty(len(images), dtype=object)
-    for j, im in enumerate(images):
-        bgr = np.ascontiguousarray(im[..., ::-1])
-        out[j] = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])[1].tobytes()
-    return out
+def sample_key(arr: zarr.Array, index: int) -> str:
+    """Store key (relative to the array) of sample `index`'s object: its zarr shard, or its chunk."""
+    return arr.metadata.encode_chunk_key((index,) + (0,) * (arr.ndim - 1))
 
 
-def decode_images(stored: np.ndarray) -> np.ndarray:
-    """(n_cams, H, W, 3) uint8 RGB from what `encode_images` stored."""
-    if stored.dtype != object:
-        return np.asarray(stored)
-    import cv2
-
-    return np.stack([cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] for b in stored])
+def declared_image_codec(arr: zarr.Array) -> str:
+    """The image codec ("jpeg" or "raw") the images array's own Zarr metadata declares."""
+    codecs = arr.metadata.codecs
+    inner = getattr(codecs[0], "codecs", codecs)   # sharding_indexed wraps the per-image codecs
+    return "jpeg" if any(c.to_dict()["name"] == layout.JPEG_CODEC_NAME for c in inner) else "raw"
 
 
-def image_digest(stored: np.ndarray) -> str:
-    """Digest of one sample's stored images (pixels for raw, the JPEG bytes for jpeg)."""
-    if stored.dtype == object:
-        return hashlib.sha256(b"".join(bytes(b) for b in stored)).hexdigest()
-    return digest(stored)
+def object_digest(root: str, name: str, key: str) -> str:
+    """sha256 of one stored object of array `name` (a jpeg sample: its JPEG bytes + shard index)."""
+    return hashlib.sha256(fsio.read_bytes(root, name, key)).hexdigest()
 
 
-def write_images(root: str, index: int, images: np.ndarray, codec: str = "raw", quality: int = 95) -> str:
-    """Write one sample's (n_cams, H, W, 3) images (one Zarr shard object); return their digest."""
-    stored = encode_images(images, codec, quality)
-    with quiet_zarr():
-        array(root, layout.IMAGES)[index] = stored
-    return image_digest(stored)
+def write_images(root: str, index: int, images: np.ndarray, codec: str = layout.DEFAULT_IMAGE_CODEC) -> str:
+    """Write one sample's (n_cams, H, W, 3) uint8 RGB images (one Zarr shard object, encoded by the
+    array's codec); return their digest: raw, of the pixels (independent of the zstd build); jpeg,
+    of the stored object (decoders may differ in a pixel's last bit, the bytes do not)."""
+    arr = array(root, layout.IMAGES)
+    quality = jpeg_codec.sharded_quality(arr) if codec == "jpeg" else None
+    if quality is None:
+        arr[index] = images
+        return object_digest(root, layout.IMAGES, sample_key(arr, index)) if codec == "jpeg" else digest(images)
+    # the array's own layout, written as one object (zarr's write path costs ~2x the JPEG encoding)
+    data = jpeg_codec.shard_bytes(np.asarray(images, np.uint8), quality)
+    fsio.write_bytes_atomic(data, root, layout.IMAGES, sample_key(arr, index))
+    return hashlib.sha256(data).hexdigest()
 
 
 def write_occ_gt(root: str, index: int, occ: dict[str, np.ndarray]) -> str:
