@@ -213,7 +213,7 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
     log = Logger(out, step, enabled=rank == 0, resume=resume)
     say = print if rank == 0 and not quiet else (lambda *a, **k: None)
     say(f"train: {len(train_idx)} samples, held-out {len(held)} (threshold), world {world}, device {device}, "
-        f"supervision {supervision_label(cfg)}, grid {cfg.grid.shape} @ {cfg.grid.voxel_size[0]} m, "
+        f"supervision {supervision_label(cfg)}, grid {cfg.grid.shape} @ {' × '.join(f'{v:g}' for v in cfg.grid.voxel_size)} m, "
         f"{cfg.data.rays} rays/sample, aux ±{ds.aux} frames"
         + ("" if ds.aux or not cfg.data.aux_frames else " (store has no motion masks: aux rays off)"))
     say(f"loss terms: {', '.join(f'{t.name} {getattr(cfg.loss, t.name):g}' for t in L.active_terms(cfg))}"
