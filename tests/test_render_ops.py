@@ -47,20 +47,23 @@ def _weights(outputs, seed=5):
     return [torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device) for t in outputs]
 
 
+def _weighted_sum(outputs):
+    """A fixed random linear combination of the outputs: every upstream gradient is nonzero."""
+    return sum((t * w).sum() for t, w in zip(outputs, _weights(outputs), strict=True))
+
+
 def test_raw_forward_op_is_differentiable(ops):
     """The op itself carries autograd: gradients through torch.ops equal the public wrapper's."""
     density, semantics, o, d, b = _inputs()
     raw = [t.clone().requires_grad_() for t in (density, semantics)]
     depth, sem, opacity, distortion, t_far = ops.forward(*raw, o, d, b, *PARAMS, False)
     assert depth.grad_fn is not None and not t_far.requires_grad
-    loss = sum((t * w).sum() for t, w in zip((depth, sem, opacity, distortion), _weights((depth, sem, opacity,
-                                                                                          distortion))))
-    raw_grads = torch.autograd.grad(loss, raw)
+    raw_grads = torch.autograd.grad(_weighted_sum((depth, sem, opacity, distortion)), raw)
     ref = [t.clone().requires_grad_() for t in (density, semantics)]
     out = render_rays(*ref, o, d, b, pc_range=BOX, voxel_size=VOXEL, step=0.07, near=0.05, backend="reference",
                       return_distortion=True)
     outs = (out.depth, out.semantics, out.opacity, out.distortion)
-    ref_grads = torch.autograd.grad(sum((t * w).sum() for t, w in zip(outs, _weights(outs))), ref)
+    ref_grads = torch.autograd.grad(_weighted_sum(outs), ref)
     assert raw_grads[0].abs().max() > 0 and raw_grads[1].abs().max() > 0
     for ours, theirs in zip(raw_grads, ref_grads, strict=True):
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
@@ -106,7 +109,7 @@ def test_compiled_render_rays_equals_eager(ops, mode):
     for fn in (_render, torch.compile(_render, backend=COMPILE_BACKEND, fullgraph=True)):
         leaves = [t.clone().requires_grad_() for t in (density, semantics)]
         outs = fn(*leaves, o, d, b, semantic_mode=mode)
-        grads = torch.autograd.grad(sum((t * w).sum() for t, w in zip(outs, _weights(outs))), leaves)
+        grads = torch.autograd.grad(_weighted_sum(outs), leaves)
         results.append([t.detach() for t in (*outs, *grads)])
     assert results[0][-1].abs().max() > 0
     for compiled, eager in zip(results[1], results[0], strict=True):

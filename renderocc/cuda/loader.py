@@ -166,6 +166,20 @@ def nvcc_include_dirs(nvcc: str) -> list[str]:
     return dirs
 
 
+def _cmake_macros_shim(out_dir: Path) -> list[str]:
+    """A CPU build of torch ships the c10/cuda headers but not the one CMake generates for CUDA
+    builds (c10/cuda/impl/cuda_cmake_macros.h): for a compile-only check, supply what a CUDA
+    wheel's says (c10_cuda is a shared library). Empty when torch has the real header."""
+    from torch.utils.cpp_extension import include_paths
+
+    if any((Path(p) / "c10/cuda/impl/cuda_cmake_macros.h").exists() for p in include_paths()):
+        return []
+    shim = out_dir / "shim"
+    (shim / "c10/cuda/impl").mkdir(parents=True, exist_ok=True)
+    (shim / "c10/cuda/impl/cuda_cmake_macros.h").write_text("#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
+    return [f"-isystem{shim}"]
+
+
 def compile_check_cuda(out_dir: Path, arch: str = "sm_80") -> dict[str, Any]:
     """Compile (never run) the CUDA side: the .cu with nvcc, and the bindings' CUDA glue and the
     stream/guard file with the host compiler; then check every CUDA symbol the bindings call is
@@ -185,7 +199,7 @@ def compile_check_cuda(out_dir: Path, arch: str = "sm_80") -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     cu_obj, cpp_obj, stream_obj = out_dir / "render_cuda.o", out_dir / "bindings_cuda.o", out_dir / "cuda_stream.o"
     torch_inc = [f"-isystem{p}" for p in include_paths()]
-    cuda_inc = [f"-isystem{d}" for d in nvcc_include_dirs(nvcc)]
+    cuda_inc = [f"-isystem{d}" for d in nvcc_include_dirs(nvcc)] + _cmake_macros_shim(out_dir)
     cxx = os.environ.get("CXX", "c++")
     commands = [
         [nvcc, "-std=c++17", "-O3", f"-arch={arch}", f"-I{CSRC}", "-c", str(CSRC / "render_cuda.cu"),
