@@ -10,7 +10,8 @@
 #
 # Every stage logs PASS/FAIL/SKIP and the JSON records it; a failing stage never stops the later
 # ones. Env: GPU_CHECK_DEVICE (cuda), GPU_CHECK_CARRY (.gpu_carry), GPU_CHECK_BUDGET_S (450: no
-# stage starts after that), PYTHON (python3), TORCH_CUDA_ARCH_LIST (9.0).
+# stage starts after that), GPU_CHECK_TIME_SCALE (1: multiplies every stage's time limit, for a
+# slow or shared machine), PYTHON (python3), TORCH_CUDA_ARCH_LIST (9.0).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: scripts/gpu_check.sh OUTDIR}
@@ -18,6 +19,7 @@ DEVICE=${GPU_CHECK_DEVICE:-cuda}
 CARRY=${GPU_CHECK_CARRY:-.gpu_carry}
 PY=${PYTHON:-python3}
 BUDGET=${GPU_CHECK_BUDGET_S:-450}
+SCALE=${GPU_CHECK_TIME_SCALE:-1}
 mkdir -p "$OUT" || exit 2
 OUT=$(cd "$OUT" && pwd)
 LOG="$OUT/gpu_check.log"
@@ -34,7 +36,7 @@ say() { echo "$*" | tee -a "$LOG"; }
 
 # stage NAME LIMIT_S CMD...: run CMD with a time limit, its output into the log; record the result.
 stage() {
-  local name=$1 limit=$2 t0 rc status
+  local name=$1 limit=$(( $2 * SCALE )) t0 rc status
   shift 2
   if (( $(date +%s) - START > BUDGET )); then
     say "== [$name] SKIP: over the ${BUDGET} s budget"
