@@ -134,3 +134,13 @@ def test_compiled_optical_depth_equals_eager(ops):
     assert results[0][2].abs().max() > 0
     for compiled, eager in zip(results[1], results[0], strict=True):
         torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+
+
+def test_double_backward_is_a_clear_error(ops):
+    """The old autograd.Function was once_differentiable; the op keeps that promise explicitly."""
+    density, semantics, o, d, b = _inputs(n_random=10)
+    leaves = [t.clone().requires_grad_() for t in (density, semantics)]
+    out = ops.forward(*leaves, o, d, b, *PARAMS, False)
+    (grad_density, _) = torch.autograd.grad(out[0].sum() + out[1].sum(), leaves, create_graph=True)
+    with pytest.raises(RuntimeError, match="no double backward"):
+        grad_density.sum().backward()

@@ -106,5 +106,12 @@ def _depth_backward(ctx: Any, g_tau, _g_count) -> tuple:
     return (grad_density, *(None,) * (_DEPTH_INPUTS - 1))
 
 
+def _no_double_backward(ctx: Any, *grads: Any) -> tuple:
+    raise RuntimeError("renderocc: the renderer's backward ops are not differentiable (no double backward)")
+
+
 torch.library.register_autograd(f"{NS}::forward", _render_backward, setup_context=_render_setup)
 torch.library.register_autograd(f"{NS}::optical_depth", _depth_backward, setup_context=_depth_setup)
+# The backward ops: a clear error on double backward instead of silently missing second derivatives.
+torch.library.register_autograd(f"{NS}::backward", _no_double_backward)
+torch.library.register_autograd(f"{NS}::optical_depth_backward", _no_double_backward)
