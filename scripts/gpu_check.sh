@@ -73,7 +73,10 @@ if torch.cuda.is_available():
 print(json.dumps(info)); open('$WORK/env.json', 'w').write(json.dumps(info))
 if '$DEVICE' == 'cuda' and not torch.cuda.is_available(): sys.exit('torch sees no CUDA device')
 "
-if [ "$DEVICE" = cuda ]; then nvidia-smi 2>&1 | tee -a "$LOG" | head -n 15; fi
+if [ "$DEVICE" = cuda ]; then
+  nvidia-smi >>"$LOG" 2>&1
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv 2>&1 | tee -a "$LOG"
+fi
 
 # 2. Wheels the training step needs that the machine lacks (carried; see gpu_check_prepare.sh).
 if [ "$DEVICE" != cuda ]; then
