@@ -117,7 +117,7 @@ def main() -> None:
         reset_peak(device)
         t = time.perf_counter()
         loss, _, n, _ = train_step(model, opt, sched, scaler, batch, cfg, cw, device)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if k >= 2:
             times.append(time.perf_counter() - t)
             peaks.append(peak_mb(device))
