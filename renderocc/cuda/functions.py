@@ -1,9 +1,9 @@
-"""`render_rays`, `ray_visibility`, `ray_optical_depth`: the public entry points, their autograd
-wrappers and backend choice.
+"""`render_rays`, `ray_visibility`, `ray_optical_depth`: the public entry points and backend choice.
 
 The kernels return the raw composites (depth without background, semantics, opacity,
 distortion, t_far); options that are cheap tensor algebra on those (the background depth)
-are applied here so the kernels and the reference stay one contract.
+are applied here so the kernels and the reference stay one contract. The ops carry their own
+autograd and fake kernels (op_registrations.py), so these wrappers call them like any ATen op.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from renderocc.cuda import loader
 from renderocc.cuda.reference import optical_depth_reference, render_reference, visibility_reference
@@ -33,75 +32,6 @@ class RenderOutput:
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return iter((self.depth, self.semantics, self.opacity))
-
-
-def _launch(op: Any, device: torch.device, *args: Any) -> list[torch.Tensor]:
-    """Call an op with the current CUDA stream (as an int) and device set; stream 0 on CPU."""
-    if device.type != "cuda":
-        return op(*args, 0)
-    with torch.cuda.device(device):
-        return op(*args, torch.cuda.current_stream(device).cuda_stream)
-
-
-class _RenderFunction(torch.autograd.Function):
-    """Kernel forward; backward recomputes each ray (nothing per-sample is saved)."""
-
-    @staticmethod
-    def forward(ctx: Any, density: torch.Tensor, semantics: torch.Tensor, origins: torch.Tensor,
-                directions: torch.Tensor, batch_index: torch.Tensor, params: tuple, ops: Any
-                ) -> tuple[torch.Tensor, ...]:
-        depth, sem, opacity, distortion, t_far = _launch(
-            ops.forward, density.device, density, semantics, origins, directions, batch_index, *params)
-        ctx.save_for_backward(density, semantics, origins, directions, batch_index,
-                              depth, sem, opacity, distortion)
-        ctx.params, ctx.ops = params, ops
-        ctx.mark_non_differentiable(t_far)
-        return depth, sem, opacity, distortion, t_far
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, g_depth: torch.Tensor | None, g_sem: torch.Tensor | None,
-                 g_opacity: torch.Tensor | None, g_distortion: torch.Tensor | None, _g_t_far: Any
-                 ) -> tuple[torch.Tensor | None, ...]:
-        density, semantics, origins, directions, batch_index, depth, sem, opacity, distortion = (
-            ctx.saved_tensors)
-
-        def dense(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-            return torch.zeros_like(like) if g is None else g.contiguous()
-
-        need_density, need_sem = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_density, grad_sem = _launch(
-            ctx.ops.backward, density.device, density, semantics, origins, directions, batch_index,
-            *ctx.params,
-            depth, sem, opacity, distortion, dense(g_depth, depth), dense(g_sem, sem),
-            dense(g_opacity, opacity), dense(g_distortion, distortion), need_sem)
-        return (grad_density if need_density else None, grad_sem if need_sem else None,
-                None, None, None, None, None)
-
-
-class _OpticalDepthFunction(torch.autograd.Function):
-    """Kernel optical depth; backward re-marches each ray (tau is linear in density)."""
-
-    @staticmethod
-    def forward(ctx: Any, density: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
-                batch_index: torch.Tensor, t_ends: torch.Tensor, params: tuple, ops: Any
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        tau, count = _launch(ops.optical_depth, density.device, density, origins, directions, batch_index,
-                             t_ends, *params)
-        ctx.save_for_backward(density, origins, directions, batch_index, t_ends)
-        ctx.params, ctx.ops = params, ops
-        ctx.mark_non_differentiable(count)
-        return tau, count
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, g_tau: torch.Tensor | None, _g_count: Any) -> tuple[torch.Tensor | None, ...]:
-        density, origins, directions, batch_index, t_ends = ctx.saved_tensors
-        if g_tau is None or not ctx.needs_input_grad[0]:
-            return (None,) * 7
-        grad_density = _launch(ctx.ops.optical_depth_backward, density.device, density, origins, directions,
-                               batch_index, t_ends, *ctx.params, g_tau.contiguous())
-        return (grad_density, None, None, None, None, None, None)
 
 
 def _triple(value: float | Sequence[float] | torch.Tensor, what: str) -> list[float]:
@@ -149,7 +79,10 @@ def _rays_and_grid(density: torch.Tensor, origins: torch.Tensor, directions: tor
         raise ValueError("origins and directions must both be (R, 3)")
     if batch_index.shape != (origins.shape[0],):
         raise ValueError("batch_index must be (R,)")
-    if batch_index.numel() and (int(batch_index.min()) < 0 or int(batch_index.max()) >= density.shape[0]):
+    if torch.compiler.is_compiling():  # no host sync in a compiled graph: the check runs with it
+        torch._assert_async(((batch_index >= 0) & (batch_index < density.shape[0])).all(),
+                            f"batch_index must lie in [0, {density.shape[0]})")
+    elif batch_index.numel() and (int(batch_index.min()) < 0 or int(batch_index.max()) >= density.shape[0]):
         raise ValueError(f"batch_index must lie in [0, {density.shape[0]})")
     return box, voxel, origins, directions, batch_index
 
@@ -184,9 +117,9 @@ def render_rays(density: torch.Tensor, semantics: torch.Tensor, origins: torch.T
             density, semantics, origins, directions, batch_index, tuple(box), tuple(voxel),
             float(near), float(step), probs)
     else:
-        params = (box, voxel, float(near), float(step), probs)
-        depth, sem, opacity, distortion, t_far = _RenderFunction.apply(
-            density.contiguous(), semantics.contiguous(), origins, directions, batch_index, params, ops)
+        depth, sem, opacity, distortion, t_far = ops.forward(
+            density.contiguous(), semantics.contiguous(), origins, directions, batch_index, box, voxel,
+            float(near), float(step), probs)
     if background_depth:
         depth = depth + (1 - opacity) * t_far
     return RenderOutput(depth, sem, opacity, distortion if return_distortion else None)
@@ -210,8 +143,8 @@ def ray_visibility(density: torch.Tensor, origins: torch.Tensor, directions: tor
     if name == "reference":
         return visibility_reference(density, origins, directions, batch_index, tuple(box), tuple(voxel),
                                     float(near), float(step))
-    return _launch(ops.visibility, density.device, density.contiguous(), origins, directions, batch_index,
-                   box, voxel, float(near), float(step))
+    return ops.visibility(density.contiguous(), origins, directions, batch_index, box, voxel, float(near),
+                          float(step))
 
 
 def ray_optical_depth(density: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
@@ -237,6 +170,5 @@ def ray_optical_depth(density: torch.Tensor, origins: torch.Tensor, directions: 
     if name == "reference":
         return optical_depth_reference(density, origins, directions, batch_index, t_ends, tuple(box),
                                        tuple(voxel), float(near), float(step))
-    params = (box, voxel, float(near), float(step))
-    return _OpticalDepthFunction.apply(density.contiguous(), origins, directions, batch_index, t_ends, params,
-                                       ops)
+    return ops.optical_depth(density.contiguous(), origins, directions, batch_index, t_ends, box, voxel,
+                             float(near), float(step))

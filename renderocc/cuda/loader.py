@@ -18,7 +18,7 @@ from typing import Any
 CSRC = Path(__file__).parent / "csrc"
 OP_NAMESPACE = "renderocc_render"
 CPU_SOURCES = ("bindings.cpp", "render_cpu.cpp", "walk_cpu.cpp", "voxel_walk.cpp")
-CUDA_SOURCES = ("render_cuda.cu",)
+CUDA_SOURCES = ("render_cuda.cu", "cuda_stream.cpp")
 HEADERS = ("render_core.h", "walk.h")
 CFLAGS = ["-O3"]
 CUDA_CFLAGS = ["-O3"]
@@ -99,6 +99,8 @@ def _build(verbose: bool) -> Path:
 
 def load(verbose: bool = False) -> Any:
     """The op namespace (torch.ops.renderocc_render), building it if needed; raises ExtensionUnavailable."""
+    if "ops" in _state:  # loaded: no lock (torch.compile traces this path without a graph break)
+        return _state["ops"]
     with _lock:
         if "ops" in _state:
             return _state["ops"]
@@ -111,6 +113,7 @@ def load(verbose: bool = False) -> Any:
             _state["path"] = _build(verbose)
             import torch
 
+            import renderocc.cuda.op_registrations  # noqa: F401 - fake kernels + autograd on the ops
             _state["ops"] = getattr(torch.ops, OP_NAMESPACE)
         except Exception as exc:  # noqa: BLE001 - any build/load failure means "fall back"
             _state["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc) else ''}"
@@ -148,9 +151,39 @@ def find_nvcc() -> str | None:
     return shutil.which("nvcc")
 
 
+def nvcc_include_dirs(nvcc: str) -> list[str]:
+    """The CUDA runtime's include folders as nvcc itself uses them (works through wrapper scripts)."""
+    import shlex
+    import subprocess
+
+    out = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
+                         capture_output=True, text=True).stderr
+    dirs = []
+    for line in out.splitlines():
+        if line.startswith(("#$ INCLUDES=", "#$ SYSTEM_INCLUDES=")):
+            words = shlex.split(line.split("=", 1)[1])
+            dirs += [w[2:] if w.startswith("-I") else w for w in words if w not in ("-isystem", "-I")]
+    return dirs
+
+
+def _cmake_macros_shim(out_dir: Path) -> list[str]:
+    """A CPU build of torch ships the c10/cuda headers but not the one CMake generates for CUDA
+    builds (c10/cuda/impl/cuda_cmake_macros.h): for a compile-only check, supply what a CUDA
+    wheel's says (c10_cuda is a shared library). Empty when torch has the real header."""
+    from torch.utils.cpp_extension import include_paths
+
+    if any((Path(p) / "c10/cuda/impl/cuda_cmake_macros.h").exists() for p in include_paths()):
+        return []
+    shim = out_dir / "shim"
+    (shim / "c10/cuda/impl").mkdir(parents=True, exist_ok=True)
+    (shim / "c10/cuda/impl/cuda_cmake_macros.h").write_text("#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
+    return [f"-isystem{shim}"]
+
+
 def compile_check_cuda(out_dir: Path, arch: str = "sm_80") -> dict[str, Any]:
-    """Compile (never run) the CUDA side: the .cu with nvcc, and the bindings' CUDA glue with
-    the host compiler; then check every CUDA symbol the bindings call is defined by the .cu.
+    """Compile (never run) the CUDA side: the .cu with nvcc, and the bindings' CUDA glue and the
+    stream/guard file with the host compiler; then check every CUDA symbol the bindings call is
+    defined by those two.
 
     Returns {"ok", "seconds", "steps": [(command, returncode, output)]}; raises
     ExtensionUnavailable if nvcc is absent. Needs no GPU and no CUDA build of torch.
@@ -164,14 +197,17 @@ def compile_check_cuda(out_dir: Path, arch: str = "sm_80") -> dict[str, Any]:
     if nvcc is None:
         raise ExtensionUnavailable("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    cu_obj, cpp_obj = out_dir / "render_cuda.o", out_dir / "bindings_cuda.o"
+    cu_obj, cpp_obj, stream_obj = out_dir / "render_cuda.o", out_dir / "bindings_cuda.o", out_dir / "cuda_stream.o"
     torch_inc = [f"-isystem{p}" for p in include_paths()]
+    cuda_inc = [f"-isystem{d}" for d in nvcc_include_dirs(nvcc)] + _cmake_macros_shim(out_dir)
     cxx = os.environ.get("CXX", "c++")
     commands = [
         [nvcc, "-std=c++17", "-O3", f"-arch={arch}", f"-I{CSRC}", "-c", str(CSRC / "render_cuda.cu"),
          "-o", str(cu_obj)],
         [cxx, "-std=c++20", "-O1", "-fPIC", "-DRENDEROCC_WITH_CUDA", f"-I{CSRC}", *torch_inc, "-c",
          str(CSRC / "bindings.cpp"), "-o", str(cpp_obj)],
+        [cxx, "-std=c++20", "-O1", "-fPIC", "-DRENDEROCC_WITH_CUDA", f"-I{CSRC}", *torch_inc, *cuda_inc, "-c",
+         str(CSRC / "cuda_stream.cpp"), "-o", str(stream_obj)],
     ]
     start = time.perf_counter()
     procs = [(cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
@@ -180,15 +216,15 @@ def compile_check_cuda(out_dir: Path, arch: str = "sm_80") -> dict[str, Any]:
     steps = [(" ".join(cmd), code, out.strip()) for cmd, out, code in outputs]
     if any(code != 0 for _, code, _ in steps):
         return {"ok": False, "seconds": time.perf_counter() - start, "steps": steps}
-    missing = _undefined_cuda_symbols(cpp_obj, cu_obj)
+    missing = _undefined_cuda_symbols(cpp_obj, [cu_obj, stream_obj])
     steps.append(("symbol check", int(bool(missing)), "missing: " + ", ".join(missing) if missing else "ok"))
     return {"ok": not missing, "seconds": time.perf_counter() - start, "steps": steps}
 
 
-def _undefined_cuda_symbols(user: Path, provider: Path) -> list[str]:
-    """`*_cuda` symbols `user` needs that `provider` does not define (via nm)."""
+def _undefined_cuda_symbols(user: Path, providers: list[Path]) -> list[str]:
+    """`*_cuda` symbols `user` needs that none of `providers` defines (via nm)."""
     needed = {s for s in _nm(user, undefined=True) if "_cuda" in s}
-    return sorted(needed - _nm(provider, undefined=False))
+    return sorted(needed - set().union(*(_nm(p, undefined=False) for p in providers)))
 
 
 def _nm(path: Path, undefined: bool) -> set[str]:

@@ -1,9 +1,10 @@
 // Torch op registration (TORCH_LIBRARY, no pybind11/Python headers: a lean build).
 //
-// Checks the inputs, allocates the outputs and hands raw pointers to the CPU kernels or,
-// when built with RENDEROCC_WITH_CUDA, to the CUDA kernels. The caller passes the CUDA
-// stream as an integer (torch.cuda.current_stream().cuda_stream) and sets the device, so
-// this file needs no c10/cuda headers and compiles (and is compile-checked) anywhere.
+// Declares the ops' schemas, checks the inputs, allocates the outputs and hands raw pointers
+// to the CPU kernels or, when built with RENDEROCC_WITH_CUDA, to the CUDA kernels, registered
+// per dispatch key (CPU, CUDA). Device guard and current stream come from cuda_stream.cpp, the
+// only file that includes c10/cuda, so this one compiles (and is compile-checked) anywhere.
+// Fake (meta) kernels and autograd live on the same ops in Python (renderocc/cuda/op_registrations.py).
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -13,7 +14,9 @@
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
 
+#include <functional>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #include "render_core.h"
@@ -35,6 +38,7 @@ void mark_crossed_cpu(const at::Tensor& origins, const at::Tensor& dirs, const a
                       const std::vector<double>& box, const std::vector<double>& voxel, const at::Tensor& hit);
 #ifdef RENDEROCC_WITH_CUDA
 int max_classes_cuda();
+int on_current_cuda_stream(const at::Tensor& like, const std::function<int(void*)>& launch);
 template <typename T>
 int render_forward_cuda(const RenderArgs<T>& a, void* stream);
 template <typename T>
@@ -113,24 +117,28 @@ RenderArgs<T> make_args(const at::Tensor& density, const at::Tensor& sem, const 
 #define RO_CUDA_LAUNCHER(fn) nullptr
 #endif
 
-// Runs a launch on the density's device: the CUDA kernel (a failed launch raises) or the CPU one.
+// Runs a launch on the density's device: the CUDA kernel on torch's current stream of that device
+// (a failed launch raises) or the CPU one.
 template <typename T>
-void run_on_device(const at::Tensor& density, const RenderArgs<T>& a, int64_t stream, const char* what,
+void run_on_device(const at::Tensor& density, const RenderArgs<T>& a, const char* what,
                    void (*cpu)(const RenderArgs<T>&), int (*cuda)(const RenderArgs<T>&, void*)) {
   if (density.is_cuda()) {
     TORCH_CHECK(cuda != nullptr, "the renderer extension was built without CUDA");
-    const int err = cuda(a, reinterpret_cast<void*>(stream));
+#ifdef RENDEROCC_WITH_CUDA
+    const int err = on_current_cuda_stream(density, [&](void* stream) { return cuda(a, stream); });
     TORCH_CHECK(err == 0, what, " CUDA launch failed with error ", err);
+#endif
     return;
   }
   cpu(a);
 }
 
-std::vector<at::Tensor> render_forward(const at::Tensor& density, const at::Tensor& sem,
+using Tensor5 = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+Tensor5 render_forward(const at::Tensor& density, const at::Tensor& sem,
                                        const at::Tensor& origins, const at::Tensor& dirs,
                                        const at::Tensor& batch, std::vector<double> box,
-                                       std::vector<double> voxel, double near, double step, bool probs,
-                                       int64_t stream) {
+                                       std::vector<double> voxel, double near, double step, bool probs) {
   check_inputs(density, sem, origins, dirs, batch, box, voxel, step, probs);
   const int64_t R = origins.size(0), C = sem.size(4);
   auto opts = density.options();
@@ -144,13 +152,13 @@ std::vector<at::Tensor> render_forward(const at::Tensor& density, const at::Tens
     a.opacity = opacity.data_ptr<scalar_t>();
     a.distortion = distortion.data_ptr<scalar_t>();
     a.t_far = t_far.data_ptr<scalar_t>();
-    run_on_device<scalar_t>(density, a, stream, "render_forward", render_forward_cpu<scalar_t>,
+    run_on_device<scalar_t>(density, a, "render_forward", render_forward_cpu<scalar_t>,
                             RO_CUDA_LAUNCHER(render_forward_cuda<scalar_t>));
   });
   return {depth, out_sem, opacity, distortion, t_far};
 }
 
-std::vector<at::Tensor> render_backward(const at::Tensor& density, const at::Tensor& sem,
+std::tuple<at::Tensor, at::Tensor> render_backward(const at::Tensor& density, const at::Tensor& sem,
                                         const at::Tensor& origins, const at::Tensor& dirs,
                                         const at::Tensor& batch, std::vector<double> box,
                                         std::vector<double> voxel, double near, double step, bool probs,
@@ -158,7 +166,7 @@ std::vector<at::Tensor> render_backward(const at::Tensor& density, const at::Ten
                                         const at::Tensor& opacity, const at::Tensor& distortion,
                                         const at::Tensor& g_depth, const at::Tensor& g_sem,
                                         const at::Tensor& g_opacity, const at::Tensor& g_distortion,
-                                        bool need_sem_grad, int64_t stream) {
+                                        bool need_sem_grad) {
   check_inputs(density, sem, origins, dirs, batch, box, voxel, step, probs);
   const int64_t R = origins.size(0), C = sem.size(4);
   for (const auto* t : {&depth, &opacity, &distortion, &g_depth, &g_opacity, &g_distortion}) {
@@ -183,7 +191,7 @@ std::vector<at::Tensor> render_backward(const at::Tensor& density, const at::Ten
     a.g_distortion = g_distortion.data_ptr<scalar_t>();
     a.grad_density = grad_density.data_ptr<scalar_t>();
     a.grad_sem = need_sem_grad ? grad_sem.data_ptr<scalar_t>() : nullptr;
-    run_on_device<scalar_t>(density, a, stream, "render_backward", render_backward_cpu<scalar_t>,
+    run_on_device<scalar_t>(density, a, "render_backward", render_backward_cpu<scalar_t>,
                             RO_CUDA_LAUNCHER(render_backward_cuda<scalar_t>));
   });
   if (!need_sem_grad) grad_sem = at::zeros({0}, density.options());
@@ -198,14 +206,14 @@ at::Tensor no_semantics(const at::Tensor& density) {
 
 at::Tensor visibility(const at::Tensor& density, const at::Tensor& origins, const at::Tensor& dirs,
                       const at::Tensor& batch, std::vector<double> box, std::vector<double> voxel,
-                      double near, double step, int64_t stream) {
+                      double near, double step) {
   const at::Tensor no_sem = no_semantics(density);
   check_inputs(density, no_sem, origins, dirs, batch, box, voxel, step, false);
   at::Tensor vis = at::zeros_like(density);
   AT_DISPATCH_FLOATING_TYPES(density.scalar_type(), "visibility", [&] {
     auto a = make_args<scalar_t>(density, no_sem, origins, dirs, batch, box, voxel, near, step, false);
     a.visibility = vis.data_ptr<scalar_t>();
-    run_on_device<scalar_t>(density, a, stream, "visibility", visibility_cpu<scalar_t>,
+    run_on_device<scalar_t>(density, a, "visibility", visibility_cpu<scalar_t>,
                             RO_CUDA_LAUNCHER(visibility_cuda<scalar_t>));
   });
   return vis;
@@ -228,17 +236,17 @@ RenderArgs<T> ends_args(const at::Tensor& density, const at::Tensor& no_sem, con
   return a;
 }
 
-std::vector<at::Tensor> optical_depth(const at::Tensor& density, const at::Tensor& origins,
+std::tuple<at::Tensor, at::Tensor> optical_depth(const at::Tensor& density, const at::Tensor& origins,
                                       const at::Tensor& dirs, const at::Tensor& batch, const at::Tensor& t_ends,
                                       std::vector<double> box, std::vector<double> voxel, double near,
-                                      double step, int64_t stream) {
+                                      double step) {
   const at::Tensor no_sem = no_semantics(density);
   at::Tensor tau = at::empty_like(t_ends), count = at::empty_like(t_ends);
   AT_DISPATCH_FLOATING_TYPES(density.scalar_type(), "optical_depth", [&] {
     auto a = ends_args<scalar_t>(density, no_sem, origins, dirs, batch, t_ends, box, voxel, near, step);
     a.tau = tau.data_ptr<scalar_t>();
     a.count = count.data_ptr<scalar_t>();
-    run_on_device<scalar_t>(density, a, stream, "optical_depth", optical_depth_cpu<scalar_t>,
+    run_on_device<scalar_t>(density, a, "optical_depth", optical_depth_cpu<scalar_t>,
                             RO_CUDA_LAUNCHER(optical_depth_cuda<scalar_t>));
   });
   return {tau, count};
@@ -246,8 +254,7 @@ std::vector<at::Tensor> optical_depth(const at::Tensor& density, const at::Tenso
 
 at::Tensor optical_depth_backward(const at::Tensor& density, const at::Tensor& origins, const at::Tensor& dirs,
                                   const at::Tensor& batch, const at::Tensor& t_ends, std::vector<double> box,
-                                  std::vector<double> voxel, double near, double step, const at::Tensor& g_tau,
-                                  int64_t stream) {
+                                  std::vector<double> voxel, double near, double step, const at::Tensor& g_tau) {
   const at::Tensor no_sem = no_semantics(density);
   TORCH_CHECK(g_tau.is_contiguous() && g_tau.sizes() == t_ends.sizes() &&
                   g_tau.scalar_type() == density.scalar_type() && g_tau.device() == density.device(),
@@ -257,7 +264,7 @@ at::Tensor optical_depth_backward(const at::Tensor& density, const at::Tensor& o
     auto a = ends_args<scalar_t>(density, no_sem, origins, dirs, batch, t_ends, box, voxel, near, step);
     a.g_tau = g_tau.data_ptr<scalar_t>();
     a.grad_density = grad_density.data_ptr<scalar_t>();
-    run_on_device<scalar_t>(density, a, stream, "optical_depth_backward",
+    run_on_device<scalar_t>(density, a, "optical_depth_backward",
                             optical_depth_backward_cpu<scalar_t>,
                             RO_CUDA_LAUNCHER(optical_depth_backward_cuda<scalar_t>));
   });
@@ -267,7 +274,7 @@ at::Tensor optical_depth_backward(const at::Tensor& density, const at::Tensor& o
 
 // The first-hit walk (CPU only) of `raygrid.first_hits`: rays (R, 3) float64 walked through L ≤ 7
 // occupancy layers packed as bits of a grid padded by one border voxel (value 128) per side.
-std::vector<at::Tensor> first_hits(const at::Tensor& bits, const at::Tensor& origins, const at::Tensor& dirs,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> first_hits(const at::Tensor& bits, const at::Tensor& origins, const at::Tensor& dirs,
                                    std::vector<double> lo, std::vector<double> voxel_size,
                                    std::vector<int64_t> shape, int64_t layers, int64_t threads) {
   TORCH_CHECK(layers >= 1 && layers <= 7, "first_hits: 1 to 7 layers");
@@ -315,37 +322,49 @@ void mark_crossed(const at::Tensor& origins, const at::Tensor& dirs, const at::T
 }  // namespace
 }  // namespace renderocc
 
+// Schemas only: kernels are registered per dispatch key below, fake kernels and autograd in the
+// Python module named here (torch imports it when a fake tensor meets an op first).
 TORCH_LIBRARY(renderocc_render, m) {
+  m.set_python_module("renderocc.cuda.op_registrations");
   m.def(
       "forward(Tensor density, Tensor semantics, Tensor origins, Tensor directions, "
-      "Tensor batch_index, float[] box, float[] voxel_size, float near, float step, bool probs, "
-      "int stream) -> Tensor[]",
-      &renderocc::render_forward);
+      "Tensor batch_index, float[] box, float[] voxel_size, float near, float step, bool probs) "
+      "-> (Tensor depth, Tensor sem, Tensor opacity, Tensor distortion, Tensor t_far)");
   m.def(
       "backward(Tensor density, Tensor semantics, Tensor origins, Tensor directions, "
       "Tensor batch_index, float[] box, float[] voxel_size, float near, float step, bool probs, "
       "Tensor depth, Tensor sem, Tensor opacity, Tensor distortion, Tensor g_depth, Tensor g_sem, "
-      "Tensor g_opacity, Tensor g_distortion, bool need_sem_grad, int stream) -> Tensor[]",
-      &renderocc::render_backward);
+      "Tensor g_opacity, Tensor g_distortion, bool need_sem_grad) -> (Tensor grad_density, Tensor grad_sem)");
   m.def(
       "visibility(Tensor density, Tensor origins, Tensor directions, Tensor batch_index, float[] box, "
-      "float[] voxel_size, float near, float step, int stream) -> Tensor",
-      &renderocc::visibility);
+      "float[] voxel_size, float near, float step) -> Tensor");
   m.def(
       "optical_depth(Tensor density, Tensor origins, Tensor directions, Tensor batch_index, Tensor t_ends, "
-      "float[] box, float[] voxel_size, float near, float step, int stream) -> Tensor[]",
-      &renderocc::optical_depth);
+      "float[] box, float[] voxel_size, float near, float step) -> (Tensor tau, Tensor count)");
   m.def(
       "optical_depth_backward(Tensor density, Tensor origins, Tensor directions, Tensor batch_index, "
-      "Tensor t_ends, float[] box, float[] voxel_size, float near, float step, Tensor g_tau, int stream) "
-      "-> Tensor",
-      &renderocc::optical_depth_backward);
+      "Tensor t_ends, float[] box, float[] voxel_size, float near, float step, Tensor g_tau) -> Tensor");
   m.def(
       "first_hits(Tensor bits, Tensor origins, Tensor directions, float[] lo, float[] voxel_size, int[] shape, "
-      "int layers, int threads) -> Tensor[]",
-      &renderocc::first_hits);
+      "int layers, int threads) -> (Tensor voxel, Tensor dist, Tensor hit)");
   m.def(
       "mark_crossed(Tensor origins, Tensor directions, Tensor lengths, float[] box, float[] voxel_size, "
-      "Tensor(a!) hit) -> ()",
-      &renderocc::mark_crossed);
+      "Tensor(a!) hit) -> ()");
 }
+
+// The renderer ops run on either device (a build without CUDA refuses CUDA tensors in one line);
+// the LiDAR walks are CPU-only.
+#define RO_RENDER_IMPLS(m)                                                \
+  m.impl("forward", &renderocc::render_forward);                          \
+  m.impl("backward", &renderocc::render_backward);                        \
+  m.impl("visibility", &renderocc::visibility);                           \
+  m.impl("optical_depth", &renderocc::optical_depth);                     \
+  m.impl("optical_depth_backward", &renderocc::optical_depth_backward)
+
+TORCH_LIBRARY_IMPL(renderocc_render, CPU, m) {
+  RO_RENDER_IMPLS(m);
+  m.impl("first_hits", &renderocc::first_hits);
+  m.impl("mark_crossed", &renderocc::mark_crossed);
+}
+
+TORCH_LIBRARY_IMPL(renderocc_render, CUDA, m) { RO_RENDER_IMPLS(m); }
