@@ -30,9 +30,10 @@ from renderocc.errors import UserError
 from renderocc.eval.infer import classify
 from renderocc.fit.grid_model import FreeGrid
 from renderocc.outputs import savez_atomic, write_atomic
-from renderocc.train.config import Config
-from renderocc.train.dataset import draw_free_beams, draw_from_pool, ends_in_grid
+from renderocc.train.config import Config, semantic_source
+from renderocc.train.dataset import draw_free_beams, draw_label_rays, ends_in_grid
 from renderocc.train.losses import active_terms, needed_batch_keys
+from renderocc.train.mask_rays import MaskPool, mask_ray_count
 from renderocc.train.targets import dense_target
 from renderocc.train.threshold import candidate_counts, pick_threshold
 from renderocc.train.trainer import compute_loss
@@ -61,9 +62,10 @@ class FitResult:
 def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr: float,
                class_weights: torch.Tensor | None = None, occ_target: np.ndarray | None = None,
                device: str | torch.device = "cpu", seed: int = 0, free_beams: dict | None = None,
-               num_classes: int = NUM_SEMANTIC) -> tuple[FreeGrid, list[float]]:
+               num_classes: int = NUM_SEMANTIC, masks: MaskPool | None = None) -> tuple[FreeGrid, list[float]]:
     """Optimise a `FreeGrid` on the resolved grid of `cfg` against `frames` (2D contracts) or
-    `occ_target` (`3d`), with the key frame's no-return `free_beams` when their term is active.
+    `occ_target` (`3d`), with the key frame's no-return `free_beams` when their term is active and
+    `data.mask_ray_share` of the rays from the dense-mask pixels `masks`.
     Returns the grid and the loss per iteration."""
     device = torch.device(device)
     grid = cfg.grid.spec
@@ -86,12 +88,13 @@ def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
     rendered = cfg.supervision != "3d"
     beams = "free_valid" in needed_batch_keys(cfg)
     pool = ends_in_grid(frames, grid) if rendered else None  # concatenated once, drawn from every iteration
+    n_mask = mask_ray_count(cfg.data.rays, cfg.data.mask_ray_share) if masks is not None else 0
     losses = []
     for _ in range(iters):
         batch = dict(base)
         if rendered:
-            batch.update({k: v[None] for k, v in
-                          draw_from_pool(pool, cfg.data.rays, cfg.data.class_balance, rng).items()})
+            batch.update({k: v[None] for k, v in draw_label_rays(
+                pool, masks, grid, cfg.data.rays, n_mask, cfg.data.class_balance, rng).items()})
         if beams:
             batch.update({k: v[None] for k, v in draw_free_beams(free_beams, cfg.data.free_beams, rng).items()})
         loss, _, _ = compute_loss(model, batch, cfg, class_weights, device)
@@ -119,12 +122,13 @@ def fit_threshold(density: torch.Tensor, cfg: Config, frames: list[tuple[dict, f
 def fit_frames(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr: float,
                class_weights: torch.Tensor | None = None, occ_target: np.ndarray | None = None,
                device: str | torch.device = "cpu", seed: int = 0, index: int = 0,
-               free_beams: dict | None = None, num_classes: int = NUM_SEMANTIC) -> FitResult:
+               free_beams: dict | None = None, num_classes: int = NUM_SEMANTIC,
+               masks: MaskPool | None = None) -> FitResult:
     """The reader-free core: fit, choose the threshold, classify. `cfg` must be resolved."""
     t0 = time.time()
     model, losses = fit_volume(frames, cfg, iters=iters, lr=lr, class_weights=class_weights,
                                occ_target=occ_target, device=device, seed=seed, free_beams=free_beams,
-                               num_classes=num_classes)
+                               num_classes=num_classes, masks=masks)
     with torch.no_grad():
         density = model.density.detach().float().cpu()
         logits = model.logits.detach().float().cpu()
@@ -223,7 +227,7 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
             raise UserError(f"sample {i} ({reader.sample(i)['sample_token']}) has no Occ3D GT")
     t0 = time.time()
     ds = RayDataset(reader, cfg, indices, train=True)
-    cw = class_weights(reader, cfg, list(range(len(reader)))) if reader.has_semantics else None
+    cw = class_weights(reader, cfg, list(range(len(reader))))
     vocab = reader.vocabulary
     n_cls = vocab.num_semantic
     occ = OccMetrics(len(vocab.names))
@@ -238,7 +242,7 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         target = dense_target(sem_gt, mask, cfg.grid.shape, n_cls) if cfg.supervision == "3d" else None
         res = fit_frames(frames, cfg, iters=iters, lr=lr, class_weights=cw, occ_target=target, device=device,
                          seed=int(cfg.seed) * 1000003 + i, index=i, free_beams=reader.free_beams(i),
-                         num_classes=n_cls)
+                         num_classes=n_cls, masks=ds.mask_pool(i, s) if ds.mask_rays else None)
         pred = to_shape(res.semantics, sem_gt.shape)
         occ.update(pred, sem_gt, mask)
         one = OccMetrics(len(vocab.names))
@@ -274,6 +278,7 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
                            else "2D depth agreement of the first crossing on the key rays")
                           + f", chosen on {FIT_SOURCE}",
         "per_sample": rows, "samples": len(indices), "supervision": cfg.supervision,
+        "semantic_source": semantic_source(cfg, reader.has_semantics), "mask_rays_per_iter": ds.mask_rays,
         "aux_frames": ds.aux, "use_motion_masks": cfg.data.use_motion_masks,
         "iters": iters, "lr": lr, "rays_per_iter": cfg.data.rays if cfg.supervision != "3d" else 0,
         "loss_terms": {t.name: getattr(cfg.loss, t.name) for t in active_terms(cfg)},
@@ -307,9 +312,11 @@ def _pct(v) -> str:
 
 def markdown(m: dict) -> str:
     """metrics.md: the headline, per-class IoU beside label coverage, the per-sample rows."""
+    masks = f" ({m['mask_rays_per_iter']} mask rays/iteration)" if m.get("mask_rays_per_iter") else ""
     lines = [
         "# renderocc fit", "",
-        f"- supervision: **{m['supervision']}**; aux frames ±{m['aux_frames']}, motion masks "
+        f"- supervision: **{m['supervision']}**, semantics from {m.get('semantic_source')}{masks}; "
+        f"aux frames ±{m['aux_frames']}, motion masks "
         f"{'used' if m['use_motion_masks'] else 'ignored (dynamic aux labels kept)'}",
         f"- {m['samples']} samples, {m['iters']} iterations each (Adam lr {m['lr']:g}, "
         f"{m['rays_per_iter']} rays/iteration), {m['wall_s']:.1f} s; config {m['config_digest']}, "

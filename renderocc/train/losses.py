@@ -4,6 +4,8 @@ with B samples.
 
 Rendered depth is the metric distance along the ray (renderer with background_depth: the
 unstopped mass sits at the box exit), compared with the label's z converted to ray distance.
+Rays without a depth label (dense-mask rays: `dist` NaN) are rendered for the semantic CE only;
+every term that reads the depth label or the ray weights' geometry sees `LossInputs.depth_rays`.
 """
 
 from __future__ import annotations
@@ -176,6 +178,23 @@ class LossInputs:
         return self._cache["rays"]
 
     @property
+    def has_depth(self) -> torch.Tensor:
+        """bool (rays,): label rays with a depth label (not dense-mask rays, whose `dist` is NaN)."""
+        return torch.isfinite(self.rays["dist"])
+
+    @property
+    def depth_rays(self) -> dict[str, torch.Tensor] | None:
+        """The rays' dict restricted to rays with depth; None when every ray has one (no copy)."""
+        if "depth_rays" not in self._cache:
+            m = self.has_depth
+            self._cache["depth_rays"] = None if bool(m.all()) else {k: v[m] for k, v in self.rays.items()}
+        return self._cache["depth_rays"]
+
+    def with_depth(self, values: torch.Tensor) -> torch.Tensor:
+        """A per-ray tensor (of `rays` / `render`) restricted to the rays with depth."""
+        return values if self.depth_rays is None else values[self.has_depth]
+
+    @property
     def render(self):
         """`render_rays` of the label rays (distortion only when its term is on)."""
         if "render" not in self._cache:
@@ -193,7 +212,7 @@ class LossInputs:
     def los(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(free, termination) line-of-sight losses: one kernel call serves both terms."""
         if "los" not in self._cache:
-            r, g, lc = self.rays, self.cfg.grid.spec, self.cfg.loss
+            r, g, lc = self.depth_rays or self.rays, self.cfg.grid.spec, self.cfg.loss
             self._cache["los"] = line_of_sight(
                 self.out.density, r["origins"], r["dirs"], r["dist"], r["sample"], self.n, g,
                 self.cfg.render.step, lc.los_margin * max(g["voxel_size"]), lc.los_margin_rel,
@@ -215,20 +234,21 @@ class LossInputs:
 
 
 def _depth(x: LossInputs) -> torch.Tensor:
-    return silog(x.render.depth, x.rays["dist"], x.rays["sample"], x.n)
+    return silog(x.with_depth(x.render.depth), x.with_depth(x.rays["dist"]), x.with_depth(x.rays["sample"]), x.n)
 
 
 def _depth_absrel(x: LossInputs) -> torch.Tensor:  # SILog forgives a global scale; this does not
-    d = x.rays["dist"]
-    return per_sample_mean((x.render.depth - d).abs() / d.clamp_min(1e-3), x.rays["sample"], x.n)
+    d = x.with_depth(x.rays["dist"])
+    return per_sample_mean((x.with_depth(x.render.depth) - d).abs() / d.clamp_min(1e-3),
+                           x.with_depth(x.rays["sample"]), x.n)
 
 
 def _semantic(x: LossInputs) -> torch.Tensor:
     return semantic_ce(x.render.semantics, x.rays["label"], x.rays["sample"], x.n, x.class_weights)
 
 
-def _distortion(x: LossInputs) -> torch.Tensor:
-    return per_sample_mean(x.render.distortion, x.rays["sample"], x.n)
+def _distortion(x: LossInputs) -> torch.Tensor:  # a geometry prior: mask rays are for semantics only
+    return per_sample_mean(x.with_depth(x.render.distortion), x.with_depth(x.rays["sample"]), x.n)
 
 
 def _sparsity(x: LossInputs) -> torch.Tensor:  # a label-free prior: space is empty unless a ray needs it
