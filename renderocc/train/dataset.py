@@ -25,7 +25,7 @@ from renderocc.model import OccupancyNet
 from renderocc.raygrid import ends_inside, label_rays
 from renderocc.train.config import Config
 from renderocc.train.losses import needed_batch_keys
-from renderocc.train.mask_rays import MaskPool, build_mask_pool, crosses_grid, mask_ray_count
+from renderocc.train.mask_rays import MaskCache, MaskPool, build_mask_pool, crosses_grid, mask_ray_count
 from renderocc.train.targets import dense_target, lss_depth_target, sparse_target
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
@@ -101,6 +101,7 @@ class RayDataset(Dataset):
         if d.mask_ray_share > 0 and self.sup == "3d":
             raise UserError("data.mask_ray_share > 0 needs a contract that renders label rays "
                             "(2d, lidar-sparse or mixed), not '3d'")
+        self.masks = MaskCache(reader) if self.mask_rays else None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -175,7 +176,8 @@ class RayDataset(Dataset):
     def mask_pool(self, i: int, s: dict | None = None) -> MaskPool:
         """Sample i's dense-mask pixels (key frame, then the same neighbours as `label_frames`)."""
         s = self.reader.sample(i) if s is None else s
-        return build_mask_pool(self.reader, s, self.neighbours(s), self.use_motion_masks)
+        self.masks = self.masks or MaskCache(self.reader)
+        return build_mask_pool(self.masks, s, self.neighbours(s), self.use_motion_masks)
 
     def _free_beams(self, i: int, rng) -> dict:
         return draw_free_beams(self.reader.free_beams(i), self.cfg.data.free_beams, rng)

@@ -58,22 +58,49 @@ def mask_pixels(mask: np.ndarray, moving: np.ndarray | None = None) -> tuple[np.
     return c.astype(np.int16), v.astype(np.int32), u.astype(np.int32), mask[c, v, u].astype(np.int64)
 
 
-def build_mask_pool(reader, s: dict, neighbours: list[tuple[dict, float]], use_motion_masks: bool) -> MaskPool:
+class MaskCache:
+    """A store's semantic and motion masks by sample, kept after the first read up to `max_bytes`:
+    an item reads its ±K neighbours' masks too, so each mask is read about 2K + 1 times an epoch."""
+
+    def __init__(self, reader, max_bytes: int = 256 << 20):
+        self.reader, self.max_bytes, self.used = reader, max_bytes, 0
+        self._kept: dict[tuple[str, int], np.ndarray | None] = {}
+
+    def _get(self, kind: str, i: int) -> np.ndarray | None:
+        if (kind, i) in self._kept:
+            return self._kept[(kind, i)]
+        m = self.reader.semantic_mask(i) if kind == "semantic" else self.reader.motion_mask(i)
+        size = 0 if m is None else m.nbytes
+        if self.used + size <= self.max_bytes:
+            self._kept[(kind, i)], self.used = m, self.used + size
+        return m
+
+    def semantic(self, i: int) -> np.ndarray:
+        m = self._get("semantic", i)
+        if m is None:
+            raise ValueError(f"sample {i} has no semantic mask")
+        return m
+
+    def moving(self, i: int) -> np.ndarray | None:
+        return self._get("motion", i)
+
+
+def build_mask_pool(masks: MaskCache, s: dict, neighbours: list[tuple[dict, float]], use_motion_masks: bool
+                    ) -> MaskPool:
     """The pool of sample `s` (reader.sample(i)) and its `neighbours` [(adjacent entry, weight)].
 
     A neighbour's pixels on moving objects are dropped when `use_motion_masks` and the store has
     motion masks (the dataset turns aux frames off when it has none, as for LiDAR labels)."""
+    reader = masks.reader
     names = reader.cameras
     parts, Ks, c2e = [], [], []
     frames = [(s, {n: s["cameras"][n]["cam2ego"] for n in names}, 1.0, None)]
     for adj, w in neighbours:
         j = int(adj["sample_index"])
-        moving = reader.motion_mask(j) if use_motion_masks else None
+        moving = masks.moving(j) if use_motion_masks else None
         frames.append((reader.sample(j), adj["cam2ego"], w, moving))
     for f, (sf, poses, w, moving) in enumerate(frames):
-        mask = reader.semantic_mask(int(sf["sample_index"]))
-        if mask is None:
-            raise ValueError(f"sample {sf['sample_index']} has no semantic mask")
+        mask = masks.semantic(int(sf["sample_index"]))
         cam, v, u, lab = mask_pixels(mask, moving)
         parts.append((np.full(len(cam), f, np.int16), cam, u, v, lab, np.full(len(cam), w)))
         Ks.append(np.stack([np.asarray(sf["cameras"][n]["K"], np.float64) for n in names]))
