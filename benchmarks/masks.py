@@ -1,0 +1,162 @@
+"""Dense 2D masks against lidarseg as the semantic source, on the synthetic airside apron.
+
+    python benchmarks/masks.py [--work DIR] [--steps 100] [--fit-samples 4]
+
+One run does everything (each step is reused under --work when its recorded command and the
+package's tree hash match, so numbers made by other code are never reused):
+- data: `synth airside` train split (2 scenes x 8 keyframes, seed 0) and a held-out scene (1 x 6,
+  seed 1), 400x225 images, 1 LiDAR sweep; `prep nuscenes` at 108x192, `prep masks` (the GT masks:
+  a perfect segmenter), `prep motion-masks`;
+- fit (no network) on held-out keyframes, 0.8 m grid, 100 iterations, every variant with the same
+  4096 LiDAR depth rays per iteration: lidarseg (their lidarseg classes) | masks (the LiDAR rays
+  carry depth only, + 4096 mask rays) | both (lidarseg classes + 4096 mask rays);
+- network: the demo config for --steps on the train split, evaluated on the held-out scene:
+  lidarseg | masks (same LiDAR depth rays, classes from 4096 mask rays per sample).
+
+Results: benchmarks/results/masks_vs_lidarseg.{md,json} (git commit, config digests, commands).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MASKS = ["data.rays=8192", "data.mask_ray_share=0.5"]  # 4096 LiDAR rays + 4096 mask rays
+FITS = [("lidarseg", "LiDAR depth + lidarseg classes", []),
+        ("masks", "LiDAR depth (no lidarseg) + mask classes", [*MASKS, "data.use_lidarseg=false"]),
+        ("both", "LiDAR depth + lidarseg classes + mask classes", MASKS)]
+RUNS = [("lidarseg", "LiDAR depth + lidarseg classes", []),
+        ("masks", "LiDAR depth (no lidarseg) + mask classes", [*MASKS, "data.use_lidarseg=false"])]
+FIT_GRID = ["grid.voxel_size=0.8"]
+
+
+def git(*a: str) -> str:
+    return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
+def code_tree() -> str:
+    """Tree hash of the package: any code change invalidates a step, docs do not."""
+    return git("rev-parse", "HEAD:renderocc")
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "renderocc.cli", *args]
+
+
+def step(out: Path, args: list[str], done: str) -> None:
+    """Run `renderocc ARGS` unless `out` holds `done` made by the same command and code."""
+    marker = out.parent / f".{out.name}.step.json"
+    spec = {"args": args, "code_tree": code_tree()}
+    if (out / done).exists() and marker.exists() and json.loads(marker.read_text()) == spec:
+        print(f"reusing {out}")
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    print("$ renderocc " + " ".join(args), flush=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run(cli(*args), check=True, cwd=ROOT, env=env)
+    marker.write_text(json.dumps(spec))
+
+
+def build_data(work: Path) -> dict[str, Path]:
+    stores = {}
+    for split, scenes, samples, seed in (("train", 2, 8, 0), ("val", 1, 6, 1)):
+        apron, store = work / f"apron-{split}", work / f"store-{split}"
+        step(apron, ["synth", "airside", "--out", str(apron), "--scenes", str(scenes), "--samples-per-scene",
+                     str(samples), "--seed", str(seed), "--image-size", "400x225", "--sweeps-per-sample", "1",
+                     "--workers", "1", "--overwrite"], "classes.toml")
+        marker = store.parent / f".{store.name}.step.json"
+        spec = {"apron": str(apron), "code_tree": code_tree()}
+        if not (marker.exists() and json.loads(marker.read_text()) == spec):
+            shutil.rmtree(store, ignore_errors=True)
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            for args in (["prep", "nuscenes", "--dataroot", str(apron), "--out", str(store), "--image-size",
+                          "108x192", "--workers", "1"],
+                         ["prep", "masks", "--store", str(store), "--masks", str(apron / "masks")],
+                         ["prep", "motion-masks", "--store", str(store), "--dataroot", str(apron)]):
+                print("$ renderocc " + " ".join(args), flush=True)
+                subprocess.run(cli(*args), check=True, cwd=ROOT, env=env)
+            marker.write_text(json.dumps(spec))
+        stores[split] = store
+    return stores
+
+
+def sets(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/masks-bench"))
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--fit-samples", default="4")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    stores = build_data(args.work)
+    res: dict = {"commit": git("rev-parse", "HEAD"), "code_tree": code_tree(),
+                 "command": "python benchmarks/masks.py " + " ".join(sys.argv[1:]), "fits": {}, "runs": {}}
+    for name, desc, ov in FITS:
+        out = args.work / f"fit-{name}"
+        step(out, ["fit", "--store", str(stores["val"]), "--out", str(out), "--samples", args.fit_samples,
+                   "--quiet", *sets([*FIT_GRID, *ov])], "metrics.json")
+        m = json.loads((out / "metrics.json").read_text())
+        res["fits"][name] = {"description": desc, "overrides": [*FIT_GRID, *ov],
+                             "semantic_source": m["semantic_source"], "config_digest": m["config_digest"],
+                             "git_commit": m["git_commit"],
+                             **{k: m[k] for k in ("miou", "geometry_iou", "miou_nomask", "label_coverage",
+                                                  "iou_per_class", "samples", "iters", "wall_s")}}
+    for name, desc, ov in RUNS:
+        run, ev = args.work / f"run-{name}", args.work / f"eval-{name}"
+        ov = [f"train.max_steps={args.steps}", *ov]
+        step(run, ["train", "--store", str(stores["train"]), "--out", str(run), "--config", "demo", *sets(ov)],
+             "last.pt")
+        step(ev, ["eval", "--store", str(stores["val"]), "--ckpt", str(run / "last.pt"), "--out", str(ev),
+                  "--split", "all", "--no-rayiou", "--quiet"], "metrics.json")
+        m = json.loads((ev / "metrics.json").read_text())
+        sys.path.insert(0, str(ROOT))
+        from renderocc.train.config import Config
+
+        cfg = Config.from_dict(json.loads((run / "config.json").read_text()))
+        res["runs"][name] = {"description": desc, "overrides": ov, "semantic_source": m.get("semantic_source"),
+                             "config_digest": cfg.digest(),
+                             **{k: m.get(k) for k in ("miou", "geometry_iou", "miou_nomask", "sem2d_miou",
+                                                      "depth_abs_rel", "iou_per_class")}}
+    out = HERE / "results" / "masks_vs_lidarseg"
+    out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+    lines = ["# Dense 2D masks vs lidarseg as the semantic source (synthetic airside)", "",
+             f"Made by `{res['command']}` at commit {res['commit']} (package tree {res['code_tree'][:10]}).", "",
+             f"## fit (no network): held-out samples {args.fit_samples}, 0.8 m grid", "",
+             "| semantic source | mIoU % | geometry IoU % | mIoU all voxels % | config |", "|---|---:|---:|---:|---|"]
+    for name, f in res["fits"].items():
+        lines.append(f"| {name}: {f['description']} | {pct(f['miou'])} | {pct(f['geometry_iou'])} | "
+                     f"{pct(f['miou_nomask'])} | {f['config_digest']} |")
+    lines += ["", f"## network: demo config, {args.steps} steps, train split → held-out scene", "",
+              "| semantic source | mIoU % | geometry IoU % | 2D semantic mIoU % | depth AbsRel | config |",
+              "|---|---:|---:|---:|---:|---|"]
+    for name, r in res["runs"].items():
+        lines.append(f"| {name}: {r['description']} | {pct(r['miou'])} | {pct(r['geometry_iou'])} | "
+                     f"{pct(r['sem2d_miou'])} | {r['depth_abs_rel']:.3f} | {r['config_digest']} |")
+    names = list(next(iter(res["fits"].values()))["iou_per_class"])
+    lines += ["", "## per-class IoU % (inside mask_camera)", "",
+              "| class | " + " | ".join([f"fit {n}" for n in res["fits"]] + [f"net {n}" for n in res["runs"]]) + " |",
+              "|---|" + "---:|" * (len(res["fits"]) + len(res["runs"]))]
+    for c in names:
+        vals = [res["fits"][n]["iou_per_class"].get(c) for n in res["fits"]]
+        vals += [(res["runs"][n]["iou_per_class"] or {}).get(c) for n in res["runs"]]
+        lines.append(f"| {c} | " + " | ".join(pct(v) for v in vals) + " |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}.md and {out}.json")
+
+
+if __name__ == "__main__":
+    main()
