@@ -4,12 +4,14 @@ with B samples.
 
 Rendered depth is the metric distance along the ray (renderer with background_depth: the
 unstopped mass sits at the box exit), compared with the label's z converted to ray distance.
-Rays without a depth label (dense-mask rays: `dist` NaN) are rendered for the semantic CE only;
-every term that reads the depth label or the ray weights' geometry sees `LossInputs.depth_rays`.
+Rays without a depth label (dense-mask rays: `dist` NaN) are rendered for the semantic CE only,
+through the detached density (they train classes, not geometry); every term that reads the depth
+label or the ray weights' geometry sees `LossInputs.depth_rays`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -196,17 +198,27 @@ class LossInputs:
 
     @property
     def render(self):
-        """`render_rays` of the label rays (distortion only when its term is on)."""
+        """`render_rays` of the label rays (distortion only when its term is on). Rays without depth
+        (dense-mask rays) see the density detached: a class without a distance must not shape the
+        geometry (it would pull density anywhere along the ray), so they train the logits only."""
         if "render" not in self._cache:
-            from renderocc.cuda import render_rays
-
-            r, g = self.rays, self.cfg.grid.spec
-            self._cache["render"] = render_rays(
-                self.out.density, self.out.semantics, r["origins"], r["dirs"], r["sample"],
-                pc_range=g["pc_range"], voxel_size=g["voxel_size"], step=self.cfg.render.step,
-                near=self.cfg.render.near, backend=self.cfg.render.backend, background_depth=True,
-                return_distortion=self.cfg.loss.distortion > 0)
+            if self.depth_rays is None:
+                self._cache["render"] = self._render(self.rays, self.out.density)
+            else:
+                m = self.has_depth
+                masks = {k: v[~m] for k, v in self.rays.items()}
+                self._cache["render"] = _merge(m, self._render(self.depth_rays, self.out.density),
+                                               self._render(masks, self.out.density.detach()))
         return self._cache["render"]
+
+    def _render(self, r: dict[str, torch.Tensor], density: torch.Tensor):
+        from renderocc.cuda import render_rays
+
+        g = self.cfg.grid.spec
+        return render_rays(density, self.out.semantics, r["origins"], r["dirs"], r["sample"],
+                           pc_range=g["pc_range"], voxel_size=g["voxel_size"], step=self.cfg.render.step,
+                           near=self.cfg.render.near, backend=self.cfg.render.backend, background_depth=True,
+                           return_distortion=self.cfg.loss.distortion > 0)
 
     @property
     def los(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,6 +243,18 @@ class LossInputs:
     @property
     def voxel(self) -> float:
         return float(min(self.cfg.grid.spec["voxel_size"]))
+
+
+def _merge(where: torch.Tensor, a, b):
+    """One RenderOutput over all rays from `a` (rays where `where`) and `b` (the others), in order."""
+    def put(x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor | None:
+        if x is None:
+            return None
+        out = x.new_zeros((len(where), *x.shape[1:]))
+        return out.index_put((where,), x).index_put((~where,), y)
+
+    return dataclasses.replace(a, **{f.name: put(getattr(a, f.name), getattr(b, f.name))
+                                     for f in dataclasses.fields(a)})
 
 
 def _depth(x: LossInputs) -> torch.Tensor:
