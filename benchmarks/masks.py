@@ -9,7 +9,7 @@ package's tree hash match, so numbers made by other code are never reused):
   a perfect segmenter), `prep motion-masks`;
 - fit (no network) on held-out keyframes, 0.8 m grid, 100 iterations, every variant with the same
   4096 LiDAR depth rays per iteration: lidarseg (their lidarseg classes) | masks (the LiDAR rays
-  carry depth only, + 4096 mask rays) | both (lidarseg classes + 4096 mask rays);
+  take the mask's class at their pixel, + 4096 mask rays) | both (lidarseg classes + 4096 mask rays);
 - network: the demo config for --steps on the train split, evaluated on the held-out scene:
   lidarseg | masks (same LiDAR depth rays, classes from 4096 mask rays per sample).
 
@@ -29,11 +29,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 MASKS = ["data.rays=8192", "data.mask_ray_share=0.5"]  # 4096 LiDAR rays + 4096 mask rays
+MASKS_ONLY = ("LiDAR depth + mask classes (at the LiDAR pixels and 4096 mask rays), no lidarseg",
+              [*MASKS, "data.lidar_classes=masks"])
 FITS = [("lidarseg", "LiDAR depth + lidarseg classes", []),
-        ("masks", "LiDAR depth (no lidarseg) + mask classes", [*MASKS, "data.use_lidarseg=false"]),
+        ("masks", *MASKS_ONLY),
         ("both", "LiDAR depth + lidarseg classes + mask classes", MASKS)]
 RUNS = [("lidarseg", "LiDAR depth + lidarseg classes", []),
-        ("masks", "LiDAR depth (no lidarseg) + mask classes", [*MASKS, "data.use_lidarseg=false"])]
+        ("masks", *MASKS_ONLY)]
 FIT_GRID = ["grid.voxel_size=0.8"]
 
 

@@ -75,6 +75,19 @@ def test_items_hold_mask_rays_at_the_share_with_the_masks_class_and_no_depth(apr
     assert torch.isfinite(none["dist"]).all()  # share 0: LiDAR label rays only
 
 
+def test_lidar_rays_take_the_mask_class_at_their_pixel_or_none(apron_store):
+    r = StoreReader(apron_store)
+    ds = {w: RayDataset(r, _cfg(r, f"data.lidar_classes={w}")) for w in ("lidarseg", "masks", "none")}
+    frames = {w: d.label_frames(1) for w, d in ds.items()}
+    seg, masks = frames["lidarseg"][0][0]["label"], frames["masks"][0][0]["label"]
+    known = (seg < IGNORE) & (masks < IGNORE)
+    agree = (seg[known] == masks[known]).mean()
+    assert 0.9 <= agree < 1.0  # the GT masks match the LiDAR classes at ≥ 95 % of LiDAR pixels, not all
+    assert all((f[0]["label"] == IGNORE).all() for f in frames["none"])
+    assert len(frames["masks"]) == 3 and all(len(a[0]["label"]) == len(b[0]["label"])
+                                             for a, b in zip(frames["masks"], frames["lidarseg"], strict=True))
+
+
 def test_auxiliary_mask_pixels_follow_the_motion_masks(apron_store):
     r = StoreReader(apron_store)
     cache = MaskCache(r)
@@ -146,7 +159,7 @@ def test_the_run_states_its_semantic_source():
     cfg = load_config("demo")
     assert semantic_source(cfg) == "lidarseg"
     assert semantic_source(cfg.replace(data={"mask_ray_share": 0.5})) == "both"
-    assert semantic_source(cfg.replace(data={"mask_ray_share": 0.5, "use_lidarseg": False})) == "masks"
+    assert semantic_source(cfg.replace(data={"mask_ray_share": 0.5, "lidar_classes": "none"})) == "masks"
     assert semantic_source(cfg.replace(data={"mask_ray_share": 0.5}), store_has_lidarseg=False) == "masks"
     assert semantic_source(cfg.replace(supervision="3d")) is None
     text = describe_supervision({"supervision": "2d", "semantic_source": "masks"})
@@ -179,7 +192,7 @@ def test_fit_from_masks_and_the_contract_in_its_metrics(apron_store, tmp_path):
         return json.loads((out / "metrics.json").read_text())
 
     lidar = fit("lidarseg", "data.rays=2048")
-    masks = fit("masks", "data.rays=4096", "data.mask_ray_share=0.5", "data.use_lidarseg=false")
+    masks = fit("masks", "data.rays=4096", "data.mask_ray_share=0.5", "data.lidar_classes=masks")
     assert lidar["semantic_source"] == "lidarseg" and lidar["mask_rays_per_iter"] == 0
     assert masks["semantic_source"] == "masks" and masks["mask_rays_per_iter"] == 2048
     print("FITNUMS", masks["miou"], lidar["miou"], masks["geometry_iou"], lidar["geometry_iou"])

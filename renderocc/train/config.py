@@ -74,8 +74,9 @@ class DataConfig:
     mask_ray_share: float = _opt(
         0.0, "share of data.rays drawn from the store's dense 2D masks (prep masks): class only, no depth, "
              "so rendered-semantics CE alone (0: LiDAR label rays only)", ge=0, le=1)
-    use_lidarseg: bool = _opt(True, "LiDAR label rays carry their lidarseg class (false: depth only, the classes "
-                                    "come from the masks alone)")
+    lidar_classes: Literal["lidarseg", "masks", "none"] = _opt(
+        "lidarseg", "class of a LiDAR label ray: its lidarseg label, the store's dense mask at its pixel "
+                    "(data without lidarseg), or none (depth only)")
     class_balance: float = _opt(0.5, "ray sampling weight ∝ count(class)^-class_balance within a sample", ge=0)
     holdout: str = _opt("auto", "samples held out of training for the threshold: auto | last-scene | every-k:N | none",
                         pattern=r"auto|last-scene|none|every-k:[1-9][0-9]*")
@@ -421,12 +422,13 @@ SemanticSource = Literal["lidarseg", "masks", "both", "none"]
 
 def semantic_source(cfg: Config, store_has_lidarseg: bool = True) -> SemanticSource | None:
     """Which 2D semantic labels train the rendered semantics (part of the supervision contract):
-    lidarseg (LiDAR label rays), masks (`data.mask_ray_share` of the rays from dense masks), both,
-    or none. None for `3d`, which renders no label rays."""
+    lidarseg (LiDAR label rays' lidarseg classes), masks (`data.mask_ray_share` of the rays from the
+    dense masks, or LiDAR rays classed by the mask at their pixel), both, or none. None for `3d`,
+    which renders no label rays."""
     if cfg.supervision == "3d":
         return None
-    lidar = cfg.data.use_lidarseg and store_has_lidarseg
-    masks = cfg.data.mask_ray_share > 0
+    lidar = cfg.data.lidar_classes == "lidarseg" and store_has_lidarseg
+    masks = cfg.data.mask_ray_share > 0 or cfg.data.lidar_classes == "masks"
     return "both" if lidar and masks else "masks" if masks else "lidarseg" if lidar else "none"
 
 

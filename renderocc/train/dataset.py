@@ -25,7 +25,14 @@ from renderocc.model import OccupancyNet
 from renderocc.raygrid import ends_inside, label_rays
 from renderocc.train.config import Config
 from renderocc.train.losses import needed_batch_keys
-from renderocc.train.mask_rays import MaskCache, MaskPool, build_mask_pool, crosses_grid, mask_ray_count
+from renderocc.train.mask_rays import (
+    MaskCache,
+    MaskPool,
+    build_mask_pool,
+    crosses_grid,
+    mask_classes_at,
+    mask_ray_count,
+)
 from renderocc.train.targets import dense_target, lss_depth_target, sparse_target
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
@@ -95,13 +102,15 @@ class RayDataset(Dataset):
         if self.sup in ("lidar-sparse",) and not reader.has_semantics:
             raise UserError("supervision 'lidar-sparse' needs semantic labels (lidarseg), the store has none")
         self.mask_rays = mask_ray_count(self.rays, d.mask_ray_share)  # the rest are LiDAR label rays
-        if d.mask_ray_share > 0 and not reader.has_semantic_masks:
-            raise UserError(f"data.mask_ray_share = {d.mask_ray_share:g} needs dense 2D masks, but the store "
-                            f"{reader.root} has none (add them: renderocc prep masks --store STORE --masks DIR)")
+        wants = f"data.mask_ray_share = {d.mask_ray_share:g}" if d.mask_ray_share > 0 else \
+            "data.lidar_classes = 'masks'" if d.lidar_classes == "masks" else None
+        if wants and not reader.has_semantic_masks:
+            raise UserError(f"{wants} needs dense 2D masks, but the store {reader.root} has none "
+                            "(add them: renderocc prep masks --store STORE --masks DIR)")
         if d.mask_ray_share > 0 and self.sup == "3d":
             raise UserError("data.mask_ray_share > 0 needs a contract that renders label rays "
                             "(2d, lidar-sparse or mixed), not '3d'")
-        self.masks = MaskCache(reader) if self.mask_rays else None
+        self.masks: MaskCache | None = None  # opened on first use
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -147,7 +156,7 @@ class RayDataset(Dataset):
         K_orig = {c: np.asarray(s["cameras"][n]["K_orig"], np.float64) for c, n in enumerate(names)}
         c2e = {c: np.asarray(s["cameras"][n]["cam2ego"], np.float64) for c, n in enumerate(names)}
         key = label_rays(key_labels, K_orig, c2e)
-        key["label"] = self._classes(key_labels["label"])
+        key["label"] = self._classes(key_labels, i, K_orig)
         frames = [(key, 1.0)]
         for adj, weight in self.neighbours(s):
             j = int(adj["sample_index"])
@@ -158,7 +167,7 @@ class RayDataset(Dataset):
             Kj = {c: np.asarray(sj["cameras"][n]["K_orig"], np.float64) for c, n in enumerate(names)}
             cj = {c: np.asarray(adj["cam2ego"][n], np.float64) for c, n in enumerate(names)}
             aux = label_rays(lab, Kj, cj)
-            aux["label"] = self._classes(lab["label"])
+            aux["label"] = self._classes(lab, j, Kj)
             frames.append((aux, weight))
         return frames
 
@@ -167,11 +176,18 @@ class RayDataset(Dataset):
         return [(adj, self.cfg.data.aux_weight) for adj in (s.get("adjacent", []) if self.aux else [])
                 if abs(int(adj["offset"])) <= self.aux and int(adj["sample_index"]) not in self.exclude]
 
-    def _classes(self, label: np.ndarray) -> np.ndarray:
-        """LiDAR labels as int64 classes; all unlabelled (255) when `data.use_lidarseg` is false."""
-        if not self.cfg.data.use_lidarseg:
-            return np.full(len(label), IGNORE, np.int64)
-        return label.astype(np.int64)
+    def _classes(self, labels: dict, j: int, K_orig: dict[int, np.ndarray]) -> np.ndarray:
+        """Sample j's LiDAR label classes (int64) by `data.lidar_classes`: lidarseg, the dense mask
+        at each label's pixel, or none (255: depth only)."""
+        which = self.cfg.data.lidar_classes
+        if which == "lidarseg":
+            return labels["label"].astype(np.int64)
+        if which == "none":
+            return np.full(len(labels["label"]), IGNORE, np.int64)
+        self.masks = self.masks or MaskCache(self.reader)
+        s = self.reader.sample(j)
+        K = {c: np.asarray(s["cameras"][n]["K"], np.float64) for c, n in enumerate(self.reader.cameras)}
+        return mask_classes_at(labels, self.masks.semantic(j), K_orig, K)
 
     def mask_pool(self, i: int, s: dict | None = None) -> MaskPool:
         """Sample i's dense-mask pixels (key frame, then the same neighbours as `label_frames`)."""

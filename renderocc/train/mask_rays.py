@@ -109,6 +109,23 @@ def build_mask_pool(masks: MaskCache, s: dict, neighbours: list[tuple[dict, floa
     return MaskPool(*cols, Ks=Ks, cam2ego=c2e)
 
 
+def mask_classes_at(labels: dict, mask: np.ndarray, K_orig: dict[int, np.ndarray], K: dict[int, np.ndarray]
+                    ) -> np.ndarray:
+    """int64 class of the stored (n_cams, H, W) `mask` at each LiDAR label's pixel (its original-image
+    u, v mapped by K·K_orig⁻¹ to the nearest stored pixel; 255 outside the image or unlabelled)."""
+    cam = np.asarray(labels["camera"]).astype(np.int64)
+    out = np.full(len(cam), IGNORE, np.int64)
+    H, W = mask.shape[1:]
+    for c in np.unique(cam):
+        m = np.flatnonzero(cam == c)
+        A = np.asarray(K[int(c)], np.float64) @ np.linalg.inv(np.asarray(K_orig[int(c)], np.float64))
+        uv = np.stack([labels["u"][m], labels["v"][m], np.ones(len(m))], -1) @ A.T
+        u, v = np.rint(uv[:, 0]).astype(np.int64), np.rint(uv[:, 1]).astype(np.int64)
+        ok = (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        out[m[ok]] = mask[c, v[ok], u[ok]]
+    return out
+
+
 def crosses_grid(origins: np.ndarray, dirs: np.ndarray, grid: dict) -> np.ndarray:
     """Rays with a part inside the grid box: the only ones whose semantics the grid can render."""
     t0, t1 = clip_to_box(origins, dirs, np.asarray(grid["pc_range"][:3]), np.asarray(grid["pc_range"][3:]))
