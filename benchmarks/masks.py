@@ -1,6 +1,6 @@
 """Dense 2D masks against lidarseg as the semantic source, on the synthetic airside apron.
 
-    python benchmarks/masks.py [--work DIR] [--steps 100] [--fit-samples 4]
+    python benchmarks/masks.py [--work DIR] [--steps 100] [--fit-samples 4] [--collect-only]
 
 One run does everything (each step is reused under --work when its recorded command and the
 package's tree hash match, so numbers made by other code are never reused):
@@ -13,12 +13,15 @@ package's tree hash match, so numbers made by other code are never reused):
 - network: the demo config for --steps on the train split, evaluated on the held-out scene:
   lidarseg | masks (same LiDAR depth rays, classes from 4096 mask rays per sample).
 
-Results: benchmarks/results/masks_vs_lidarseg.{md,json} (git commit, config digests, commands).
+Results: benchmarks/results/masks_vs_lidarseg.{md,json}: every step's command, the commit and
+package tree that ran it, and each config's digest. `--collect-only` runs nothing and tabulates
+what --work holds (each step still reports the commit that made it).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -52,24 +55,36 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "renderocc.cli", *args]
 
 
-def step(out: Path, args: list[str], done: str) -> None:
-    """Run `renderocc ARGS` unless `out` holds `done` made by the same command and code."""
+COLLECT_ONLY = False
+
+
+def step(out: Path, args: list[str], done: str) -> dict:
+    """Run `renderocc ARGS` unless `out` holds `done` made by the same command and code; returns
+    the step's record (args, commit, code_tree)."""
     marker = out.parent / f".{out.name}.step.json"
     spec = {"args": args, "code_tree": code_tree()}
-    if (out / done).exists() and marker.exists() and json.loads(marker.read_text()) == spec:
-        print(f"reusing {out}")
-        return
+    old = json.loads(marker.read_text()) if marker.exists() else {}
+    if (out / done).exists() and (COLLECT_ONLY or {k: old.get(k) for k in spec} == spec):
+        print(f"reusing {out} (commit {old.get('commit', 'unknown')[:10]})")
+        return old
+    if COLLECT_ONLY:
+        raise SystemExit(f"--collect-only: {out / done} missing")
     shutil.rmtree(out, ignore_errors=True)
     print("$ renderocc " + " ".join(args), flush=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run(cli(*args), check=True, cwd=ROOT, env=env)
+    spec["commit"] = git("rev-parse", "HEAD")
     marker.write_text(json.dumps(spec))
+    return spec
 
 
 def build_data(work: Path) -> dict[str, Path]:
     stores = {}
     for split, scenes, samples, seed in (("train", 2, 8, 0), ("val", 1, 6, 1)):
         apron, store = work / f"apron-{split}", work / f"store-{split}"
+        if COLLECT_ONLY:
+            stores[split] = store
+            continue
         step(apron, ["synth", "airside", "--out", str(apron), "--scenes", str(scenes), "--samples-per-scene",
                      str(samples), "--seed", str(seed), "--image-size", "400x225", "--sweeps-per-sample", "1",
                      "--workers", "1", "--overwrite"], "classes.toml")
@@ -102,35 +117,37 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/masks-bench"))
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--fit-samples", default="4")
+    ap.add_argument("--collect-only", action="store_true", help="run nothing: tabulate what --work holds")
     args = ap.parse_args()
+    global COLLECT_ONLY
+    COLLECT_ONLY = args.collect_only
     args.work.mkdir(parents=True, exist_ok=True)
     stores = build_data(args.work)
     res: dict = {"commit": git("rev-parse", "HEAD"), "code_tree": code_tree(),
                  "command": "python benchmarks/masks.py " + " ".join(sys.argv[1:]), "fits": {}, "runs": {}}
     for name, desc, ov in FITS:
         out = args.work / f"fit-{name}"
-        step(out, ["fit", "--store", str(stores["val"]), "--out", str(out), "--samples", args.fit_samples,
-                   "--quiet", *sets([*FIT_GRID, *ov])], "metrics.json")
+        rec = step(out, ["fit", "--store", str(stores["val"]), "--out", str(out), "--samples", args.fit_samples,
+                         "--quiet", *sets([*FIT_GRID, *ov])], "metrics.json")
         m = json.loads((out / "metrics.json").read_text())
         res["fits"][name] = {"description": desc, "overrides": [*FIT_GRID, *ov],
                              "semantic_source": m["semantic_source"], "config_digest": m["config_digest"],
-                             "git_commit": m["git_commit"],
+                             "git_commit": m["git_commit"], "command": "renderocc " + " ".join(rec["args"]),
                              **{k: m[k] for k in ("miou", "geometry_iou", "miou_nomask", "label_coverage",
                                                   "iou_per_class", "samples", "iters", "wall_s")}}
     for name, desc, ov in RUNS:
         run, ev = args.work / f"run-{name}", args.work / f"eval-{name}"
         ov = [f"train.max_steps={args.steps}", *ov]
-        step(run, ["train", "--store", str(stores["train"]), "--out", str(run), "--config", "demo", *sets(ov)],
-             "last.pt")
+        rec = step(run, ["train", "--store", str(stores["train"]), "--out", str(run), "--config", "demo",
+                         *sets(ov)], "last.pt")
         step(ev, ["eval", "--store", str(stores["val"]), "--ckpt", str(run / "last.pt"), "--out", str(ev),
                   "--split", "all", "--no-rayiou", "--quiet"], "metrics.json")
         m = json.loads((ev / "metrics.json").read_text())
-        sys.path.insert(0, str(ROOT))
-        from renderocc.train.config import Config
-
-        cfg = Config.from_dict(json.loads((run / "config.json").read_text()))
+        cfg = json.loads((run / "config.json").read_text())  # Config.digest() of the run's resolved config
+        digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
         res["runs"][name] = {"description": desc, "overrides": ov, "semantic_source": m.get("semantic_source"),
-                             "config_digest": cfg.digest(),
+                             "config_digest": digest, "git_commit": rec.get("commit"),
+                             "command": "renderocc " + " ".join(rec["args"]),
                              **{k: m.get(k) for k in ("miou", "geometry_iou", "miou_nomask", "sem2d_miou",
                                                       "depth_abs_rel", "iou_per_class")}}
     out = HERE / "results" / "masks_vs_lidarseg"
@@ -156,6 +173,10 @@ def main() -> None:
         vals = [res["fits"][n]["iou_per_class"].get(c) for n in res["fits"]]
         vals += [(res["runs"][n]["iou_per_class"] or {}).get(c) for n in res["runs"]]
         lines.append(f"| {c} | " + " | ".join(pct(v) for v in vals) + " |")
+    lines += ["", "## provenance (commit that ran each step, and its command)", ""]
+    for kind in ("fits", "runs"):
+        for name, r in res[kind].items():
+            lines.append(f"- {kind[:-1]} {name}: commit {str(r.get('git_commit'))[:10]}: `{r['command']}`")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"wrote {out}.md and {out}.json")
 
