@@ -169,6 +169,34 @@ def coverage_counts(ends: np.ndarray, gt: np.ndarray, mask_camera: np.ndarray, n
     return np.stack([cov, total])
 
 
+def semantic_coverage_counts(frames: list[tuple[dict, float]], masks: MaskPool | None, gt: np.ndarray,
+                             mask_camera: np.ndarray, grid: dict, num_classes: int = NUM_SEMANTIC) -> np.ndarray:
+    """(2, C) int64: per class, GT-occupied mask_camera voxels [named, total]; named = the voxel holds
+    or 26-borders a semantic label of ITS OWN class: a classed label ray's end point, or the first
+    GT-occupied voxel along a key-frame mask ray (the surface its pixel sees). A diagnostic against
+    the truth, like label coverage: which voxels' classes the labels state, and correctly."""
+    from renderocc.raygrid import first_hits, voxel_index
+
+    gt = np.asarray(gt).astype(np.int64)
+    solid = gt < num_classes
+    named = np.zeros((num_classes, *gt.shape), bool)
+    o, d, dist, lab, *_ = ends_in_grid(frames, grid)
+    ijk, inside = voxel_index(o + d * dist[:, None], grid)
+    ok = inside & (lab < num_classes)
+    named[lab[ok], ijk[ok, 0], ijk[ok, 1], ijk[ok, 2]] = True
+    if masks is not None and masks.is_key.any():
+        pick = np.flatnonzero(masks.is_key)
+        o, d = masks.rays(pick)
+        vox, _, hit = first_hits(solid[None], o, d, grid)
+        hit = hit[0] & (vox[0] >= 0)
+        lab = masks.label[pick][hit]
+        keep = lab < num_classes
+        named.reshape(num_classes, -1)[lab[keep], vox[0][hit][keep]] = True
+    occ = np.asarray(mask_camera, bool) & solid
+    cov = np.array([(dilate26(named[c]) & occ & (gt == c)).sum() for c in range(num_classes)], np.int64)
+    return np.stack([cov, np.bincount(gt[occ], minlength=num_classes)[:num_classes]])
+
+
 # -- the command's body --------------------------------------------------------------------------
 def parse_samples(spec: str | None, n: int) -> list[int]:
     """`--samples I,J,..` → indices (default: all); a bad index is one UserError line."""
@@ -232,6 +260,9 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
     n_cls = vocab.num_semantic
     occ = OccMetrics(len(vocab.names))
     cov = np.zeros((2, n_cls), np.int64)
+    sem_cov = np.zeros((2, n_cls), np.int64)
+    gt_grid = {"pc_range": list(reader.grid["pc_range"]), "shape": list(reader.grid["shape"]),
+               "voxel_size": list(np.broadcast_to(reader.grid["voxel_size"], 3).astype(float))}
     rows = []
     root = Path(out) if out is not None else None
     for i in tqdm(indices, desc="fit", unit="sample", disable=not progress):
@@ -240,9 +271,12 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         sem_gt, mask = np.asarray(gt["semantics"]), np.asarray(gt["mask_camera"], bool)
         frames = ds.label_frames(i, s)
         target = dense_target(sem_gt, mask, cfg.grid.shape, n_cls) if cfg.supervision == "3d" else None
+        masks = ds.mask_pool(i, s) if ds.mask_rays else None
         res = fit_frames(frames, cfg, iters=iters, lr=lr, class_weights=cw, occ_target=target, device=device,
                          seed=int(cfg.seed) * 1000003 + i, index=i, free_beams=reader.free_beams(i),
-                         num_classes=n_cls, masks=ds.mask_pool(i, s) if ds.mask_rays else None)
+                         num_classes=n_cls, masks=masks)
+        sc = semantic_coverage_counts(frames, masks, sem_gt, mask, gt_grid, n_cls)
+        sem_cov += sc
         pred = to_shape(res.semantics, sem_gt.shape)
         occ.update(pred, sem_gt, mask)
         one = OccMetrics(len(vocab.names))
@@ -254,6 +288,7 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         rows.append({"sample": i, "sample_token": s["sample_token"], "scene": s["scene_name"],
                      "miou": om["miou"], "geometry_iou": om["geometry_iou"],
                      "label_coverage": _share(c[0].sum(), c[1].sum()),
+                     "semantic_coverage": _share(sc[0].sum(), sc[1].sum()),
                      "threshold": res.threshold["threshold"], "threshold_score": res.threshold["score"],
                      "rays": res.rays, "loss_first": res.loss_first, "loss_last": res.loss_last,
                      "seconds": res.seconds})
@@ -271,6 +306,8 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         "geometry_iou_nomask": o["geometry_iou_nomask"], "occ_samples": o["occ_samples"],
         "label_coverage": _share(cov[0].sum(), cov[1].sum()),
         "label_coverage_per_class": {names[k]: _share(cov[0, k], cov[1, k]) for k in range(n_cls)},
+        "semantic_coverage": _share(sem_cov[0].sum(), sem_cov[1].sum()),
+        "semantic_coverage_per_class": {names[k]: _share(sem_cov[0, k], sem_cov[1, k]) for k in range(n_cls)},
         "gt_occupied_camera_voxels": int(cov[1].sum()),
         "confusion_camera": o["confusion_camera"],
         "thresholds": {str(r["sample"]): r["threshold"] for r in rows},
@@ -291,6 +328,9 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
             "label_coverage": "share of GT-occupied mask_camera voxels that hold or 26-border the end point "
                               "of a key or auxiliary label ray the fit drew from (rays ending inside the grid; "
                               "dynamic aux labels dropped unless use_motion_masks is false)",
+            "semantic_coverage": "share of GT-occupied mask_camera voxels that hold or 26-border a semantic label "
+                                 "of their own class: a classed label ray's end point, or the first GT-occupied "
+                                 "voxel along a key-frame mask ray (store grid)",
         },
     }
     if root is not None:
@@ -325,7 +365,8 @@ def markdown(m: dict) -> str:
         "| metric | with mask_camera | all voxels |", "|---|---:|---:|",
         f"| mIoU (classes 0–{len(m['iou_per_class']) - 2}) | {_pct(m['miou'])} | {_pct(m['miou_nomask'])} |",
         f"| geometry IoU | {_pct(m['geometry_iou'])} | {_pct(m['geometry_iou_nomask'])} |",
-        f"| label coverage | {_pct(m['label_coverage'])} | |", "",
+        f"| label coverage | {_pct(m['label_coverage'])} | |",
+        f"| semantic coverage | {_pct(m.get('semantic_coverage'))} | |", "",
         "| class | IoU (mask) | IoU (all) | label coverage |", "|---|---:|---:|---:|",
     ]
     for name, v in m["iou_per_class"].items():
