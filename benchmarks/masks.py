@@ -58,11 +58,11 @@ def cli(*args: str) -> list[str]:
 COLLECT_ONLY = False
 
 
-def step(out: Path, args: list[str], done: str) -> dict:
-    """Run `renderocc ARGS` unless `out` holds `done` made by the same command and code; returns
-    the step's record (args, commit, code_tree)."""
+def step(out: Path, args: list[str], done: str, by_code: bool = True) -> dict:
+    """Run `renderocc ARGS` unless `out` holds `done` made by the same command (and, `by_code`, the
+    same package tree); returns the step's record (args, commit, code_tree)."""
     marker = out.parent / f".{out.name}.step.json"
-    spec = {"args": args, "code_tree": code_tree()}
+    spec = {"args": args, "code_tree": code_tree()} if by_code else {"args": args}
     old = json.loads(marker.read_text()) if marker.exists() else {}
     if (out / done).exists() and (COLLECT_ONLY or {k: old.get(k) for k in spec} == spec):
         print(f"reusing {out} (commit {old.get('commit', 'unknown')[:10]})")
@@ -73,12 +73,14 @@ def step(out: Path, args: list[str], done: str) -> dict:
     print("$ renderocc " + " ".join(args), flush=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run(cli(*args), check=True, cwd=ROOT, env=env)
-    spec["commit"] = git("rev-parse", "HEAD")
+    spec.update(commit=git("rev-parse", "HEAD"), code_tree=code_tree())
     marker.write_text(json.dumps(spec))
     return spec
 
 
 def build_data(work: Path) -> dict[str, Path]:
+    """The two stores; reused when made by the same commands (synth and prep are not what this
+    benchmark measures, so a package change elsewhere does not redo them)."""
     stores = {}
     for split, scenes, samples, seed in (("train", 2, 8, 0), ("val", 1, 6, 1)):
         apron, store = work / f"apron-{split}", work / f"store-{split}"
@@ -87,9 +89,9 @@ def build_data(work: Path) -> dict[str, Path]:
             continue
         step(apron, ["synth", "airside", "--out", str(apron), "--scenes", str(scenes), "--samples-per-scene",
                      str(samples), "--seed", str(seed), "--image-size", "400x225", "--sweeps-per-sample", "1",
-                     "--workers", "1", "--overwrite"], "classes.toml")
+                     "--workers", "1", "--overwrite"], "classes.toml", by_code=False)
         marker = store.parent / f".{store.name}.step.json"
-        spec = {"apron": str(apron), "code_tree": code_tree()}
+        spec = {"apron": str(apron), "image_size": "108x192"}
         if not (marker.exists() and json.loads(marker.read_text()) == spec):
             shutil.rmtree(store, ignore_errors=True)
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -118,6 +120,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--fit-samples", default="4")
     ap.add_argument("--collect-only", action="store_true", help="run nothing: tabulate what --work holds")
+    ap.add_argument("--skip-network", action="store_true", help="fits only (the network runs are the slow part)")
     args = ap.parse_args()
     global COLLECT_ONLY
     COLLECT_ONLY = args.collect_only
@@ -133,9 +136,10 @@ def main() -> None:
         res["fits"][name] = {"description": desc, "overrides": [*FIT_GRID, *ov],
                              "semantic_source": m["semantic_source"], "config_digest": m["config_digest"],
                              "git_commit": m["git_commit"], "command": "renderocc " + " ".join(rec["args"]),
-                             **{k: m[k] for k in ("miou", "geometry_iou", "miou_nomask", "label_coverage",
-                                                  "iou_per_class", "samples", "iters", "wall_s")}}
-    for name, desc, ov in RUNS:
+                             **{k: m.get(k) for k in ("miou", "geometry_iou", "miou_nomask", "label_coverage",
+                                                      "semantic_coverage", "semantic_coverage_per_class",
+                                                      "iou_per_class", "samples", "iters", "wall_s")}}
+    for name, desc, ov in [] if args.skip_network else RUNS:
         run, ev = args.work / f"run-{name}", args.work / f"eval-{name}"
         ov = [f"train.max_steps={args.steps}", *ov]
         rec = step(run, ["train", "--store", str(stores["train"]), "--out", str(run), "--config", "demo",
@@ -155,23 +159,30 @@ def main() -> None:
     lines = ["# Dense 2D masks vs lidarseg as the semantic source (synthetic airside)", "",
              f"Made by `{res['command']}` at commit {res['commit']} (package tree {res['code_tree'][:10]}).", "",
              f"## fit (no network): held-out samples {args.fit_samples}, 0.8 m grid", "",
-             "| semantic source | mIoU % | geometry IoU % | mIoU all voxels % | config |", "|---|---:|---:|---:|---|"]
+             "| semantic source | mIoU % | geometry IoU % | mIoU all voxels % | label coverage % | "
+             "semantic coverage % | config |", "|---|---:|---:|---:|---:|---:|---|"]
     for name, f in res["fits"].items():
         lines.append(f"| {name}: {f['description']} | {pct(f['miou'])} | {pct(f['geometry_iou'])} | "
-                     f"{pct(f['miou_nomask'])} | {f['config_digest']} |")
-    lines += ["", f"## network: demo config, {args.steps} steps, train split → held-out scene", "",
+                     f"{pct(f['miou_nomask'])} | {pct(f['label_coverage'])} | {pct(f['semantic_coverage'])} | "
+                     f"{f['config_digest']} |")
+    lines += ["", f"## network: demo config, {args.steps} steps, train split → held-out scene", ""]
+    if not res["runs"]:
+        lines += ["not run (--skip-network)"]
+    lines += ["",
               "| semantic source | mIoU % | geometry IoU % | 2D semantic mIoU % | depth AbsRel | config |",
               "|---|---:|---:|---:|---:|---|"]
     for name, r in res["runs"].items():
         lines.append(f"| {name}: {r['description']} | {pct(r['miou'])} | {pct(r['geometry_iou'])} | "
                      f"{pct(r['sem2d_miou'])} | {r['depth_abs_rel']:.3f} | {r['config_digest']} |")
     names = list(next(iter(res["fits"].values()))["iou_per_class"])
-    lines += ["", "## per-class IoU % (inside mask_camera)", "",
-              "| class | " + " | ".join([f"fit {n}" for n in res["fits"]] + [f"net {n}" for n in res["runs"]]) + " |",
-              "|---|" + "---:|" * (len(res["fits"]) + len(res["runs"]))]
-    for c in names:
+    heads = [f"fit {n}" for n in res["fits"]] + [f"net {n}" for n in res["runs"]]
+    lines += ["", "## per-class IoU % (inside mask_camera), and fit semantic coverage %", "",
+              "| class | " + " | ".join(heads + [f"coverage {n}" for n in res["fits"]]) + " |",
+              "|---|" + "---:|" * (len(heads) + len(res["fits"]))]
+    for c in names[:-1]:  # the last is free
         vals = [res["fits"][n]["iou_per_class"].get(c) for n in res["fits"]]
         vals += [(res["runs"][n]["iou_per_class"] or {}).get(c) for n in res["runs"]]
+        vals += [(res["fits"][n]["semantic_coverage_per_class"] or {}).get(c) for n in res["fits"]]
         lines.append(f"| {c} | " + " | ".join(pct(v) for v in vals) + " |")
     lines += ["", "## provenance (commit that ran each step, and its command)", ""]
     for kind in ("fits", "runs"):
