@@ -89,7 +89,7 @@ def build_data(work: Path) -> dict[str, Path]:
             continue
         step(apron, ["synth", "airside", "--out", str(apron), "--scenes", str(scenes), "--samples-per-scene",
                      str(samples), "--seed", str(seed), "--image-size", "400x225", "--sweeps-per-sample", "1",
-                     "--workers", "1", "--overwrite"], "classes.toml", by_code=False)
+                     "--workers", "1"], "classes.toml", by_code=False)
         marker = store.parent / f".{store.name}.step.json"
         spec = {"apron": str(apron), "image_size": "108x192"}
         if not (marker.exists() and json.loads(marker.read_text()) == spec):
