@@ -75,7 +75,7 @@ def step(out: Path, args: list[str], done: str, by_code: bool = True) -> dict:
     subprocess.run(cli(*args), check=True, cwd=ROOT, env=env)
     spec.update(commit=git("rev-parse", "HEAD"), code_tree=code_tree())
     marker.write_text(json.dumps(spec))
-    return spec
+    return {**spec, "ran": True}
 
 
 def build_data(work: Path) -> dict[str, Path]:
@@ -144,6 +144,8 @@ def main() -> None:
         ov = [f"train.max_steps={args.steps}", *ov]
         rec = step(run, ["train", "--store", str(stores["train"]), "--out", str(run), "--config", "demo",
                          *sets(ov)], "last.pt")
+        if rec.get("ran"):  # a new checkpoint: its old evaluation is stale
+            (ev.parent / f".{ev.name}.step.json").unlink(missing_ok=True)
         step(ev, ["eval", "--store", str(stores["val"]), "--ckpt", str(run / "last.pt"), "--out", str(ev),
                   "--split", "all", "--no-rayiou", "--quiet"], "metrics.json")
         m = json.loads((ev / "metrics.json").read_text())
