@@ -23,13 +23,16 @@ from renderocc.outputs import prepare_out_dir, write_atomic
 from renderocc.raygrid import ends_inside
 
 SUPERVISION_TEXT = {
-    "2d": "2D rendering supervision only (projected LiDAR depth + lidarseg labels); no 3D labels, "
+    "2d": "2D rendering supervision only (projected LiDAR depth + {semantics}); no 3D labels, "
           "no mask_camera in training",
-    "lidar-sparse": "2D rendering + sparse 3D voxel labels from the keyframe LiDAR points; no dense GT",
+    "lidar-sparse": "2D rendering ({semantics}) + sparse 3D voxel labels from the keyframe LiDAR points; "
+                    "no dense GT",
     "3d": "dense Occ3D GT {where} (3D supervision{inflated})",
-    "mixed": "2D rendering + dense Occ3D GT {where}{inflated_mixed}",
+    "mixed": "2D rendering ({semantics}) + dense Occ3D GT {where}{inflated_mixed}",
 }
 MASK_TEXT = {"camera": "inside mask_camera", "lidar": "inside mask_lidar", "none": "on all voxels"}
+SEMANTIC_TEXT = {"lidarseg": "lidarseg labels", "masks": "dense 2D mask classes (no lidarseg)",
+                 "both": "lidarseg labels + dense 2D mask classes", "none": "no semantic labels"}
 
 
 def describe_supervision(ckpt: dict) -> str:
@@ -37,6 +40,8 @@ def describe_supervision(ckpt: dict) -> str:
     loss (`loss.occ3d_mask`), because training inside mask_camera inflates the masked mIoU."""
     sup = str(ckpt.get("supervision", "unknown"))
     text = SUPERVISION_TEXT.get(sup, "not stated by the checkpoint")
+    source = ckpt.get("semantic_source") or "lidarseg"  # checkpoints before masks: lidarseg
+    text = text.replace("{semantics}", SEMANTIC_TEXT.get(source, source))
     if sup in ("3d", "mixed"):
         mask = occ3d_mask_of(ckpt)
         inflated = mask == "camera"
@@ -324,6 +329,7 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], rays_per_s
                  rayiou=rayiou, tta=tta)
     m.update(checkpoint=str(ckpt_path), checkpoint_step=ckpt.get("step"),
              supervision=describe_supervision(ckpt), supervision_mode=ckpt.get("supervision"),
+             semantic_source=ckpt.get("semantic_source"),
              occ3d_mask=occ3d_mask_of(ckpt), threshold=infer.threshold_of(ckpt),
              threshold_info=ckpt.get("threshold_info"),
              split=label, samples=len(indices), store=str(store))

@@ -83,7 +83,9 @@ def fit(store: str, out: str, samples: str | None, aux_frames: int | None, no_mo
     prepare_out_dir(out)
     m = fit_store(reader, indices, cfg, iters=iters, lr=lr, out=out, device=resolve_device(device),
                   progress=not quiet)
-    click.echo(f"fit: {m['samples']} samples, supervision {m['supervision']}, aux ±{m['aux_frames']} frames"
+    masks = f", {m['mask_rays_per_iter']} mask rays/iteration" if m["mask_rays_per_iter"] else ""
+    click.echo(f"fit: {m['samples']} samples, supervision {m['supervision']} (semantics: {m['semantic_source']}"
+               f"{masks}), aux ±{m['aux_frames']} frames"
                f"{'' if m['use_motion_masks'] else ' (motion masks ignored)'}, {m['iters']} iterations, "
                f"{m['wall_s']:.1f} s")
     click.echo(f"mIoU {_pct(m['miou'])} (all voxels {_pct(m['miou_nomask'])}), geometry IoU "

@@ -30,9 +30,10 @@ from renderocc.errors import UserError
 from renderocc.eval.infer import classify
 from renderocc.fit.grid_model import FreeGrid
 from renderocc.outputs import savez_atomic, write_atomic
-from renderocc.train.config import Config
-from renderocc.train.dataset import draw_free_beams, draw_from_pool, ends_in_grid
+from renderocc.train.config import Config, semantic_source
+from renderocc.train.dataset import draw_free_beams, draw_label_rays, ends_in_grid
 from renderocc.train.losses import active_terms, needed_batch_keys
+from renderocc.train.mask_rays import MaskPool, mask_ray_count
 from renderocc.train.targets import dense_target
 from renderocc.train.threshold import candidate_counts, pick_threshold
 from renderocc.train.trainer import compute_loss
@@ -61,9 +62,10 @@ class FitResult:
 def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr: float,
                class_weights: torch.Tensor | None = None, occ_target: np.ndarray | None = None,
                device: str | torch.device = "cpu", seed: int = 0, free_beams: dict | None = None,
-               num_classes: int = NUM_SEMANTIC) -> tuple[FreeGrid, list[float]]:
+               num_classes: int = NUM_SEMANTIC, masks: MaskPool | None = None) -> tuple[FreeGrid, list[float]]:
     """Optimise a `FreeGrid` on the resolved grid of `cfg` against `frames` (2D contracts) or
-    `occ_target` (`3d`), with the key frame's no-return `free_beams` when their term is active.
+    `occ_target` (`3d`), with the key frame's no-return `free_beams` when their term is active and
+    `data.mask_ray_share` of the rays from the dense-mask pixels `masks`.
     Returns the grid and the loss per iteration."""
     device = torch.device(device)
     grid = cfg.grid.spec
@@ -86,12 +88,13 @@ def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
     rendered = cfg.supervision != "3d"
     beams = "free_valid" in needed_batch_keys(cfg)
     pool = ends_in_grid(frames, grid) if rendered else None  # concatenated once, drawn from every iteration
+    n_mask = mask_ray_count(cfg.data.rays, cfg.data.mask_ray_share) if masks is not None else 0
     losses = []
     for _ in range(iters):
         batch = dict(base)
         if rendered:
-            batch.update({k: v[None] for k, v in
-                          draw_from_pool(pool, cfg.data.rays, cfg.data.class_balance, rng).items()})
+            batch.update({k: v[None] for k, v in draw_label_rays(
+                pool, masks, grid, cfg.data.rays, n_mask, cfg.data.class_balance, rng).items()})
         if beams:
             batch.update({k: v[None] for k, v in draw_free_beams(free_beams, cfg.data.free_beams, rng).items()})
         loss, _, _ = compute_loss(model, batch, cfg, class_weights, device)
@@ -119,12 +122,13 @@ def fit_threshold(density: torch.Tensor, cfg: Config, frames: list[tuple[dict, f
 def fit_frames(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr: float,
                class_weights: torch.Tensor | None = None, occ_target: np.ndarray | None = None,
                device: str | torch.device = "cpu", seed: int = 0, index: int = 0,
-               free_beams: dict | None = None, num_classes: int = NUM_SEMANTIC) -> FitResult:
+               free_beams: dict | None = None, num_classes: int = NUM_SEMANTIC,
+               masks: MaskPool | None = None) -> FitResult:
     """The reader-free core: fit, choose the threshold, classify. `cfg` must be resolved."""
     t0 = time.time()
     model, losses = fit_volume(frames, cfg, iters=iters, lr=lr, class_weights=class_weights,
                                occ_target=occ_target, device=device, seed=seed, free_beams=free_beams,
-                               num_classes=num_classes)
+                               num_classes=num_classes, masks=masks)
     with torch.no_grad():
         density = model.density.detach().float().cpu()
         logits = model.logits.detach().float().cpu()
@@ -163,6 +167,34 @@ def coverage_counts(ends: np.ndarray, gt: np.ndarray, mask_camera: np.ndarray, n
     total = np.bincount(gt[occ], minlength=num_classes)[:num_classes]
     cov = np.bincount(gt[occ & near], minlength=num_classes)[:num_classes]
     return np.stack([cov, total])
+
+
+def semantic_coverage_counts(frames: list[tuple[dict, float]], masks: MaskPool | None, gt: np.ndarray,
+                             mask_camera: np.ndarray, grid: dict, num_classes: int = NUM_SEMANTIC) -> np.ndarray:
+    """(2, C) int64: per class, GT-occupied mask_camera voxels [named, total]; named = the voxel holds
+    or 26-borders a semantic label of ITS OWN class: a classed label ray's end point, or the first
+    GT-occupied voxel along a key-frame mask ray (the surface its pixel sees). A diagnostic against
+    the truth, like label coverage: which voxels' classes the labels state, and correctly."""
+    from renderocc.raygrid import first_hits, voxel_index
+
+    gt = np.asarray(gt).astype(np.int64)
+    solid = gt < num_classes
+    named = np.zeros((num_classes, *gt.shape), bool)
+    o, d, dist, lab, *_ = ends_in_grid(frames, grid)
+    ijk, inside = voxel_index(o + d * dist[:, None], grid)
+    ok = inside & (lab < num_classes)
+    named[lab[ok], ijk[ok, 0], ijk[ok, 1], ijk[ok, 2]] = True
+    if masks is not None and masks.is_key.any():
+        pick = np.flatnonzero(masks.is_key)
+        o, d = masks.rays(pick)
+        vox, _, hit = first_hits(solid[None], o, d, grid)
+        hit = hit[0] & (vox[0] >= 0)
+        lab = masks.label[pick][hit]
+        keep = lab < num_classes
+        named.reshape(num_classes, -1)[lab[keep], vox[0][hit][keep]] = True
+    occ = np.asarray(mask_camera, bool) & solid
+    cov = np.array([(dilate26(named[c]) & occ & (gt == c)).sum() for c in range(num_classes)], np.int64)
+    return np.stack([cov, np.bincount(gt[occ], minlength=num_classes)[:num_classes]])
 
 
 # -- the command's body --------------------------------------------------------------------------
@@ -223,11 +255,14 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
             raise UserError(f"sample {i} ({reader.sample(i)['sample_token']}) has no Occ3D GT")
     t0 = time.time()
     ds = RayDataset(reader, cfg, indices, train=True)
-    cw = class_weights(reader, cfg, list(range(len(reader)))) if reader.has_semantics else None
+    cw = class_weights(reader, cfg, list(range(len(reader))))
     vocab = reader.vocabulary
     n_cls = vocab.num_semantic
     occ = OccMetrics(len(vocab.names))
     cov = np.zeros((2, n_cls), np.int64)
+    sem_cov = np.zeros((2, n_cls), np.int64)
+    gt_grid = {"pc_range": list(reader.grid["pc_range"]), "shape": list(reader.grid["shape"]),
+               "voxel_size": list(np.broadcast_to(reader.grid["voxel_size"], 3).astype(float))}
     rows = []
     root = Path(out) if out is not None else None
     for i in tqdm(indices, desc="fit", unit="sample", disable=not progress):
@@ -236,9 +271,12 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         sem_gt, mask = np.asarray(gt["semantics"]), np.asarray(gt["mask_camera"], bool)
         frames = ds.label_frames(i, s)
         target = dense_target(sem_gt, mask, cfg.grid.shape, n_cls) if cfg.supervision == "3d" else None
+        masks = ds.mask_pool(i, s) if ds.mask_rays else None
         res = fit_frames(frames, cfg, iters=iters, lr=lr, class_weights=cw, occ_target=target, device=device,
                          seed=int(cfg.seed) * 1000003 + i, index=i, free_beams=reader.free_beams(i),
-                         num_classes=n_cls)
+                         num_classes=n_cls, masks=masks)
+        sc = semantic_coverage_counts(frames, masks, sem_gt, mask, gt_grid, n_cls)
+        sem_cov += sc
         pred = to_shape(res.semantics, sem_gt.shape)
         occ.update(pred, sem_gt, mask)
         one = OccMetrics(len(vocab.names))
@@ -250,6 +288,7 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         rows.append({"sample": i, "sample_token": s["sample_token"], "scene": s["scene_name"],
                      "miou": om["miou"], "geometry_iou": om["geometry_iou"],
                      "label_coverage": _share(c[0].sum(), c[1].sum()),
+                     "semantic_coverage": _share(sc[0].sum(), sc[1].sum()),
                      "threshold": res.threshold["threshold"], "threshold_score": res.threshold["score"],
                      "rays": res.rays, "loss_first": res.loss_first, "loss_last": res.loss_last,
                      "seconds": res.seconds})
@@ -267,6 +306,8 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         "geometry_iou_nomask": o["geometry_iou_nomask"], "occ_samples": o["occ_samples"],
         "label_coverage": _share(cov[0].sum(), cov[1].sum()),
         "label_coverage_per_class": {names[k]: _share(cov[0, k], cov[1, k]) for k in range(n_cls)},
+        "semantic_coverage": _share(sem_cov[0].sum(), sem_cov[1].sum()),
+        "semantic_coverage_per_class": {names[k]: _share(sem_cov[0, k], sem_cov[1, k]) for k in range(n_cls)},
         "gt_occupied_camera_voxels": int(cov[1].sum()),
         "confusion_camera": o["confusion_camera"],
         "thresholds": {str(r["sample"]): r["threshold"] for r in rows},
@@ -274,6 +315,7 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
                            else "2D depth agreement of the first crossing on the key rays")
                           + f", chosen on {FIT_SOURCE}",
         "per_sample": rows, "samples": len(indices), "supervision": cfg.supervision,
+        "semantic_source": semantic_source(cfg, reader.has_semantics), "mask_rays_per_iter": ds.mask_rays,
         "aux_frames": ds.aux, "use_motion_masks": cfg.data.use_motion_masks,
         "iters": iters, "lr": lr, "rays_per_iter": cfg.data.rays if cfg.supervision != "3d" else 0,
         "loss_terms": {t.name: getattr(cfg.loss, t.name) for t in active_terms(cfg)},
@@ -286,6 +328,9 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
             "label_coverage": "share of GT-occupied mask_camera voxels that hold or 26-border the end point "
                               "of a key or auxiliary label ray the fit drew from (rays ending inside the grid; "
                               "dynamic aux labels dropped unless use_motion_masks is false)",
+            "semantic_coverage": "share of GT-occupied mask_camera voxels that hold or 26-border a semantic label "
+                                 "of their own class: a classed label ray's end point, or the first GT-occupied "
+                                 "voxel along a key-frame mask ray (store grid)",
         },
     }
     if root is not None:
@@ -307,9 +352,11 @@ def _pct(v) -> str:
 
 def markdown(m: dict) -> str:
     """metrics.md: the headline, per-class IoU beside label coverage, the per-sample rows."""
+    masks = f" ({m['mask_rays_per_iter']} mask rays/iteration)" if m.get("mask_rays_per_iter") else ""
     lines = [
         "# renderocc fit", "",
-        f"- supervision: **{m['supervision']}**; aux frames ±{m['aux_frames']}, motion masks "
+        f"- supervision: **{m['supervision']}**, semantics from {m.get('semantic_source')}{masks}; "
+        f"aux frames ±{m['aux_frames']}, motion masks "
         f"{'used' if m['use_motion_masks'] else 'ignored (dynamic aux labels kept)'}",
         f"- {m['samples']} samples, {m['iters']} iterations each (Adam lr {m['lr']:g}, "
         f"{m['rays_per_iter']} rays/iteration), {m['wall_s']:.1f} s; config {m['config_digest']}, "
@@ -318,7 +365,8 @@ def markdown(m: dict) -> str:
         "| metric | with mask_camera | all voxels |", "|---|---:|---:|",
         f"| mIoU (classes 0–{len(m['iou_per_class']) - 2}) | {_pct(m['miou'])} | {_pct(m['miou_nomask'])} |",
         f"| geometry IoU | {_pct(m['geometry_iou'])} | {_pct(m['geometry_iou_nomask'])} |",
-        f"| label coverage | {_pct(m['label_coverage'])} | |", "",
+        f"| label coverage | {_pct(m['label_coverage'])} | |",
+        f"| semantic coverage | {_pct(m.get('semantic_coverage'))} | |", "",
         "| class | IoU (mask) | IoU (all) | label coverage |", "|---|---:|---:|---:|",
     ]
     for name, v in m["iou_per_class"].items():

@@ -30,9 +30,9 @@ SHIPPED = ("demo", "occ3d")
 
 
 def _opt(default: Any, help: str, *, ge: float | None = None, gt: float | None = None,
-         pattern: str | None = None) -> Any:
+         le: float | None = None, pattern: str | None = None) -> Any:
     """A field with its one-line meaning and optional bounds (checked when a config is built)."""
-    meta = {"help": help, "ge": ge, "gt": gt, "pattern": pattern}
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "pattern": pattern}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -71,6 +71,12 @@ class DataConfig:
     use_motion_masks: bool = _opt(True, "drop aux labels on moving objects (false: keep them; an ablation)")
     free_beams: int = _opt(1024, "key-frame LiDAR beams without a return drawn per sample for loss.free_beams "
                                  "(0: none, the term is off)", ge=0)
+    mask_ray_share: float = _opt(
+        0.0, "share of data.rays drawn from the store's dense 2D masks (prep masks): class only, no depth, "
+             "so rendered-semantics CE alone (0: LiDAR label rays only)", ge=0, le=1)
+    lidar_classes: Literal["lidarseg", "masks", "none"] = _opt(
+        "lidarseg", "class of a LiDAR label ray: its lidarseg label, the store's dense mask at its pixel "
+                    "(data without lidarseg), or none (depth only)")
     class_balance: float = _opt(0.5, "ray sampling weight ∝ count(class)^-class_balance within a sample", ge=0)
     holdout: str = _opt("auto", "samples held out of training for the threshold: auto | last-scene | every-k:N | none",
                         pattern=r"auto|last-scene|none|every-k:[1-9][0-9]*")
@@ -280,6 +286,8 @@ def _check_field(f: dataclasses.Field, tp: Any, value: Any, key: str, where: str
         raise UserError(f"{where}: {key} must be ≥ {meta['ge']:g}, got {value!r}")
     if meta.get("gt") is not None and any(x <= meta["gt"] for x in nums):
         raise UserError(f"{where}: {key} must be > {meta['gt']:g}, got {value!r}")
+    if meta.get("le") is not None and any(x > meta["le"] for x in nums):
+        raise UserError(f"{where}: {key} must be ≤ {meta['le']:g}, got {value!r}")
     if meta.get("pattern") and not re.fullmatch(meta["pattern"], v):
         raise UserError(f"{where}: {key} expects {meta['help'].split(': ', 1)[-1]}, got {value!r}")
     return v
@@ -407,6 +415,21 @@ def supervision_label(cfg: Config) -> str:
         where = {"camera": "inside mask_camera", "lidar": "inside mask_lidar", "none": "all voxels"}
         return f"{cfg.supervision} (dense GT {where[cfg.loss.occ3d_mask]})"
     return cfg.supervision
+
+
+SemanticSource = Literal["lidarseg", "masks", "both", "none"]
+
+
+def semantic_source(cfg: Config, store_has_lidarseg: bool = True) -> SemanticSource | None:
+    """Which 2D semantic labels train the rendered semantics (part of the supervision contract):
+    lidarseg (LiDAR label rays' lidarseg classes), masks (`data.mask_ray_share` of the rays from the
+    dense masks, or LiDAR rays classed by the mask at their pixel), both, or none. None for `3d`,
+    which renders no label rays."""
+    if cfg.supervision == "3d":
+        return None
+    lidar = cfg.data.lidar_classes == "lidarseg" and store_has_lidarseg
+    masks = cfg.data.mask_ray_share > 0 or cfg.data.lidar_classes == "masks"
+    return "both" if lidar and masks else "masks" if masks else "lidarseg" if lidar else "none"
 
 
 # -- the grid ----------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ cam2ego, direction = R·K_orig⁻¹[u, v, 1] normalised, target = z·‖K_orig�
 metric distance along the ray that the renderer returns. Auxiliary rays come from the ±K
 adjacent keyframes via the stored neighbour-camera→key-ego transforms; their `dynamic` labels
 are dropped (unless `data.use_motion_masks = false`, an ablation) and missing neighbours simply
-contribute nothing.
+contribute nothing. With `data.mask_ray_share` > 0 that share of the rays comes from the store's
+dense 2D masks instead (renderocc/train/mask_rays.py): class only, `dist` NaN.
 
 All randomness of an item comes from `(seed, epoch, index)`, so workers, resume and DDP see
 the same sample whatever process draws it — that is what makes `--resume` exact.
@@ -24,6 +25,14 @@ from renderocc.model import OccupancyNet
 from renderocc.raygrid import ends_inside, label_rays
 from renderocc.train.config import Config
 from renderocc.train.losses import needed_batch_keys
+from renderocc.train.mask_rays import (
+    MaskCache,
+    MaskPool,
+    build_mask_pool,
+    crosses_grid,
+    mask_classes_at,
+    mask_ray_count,
+)
 from renderocc.train.targets import dense_target, lss_depth_target, sparse_target
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
@@ -92,6 +101,16 @@ class RayDataset(Dataset):
                             "(use 2d or lidar-sparse)")
         if self.sup in ("lidar-sparse",) and not reader.has_semantics:
             raise UserError("supervision 'lidar-sparse' needs semantic labels (lidarseg), the store has none")
+        self.mask_rays = mask_ray_count(self.rays, d.mask_ray_share)  # the rest are LiDAR label rays
+        wants = f"data.mask_ray_share = {d.mask_ray_share:g}" if d.mask_ray_share > 0 else \
+            "data.lidar_classes = 'masks'" if d.lidar_classes == "masks" else None
+        if wants and not reader.has_semantic_masks:
+            raise UserError(f"{wants} needs dense 2D masks, but the store {reader.root} has none "
+                            "(add them: renderocc prep masks --store STORE --masks DIR)")
+        if d.mask_ray_share > 0 and self.sup == "3d":
+            raise UserError("data.mask_ray_share > 0 needs a contract that renders label rays "
+                            "(2d, lidar-sparse or mixed), not '3d'")
+        self.masks: MaskCache | None = None  # opened on first use
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -111,7 +130,9 @@ class RayDataset(Dataset):
         key_labels = r.labels(i)
         frames = self.label_frames(i, s, key_labels)
         key = frames[0][0]
-        out.update(draw_rays(frames, self.grid, self.rays, self.cfg.data.class_balance, rng))
+        masks = self.mask_pool(i, s) if self.mask_rays else None
+        out.update(draw_label_rays(ends_in_grid(frames, self.grid), masks, self.grid, self.rays, self.mask_rays,
+                                   self.cfg.data.class_balance, rng))
         if self.want_depth:
             out["depth_target"] = lss_depth_target(key_labels, K_orig, K, img.shape[-2:], self.feature_stride)
         if "occ_target" in self.needs:
@@ -135,12 +156,10 @@ class RayDataset(Dataset):
         K_orig = {c: np.asarray(s["cameras"][n]["K_orig"], np.float64) for c, n in enumerate(names)}
         c2e = {c: np.asarray(s["cameras"][n]["cam2ego"], np.float64) for c, n in enumerate(names)}
         key = label_rays(key_labels, K_orig, c2e)
-        key["label"] = key_labels["label"].astype(np.int64)
+        key["label"] = self._classes(key_labels, i, K_orig)
         frames = [(key, 1.0)]
-        for adj in s.get("adjacent", []) if self.aux else []:
+        for adj, weight in self.neighbours(s):
             j = int(adj["sample_index"])
-            if abs(int(adj["offset"])) > self.aux or j in self.exclude:
-                continue
             lab = r.labels(j)
             if "dynamic" in lab and self.use_motion_masks:
                 lab = {k: v[~lab["dynamic"]] for k, v in lab.items()}
@@ -148,9 +167,33 @@ class RayDataset(Dataset):
             Kj = {c: np.asarray(sj["cameras"][n]["K_orig"], np.float64) for c, n in enumerate(names)}
             cj = {c: np.asarray(adj["cam2ego"][n], np.float64) for c, n in enumerate(names)}
             aux = label_rays(lab, Kj, cj)
-            aux["label"] = lab["label"].astype(np.int64)
-            frames.append((aux, self.cfg.data.aux_weight))
+            aux["label"] = self._classes(lab, j, Kj)
+            frames.append((aux, weight))
         return frames
+
+    def neighbours(self, s: dict) -> list[tuple[dict, float]]:
+        """[(adjacent entry, sampling weight)] of the ±K keyframes that add auxiliary rays."""
+        return [(adj, self.cfg.data.aux_weight) for adj in (s.get("adjacent", []) if self.aux else [])
+                if abs(int(adj["offset"])) <= self.aux and int(adj["sample_index"]) not in self.exclude]
+
+    def _classes(self, labels: dict, j: int, K_orig: dict[int, np.ndarray]) -> np.ndarray:
+        """Sample j's LiDAR label classes (int64) by `data.lidar_classes`: lidarseg, the dense mask
+        at each label's pixel, or none (255: depth only)."""
+        which = self.cfg.data.lidar_classes
+        if which == "lidarseg":
+            return labels["label"].astype(np.int64)
+        if which == "none":
+            return np.full(len(labels["label"]), IGNORE, np.int64)
+        self.masks = self.masks or MaskCache(self.reader)
+        s = self.reader.sample(j)
+        K = {c: np.asarray(s["cameras"][n]["K"], np.float64) for c, n in enumerate(self.reader.cameras)}
+        return mask_classes_at(labels, self.masks.semantic(j), K_orig, K)
+
+    def mask_pool(self, i: int, s: dict | None = None) -> MaskPool:
+        """Sample i's dense-mask pixels (key frame, then the same neighbours as `label_frames`)."""
+        s = self.reader.sample(i) if s is None else s
+        self.masks = self.masks or MaskCache(self.reader)
+        return build_mask_pool(self.masks, s, self.neighbours(s), self.use_motion_masks)
 
     def _free_beams(self, i: int, rng) -> dict:
         return draw_free_beams(self.reader.free_beams(i), self.cfg.data.free_beams, rng)
@@ -192,10 +235,15 @@ def ends_in_grid(frames: list[tuple[dict, float]], grid: dict) -> tuple[np.ndarr
     return o[ok], dvec[ok], dist[ok], lab[ok], is_key[ok], fw[ok]
 
 
-def draw_rays(frames: list[tuple[dict, float]], grid: dict, R: int, class_balance: float, rng
-              ) -> dict[str, torch.Tensor]:
-    """Concatenate frames, keep rays ending inside the grid, draw R by weight (pad + mask)."""
-    return draw_from_pool(ends_in_grid(frames, grid), R, class_balance, rng)
+def draw_label_rays(pool: tuple[np.ndarray, ...], masks: MaskPool | None, grid: dict, R: int, n_mask: int,
+                    class_balance: float, rng) -> dict[str, torch.Tensor]:
+    """R rays of an item: R − n_mask LiDAR label rays from `pool` (`ends_in_grid`), then n_mask
+    dense-mask rays from `masks` (dist NaN). Training and `renderocc fit` both draw with this."""
+    rays = draw_from_pool(pool, R - n_mask, class_balance, rng)
+    if not n_mask:
+        return rays
+    extra = draw_mask_rays(masks, grid, n_mask, class_balance, rng)
+    return {k: torch.cat([rays[k], extra[k]]) for k in rays}
 
 
 def draw_from_pool(pool: tuple[np.ndarray, ...], R: int, class_balance: float, rng) -> dict[str, torch.Tensor]:
@@ -203,20 +251,45 @@ def draw_from_pool(pool: tuple[np.ndarray, ...], R: int, class_balance: float, r
     count(class)^-class_balance; rng=None (evaluation) takes key rays first, deterministically.
     `renderocc fit` builds the pool once and draws from it every iteration, exactly like training."""
     o, dvec, dist, lab, is_key, fw = pool
-    counts = np.bincount(lab, minlength=IGNORE + 1).astype(np.float64)  # per class id; 255 = unlabelled
-    cw = np.maximum(counts, 1.0) ** -class_balance
-    w = fw * cw[lab]
+    w = fw * balance_weights(lab, class_balance)
     if rng is None:  # evaluation: deterministic key rays first
         pick = np.argsort(~is_key, kind="stable")[:R]
     else:
         pick = weighted_sample(w, R, rng)
-    n = len(pick)
+    return padded_rays(R, o[pick], dvec[pick], dist[pick], lab[pick], is_key[pick])
+
+
+def balance_weights(label: np.ndarray, class_balance: float) -> np.ndarray:
+    """Per-ray sampling weight count(class)^-class_balance within one pool (255 counts as a class)."""
+    counts = np.bincount(label, minlength=IGNORE + 1).astype(np.float64)
+    return (np.maximum(counts, 1.0) ** -class_balance)[label]
+
+
+def padded_rays(R: int, o, dvec, dist, lab, is_key) -> dict[str, torch.Tensor]:
+    """The n ≤ R given rays as R rows: padding rows are invalid (`valid` false), dist 1, label 255."""
+    n = len(dist)
     res = {"origins": np.zeros((R, 3), np.float32), "dirs": np.tile(np.float32([1, 0, 0]), (R, 1)),
            "dist": np.ones(R, np.float32), "label": np.full(R, IGNORE, np.int64),
            "is_key": np.zeros(R, bool), "valid": np.zeros(R, bool)}
-    res["origins"][:n], res["dirs"][:n], res["dist"][:n] = o[pick], dvec[pick], dist[pick]
-    res["label"][:n], res["is_key"][:n], res["valid"][:n] = lab[pick], is_key[pick], True
+    res["origins"][:n], res["dirs"][:n], res["dist"][:n] = o, dvec, dist
+    res["label"][:n], res["is_key"][:n], res["valid"][:n] = lab, is_key, True
     return {k: torch.from_numpy(v) for k, v in res.items()}
+
+
+def draw_mask_rays(pool: MaskPool, grid: dict, R: int, class_balance: float, rng) -> dict[str, torch.Tensor]:
+    """R dense-mask rays (padded like `draw_from_pool`) with `dist` NaN: no depth. Weight = frame
+    weight × count(class)^-class_balance; rng=None takes evenly spaced key-frame pixels. Drawn rays
+    that miss the grid box are dropped (padding), not redrawn."""
+    if rng is None:
+        n_key = int(pool.is_key.sum())
+        pick = np.unique(np.linspace(0, n_key - 1, min(R, n_key)).round().astype(np.int64)) if n_key else \
+            np.zeros(0, np.int64)
+    else:
+        pick = weighted_sample(pool.weight * balance_weights(pool.label, class_balance), R, rng)
+    o, d = pool.rays(pick)
+    ok = crosses_grid(o, d, grid)
+    pick = pick[ok]
+    return padded_rays(R, o[ok], d[ok], np.full(len(pick), np.nan), pool.label[pick], pool.is_key[pick])
 
 
 def holdout_split(reader, spec: str) -> tuple[list[int], list[int]]:

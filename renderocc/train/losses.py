@@ -4,10 +4,14 @@ with B samples.
 
 Rendered depth is the metric distance along the ray (renderer with background_depth: the
 unstopped mass sits at the box exit), compared with the label's z converted to ray distance.
+Rays without a depth label (dense-mask rays: `dist` NaN) are rendered for the semantic CE only,
+through the detached density (they train classes, not geometry); every term that reads the depth
+label or the ray weights' geometry sees `LossInputs.depth_rays`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -176,24 +180,51 @@ class LossInputs:
         return self._cache["rays"]
 
     @property
-    def render(self):
-        """`render_rays` of the label rays (distortion only when its term is on)."""
-        if "render" not in self._cache:
-            from renderocc.cuda import render_rays
+    def has_depth(self) -> torch.Tensor:
+        """bool (rays,): label rays with a depth label (not dense-mask rays, whose `dist` is NaN)."""
+        return torch.isfinite(self.rays["dist"])
 
-            r, g = self.rays, self.cfg.grid.spec
-            self._cache["render"] = render_rays(
-                self.out.density, self.out.semantics, r["origins"], r["dirs"], r["sample"],
-                pc_range=g["pc_range"], voxel_size=g["voxel_size"], step=self.cfg.render.step,
-                near=self.cfg.render.near, backend=self.cfg.render.backend, background_depth=True,
-                return_distortion=self.cfg.loss.distortion > 0)
+    @property
+    def depth_rays(self) -> dict[str, torch.Tensor] | None:
+        """The rays' dict restricted to rays with depth; None when every ray has one (no copy)."""
+        if "depth_rays" not in self._cache:
+            m = self.has_depth
+            self._cache["depth_rays"] = None if bool(m.all()) else {k: v[m] for k, v in self.rays.items()}
+        return self._cache["depth_rays"]
+
+    def with_depth(self, values: torch.Tensor) -> torch.Tensor:
+        """A per-ray tensor (of `rays` / `render`) restricted to the rays with depth."""
+        return values if self.depth_rays is None else values[self.has_depth]
+
+    @property
+    def render(self):
+        """`render_rays` of the label rays (distortion only when its term is on). Rays without depth
+        (dense-mask rays) see the density detached: a class without a distance must not shape the
+        geometry (it would pull density anywhere along the ray), so they train the logits only."""
+        if "render" not in self._cache:
+            if self.depth_rays is None:
+                self._cache["render"] = self._render(self.rays, self.out.density)
+            else:
+                m = self.has_depth
+                masks = {k: v[~m] for k, v in self.rays.items()}
+                self._cache["render"] = _merge(m, self._render(self.depth_rays, self.out.density),
+                                               self._render(masks, self.out.density.detach()))
         return self._cache["render"]
+
+    def _render(self, r: dict[str, torch.Tensor], density: torch.Tensor):
+        from renderocc.cuda import render_rays
+
+        g = self.cfg.grid.spec
+        return render_rays(density, self.out.semantics, r["origins"], r["dirs"], r["sample"],
+                           pc_range=g["pc_range"], voxel_size=g["voxel_size"], step=self.cfg.render.step,
+                           near=self.cfg.render.near, backend=self.cfg.render.backend, background_depth=True,
+                           return_distortion=self.cfg.loss.distortion > 0)
 
     @property
     def los(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(free, termination) line-of-sight losses: one kernel call serves both terms."""
         if "los" not in self._cache:
-            r, g, lc = self.rays, self.cfg.grid.spec, self.cfg.loss
+            r, g, lc = self.depth_rays or self.rays, self.cfg.grid.spec, self.cfg.loss
             self._cache["los"] = line_of_sight(
                 self.out.density, r["origins"], r["dirs"], r["dist"], r["sample"], self.n, g,
                 self.cfg.render.step, lc.los_margin * max(g["voxel_size"]), lc.los_margin_rel,
@@ -214,21 +245,34 @@ class LossInputs:
         return float(min(self.cfg.grid.spec["voxel_size"]))
 
 
+def _merge(where: torch.Tensor, a, b):
+    """One RenderOutput over all rays from `a` (rays where `where`) and `b` (the others), in order."""
+    def put(x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor | None:
+        if x is None:
+            return None
+        out = x.new_zeros((len(where), *x.shape[1:]))
+        return out.index_put((where,), x).index_put((~where,), y)
+
+    return dataclasses.replace(a, **{f.name: put(getattr(a, f.name), getattr(b, f.name))
+                                     for f in dataclasses.fields(a)})
+
+
 def _depth(x: LossInputs) -> torch.Tensor:
-    return silog(x.render.depth, x.rays["dist"], x.rays["sample"], x.n)
+    return silog(x.with_depth(x.render.depth), x.with_depth(x.rays["dist"]), x.with_depth(x.rays["sample"]), x.n)
 
 
 def _depth_absrel(x: LossInputs) -> torch.Tensor:  # SILog forgives a global scale; this does not
-    d = x.rays["dist"]
-    return per_sample_mean((x.render.depth - d).abs() / d.clamp_min(1e-3), x.rays["sample"], x.n)
+    d = x.with_depth(x.rays["dist"])
+    return per_sample_mean((x.with_depth(x.render.depth) - d).abs() / d.clamp_min(1e-3),
+                           x.with_depth(x.rays["sample"]), x.n)
 
 
 def _semantic(x: LossInputs) -> torch.Tensor:
     return semantic_ce(x.render.semantics, x.rays["label"], x.rays["sample"], x.n, x.class_weights)
 
 
-def _distortion(x: LossInputs) -> torch.Tensor:
-    return per_sample_mean(x.render.distortion, x.rays["sample"], x.n)
+def _distortion(x: LossInputs) -> torch.Tensor:  # a geometry prior: mask rays are for semantics only
+    return per_sample_mean(x.with_depth(x.render.distortion), x.with_depth(x.rays["sample"]), x.n)
 
 
 def _sparsity(x: LossInputs) -> torch.Tensor:  # a label-free prior: space is empty unless a ray needs it

@@ -26,7 +26,7 @@ def choose_threshold(model, reader, indices: list[int], cfg: Config, device: tor
     """{"threshold", "how", "metric", "score", "source", "samples"} for the given samples."""
     use_3d = bool(reader.has_occ_gt) and cfg.supervision in ("3d", "mixed")
     # key rays only, and the 3D target only where 3D labels are allowed
-    eval_cfg = cfg.replace(supervision="3d" if use_3d else "2d", data={"aux_frames": 0},
+    eval_cfg = cfg.replace(supervision="3d" if use_3d else "2d", data={"aux_frames": 0, "mask_ray_share": 0.0},
                            loss={"lss_depth": 0.0, "occ3d": 1.0})
     ds = RayDataset(reader, eval_cfg, indices, train=False)
     was_training = model.training

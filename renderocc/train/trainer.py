@@ -28,7 +28,7 @@ from renderocc.model.encoder import load_pretrained
 from renderocc.store import manifest as manifest_mod
 from renderocc.train import losses as L
 from renderocc.train.checkpoint import load_checkpoint, save_checkpoint
-from renderocc.train.config import Config, resolved, supervision_label
+from renderocc.train.config import Config, resolved, semantic_source, supervision_label
 from renderocc.train.dataset import EpochSampler, RayDataset, holdout_split
 from renderocc.train.threshold import choose_threshold
 
@@ -67,20 +67,33 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 def class_weights(reader, cfg: Config, indices: list[int]) -> torch.Tensor | None:
-    """`auto`: from key-label frequencies of ≤ 32 evenly spaced training samples."""
+    """`auto`: from the class frequencies of ≤ 32 evenly spaced training samples, in the semantic
+    labels the run uses: key lidarseg labels, mask pixels, or both mixed at `data.mask_ray_share`.
+    None without any semantic source."""
     spec = cfg.loss.class_weights
     n_cls = reader.vocabulary.num_semantic
-    if spec == "none":
+    source = semantic_source(cfg, reader.has_semantics)
+    if spec == "none" or source in ("none", None):
         return None
     if isinstance(spec, list):
         if len(spec) != n_cls:
             raise UserError(f"loss.class_weights: expected {n_cls} numbers (the store's classes), got {len(spec)}")
         return torch.tensor(spec, dtype=torch.float32)
+    picked = indices[:: max(1, len(indices) // 32)][:32]
     counts = np.zeros(n_cls, np.int64)
-    for i in indices[:: max(1, len(indices) // 32)][:32]:
-        lab = reader.labels(i)["label"]
-        counts += np.bincount(lab[lab < n_cls], minlength=n_cls)
-    return L.class_weights_from_counts(torch.from_numpy(counts))
+    if source in ("lidarseg", "both"):
+        for i in picked:
+            lab = reader.labels(i)["label"]
+            counts += np.bincount(lab[lab < n_cls], minlength=n_cls)
+    if source == "lidarseg":
+        return L.class_weights_from_counts(torch.from_numpy(counts))
+    pixels = np.zeros(n_cls, np.int64)
+    for i in picked:
+        m = reader.semantic_mask(i)
+        pixels += np.bincount(m[m < n_cls], minlength=n_cls)
+    share = cfg.data.mask_ray_share if source == "both" else 1.0
+    freq = (1 - share) * counts / max(counts.sum(), 1) + share * pixels / max(pixels.sum(), 1)
+    return L.class_weights_from_counts(torch.from_numpy(freq).float())
 
 
 def build_model(cfg: Config, pretrained: str | None = None, num_classes: int = NUM_SEMANTIC) -> OccupancyNet:
@@ -104,6 +117,11 @@ def _worker_init(_: int) -> None:
 
 
 # -- one step ------------------------------------------------------------------------------------
+def voxel_text(voxel_size: list[float]) -> str:
+    """`0.8` for a cubic voxel, `0.8 × 0.8 × 0.4` otherwise."""
+    return f"{voxel_size[0]:g}" if len(set(voxel_size)) == 1 else " × ".join(f"{v:g}" for v in voxel_size)
+
+
 def use_amp(cfg: Config, device: torch.device) -> bool:
     """fp16 autocast and the GradScaler go together: both on exactly when this is true."""
     return device.type == "cuda" and cfg.train.amp
@@ -177,7 +195,7 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
     vocab = reader.vocabulary
     model = build_model(cfg, pretrained, vocab.num_semantic).to(device)
     ds = RayDataset(reader, cfg, train_idx, train=True, exclude=held, feature_stride=model.feature_stride)
-    cw = class_weights(reader, cfg, train_idx) if reader.has_semantics else None
+    cw = class_weights(reader, cfg, train_idx)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt, sched, scaler = make_optim(model, cfg, device)
     total = cfg.train.max_steps
@@ -213,8 +231,8 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
     log = Logger(out, step, enabled=rank == 0, resume=resume)
     say = print if rank == 0 and not quiet else (lambda *a, **k: None)
     say(f"train: {len(train_idx)} samples, held-out {len(held)} (threshold), world {world}, device {device}, "
-        f"supervision {supervision_label(cfg)}, grid {cfg.grid.shape} @ {' × '.join(f'{v:g}' for v in cfg.grid.voxel_size)} m, "
-        f"{cfg.data.rays} rays/sample, aux ±{ds.aux} frames"
+        f"supervision {supervision_label(cfg)}, grid {cfg.grid.shape} @ {voxel_text(cfg.grid.voxel_size)} m, "
+        f"{cfg.data.rays} rays/sample{mask_ray_text(ds)}, aux ±{ds.aux} frames"
         + ("" if ds.aux or not cfg.data.aux_frames else " (store has no motion masks: aux rays off)"))
     say(f"loss terms: {', '.join(f'{t.name} {getattr(cfg.loss, t.name):g}' for t in L.active_terms(cfg))}"
         + (" (the store has no free beams: free_beams adds nothing)"
@@ -252,7 +270,7 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
                 thr = _threshold(ema, reader, held, train_idx, cfg, device, rank)
                 if rank == 0:
                     state = _state(model, ema, opt, sched, scaler, cfg, step, thr, world, store_id,
-                                   vocab.names)
+                                   vocab.names, semantic_source(cfg, reader.has_semantics))
                     save_checkpoint(out / "last.pt", state)
                 if world > 1:
                     dist.barrier()
@@ -284,10 +302,20 @@ def _threshold(ema, reader, held, train_idx, cfg, device, rank) -> dict | None:
                             source="training samples (data.holdout = none: no held-out part)")
 
 
-def _state(model, ema, opt, sched, scaler, cfg, step, thr, world, store_id: str, classes: list[str]) -> dict:
-    """Tensors and plain data only (checkpoint.py loads with weights_only=True)."""
+def mask_ray_text(ds: RayDataset) -> str:
+    """The run line's semantic source: ` (semantics: both, 1024 of them from masks)`."""
+    source = semantic_source(ds.cfg, ds.reader.has_semantics)
+    if source is None:
+        return ""
+    return f" (semantics: {source}" + (f", {ds.mask_rays} of them from masks)" if ds.mask_rays else ")")
+
+
+def _state(model, ema, opt, sched, scaler, cfg, step, thr, world, store_id: str, classes: list[str],
+           source: str | None = None) -> dict:
+    """Tensors and plain data only (checkpoint.py loads with weights_only=True). `semantic_source`
+    (lidarseg | masks | both | none) is part of the supervision contract reports state."""
     return {"store": {"manifest_sha256": store_id}, "model": model.state_dict(), "ema": ema.state_dict(),
-            "config": cfg.to_dict(),
+            "config": cfg.to_dict(), "semantic_source": source,
             "supervision": cfg.supervision, "threshold": thr["threshold"] if thr else None,
             "threshold_info": thr, "grid": cfg.grid.spec, "classes": classes, "step": step,
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
