@@ -155,6 +155,34 @@ def test_depth_terms_ignore_mask_rays_and_the_semantic_term_uses_them(ops):
             assert torch.allclose(da, db, rtol=1e-5, atol=1e-9), term
 
 
+def test_surface_mask_semantics_name_the_wall_not_the_fog_in_front(ops):
+    """loss.mask_semantics = "surface": a mask ray's class trains the logits where the ray stops (a
+    dense wall), not the thin fog it crossed; "rendered" spreads it over the fog too."""
+    grid = {"pc_range": [0.0, -3.2, -1.6, 16.0, 3.2, 1.6], "voxel_size": [0.8, 0.8, 0.4]}  # the demo's
+    density = torch.full((1, 20, 8, 8), 0.05)
+    density[0, 12:] = 50.0  # a wall from x = 9.6 m
+    logits0 = torch.zeros(1, 20, 8, 8, 4)
+    origins = torch.tensor([[0.2, 0.0, 0.0], [0.2, 0.3, 0.1]])
+    dirs = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    batch = {"origins": origins[None], "dirs": dirs[None], "dist": torch.tensor([[9.4, float("nan")]]),
+             "label": torch.tensor([[1, 2]]), "valid": torch.tensor([[False, True]])}  # the mask ray alone
+    weights = {"depth": 0.0, "depth_absrel": 0.0, "distortion": 0.0, "freespace": 0.0, "termination": 0.0,
+               "semantic": 1.0, "sparsity": 0.0, "lss_depth": 0.0}
+    grads = {}
+    for mode in ("surface", "rendered"):
+        cfg = resolved(load_config("demo", ["data.free_beams=0"]), grid).replace(
+            loss={**weights, "mask_semantics": mode})
+        logits = logits0.clone().requires_grad_()
+        loss, _, _ = L.total_loss(OccupancyOutput(density, logits, density.new_zeros(1, 0, 0, 0, 0)), batch,
+                                  cfg, None)
+        loss.backward()
+        grads[mode] = logits.grad[0, ..., 2].abs()  # the mask ray's class
+    fog, wall = (slice(1, 10), slice(None), slice(None)), (slice(11, 14), slice(None), slice(None))
+    assert grads["surface"][wall].sum() > 0
+    assert grads["surface"][fog].sum() == 0
+    assert grads["rendered"][fog].sum() > 0
+
+
 def test_the_run_states_its_semantic_source():
     cfg = load_config("demo")
     assert semantic_source(cfg) == "lidarseg"

@@ -119,6 +119,11 @@ class LossConfig:
     depth: float = _opt(1.0, "SILog on rendered metric ray distance", ge=0)
     depth_absrel: float = _opt(0.0, "|d̂ − d| / d on the same distance (SILog alone forgives scale)", ge=0)
     semantic: float = _opt(1.0, "class-weighted CE on rendered semantics", ge=0)
+    mask_semantics: Literal["rendered", "surface"] = _opt(
+        "rendered", "where a dense-mask ray (no depth) puts its class: rendered = the CE of the ray's "
+                    "weight-blended logits (every voxel the weights touch, fog in front included); "
+                    "surface = the CE of the logits interpolated at the rendered depth, rays with "
+                    "opacity > 0.5 only (the surface the LiDAR rays shaped)")
     distortion: float = _opt(0.002, "Mip-NeRF 360 distortion of the ray weights", ge=0)
     freespace: float = _opt(0.0, "empty before the labelled hit: optical depth per unit length up to "
                                  "(1 − los_margin_rel)·d − margin", ge=0)

@@ -12,6 +12,7 @@ label or the ray weights' geometry sees `LossInputs.depth_rays`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -268,7 +269,39 @@ def _depth_absrel(x: LossInputs) -> torch.Tensor:  # SILog forgives a global sca
 
 
 def _semantic(x: LossInputs) -> torch.Tensor:
+    if x.cfg.loss.mask_semantics == "surface" and x.depth_rays is not None:
+        logits, label = surface_semantics(x)
+        return semantic_ce(logits, label, x.rays["sample"], x.n, x.class_weights)
     return semantic_ce(x.render.semantics, x.rays["label"], x.rays["sample"], x.n, x.class_weights)
+
+
+def surface_semantics(x: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, label) per ray: rays with depth keep their rendered logits; a dense-mask ray takes
+    the logits interpolated where it stops — its median depth, the first sample with T ≤ ½, on the
+    renderer's samples with the density detached (the LiDAR rays place the surface, the mask only
+    names it; the mean depth would sit in any fog in front) — and is ignored when T never falls
+    to ½ (a ray that stops nowhere names no voxel)."""
+    from renderocc.raygrid import sample_positions, trilinear
+
+    r, g, step = x.rays, x.cfg.grid.spec, x.cfg.render.step
+    mask = ~x.has_depth
+    logits, label = x.render.semantics.clone(), r["label"].clone()
+    o, d, sample = r["origins"][mask], r["dirs"][mask], r["sample"][mask]
+    at = logits.new_zeros((len(o), logits.shape[-1]))
+    stops = torch.zeros(len(o), dtype=torch.bool, device=o.device)
+    for b in torch.unique(sample):
+        sel = torch.nonzero(sample == b).squeeze(1)
+        t, valid, points, _, _ = sample_positions(o[sel], d[sel], g["pc_range"], x.cfg.render.near, step)
+        with torch.no_grad():
+            sigma = trilinear(x.out.density[b][None].detach(), points, g)[..., 0] * valid
+            half = torch.cumsum(sigma * step, 1) >= math.log(2.0)
+        stops[sel] = half.any(1)
+        k = half.float().argmax(1)
+        where = points[torch.arange(len(sel), device=o.device), k]
+        at[sel] = trilinear(x.out.semantics[b].permute(3, 0, 1, 2), where, g).to(at.dtype)
+    logits[mask] = at
+    label[mask] = torch.where(stops, label[mask], torch.full_like(label[mask], IGNORE))
+    return logits, label
 
 
 def _distortion(x: LossInputs) -> torch.Tensor:  # a geometry prior: mask rays are for semantics only
