@@ -102,6 +102,17 @@ def test_depth_metrics_hand_computed():
     assert math.isnan(DepthMetrics().compute()["depth_abs_rel"])
 
 
+def test_depth_by_distance_bins_by_the_labelled_depth():
+    d = DepthMetrics()
+    d.update(np.array([4.0, 4.5, 12.0, 15.0, 50.0]), np.array([5.0, 5.0, 24.0, 25.0, 45.0]))
+    rows = d.compute()["depth_by_distance"]
+    assert [r["pixels"] for r in rows] == [2, 0, 2, 1]
+    assert rows[0]["abs_rel"] == pytest.approx((0.2 + 0.1) / 2)
+    assert rows[0]["ratio"] == pytest.approx(math.sqrt(0.8 * 0.9))
+    assert rows[1]["ratio"] is None and rows[3]["to_m"] is None
+    assert rows[2]["ratio"] == pytest.approx(math.sqrt(0.5 * 0.6))  # far surfaces rendered short
+
+
 def test_sem2d_miou():
     s = Sem2DMetrics()
     s.update(np.array([4, 4, 11, 11, 4]), np.array([4, 4, 11, 4, 255]))

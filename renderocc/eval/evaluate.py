@@ -233,6 +233,10 @@ def evaluate_predictions(preds: dict[str, Path], tokens: list[str], gt_of, origi
     return out
 
 
+def _range_m(row: dict) -> str:
+    return f"{row['from_m']:g}–{row['to_m']:g} m" if row["to_m"] is not None else f"≥ {row['from_m']:g} m"
+
+
 def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
@@ -276,6 +280,12 @@ def markdown(m: dict) -> str:
             f"| depth δ<1.25 (%) | {_fmt(m['depth_delta1'])} |",
             f"| 2D semantic mIoU (%) | {_fmt(m['sem2d_miou'])} |", "",
         ]
+        rows = [r for r in m.get("depth_by_distance") or [] if r["pixels"]]
+        if rows:
+            lines += ["| labelled depth | pixels | AbsRel | rendered / labelled (geometric mean) |",
+                      "|---|---:|---:|---:|"]
+            lines += [f"| {_range_m(r)} | {r['pixels']} | {_num(r['abs_rel'])} | {r['ratio']:.2f} |" for r in rows]
+            lines += [""]
     if not m["occ_samples"]:
         lines += ["No Occ3D GT in the evaluated samples: 3D metrics are not available.", ""]
     if m.get("checkpoint") and not m["sem2d_pixels"]:

@@ -12,6 +12,7 @@ sample and the result does not depend on how samples are batched.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,6 +128,11 @@ class DepthMetrics:
     abs_rel: float = 0.0
     sq: float = 0.0
     delta1: int = 0
+    # by labelled depth (m): far surfaces rendered short (a fog in front) hide behind the overall mean
+    bin_edges: tuple[float, ...] = (0.0, 10.0, 20.0, 30.0, float("inf"))
+    bin_n: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
+    bin_abs_rel: np.ndarray = field(default_factory=lambda: np.zeros(4))
+    bin_log_ratio: np.ndarray = field(default_factory=lambda: np.zeros(4))
 
     def update(self, pred, gt) -> None:
         pred = _np(pred).reshape(-1).astype(np.float64)
@@ -137,12 +143,28 @@ class DepthMetrics:
         self.abs_rel += float((np.abs(p - g) / g).sum())
         self.sq += float(((p - g) ** 2).sum())
         self.delta1 += int((np.maximum(p / g, g / p) < 1.25).sum())
+        b = np.searchsorted(np.asarray(self.bin_edges[1:-1]), g, side="right")
+        self.bin_n += np.bincount(b, minlength=len(self.bin_n))
+        self.bin_abs_rel += np.bincount(b, np.abs(p - g) / g, minlength=len(self.bin_n))
+        self.bin_log_ratio += np.bincount(b, np.log(p / g), minlength=len(self.bin_n))
+
+    def by_distance(self) -> list[dict]:
+        """Per labelled-depth bin: pixels, AbsRel and the geometric-mean ratio rendered / labelled."""
+        rows = []
+        for k, (lo, hi) in enumerate(zip(self.bin_edges[:-1], self.bin_edges[1:], strict=True)):
+            n = int(self.bin_n[k])
+            rows.append({"from_m": lo, "to_m": None if math.isinf(hi) else hi, "pixels": n,
+                         "abs_rel": float(self.bin_abs_rel[k] / n) if n else None,
+                         "ratio": float(math.exp(self.bin_log_ratio[k] / n)) if n else None})
+        return rows
 
     def compute(self) -> dict:
         if not self.n:
             nan = float("nan")
-            return {"depth_abs_rel": nan, "depth_rmse": nan, "depth_delta1": nan, "depth_pixels": 0}
+            return {"depth_abs_rel": nan, "depth_rmse": nan, "depth_delta1": nan, "depth_pixels": 0,
+                    "depth_by_distance": self.by_distance()}
         return {
+            "depth_by_distance": self.by_distance(),
             "depth_abs_rel": self.abs_rel / self.n,
             "depth_rmse": float(np.sqrt(self.sq / self.n)),
             "depth_delta1": self.delta1 / self.n,
