@@ -9,7 +9,8 @@ package's tree hash match, so numbers made by other code are never reused):
   a perfect segmenter), `prep motion-masks`;
 - fit (no network) on held-out keyframes, 0.8 m grid, 100 iterations, every variant with the same
   4096 LiDAR depth rays per iteration: lidarseg (their lidarseg classes) | masks (the LiDAR rays
-  take the mask's class at their pixel, + 4096 mask rays) | both (lidarseg classes + 4096 mask rays);
+  take the mask's class at their pixel, + 4096 mask rays) | both (lidarseg classes + 4096 mask rays),
+  and masks / both with `loss.mask_semantics = surface` (a mask ray's class at the voxel where it stops);
 - network: the demo config for --steps on the train split, evaluated on the held-out scene:
   lidarseg | masks (same LiDAR depth rays, classes from 4096 mask rays per sample).
 
@@ -34,9 +35,12 @@ ROOT = HERE.parent
 MASKS = ["data.rays=8192", "data.mask_ray_share=0.5"]  # 4096 LiDAR rays + 4096 mask rays
 MASKS_ONLY = ("LiDAR depth + mask classes (at the LiDAR pixels and 4096 mask rays), no lidarseg",
               [*MASKS, "data.lidar_classes=masks"])
+SURFACE = ["loss.mask_semantics=surface"]  # a mask ray names the voxel where it stops
 FITS = [("lidarseg", "LiDAR depth + lidarseg classes", []),
         ("masks", *MASKS_ONLY),
-        ("both", "LiDAR depth + lidarseg classes + mask classes", MASKS)]
+        ("both", "LiDAR depth + lidarseg classes + mask classes", MASKS),
+        ("masks-surface", MASKS_ONLY[0] + ", mask class at the ray's stop", [*MASKS_ONLY[1], *SURFACE]),
+        ("both-surface", "lidarseg classes + mask classes at the ray's stop", [*MASKS, *SURFACE])]
 RUNS = [("lidarseg", "LiDAR depth + lidarseg classes", []),
         ("masks", *MASKS_ONLY)]
 FIT_GRID = ["grid.voxel_size=0.8"]
