@@ -120,10 +120,11 @@ class LossConfig:
     depth_absrel: float = _opt(0.0, "|d̂ − d| / d on the same distance (SILog alone forgives scale)", ge=0)
     semantic: float = _opt(1.0, "class-weighted CE on rendered semantics", ge=0)
     mask_semantics: Literal["rendered", "surface"] = _opt(
-        "rendered", "where a dense-mask ray (no depth) puts its class: rendered = the CE of the ray's "
-                    "weight-blended logits (every voxel the weights touch, fog in front included); "
-                    "surface = the CE of the logits interpolated at the rendered depth, rays with "
-                    "opacity > 0.5 only (the surface the LiDAR rays shaped)")
+        "surface", "where a dense-mask ray (no depth) puts its class: surface = the CE of the logits "
+                   "interpolated where the ray stops (its median depth; rays that never reach T ≤ ½ "
+                   "ignored), the surface the LiDAR rays shaped; rendered = the CE of the ray's "
+                   "weight-blended logits (every voxel the weights touch, fog in front included). "
+                   "Fit, airside, 3 seeds: +0.7 (masks) and +1.3 (both) mIoU over rendered")
     distortion: float = _opt(0.002, "Mip-NeRF 360 distortion of the ray weights", ge=0)
     freespace: float = _opt(0.0, "empty before the labelled hit: optical depth per unit length up to "
                                  "(1 − los_margin_rel)·d − margin", ge=0)
