@@ -201,15 +201,18 @@ class LossInputs:
     def render(self):
         """`render_rays` of the label rays (distortion only when its term is on). Rays without depth
         (dense-mask rays) see the density detached: a class without a distance must not shape the
-        geometry (it would pull density anywhere along the ray), so they train the logits only."""
+        geometry (it would pull density anywhere along the ray), so they train the logits only. With
+        `loss.mask_semantics = surface` they are not rendered at all (their rows stay zero):
+        `surface_semantics` reads their class where they stop instead."""
         if "render" not in self._cache:
             if self.depth_rays is None:
                 self._cache["render"] = self._render(self.rays, self.out.density)
             else:
                 m = self.has_depth
-                masks = {k: v[~m] for k, v in self.rays.items()}
-                self._cache["render"] = _merge(m, self._render(self.depth_rays, self.out.density),
-                                               self._render(masks, self.out.density.detach()))
+                masks = None
+                if self.cfg.loss.mask_semantics == "rendered":
+                    masks = self._render({k: v[~m] for k, v in self.rays.items()}, self.out.density.detach())
+                self._cache["render"] = _merge(m, self._render(self.depth_rays, self.out.density), masks)
         return self._cache["render"]
 
     def _render(self, r: dict[str, torch.Tensor], density: torch.Tensor):
@@ -247,14 +250,15 @@ class LossInputs:
 
 
 def _merge(where: torch.Tensor, a, b):
-    """One RenderOutput over all rays from `a` (rays where `where`) and `b` (the others), in order."""
+    """One RenderOutput over all rays from `a` (rays where `where`) and `b` (the others, zeros when
+    `b` is None), in order."""
     def put(x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor | None:
         if x is None:
             return None
-        out = x.new_zeros((len(where), *x.shape[1:]))
-        return out.index_put((where,), x).index_put((~where,), y)
+        out = x.new_zeros((len(where), *x.shape[1:])).index_put((where,), x)
+        return out if y is None else out.index_put((~where,), y)
 
-    return dataclasses.replace(a, **{f.name: put(getattr(a, f.name), getattr(b, f.name))
+    return dataclasses.replace(a, **{f.name: put(getattr(a, f.name), None if b is None else getattr(b, f.name))
                                      for f in dataclasses.fields(a)})
 
 
@@ -285,15 +289,15 @@ def surface_semantics(x: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
 
     r, g, step = x.rays, x.cfg.grid.spec, x.cfg.render.step
     mask = ~x.has_depth
-    logits, label = x.render.semantics.clone(), r["label"].clone()
+    logits, label = x.render.semantics.clone(), r["label"].clone()  # mask rows: not rendered (zeros)
     o, d, sample = r["origins"][mask], r["dirs"][mask], r["sample"][mask]
     at = logits.new_zeros((len(o), logits.shape[-1]))
     stops = torch.zeros(len(o), dtype=torch.bool, device=o.device)
     for b in torch.unique(sample):
         sel = torch.nonzero(sample == b).squeeze(1)
-        t, valid, points, _, _ = sample_positions(o[sel], d[sel], g["pc_range"], x.cfg.render.near, step)
+        _, valid, points, _, _ = sample_positions(o[sel], d[sel], g["pc_range"], x.cfg.render.near, step)
         with torch.no_grad():
-            sigma = trilinear(x.out.density[b][None].detach(), points, g)[..., 0] * valid
+            sigma = trilinear(x.out.density[b][None], points, g)[..., 0] * valid
             half = torch.cumsum(sigma * step, 1) >= math.log(2.0)
         stops[sel] = half.any(1)
         k = half.float().argmax(1)
