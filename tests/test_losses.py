@@ -102,3 +102,20 @@ def test_lss_depth_histogram_target_is_a_soft_cross_entropy():
     logp = F.log_softmax(logits[0, 0, :, 0, :2].T, -1)
     expect = (-(0.5 * logp[0, 1] + 0.5 * logp[0, 3]) - logp[1, 3]) / 2
     assert torch.allclose(L.lss_depth(logits, hist, bins), expect)
+
+
+def test_termination_window_is_not_satisfied_by_fog_in_front():
+    """A ray labelled at 10 m through 6 m of fog and an empty window: the plain termination is
+    nearly met by the fog, the windowed one is not, and its gradient lies in the window only."""
+    grid = {"pc_range": [0.0, -3.2, -1.6, 16.0, 3.2, 1.6], "voxel_size": [0.8, 0.8, 0.8], "shape": [20, 8, 4]}
+    density = torch.full((1, 20, 8, 4), 0.01, dtype=torch.float64)  # a faint haze: σ > 0 as softplus gives
+    density[0, 1:9] = 0.5  # fog over x ≈ 0.8–7.2 m
+    density.requires_grad_()
+    o, d = torch.tensor([[0.1, 0.0, 0.0]], dtype=torch.float64), torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+    dist, sample = torch.tensor([10.0], dtype=torch.float64), torch.tensor([0])
+    _, plain = L.line_of_sight(density, o, d, dist, sample, 1, grid, 0.2, 0.8, rel=0.1)
+    _, window = L.line_of_sight(density, o, d, dist, sample, 1, grid, 0.2, 0.8, rel=0.1, window=True)
+    assert float(plain.detach()) < 0.1 < 2.0 < float(window.detach())
+    grad = torch.autograd.grad(window, density)[0][0, :, 4, 2]
+    assert grad[:9].abs().max() < 1e-9  # the free stretch up to (1 − 0.1)·10 − 0.8 = 8.2 m: no pull
+    assert grad[10:14].min() < 0  # the window around 10 m: density pulled up

@@ -135,6 +135,9 @@ class LossConfig:
     freespace: float = _opt(0.0, "empty before the labelled hit: optical depth per unit length up to "
                                  "(1 − los_margin_rel)·d − margin", ge=0)
     termination: float = _opt(0.0, "the ray stops by d + margin: −log(1 − T(d + margin))", ge=0)
+    termination_window: bool = _opt(
+        False, "termination counts only the optical depth between the free-space end and d + margin "
+               "(the ray stops at its label); false: from the origin, which fog in front satisfies")
     free_beams: float = _opt(1.0, "LiDAR beams without a return are empty inside the grid: optical depth per "
                                   "unit length along them (needs a store with free beams)", ge=0)
     los_margin: float = _opt(1.0, "margin of freespace and termination, in voxels", ge=0)

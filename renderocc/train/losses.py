@@ -110,7 +110,8 @@ def class_weights_from_counts(counts: torch.Tensor) -> torch.Tensor:
 
 def line_of_sight(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, dist: torch.Tensor,
                   sample: torch.Tensor, n: int, grid: dict, step: float, margin: float, rel: float = 0.0,
-                  near: float = 0.0, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+                  near: float = 0.0, backend: str = "auto", window: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Line-of-sight losses from the depth label of each ray, on the renderer's own samples.
 
     With optical depth τ(t) = Σ_{t_k < t} σ(t_k)·step over the renderer's samples (box clip,
@@ -119,7 +120,10 @@ def line_of_sight(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tens
       so τ there should be 0 (`rel` keeps grazing rays — the ground seen at a shallow angle — from
       clearing the very voxel they end in); taken per unit length (τ over the samples' count), so
       near and far rays count alike — the 2D analogue of the 3D loss's free-space term;
-    - termination: the ray must have stopped by d + margin: −log(1 − T(d + margin)).
+    - termination: the ray must have stopped by d + margin: −log(1 − T(d + margin)); with `window`
+      only the optical depth inside [(1 − rel)·d − margin, d + margin] counts — the ray must stop
+      at its label, so fog in front (which the uniform pull of the plain form builds on long rays,
+      where the per-unit-length free term is weak) cannot satisfy it.
     Both use only the 2D depth label (camera z converted to ray distance). Returns (free, term).
     """
     from renderocc.cuda import ray_optical_depth  # the extension loads on first use
@@ -131,7 +135,8 @@ def line_of_sight(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tens
     zero = density.sum() * 0
     tau_free = tau[:, 0] / count[:, 0].clamp_min(1)
     loss_free = per_sample_mean(tau_free[has], sample[has], n) if has.any() else zero
-    loss_term = per_sample_mean(-torch.log(-torch.expm1(-tau[:, 1].clamp_min(1e-4))), sample, n) if len(dist) else zero
+    stop = (tau[:, 1] - tau[:, 0]) if window else tau[:, 1]
+    loss_term = per_sample_mean(-torch.log(-torch.expm1(-stop.clamp_min(1e-4))), sample, n) if len(dist) else zero
     return loss_free, loss_term
 
 
@@ -252,7 +257,7 @@ class LossInputs:
             self._cache["los"] = line_of_sight(
                 self.out.density, r["origins"], r["dirs"], r["dist"], r["sample"], self.n, g,
                 self.cfg.render.step, lc.los_margin * max(g["voxel_size"]), lc.los_margin_rel,
-                self.cfg.render.near, self.cfg.render.backend)
+                self.cfg.render.near, self.cfg.render.backend, lc.termination_window)
         return self._cache["los"]
 
     @property
