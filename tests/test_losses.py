@@ -88,20 +88,6 @@ def test_active_terms_follow_weights_and_contracts():
         assert hasattr(demo.loss, t.name) and t.name in LOG_FIELDS
 
 
-def test_lss_depth_histogram_target_is_a_soft_cross_entropy():
-    """A one-hot histogram gives the nearest-z CE; a two-bin histogram its mixture; empty cells are ignored."""
-    torch.manual_seed(0)
-    bins = [1.0, 5.0, 5]
-    logits = torch.randn(1, 1, 5, 1, 3)  # (B, N, D, h, w)
-    nearest = torch.tensor([[[[2.0, 4.0, 0.0]]]])  # bins 1 and 3; the third cell has no label
-    hist = torch.zeros(1, 1, 1, 3, 5)
-    hist[0, 0, 0, 0, 1] = 1.0
-    hist[0, 0, 0, 1, 3] = 1.0
-    assert torch.allclose(L.lss_depth(logits, hist, bins), L.lss_depth(logits, nearest, bins))
-    hist[0, 0, 0, 0] = torch.tensor([0.0, 0.5, 0.0, 0.5, 0.0])
-    logp = F.log_softmax(logits[0, 0, :, 0, :2].T, -1)
-    expect = (-(0.5 * logp[0, 1] + 0.5 * logp[0, 3]) - logp[1, 3]) / 2
-    assert torch.allclose(L.lss_depth(logits, hist, bins), expect)
 
 
 def test_termination_window_is_not_satisfied_by_fog_in_front():

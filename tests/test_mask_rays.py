@@ -230,24 +230,3 @@ def test_fit_with_masks_names_more_of_the_scene_than_lidarseg(apron_store, tmp_p
     # measured (seed 3, sample 1): 95.5 % → 97.8 %; deterministic (every label ray, every key mask pixel)
     assert 1 - masks["semantic_coverage"] < 0.75 * (1 - lidar["semantic_coverage"]), (
         masks["semantic_coverage"], lidar["semantic_coverage"])
-
-
-def test_semantic_geometry_off_leaves_the_density_to_the_depth_terms(ops):
-    """loss.semantic_geometry = false: the semantic CE of a depth ray moves the logits, not the density."""
-    grid = {"pc_range": [0.0, -3.2, -1.6, 16.0, 3.2, 1.6], "voxel_size": [0.8, 0.8, 0.4]}
-    batch = {"origins": torch.tensor([[[0.2, 0.0, 0.0]]]), "dirs": torch.tensor([[[1.0, 0.0, 0.0]]]),
-             "dist": torch.tensor([[9.4]]), "label": torch.tensor([[1]]), "valid": torch.tensor([[True]])}
-    weights = {"depth": 0.0, "depth_absrel": 0.0, "distortion": 0.0, "freespace": 0.0, "termination": 0.0,
-               "semantic": 1.0, "sparsity": 0.0, "lss_depth": 0.0}
-    grads = {}
-    for shapes in (True, False):
-        cfg = resolved(load_config("demo", ["data.free_beams=0"]), grid).replace(
-            loss={**weights, "semantic_geometry": shapes})
-        density = torch.full((1, 20, 8, 8), 0.3).requires_grad_()
-        logits = torch.randn(1, 20, 8, 8, 4, generator=torch.Generator().manual_seed(0)).requires_grad_()
-        loss, _, _ = L.total_loss(OccupancyOutput(density, logits, density.new_zeros(1, 0, 0, 0, 0)), batch, cfg,
-                                  None)
-        loss.backward()
-        grads[shapes] = (density.grad, logits.grad)
-    assert grads[True][0].abs().sum() > 0 and grads[False][0] is None
-    assert torch.allclose(grads[True][1], grads[False][1])  # the logits learn the same

@@ -110,36 +110,3 @@ def test_splat_mass_channel_holds_the_depth_probability_mass():
     mass = vol[0, -1].detach()
     assert mass.nonzero().tolist() == [[10, 10, 1]]
     assert math.isclose(float(mass[10, 10, 1]), math.log(2.0), rel_tol=1e-6)
-
-
-def test_sample_lift_reads_the_frustum_at_each_voxel_centre():
-    """Backward projection: all depth probability on the 4 m bin, context 1 → the voxel 4.0 m in
-    front of the camera reads 1, the voxels 0.8 m nearer / farther read the trilinear 0.2, a voxel
-    behind the camera reads 0 — and every voxel the camera sees gets a value (no splat holes)."""
-    net = tiny_net(lift="sample")
-    with torch.no_grad():
-        net.lift.head.weight.zero_()
-        net.lift.head.bias.zero_()
-        net.lift.head.bias[3] = 30.0      # depth bin 3 of linspace(1, 9, 9): 4 m
-        net.lift.head.bias[9:] = 1.0      # context channels
-    _, K, T = inputs(n=1)
-    T = T.clone()
-    T[..., 0, 3] = 0.4                    # camera at ego x = 0.4: voxel centres x = 3.6, 4.4, 5.2 → 3.2, 4.0, 4.8 m
-    vol, _ = net.lift(torch.zeros(1, 16, 4, 8), K, T)
-    assert vol.shape == (1, 8, 20, 20, 4)
-    v = vol[0, 0].detach()
-    assert math.isclose(float(v[15, 10, 1]), 1.0, abs_tol=1e-4)
-    assert math.isclose(float(v[14, 10, 1]), 0.2, abs_tol=1e-4)
-    assert math.isclose(float(v[16, 10, 1]), 0.2, abs_tol=1e-4)
-    assert float(v[0, 10, 1]) == 0.0      # behind the camera
-    splat = tiny_net()
-    splat.load_state_dict(net.state_dict())
-    vol_splat, _ = splat.lift(torch.zeros(1, 16, 4, 8), K, T)
-    seen = (v > 1e-3).sum()
-    assert seen > (vol_splat[0, 0] > 1e-3).sum()  # the splat leaves voxels between frustum points empty
-
-
-def test_lift_mode_is_checked():
-    with pytest.raises(ValueError, match="lift mode"):
-        from renderocc.model.view_transform import LiftSplat
-        LiftSplat(4, 2, (1.0, 2.0, 2), 8, GRID["pc_range"], GRID["voxel_size"], GRID["shape"], mode="both")

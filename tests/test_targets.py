@@ -113,19 +113,3 @@ def test_lss_depth_target_strides():
     t = lss_depth_target(labels, K_orig, np.stack([half @ K, half @ K]), (8, 16), 4)
     assert t.shape == (2, 2, 4) and t[0, 0, 0] == 7.0 and t[0, 1, 3] == 3.0
 
-
-
-def test_lss_depth_histogram_keeps_every_surface_of_a_cell():
-    """Two labels in one stride-8 cell (10 m and 7 m) → half the mass each, at their bins; a label
-    between bin centres is split linearly; a label beyond the range is dropped."""
-    K = np.array([[10.0, 0, 16], [0, 10, 8], [0, 0, 1]])
-    labels = {"camera": np.array([0, 0, 0, 0], np.int16), "u": np.array([3.0, 5.0, 31.0, 20.0], np.float32),
-              "v": np.array([3.0, 2.0, 15.0, 3.0], np.float32),
-              "depth": np.array([10.0, 7.0, 3.25, 99.0], np.float32)}
-    bins = (1.0, 11.0, 11)  # centres 1, 2, …, 11 m
-    t = lss_depth_target(labels, {0: K}, np.stack([K]), (16, 32), 8, bins)
-    assert t.shape == (1, 2, 4, 11)
-    assert t[0, 0, 0, 9] == 0.5 and t[0, 0, 0, 6] == 0.5 and t[0, 0, 0].sum() == 1.0
-    assert torch.allclose(t[0, 1, 3, 2:4], torch.tensor([0.75, 0.25]))
-    assert t[0, 0, 2].sum() == 0  # the 99 m label: outside the bins, no target
-    assert (t.sum(-1) > 0).sum() == 2

@@ -65,7 +65,7 @@ class OccupancyNet(nn.Module):
         lo, hi, nb = config.depth_bins
         vc = config.voxel_channels
         self.lift = LiftSplat(c, vc, (lo, hi, int(nb)), FEATURE_STRIDE, grid["pc_range"], grid["voxel_size"],
-                              grid["shape"], config.splat_mass, config.lift)
+                              grid["shape"], config.splat_mass)
         # voxel position (x, y, z in [-1, 1]) as input channels: lifted features carry no height,
         # and a 3D conv is translation-invariant, so without them "the ground is at z≈0" is unlearnable
         self.pos_channels = config.pos_channels

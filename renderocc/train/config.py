@@ -100,9 +100,6 @@ class ModelConfig:
     pos_channels: bool = _opt(False, "voxel x, y, z as 3D-encoder inputs (a height prior the convs can learn)")
     density_gain: float = _opt(1.0, "density = softplus(gain · head output)", gt=0)
     splat_mass: bool = _opt(False, "add log(1 + depth probability mass) per voxel as a feature")
-    lift: Literal["splat", "sample"] = _opt(
-        "splat", "2D→3D: splat frustum points into voxels, or sample the frustum at each voxel centre "
-                 "(every seen voxel gets a feature; the splat thins out at range)")
 
 
 @dataclass(frozen=True)
@@ -128,9 +125,6 @@ class LossConfig:
                    "ignored), the surface the LiDAR rays shaped; rendered = the CE of the ray's "
                    "weight-blended logits (every voxel the weights touch, fog in front included). "
                    "Fit, airside, 3 seeds: +0.7 (masks) and +1.3 (both) mIoU over rendered")
-    semantic_geometry: bool = _opt(
-        True, "the semantic CE also shapes the density through the ray weights; false: it trains the "
-              "logits only (density seen detached) and the depth terms alone place surfaces")
     distortion: float = _opt(0.002, "Mip-NeRF 360 distortion of the ray weights", ge=0)
     freespace: float = _opt(0.0, "empty before the labelled hit: optical depth per unit length up to "
                                  "(1 − los_margin_rel)·d − margin", ge=0)
@@ -144,8 +138,6 @@ class LossConfig:
     los_margin_rel: float = _opt(0.0, "free space ends at (1 − rel)·d − margin (grazing ground rays)", ge=0)
     sparsity: float = _opt(0.0, "label-free prior: mean σ·voxel over the whole grid", ge=0)
     lss_depth: float = _opt(0.2, "CE of the LSS depth distribution against LiDAR depth", ge=0)
-    lss_target: Literal["nearest", "histogram"] = _opt(
-        "nearest", "lss_depth target per feature cell: the nearest LiDAR z, or the histogram of all its LiDAR z")
     occ3d: float = _opt(1.0, "3D voxel loss (lidar-sparse / 3d / mixed contracts)", ge=0)
     occ3d_mask: Literal["camera", "lidar", "none"] = _opt(
         "camera", "3d / mixed: dense GT voxels the occ3d loss sees: inside mask_camera (inflates masked "

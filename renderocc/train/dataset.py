@@ -134,8 +134,7 @@ class RayDataset(Dataset):
         out.update(draw_label_rays(ends_in_grid(frames, self.grid), masks, self.grid, self.rays, self.mask_rays,
                                    self.cfg.data.class_balance, rng))
         if self.want_depth:
-            bins = self.cfg.model.depth_bins if self.cfg.loss.lss_target == "histogram" else None
-            out["depth_target"] = lss_depth_target(key_labels, K_orig, K, img.shape[-2:], self.feature_stride, bins)
+            out["depth_target"] = lss_depth_target(key_labels, K_orig, K, img.shape[-2:], self.feature_stride)
         if "occ_target" in self.needs:
             out["occ_target"] = torch.from_numpy(self._occ_target(i, s, key))
         if self.want_free_beams:

@@ -56,17 +56,8 @@ def semantic_ce(logits: torch.Tensor, label: torch.Tensor, sample: torch.Tensor,
 
 
 def lss_depth(depth_logits: torch.Tensor, target: torch.Tensor, bins: list) -> torch.Tensor:
-    """CE of the LSS per-pixel depth distribution against the nearest LiDAR z of each cell
-    (target (B, N, h, w)), or against the cell's depth histogram (target (B, N, h, w, D))."""
+    """CE of the LSS per-pixel depth distribution against the nearest LiDAR z of each cell."""
     b = depth_logits.shape[0]
-    if target.dim() == 5:
-        logits = depth_logits.permute(0, 1, 3, 4, 2)
-        ok = target.sum(-1) > 0
-        if not ok.any():
-            return logits.sum() * 0
-        ce = -(target[ok] * F.log_softmax(logits[ok], -1)).sum(-1)
-        sample = torch.arange(b, device=ok.device).view(b, 1, 1, 1).expand_as(ok)[ok]
-        return per_sample_mean(ce, sample, b)
     dmin, dmax, nb = float(bins[0]), float(bins[1]), int(bins[2])
     idx = torch.round((target - dmin) / (dmax - dmin) * (nb - 1)).long()
     ok = (target > 0) & (idx >= 0) & (idx < nb)
@@ -229,17 +220,6 @@ class LossInputs:
                 self._cache["render"] = _merge(m, self._render(self.depth_rays, self.out.density), masks)
         return self._cache["render"]
 
-    @property
-    def render_semantic(self):
-        """The rendering the semantic CE reads: `render`, or with `loss.semantic_geometry = false`
-        every label ray rendered through the detached density (the CE then trains the logits only;
-        the depth terms alone place the surfaces)."""
-        if self.cfg.loss.semantic_geometry:
-            return self.render
-        if "render_semantic" not in self._cache:
-            self._cache["render_semantic"] = self._render(self.rays, self.out.density.detach())
-        return self._cache["render_semantic"]
-
     def _render(self, r: dict[str, torch.Tensor], density: torch.Tensor):
         from renderocc.cuda import render_rays
 
@@ -301,7 +281,7 @@ def _semantic(x: LossInputs) -> torch.Tensor:
     if x.cfg.loss.mask_semantics == "surface" and x.depth_rays is not None:
         logits, label = surface_semantics(x)
         return semantic_ce(logits, label, x.rays["sample"], x.n, x.class_weights)
-    return semantic_ce(x.render_semantic.semantics, x.rays["label"], x.rays["sample"], x.n, x.class_weights)
+    return semantic_ce(x.render.semantics, x.rays["label"], x.rays["sample"], x.n, x.class_weights)
 
 
 def surface_semantics(x: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,7 +294,7 @@ def surface_semantics(x: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
 
     r, g, step = x.rays, x.cfg.grid.spec, x.cfg.render.step
     mask = ~x.has_depth
-    logits, label = x.render_semantic.semantics.clone(), r["label"].clone()  # mask rows: overwritten below
+    logits, label = x.render.semantics.clone(), r["label"].clone()  # mask rows: not rendered (zeros)
     o, d, sample = r["origins"][mask], r["dirs"][mask], r["sample"][mask]
     at = logits.new_zeros((len(o), logits.shape[-1]))
     stops = torch.zeros(len(o), dtype=torch.bool, device=o.device)

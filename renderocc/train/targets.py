@@ -1,8 +1,7 @@
 """Training targets as pure functions of label arrays: what the dataset attaches to an item.
 
 Kept apart from `RayDataset` so each rule can be tested on hand-built inputs:
-- `lss_depth_target`: nearest LiDAR z per stride×stride feature cell (the LSS depth head's target),
-  or with `bins` the cell's histogram of LiDAR z over the depth bins (every surface the cell sees);
+- `lss_depth_target`: nearest LiDAR z per stride×stride feature cell (the LSS depth head's target);
 - `sparse_target` (`lidar-sparse`): a discrete voxel set, so it uses the exact traversal and the
   voxel cells of `renderocc.raygrid`, never samples along the ray;
 - `dense_target` (`3d`/`mixed`): Occ3D GT inside a mask (`loss.occ3d_mask`), pooled to the model grid.
@@ -20,20 +19,13 @@ from renderocc.raygrid import flat_index, mark_crossed, voxel_index
 
 
 def lss_depth_target(labels: dict, K_orig: dict[int, np.ndarray], K_in: np.ndarray, hw: Sequence[int],
-                     stride: int, bins: Sequence[float] | None = None) -> torch.Tensor:
+                     stride: int) -> torch.Tensor:
     """(N, ceil(h/stride), ceil(w/stride)) float32: nearest LiDAR z per feature cell, 0 = no label.
 
     Label pixels (original image) map to input pixels by the affine K_in·K_orig⁻¹ (resize, crop,
     flip); cell j covers input pixel centres [j·stride − ½, (j+1)·stride − ½).
-
-    With `bins` = (min, max, count) of the LSS depth bins: (N, h', w', count), each cell's share of
-    label points per bin (a point split linearly between its two nearest bin centres; points beyond
-    half a bin outside the range dropped), all zeros = no label. A coarse cell often sees a car and
-    the façade behind it: the nearest z teaches only the car, the histogram both.
     """
     h, w = (int(hw[0]) + stride - 1) // stride, (int(hw[1]) + stride - 1) // stride
-    if bins is not None:
-        return _depth_histogram(labels, K_orig, K_in, h, w, stride, bins)
     out = np.full((len(K_in), h * w), np.inf, np.float32)
     cam = np.asarray(labels["camera"]).astype(np.int64)
     u, v, z = np.asarray(labels["u"]), np.asarray(labels["v"]), np.asarray(labels["depth"])
@@ -47,38 +39,6 @@ def lss_depth_target(labels: dict, K_orig: dict[int, np.ndarray], K_in: np.ndarr
         np.minimum.at(out[c], k[ok] * w + j[ok], z[m][ok])
     out[np.isinf(out)] = 0
     return torch.from_numpy(out.reshape(len(K_in), h, w))
-
-
-def _label_cells(labels: dict, K_orig: dict[int, np.ndarray], K_in: np.ndarray, h: int, w: int, stride: int):
-    """Per camera c: (c, flat cell index, z) of the labels that fall inside the h×w feature cells."""
-    cam = np.asarray(labels["camera"]).astype(np.int64)
-    u, v, z = np.asarray(labels["u"]), np.asarray(labels["v"]), np.asarray(labels["depth"])
-    for c in np.unique(cam):
-        m = cam == c
-        M = np.asarray(K_in[c], np.float64) @ np.linalg.inv(np.asarray(K_orig[int(c)], np.float64))
-        uv = np.stack([u[m], v[m], np.ones(m.sum())], -1) @ M.T
-        j = np.floor((uv[:, 0] + 0.5) / stride).astype(np.int64)
-        k = np.floor((uv[:, 1] + 0.5) / stride).astype(np.int64)
-        ok = (j >= 0) & (j < w) & (k >= 0) & (k < h)
-        yield int(c), k[ok] * w + j[ok], z[m][ok]
-
-
-def _depth_histogram(labels: dict, K_orig: dict[int, np.ndarray], K_in: np.ndarray, h: int, w: int, stride: int,
-                     bins: Sequence[float]) -> torch.Tensor:
-    dmin, dmax, nb = float(bins[0]), float(bins[1]), int(bins[2])
-    out = np.zeros((len(K_in), h * w, nb), np.float32)
-    for c, cell, z in _label_cells(labels, K_orig, K_in, h, w, stride):
-        f = (z.astype(np.float64) - dmin) / max(dmax - dmin, 1e-9) * (nb - 1) if nb > 1 else np.zeros(len(z))
-        keep = (f >= -0.5) & (f <= nb - 0.5)
-        f, cell = np.clip(f[keep], 0, nb - 1), cell[keep]
-        lo = np.floor(f).astype(np.int64)
-        hi = np.minimum(lo + 1, nb - 1)
-        frac = (f - lo).astype(np.float32)
-        np.add.at(out[c], (cell, lo), 1 - frac)
-        np.add.at(out[c], (cell, hi), frac)
-    total = out.sum(-1, keepdims=True)
-    out = np.divide(out, total, out=np.zeros_like(out), where=total > 0)
-    return torch.from_numpy(out.reshape(len(K_in), h, w, nb))
 
 
 def sparse_target(origins: np.ndarray, dirs: np.ndarray, dist: np.ndarray, label: np.ndarray, grid: dict,
