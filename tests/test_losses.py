@@ -88,8 +88,6 @@ def test_active_terms_follow_weights_and_contracts():
         assert hasattr(demo.loss, t.name) and t.name in LOG_FIELDS
 
 
-
-
 def test_termination_window_is_not_satisfied_by_fog_in_front():
     """A ray labelled at 10 m through 6 m of fog and an empty window: the plain termination is
     nearly met by the fog, the windowed one is not, and its gradient lies in the window only."""
