@@ -83,7 +83,7 @@ def test_pretrained_state_dict(tmp_path):
     assert missing == []
     for k, v in src.state_dict().items():
         assert torch.equal(dst.state_dict()[k], v), k
-    with pytest.raises(UserError, match="no such file"):
+    with pytest.raises(UserError, match="no pretrained weights file at"):
         load_pretrained(dst, tmp_path / "nope.pth")
     torch.save({"x.weight": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(UserError, match="no tensor matches"):
@@ -110,3 +110,28 @@ def test_splat_mass_channel_holds_the_depth_probability_mass():
     mass = vol[0, -1].detach()
     assert mass.nonzero().tolist() == [[10, 10, 1]]
     assert math.isclose(float(mass[10, 10, 1]), math.log(2.0), rel_tol=1e-6)
+
+
+class _Payload:
+    """Unpickling this creates `marker`: the file exists iff the pickle ran code."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pretrained_crafted_pickle_is_refused(tmp_path):
+    """A weights file is user-given: its pickle never runs, and the refusal is one UserError."""
+    import pickle
+
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.pth"
+    path.write_bytes(pickle.dumps({"state_dict": _Payload(str(marker))}))
+    with pytest.raises(UserError, match="refused"):
+        load_pretrained(ResNet("resnet10", 8, "frozen_bn"), path)
+    assert not marker.exists()
+    path.write_bytes(b"not a torch file")
+    with pytest.raises(UserError, match="refused|not a readable pretrained weights file"):
+        load_pretrained(ResNet("resnet10", 8, "frozen_bn"), path)

@@ -248,6 +248,28 @@ def test_backward_is_deterministic_and_batch_local(ops):
     assert grads[0][0][0].abs().max() == 0 and grads[0][1][0].abs().max() == 0
 
 
+@pytest.mark.parametrize("mode", ["logits", "probs"])
+def test_thread_count_does_not_change_results(ops, mode):
+    """The CPU kernel really runs threaded (built with OpenMP: torch's at::parallel_for is inline
+    OpenMP, without the flag it silently ran on one thread) and its forward and gradients are
+    bit-identical for 1, 2 and 3 threads (the backward splits the grid, not the rays)."""
+    assert b"GOMP_parallel" in loader._state["path"].read_bytes()
+    density, semantics = make_grids("random", dtype=torch.float32)
+    o, d, b = make_rays(n_random=3000, dtype=torch.float32)
+    runs = []
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            dens, sem = density.clone().requires_grad_(), semantics.clone().requires_grad_()
+            out = render("cpu", dens, sem, o, d, b, semantic_mode=mode, return_distortion=True)
+            runs.append((out.depth, out.semantics, out.opacity, *_loss_and_grads(out, dens, sem)))
+    finally:
+        torch.set_num_threads(before)
+    for other in runs[1:]:
+        assert all(torch.equal(x, y) for x, y in zip(runs[0], other, strict=True))
+
+
 class _BackwardSpy(TorchDispatchMode):
     """Records the `need_sem_grad` flag of every renderer backward op that runs under it."""
 

@@ -20,7 +20,11 @@ OP_NAMESPACE = "renderocc_render"
 CPU_SOURCES = ("bindings.cpp", "render_cpu.cpp", "walk_cpu.cpp", "voxel_walk.cpp")
 CUDA_SOURCES = ("render_cuda.cu", "cuda_stream.cpp")
 HEADERS = ("render_core.h", "walk.h")
-CFLAGS = ["-O3"]
+# -fopenmp: at::parallel_for is inline OpenMP in torch's headers; compiled without it, every
+# CPU kernel ran on one thread whatever torch.get_num_threads() said. torch's own libgomp
+# (same soname) serves the extension's parallel regions.
+CFLAGS = ["-O3", "-fopenmp"]
+LDFLAGS = ["-fopenmp"]
 CUDA_CFLAGS = ["-O3"]
 
 _lock = threading.Lock()
@@ -55,7 +59,7 @@ def source_hash(with_cuda: bool) -> str:
     for name in sorted(CPU_SOURCES + CUDA_SOURCES + HEADERS):
         h.update(name.encode())
         h.update((CSRC / name).read_bytes())
-    h.update(repr((CFLAGS, CUDA_CFLAGS, torch.__version__, with_cuda)).encode())
+    h.update(repr((CFLAGS, LDFLAGS, CUDA_CFLAGS, torch.__version__, with_cuda)).encode())
     return h.hexdigest()[:16]
 
 
@@ -72,6 +76,7 @@ def build_spec(with_cuda: bool | None = None) -> dict[str, Any]:
         "sources": sources,
         "cflags": CFLAGS + defines,
         "cuda_cflags": CUDA_CFLAGS + defines,
+        "ldflags": LDFLAGS,
         "with_cuda": with_cuda,
     }
 
@@ -88,6 +93,7 @@ def _build(verbose: bool) -> Path:
         sources=spec["sources"],
         extra_cflags=spec["cflags"],
         extra_cuda_cflags=spec["cuda_cflags"],
+        extra_ldflags=spec["ldflags"],
         extra_include_paths=[str(CSRC)],
         build_directory=str(spec["build_dir"]),
         with_cuda=spec["with_cuda"],

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from renderocc.errors import UserError
+from renderocc.safe_load import load_plain
 
 # blocks per stage; all use BasicBlock (ResNet-10/18/34 family)
 DEPTHS = {"resnet10": (1, 1, 1, 1), "resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
@@ -95,10 +96,7 @@ def load_pretrained(encoder: nn.Module, path: str | Path) -> list[str]:
     Returns the encoder keys left at their initial values; keys that do not exist in the
     encoder (`fc.*`, `layer4.*`) or differ in shape are ignored.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--pretrained: no such file {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_plain(path, "pretrained weights file")
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]

@@ -12,7 +12,6 @@ and loads the EMA weights when the run kept them.
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 from renderocc.classes import OCC3D_CLASSES
 from renderocc.errors import UserError
 from renderocc.model import OccupancyNet
+from renderocc.safe_load import load_plain
 from renderocc.train.config import Config
 
 PLAIN = (str, int, float, bool, type(None), torch.Tensor)
@@ -64,18 +64,7 @@ def save_checkpoint(path: str | Path, state: dict) -> None:
 
 def load_checkpoint(path: str | Path) -> dict:
     """The checkpoint dict, loaded without running any code from the file (`weights_only=True`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no checkpoint at {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        what = str(e).split("Unsupported global:", 1)[-1].split(" was not", 1)[0].strip()
-        what = what.replace("GLOBAL ", "") if "Unsupported global" in str(e) else "not plain data"
-        raise UserError(f"{path}: refused: holds Python objects other than tensors and plain data ({what}); "
-                        "renderocc never runs code from a checkpoint") from None
-    except Exception as e:  # noqa: BLE001 - any other read failure is a bad file for the user
-        raise UserError(f"{path}: not a readable renderocc checkpoint ({e.__class__.__name__})") from None
+    ckpt = load_plain(path, "renderocc checkpoint")
     return check_structure(ckpt, path)
 
 
