@@ -103,14 +103,21 @@ def depth_outliers(u: np.ndarray, v: np.ndarray, depth: np.ndarray, radius_px: f
     dist, idx = dist[:, 1:], np.minimum(idx[:, 1:], n - 1)       # drop the label itself
     w = np.isfinite(dist).astype(np.float64)
     count = w.sum(1)
-    a = np.stack([(u[idx] - u[:, None]) / radius_px, (v[idx] - v[:, None]) / radius_px, np.ones_like(w)], -1)
-    y = 1.0 / depth[idx]
-    wa = a * w[..., None]
-    normal = np.matmul(wa.transpose(0, 2, 1), a) + np.diag([1e-3, 1e-3, 0.0]) * count[:, None, None]
-    rhs = (wa * y[..., None]).sum(1)
+    du = (u[idx] - u[:, None]) * (w / radius_px)               # missing neighbours: 0
+    dv = (v[idx] - v[:, None]) * (w / radius_px)
+    y = w / depth[idx]
+    ridge = 1e-3 * count
+    # The normal equations, [[Suu + ridge, Suv, Su], [Suv, Svv + ridge, Sv], [Su, Sv, count]]
+    # x = [Suy, Svy, Sy]; only x[2] (the plane at the label) is needed: Cramer's rule. The
+    # matrix is positive definite once count > 0 (ridge on the slopes), so det > 0.
+    a, b, e = (du * du).sum(1) + ridge, (du * dv).sum(1), (dv * dv).sum(1) + ridge
+    su, sv = du.sum(1), dv.sum(1)
+    ry, rv, r1 = (du * y).sum(1), (dv * y).sum(1), y.sum(1)
     tested = count >= MIN_NEIGHBOURS
-    normal[~tested] = np.eye(3)                                  # untested: any solvable system
-    inv_z = np.linalg.solve(normal, rhs[..., None])[:, 2, 0]    # the fitted plane at the label itself
+    det = a * (e * count - sv * sv) - b * (b * count - sv * su) + su * (b * sv - e * su)
+    num = a * (e * r1 - rv * sv) - b * (b * r1 - rv * su) + ry * (b * sv - e * su)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv_z = np.where(tested, num / det, r1)                 # the fitted plane at the label itself
     support = (w * (np.abs(depth[idx] - depth[:, None]) <= threshold * depth[:, None])).sum(1)
     with np.errstate(divide="ignore", invalid="ignore"):
         fitted = 1.0 / inv_z

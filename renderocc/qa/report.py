@@ -11,6 +11,7 @@ the scalars `--fail-under` checks.
 from __future__ import annotations
 
 from collections import OrderedDict, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,29 +117,36 @@ def _rays_of(labels: dict, cams: dict, names: list[str], stride: int, drop_dynam
             np.concatenate([a[2] for a in out]))
 
 
-def _coverage(reader, i: int, sample: dict, labels_of, opts: QAOptions) -> dict:
-    """Voxels crossed by key rays, and by key + auxiliary (neighbour-frame) rays, for sample i."""
-    grid = reader.grid
-    names = reader.cameras
-    shape = tuple(int(s) for s in grid["shape"])
-    key_cams = {n: (c["K_orig"], c["cam2ego"]) for n, c in sample["cameras"].items()}
-    hit_key = np.zeros(shape, bool)
-    o, d, L = _rays_of(labels_of(i), key_cams, names, opts.ray_stride, drop_dynamic=False)
-    end = o + d * L[:, None]
-    inside = int(((end > grid["pc_range"][:3]) & (end < grid["pc_range"][3:])).all(1).sum())
-    mark_crossed(hit_key, o, d, L, grid["pc_range"], grid["voxel_size"])
-    hit_all = hit_key.copy()
-    aux_rays, o_key = 0, o
+def _coverage_inputs(reader, i: int, sample: dict, labels_of, opts: QAOptions) -> dict:
+    """What sample i's coverage walk needs: its key frame's labels and cameras (their rays are
+    made in the walk's thread) and its neighbours' rays in its ego frame (made here, which
+    splits the work about evenly between the two threads)."""
+    key = (labels_of(i), {n: (c["K_orig"], c["cam2ego"]) for n, c in sample["cameras"].items()})
+    aux = []
     for adj in sample.get("adjacent", []):
         j = int(adj["sample_index"])
         adj_sample = reader.sample(j)
         cams = {n: (adj_sample["cameras"][n]["K_orig"], m) for n, m in adj["cam2ego"].items()
                 if n in adj_sample["cameras"]}
-        o, d, L = _rays_of(labels_of(j), cams, names, opts.ray_stride, drop_dynamic=True)
-        aux_rays += len(o)
-        mark_crossed(hit_all, o, d, L, grid["pc_range"], grid["voxel_size"])
-    return {"hit_key": hit_key, "hit_all": hit_all, "aux_rays": aux_rays, "key_rays": len(o_key),
-            "key_rays_inside": inside}
+        aux.append(_rays_of(labels_of(j), cams, reader.cameras, opts.ray_stride, drop_dynamic=True))
+    return {"key": key, "aux": aux, "grid": reader.grid, "cameras": list(reader.cameras)}
+
+
+def _walk_coverage(inputs: dict, opts: QAOptions) -> dict:
+    """Voxels crossed by the key rays, and by key + auxiliary (neighbour-frame) rays. Arrays in,
+    no store access, and the compiled walk releases the GIL: it runs beside the sample's other
+    QA work."""
+    grid = inputs["grid"]
+    o, d, L = _rays_of(*inputs["key"], inputs["cameras"], opts.ray_stride, drop_dynamic=False)
+    end = o + d * L[:, None]
+    inside = int(((end > grid["pc_range"][:3]) & (end < grid["pc_range"][3:])).all(1).sum())
+    hit_key = np.zeros(tuple(int(s) for s in grid["shape"]), bool)
+    mark_crossed(hit_key, o, d, L, grid["pc_range"], grid["voxel_size"])
+    hit_all = hit_key.copy()
+    for ao, ad, aL in inputs["aux"]:
+        mark_crossed(hit_all, ao, ad, aL, grid["pc_range"], grid["voxel_size"])
+    return {"hit_key": hit_key, "hit_all": hit_all, "aux_rays": sum(len(a[0]) for a in inputs["aux"]),
+            "key_rays": len(o), "key_rays_inside": inside}
 
 
 def collect(reader, opts: QAOptions | None = None, progress: bool = True) -> dict:
@@ -175,60 +183,65 @@ def collect_part(reader, opts: QAOptions, samples: range, progress: bool = True)
     cq = dl.empty_counts(len(conditions), n_cls, has_masks)
     per_cam = ((getattr(reader, "manifest", None) or {}).get("image") or {}).get("per_camera", {})
 
-    for i in tqdm(samples, desc="qa", disable=not progress, unit="sample"):
-        s = reader.sample(i)
-        lab = labels_of(i)
-        cam = np.asarray(lab["camera"], np.int64)
-        label = np.asarray(lab["label"])
-        depth = np.asarray(lab["depth"], np.float64)
-        sem = label != IGNORE
-        dyn = np.asarray(lab["dynamic"], bool) if "dynamic" in lab else None
-        has_dyn = has_dyn or dyn is not None
-        hist2d += np.bincount(label[sem].astype(np.int64), minlength=n_cls)[:n_cls]
-        unlabelled_sem += int((~sem).sum())
-        ok = np.isfinite(depth) & (depth > 0)
-        bins = np.searchsorted(DEPTH_EDGES, np.minimum(depth[ok], DEPTH_EDGES[-1] - 1e-6), "right") - 1
-        np.add.at(depth_hist, (cam[ok], bins), 1)
-        n_rows = np.bincount(cam, minlength=len(names))
-        n_sem = np.bincount(cam[sem], minlength=len(names))
-        rows_cam += n_rows
-        if dyn is not None:
-            dyn_cls += np.bincount(label[sem & dyn].astype(np.int64), minlength=n_cls)[:n_cls]
-            dyn_cam += np.bincount(cam[dyn], minlength=len(names))
-        lumas = _luma(reader.images(i))
-        cond = conditions.index(cond_of_scene.get(s["scene_name"], dl.UNKNOWN))
-        masks = reader.semantic_mask(i) if has_masks else None
-        for c, name in enumerate(names):
-            cam_c = s["cameras"][name]
-            orig = per_cam.get(name, {}).get("original_size") or _original_size(reader.image_size, cam_c)
-            row = dl.add_image(cq, cond, lab, ok & (cam == c), cam_c, orig,
-                               None if masks is None else masks[c], opts)
-            images.append({"sample": i, "sample_token": s["sample_token"], "scene": s["scene_name"],
-                           "camera": name, "labelled": int(n_rows[c]), "semantic": int(n_sem[c]),
-                           "mean_luma": float(lumas[c]), "condition": conditions[row.pop("condition_index")],
-                           **row})
-        gt = reader.occ_gt(i) if getattr(reader, "has_occ_gt", False) else None
-        if gt is not None:
-            g = np.asarray(gt["semantics"]).astype(np.int64)
-            gt_hist += np.bincount(g[g <= free_id].ravel(), minlength=n_cls + 1)[:n_cls + 1]
-            mc = np.asarray(gt["mask_camera"], bool)
-            gt_hist_cam += np.bincount(g[mc & (g <= free_id)].ravel(), minlength=n_cls + 1)[:n_cls + 1]
-        if opts.coverage:
-            cov = _coverage(reader, i, s, labels_of, opts)
-            row = {"sample": i, "scene": s["scene_name"],
-                   "key_rays": cov["key_rays"], "key_rays_ending_inside": cov["key_rays_inside"],
-                   "aux_rays": cov["aux_rays"],
-                   "voxels_crossed_key": int(cov["hit_key"].sum()),
-                   "voxels_crossed_all": int(cov["hit_all"].sum()),
-                   "grid_voxels": int(cov["hit_key"].size)}
+    walker = ThreadPoolExecutor(1, thread_name_prefix="qa-walk")   # coverage walks beside the rest
+    try:
+        for i in tqdm(samples, desc="qa", disable=not progress, unit="sample"):
+            s = reader.sample(i)
+            walking = walker.submit(_walk_coverage, _coverage_inputs(reader, i, s, labels_of, opts), opts) \
+                if opts.coverage else None
+            lab = labels_of(i)
+            cam = np.asarray(lab["camera"], np.int64)
+            label = np.asarray(lab["label"])
+            depth = np.asarray(lab["depth"], np.float64)
+            sem = label != IGNORE
+            dyn = np.asarray(lab["dynamic"], bool) if "dynamic" in lab else None
+            has_dyn = has_dyn or dyn is not None
+            hist2d += np.bincount(label[sem].astype(np.int64), minlength=n_cls)[:n_cls]
+            unlabelled_sem += int((~sem).sum())
+            ok = np.isfinite(depth) & (depth > 0)
+            bins = np.searchsorted(DEPTH_EDGES, np.minimum(depth[ok], DEPTH_EDGES[-1] - 1e-6), "right") - 1
+            np.add.at(depth_hist, (cam[ok], bins), 1)
+            n_rows = np.bincount(cam, minlength=len(names))
+            n_sem = np.bincount(cam[sem], minlength=len(names))
+            rows_cam += n_rows
+            if dyn is not None:
+                dyn_cls += np.bincount(label[sem & dyn].astype(np.int64), minlength=n_cls)[:n_cls]
+                dyn_cam += np.bincount(cam[dyn], minlength=len(names))
+            lumas = _luma(reader.images(i))
+            cond = conditions.index(cond_of_scene.get(s["scene_name"], dl.UNKNOWN))
+            masks = reader.semantic_mask(i) if has_masks else None
+            for c, name in enumerate(names):
+                cam_c = s["cameras"][name]
+                orig = per_cam.get(name, {}).get("original_size") or _original_size(reader.image_size, cam_c)
+                row = dl.add_image(cq, cond, lab, ok & (cam == c), cam_c, orig,
+                                   None if masks is None else masks[c], opts)
+                images.append({"sample": i, "sample_token": s["sample_token"], "scene": s["scene_name"],
+                               "camera": name, "labelled": int(n_rows[c]), "semantic": int(n_sem[c]),
+                               "mean_luma": float(lumas[c]), "condition": conditions[row.pop("condition_index")],
+                               **row})
+            gt = reader.occ_gt(i) if getattr(reader, "has_occ_gt", False) else None
             if gt is not None:
-                occ = (g != free_id) & (g != IGNORE)
-                row.update(gt_occupied=int(occ.sum()), gt_camera=int(mc.sum()),
-                           gt_occupied_crossed_key=int((occ & cov["hit_key"]).sum()),
-                           gt_occupied_crossed_all=int((occ & cov["hit_all"]).sum()),
-                           gt_camera_crossed_all=int((mc & cov["hit_all"]).sum()))
-            cov_rows.append(row)
-
+                g = np.asarray(gt["semantics"]).astype(np.int64)
+                gt_hist += np.bincount(g[g <= free_id].ravel(), minlength=n_cls + 1)[:n_cls + 1]
+                mc = np.asarray(gt["mask_camera"], bool)
+                gt_hist_cam += np.bincount(g[mc & (g <= free_id)].ravel(), minlength=n_cls + 1)[:n_cls + 1]
+            if walking is not None:
+                cov = walking.result()
+                row = {"sample": i, "scene": s["scene_name"],
+                       "key_rays": cov["key_rays"], "key_rays_ending_inside": cov["key_rays_inside"],
+                       "aux_rays": cov["aux_rays"],
+                       "voxels_crossed_key": int(cov["hit_key"].sum()),
+                       "voxels_crossed_all": int(cov["hit_all"].sum()),
+                       "grid_voxels": int(cov["hit_key"].size)}
+                if gt is not None:
+                    occ = (g != free_id) & (g != IGNORE)
+                    row.update(gt_occupied=int(occ.sum()), gt_camera=int(mc.sum()),
+                               gt_occupied_crossed_key=int((occ & cov["hit_key"]).sum()),
+                               gt_occupied_crossed_all=int((occ & cov["hit_all"]).sum()),
+                               gt_camera_crossed_all=int((mc & cov["hit_all"]).sum()))
+                cov_rows.append(row)
+    finally:
+        walker.shutdown(cancel_futures=True)
     counts = {"hist2d": hist2d, "unlabelled_sem": unlabelled_sem, "depth_hist": depth_hist, "gt_hist": gt_hist,
               "gt_hist_cam": gt_hist_cam, "dyn_cls": dyn_cls, "dyn_cam": dyn_cam, "rows_cam": rows_cam, **cq}
     return {"samples": [samples.start, samples.stop], "images": images, "coverage_rows": cov_rows,

@@ -41,8 +41,16 @@ int64_t start_index(double x, int64_t n) {
   return static_cast<int64_t>(f);
 }
 
-void walk_one(const double* o, const double* d, double length, const double* lo, const double* hi,
-              const double* vs, const int64_t* shape, const int64_t* strides, bool* hit) {
+// Where one segment's walk stands: the voxel it is in and the next boundary per axis.
+struct Walk {
+  int64_t idx[3], step[3], flat;
+  double t_max[3], t_delta[3], t_far;
+  bool may_nan;
+};
+
+// Clips the segment to the box and places it in its first voxel; false when nothing is crossed.
+bool start_walk(const double* o, const double* d, double length, const double* lo, const double* hi,
+                const double* vs, const int64_t* shape, const int64_t* strides, Walk& w) {
   double t_near = -INFINITY, t_far = INFINITY;
   double t0[3], t1[3];
   for (int a = 0; a < 3; ++a) {
@@ -58,28 +66,59 @@ void walk_one(const double* o, const double* d, double length, const double* lo,
   }
   t_near = np_max(t_near, 0.0);
   t_far = np_min(t_far, length);
-  if (!(t_far >= t_near)) return;
-  int64_t idx[3], step[3];
-  double t_max[3], t_delta[3];
+  if (!(t_far >= t_near)) return false;
+  w.t_far = t_far;
   for (int a = 0; a < 3; ++a) {
-    idx[a] = start_index((o[a] + t_near * d[a] - lo[a]) / vs[a], shape[a]);
-    step[a] = d[a] > 0 ? 1 : (d[a] < 0 ? -1 : 0);
-    const double boundary = lo[a] + static_cast<double>(idx[a] + (step[a] > 0 ? 1 : 0)) * vs[a];
-    t_max[a] = step[a] != 0 ? (boundary - o[a]) / d[a] : INFINITY;
-    t_delta[a] = step[a] != 0 ? vs[a] / std::fabs(d[a]) : INFINITY;
+    w.idx[a] = start_index((o[a] + t_near * d[a] - lo[a]) / vs[a], shape[a]);
+    w.step[a] = d[a] > 0 ? 1 : (d[a] < 0 ? -1 : 0);
+    const double boundary = lo[a] + static_cast<double>(w.idx[a] + (w.step[a] > 0 ? 1 : 0)) * vs[a];
+    w.t_max[a] = w.step[a] != 0 ? (boundary - o[a]) / d[a] : INFINITY;
+    w.t_delta[a] = w.step[a] != 0 ? vs[a] / std::fabs(d[a]) : INFINITY;
   }
   // With finite o and d every t_max is finite or +inf, never NaN.
-  const bool may_nan = !(std::isfinite(o[0]) && std::isfinite(o[1]) && std::isfinite(o[2]) && std::isfinite(d[0]) &&
-                         std::isfinite(d[1]) && std::isfinite(d[2]));
-  int64_t flat = idx[0] * strides[0] + idx[1] * strides[1] + idx[2];
-  while (true) {
-    hit[flat] = true;
-    const int a = np_argmin3(t_max, may_nan);
-    const double t_next = t_max[a];
-    idx[a] += step[a];
-    flat += step[a] * strides[a];
-    t_max[a] += t_delta[a];
-    if (!(t_next <= t_far) || idx[a] < 0 || idx[a] >= shape[a]) return;
+  w.may_nan = !(std::isfinite(o[0]) && std::isfinite(o[1]) && std::isfinite(o[2]) && std::isfinite(d[0]) &&
+                std::isfinite(d[1]) && std::isfinite(d[2]));
+  w.flat = w.idx[0] * strides[0] + w.idx[1] * strides[1] + w.idx[2];
+  return true;
+}
+
+// Marks the current voxel and moves to the next; false once the segment has left it for good.
+inline bool advance(Walk& w, const int64_t* shape, const int64_t* strides, bool* hit) {
+  hit[w.flat] = true;
+  const int a = np_argmin3(w.t_max, w.may_nan);
+  const double t_next = w.t_max[a];
+  w.idx[a] += w.step[a];
+  w.flat += w.step[a] * strides[a];
+  w.t_max[a] += w.t_delta[a];
+  return t_next <= w.t_far && w.idx[a] >= 0 && w.idx[a] < shape[a];
+}
+
+// Rays walked side by side by one thread. A step depends on the step before (argmin, then the
+// chosen t_max), so one walk leaves the core mostly waiting; independent walks interleaved
+// fill those gaps. Each walk's arithmetic is unchanged, and marks are ORs, so the marks are too.
+constexpr int kLanes = 8;
+
+void walk_rays(int64_t begin, int64_t end, const double* o, const double* d, const double* len, const double* lo,
+               const double* hi, const double* vs, const int64_t* shape, const int64_t* strides, bool* hit) {
+  Walk lane[kLanes];
+  bool live[kLanes];
+  int64_t next = begin;
+  const auto refill = [&](Walk& w) {
+    for (; next < end; ++next)
+      if (start_walk(o + 3 * next, d + 3 * next, len[next], lo, hi, vs, shape, strides, w)) {
+        ++next;
+        return true;
+      }
+    return false;
+  };
+  int n_live = 0;
+  for (int l = 0; l < kLanes; ++l) n_live += (live[l] = refill(lane[l]));
+  while (n_live > 0) {
+    for (int l = 0; l < kLanes; ++l) {
+      if (!live[l] || advance(lane[l], shape, strides, hit)) continue;
+      live[l] = refill(lane[l]);
+      n_live -= !live[l];
+    }
   }
 }
 }  // namespace
@@ -109,7 +148,7 @@ void mark_crossed_cpu(const at::Tensor& origins, const at::Tensor& dirs, const a
   // write one byte, and an OR does not depend on the order.
   const int64_t P = N >= kParallelRays ? std::max<int64_t>(1, at::get_num_threads()) : 1;
   if (P == 1) {
-    for (int64_t r = 0; r < N; ++r) walk_one(o + 3 * r, d + 3 * r, len[r], lo, hi, vs, shape, strides, grid);
+    walk_rays(0, N, o, d, len, lo, hi, vs, shape, strides, grid);
     return;
   }
   std::vector<std::unique_ptr<bool[]>> extra;
@@ -118,7 +157,7 @@ void mark_crossed_cpu(const at::Tensor& origins, const at::Tensor& dirs, const a
     const int64_t t = at::get_thread_num();
     TORCH_INTERNAL_ASSERT(t >= 0 && t < P, "mark_crossed: unexpected thread index");
     bool* mine = t == 0 ? grid : extra[t - 1].get();
-    for (int64_t r = begin; r < end; ++r) walk_one(o + 3 * r, d + 3 * r, len[r], lo, hi, vs, shape, strides, mine);
+    walk_rays(begin, end, o, d, len, lo, hi, vs, shape, strides, mine);
   });
   for (const auto& buf : extra)
     for (int64_t i = 0; i < cells; ++i) grid[i] = grid[i] || buf[i];
