@@ -112,3 +112,15 @@ def test_depth_outlier_is_a_label_off_its_neighbours_surface():
     depth[123] *= 1.3
     tested, out = dl.depth_outliers(u, v, depth, radius_px=44.0, k=8, threshold=0.1)
     assert tested.mean() > 0.95 and np.flatnonzero(out).tolist() == [123]
+
+
+def test_compiled_neighbours_match_the_kd_tree(ops, monkeypatch):
+    """The compiled grid search returns scipy's neighbours (float positions, so no distance ties):
+    sparse and dense areas, points with fewer than k neighbours in the radius, an isolated one."""
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([rng.uniform(0, 1600, (1500, 2)), rng.normal(800, 30, (1500, 2)), [[5000.0, 5000.0]]])
+    dist, idx = dl.neighbours(pts, 8, 44.0)
+    monkeypatch.setattr(dl, "_compiled_knn", lambda: None)
+    ref_dist, ref_idx = dl.neighbours(pts, 8, 44.0)
+    assert np.isinf(ref_dist).any() and np.isfinite(ref_dist).any() and np.isinf(ref_dist[-1]).all()
+    assert np.array_equal(idx, ref_idx) and np.array_equal(dist, ref_dist)

@@ -17,7 +17,7 @@ from typing import Any
 
 CSRC = Path(__file__).parent / "csrc"
 OP_NAMESPACE = "renderocc_render"
-CPU_SOURCES = ("bindings.cpp", "render_cpu.cpp", "walk_cpu.cpp", "voxel_walk.cpp")
+CPU_SOURCES = ("bindings.cpp", "render_cpu.cpp", "walk_cpu.cpp", "voxel_walk.cpp", "knn2d.cpp")
 CUDA_SOURCES = ("render_cuda.cu", "cuda_stream.cpp")
 HEADERS = ("render_core.h", "walk.h")
 # -fopenmp: at::parallel_for is inline OpenMP in torch's headers; compiled without it, every

@@ -65,6 +65,11 @@ def _mark_crossed_fake(origins, directions, lengths, box, voxel_size, hit):
     return None
 
 
+@torch.library.register_fake(f"{NS}::knn2d")
+def _knn2d_fake(points, k, radius):
+    return points.new_empty((points.shape[0], k)), points.new_empty((points.shape[0], k), dtype=torch.long)
+
+
 # -- autograd on the ops ---------------------------------------------------------------------------
 def _dense(grad: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     """Kernels take every upstream gradient: an unused output's is zeros."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import torch
 from scipy.spatial import cKDTree
 
 from renderocc.classes import IGNORE
@@ -82,6 +83,30 @@ def empty_counts(n_cond: int, n_cls: int, masks: bool) -> dict[str, np.ndarray]:
     return z
 
 
+def _compiled_knn():
+    """The extension's `knn2d` op, or None without it."""
+    from renderocc.cuda import loader
+
+    try:
+        return loader.load().knn2d
+    except loader.ExtensionUnavailable:
+        return None
+
+
+def neighbours(points: np.ndarray, k: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """(dist, idx), each (n, k): every point's k nearest other points closer than `radius`, nearest
+    first; missing ones are inf / n. Compiled grid search when the extension is there (ties: lower
+    index first), else scipy's kd-tree (ties in its own order)."""
+    points = np.ascontiguousarray(points, np.float64)
+    knn = _compiled_knn()
+    if knn is not None:
+        dist, idx = knn(torch.from_numpy(points), int(k), float(radius))
+        return dist.numpy(), idx.numpy()
+    tree = cKDTree(points, balanced_tree=False, compact_nodes=False)   # faster to build, as fast to query
+    dist, idx = tree.query(points, k + 1, distance_upper_bound=radius)
+    return dist[:, 1:], idx[:, 1:]                                        # drop the point itself
+
+
 def depth_outliers(u: np.ndarray, v: np.ndarray, depth: np.ndarray, radius_px: float, k: int,
                    threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """(tested, outlier) bool per label: relative distance of its depth to the local surface fitted
@@ -96,11 +121,8 @@ def depth_outliers(u: np.ndarray, v: np.ndarray, depth: np.ndarray, radius_px: f
     n = len(depth)
     if n <= MIN_NEIGHBOURS:
         return np.zeros(n, bool), np.zeros(n, bool)
-    kk = min(k, n - 1)
-    uv = np.stack([u, v], 1)
-    tree = cKDTree(uv, balanced_tree=False, compact_nodes=False)   # faster to build, as fast to query here
-    dist, idx = tree.query(uv, kk + 1, distance_upper_bound=radius_px)
-    dist, idx = dist[:, 1:], np.minimum(idx[:, 1:], n - 1)       # drop the label itself
+    dist, idx = neighbours(np.stack([u, v], 1), min(k, n - 1), radius_px)
+    idx = np.minimum(idx, n - 1)                                  # missing ones (n): any row, weight 0
     w = np.isfinite(dist).astype(np.float64)
     count = w.sum(1)
     du = (u[idx] - u[:, None]) * (w / radius_px)               # missing neighbours: 0

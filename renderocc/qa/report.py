@@ -117,36 +117,53 @@ def _rays_of(labels: dict, cams: dict, names: list[str], stride: int, drop_dynam
             np.concatenate([a[2] for a in out]))
 
 
-def _coverage_inputs(reader, i: int, sample: dict, labels_of, opts: QAOptions) -> dict:
-    """What sample i's coverage walk needs: its key frame's labels and cameras (their rays are
-    made in the walk's thread) and its neighbours' rays in its ego frame (made here, which
-    splits the work about evenly between the two threads)."""
-    key = (labels_of(i), {n: (c["K_orig"], c["cam2ego"]) for n, c in sample["cameras"].items()})
+def _coverage_rays(reader, i: int, sample: dict, labels_of, opts: QAOptions) -> dict:
+    """Sample i's key rays and its neighbours' label rays (auxiliary), in its ego frame."""
+    names = reader.cameras
+    key_cams = {n: (c["K_orig"], c["cam2ego"]) for n, c in sample["cameras"].items()}
     aux = []
     for adj in sample.get("adjacent", []):
         j = int(adj["sample_index"])
         adj_sample = reader.sample(j)
         cams = {n: (adj_sample["cameras"][n]["K_orig"], m) for n, m in adj["cam2ego"].items()
                 if n in adj_sample["cameras"]}
-        aux.append(_rays_of(labels_of(j), cams, reader.cameras, opts.ray_stride, drop_dynamic=True))
-    return {"key": key, "aux": aux, "grid": reader.grid, "cameras": list(reader.cameras)}
+        aux.append(_rays_of(labels_of(j), cams, names, opts.ray_stride, drop_dynamic=True))
+    return {"key": _rays_of(labels_of(i), key_cams, names, opts.ray_stride, drop_dynamic=False), "aux": aux}
 
 
-def _walk_coverage(inputs: dict, opts: QAOptions) -> dict:
-    """Voxels crossed by the key rays, and by key + auxiliary (neighbour-frame) rays. Arrays in,
-    no store access, and the compiled walk releases the GIL: it runs beside the sample's other
-    QA work."""
-    grid = inputs["grid"]
-    o, d, L = _rays_of(*inputs["key"], inputs["cameras"], opts.ray_stride, drop_dynamic=False)
+def _walk_coverage(rays: dict, grid: dict) -> dict:
+    """Voxels crossed by the key rays, and by key + auxiliary rays. Arrays in, no store access,
+    and the compiled walk releases the GIL: it runs beside the sample's other QA work."""
+    o, d, L = rays["key"]
     end = o + d * L[:, None]
     inside = int(((end > grid["pc_range"][:3]) & (end < grid["pc_range"][3:])).all(1).sum())
     hit_key = np.zeros(tuple(int(s) for s in grid["shape"]), bool)
     mark_crossed(hit_key, o, d, L, grid["pc_range"], grid["voxel_size"])
     hit_all = hit_key.copy()
-    for ao, ad, aL in inputs["aux"]:
+    for ao, ad, aL in rays["aux"]:
         mark_crossed(hit_all, ao, ad, aL, grid["pc_range"], grid["voxel_size"])
-    return {"hit_key": hit_key, "hit_all": hit_all, "aux_rays": sum(len(a[0]) for a in inputs["aux"]),
+    return {"hit_key": hit_key, "hit_all": hit_all, "aux_rays": sum(len(a[0]) for a in rays["aux"]),
             "key_rays": len(o), "key_rays_inside": inside}
+
+
+def _coverage_row(i: int, scene: str, walking, gt: tuple | None, free_id: int) -> dict:
+    """qa.json coverage row of sample i from its walk (`gt`: its GT semantics and camera mask, or
+    None)."""
+    cov = walking.result()
+    row = {"sample": i, "scene": scene,
+           "key_rays": cov["key_rays"], "key_rays_ending_inside": cov["key_rays_inside"],
+           "aux_rays": cov["aux_rays"],
+           "voxels_crossed_key": int(cov["hit_key"].sum()),
+           "voxels_crossed_all": int(cov["hit_all"].sum()),
+           "grid_voxels": int(cov["hit_key"].size)}
+    if gt is not None:
+        g, mc = gt
+        occ = (g != free_id) & (g != IGNORE)
+        row.update(gt_occupied=int(occ.sum()), gt_camera=int(mc.sum()),
+                   gt_occupied_crossed_key=int((occ & cov["hit_key"]).sum()),
+                   gt_occupied_crossed_all=int((occ & cov["hit_all"]).sum()),
+                   gt_camera_crossed_all=int((mc & cov["hit_all"]).sum()))
+    return row
 
 
 def collect(reader, opts: QAOptions | None = None, progress: bool = True) -> dict:
@@ -184,10 +201,11 @@ def collect_part(reader, opts: QAOptions, samples: range, progress: bool = True)
     per_cam = ((getattr(reader, "manifest", None) or {}).get("image") or {}).get("per_camera", {})
 
     walker = ThreadPoolExecutor(1, thread_name_prefix="qa-walk")   # coverage walks beside the rest
+    pending = None
     try:
         for i in tqdm(samples, desc="qa", disable=not progress, unit="sample"):
             s = reader.sample(i)
-            walking = walker.submit(_walk_coverage, _coverage_inputs(reader, i, s, labels_of, opts), opts) \
+            walking = walker.submit(_walk_coverage, _coverage_rays(reader, i, s, labels_of, opts), reader.grid) \
                 if opts.coverage else None
             lab = labels_of(i)
             cam = np.asarray(lab["camera"], np.int64)
@@ -225,21 +243,12 @@ def collect_part(reader, opts: QAOptions, samples: range, progress: bool = True)
                 gt_hist += np.bincount(g[g <= free_id].ravel(), minlength=n_cls + 1)[:n_cls + 1]
                 mc = np.asarray(gt["mask_camera"], bool)
                 gt_hist_cam += np.bincount(g[mc & (g <= free_id)].ravel(), minlength=n_cls + 1)[:n_cls + 1]
-            if walking is not None:
-                cov = walking.result()
-                row = {"sample": i, "scene": s["scene_name"],
-                       "key_rays": cov["key_rays"], "key_rays_ending_inside": cov["key_rays_inside"],
-                       "aux_rays": cov["aux_rays"],
-                       "voxels_crossed_key": int(cov["hit_key"].sum()),
-                       "voxels_crossed_all": int(cov["hit_all"].sum()),
-                       "grid_voxels": int(cov["hit_key"].size)}
-                if gt is not None:
-                    occ = (g != free_id) & (g != IGNORE)
-                    row.update(gt_occupied=int(occ.sum()), gt_camera=int(mc.sum()),
-                               gt_occupied_crossed_key=int((occ & cov["hit_key"]).sum()),
-                               gt_occupied_crossed_all=int((occ & cov["hit_all"]).sum()),
-                               gt_camera_crossed_all=int((mc & cov["hit_all"]).sum()))
-                cov_rows.append(row)
+            if walking is not None:   # the row is made one sample later: the walker never waits
+                if pending is not None:
+                    cov_rows.append(_coverage_row(*pending, free_id))
+                pending = (i, s["scene_name"], walking, None if gt is None else (g, mc))
+        if pending is not None:
+            cov_rows.append(_coverage_row(*pending, free_id))
     finally:
         walker.shutdown(cancel_futures=True)
     counts = {"hist2d": hist2d, "unlabelled_sem": unlabelled_sem, "depth_hist": depth_hist, "gt_hist": gt_hist,

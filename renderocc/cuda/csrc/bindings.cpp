@@ -36,6 +36,7 @@ template <typename T>
 void optical_depth_backward_cpu(const RenderArgs<T>& a);
 void mark_crossed_cpu(const at::Tensor& origins, const at::Tensor& dirs, const at::Tensor& lengths,
                       const std::vector<double>& box, const std::vector<double>& voxel, const at::Tensor& hit);
+std::tuple<at::Tensor, at::Tensor> knn2d_cpu(const at::Tensor& points, int64_t k, double radius);
 #ifdef RENDEROCC_WITH_CUDA
 int max_classes_cuda();
 int on_current_cuda_stream(const at::Tensor& like, const std::function<int(void*)>& launch);
@@ -319,6 +320,10 @@ void mark_crossed(const at::Tensor& origins, const at::Tensor& dirs, const at::T
   mark_crossed_cpu(origins, dirs, lengths, box, voxel, hit);
 }
 
+std::tuple<at::Tensor, at::Tensor> knn2d(const at::Tensor& points, int64_t k, double radius) {
+  return knn2d_cpu(points, k, radius);
+}
+
 }  // namespace
 }  // namespace renderocc
 
@@ -350,6 +355,7 @@ TORCH_LIBRARY(renderocc_render, m) {
   m.def(
       "mark_crossed(Tensor origins, Tensor directions, Tensor lengths, float[] box, float[] voxel_size, "
       "Tensor(a!) hit) -> ()");
+  m.def("knn2d(Tensor points, int k, float radius) -> (Tensor dist, Tensor idx)");
 }
 
 // The renderer ops run on either device (a build without CUDA refuses CUDA tensors in one line);
@@ -365,6 +371,7 @@ TORCH_LIBRARY_IMPL(renderocc_render, CPU, m) {
   RO_RENDER_IMPLS(m);
   m.impl("first_hits", &renderocc::first_hits);
   m.impl("mark_crossed", &renderocc::mark_crossed);
+  m.impl("knn2d", &renderocc::knn2d);
 }
 
 TORCH_LIBRARY_IMPL(renderocc_render, CUDA, m) { RO_RENDER_IMPLS(m); }
