@@ -1,4 +1,4 @@
-// CPU kernels: at::parallel_for over rays around the shared per-ray math.
+// CPU kernels: rays in blocks that threads take as they finish, around the shared per-ray math.
 //
 // The render backward splits the GRID between threads, not the rays, so it needs no private
 // copy of the gradients. Rays go in chunks; pass 1 (parallel over rays) marches each ray and
@@ -15,6 +15,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <numeric>
 #include <vector>
@@ -94,6 +95,19 @@ void deal_rays(int64_t R, int64_t P, const PerRay& per_ray) {
   });
 }
 
+// Runs body(begin, end) over [0, n) in blocks of `block`, threads taking the next block as they
+// finish (rays differ a lot in how far they march, so equal static halves leave a thread idle).
+// Each block's outputs are its own, so the results do not depend on who ran it.
+template <typename Body>
+void dynamic_blocks(int64_t n, int64_t block, const Body& body) {
+  std::atomic<int64_t> next{0};
+  const int64_t n_blocks = (n + block - 1) / block;
+  at::parallel_for(0, std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_blocks)), 1,
+                   [&](int64_t, int64_t) {
+                     for (int64_t b = next++; b < n_blocks; b = next++) body(b * block, std::min(n, (b + 1) * block));
+                   });
+}
+
 template <typename T>
 T sum_of(T x, T y) {
   return x + y;
@@ -128,7 +142,7 @@ std::vector<int64_t> coherent_order(const RenderArgs<T>& a) {
 template <typename T>
 void render_forward_cpu(const RenderArgs<T>& a) {
   const std::vector<int64_t> order = coherent_order(a);
-  at::parallel_for(0, a.R, kRayBlock, [&](int64_t begin, int64_t end) {
+  dynamic_blocks(a.R, kRayBlock, [&](int64_t begin, int64_t end) {
     std::vector<T> scratch(std::max<int64_t>(a.grid.C, 1));
     for (int64_t i = begin; i < end; ++i) forward_one(a, order[i], scratch.data());
   });
@@ -191,7 +205,7 @@ void render_backward_cpu(const RenderArgs<T>& a) {
     if (static_cast<int64_t>(record.size()) < start[n]) record.resize(start[n]);
 
     // Pass 1: march every ray, record its samples and the x rows it spans.
-    at::parallel_for(0, n, 16, [&](int64_t begin, int64_t end) {
+    dynamic_blocks(n, 16, [&](int64_t begin, int64_t end) {
       std::vector<T> scratch(std::max<int64_t>(C, 1));
       for (int64_t i = begin; i < end; ++i) {
         const int64_t r = order[r0 + i];
@@ -232,9 +246,16 @@ void render_backward_cpu(const RenderArgs<T>& a) {
           const SampleRecord<T>* rec = record.data() + start[i];
           Corners<T> c;
           const auto mine = [&](int corner) { return c.idx[corner] >= lo && c.idx[corner] < hi; };
+          bool entered = false;
           for (int64_t k = 0; k < marched[i]; ++k) {
             sample_corners(g, o, d, sample_t(t_in, k, a.march.step), c);
-            if (!mine(0) && !mine(7)) continue;  // corners 0..3 share row x0, 4..7 row x1
+            // Corners 0..3 share row x0, 4..7 row x1; x0 is monotone along the ray, so the samples
+            // touching the slab are one run: once past it, none later comes back.
+            if (!mine(0) && !mine(7)) {
+              if (entered) break;
+              continue;
+            }
+            entered = true;
             if (grad_sem != nullptr) {
               T dot = 0;
               if (a.march.probs) {
