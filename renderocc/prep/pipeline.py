@@ -14,6 +14,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ from renderocc.prep import images as imgs
 from renderocc.prep import nuscenes as nus
 from renderocc.prep.nuscenes import SampleTask
 from renderocc.prep.projection import Projected, lidar_to_cam, occlusion_mask, project, zbuffer
-from renderocc.store import fsio, layout, writer
+from renderocc.store import fsio, jpeg_codec, layout, writer
 from renderocc.store import manifest as manifest_mod
 from renderocc.store.layout import OCC_GRID, SCHEMA_VERSION
 
@@ -190,14 +191,20 @@ def load_images(task: SampleTask, size_wh: tuple[int, int]) -> np.ndarray:
     return np.stack([imgs.load_resized(c.path, c.size, size_wh) for c in task.cameras])
 
 
-def process_sample(task: SampleTask, images: np.ndarray | None = None) -> dict:
+def read_images(task: SampleTask, size_wh: tuple[int, int], quality: int | None) -> tuple[np.ndarray, bytes | None]:
+    """`load_images`, plus (quality not None) their store object, JPEG-encoded here so a reader
+    thread does it (OpenCV's encoder releases the GIL too)."""
+    images = load_images(task, size_wh)
+    return images, (None if quality is None else jpeg_codec.shard_bytes(images, quality))
+
+
+def process_sample(task: SampleTask, images: tuple[np.ndarray, bytes | None] | None = None) -> dict:
     """All work for one keyframe; writes its images/occ into Zarr and returns its rays
-    (`images`: its `load_images`, when already decoded)."""
+    (`images`: its `read_images`, when already decoded)."""
     cfg = _CFG
     root, out = cfg["root"], cfg["image_size"]
-    if images is None:
-        images = load_images(task, out)
-    img_digest = writer.write_images(root, task.index, images, cfg["codec"])
+    pixels, encoded = (load_images(task, out), None) if images is None else images
+    img_digest = writer.write_images(root, task.index, pixels, cfg["codec"], encoded)
     sizes = np.array([c.size for c in task.cameras], dtype=np.float64)
     key = task.frames[0]   # key frame only: its LiDAR frame → key-ego is lidar2ego
     key_cloud = load_cloud(key.path)
@@ -212,20 +219,25 @@ def process_sample(task: SampleTask, images: np.ndarray | None = None) -> dict:
             "free_beams": beams}
 
 
-def process_samples(tasks: list[SampleTask]) -> list[dict]:
-    """`process_sample` over consecutive keyframes, decoding the next one's images in a reader
-    thread meanwhile (OpenCV releases the GIL: file reads and JPEG decoding overlap the labels,
-    free beams and writes of the current one)."""
-    out = _CFG["image_size"]
-    results = []
-    with ThreadPoolExecutor(1, thread_name_prefix="prep-images") as pool:
-        ahead = pool.submit(load_images, tasks[0], out)
+def iter_samples(tasks: list[SampleTask]):
+    """`process_sample` over consecutive keyframes, in order, while reader threads decode the next
+    ones' images (OpenCV releases the GIL: file reads, JPEG decoding and resampling overlap the
+    labels, free beams and writes of the current one). `readers` threads (config), each one
+    sample ahead."""
+    out, readers = _CFG["image_size"], max(1, int(_CFG.get("readers", 1)))
+    quality = writer.prebuilt_image_quality(_CFG["root"], _CFG["codec"])
+    with ThreadPoolExecutor(readers, thread_name_prefix="prep-images") as pool:
+        ahead = deque(pool.submit(read_images, t, out, quality) for t in tasks[:readers])
         for k, task in enumerate(tasks):
-            images = ahead.result()
-            if k + 1 < len(tasks):
-                ahead = pool.submit(load_images, tasks[k + 1], out)
-            results.append(process_sample(task, images))
-    return results
+            images = ahead.popleft().result()
+            if k + readers < len(tasks):
+                ahead.append(pool.submit(read_images, tasks[k + readers], out, quality))
+            yield process_sample(task, images)
+
+
+def process_samples(tasks: list[SampleTask]) -> list[dict]:
+    """`iter_samples` of one worker job."""
+    return list(iter_samples(tasks))
 
 
 def batches(tasks: list[SampleTask], size: int) -> list[list[SampleTask]]:
@@ -463,9 +475,9 @@ def _run_tasks(todo_tasks, todo, tasks, cameras, cfg, workers, root, fp, progres
     if workers > 1:
         pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(cfg, True))
         results = pool.imap(process_samples, batches(todo_tasks, BATCH))
-    else:
-        _init_worker(cfg)
-        results = map(process_samples, batches(todo_tasks, BATCH))
+    else:   # one stream: the readers run ahead across batch ends; two of them keep both cores busy
+        _init_worker({**cfg, "readers": 2})
+        results = [iter_samples(todo_tasks)]
     limits = contextlib.ExitStack()   # in this process: one BLAS thread while it does the work
     if pool is None:
         limits.enter_context(one_blas_thread())

@@ -176,19 +176,29 @@ def object_digest(root: str, name: str, key: str) -> str:
     return hashlib.sha256(fsio.read_bytes(root, name, key)).hexdigest()
 
 
-def write_images(root: str, index: int, images: np.ndarray, codec: str = layout.DEFAULT_IMAGE_CODEC) -> str:
+def prebuilt_image_quality(root: str, codec: str) -> int | None:
+    """The JPEG quality at which a sample's images can be encoded ahead of `write_images` (by
+    `jpeg_codec.shard_bytes`, e.g. in a reader thread), or None when they go through zarr."""
+    return jpeg_codec.sharded_quality(array(root, layout.IMAGES)) if codec == "jpeg" else None
+
+
+def write_images(root: str, index: int, images: np.ndarray | None, codec: str = layout.DEFAULT_IMAGE_CODEC,
+                 encoded: bytes | None = None) -> str:
     """Write one sample's (n_cams, H, W, 3) uint8 RGB images (one Zarr shard object, encoded by the
-    array's codec); return their digest: raw, of the pixels (independent of the zstd build); jpeg,
-    of the stored object (decoders may differ in a pixel's last bit, the bytes do not)."""
+    array's codec; `encoded`: that object already made by `jpeg_codec.shard_bytes` at
+    `prebuilt_image_quality`, `images` then unused); return their digest: raw, of the pixels
+    (independent of the zstd build); jpeg, of the stored object (decoders may differ in a pixel's
+    last bit, the bytes do not)."""
     arr = array(root, layout.IMAGES)
-    quality = jpeg_codec.sharded_quality(arr) if codec == "jpeg" else None
-    if quality is None:
-        arr[index] = images
-        return object_digest(root, layout.IMAGES, sample_key(arr, index)) if codec == "jpeg" else digest(images)
-    # the array's own layout, written as one object (zarr's write path costs ~2x the JPEG encoding)
-    data = jpeg_codec.shard_bytes(np.asarray(images, np.uint8), quality)
-    fsio.write_bytes_atomic(data, root, layout.IMAGES, sample_key(arr, index))
-    return hashlib.sha256(data).hexdigest()
+    if encoded is None:
+        quality = jpeg_codec.sharded_quality(arr) if codec == "jpeg" else None
+        if quality is None:
+            arr[index] = images
+            return object_digest(root, layout.IMAGES, sample_key(arr, index)) if codec == "jpeg" else digest(images)
+        # the array's own layout, written as one object (zarr's write path costs ~2x the JPEG encoding)
+        encoded = jpeg_codec.shard_bytes(np.asarray(images, np.uint8), quality)
+    fsio.write_bytes_atomic(encoded, root, layout.IMAGES, sample_key(arr, index))
+    return hashlib.sha256(encoded).hexdigest()
 
 
 def write_occ_gt(root: str, index: int, occ: dict[str, np.ndarray]) -> str:
