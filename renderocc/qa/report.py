@@ -200,8 +200,13 @@ def collect_part(reader, opts: QAOptions, samples: range, progress: bool = True)
     cq = dl.empty_counts(len(conditions), n_cls, has_masks)
     per_cam = ((getattr(reader, "manifest", None) or {}).get("image") or {}).get("per_camera", {})
 
-    walker = ThreadPoolExecutor(1, thread_name_prefix="qa-walk")   # coverage walks beside the rest
+    # Two threads, one core each: the coverage walks beside the rest. The compiled ops would each
+    # start an OpenMP team too (one per calling thread); on two cores those teams spin against
+    # each other (measured: the real scene's QA took 15.5 s instead of 5.0 s).
+    walker = ThreadPoolExecutor(1, thread_name_prefix="qa-walk", initializer=torch.set_num_threads, initargs=(1,))
     pending = None
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         for i in tqdm(samples, desc="qa", disable=not progress, unit="sample"):
             s = reader.sample(i)
@@ -251,6 +256,7 @@ def collect_part(reader, opts: QAOptions, samples: range, progress: bool = True)
             cov_rows.append(_coverage_row(*pending, free_id))
     finally:
         walker.shutdown(cancel_futures=True)
+        torch.set_num_threads(threads)
     counts = {"hist2d": hist2d, "unlabelled_sem": unlabelled_sem, "depth_hist": depth_hist, "gt_hist": gt_hist,
               "gt_hist_cam": gt_hist_cam, "dyn_cls": dyn_cls, "dyn_cam": dyn_cam, "rows_cam": rows_cam, **cq}
     return {"samples": [samples.start, samples.stop], "images": images, "coverage_rows": cov_rows,
