@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -21,10 +22,12 @@ CPU_SOURCES = ("bindings.cpp", "render_cpu.cpp", "walk_cpu.cpp", "voxel_walk.cpp
 CUDA_SOURCES = ("render_cuda.cu", "cuda_stream.cpp")
 HEADERS = ("render_core.h", "walk.h")
 # -fopenmp: at::parallel_for is inline OpenMP in torch's headers; compiled without it, every
-# CPU kernel ran on one thread whatever torch.get_num_threads() said. torch's own libgomp
-# (same soname) serves the extension's parallel regions.
-CFLAGS = ["-O3", "-fopenmp"]
-LDFLAGS = ["-fopenmp"]
+# CPU kernel ran on one thread whatever torch.get_num_threads() said. On Linux torch's own
+# libgomp (same soname) serves the extension's parallel regions; elsewhere (Apple clang has no
+# -fopenmp) the kernels build without it and run on one thread.
+OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
+CFLAGS = ["-O3", *OPENMP]
+LDFLAGS = [*OPENMP]
 CUDA_CFLAGS = ["-O3"]
 
 _lock = threading.Lock()
