@@ -99,12 +99,18 @@ def _ring_medians(values: np.ndarray, ring: np.ndarray, use: np.ndarray, n_rings
     order = np.argsort(r, kind="stable")
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     table[r[order], np.arange(len(order)) - starts[r[order]]] = v[order]
+    return _row_medians(table, counts)
+
+
+def _row_medians(table: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """float64 (rows,): the median of each row's first counts[row] values once the rows are
+    sorted (the rest is +inf padding), np.median's way; NaN for empty rows. Sorts `table`."""
     table.sort(axis=1)
-    out = np.full(n_rings, np.nan)
+    out = np.full(len(counts), np.nan)
     k = np.flatnonzero(counts)
     n = counts[k]
     hi, lo = table[k, n // 2], table[k, (n - 1) // 2]
-    out[k] = np.where(n % 2 == 1, hi, (lo + hi) / v.dtype.type(2))
+    out[k] = np.where(n % 2 == 1, hi, (lo + hi) / table.dtype.type(2))
     return out
 
 
@@ -114,15 +120,8 @@ def _firing_medians(values: np.ndarray, use: np.ndarray, n_rings: int) -> np.nda
     scatter. Its sorted rows hold the same values as `_ring_medians`' table: bit-identical."""
     if len(values) % n_rings or not np.isfinite(values[use]).all():
         return _ring_medians(values, np.arange(len(values)) % n_rings, use, n_rings)
-    table = np.where(use, values, np.inf).reshape(-1, n_rings).T
-    counts = use.reshape(-1, n_rings).sum(0)
-    table.sort(axis=1)
-    out = np.full(n_rings, np.nan)
-    k = np.flatnonzero(counts)
-    n = counts[k]
-    hi, lo = table[k, n // 2], table[k, (n - 1) // 2]
-    out[k] = np.where(n % 2 == 1, hi, (lo + hi) / values.dtype.type(2))
-    return out
+    table = np.where(use, values, np.inf).reshape(-1, n_rings).T.copy()
+    return _row_medians(table, use.reshape(-1, n_rings).sum(0))
 
 
 def _firing_order(points: np.ndarray, n_rings: int) -> bool:
