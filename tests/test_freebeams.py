@@ -3,6 +3,7 @@ through the store (schema 2, old stores still read) to the dataset and the loss 
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -301,3 +302,29 @@ def test_free_beam_loss_is_zero_on_empty_space_and_large_in_fog(backend):
     wall = torch.zeros(2, 10, 4, 4)
     wall[:, 7:] = 5.0   # a wall across the first two beams, beyond the third
     assert float(free_beam_loss(wall, origins, dirs, sample, 2, grid, 0.1, backend=backend)) > 0.05
+
+
+def test_ring_elevations_do_not_depend_on_array_addresses(synth_dataset, monkeypatch):
+    """numpy 1.26's float32 arctan2 of a strided and a contiguous operand takes a path that depends
+    on the contiguous one's address (1-ulp differences on synthetic clouds): a store's free beams
+    then changed from run to run. Here the horizontal ranges come back at every 4-byte offset."""
+    hypot = np.hypot
+    for k in keyframes(synth_dataset)[:1]:
+        pts = k["points"]
+        ring = pts[:, 4].astype(np.int64)
+        valid = fb.point_range(pts) >= fb.NO_RETURN_RANGE
+        r = ring[valid]
+        ref = fb.ring_elevations(pts[valid], r, 32, np.ones(len(r), bool))
+        for base, offset in itertools.product(range(16), range(16)):
+            p = np.empty(valid.sum() * 5 + 16, np.float32)[base:base + valid.sum() * 5].reshape(-1, 5)
+            p[:] = pts[valid]   # what the binned path passes: a fresh (n, 5) array, anywhere
+
+            def shifted_hypot(*args, offset=offset, **kwargs):
+                out = hypot(*args, **kwargs)
+                buf = np.empty(out.size + 16, out.dtype)[offset:offset + out.size]
+                buf[:] = out
+                return buf
+
+            monkeypatch.setattr(np, "hypot", shifted_hypot)
+            assert np.array_equal(fb.ring_elevations(p, r, 32, np.ones(len(r), bool)), ref), (base, offset)
+            monkeypatch.setattr(np, "hypot", hypot)
