@@ -289,10 +289,7 @@ def _compiled_walk():
     """The extension's `mark_crossed` op (same voxels, ~20x faster), or None without it."""
     from renderocc.cuda import loader
 
-    try:
-        return loader.load().mark_crossed
-    except loader.ExtensionUnavailable:
-        return None
+    return loader.op_or_none("mark_crossed")
 
 
 def mark_crossed(hit: np.ndarray, origins: np.ndarray, dirs: np.ndarray, lengths: np.ndarray,

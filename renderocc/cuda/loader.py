@@ -135,6 +135,15 @@ def library_path() -> Path | None:
     return _state.get("path")
 
 
+def op_or_none(name: str) -> Any | None:
+    """One op of the extension (`torch.ops.renderocc_render.<name>`), or None without it: for
+    callers that have their own fallback and need no warning."""
+    try:
+        return getattr(load(), name)
+    except ExtensionUnavailable:
+        return None
+
+
 def load_or_warn() -> Any | None:
     """The ops, or None after warning once that the reference implementation is used instead."""
     try:

@@ -121,7 +121,7 @@ def _firing_medians(values: np.ndarray, use: np.ndarray, n_rings: int) -> np.nda
     """`_ring_medians` for a cloud in firing order (point k on ring k % n_rings): the ring-major
     table is the (columns, rings) reshape transposed, unused entries +inf, so no argsort and no
     scatter. Its sorted rows hold the same values as `_ring_medians`' table: bit-identical."""
-    if len(values) % n_rings or not np.isfinite(values[use]).all():
+    if not np.isfinite(values[use]).all():   # np.median's NaN rules: `_ring_medians` keeps them
         return _ring_medians(values, np.arange(len(values)) % n_rings, use, n_rings)
     table = np.where(use, values, np.inf).reshape(-1, n_rings).T.copy()
     return _row_medians(table, use.reshape(-1, n_rings).sum(0))

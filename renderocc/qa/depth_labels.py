@@ -87,10 +87,7 @@ def _compiled_knn():
     """The extension's `knn2d` op, or None without it."""
     from renderocc.cuda import loader
 
-    try:
-        return loader.load().knn2d
-    except loader.ExtensionUnavailable:
-        return None
+    return loader.op_or_none("knn2d")
 
 
 def neighbours(points: np.ndarray, k: int, radius: float) -> tuple[np.ndarray, np.ndarray]:

@@ -191,7 +191,7 @@ def write_images(root: str, index: int, images: np.ndarray | None, codec: str = 
     last bit, the bytes do not)."""
     arr = array(root, layout.IMAGES)
     if encoded is None:
-        quality = jpeg_codec.sharded_quality(arr) if codec == "jpeg" else None
+        quality = prebuilt_image_quality(root, codec)
         if quality is None:
             arr[index] = images
             return object_digest(root, layout.IMAGES, sample_key(arr, index)) if codec == "jpeg" else digest(images)
