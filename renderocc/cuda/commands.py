@@ -38,6 +38,11 @@ def build_ext(check_cuda: bool, arch: str, verbose: bool) -> None:
     kind = "CPU + CUDA" if spec["with_cuda"] else "CPU"
     click.echo(f"renderer extension ({kind}) ready in {time.perf_counter() - start:.1f} s: "
                f"{loader.library_path()}")
+    from renderocc.prep import jpeg_rows
+
+    helper = jpeg_rows.library_path()
+    click.echo(f"prep JPEG helper: {helper}" if helper else
+               f"prep JPEG helper unavailable ({jpeg_rows.why_unavailable()}): prep decodes with OpenCV")
     if not check_cuda:
         return
     with tempfile.TemporaryDirectory(prefix="renderocc-nvcc-") as tmp:

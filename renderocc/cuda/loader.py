@@ -16,6 +16,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from renderocc.ext_cache import cache_root
+
 CSRC = Path(__file__).parent / "csrc"
 OP_NAMESPACE = "renderocc_render"
 CPU_SOURCES = ("bindings.cpp", "render_cpu.cpp", "walk_cpu.cpp", "voxel_walk.cpp", "knn2d.cpp")
@@ -44,14 +46,6 @@ def want_cuda() -> bool:
     from torch.utils.cpp_extension import CUDA_HOME
 
     return torch.version.cuda is not None and CUDA_HOME is not None
-
-
-def cache_root() -> Path:
-    """Per-user cache: $RENDEROCC_EXT_DIR, else $XDG_CACHE_HOME/renderocc/ext, else ~/.cache/..."""
-    if os.environ.get("RENDEROCC_EXT_DIR"):
-        return Path(os.environ["RENDEROCC_EXT_DIR"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "renderocc" / "ext"
 
 
 def source_hash(with_cuda: bool) -> str:

@@ -8,6 +8,7 @@ K scaling ignores (a 0.28 px shift at 256×704).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ import cv2
 import numpy as np
 
 from renderocc.errors import UserError
+from renderocc.prep import jpeg_rows
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,28 @@ def reduction(orig: tuple[int, int], resized: tuple[int, int]) -> int:
 
 
 def image_size(path: str) -> tuple[int, int]:
+    """(width, height): from the JPEG header when the helper can read it, else by decoding."""
+    wh = jpeg_rows.size(path)
+    if wh is not None:
+        return wh
     img = read_rgb(path)
     return img.shape[1], img.shape[0]
+
+
+def decoded_band(decoded: tuple[int, int], f: Fit) -> int:
+    """The first decoded row the stored image depends on (0: all of them).
+
+    The top crop removes resized rows [0, crop_y). With decoded height Hd = p m and resized height
+    H' = q m (p/q in lowest terms, p >= q: bilinear, never upsampling), resized row q j + r
+    samples decoded rows at (q j + r + 0.5) p/q - 0.5 = p j + (r + 0.5) p/q - 0.5 >= p j: so
+    resizing decoded rows [p j, Hd) to H' - q j rows gives exactly resized rows [q j, H'), with
+    the same sampling positions and weights, for any q j <= crop_y."""
+    Hd, rh = decoded[1], f.resized[1]
+    g = math.gcd(Hd, rh)
+    p, q = Hd // g, rh // g
+    if p < q:
+        return 0
+    return p * (f.crop[1] // q)
 
 
 def load_resized(path: str, orig: tuple[int, int], out: tuple[int, int]) -> np.ndarray:
@@ -74,15 +96,30 @@ def load_resized(path: str, orig: tuple[int, int], out: tuple[int, int]) -> np.n
 
     Decoded at the largest reduction `reduction` allows, then ONE resampling to the cover size:
     bilinear while the remaining scale is at least 1/2 (always, after a reduction: a 2-tap filter
-    then covers the source, like INTER_AREA at a fraction of its cost), INTER_AREA below it."""
+    then covers the source, like INTER_AREA at a fraction of its cost), INTER_AREA below it.
+    Only the band of decoded rows the crop keeps is decoded (with the JPEG helper) and resampled:
+    the same pixels as resampling the whole image and cropping (`decoded_band`)."""
     f = fit(orig, out)
     W, H = orig
     k = reduction(orig, f.resized)
-    img = read_rgb(path, k)
-    if (img.shape[1] * k, img.shape[0] * k) != (W, H):
-        raise UserError(f"image {path} is {img.shape[1] * k}x{img.shape[0] * k}, tables say {W}x{H}")
-    if (img.shape[1], img.shape[0]) != f.resized:
-        linear = f.resized[0] * 2 >= img.shape[1] and f.resized[1] * 2 >= img.shape[0]
-        img = cv2.resize(img, f.resized, interpolation=cv2.INTER_LINEAR if linear else cv2.INTER_AREA)
-    x0, y0 = f.crop
+    Wd, Hd = W // k, H // k
+    linear = f.resized[0] * 2 >= Wd and f.resized[1] * 2 >= Hd
+    resize = (Wd, Hd) != f.resized
+    row0 = (decoded_band((Wd, Hd), f) if linear else 0) if resize else f.crop[1]
+    rows = Hd - row0 if resize else out[1]
+    status, band = jpeg_rows.decode_rows(path, k, orig, row0, rows)
+    if status == jpeg_rows.SIZE:
+        raise UserError(f"image {path} is {band[0]}x{band[1]}, tables say {W}x{H}")
+    if status != jpeg_rows.OK:   # no helper, or a file it does not do: OpenCV decodes all of it
+        img = read_rgb(path, k)
+        if (img.shape[1] * k, img.shape[0] * k) != (W, H):
+            raise UserError(f"image {path} is {img.shape[1] * k}x{img.shape[0] * k}, tables say {W}x{H}")
+        band = img[row0:row0 + rows]
+    if not resize:
+        x0 = f.crop[0]
+        return np.ascontiguousarray(band[:, x0:x0 + out[0]])
+    skipped = (row0 * f.resized[1]) // Hd   # resized rows the band starts below (q j)
+    img = cv2.resize(band, (f.resized[0], f.resized[1] - skipped),
+                     interpolation=cv2.INTER_LINEAR if linear else cv2.INTER_AREA)
+    x0, y0 = f.crop[0], f.crop[1] - skipped
     return np.ascontiguousarray(img[y0:y0 + out[1], x0:x0 + out[0]])

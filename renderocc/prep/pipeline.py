@@ -198,41 +198,46 @@ def read_images(task: SampleTask, size_wh: tuple[int, int], quality: int | None)
     return images, (None if quality is None else jpeg_codec.shard_bytes(images, quality))
 
 
-def process_sample(task: SampleTask, images: tuple[np.ndarray, bytes | None] | None = None) -> dict:
-    """All work for one keyframe; writes its images/occ into Zarr and returns its rays
-    (`images`: its `read_images`, when already decoded)."""
+def compute_sample(task: SampleTask, quality: int | None) -> dict:
+    """Everything one keyframe needs that touches no store: its images (and their store object,
+    when `quality` is not None), its rays, its free beams and its Occ3D GT. Pure, so reader
+    threads run it for the keyframes ahead (OpenCV and most numpy loops release the GIL)."""
     cfg = _CFG
-    root, out = cfg["root"], cfg["image_size"]
-    pixels, encoded = (load_images(task, out), None) if images is None else images
-    img_digest = writer.write_images(root, task.index, pixels, cfg["codec"], encoded)
+    pixels, encoded = read_images(task, cfg["image_size"], quality)
     sizes = np.array([c.size for c in task.cameras], dtype=np.float64)
     key = task.frames[0]   # key frame only: its LiDAR frame → key-ego is lidar2ego
     key_cloud = load_cloud(key.path)
     p, lab = sample_rays(task, sizes, cfg["label_table"], cfg["min_depth"], cfg["occlusion"],
                          cfg.get("valid_lidarseg"), key_cloud)
-    occ_digest = None
-    if task.occ_gt_path:
-        occ_digest = writer.write_occ_gt(root, task.index, load_occ_gt(task.occ_gt_path, cfg["free"]))
-    beams = fbeams.free_beams(key_cloud, key.lidar2key) if cfg.get("free_beams") else None
     return {"index": task.index, "cam": p.cam, "u": p.u.astype(np.float32), "v": p.v.astype(np.float32),
-            "depth": p.depth.astype(np.float32), "label": lab, "images": img_digest, "occ": occ_digest,
-            "free_beams": beams}
+            "depth": p.depth.astype(np.float32), "label": lab, "pixels": pixels, "encoded": encoded,
+            "occ": load_occ_gt(task.occ_gt_path, cfg["free"]) if task.occ_gt_path else None,
+            "free_beams": fbeams.free_beams(key_cloud, key.lidar2key) if cfg.get("free_beams") else None}
+
+
+def write_sample(task: SampleTask, computed: dict) -> dict:
+    """Write a `compute_sample` result's images and Occ3D GT into Zarr; return its rays and the
+    digests the shard record keeps."""
+    root = _CFG["root"]
+    res = dict(computed)
+    res["images"] = writer.write_images(root, task.index, res.pop("pixels"), _CFG["codec"], res.pop("encoded"))
+    occ = res["occ"]
+    res["occ"] = None if occ is None else writer.write_occ_gt(root, task.index, occ)
+    return res
 
 
 def iter_samples(tasks: list[SampleTask]):
-    """`process_sample` over consecutive keyframes, in order, while reader threads decode the next
-    ones' images (OpenCV releases the GIL: file reads, JPEG decoding and resampling overlap the
-    labels, free beams and writes of the current one). `readers` threads (config), each one
-    sample ahead."""
-    out, readers = _CFG["image_size"], max(1, int(_CFG.get("readers", 1)))
+    """Each keyframe's `compute_sample` in reader threads, run ahead, and its `write_sample` here,
+    in store order: this thread only writes. `readers` threads (config), each one sample ahead."""
+    readers = max(1, int(_CFG.get("readers", 1)))
     quality = writer.prebuilt_image_quality(_CFG["root"], _CFG["codec"])
-    with ThreadPoolExecutor(readers, thread_name_prefix="prep-images") as pool:
-        ahead = deque(pool.submit(read_images, t, out, quality) for t in tasks[:readers])
+    with ThreadPoolExecutor(readers, thread_name_prefix="prep-samples") as pool:
+        ahead = deque(pool.submit(compute_sample, t, quality) for t in tasks[:readers])
         for k, task in enumerate(tasks):
-            images = ahead.popleft().result()
+            computed = ahead.popleft().result()
             if k + readers < len(tasks):
-                ahead.append(pool.submit(read_images, tasks[k + readers], out, quality))
-            yield process_sample(task, images)
+                ahead.append(pool.submit(compute_sample, tasks[k + readers], quality))
+            yield write_sample(task, computed)
 
 
 def process_samples(tasks: list[SampleTask]) -> list[dict]:
