@@ -170,3 +170,37 @@ def test_reader_survives_fork(store):
     want = [_fetch((r, i)) for i in range(3)]
     with mp.get_context("fork").Pool(2) as pool:
         assert pool.map(_fetch, [(r, i) for i in range(3)]) == want
+
+
+def test_pre_encoded_occ_gt_objects_are_what_zarr_writes(tmp_path):
+    """Prep encodes Occ3D GT chunks in its reader threads: the objects must be zarr's own bytes,
+    an all-free-value chunk absent (zarr's default), and an empty write over an object removes it."""
+    import zarr
+
+    root = str(tmp_path / "s")
+    writer.create_arrays(root, 3, 1, (32, 16), occ_gt=True)
+    X, Y, Z = layout.OCC_GRID["shape"]
+    rng = np.random.default_rng(0)
+    occ = {"semantics": rng.integers(0, 18, (X, Y, Z), dtype=np.uint8),
+           "mask_lidar": (rng.random((X, Y, Z)) < 0.3).astype(np.uint8),
+           "mask_camera": np.zeros((X, Y, Z), np.uint8)}
+    codec = writer.prebuilt_occ_codec(root)
+    assert codec is not None
+    d0 = writer.write_occ_gt(root, 0, occ)                                    # through zarr
+    d1 = writer.write_occ_gt(root, 1, occ, writer.encode_occ_gt(occ, codec))  # pre-encoded
+    assert d0 == d1
+    for a in layout.OCC_GT_ARRAYS:
+        arr = writer.array(root, f"{layout.OCC_GT}/{a}")
+        k0, k1 = writer.sample_key(arr, 0), writer.sample_key(arr, 1)
+        has = [(tmp_path / "s" / layout.OCC_GT / a / k).exists() for k in (k0, k1)]
+        assert has == [occ[a].any()] * 2, a
+        if occ[a].any():
+            assert (tmp_path / "s" / layout.OCC_GT / a / k0).read_bytes() == \
+                (tmp_path / "s" / layout.OCC_GT / a / k1).read_bytes()
+        np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "s" / layout.OCC_GT / a), mode="r")[1], occ[a])
+    empty = {a: np.zeros((X, Y, Z), np.uint8) for a in layout.OCC_GT_ARRAYS}
+    writer.write_occ_gt(root, 1, empty, writer.encode_occ_gt(empty, codec))
+    for a in layout.OCC_GT_ARRAYS:
+        arr = writer.array(root, f"{layout.OCC_GT}/{a}")
+        assert not (tmp_path / "s" / layout.OCC_GT / a / writer.sample_key(arr, 1)).exists()
+        assert not zarr.open_array(str(tmp_path / "s" / layout.OCC_GT / a), mode="r")[1].any()

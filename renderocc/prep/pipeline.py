@@ -198,7 +198,7 @@ def read_images(task: SampleTask, size_wh: tuple[int, int], quality: int | None)
     return images, (None if quality is None else jpeg_codec.shard_bytes(images, quality))
 
 
-def compute_sample(task: SampleTask, quality: int | None) -> dict:
+def compute_sample(task: SampleTask, quality: int | None, occ_codec=None) -> dict:
     """Everything one keyframe needs that touches no store: its images (and their store object,
     when `quality` is not None), its rays, its free beams and its Occ3D GT. Pure, so reader
     threads run it for the keyframes ahead (OpenCV and most numpy loops release the GIL)."""
@@ -209,9 +209,11 @@ def compute_sample(task: SampleTask, quality: int | None) -> dict:
     key_cloud = load_cloud(key.path)
     p, lab = sample_rays(task, sizes, cfg["label_table"], cfg["min_depth"], cfg["occlusion"],
                          cfg.get("valid_lidarseg"), key_cloud)
+    occ = load_occ_gt(task.occ_gt_path, cfg["free"]) if task.occ_gt_path else None
+    occ_encoded = None if occ is None or occ_codec is None else writer.encode_occ_gt(occ, occ_codec)
     return {"index": task.index, "cam": p.cam, "u": p.u.astype(np.float32), "v": p.v.astype(np.float32),
             "depth": p.depth.astype(np.float32), "label": lab, "pixels": pixels, "encoded": encoded,
-            "occ": load_occ_gt(task.occ_gt_path, cfg["free"]) if task.occ_gt_path else None,
+            "occ": occ, "occ_encoded": occ_encoded,
             "free_beams": fbeams.free_beams(key_cloud, key.lidar2key) if cfg.get("free_beams") else None}
 
 
@@ -221,8 +223,8 @@ def write_sample(task: SampleTask, computed: dict) -> dict:
     root = _CFG["root"]
     res = dict(computed)
     res["images"] = writer.write_images(root, task.index, res.pop("pixels"), _CFG["codec"], res.pop("encoded"))
-    occ = res["occ"]
-    res["occ"] = None if occ is None else writer.write_occ_gt(root, task.index, occ)
+    occ, occ_encoded = res["occ"], res.pop("occ_encoded")
+    res["occ"] = None if occ is None else writer.write_occ_gt(root, task.index, occ, occ_encoded)
     return res
 
 
@@ -231,12 +233,13 @@ def iter_samples(tasks: list[SampleTask]):
     in store order: this thread only writes. `readers` threads (config), each one sample ahead."""
     readers = max(1, int(_CFG.get("readers", 1)))
     quality = writer.prebuilt_image_quality(_CFG["root"], _CFG["codec"])
+    occ_codec = writer.prebuilt_occ_codec(_CFG["root"]) if any(t.occ_gt_path for t in tasks) else None
     with ThreadPoolExecutor(readers, thread_name_prefix="prep-samples") as pool:
-        ahead = deque(pool.submit(compute_sample, t, quality) for t in tasks[:readers])
+        ahead = deque(pool.submit(compute_sample, t, quality, occ_codec) for t in tasks[:readers])
         for k, task in enumerate(tasks):
             computed = ahead.popleft().result()
             if k + readers < len(tasks):
-                ahead.append(pool.submit(compute_sample, tasks[k + readers], quality))
+                ahead.append(pool.submit(compute_sample, tasks[k + readers], quality, occ_codec))
             yield write_sample(task, computed)
 
 

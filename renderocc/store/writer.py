@@ -201,9 +201,41 @@ def write_images(root: str, index: int, images: np.ndarray | None, codec: str = 
     return hashlib.sha256(encoded).hexdigest()
 
 
-def write_occ_gt(root: str, index: int, occ: dict[str, np.ndarray]) -> str:
+def prebuilt_occ_codec(root: str):
+    """numcodecs' Zstd with the settings the Occ3D GT arrays declare when their codecs are exactly
+    bytes + zstd (what `create_arrays` makes): their chunk objects can then be encoded ahead of
+    `write_occ_gt`, e.g. in a reader thread. None otherwise (they go through zarr)."""
+    from numcodecs import Zstd
+
+    confs = []
     for a in layout.OCC_GT_ARRAYS:
-        array(root, f"{layout.OCC_GT}/{a}")[index] = occ[a]
+        codecs = [c.to_dict() for c in array(root, f"{layout.OCC_GT}/{a}").metadata.codecs]
+        if len(codecs) != 2 or codecs[0]["name"] != "bytes" or codecs[1]["name"] != "zstd":
+            return None
+        confs.append(codecs[1].get("configuration", {}))
+    if any(c != confs[0] for c in confs):
+        return None
+    return Zstd(level=int(confs[0].get("level", 0)), checksum=bool(confs[0].get("checksum", False)))
+
+
+def encode_occ_gt(occ: dict[str, np.ndarray], codec) -> dict[str, bytes | None]:
+    """Each Occ3D GT array's chunk object, as zarr writes it (None: all fill value, which zarr
+    leaves absent)."""
+    return {a: None if not occ[a].any() else codec.encode(np.ascontiguousarray(occ[a], np.uint8).tobytes())
+            for a in layout.OCC_GT_ARRAYS}
+
+
+def write_occ_gt(root: str, index: int, occ: dict[str, np.ndarray],
+                 encoded: dict[str, bytes | None] | None = None) -> str:
+    """Write one sample's Occ3D GT (`encoded`: its `encode_occ_gt` objects); return its digest."""
+    for a in layout.OCC_GT_ARRAYS:
+        arr = array(root, f"{layout.OCC_GT}/{a}")
+        if encoded is None:
+            arr[index] = occ[a]
+        elif encoded[a] is not None:
+            fsio.write_bytes_atomic(encoded[a], root, layout.OCC_GT, a, sample_key(arr, index))
+        elif fsio.exists(root, layout.OCC_GT, a, sample_key(arr, index)):
+            arr[index] = occ[a]   # all fill value over an earlier object: zarr removes it
     return digest(*(occ[a] for a in layout.OCC_GT_ARRAYS))
 
 
