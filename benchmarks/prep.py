@@ -159,6 +159,9 @@ def main() -> None:
           f"= {n / wall1 / floor:.2f} of the floor")
     print(f"   ours, 2 workers, wall                         : {n / wall2:8.2f} samples/s "
           f"= {wall1 / wall2:.2f}x one worker")
+    cores = cpu1 / wall1   # from the same (best) runs: what one worker already takes of the machine
+    print(f"   one worker keeps {cores:.2f} of this machine's {os.cpu_count()} cores busy: "
+          f"N workers can add at most {os.cpu_count() / cores:.2f}x here")
 
     # 3. bytes
     r = StoreReader(store)
