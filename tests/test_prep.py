@@ -554,3 +554,34 @@ def test_zbuffer_equals_sorting_reference():
         p = Projected(cam, np.arange(n), u, v, rng.random(n) * 50 + 1)
         want = np.sort(zbuffer_keys(pixel_keys(p, sizes), p.depth))
         np.testing.assert_array_equal(zbuffer(p, sizes), want)
+
+
+def test_zbuffer_in_concurrent_threads():
+    """Prep computes samples in reader threads: each z-buffer needs its own hash table (one shared
+    table gave wrong pixels here: numpy releases the GIL inside the scatter/gather)."""
+    import threading
+
+    from renderocc.prep.projection import pixel_keys, zbuffer_keys
+
+    sizes = np.array([[1600, 900]] * 6, dtype=float)
+    inputs = []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        n = 30000   # crowded into 300x200 px per camera: most pixels are hit more than once
+        inputs.append(Projected(rng.integers(0, 6, n).astype(np.int8), np.arange(n), rng.uniform(1.5, 300, n),
+                                rng.uniform(1.5, 200, n), rng.uniform(1, 50, n)))
+    want = [np.sort(zbuffer_keys(pixel_keys(p, sizes), p.depth)) for p in inputs]
+    wrong = []
+
+    def work(t: int) -> None:
+        for it in range(30):
+            k = (t + it) % len(inputs)
+            if not np.array_equal(zbuffer(inputs[k], sizes), want[k]):
+                wrong.append((t, it))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not wrong

@@ -9,6 +9,7 @@ u, v = (K p)_xy / z in ORIGINAL image pixels. Then one point per pixel: the near
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,15 +114,16 @@ def zbuffer(p: Projected, sizes: np.ndarray) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-_TABLE: list[np.ndarray] = []
+_TABLES = threading.local()   # one table per thread: prep computes samples in several threads
 
 
 def _hash_table(n: int) -> np.ndarray:
-    """A per-process int32 table of -1s (≥ 16n slots, a power of two), restored to -1 after use."""
+    """This thread's int32 table of -1s (≥ 16n slots, a power of two), restored to -1 after use."""
     size = 1 << max(12, int(np.ceil(np.log2(16 * max(n, 1)))))
-    if not _TABLE or len(_TABLE[0]) < size:
-        _TABLE[:] = [np.full(size, -1, dtype=np.int32)]
-    return _TABLE[0][:size]
+    table = getattr(_TABLES, "table", None)
+    if table is None or len(table) < size:
+        table = _TABLES.table = np.full(size, -1, dtype=np.int32)
+    return table[:size]
 
 
 def zbuffer_keys(key: np.ndarray, depth: np.ndarray) -> np.ndarray:
