@@ -16,7 +16,7 @@ needs_helper = pytest.mark.skipif(not jpeg_rows.available(),
                                   reason=f"JPEG helper unavailable: {jpeg_rows.why_unavailable()}")
 
 
-def _jpeg(path, w: int, h: int, gray: bool = False, seed: int = 0) -> str:
+def _jpeg(path, w: int, h: int, gray: bool = False, seed: int = 0, params: tuple = ()) -> str:
     """A textured JPEG (noise + gradients: every IDCT coefficient matters)."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:h, 0:w]
@@ -25,7 +25,7 @@ def _jpeg(path, w: int, h: int, gray: bool = False, seed: int = 0) -> str:
     img = np.clip(img, 0, 255).astype(np.uint8)
     if gray:
         img = img[..., 0]
-    cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 92, *params])
     return str(path)
 
 
@@ -33,10 +33,17 @@ def _no_helper(monkeypatch) -> None:
     monkeypatch.setitem(jpeg_rows._state, "lib", None)
 
 
+ENCODINGS = {"baseline 4:2:0": (), "progressive": (cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
+             "4:4:4": (cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444),
+             "4:2:2": (cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422),
+             "restart markers": (cv2.IMWRITE_JPEG_RST_INTERVAL, 4)}
+
+
 @needs_helper
+@pytest.mark.parametrize("encoding", list(ENCODINGS))
 @pytest.mark.parametrize("reduce", [1, 2, 4, 8])
-def test_band_equals_opencv_rows(tmp_path, reduce):
-    path = _jpeg(tmp_path / "a.jpg", 640, 480)
+def test_band_equals_opencv_rows(tmp_path, reduce, encoding):
+    path = _jpeg(tmp_path / "a.jpg", 640, 480, params=ENCODINGS[encoding])
     whole = imgs.read_rgb(path, reduce)
     H = 480 // reduce
     for row0, rows in ((0, H), (H // 3, H - H // 3), (7, 5), (H - 1, 1), (0, 0)):
