@@ -52,42 +52,16 @@ static unsigned char *read_file(const char *path, unsigned long *size) {
   return buf;
 }
 
-/* The header's (width, height) into dims. */
-int renderocc_jpeg_size(const char *path, int *dims, char *err, int err_len) {
-  struct jpeg_decompress_struct cinfo;
-  struct jr_error jerr;
-  unsigned long size = 0;
-  unsigned char *volatile data = read_file(path, &size);
-  if (!data) return JR_OPEN;
-  cinfo.err = jpeg_std_error(&jerr.mgr);
-  jerr.mgr.error_exit = jr_error_exit;
-  jerr.mgr.output_message = jr_quiet;
-  if (setjmp(jerr.jump)) {
-    jerr.mgr.format_message((j_common_ptr)&cinfo, err);   /* JMSG_LENGTH_MAX (200) <= err_len */
-    (void)err_len;
-    jpeg_destroy_decompress(&cinfo);
-    free(data);
-    return JR_DECODE;
-  }
-  jpeg_create_decompress(&cinfo);
-  jpeg_mem_src(&cinfo, data, size);
-  jpeg_read_header(&cinfo, TRUE);
-  dims[0] = (int)cinfo.image_width;
-  dims[1] = (int)cinfo.image_height;
-  jpeg_destroy_decompress(&cinfo);
-  free(data);
-  return JR_OK;
-}
-
 /* Rows [row0, row0 + rows) of the image decoded at 1/reduce size, as RGB into out (rows x
  * (width / reduce) x 3, contiguous). expect: the full-size (width, height) the caller's tables
- * declare; on JR_SIZE dims holds the header's. */
+ * declare; on JR_SIZE dims holds the header's. expect NULL: read the header only (dims). */
 int renderocc_jpeg_rows(const char *path, int reduce, const int *expect, int row0, int rows,
                         unsigned char *out, int *dims, char *err, int err_len) {
   struct jpeg_decompress_struct cinfo;
   struct jr_error jerr;
-  unsigned long size = 0;
-  unsigned char *volatile data = read_file(path, &size);
+  unsigned long nread = 0;
+  unsigned char *volatile data = read_file(path, &nread);
+  volatile unsigned long size = nread;   /* live across setjmp */
   JSAMPROW band[16];
   int status = JR_OK, k, n;
   if (!data) return JR_OPEN;
@@ -110,7 +84,9 @@ int renderocc_jpeg_rows(const char *path, int reduce, const int *expect, int row
   jpeg_read_header(&cinfo, TRUE);
   dims[0] = (int)cinfo.image_width;
   dims[1] = (int)cinfo.image_height;
-  if (dims[0] != expect[0] || dims[1] != expect[1]) {
+  if (!expect) {
+    status = JR_OK;   /* header only */
+  } else if (dims[0] != expect[0] || dims[1] != expect[1]) {
     status = JR_SIZE;
   } else if (cinfo.jpeg_color_space != JCS_GRAYSCALE && cinfo.jpeg_color_space != JCS_YCbCr &&
              cinfo.jpeg_color_space != JCS_RGB) {
@@ -141,4 +117,9 @@ int renderocc_jpeg_rows(const char *path, int reduce, const int *expect, int row
   jpeg_destroy_decompress(&cinfo);
   free(data);
   return status;
+}
+
+/* The header's (width, height) into dims. */
+int renderocc_jpeg_size(const char *path, int *dims, char *err, int err_len) {
+  return renderocc_jpeg_rows(path, 1, NULL, 0, 0, NULL, dims, err, err_len);
 }
