@@ -5,8 +5,8 @@
 
 Preps the dataroot into a temporary store (one worker unless --workers), then runs QA's pass over
 it (coverage march included), each timed by wall clock and by this process's CPU time. Both run
-as one process with one helper thread (prep: the image reader; QA: the coverage walk) and one
-OpenMP/BLAS thread. Prints both rates, their ratios (wall and per CPU-second), and the projection
+as one process with helper threads (prep: two that compute samples; QA: one for the coverage
+walk) and one OpenMP/BLAS thread. Prints both rates, their ratios (wall and per CPU-second), and the projection
 to full trainval (34,149 keyframes) on 8 cores.
 """
 

@@ -101,8 +101,8 @@ def test_load_resized_band_equals_whole_image_resize(tmp_path, monkeypatch, orig
 
 def test_band_starts_on_a_whole_period_of_the_resampling():
     f = imgs.fit((1600, 900), (704, 256))          # 450 decoded rows -> 396: p/q = 25/22, crop 140
-    assert imgs.decoded_band((800, 450), f) == 150   # 6 periods: resized row 132 = decoded row 150
-    assert imgs.decoded_band((320, 180), imgs.fit((320, 180), (400, 200))) == 0   # upscale: none
+    assert imgs.decoded_band((800, 450), f) == (150, 132)   # 6 periods: resized row 132 = decoded row 150
+    assert imgs.decoded_band((320, 180), imgs.fit((320, 180), (400, 200))) == (0, 0)   # upscale: none
 
 
 @pytest.mark.skipif(not (REAL_FIXTURE / "samples").is_dir(), reason="real nuScenes fixture absent")

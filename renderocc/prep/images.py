@@ -75,8 +75,8 @@ def image_size(path: str) -> tuple[int, int]:
     return img.shape[1], img.shape[0]
 
 
-def decoded_band(decoded: tuple[int, int], f: Fit) -> int:
-    """The first decoded row the stored image depends on (0: all of them).
+def decoded_band(decoded: tuple[int, int], f: Fit) -> tuple[int, int]:
+    """(first decoded row the stored image depends on, resized rows above it): (0, 0) for all.
 
     The top crop removes resized rows [0, crop_y). With decoded height Hd = p m and resized height
     H' = q m (p/q in lowest terms, p >= q: bilinear, never upsampling), resized row q j + r
@@ -87,8 +87,25 @@ def decoded_band(decoded: tuple[int, int], f: Fit) -> int:
     g = math.gcd(Hd, rh)
     p, q = Hd // g, rh // g
     if p < q:
-        return 0
-    return p * (f.crop[1] // q)
+        return 0, 0
+    j = f.crop[1] // q
+    return p * j, q * j
+
+
+def _decode_rows(path: str, orig: tuple[int, int], k: int, row0: int, rows: int) -> np.ndarray:
+    """Rows [row0, row0 + rows) of the 1/k-size decode: the JPEG helper's band, else OpenCV's
+    whole decode cut to it; either way the file must have the size the tables declare."""
+    status, band = jpeg_rows.decode_rows(path, k, orig, row0, rows)
+    if status == jpeg_rows.OK:
+        return band
+    if status == jpeg_rows.SIZE:
+        size = band
+    else:   # no helper, or a file it does not do: OpenCV decodes all of it
+        img = read_rgb(path, k)
+        size, band = (img.shape[1] * k, img.shape[0] * k), img[row0:row0 + rows]
+    if tuple(size) != tuple(orig):
+        raise UserError(f"image {path} is {size[0]}x{size[1]}, tables say {orig[0]}x{orig[1]}")
+    return band
 
 
 def load_resized(path: str, orig: tuple[int, int], out: tuple[int, int]) -> np.ndarray:
@@ -100,26 +117,15 @@ def load_resized(path: str, orig: tuple[int, int], out: tuple[int, int]) -> np.n
     Only the band of decoded rows the crop keeps is decoded (with the JPEG helper) and resampled:
     the same pixels as resampling the whole image and cropping (`decoded_band`)."""
     f = fit(orig, out)
-    W, H = orig
     k = reduction(orig, f.resized)
-    Wd, Hd = W // k, H // k
+    Wd, Hd = orig[0] // k, orig[1] // k
     linear = f.resized[0] * 2 >= Wd and f.resized[1] * 2 >= Hd
-    resize = (Wd, Hd) != f.resized
-    row0 = (decoded_band((Wd, Hd), f) if linear else 0) if resize else f.crop[1]
-    rows = Hd - row0 if resize else out[1]
-    status, band = jpeg_rows.decode_rows(path, k, orig, row0, rows)
-    if status == jpeg_rows.SIZE:
-        raise UserError(f"image {path} is {band[0]}x{band[1]}, tables say {W}x{H}")
-    if status != jpeg_rows.OK:   # no helper, or a file it does not do: OpenCV decodes all of it
-        img = read_rgb(path, k)
-        if (img.shape[1] * k, img.shape[0] * k) != (W, H):
-            raise UserError(f"image {path} is {img.shape[1] * k}x{img.shape[0] * k}, tables say {W}x{H}")
-        band = img[row0:row0 + rows]
-    if not resize:
-        x0 = f.crop[0]
-        return np.ascontiguousarray(band[:, x0:x0 + out[0]])
-    skipped = (row0 * f.resized[1]) // Hd   # resized rows the band starts below (q j)
-    img = cv2.resize(band, (f.resized[0], f.resized[1] - skipped),
-                     interpolation=cv2.INTER_LINEAR if linear else cv2.INTER_AREA)
+    if (Wd, Hd) == f.resized:   # no resampling: decode just the kept rows
+        row0 = skipped = f.crop[1]
+        img = _decode_rows(path, orig, k, row0, out[1])
+    else:
+        row0, skipped = decoded_band((Wd, Hd), f) if linear else (0, 0)
+        img = cv2.resize(_decode_rows(path, orig, k, row0, Hd - row0), (f.resized[0], f.resized[1] - skipped),
+                         interpolation=cv2.INTER_LINEAR if linear else cv2.INTER_AREA)
     x0, y0 = f.crop[0], f.crop[1] - skipped
     return np.ascontiguousarray(img[y0:y0 + out[1], x0:x0 + out[0]])

@@ -218,14 +218,14 @@ def compute_sample(task: SampleTask, quality: int | None, occ_codec=None) -> dic
             "free_beams": fbeams.free_beams(key_cloud, key.lidar2key) if cfg.get("free_beams") else None}
 
 
-def write_sample(task: SampleTask, computed: dict) -> dict:
+def write_sample(computed: dict) -> dict:
     """Write a `compute_sample` result's images and Occ3D GT into Zarr; return its rays and the
     digests the shard record keeps."""
-    root = _CFG["root"]
-    res = dict(computed)
-    res["images"] = writer.write_images(root, task.index, res.pop("pixels"), _CFG["codec"], res.pop("encoded"))
+    root, res = _CFG["root"], dict(computed)
+    i = res["index"]
+    res["images"] = writer.write_images(root, i, res.pop("pixels"), _CFG["codec"], res.pop("encoded"))
     occ, occ_encoded = res["occ"], res.pop("occ_encoded")
-    res["occ"] = None if occ is None else writer.write_occ_gt(root, task.index, occ, occ_encoded)
+    res["occ"] = None if occ is None else writer.write_occ_gt(root, i, occ, occ_encoded)
     return res
 
 
@@ -237,11 +237,11 @@ def iter_samples(tasks: list[SampleTask]):
     occ_codec = writer.prebuilt_occ_codec(_CFG["root"]) if any(t.occ_gt_path for t in tasks) else None
     with ThreadPoolExecutor(readers, thread_name_prefix="prep-samples") as pool:
         ahead = deque(pool.submit(compute_sample, t, quality, occ_codec) for t in tasks[:readers])
-        for k, task in enumerate(tasks):
+        for k in range(len(tasks)):
             computed = ahead.popleft().result()
             if k + readers < len(tasks):
                 ahead.append(pool.submit(compute_sample, tasks[k + readers], quality, occ_codec))
-            yield write_sample(task, computed)
+            yield write_sample(computed)
 
 
 def process_samples(tasks: list[SampleTask]) -> list[dict]:
@@ -392,13 +392,15 @@ def normalise_root(out: str) -> str:
 
 def run(opts: PrepOptions, log=print) -> dict:
     """Prepare (or resume) a store; returns a summary dict."""
+    freeze = gc.get_freeze_count() == 0   # a caller's own gc.freeze is left as it was
     try:
-        return _run(opts, log)
+        return _run(opts, log, freeze)
     finally:
-        gc.unfreeze()   # see _run: the devkit's tables are collected like anything else once dropped
+        if freeze:
+            gc.unfreeze()   # see _run: the devkit's tables are collected like anything else once dropped
 
 
-def _run(opts: PrepOptions, log) -> dict:
+def _run(opts: PrepOptions, log, freeze: bool) -> dict:
     t0 = time.perf_counter()
     if opts.num_shards < 1 or not 0 <= opts.shard_index < opts.num_shards:
         raise UserError(f"--shard-index {opts.shard_index} must be in [0, --num-shards {opts.num_shards})")
@@ -415,7 +417,8 @@ def _run(opts: PrepOptions, log) -> dict:
     finally:
         if collecting:
             gc.enable()
-    gc.freeze()
+    if freeze:
+        gc.freeze()
     cameras = nus.camera_channels(nusc, opts.cameras)
     occ_dir = opts.occ_gt
     if occ_dir and not os.path.isdir(occ_dir):
