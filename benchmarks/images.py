@@ -22,12 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-REAL = Path(__file__).resolve().parents[2] / "shared/data/nuscenes-scene-0916"
+# The real fixture: $RENDEROCC_REAL_FIXTURE, else ../shared/data beside the checkout.
+REAL = Path(os.environ.get("RENDEROCC_REAL_FIXTURE")
+            or Path(__file__).resolve().parents[2] / "shared/data/nuscenes-scene-0916")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataroot", default=str(REAL if REAL.is_dir() else "/work/shared/data/nuscenes-scene-0916"))
+    ap.add_argument("--dataroot", default=str(REAL))
     ap.add_argument("--version", default="v1.0-mini")
     ap.add_argument("--max-samples", type=int, default=12)
     ap.add_argument("--quality", type=int, default=None, help="JPEG quality (default: the store default)")

@@ -111,7 +111,7 @@ def build_data(work: Path, image_size: str, scenes: int) -> dict[str, Path]:
 
 
 def config_digest(config: str, overrides: list[str]) -> str:
-    from renderocc.train.config import load_config
+    from renderocc.config import load_config
 
     return load_config(config, overrides).digest()
 
@@ -255,7 +255,7 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=HERE / "results")
     args = ap.parse_args()
 
-    from renderocc.train.config import load_config
+    from renderocc.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     args.steps = args.steps or cfg.train.max_steps

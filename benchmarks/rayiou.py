@@ -1,5 +1,5 @@
 """RayIoU speed on CPU: samples per second of the SparseOcc protocol (8 origins × 14,040 rays,
-GT and prediction walked together), against the issue's target of ≥ 10 samples/s on 2 cores,
+GT and prediction walked together), against the target of ≥ 10 samples/s on 2 cores,
 with the C++ walk (what eval uses) and the numpy walk (its fallback without the extension).
 
 A synthetic scene of 12 keyframes (so every sample has the full 8 origins), its Occ3D-style GT,
@@ -24,7 +24,7 @@ from renderocc.eval.rayiou import RayIoU, cast
 from renderocc.store.layout import OCC_GRID
 from renderocc.synth.writer import write_dataset
 
-TARGET = 10.0  # samples/s on 2 cores (issue 14)
+TARGET = 10.0  # samples/s on 2 cores
 
 
 def main() -> None:

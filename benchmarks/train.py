@@ -69,7 +69,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from renderocc.store.reader import StoreReader
-    from renderocc.train.config import load_config, resolved
+    from renderocc.config import load_config, resolved
     from renderocc.train.dataset import EpochSampler, RayDataset
     from renderocc.train.trainer import (
         build_model,

@@ -43,3 +43,8 @@ def savez_atomic(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     write_atomic(path, buf.getvalue())
+
+
+def share(num: float, den: float) -> float | None:
+    """num / den as a float, None when there is nothing to share (reports print it as a dash)."""
+    return float(num) / float(den) if den else None

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The one-call GPU check (issue 15): on a bare H200 machine (python3 with torch + CUDA, numpy,
+# The one-call GPU check: on a bare H200 machine (python3 with torch + CUDA, numpy,
 # pytest) build the renderer for sm_90, run the CUDA tests, time the renderer against the
 # reference on the GPU, and time the occ3d training step with AMP on and off. Writes
 # OUTDIR/gpu_check.log (everything) and OUTDIR/gpu_check.json (stage results and figures).
 #
-#   scripts/gpu_check_prepare.sh            # here, once: .gpu_carry/ (store + wheels)
-#   scripts/gpu_check.sh OUTDIR             # there, carrying .gpu_carry
+#   scripts/gpu_check_prepare.sh            # on a CPU machine, once: .gpu_carry/ (store + wheels)
+#   scripts/gpu_check.sh OUTDIR             # on the GPU machine, in a checkout that holds .gpu_carry/
 #   GPU_CHECK_DEVICE=cpu scripts/gpu_check.sh OUTDIR   # a tiny version of every stage, no GPU
 #
 # Every stage logs PASS/FAIL/SKIP and the JSON records it; a failing stage never stops the later
@@ -78,7 +78,7 @@ if [ "$DEVICE" = cuda ]; then
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv 2>&1 | tee -a "$LOG"
 fi
 
-# 2. Wheels the training step needs that the machine lacks (carried; see gpu_check_prepare.sh).
+# 2. Wheels the training step needs that the machine lacks (in .gpu_carry/wheels; see gpu_check_prepare.sh).
 if [ "$DEVICE" != cuda ]; then
   skip wheels "cpu mode: this machine's environment has them"
 elif compgen -G "$CARRY/wheels/*.whl" >/dev/null; then
@@ -114,7 +114,7 @@ if [ "$DEVICE" = cuda ]; then R1=38400; R2=384000; else R1=${GPU_CHECK_CPU_RAYS:
 stage render_bench_${R1} 180 "$PY" benchmarks/render.py --device "$DEVICE" --rays "$R1" --json "$WORK/render_1.json"
 stage render_bench_${R2} 240 "$PY" benchmarks/render.py --device "$DEVICE" --rays "$R2" --json "$WORK/render_10.json"
 
-# 6. 20 training steps (2 warm-up + 18 timed) of occ3d on the carried store, AMP on and off.
+# 6. 20 training steps (2 warm-up + 18 timed) of occ3d on the prepared store (.gpu_carry/store), AMP on and off.
 #    On the CPU: the demo config, 2 + 2 steps (occ3d's ResNet-34 at 704x256 would take many minutes here).
 if [ ! -f "$CARRY/store/manifest.json" ]; then
   skip train_amp "no store at $CARRY/store (run scripts/gpu_check_prepare.sh)"

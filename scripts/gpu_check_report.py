@@ -1,5 +1,5 @@
 """gpu_check.json from the work folder of scripts/gpu_check.sh: every stage's result, the figures
-each stage wrote, and the issue-15 targets measured against them; prints a short summary.
+each stage wrote, and the GPU targets measured against them; prints a short summary.
 
     python scripts/gpu_check_report.py WORK_DIR OUT_JSON DEVICE
 
@@ -14,7 +14,7 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-# Issue 15's targets (on one H200; meaningful for DEVICE=cuda only).
+# GPU targets (on one H200; meaningful for DEVICE=cuda only).
 TARGET_FWD_BWD_MS = 5.0      # 38,400 rays through 200x200x16x17 at step 0.2 m
 TARGET_SPEEDUP = 50.0        # vs the materialised reference on the same GPU
 TARGET_SAMPLES_PER_S = 8.0   # the occ3d step with AMP

@@ -9,8 +9,7 @@ from pathlib import Path
 def _real_fixture() -> Path:
     env = os.environ.get("RENDEROCC_REAL_FIXTURE")
     candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parents[2] / "shared/data/nuscenes-scene-0916",
-                   Path("/work/shared/data/nuscenes-scene-0916")]
+    candidates.append(Path(__file__).resolve().parents[2] / "shared/data/nuscenes-scene-0916")
     return next((c for c in candidates if (c / "v1.0-mini").is_dir()), candidates[0])
 
 

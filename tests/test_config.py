@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from renderocc.errors import UserError
-from renderocc.train.config import Config, GridConfig, load_config, model_grid, parse_value, resolved
+from renderocc.config import Config, GridConfig, load_config, model_grid, parse_value, resolved
 
 STORE_GRID = {"pc_range": [-40.0, -40.0, -1.0, 40.0, 40.0, 5.4], "voxel_size": [0.4] * 3, "shape": [200, 200, 16]}
 

@@ -79,7 +79,7 @@ def test_eval_user_errors(store, ckpt, tmp_path):
 def test_oracle_scores_perfectly(store, monkeypatch):
     """GT in → mIoU 1 and rendered depth close to the LiDAR labels: frames and z/distance agree."""
     from renderocc.store.reader import StoreReader
-    from renderocc.train.config import load_config, resolved
+    from renderocc.config import load_config, resolved
 
     reader = StoreReader(store)
 
@@ -107,10 +107,10 @@ def test_oracle_scores_perfectly(store, monkeypatch):
     lab, s = reader.labels(i), reader.sample(i)
     rays = infer.label_rays(reader, i, s, lab)
     dist = np.asarray(lab["depth"], np.float64) * rays["scale"]
-    keep = ends_inside(rays["origins"], rays["dirs"], dist, reader.grid)
+    keep = ends_inside(rays["origins"], rays["directions"], dist, reader.grid)
     keep &= np.isin(lab["label"], [4, 10, 16])  # car, truck, vegetation
     density, logits = oracle(None, reader, i, None)
-    r = infer.render(density, logits, rays["origins"][keep], rays["dirs"][keep], reader.grid, 0.2)
+    r = infer.render(density, logits, rays["origins"][keep], rays["directions"][keep], reader.grid, 0.2)
     ratio = r["depth"] / dist[keep]
     assert keep.sum() > 100 and 0.88 < np.median(ratio) < 1.02  # voxel surfaces sit a little early
 
@@ -191,7 +191,7 @@ def test_inputs_are_the_stored_images_resized_and_bottom_cropped(store):
     """The network input is an independent resize of the stored image, cropped to keep the bottom,
     and K follows the same pixel map: u' = (u + ½)·s − ½ − x0."""
     from renderocc.store.reader import StoreReader
-    from renderocc.train.config import load_config
+    from renderocc.config import load_config
 
     reader = StoreReader(store)
     images, K, _ = infer.model_inputs(reader, 1, load_config("demo", ["data.input_size=[64, 32]"]))
@@ -265,7 +265,7 @@ class _Geometric(torch.nn.Module):
 
 def test_tta_flip_gives_back_an_equivariant_models_output(store):
     from renderocc.store.reader import StoreReader
-    from renderocc.train.config import load_config, resolved
+    from renderocc.config import load_config, resolved
 
     reader = StoreReader(store)
     cfg = resolved(load_config("demo", ["data.input_size=[64, 32]", "grid.voxel_size=1.6"]), reader.grid)
@@ -305,7 +305,7 @@ class _ImageReader(torch.nn.Module):
 
 def test_tta_flip_mirrors_the_image_with_its_intrinsics(store):
     from renderocc.store.reader import StoreReader
-    from renderocc.train.config import load_config, resolved
+    from renderocc.config import load_config, resolved
 
     reader = StoreReader(store)
     cfg = resolved(load_config("demo", ["data.input_size=[64, 32]", "grid.voxel_size=1.6"]), reader.grid)

@@ -17,7 +17,7 @@ from renderocc.cli import main
 from renderocc.errors import UserError
 from renderocc.fit.fit import coverage_counts, dilate26, fit_config, fit_frames, fit_store
 from renderocc.fit.grid_model import FreeGrid
-from renderocc.train.config import load_config
+from renderocc.config import load_config
 
 GRID = {"pc_range": [-4.0, -4.0, -1.0, 4.0, 4.0, 1.4], "voxel_size": [0.4, 0.4, 0.4], "shape": [20, 20, 6]}
 BOX_LO, BOX_HI = np.array([-0.4, -0.4, -0.2]), np.array([0.4, 0.4, 0.6])  # voxels x 9-10, y 9-10, z 2-3
@@ -48,7 +48,7 @@ def box_rays(per_origin: int = 300, seed: int = 0) -> dict:
             d_all.append(d)
             t_all.append(np.minimum(t1, t2).max(1))  # slab entry: the first face the ray meets
     t = np.concatenate(t_all)
-    return {"origins": np.concatenate(o_all), "dirs": np.concatenate(d_all), "dist": t,
+    return {"origins": np.concatenate(o_all), "directions": np.concatenate(d_all), "ends": t,
             "label": np.full(len(t), CAR, np.int64)}
 
 

@@ -244,7 +244,7 @@ def test_a_version_1_store_still_reads_without_free_beams(raw_store, tmp_path):
 
 # -- training ----------------------------------------------------------------------------------------
 def _dataset(reader, *sets: str):
-    from renderocc.train.config import load_config, resolved
+    from renderocc.config import load_config, resolved
     from renderocc.train.dataset import RayDataset
 
     cfg = resolved(load_config("demo", ["data.input_size=[64, 32]", "data.rays=64", "data.workers=0", *sets]),
@@ -273,7 +273,7 @@ def test_dataset_yields_free_beams_only_when_the_term_is_active(small_store, raw
 
 def test_free_beam_term_is_in_the_table_and_the_log():
     from renderocc.train import losses as L
-    from renderocc.train.config import load_config
+    from renderocc.config import load_config
     from renderocc.train.trainer import LOG_FIELDS
 
     assert "free_beams" in LOG_FIELDS

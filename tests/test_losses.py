@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from renderocc.train import losses as L
-from renderocc.train.config import load_config
+from renderocc.config import load_config
 
 
 def materialised_line_of_sight(density, origins, dirs, dist, sample, n, grid, step, margin, rel):

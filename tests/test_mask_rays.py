@@ -20,7 +20,7 @@ from renderocc.prep.pipeline import PrepOptions, run
 from renderocc.store.reader import StoreReader
 from renderocc.synth.writer import write_dataset
 from renderocc.train import losses as L
-from renderocc.train.config import load_config, resolved, semantic_source
+from renderocc.config import load_config, resolved, semantic_source
 from renderocc.train.dataset import RayDataset
 from renderocc.train.mask_rays import MaskCache
 
@@ -51,15 +51,15 @@ def test_items_hold_mask_rays_at_the_share_with_the_masks_class_and_no_depth(apr
     item = ds[(0, 1)]
     lidar, masks = slice(0, 300), slice(300, 400)
     assert ds.mask_rays == 100
-    assert torch.isfinite(item["dist"][lidar]).all() and item["valid"][lidar].all()
-    assert torch.isnan(item["dist"][masks]).all()  # no depth target, valid or padding alike
+    assert torch.isfinite(item["ends"][lidar]).all() and item["valid"][lidar].all()
+    assert torch.isnan(item["ends"][masks]).all()  # no depth target, valid or padding alike
     valid = item["valid"][masks]
     assert valid.sum() >= 95  # the cameras sit inside the grid box: (nearly) every ray crosses it
     lab = item["label"][masks][valid].numpy()
     assert (lab < r.vocabulary.num_semantic).all()  # 255 (unlabelled) pixels are never drawn
     # a key mask ray projects back onto a pixel of its camera whose stored class is its label
     s, mask = r.sample(1), r.semantic_mask(1)
-    o, d = item["origins"][masks][valid].numpy(), item["dirs"][masks][valid].numpy()
+    o, d = item["origins"][masks][valid].numpy(), item["directions"][masks][valid].numpy()
     key = item["is_key"][masks][valid].numpy()
     checked = 0
     for c, name in enumerate(r.cameras):
@@ -72,7 +72,7 @@ def test_items_hold_mask_rays_at_the_share_with_the_masks_class_and_no_depth(apr
         checked += int(m.sum())
     assert checked == int(key.sum()) > 20
     none = RayDataset(r, _cfg(r, "data.rays=400"), train=True)[(0, 1)]
-    assert torch.isfinite(none["dist"]).all()  # share 0: LiDAR label rays only
+    assert torch.isfinite(none["ends"]).all()  # share 0: LiDAR label rays only
 
 
 def test_lidar_rays_take_the_mask_class_at_their_pixel_or_none(apron_store):
@@ -118,7 +118,7 @@ def _loss_batch(with_masks: bool):
     dist = torch.cat([1 + 4 * torch.rand(R, generator=g), torch.full((M,), float("nan"))])
     label = torch.randint(0, 5, (R + M,), generator=g)
     valid = torch.cat([torch.ones(R, dtype=torch.bool), torch.full((M,), with_masks)])
-    return {"origins": o[None], "dirs": d[None], "dist": dist[None], "label": label[None], "valid": valid[None]}
+    return {"origins": o[None], "directions": d[None], "ends": dist[None], "label": label[None], "valid": valid[None]}
 
 
 def test_depth_terms_ignore_mask_rays_and_the_semantic_term_uses_them(ops):
@@ -164,7 +164,7 @@ def test_surface_mask_semantics_name_the_wall_not_the_fog_in_front(ops):
     logits0 = torch.zeros(1, 20, 8, 8, 4)
     origins = torch.tensor([[0.2, 0.0, 0.0], [0.2, 0.3, 0.1]])
     dirs = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
-    batch = {"origins": origins[None], "dirs": dirs[None], "dist": torch.tensor([[9.4, float("nan")]]),
+    batch = {"origins": origins[None], "directions": dirs[None], "ends": torch.tensor([[9.4, float("nan")]]),
              "label": torch.tensor([[1, 2]]), "valid": torch.tensor([[False, True]])}  # the mask ray alone
     weights = {"depth": 0.0, "depth_absrel": 0.0, "distortion": 0.0, "freespace": 0.0, "termination": 0.0,
                "semantic": 1.0, "sparsity": 0.0, "lss_depth": 0.0}

@@ -11,7 +11,7 @@ import torch
 from renderocc.errors import UserError
 from renderocc.model import OccupancyNet
 from renderocc.model.encoder import ResNet, load_pretrained
-from renderocc.train.config import ModelConfig
+from renderocc.config import ModelConfig
 
 GRID = {"pc_range": [-8.0, -8.0, -1.0, 8.0, 8.0, 2.2], "voxel_size": [0.8] * 3, "shape": [20, 20, 4]}
 TINY = ModelConfig(encoder="resnet10", width=8, norm="gn", channels=16, voxel_channels=8, blocks3d=1,

@@ -13,12 +13,16 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from renderocc.cuda import RenderOutput, loader, ray_visibility, render_rays
-from renderocc.raygrid import clip_rays
+from renderocc import ops as facade
+from renderocc.cuda import loader
+from renderocc.geometry import Grid
+from renderocc.geometry.sampling import clip_rays
+from renderocc.ops import ExtensionUnavailable, RenderOutput, ray_visibility, render_rays
 
 BOX = (-1.2, -1.0, -0.6, 0.8, 1.0, 0.9)
 VOXEL = (0.4, 0.5, 0.3)  # -> grid (5, 4, 5), anisotropic on purpose
 SHAPE = (5, 4, 5)
+GRID = Grid(BOX, VOXEL, SHAPE)
 C = 4
 
 
@@ -68,7 +72,7 @@ def make_rays(B: int = 2, n_random: int = 200, dtype=torch.float64, seed: int = 
 
 def render(backend: str, density, semantics, o, d, b, **kw) -> RenderOutput:
     kw.setdefault("step", 0.07)
-    return render_rays(density, semantics, o, d, b, pc_range=BOX, voxel_size=VOXEL, backend=backend, **kw)
+    return render_rays(density, semantics, o, d, b, grid=GRID, backend=backend, **kw)
 
 
 def test_ray_set_covers_the_hard_cases():
@@ -144,6 +148,7 @@ def test_float32_matches_reference(ops):
 
 
 TINY_BOX, TINY_VOXEL, TINY_SHAPE = (-1.0, -1.0, -0.5, 1.0, 1.0, 1.0), (2 / 3, 1.0, 0.5), (2, 3, 2, 3)
+TINY_GRID = Grid(TINY_BOX, TINY_VOXEL, TINY_SHAPE[1:])
 
 
 def tiny_case(seed: int = 5):
@@ -164,7 +169,7 @@ def test_gradcheck(ops, mode):
     semantics = torch.randn(*TINY_SHAPE, 3, generator=g, dtype=torch.float64, requires_grad=True)
 
     def fn(dens, sem):
-        out = render_rays(dens, sem, o, d, b, pc_range=TINY_BOX, voxel_size=TINY_VOXEL, step=0.15,
+        out = render_rays(dens, sem, o, d, b, grid=TINY_GRID, step=0.15,
                           backend="cpu", semantic_mode=mode, return_distortion=True, background_depth=True)
         return out.depth, out.semantics, out.opacity, out.distortion
 
@@ -180,7 +185,7 @@ def test_analytic_constant_density_along_x(ops):
     o = torch.tensor([[BOX[0] - 1.0, 0.05, 0.1]], dtype=torch.float64)
     d = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
     b = torch.zeros(1, dtype=torch.long)
-    out = render_rays(density, semantics, o, d, b, pc_range=BOX, voxel_size=VOXEL, step=step, near=near,
+    out = render_rays(density, semantics, o, d, b, grid=GRID, step=step, near=near,
                       backend="cpu", return_distortion=True, background_depth=True)
     length = BOX[3] - BOX[0]
     K = math.floor(length / step)
@@ -310,15 +315,16 @@ def test_empty_ray_set_and_unpacking(ops):
     assert depth.shape == (0,) and sem.shape == (0, C) and opacity.shape == (0,)
 
 
-@pytest.mark.parametrize("bad", [
-    {"backend": "gpu"}, {"semantic_mode": "softmax"}, {"step": 0.0}, {"voxel_size": (0.4, 0.4)},
-    {"pc_range": (0, 0, 0, -1, 1, 1)},
+@pytest.mark.parametrize(("bad", "error"), [
+    ({"backend": "gpu"}, ValueError), ({"semantic_mode": "softmax"}, ValueError), ({"step": 0.0}, ValueError),
+    ({"grid": Grid.tiling(BOX, 0.1)}, ValueError),  # a grid of another shape than the density
+    ({"grid": {"pc_range": BOX, "voxel_size": VOXEL}}, TypeError),  # a plain dict is not a Grid
 ])
-def test_bad_arguments_raise(bad):
+def test_bad_arguments_raise(bad, error):
     density, semantics = make_grids("random")
     o, d, b = make_rays()
-    kw = {"pc_range": BOX, "voxel_size": VOXEL, "step": 0.1, **bad}
-    with pytest.raises(ValueError):
+    kw = {"grid": GRID, "step": 0.1, **bad}
+    with pytest.raises(error):
         render_rays(density, semantics, o, d, b, **kw)
 
 
@@ -326,27 +332,32 @@ def test_batch_index_out_of_range_raises():
     density, semantics = make_grids("random")
     o, d, b = make_rays()
     with pytest.raises(ValueError, match="batch_index"):
-        render_rays(density, semantics, o, d, b + 2, pc_range=BOX, voxel_size=VOXEL, step=0.1)
+        render_rays(density, semantics, o, d, b + 2, grid=GRID, step=0.1)
 
 
-def test_fallback_warns_once_and_uses_reference(monkeypatch):
-    monkeypatch.setattr(loader, "_state", {"error": "no compiler (simulated)"})
+def test_without_the_extension_auto_warns_once_and_renders_what_the_kernel_does(ops, monkeypatch):
     density, semantics = make_grids("random")
     o, d, b = make_rays()
+    kernel = render("cpu", density, semantics, o, d, b)
+    monkeypatch.setattr(loader, "_state", {"error": "no compiler (simulated)"})
+    monkeypatch.setattr(facade, "_warned", [])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         first = render("auto", density, semantics, o, d, b)
+        second = render("auto", density, semantics, o, d, b)
+    assert len([w for w in caught if "PyTorch reference" in str(w.message)]) == 1
+    for got in (first, second):  # the twin computes the kernel's contract
+        torch.testing.assert_close(got.depth, kernel.depth, atol=1e-9, rtol=1e-9)
+        torch.testing.assert_close(got.semantics, kernel.semantics, atol=1e-9, rtol=1e-9)
+    with pytest.raises(ExtensionUnavailable, match="simulated"):  # asking for the kernel by name gets it or fails
         render("cpu", density, semantics, o, d, b)
-    assert len([w for w in caught if "reference" in str(w.message)]) == 1
-    ref = render("reference", density, semantics, o, d, b)
-    torch.testing.assert_close(first.depth, ref.depth)
 
 
 @pytest.mark.parametrize("kind", ["random", "sparse", "saturating"])
 def test_visibility_matches_reference(ops, kind):
     density, _ = make_grids(kind)
     o, d, b = make_rays(n_random=400)
-    kw = {"pc_range": BOX, "voxel_size": VOXEL, "step": 0.07, "near": 0.05}
+    kw = {"grid": GRID, "step": 0.07, "near": 0.05}
     ours = ray_visibility(density, o, d, b, backend="cpu", **kw)
     ref = ray_visibility(density, o, d, b, backend="reference", **kw)
     torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0)
@@ -358,7 +369,7 @@ def test_visibility_stops_behind_a_wall(ops):
     density[0, 1] = 1e3
     o = torch.tensor([[BOX[0] - 0.5, 0.05, 0.1]], dtype=torch.float64)
     d = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
-    vis = ray_visibility(density, o, d, torch.zeros(1, dtype=torch.long), pc_range=BOX, voxel_size=VOXEL,
+    vis = ray_visibility(density, o, d, torch.zeros(1, dtype=torch.long), grid=GRID,
                          step=0.05, backend="cpu")
     assert vis[0, 0].max() > 0.5 and vis[0, 3:].max() == 0
 

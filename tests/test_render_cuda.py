@@ -12,18 +12,19 @@ import pytest
 import torch
 from test_render import (
     BOX,
+    GRID,
     SHAPE,
-    TINY_BOX,
+    TINY_GRID,
     TINY_SHAPE,
-    TINY_VOXEL,
-    VOXEL,
     make_grids,
     make_rays,
     tiny_case,
 )
 
-from renderocc.cuda import loader, ray_optical_depth, ray_visibility, render_rays
-from renderocc.raygrid import clip_rays
+from renderocc.cuda import loader
+from renderocc.geometry import Grid
+from renderocc.geometry.sampling import clip_rays
+from renderocc.ops import ray_optical_depth, ray_visibility, render_rays
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: CUDA kernel not run here")
 OUTPUTS = ("depth", "semantics", "opacity", "distortion")
@@ -45,7 +46,7 @@ def test_cuda_sources_compile(tmp_path):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_matches_cpu(ops, mode, dtype):
     g = torch.Generator().manual_seed(0)
-    box, voxel = (-4.0, -4.0, -1.0, 4.0, 4.0, 1.4), 0.4
+    grid = Grid.tiling((-4.0, -4.0, -1.0, 4.0, 4.0, 1.4), 0.4)
     density = torch.rand(2, 20, 20, 6, generator=g, dtype=dtype) * 2
     semantics = torch.randn(2, 20, 20, 6, 5, generator=g, dtype=dtype)
     o = torch.randn(500, 3, generator=g, dtype=dtype) * 3
@@ -56,8 +57,8 @@ def test_cuda_matches_cpu(ops, mode, dtype):
     for device in ("cpu", "cuda"):
         dens = density.to(device).requires_grad_()
         sem = semantics.to(device).requires_grad_()
-        out = render_rays(dens, sem, o.to(device), d.to(device), b.to(device), pc_range=box,
-                          voxel_size=voxel, step=0.1, backend=device, semantic_mode=mode,
+        out = render_rays(dens, sem, o.to(device), d.to(device), b.to(device), grid=grid,
+                          step=0.1, backend=device, semantic_mode=mode,
                           return_distortion=True, background_depth=True)
         loss = out.depth.sum() + out.semantics.pow(2).sum() + out.opacity.sum() + out.distortion.sum()
         grads = torch.autograd.grad(loss, [dens, sem])
@@ -72,7 +73,7 @@ def test_cuda_matches_cpu(ops, mode, dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_cuda_optical_depth_matches_cpu(ops, dtype):
     g = torch.Generator().manual_seed(0)
-    box, voxel = (-4.0, -4.0, -1.0, 4.0, 4.0, 1.4), 0.4
+    grid = Grid.tiling((-4.0, -4.0, -1.0, 4.0, 4.0, 1.4), 0.4)
     density = torch.rand(2, 20, 20, 6, generator=g, dtype=dtype) * 2
     o = torch.randn(500, 3, generator=g, dtype=dtype) * 3
     d = torch.randn(500, 3, generator=g, dtype=dtype)
@@ -84,7 +85,7 @@ def test_cuda_optical_depth_matches_cpu(ops, dtype):
     for device in ("cpu", "cuda"):
         dens = density.to(device).requires_grad_()
         tau, count = ray_optical_depth(dens, o.to(device), d.to(device), b.to(device), t_ends.to(device),
-                                       pc_range=box, voxel_size=voxel, step=0.1, backend=device)
+                                       grid=grid, step=0.1, backend=device)
         (grad,) = torch.autograd.grad((tau * g_tau.to(device)).sum(), [dens])
         results.append([t.detach().cpu() for t in (tau, count, grad)])
     tol = 1e-4 if dtype == torch.float32 else 1e-9
@@ -104,7 +105,7 @@ def _render(backend: str, density, semantics, o, d, b, **kw):
     device = "cuda" if backend == "cuda" else "cpu"
     kw.setdefault("step", 0.07)
     return render_rays(density.to(device), semantics.to(device), o.to(device), d.to(device), b.to(device),
-                       pc_range=BOX, voxel_size=VOXEL, backend=backend, **kw)
+                       grid=GRID, backend=backend, **kw)
 
 
 @needs_cuda
@@ -141,7 +142,7 @@ def test_cuda_gradcheck(ops, mode):
     o, d, b = o.cuda(), d.cuda(), b.cuda()
 
     def fn(dens, sem):
-        out = render_rays(dens, sem, o, d, b, pc_range=TINY_BOX, voxel_size=TINY_VOXEL, step=0.15,
+        out = render_rays(dens, sem, o, d, b, grid=TINY_GRID, step=0.15,
                           backend="cuda", semantic_mode=mode, return_distortion=True, background_depth=True)
         return out.depth, out.semantics, out.opacity, out.distortion
 
@@ -157,8 +158,8 @@ def test_cuda_early_termination_is_mirrored(ops):
     density, semantics = density.cuda().requires_grad_(), semantics.cuda().requires_grad_()
     o = torch.tensor([[BOX[0] - 0.5, 0.05, 0.1]], dtype=torch.float64, device="cuda")
     d = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64, device="cuda")
-    out = render_rays(density, semantics, o, d, torch.zeros(1, dtype=torch.long, device="cuda"), pc_range=BOX,
-                      voxel_size=VOXEL, step=0.05, backend="cuda")
+    out = render_rays(density, semantics, o, d, torch.zeros(1, dtype=torch.long, device="cuda"), grid=GRID,
+                      step=0.05, backend="cuda")
     gd, gs = torch.autograd.grad(out.depth.sum() + out.semantics.sum(), [density, semantics])
     assert out.opacity.item() > 1 - 1e-4
     assert gs[0, 3:].abs().max() == 0 and gd[0, 3:].abs().max() == 0
@@ -170,7 +171,7 @@ def test_cuda_early_termination_is_mirrored(ops):
 def test_cuda_visibility_matches_cpu_and_reference(ops, kind):
     density, _ = make_grids(kind)
     o, d, b = make_rays(n_random=400)
-    kw = {"pc_range": BOX, "voxel_size": VOXEL, "step": 0.07, "near": 0.05}
+    kw = {"grid": GRID, "step": 0.07, "near": 0.05}
     ours = ray_visibility(density.cuda(), o.cuda(), d.cuda(), b.cuda(), backend="cuda", **kw).cpu()
     for backend in ("cpu", "reference"):
         torch.testing.assert_close(ours, ray_visibility(density, o, d, b, backend=backend, **kw), atol=1e-6, rtol=0)

@@ -12,13 +12,13 @@ import os
 
 import pytest
 import torch
-from test_render import BOX, VOXEL, make_grids, make_rays
+from test_render import BOX, GRID, VOXEL, make_grids, make_rays
 
-from renderocc.cuda import ray_optical_depth, render_rays
+from renderocc.ops import ray_optical_depth, render_rays
 
 DEVICE = os.environ.get("RENDEROCC_TEST_DEVICE", "cpu")
 COMPILE_BACKEND = os.environ.get("RENDEROCC_COMPILE_BACKEND", "aot_eager")
-PARAMS = (list(BOX), list(VOXEL), 0.05, 0.07)  # box, voxel_size, near, step
+PARAMS = (list(BOX), list(VOXEL), 0.05, 0.07)  # box, voxel, near, step
 
 pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -37,7 +37,7 @@ def _inputs(dtype=torch.float64, n_random=120):
 
 
 def _render(density, semantics, o, d, b, **kw):
-    out = render_rays(density, semantics, o, d, b, pc_range=BOX, voxel_size=VOXEL, step=0.07, near=0.05,
+    out = render_rays(density, semantics, o, d, b, grid=GRID, step=0.07, near=0.05,
                       backend=DEVICE, return_distortion=True, background_depth=True, **kw)
     return out.depth, out.semantics, out.opacity, out.distortion
 
@@ -60,7 +60,7 @@ def test_raw_forward_op_is_differentiable(ops):
     assert depth.grad_fn is not None and not t_far.requires_grad
     raw_grads = torch.autograd.grad(_weighted_sum((depth, sem, opacity, distortion)), raw)
     ref = [t.clone().requires_grad_() for t in (density, semantics)]
-    out = render_rays(*ref, o, d, b, pc_range=BOX, voxel_size=VOXEL, step=0.07, near=0.05, backend="reference",
+    out = render_rays(*ref, o, d, b, grid=GRID, step=0.07, near=0.05, backend="reference",
                       return_distortion=True)
     outs = (out.depth, out.semantics, out.opacity, out.distortion)
     ref_grads = torch.autograd.grad(_weighted_sum(outs), ref)
@@ -121,7 +121,7 @@ def test_compiled_optical_depth_equals_eager(ops):
     t_ends = torch.rand(o.shape[0], 3, generator=torch.Generator().manual_seed(2)).to(DEVICE) * 3
 
     def tau_loss(dens):
-        tau, count = ray_optical_depth(dens, o, d, b, t_ends, pc_range=BOX, voxel_size=VOXEL, step=0.07,
+        tau, count = ray_optical_depth(dens, o, d, b, t_ends, grid=GRID, step=0.07,
                                        backend=DEVICE)
         return tau, count, (tau.square() * count).sum()
 

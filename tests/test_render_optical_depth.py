@@ -10,16 +10,16 @@ import math
 
 import pytest
 import torch
-from test_render import BOX, SHAPE, TINY_BOX, TINY_VOXEL, VOXEL, make_grids, make_rays, tiny_case
+from test_render import BOX, GRID, SHAPE, TINY_GRID, make_grids, make_rays, tiny_case
 
-from renderocc.cuda import ray_optical_depth, ray_visibility
-from renderocc.raygrid import clip_rays
+from renderocc.geometry.sampling import clip_rays
+from renderocc.ops import ray_optical_depth, ray_visibility
 
 STEP, NEAR = 0.07, 0.05
 
 
 def optical_depth(backend: str, density, o, d, b, t_ends, **kw):
-    kw = {"pc_range": BOX, "voxel_size": VOXEL, "step": STEP, "near": NEAR, **kw}
+    kw = {"grid": GRID, "step": STEP, "near": NEAR, **kw}
     return ray_optical_depth(density, o, d, b, t_ends, backend=backend, **kw)
 
 
@@ -99,7 +99,7 @@ def test_gradcheck(ops):
     t_ends = torch.tensor([[1.2, 3.0], [2.5, 0.4], [0.5, 9.0], [1.9, 2.2]], dtype=torch.float64)
 
     def fn(dens):
-        return ray_optical_depth(dens, o, d, b, t_ends, pc_range=TINY_BOX, voxel_size=TINY_VOXEL, step=0.15,
+        return ray_optical_depth(dens, o, d, b, t_ends, grid=TINY_GRID, step=0.15,
                                  backend="cpu")[0]
 
     assert torch.autograd.gradcheck(fn, (density,), eps=1e-6, atol=1e-6)
@@ -114,8 +114,8 @@ def test_constant_density_along_x(ops):
     K = math.floor((BOX[3] - BOX[0]) / step)  # 20 samples at t = 1.05, 1.15, ...
     # Before the box, between samples 6 and 7, beyond the box: 0, 7 and all K samples.
     t_ends = torch.tensor([[0.5, 1.73, 9.0]], dtype=torch.float64)
-    tau, count = ray_optical_depth(density, o, d, torch.zeros(1, dtype=torch.long), t_ends, pc_range=BOX,
-                                   voxel_size=VOXEL, step=step, backend="cpu")
+    tau, count = ray_optical_depth(density, o, d, torch.zeros(1, dtype=torch.long), t_ends, grid=GRID,
+                                   step=step, backend="cpu")
     torch.testing.assert_close(count, torch.tensor([[0.0, 7.0, K]], dtype=torch.float64), atol=0, rtol=0)
     torch.testing.assert_close(tau, c * step * count)
 
@@ -129,7 +129,7 @@ def test_no_early_termination(ops):
     o = torch.tensor([[BOX[0] - 0.5, 0.05, 0.1]], dtype=torch.float64)
     d = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
     b = torch.zeros(1, dtype=torch.long)
-    kw = {"pc_range": BOX, "voxel_size": VOXEL, "step": 0.05}
+    kw = {"grid": GRID, "step": 0.05}
     tau, _ = ray_optical_depth(density, o, d, b, torch.tensor([[9.0]], dtype=torch.float64), backend="cpu", **kw)
     (gd,) = torch.autograd.grad(tau.sum(), [density])
     assert gd[0, 3:].abs().max() > 0

@@ -20,7 +20,7 @@ from renderocc.eval.evaluate import describe_supervision
 from renderocc.raygrid import label_rays
 from renderocc.store.reader import StoreReader
 from renderocc.train.checkpoint import load_model
-from renderocc.train.config import Config, load_config, resolved, supervision_label
+from renderocc.config import Config, load_config, resolved, supervision_label
 from renderocc.train.dataset import EpochSampler, RayDataset, weighted_sample
 from renderocc.train.trainer import build_model, compute_loss, seed_everything, train
 
@@ -52,8 +52,8 @@ def test_label_rays_are_exact_metric_distances(store):
     K = {c: np.asarray(s["cameras"][n]["K_orig"]) for c, n in enumerate(r.cameras)}
     T = {c: np.asarray(s["cameras"][n]["cam2ego"]) for c, n in enumerate(r.cameras)}
     rays = label_rays(lab, K, T)
-    assert np.allclose(np.linalg.norm(rays["dirs"], axis=1), 1)
-    end = rays["origins"] + rays["dirs"] * rays["dist"][:, None]
+    assert np.allclose(np.linalg.norm(rays["directions"], axis=1), 1)
+    end = rays["origins"] + rays["directions"] * rays["ends"][:, None]
     for c in range(len(r.cameras)):  # back into the camera: z = stored depth, projection = (u, v)
         m = lab["camera"] == c
         p = (end[m] - T[c][:3, 3]) @ T[c][:3, :3]
@@ -61,7 +61,7 @@ def test_label_rays_are_exact_metric_distances(store):
         uv = p @ K[c].T
         assert np.allclose(uv[:, 0] / uv[:, 2], lab["u"][m], atol=1e-2)
         assert np.allclose(uv[:, 1] / uv[:, 2], lab["v"][m], atol=1e-2)
-    assert (rays["dist"] > lab["depth"] - 1e-4).all()  # distance ≥ z: the exact conversion
+    assert (rays["ends"] > lab["depth"] - 1e-4).all()  # distance ≥ z: the exact conversion
 
 
 class CodedImages:

@@ -1,10 +1,5 @@
-"""The renderer: fused volume rendering of rays through voxel grids (CPU/CUDA kernels + reference).
+"""The renderer extension's internals: C++/CUDA sources (csrc/), the build-on-first-use loader, the
+ops' fake kernels and autograd (op_registrations.py) and the pure-PyTorch reference (reference.py).
 
-`render_rays` picks the kernel for the tensors' device, building the extension on first use;
-`ray_visibility` tells observed voxels; `ray_optical_depth` integrates density up to given
-distances along rays; `renderocc.cuda.reference` holds the pure-PyTorch oracle.
+Callers reach the ops through `renderocc.ops`, which picks the kernel or its twin.
 """
-
-from renderocc.cuda.functions import RenderOutput, ray_optical_depth, ray_visibility, render_rays
-
-__all__ = ["RenderOutput", "ray_optical_depth", "ray_visibility", "render_rays"]

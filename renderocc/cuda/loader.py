@@ -2,8 +2,8 @@
 
 The extension is compiled once with `torch.utils.cpp_extension.load` into a per-user cache
 keyed by a hash of the sources, torch version, flags and CUDA-ness, so a new checkout or a
-changed kernel rebuilds and everything else reuses the .so. Without a compiler (or if the
-build fails) callers fall back to the pure-PyTorch reference after ONE warning.
+changed kernel rebuilds and everything else reuses the .so. `load` raises ExtensionUnavailable
+without a compiler (or when the build fails); `renderocc.ops` decides what runs instead.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import hashlib
 import os
 import sys
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -127,28 +126,6 @@ def load(verbose: bool = False) -> Any:
 def library_path() -> Path | None:
     """Where the loaded .so lives (None before a successful load)."""
     return _state.get("path")
-
-
-def op_or_none(name: str) -> Any | None:
-    """One op of the extension (`torch.ops.renderocc_render.<name>`), or None without it: for
-    callers that have their own fallback and need no warning."""
-    try:
-        return getattr(load(), name)
-    except ExtensionUnavailable:
-        return None
-
-
-def load_or_warn() -> Any | None:
-    """The ops, or None after warning once that the reference implementation is used instead."""
-    try:
-        return load()
-    except ExtensionUnavailable as exc:
-        if not _state.get("warned"):
-            _state["warned"] = True
-            warnings.warn(f"renderocc: renderer extension unavailable ({exc}); using the slow "
-                          "pure-PyTorch reference. Run `renderocc build-ext` to see the build log.",
-                          RuntimeWarning, stacklevel=3)
-        return None
 
 
 def find_nvcc() -> str | None:

@@ -24,44 +24,44 @@ _DEPTH_INPUTS = 9     # density, origins, directions, batch_index, t_ends, box, 
 
 # -- fake kernels: shapes, dtypes and devices only -----------------------------------------------
 @torch.library.register_fake(f"{NS}::forward")
-def _forward_fake(density, semantics, origins, directions, batch_index, box, voxel_size, near, step, probs):
+def _forward_fake(density, semantics, origins, directions, batch_index, box, voxel, near, step, probs):
     rays, classes = origins.shape[0], semantics.shape[4]
     per_ray = [density.new_empty(rays) for _ in range(4)]
     return per_ray[0], density.new_empty(rays, classes), per_ray[1], per_ray[2], per_ray[3]
 
 
 @torch.library.register_fake(f"{NS}::backward")
-def _backward_fake(density, semantics, origins, directions, batch_index, box, voxel_size, near, step, probs,
+def _backward_fake(density, semantics, origins, directions, batch_index, box, voxel, near, step, probs,
                    depth, sem, opacity, distortion, g_depth, g_sem, g_opacity, g_distortion, need_sem_grad):
     grad_sem = torch.empty_like(semantics) if need_sem_grad else density.new_empty(0)
     return torch.empty_like(density), grad_sem
 
 
 @torch.library.register_fake(f"{NS}::visibility")
-def _visibility_fake(density, origins, directions, batch_index, box, voxel_size, near, step):
+def _visibility_fake(density, origins, directions, batch_index, box, voxel, near, step):
     return torch.empty_like(density)
 
 
 @torch.library.register_fake(f"{NS}::optical_depth")
-def _optical_depth_fake(density, origins, directions, batch_index, t_ends, box, voxel_size, near, step):
+def _optical_depth_fake(density, origins, directions, batch_index, t_ends, box, voxel, near, step):
     return torch.empty_like(t_ends), torch.empty_like(t_ends)
 
 
 @torch.library.register_fake(f"{NS}::optical_depth_backward")
-def _optical_depth_backward_fake(density, origins, directions, batch_index, t_ends, box, voxel_size, near, step,
+def _optical_depth_backward_fake(density, origins, directions, batch_index, t_ends, box, voxel, near, step,
                                  g_tau):
     return torch.empty_like(density)
 
 
 @torch.library.register_fake(f"{NS}::first_hits")
-def _first_hits_fake(bits, origins, directions, lo, voxel_size, shape, layers, threads):
+def _first_hits_fake(bits, origins, directions, box, voxel, shape, layers, threads):
     size = (layers, origins.shape[0])
     return (origins.new_empty(size, dtype=torch.long), origins.new_empty(size),
             origins.new_empty(size, dtype=torch.bool))
 
 
 @torch.library.register_fake(f"{NS}::mark_crossed")
-def _mark_crossed_fake(origins, directions, lengths, box, voxel_size, hit):
+def _mark_crossed_fake(origins, directions, lengths, box, voxel, hit):
     return None
 
 

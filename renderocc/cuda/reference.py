@@ -4,17 +4,16 @@ Written "the RenderOcc way" on purpose: every sample of every ray is materialise
 ((R, K_max) positions, densities and (R, K_max, C) semantics), interpolated with
 `grid_sample` and composited with `cumprod`. Simple to audit, O(rays x samples x C) memory.
 It follows the same contract as the kernels, including the early-termination rule (a sample
-counts while the transmittance *before* it is >= 1e-4). Clipping, the sample rule and trilinear
-sampling come from `renderocc.raygrid`, the module that owns those conventions.
+counts while the transmittance *before* it is >= TRANSMITTANCE_EPS). Clipping, the sample rule and
+trilinear sampling come from `renderocc.geometry.sampling`, the module that owns those conventions.
 """
 
 from __future__ import annotations
 
 import torch
 
-from renderocc.raygrid import sample_positions, trilinear, trilinear_corners
-
-TRANSMITTANCE_EPS = 1e-4
+from renderocc.geometry import Grid
+from renderocc.geometry.sampling import TRANSMITTANCE_EPS, sample_positions, trilinear, trilinear_corners
 
 
 def _transmittance_before(sigma: torch.Tensor, step: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,15 +24,14 @@ def _transmittance_before(sigma: torch.Tensor, step: float) -> tuple[torch.Tenso
 
 
 def render_reference(density: torch.Tensor, semantics: torch.Tensor, origins: torch.Tensor,
-                     directions: torch.Tensor, batch_index: torch.Tensor, box: tuple[float, ...],
-                     voxel: tuple[float, float, float], near: float, step: float, probs: bool
+                     directions: torch.Tensor, batch_index: torch.Tensor, grid: Grid, near: float, step: float,
+                     probs: bool
                      ) -> tuple[torch.Tensor, ...]:
     """Same outputs as the kernel: (depth without background, semantics, opacity, distortion, t_far)."""
     B, X, Y, Z, C = semantics.shape
     R = origins.shape[0]
-    t, valid, points, hit, t_out = sample_positions(origins, directions, box, near, step)
+    t, valid, points, hit, t_out = sample_positions(origins, directions, grid.box, near, step)
     k_max = t.shape[1]
-    grid = {"pc_range": box, "voxel_size": voxel, "shape": (X, Y, Z)}
     channels = torch.cat([density[:, None], semantics.permute(0, 4, 1, 2, 3)], dim=1)  # (B, 1+C, X, Y, Z)
     sampled = torch.zeros(R, k_max, 1 + C, dtype=density.dtype, device=density.device)
     for b in range(B):
@@ -56,11 +54,9 @@ def render_reference(density: torch.Tensor, semantics: torch.Tensor, origins: to
 
 
 def _sample_density(density: torch.Tensor, points: torch.Tensor, valid: torch.Tensor,
-                    batch_index: torch.Tensor, box: tuple[float, ...], voxel: tuple[float, float, float]
-                    ) -> torch.Tensor:
+                    batch_index: torch.Tensor, grid: Grid) -> torch.Tensor:
     """(R, K) trilinear density at every sample, 0 on padding samples (density-only marches)."""
-    B, X, Y, Z = density.shape
-    grid = {"pc_range": box, "voxel_size": voxel, "shape": (X, Y, Z)}
+    B = density.shape[0]
     sigma = torch.zeros(points.shape[:2], dtype=density.dtype, device=density.device)
     for b in range(B):
         idx = torch.nonzero(batch_index == b).squeeze(1)
@@ -70,13 +66,11 @@ def _sample_density(density: torch.Tensor, points: torch.Tensor, valid: torch.Te
 
 
 def visibility_reference(density: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
-                         batch_index: torch.Tensor, box: tuple[float, ...], voxel: tuple[float, float, float],
-                         near: float, step: float) -> torch.Tensor:
+                         batch_index: torch.Tensor, grid: Grid, near: float, step: float) -> torch.Tensor:
     """Per voxel, max over samples before the early stop of transmittance x trilinear weight."""
     B, X, Y, Z = density.shape
-    grid = {"pc_range": box, "voxel_size": voxel, "shape": (X, Y, Z)}
-    t, valid, points, _, _ = sample_positions(origins, directions, box, near, step)
-    sigma = _sample_density(density, points, valid, batch_index, box, voxel)
+    t, valid, points, _, _ = sample_positions(origins, directions, grid.box, near, step)
+    sigma = _sample_density(density, points, valid, batch_index, grid)
     _, before = _transmittance_before(sigma, step)
     keep = valid & (before >= TRANSMITTANCE_EPS)
     index, weight = trilinear_corners(points, grid)
@@ -88,15 +82,14 @@ def visibility_reference(density: torch.Tensor, origins: torch.Tensor, direction
 
 
 def optical_depth_reference(density: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
-                            batch_index: torch.Tensor, t_ends: torch.Tensor, box: tuple[float, ...],
-                            voxel: tuple[float, float, float], near: float, step: float
+                            batch_index: torch.Tensor, t_ends: torch.Tensor, grid: Grid, near: float, step: float
                             ) -> tuple[torch.Tensor, torch.Tensor]:
     """(tau, count), both (R, E): sum of sigma·step over the samples before each end, and how many.
 
     No early termination (an integral, not compositing); differentiable w.r.t. density by autograd.
     """
-    t, valid, points, _, _ = sample_positions(origins, directions, box, near, step)
-    sigma = _sample_density(density, points, valid, batch_index, box, voxel)
+    t, valid, points, _, _ = sample_positions(origins, directions, grid.box, near, step)
+    sigma = _sample_density(density, points, valid, batch_index, grid)
     before = valid[..., None] & (t[..., None] < t_ends[:, None, :])  # (R, K, E)
     tau = (sigma[..., None] * step * before).sum(1)
     return tau, before.sum(1).to(density.dtype)

@@ -19,8 +19,8 @@ from renderocc.eval import infer
 from renderocc.eval.metrics import DepthMetrics, FloaterMetrics, OccMetrics, Sem2DMetrics
 from renderocc.eval.rayiou import RayIoU
 from renderocc.eval.tta import TTA_TEXT
+from renderocc.geometry import OCC3D_GRID, Grid, ends_inside
 from renderocc.outputs import prepare_out_dir, write_atomic
-from renderocc.raygrid import ends_inside
 
 SUPERVISION_TEXT = {
     "2d": "2D rendering supervision only (projected LiDAR depth + {semantics}); no 3D labels, "
@@ -99,10 +99,10 @@ class VoxelScores:
     """The 3D scores of class grids, shared by checkpoint and external-prediction evaluation so the
     two agree by construction: Occ3D mIoU (with and without mask_camera), floaters, RayIoU."""
 
-    def __init__(self, grid: dict, origins: dict[str, np.ndarray] | None, names: list[str] | None = None):
+    def __init__(self, grid: Grid, origins: dict[str, np.ndarray] | None, names: list[str] | None = None):
         self.names = list(names or OCC3D_CLASSES)  # the vocabulary, free last
         self.occ, self.floaters = OccMetrics(len(self.names)), FloaterMetrics(free=len(self.names) - 1)
-        self.z_centres = grid["pc_range"][2] + (np.arange(grid["shape"][2]) + 0.5) * grid["voxel_size"][2]
+        self.z_centres = grid.axis_centres(2)
         self.origins = origins
         self.ray = RayIoU(grid, self.names) if origins is not None else None
 
@@ -159,6 +159,7 @@ def evaluate(reader, model, ckpt: dict, indices: list[int], *, rays_per_sample: 
     """All metrics over `indices`; returns the metrics.json dict (without the run metadata)."""
     cfg = ckpt["config"]
     grid = infer.model_grid(ckpt, reader.grid)
+    scoring = infer.scoring_of(ckpt, reader.grid)
     step = cfg.render.step
     thr = infer.threshold_of(ckpt)
     vocab = reader.vocabulary
@@ -169,17 +170,17 @@ def evaluate(reader, model, ckpt: dict, indices: list[int], *, rays_per_sample: 
         s = reader.sample(i)
         gt = reader.occ_gt(i) if reader.has_occ_gt else None
         if gt is not None:
-            pred = infer.to_shape(infer.classify(density, logits, thr), np.shape(gt["semantics"]))
+            pred = infer.classify_on_labels(density, logits, thr, scoring)
             voxels.update(pred, gt, s["sample_token"])
         lab = reader.labels(i)
         rays = infer.label_rays(reader, i, s, lab)
         dist = np.asarray(lab["depth"], np.float64) * rays["scale"]
-        keep = np.flatnonzero(ends_inside(rays["origins"], rays["dirs"], dist, grid))
+        keep = np.flatnonzero(ends_inside(rays["origins"], rays["directions"], dist, grid))
         if rays_per_sample and len(keep) > rays_per_sample:
             keep = keep[np.linspace(0, len(keep) - 1, rays_per_sample).astype(np.int64)]
         if not len(keep):
             continue
-        r = infer.render(density, logits, rays["origins"][keep], rays["dirs"][keep], grid, step)
+        r = infer.render(density, logits, rays["origins"][keep], rays["directions"][keep], grid, step)
         depth.update(r["depth"] / rays["scale"][keep], np.asarray(lab["depth"])[keep])
         label = np.asarray(lab["label"])[keep]
         ok = label != IGNORE
@@ -195,8 +196,9 @@ def evaluate(reader, model, ckpt: dict, indices: list[int], *, rays_per_sample: 
     out["protocol"] = {
         **PROTOCOL,
         "prediction": "argmax class where density > the checkpoint threshold "
-                      f"({thr:g}), free elsewhere; a coarser model grid repeated onto the GT grid",
-        "grid": grid, "render_step": step,
+                      f"({thr:g}), free elsewhere; a coarser model grid repeated onto the GT grid, a finer "
+                      "one's density and logits interpolated at the GT voxel centres",
+        "grid": grid.to_record(), "scoring": scoring.mode, "render_step": step,
         "2d": "key-frame label rays ending inside the grid; rendered distance (unstopped mass at "
               "the box exit) converted to camera z; semantics = argmax of rendered logits",
         "rays_per_sample": rays_per_sample or "all",
@@ -205,7 +207,7 @@ def evaluate(reader, model, ckpt: dict, indices: list[int], *, rays_per_sample: 
 
 
 def evaluate_predictions(preds: dict[str, Path], tokens: list[str], gt_of, origins: dict | None, *,
-                         shape: tuple[int, ...], grid: dict, allow_missing: bool = False,
+                         shape: tuple[int, ...], grid: Grid, allow_missing: bool = False,
                          progress: bool = True, names: list[str] | None = None) -> dict:
     """Occ3D mIoU / RayIoU of prediction files for `tokens`; `gt_of(token)` gives the GT dict.
 
@@ -229,7 +231,7 @@ def evaluate_predictions(preds: dict[str, Path], tokens: list[str], gt_of, origi
     out["missing"] = missing
     out["extra_predictions"] = len(set(preds) - set(tokens))
     out["protocol"] = {**PROTOCOL, "prediction": "the class grids in the prediction files, as given",
-                       "grid": grid, "2d": "not available: no model to render"}
+                       "grid": grid.to_record(), "2d": "not available: no model to render"}
     return out
 
 
@@ -374,9 +376,7 @@ def run_predictions(pred_dir: str, out: str, split: tuple[str, ...], *, store: s
         scenes, label = select_scenes(gts.scenes, split, say)
         keep = set(scenes)
         tokens = [t for t, sc in zip(gts.tokens, gts.scenes, strict=True) if sc in keep]
-        from renderocc.store.layout import OCC_GRID
-
-        grid, gt_of = OCC_GRID, gts.occ_gt
+        grid, gt_of = OCC3D_GRID, gts.occ_gt
         names = None
         origins = None
         if rayiou and dataroot:
@@ -386,7 +386,7 @@ def run_predictions(pred_dir: str, out: str, split: tuple[str, ...], *, store: s
                 raise UserError(f"--dataroot {dataroot}: no pose for sample {lost[0]} of --gt")
         elif rayiou:
             say("note: RayIoU needs poses: give --dataroot (nuScenes) with --gt, or use --store")
-    shape = tuple(int(v) for v in grid["shape"])
+    shape = grid.shape
     m = evaluate_predictions(preds, tokens, gt_of, origins, shape=shape, grid=grid,
                              allow_missing=allow_missing, progress=progress, names=names)
     stated = _stated_supervision(Path(pred_dir))

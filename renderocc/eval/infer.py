@@ -13,11 +13,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from renderocc.config import Config
 from renderocc.errors import UserError
 from renderocc.eval.tta import TTA_MODES
-from renderocc.raygrid import label_rays as grid_label_rays
-from renderocc.raygrid import pixel_rays
-from renderocc.train.config import Config
+from renderocc.geometry import Grid, GridError, Scoring, pixel_rays
+from renderocc.geometry import label_rays as grid_label_rays
+from renderocc.ops import ray_visibility, render_rays
+from renderocc.train.checkpoint import load_model
+from renderocc.train.dataset import prepare_images
+
+OPACITY_CAP = 1 - 1e-7  # TTA: a mean opacity of 1 would give an infinite density
 
 
 def resolve_device(device: str | None) -> str:
@@ -37,8 +42,6 @@ def load_checkpoint_model(path: str, device: str | None = "cpu", reader=None):
     device = resolve_device(device)
     if not Path(path).is_file():
         raise UserError(f"checkpoint not found: {path}")
-    from renderocc.train.checkpoint import load_model
-
     try:
         model, ckpt = load_model(path, device)
     except RuntimeError as e:  # load_state_dict: weights of another model version
@@ -50,16 +53,22 @@ def load_checkpoint_model(path: str, device: str | None = "cpu", reader=None):
     return model, ckpt
 
 
-def model_grid(ckpt: dict, store_grid: dict) -> dict:
+def model_grid(ckpt: dict, store_grid: Grid) -> Grid:
     """The grid the model predicts on: its config's resolved grid (the store's when none is loaded)."""
-    return ckpt["config"].grid.spec if ckpt else dict(store_grid)
+    return ckpt["config"].grid.spec if ckpt else store_grid
+
+
+def scoring_of(ckpt: dict, store_grid: Grid) -> Scoring:
+    """How the checkpoint's grid is scored against the store's label grid; one line when it cannot be."""
+    try:
+        return model_grid(ckpt, store_grid).coarsens(store_grid)
+    except GridError as e:
+        raise UserError(f"checkpoint: {e}") from None
 
 
 def model_inputs(reader, i: int, cfg: Config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(images (1,N,3,h,w), intrinsics (1,N,3,3), cam2ego (1,N,4,4)) exactly as the trainer
     builds them without augmentation (centre-crop fit to `data.input_size`, ImageNet norm)."""
-    from renderocc.train.dataset import prepare_images
-
     s = reader.sample(i)
     w, h = cfg.data.input_size
     x, Ks = prepare_images(reader.images(i), [s["cameras"][n]["K"] for n in reader.cameras], (w, h),
@@ -89,15 +98,15 @@ def run_model(model, reader, i: int, cfg: Config, tta: str = "none") -> tuple[to
     mirror_u = torch.tensor([[-1.0, 0, w - 1], [0, 1, 0], [0, 0, 1]], device=dev)  # the trainer's flip
     passes = [(imgs, K, c2e, None), (imgs.flip(-1), mirror_u @ K, c2e, None)]
     if tta == "flip-bev":
-        lo, hi = grid["pc_range"][:2], grid["pc_range"][3:5]
+        lo, hi = grid.box[:2], grid.box[3:5]
         if any(abs(a + b) > 1e-6 for a, b in zip(lo, hi, strict=True)):
             raise UserError(f"--tta flip-bev: the BEV flips need a grid symmetric about the ego origin in x "
-                            f"and y (pc_range {grid['pc_range']})")
+                            f"and y (box {list(grid.box)})")
         for axis in (0, 1):  # mirror the ego frame: cam2ego' = M·cam2ego, then flip the grid back
             m = torch.eye(4, device=dev)
             m[axis, axis] = -1
             passes.append((imgs, K, m @ c2e, axis))
-    vox = float(min(grid["voxel_size"]))
+    vox = grid.edge
     opacity, probs = 0.0, 0.0
     for x, k, c, axis in passes:
         out = model(x, k, c)
@@ -107,7 +116,7 @@ def run_model(model, reader, i: int, cfg: Config, tta: str = "none") -> tuple[to
         opacity = opacity + (1 - torch.exp(-d * vox))
         probs = probs + torch.softmax(logit, -1)
     opacity, probs = opacity / len(passes), probs / len(passes)
-    density = -torch.log1p(-opacity.clamp(max=1 - 1e-7)) / vox
+    density = -torch.log1p(-opacity.clamp(max=OPACITY_CAP)) / vox
     return density, torch.log(probs.clamp_min(1e-12))
 
 
@@ -125,30 +134,21 @@ def classify(density: torch.Tensor, logits: torch.Tensor, threshold: float) -> n
     return cls.to(torch.uint8).cpu().numpy()
 
 
-def to_shape(grid: np.ndarray, shape) -> np.ndarray:
-    """Nearest-neighbour resample of a [x, y, z] grid to `shape` (integer factors only).
-
-    A coarser model (e.g. 0.8 m) is scored on the 0.4 m Occ3D GT by repeating each voxel,
-    which is what a consumer of its output would see.
-    """
-    shape = tuple(int(s) for s in shape)
-    if grid.shape[:3] == shape:
-        return grid
-    out = grid
-    for ax in range(3):
-        n, m = grid.shape[ax], shape[ax]
-        if m % n and n % m:
-            raise UserError(f"model grid {grid.shape[:3]} does not divide the GT grid {shape}")
-        out = np.repeat(out, m // n, axis=ax) if m >= n else out.take(np.arange(0, n, n // m), axis=ax)
-    return out
+def classify_on_labels(density: torch.Tensor, logits: torch.Tensor, threshold: float, scoring: Scoring
+                       ) -> np.ndarray:
+    """`classify` on the label grid: a finer model's density and logits interpolated to the label
+    voxels' centres first (`Scoring.to_labels`), a coarser one's classes repeated over its label voxels."""
+    if scoring.mode == "interpolate":
+        density = scoring.to_labels(density[None])[0]
+        logits = scoring.to_labels(logits.permute(3, 0, 1, 2)).permute(1, 2, 3, 0)
+        return classify(density, logits, threshold)
+    return scoring.to_labels_numpy(classify(density, logits, threshold))
 
 
 def render(density: torch.Tensor, logits: torch.Tensor, origins: np.ndarray, dirs: np.ndarray,
-           grid: dict, step: float, chunk: int = 16384) -> dict[str, np.ndarray]:
+           grid: Grid, step: float, chunk: int = 16384) -> dict[str, np.ndarray]:
     """Render rays through one sample's grid: distance (with box-exit background), semantic
     logits, opacity. Chunked so memory stays bounded whatever the backend."""
-    from renderocc.cuda import render_rays
-
     dev = density.device
     outs = {"depth": [], "semantics": [], "opacity": []}
     with torch.no_grad():
@@ -156,8 +156,7 @@ def render(density: torch.Tensor, logits: torch.Tensor, origins: np.ndarray, dir
             o = torch.from_numpy(origins[s:s + chunk]).float().to(dev)
             d = torch.from_numpy(dirs[s:s + chunk]).float().to(dev)
             b = torch.zeros(len(o), dtype=torch.int64, device=dev)
-            r = render_rays(density[None], logits[None], o, d, b, pc_range=grid["pc_range"],
-                            voxel_size=grid["voxel_size"], step=step, background_depth=True)
+            r = render_rays(density[None], logits[None], o, d, b, grid=grid, step=step, background_depth=True)
             outs["depth"].append(r.depth.double().cpu().numpy())
             outs["semantics"].append(r.semantics.float().cpu().numpy())
             outs["opacity"].append(r.opacity.double().cpu().numpy())
@@ -170,7 +169,7 @@ def label_rays(reader, i: int, sample: dict, labels: dict) -> dict[str, np.ndarr
     K = {c: cams[n]["K_orig"] for c, n in enumerate(reader.cameras)}
     c2e = {c: cams[n]["cam2ego"] for c, n in enumerate(reader.cameras)}
     r = grid_label_rays(labels, K, c2e)
-    return {"origins": r["origins"], "dirs": r["dirs"], "scale": r["scale"],
+    return {"origins": r["origins"], "directions": r["directions"], "scale": r["scale"],
             "camera": np.asarray(labels["camera"], np.int64)}
 
 
@@ -183,7 +182,7 @@ def image_rays(reader, sample: dict, cam: str, stride: int) -> tuple[np.ndarray,
     return o, d, sc, us.shape
 
 
-def visibility(density: torch.Tensor, origins: np.ndarray, dirs: np.ndarray, grid: dict, step: float,
+def visibility(density: torch.Tensor, origins: np.ndarray, dirs: np.ndarray, grid: Grid, step: float,
                min_transmittance: float = 0.1, chunk: int = 65536) -> np.ndarray:
     """bool grid: voxels whose content some camera ray's rendering depends on with weight ≥ `min_transmittance`.
 
@@ -195,16 +194,14 @@ def visibility(density: torch.Tensor, origins: np.ndarray, dirs: np.ndarray, gri
     Voxels behind an opaque surface, or outside every camera frustum, stay unobserved: "unseen",
     not "free". Rays are chunked so memory stays bounded.
     """
-    from renderocc.cuda import ray_visibility
-
     dens = density.detach().float()
     vis = torch.zeros_like(dens)
-    kw = {"pc_range": grid["pc_range"], "voxel_size": grid["voxel_size"], "step": float(step)}
+    kw = {"grid": grid, "step": float(step)}
     for s in range(0, len(origins), chunk):
         o = torch.from_numpy(np.ascontiguousarray(origins[s:s + chunk])).float().to(dens.device)
         d = torch.from_numpy(np.ascontiguousarray(dirs[s:s + chunk])).float().to(dens.device)
         b = torch.zeros(len(o), dtype=torch.int64, device=dens.device)
         vis = torch.maximum(vis, ray_visibility(dens[None], o, d, b, **kw)[0])
     # vis > 0: a voxel no sample reached is never seen, even with min_transmittance = 0. Samples
-    # after the renderer's early stop (transmittance < 1e-4) count for nothing.
+    # after the renderer's early stop (transmittance < TRANSMITTANCE_EPS) count for nothing.
     return ((vis > 0) & (vis >= min_transmittance)).cpu().numpy()

@@ -13,8 +13,10 @@ import numpy as np
 from tqdm import tqdm
 
 from renderocc.eval import infer
-from renderocc.eval.common import clean_json
+from renderocc.eval.common import clean_json, open_store
+from renderocc.eval.evaluate import describe_supervision, select_samples
 from renderocc.eval.tta import TTA_TEXT
+from renderocc.geometry import Scoring
 from renderocc.outputs import prepare_out_dir, savez_atomic, write_atomic
 
 KEYS = {
@@ -28,8 +30,9 @@ KEYS = {
 
 
 def predict_sample(model, reader, i: int, ckpt: dict, vis_stride: int, min_transmittance: float,
-                   tta: str = "none") -> dict[str, np.ndarray]:
-    """The arrays of one sample's labels.npz."""
+                   tta: str = "none", on_labels: Scoring | None = None) -> dict[str, np.ndarray]:
+    """The arrays of one sample's labels.npz, on the model's grid, or on the store's label grid
+    when `on_labels` says how the two meet."""
     cfg = ckpt["config"]
     grid = infer.model_grid(ckpt, reader.grid)
     density, logits = infer.run_model(model, reader, i, cfg, tta=tta)
@@ -39,11 +42,17 @@ def predict_sample(model, reader, i: int, ckpt: dict, vis_stride: int, min_trans
     d = np.concatenate([r[1] for r in rays])
     step = cfg.render.step
     vis = infer.visibility(density, o, d, grid, step, min_transmittance)
+    thr = infer.threshold_of(ckpt)
+    if on_labels is None:
+        sem = infer.classify(density, logits, thr)
+    else:
+        sem = infer.classify_on_labels(density, logits, thr, on_labels)
+        density, vis = on_labels.to_labels(density[None])[0], on_labels.to_labels_numpy(vis)
     dens = density.cpu().numpy()
     return {
-        "semantics": infer.classify(density, logits, infer.threshold_of(ckpt)),
+        "semantics": sem,
         "density": dens.astype(np.float16),
-        "occupancy_prob": (1 - np.exp(-dens * min(grid["voxel_size"]))).astype(np.float16),
+        "occupancy_prob": (1 - np.exp(-dens * grid.edge)).astype(np.float16),  # over one model voxel
         "visibility": vis.astype(np.uint8),
     }
 
@@ -52,18 +61,14 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], vis_stride
         min_transmittance: float, progress: bool, device: str | None = "cpu",
         store_grid: bool = False, tta: str = "none") -> dict:
     """Write OUT/<scene>/<token>/labels.npz for the selected samples and OUT/predict.json."""
-    from renderocc.eval.common import open_store
-    from renderocc.eval.evaluate import describe_supervision, select_samples
-
     root = prepare_out_dir(out)
     reader = open_store(store)
     indices, label = select_samples(reader, split or ("all",))
     model, ckpt = infer.load_checkpoint_model(ckpt_path, device, reader)
+    on_labels = infer.scoring_of(ckpt, reader.grid) if store_grid else None  # Occ3D tools expect 200×200×16
     seen_share = []
     for i in tqdm(indices, desc="predict", unit="sample", disable=not progress):
-        arrays = predict_sample(model, reader, i, ckpt, vis_stride, min_transmittance, tta)
-        if store_grid:  # Occ3D tools expect 200×200×16: repeat coarse voxels
-            arrays = {k: infer.to_shape(v, reader.grid["shape"]) for k, v in arrays.items()}
+        arrays = predict_sample(model, reader, i, ckpt, vis_stride, min_transmittance, tta, on_labels)
         s = reader.sample(i)
         d = root / s["scene_name"] / s["sample_token"]
         d.mkdir(parents=True, exist_ok=True)
@@ -72,8 +77,8 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], vis_stride
     info = {
         "checkpoint": str(ckpt_path), "supervision": describe_supervision(ckpt),
         "threshold": infer.threshold_of(ckpt), "tta": TTA_TEXT[tta],
-        "grid": reader.grid if store_grid else infer.model_grid(ckpt, reader.grid),
-        "model_grid": infer.model_grid(ckpt, reader.grid),
+        "grid": (reader.grid if store_grid else infer.model_grid(ckpt, reader.grid)).to_record(),
+        "model_grid": infer.model_grid(ckpt, reader.grid).to_record(),
         "store": str(store), "split": label, "samples": len(indices),
         "classes": list(ckpt["classes"]),  # semantics: index = class, free last
         "layout": "<scene_name>/<sample_token>/labels.npz (Occ3D gts/ layout)", "keys": KEYS,

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from renderocc.classes import FREE, NUM_SEMANTIC, OCC3D_CLASSES
-from renderocc.raygrid import first_hits
+from renderocc.geometry import Grid
+from renderocc.ops import first_hits
 
 THRESHOLDS = (1.0, 2.0, 4.0)
 ORIGIN_RANGE = 39.0   # |x|, |y| of an origin in the sample's ego frame (m)
@@ -68,14 +69,14 @@ def scene_origins(ego_poses: np.ndarray, lidar2ego: np.ndarray, ref: int) -> np.
     return pos
 
 
-def cast(pred: np.ndarray, gt: np.ndarray, origins: np.ndarray, grid: dict,
+def cast(pred: np.ndarray, gt: np.ndarray, origins: np.ndarray, grid: Grid,
          directions: np.ndarray | None = None, threads: int | None = None, free: int = FREE,
          backend: str = "auto"
          ) -> dict[str, np.ndarray]:
     """Walk every origin × direction ray through both class grids once.
 
     The walk runs in the C++ extension (numpy when it is unavailable; `backend` as
-    `raygrid.first_hits`) on up to `threads` threads. Returns per valid ray (GT class not
+    `ops.first_hits`) on up to `threads` threads. Returns per valid ray (GT class not
     free) `gt_class`, `gt_dist`, `pred_class`, `pred_dist`.
     """
     dirs = lidar_directions() if directions is None else directions
@@ -101,7 +102,7 @@ def _counts(cls: np.ndarray, n: int = N_CLASSES) -> np.ndarray:
 class RayIoU:
     """RayIoU counts accumulated over samples; `compute` turns them into the metric."""
 
-    grid: dict
+    grid: Grid
     names: list[str] = field(default_factory=lambda: list(OCC3D_CLASSES))  # the vocabulary, free last
     samples: int = 0
     rays: int = 0

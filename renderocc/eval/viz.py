@@ -18,6 +18,8 @@ from tqdm import tqdm  # noqa: E402
 
 from renderocc.classes import IGNORE, Vocabulary, default_vocabulary  # noqa: E402
 from renderocc.eval import infer  # noqa: E402
+from renderocc.eval.common import open_store  # noqa: E402
+from renderocc.geometry import Grid  # noqa: E402
 from renderocc.outputs import prepare_out_dir  # noqa: E402
 
 DEPTH_MAX = 50.0  # metres at the top of the depth colour map
@@ -65,7 +67,7 @@ def _surface(sem: np.ndarray, free: int) -> np.ndarray:
     return occ & ~inner
 
 
-def voxels_3d(ax, sem: np.ndarray, grid: dict, title: str, max_points: int = 60000,
+def voxels_3d(ax, sem: np.ndarray, grid: Grid, title: str, max_points: int = 60000,
               vocab: Vocabulary | None = None) -> None:
     """Perspective scatter of the voxel shell, coloured by class, shaded by height."""
     vocab = vocab or default_vocabulary()
@@ -73,15 +75,14 @@ def voxels_3d(ax, sem: np.ndarray, grid: dict, title: str, max_points: int = 600
     idx = np.argwhere(surf)
     if len(idx) > max_points:
         idx = idx[np.linspace(0, len(idx) - 1, max_points).astype(np.int64)]
-    lo, vs = np.asarray(grid["pc_range"][:3]), np.asarray(grid["voxel_size"])
-    p = lo + (idx + 0.5) * vs
+    p = grid.lo + (idx + 0.5) * np.asarray(grid.voxel)
     col = class_rgb(np.asarray(sem)[tuple(idx.T)], vocab)
     shade = 0.6 + 0.4 * (idx[:, 2] / max(np.asarray(sem).shape[2] - 1, 1))
     ax.scatter(p[:, 0], p[:, 1], p[:, 2], c=col * shade[:, None], marker="s",
                s=max(1.0, 2000.0 / np.asarray(sem).shape[0]), depthshade=False, linewidths=0)
     ax.set_proj_type("persp", focal_length=0.6)
     ax.view_init(elev=38, azim=-160)
-    r = grid["pc_range"]
+    r = grid.box
     ax.set_xlim(r[0], r[3])
     ax.set_ylim(r[1], r[4])
     ax.set_zlim(r[2], r[2] + (r[3] - r[0]) / 4)
@@ -146,7 +147,7 @@ def camera_figure(reader, i: int, rendered: dict | None = None):
     return fig
 
 
-def render_cameras(reader, i: int, density, logits, grid: dict, step: float, stride: int) -> dict:
+def render_cameras(reader, i: int, density, logits, grid: Grid, step: float, stride: int) -> dict:
     """Rendered z-depth, argmax class and opacity images per camera, at `stride` stored pixels."""
     s = reader.sample(i)
     out = {}
@@ -160,7 +161,7 @@ def render_cameras(reader, i: int, density, logits, grid: dict, step: float, str
 
 
 def occupancy_figures(gt: dict | None, pred: np.ndarray | None, seen: np.ndarray | None,
-                      grid: dict, title: str, vocab: Vocabulary | None = None):
+                      grid: Grid, title: str, vocab: Vocabulary | None = None):
     """(BEV figure, 3D figure) of GT and/or prediction; `grid` is the GT (Occ3D) grid."""
     vocab = vocab or default_vocabulary()
     free = vocab.free
@@ -174,7 +175,7 @@ def occupancy_figures(gt: dict | None, pred: np.ndarray | None, seen: np.ndarray
         if seen is not None:
             observed = np.where(np.asarray(seen, bool), pred, free)
             panels.append(("prediction, observed voxels (unseen grey)", observed, seen))
-    r = grid["pc_range"]
+    r = grid.box
     fig_bev, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4.6), squeeze=False)
     present = set()
     for ax, (name, sem, vis) in zip(axes[0], panels, strict=True):
@@ -199,8 +200,6 @@ def occupancy_figures(gt: dict | None, pred: np.ndarray | None, seen: np.ndarray
 def run(store: str, ckpt_path: str | None, out: str, samples: int, stride: int | None,
         progress: bool, device: str | None = "cpu") -> list[Path]:
     """Write the figures of `samples` evenly spaced samples; returns the PNG paths."""
-    from renderocc.eval.common import open_store
-
     root = prepare_out_dir(out)
     reader = open_store(store)
     model = ckpt = None
@@ -227,9 +226,9 @@ def run(store: str, ckpt_path: str | None, out: str, samples: int, stride: int |
                 o.append(ro)
                 d.append(rd)
             vis = infer.visibility(density, np.concatenate(o), np.concatenate(d), mg, step)
-            cls = infer.classify(density, logits, infer.threshold_of(ckpt))
-            shape = reader.grid["shape"]
-            pred, seen = infer.to_shape(cls, shape), infer.to_shape(vis, shape)
+            scoring = infer.scoring_of(ckpt, reader.grid)
+            pred = infer.classify_on_labels(density, logits, infer.threshold_of(ckpt), scoring)
+            seen = scoring.to_labels_numpy(vis)
         fig = camera_figure(reader, i, rendered)
         written.append(_save(fig, root / f"{stem}_cameras.png"))
         gt = reader.occ_gt(i) if reader.has_occ_gt else None

@@ -19,8 +19,8 @@ def build_fit_config(store_grid: dict, config: str, overrides: tuple[str, ...] |
                      aux_frames: int | None = None, no_motion_masks: bool = False,
                      supervision: str | None = None):
     """The fit's Config: fit defaults (store grid, `DEFAULT_RAYS` rays), then --set, then the flags."""
+    from renderocc.config import load_config
     from renderocc.fit.fit import fit_config
-    from renderocc.train.config import load_config
 
     items = [f"data.rays={DEFAULT_RAYS}", *overrides]
     if aux_frames is not None:

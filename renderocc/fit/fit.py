@@ -24,19 +24,25 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.ndimage import binary_dilation
+from tqdm import tqdm
 
 from renderocc.classes import IGNORE, NUM_SEMANTIC
+from renderocc.config import Config, resolved, semantic_source
 from renderocc.errors import UserError
+from renderocc.eval.common import clean_json
 from renderocc.eval.infer import classify
+from renderocc.eval.metrics import OccMetrics
 from renderocc.fit.grid_model import FreeGrid
-from renderocc.outputs import savez_atomic, write_atomic
-from renderocc.train.config import Config, semantic_source
-from renderocc.train.dataset import draw_free_beams, draw_label_rays, ends_in_grid
+from renderocc.geometry import Grid
+from renderocc.ops import first_hits
+from renderocc.outputs import savez_atomic, share, write_atomic
+from renderocc.seeding import mix_seed
+from renderocc.train.dataset import RayDataset, draw_free_beams, draw_label_rays, ends_in_grid
 from renderocc.train.losses import active_terms, needed_batch_keys
 from renderocc.train.mask_rays import MaskPool, mask_ray_count
 from renderocc.train.targets import dense_target
 from renderocc.train.threshold import candidate_counts, pick_threshold
-from renderocc.train.trainer import compute_loss
+from renderocc.train.trainer import class_weights, compute_loss
 
 FIT_SOURCE = "the fitted sample itself (a fit has no held-out sample)"
 KEYS = {
@@ -73,7 +79,7 @@ def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
         raise ValueError("a free grid has no LSS depth head: set loss.lss_depth = 0")
     if not active_terms(cfg):
         raise UserError(f"no active loss term under supervision {cfg.supervision!r} (all weights 0?)")
-    model = FreeGrid(grid["shape"], cfg.model.density_init, num_classes).to(device)
+    model = FreeGrid(grid.shape, cfg.model.density_init, num_classes).to(device)
     try:  # fused: one pass over the 11M parameters of a full Occ3D grid instead of ten
         opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     except (RuntimeError, TypeError):
@@ -140,13 +146,11 @@ def fit_frames(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
 
 
 # -- label coverage ------------------------------------------------------------------------------
-def endpoint_grid(frames: list[tuple[dict, float]], grid: dict) -> np.ndarray:
+def endpoint_grid(frames: list[tuple[dict, float]], grid: Grid) -> np.ndarray:
     """bool (X, Y, Z): voxels holding the end point of a label ray the fit draws from."""
-    from renderocc.raygrid import voxel_index
-
     o, d, dist, *_ = ends_in_grid(frames, grid)
-    ijk, inside = voxel_index(o + d * dist[:, None], grid)
-    out = np.zeros([int(s) for s in grid["shape"]], bool)
+    ijk, inside = grid.index(o + d * dist[:, None])
+    out = np.zeros(grid.shape, bool)
     ijk = ijk[inside]
     out[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = True
     return out
@@ -170,18 +174,16 @@ def coverage_counts(ends: np.ndarray, gt: np.ndarray, mask_camera: np.ndarray, n
 
 
 def semantic_coverage_counts(frames: list[tuple[dict, float]], masks: MaskPool | None, gt: np.ndarray,
-                             mask_camera: np.ndarray, grid: dict, num_classes: int = NUM_SEMANTIC) -> np.ndarray:
+                             mask_camera: np.ndarray, grid: Grid, num_classes: int = NUM_SEMANTIC) -> np.ndarray:
     """(2, C) int64: per class, GT-occupied mask_camera voxels [named, total]; named = the voxel holds
     or 26-borders a semantic label of ITS OWN class: a classed label ray's end point, or the first
     GT-occupied voxel along a key-frame mask ray (the surface its pixel sees). A diagnostic against
     the truth, like label coverage: which voxels' classes the labels state, and correctly."""
-    from renderocc.raygrid import first_hits, voxel_index
-
     gt = np.asarray(gt).astype(np.int64)
     solid = gt < num_classes
     named = np.zeros((num_classes, *gt.shape), bool)
     o, d, dist, lab, *_ = ends_in_grid(frames, grid)
-    ijk, inside = voxel_index(o + d * dist[:, None], grid)
+    ijk, inside = grid.index(o + d * dist[:, None])
     ok = inside & (lab < num_classes)
     named[lab[ok], ijk[ok, 0], ijk[ok, 1], ijk[ok, 2]] = True
     if masks is not None and masks.is_key.any():
@@ -225,27 +227,25 @@ def git_commit() -> str | None:
     return r.stdout.strip() or None if r.returncode == 0 else None
 
 
-def fit_config(cfg: Config, store_grid: dict, *, keep_grid: bool = False) -> Config:
-    """`cfg` resolved on the store's grid (unless the user set grid.* themselves), lss_depth off."""
-    from renderocc.train.config import resolved
+def fit_config(cfg: Config, store_grid: Grid, *, keep_grid: bool = False) -> Config:
+    """`cfg` resolved on the store's grid (unless the user set grid.* themselves), lss_depth off.
 
+    A fitted grid is scored voxel for voxel or pooled: a grid finer than the labels (interpolated
+    to them by a network's training and eval) has no fit counterpart and is refused in one line."""
     if not keep_grid:
-        cfg = cfg.replace(grid={"pc_range": list(store_grid["pc_range"]),
-                                "voxel_size": list(store_grid["voxel_size"]), "shape": None})
-    return resolved(cfg.replace(loss={"lss_depth": 0.0}), store_grid)
+        rec = store_grid.to_record()
+        cfg = cfg.replace(grid={"pc_range": rec["pc_range"], "voxel_size": rec["voxel_size"], "shape": None})
+    cfg = resolved(cfg.replace(loss={"lss_depth": 0.0}), store_grid)
+    if cfg.grid.spec.coarsens(store_grid).mode == "interpolate":
+        raise UserError(f"fit: grid {cfg.grid.spec.text()} is finer than the store's {store_grid.text()}: fit "
+                        "runs on the store's grid or a coarser one that pools it")
+    return cfg
 
 
 def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float, out: str | Path | None,
               device: str = "cpu", progress: bool = True) -> dict:
     """Fit every sample in `indices`; write OUT/<scene>/<token>/labels.npz (if `out`); return the
     metrics dict (eval's Occ3D keys, label coverage, thresholds, run metadata)."""
-    from tqdm import tqdm
-
-    from renderocc.eval.infer import to_shape
-    from renderocc.eval.metrics import OccMetrics
-    from renderocc.train.dataset import RayDataset
-    from renderocc.train.trainer import class_weights
-
     if not reader.has_occ_gt:
         raise UserError("the store has no Occ3D GT (occ_gt): fit metrics need it (prep nuscenes --occ-gt DIR)")
     gts = {}
@@ -261,8 +261,7 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
     occ = OccMetrics(len(vocab.names))
     cov = np.zeros((2, n_cls), np.int64)
     sem_cov = np.zeros((2, n_cls), np.int64)
-    gt_grid = {"pc_range": list(reader.grid["pc_range"]), "shape": list(reader.grid["shape"]),
-               "voxel_size": list(np.broadcast_to(reader.grid["voxel_size"], 3).astype(float))}
+    scoring = cfg.grid.spec.coarsens(reader.grid)
     rows = []
     root = Path(out) if out is not None else None
     for i in tqdm(indices, desc="fit", unit="sample", disable=not progress):
@@ -273,22 +272,22 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         target = dense_target(sem_gt, mask, cfg.grid.shape, n_cls) if cfg.supervision == "3d" else None
         masks = ds.mask_pool(i, s) if ds.mask_rays else None
         res = fit_frames(frames, cfg, iters=iters, lr=lr, class_weights=cw, occ_target=target, device=device,
-                         seed=int(cfg.seed) * 1000003 + i, index=i, free_beams=reader.free_beams(i),
+                         seed=mix_seed(cfg.seed, i), index=i, free_beams=reader.free_beams(i),
                          num_classes=n_cls, masks=masks)
-        sc = semantic_coverage_counts(frames, masks, sem_gt, mask, gt_grid, n_cls)
+        sc = semantic_coverage_counts(frames, masks, sem_gt, mask, reader.grid, n_cls)
         sem_cov += sc
-        pred = to_shape(res.semantics, sem_gt.shape)
+        pred = scoring.to_labels_numpy(res.semantics)
         occ.update(pred, sem_gt, mask)
         one = OccMetrics(len(vocab.names))
         one.update(pred, sem_gt, mask)
         om = one.compute()
-        ends = to_shape(endpoint_grid(frames, cfg.grid.spec), sem_gt.shape)
+        ends = scoring.to_labels_numpy(endpoint_grid(frames, cfg.grid.spec))
         c = coverage_counts(ends, sem_gt, mask, n_cls)
         cov += c
         rows.append({"sample": i, "sample_token": s["sample_token"], "scene": s["scene_name"],
                      "miou": om["miou"], "geometry_iou": om["geometry_iou"],
-                     "label_coverage": _share(c[0].sum(), c[1].sum()),
-                     "semantic_coverage": _share(sc[0].sum(), sc[1].sum()),
+                     "label_coverage": share(c[0].sum(), c[1].sum()),
+                     "semantic_coverage": share(sc[0].sum(), sc[1].sum()),
                      "threshold": res.threshold["threshold"], "threshold_score": res.threshold["score"],
                      "rays": res.rays, "loss_first": res.loss_first, "loss_last": res.loss_last,
                      "seconds": res.seconds})
@@ -304,10 +303,10 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         "geometry_iou": o["geometry_iou"], "miou_nomask": o["miou_nomask"],
         "iou_per_class_nomask": dict(zip(names, o["iou_per_class_nomask"], strict=True)),
         "geometry_iou_nomask": o["geometry_iou_nomask"], "occ_samples": o["occ_samples"],
-        "label_coverage": _share(cov[0].sum(), cov[1].sum()),
-        "label_coverage_per_class": {names[k]: _share(cov[0, k], cov[1, k]) for k in range(n_cls)},
-        "semantic_coverage": _share(sem_cov[0].sum(), sem_cov[1].sum()),
-        "semantic_coverage_per_class": {names[k]: _share(sem_cov[0, k], sem_cov[1, k]) for k in range(n_cls)},
+        "label_coverage": share(cov[0].sum(), cov[1].sum()),
+        "label_coverage_per_class": {names[k]: share(cov[0, k], cov[1, k]) for k in range(n_cls)},
+        "semantic_coverage": share(sem_cov[0].sum(), sem_cov[1].sum()),
+        "semantic_coverage_per_class": {names[k]: share(sem_cov[0, k], sem_cov[1, k]) for k in range(n_cls)},
         "gt_occupied_camera_voxels": int(cov[1].sum()),
         "confusion_camera": o["confusion_camera"],
         "thresholds": {str(r["sample"]): r["threshold"] for r in rows},
@@ -319,7 +318,7 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         "aux_frames": ds.aux, "use_motion_masks": cfg.data.use_motion_masks,
         "iters": iters, "lr": lr, "rays_per_iter": cfg.data.rays if cfg.supervision != "3d" else 0,
         "loss_terms": {t.name: getattr(cfg.loss, t.name) for t in active_terms(cfg)},
-        "grid": cfg.grid.spec, "render_step": cfg.render.step, "device": str(device),
+        "grid": cfg.grid.spec.to_record(), "render_step": cfg.render.step, "device": str(device),
         "wall_s": time.time() - t0, "git_commit": git_commit(), "config_digest": cfg.digest(),
         "config": cfg.to_dict(),
         "protocol": {
@@ -335,15 +334,9 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
     }
     if root is not None:
         root.mkdir(parents=True, exist_ok=True)
-        from renderocc.eval.common import clean_json
-
         write_atomic(root / "metrics.json", json.dumps(clean_json(m), indent=1))
         write_atomic(root / "metrics.md", markdown(m))
     return m
-
-
-def _share(num: float, den: float) -> float | None:
-    return float(num) / float(den) if den else None
 
 
 def _pct(v) -> str:

@@ -10,9 +10,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from renderocc.classes import NUM_SEMANTIC
+from renderocc.config import ModelConfig
+from renderocc.geometry import Grid
 from renderocc.model.encoder import ResNet
 from renderocc.model.view_transform import LiftSplat, Neck
-from renderocc.train.config import ModelConfig
 
 FEATURE_STRIDE = 8  # the neck's output stride: LSS depth cells are FEATURE_STRIDE pixels wide
 
@@ -51,12 +52,12 @@ class OccupancyOutput(NamedTuple):
 class OccupancyNet(nn.Module):
     """forward(images (B,N,3,H,W), intrinsics (B,N,3,3), cam2ego (B,N,4,4)) → OccupancyOutput.
 
-    `config` is the run's ModelConfig; `grid` the resolved grid dict (pc_range, voxel_size, shape).
+    `config` is the run's ModelConfig; `grid` the model's resolved `Grid`.
     """
 
     feature_stride = FEATURE_STRIDE
 
-    def __init__(self, config: ModelConfig, grid: dict, num_classes: int = NUM_SEMANTIC):
+    def __init__(self, config: ModelConfig, grid: Grid, num_classes: int = NUM_SEMANTIC):
         super().__init__()
         self.config = config
         self.encoder = ResNet(config.encoder, config.width, config.norm)
@@ -64,8 +65,7 @@ class OccupancyNet(nn.Module):
         self.neck = Neck(*self.encoder.out_channels, c)
         lo, hi, nb = config.depth_bins
         vc = config.voxel_channels
-        self.lift = LiftSplat(c, vc, (lo, hi, int(nb)), FEATURE_STRIDE, grid["pc_range"], grid["voxel_size"],
-                              grid["shape"], config.splat_mass)
+        self.lift = LiftSplat(c, vc, (lo, hi, int(nb)), FEATURE_STRIDE, grid, config.splat_mass)
         # voxel position (x, y, z in [-1, 1]) as input channels: lifted features carry no height,
         # and a 3D conv is translation-invariant, so without them "the ground is at z≈0" is unlearnable
         self.pos_channels = config.pos_channels

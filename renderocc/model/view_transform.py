@@ -12,6 +12,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from renderocc.geometry import Grid
+
 
 class Neck(nn.Module):
     """Fuse stride-8 and stride-16 features into one stride-8 map (a two-level FPN)."""
@@ -32,7 +34,7 @@ class LiftSplat(nn.Module):
     """Per-pixel depth distribution × context features, sum-pooled into the (X, Y, Z) grid."""
 
     def __init__(self, in_ch: int, ctx_ch: int, depth_bins: tuple[float, float, int], stride: int,
-                 pc_range: list[float], voxel_size: list[float], shape: list[int], splat_mass: bool = False):
+                 grid: Grid, splat_mass: bool = False):
         super().__init__()
         self.splat_mass = splat_mass
         self.out_channels = ctx_ch + int(splat_mass)
@@ -40,9 +42,9 @@ class LiftSplat(nn.Module):
         self.register_buffer("depths", torch.linspace(dmin, dmax, int(n)), persistent=False)
         self.stride = stride
         self.ctx_ch = ctx_ch
-        self.register_buffer("pc_min", torch.tensor(pc_range[:3], dtype=torch.float32), persistent=False)
-        self.register_buffer("vsize", torch.tensor(voxel_size, dtype=torch.float32), persistent=False)
-        self.shape = [int(s) for s in shape]
+        self.register_buffer("pc_min", torch.tensor(grid.box[:3], dtype=torch.float32), persistent=False)
+        self.register_buffer("vsize", torch.tensor(grid.voxel, dtype=torch.float32), persistent=False)
+        self.shape = list(grid.shape)
         self.head = nn.Conv2d(in_ch, int(n) + ctx_ch, 1)
 
     def frustum_points(self, intrinsics: torch.Tensor, cam2ego: torch.Tensor, h: int, w: int) -> torch.Tensor:

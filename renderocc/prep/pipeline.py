@@ -135,7 +135,7 @@ def load_occ_gt(path: str, free: int = vocab_mod.FREE) -> dict[str, np.ndarray]:
             occ = {a: np.asarray(z[a], np.uint8) for a in layout.OCC_GT_ARRAYS}
     except (OSError, KeyError, ValueError) as e:
         raise UserError(f"bad Occ3D file {path}: {e}") from e
-    shape = tuple(OCC_GRID["shape"])
+    shape = OCC_GRID.shape
     for a, v in occ.items():
         if v.shape != shape:
             raise UserError(f"Occ3D {path}: {a} has shape {v.shape}, expected {shape}")
@@ -355,7 +355,7 @@ def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[Samp
                             "top in y; "
                             "pixel centres: u' + 0.5 = s (u + 0.5) - crop",
                   "per_camera": per_cam},
-        "grid": OCC_GRID,
+        "grid": OCC_GRID.to_record(),
         "labels": {"lidar_channel": nus.LIDAR, "min_depth": opts.min_depth, "sweeps": opts.sweeps,
                    "occlusion_filter": ({"cell_px": 4, "window_cells": 3, "ratio": 0.8}
                                         if opts.occlusion_filter else None),

@@ -32,10 +32,9 @@ from __future__ import annotations
 import re
 
 import numpy as np
-import torch
-from scipy.spatial import cKDTree
 
 from renderocc.classes import IGNORE
+from renderocc.ops import knn2d
 
 NEIGHBOUR_DEG = 2.0   # neighbour search radius (view angle): ~6 azimuth steps, 1.5 ring spacings of a 32-ring LiDAR
 MIN_NEIGHBOURS = 4
@@ -83,25 +82,11 @@ def empty_counts(n_cond: int, n_cls: int, masks: bool) -> dict[str, np.ndarray]:
     return z
 
 
-def _compiled_knn():
-    """The extension's `knn2d` op, or None without it."""
-    from renderocc.cuda import loader
-
-    return loader.op_or_none("knn2d")
-
-
 def neighbours(points: np.ndarray, k: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
     """(dist, idx), each (n, k): every point's k nearest other points closer than `radius`, nearest
     first; missing ones are inf / n. Compiled grid search when the extension is there (ties: lower
     index first), else scipy's kd-tree (ties in its own order)."""
-    points = np.ascontiguousarray(points, np.float64)
-    knn = _compiled_knn()
-    if knn is not None:
-        dist, idx = knn(torch.from_numpy(points), int(k), float(radius))
-        return dist.numpy(), idx.numpy()
-    tree = cKDTree(points, balanced_tree=False, compact_nodes=False)   # faster to build, as fast to query
-    dist, idx = tree.query(points, k + 1, distance_upper_bound=radius)
-    return dist[:, 1:], idx[:, 1:]                                        # drop the point itself
+    return knn2d(points, k, radius)
 
 
 def depth_outliers(u: np.ndarray, v: np.ndarray, depth: np.ndarray, radius_px: float, k: int,

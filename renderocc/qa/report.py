@@ -19,8 +19,10 @@ import torch
 from tqdm import tqdm
 
 from renderocc.classes import IGNORE, default_vocabulary
+from renderocc.geometry import Grid, pixel_rays
+from renderocc.ops import mark_crossed
+from renderocc.outputs import share
 from renderocc.qa import depth_labels as dl
-from renderocc.raygrid import mark_crossed, pixel_rays
 
 DEPTH_EDGES = np.arange(0.0, 101.0, 1.0)  # metres; deeper labels land in the last bin
 
@@ -131,17 +133,17 @@ def _coverage_rays(reader, i: int, sample: dict, labels_of, opts: QAOptions) -> 
     return {"key": _rays_of(labels_of(i), key_cams, names, opts.ray_stride, drop_dynamic=False), "aux": aux}
 
 
-def _walk_coverage(rays: dict, grid: dict) -> dict:
+def _walk_coverage(rays: dict, grid: Grid) -> dict:
     """Voxels crossed by the key rays, and by key + auxiliary rays. Arrays in, no store access,
     and the compiled walk releases the GIL: it runs beside the sample's other QA work."""
     o, d, L = rays["key"]
     end = o + d * L[:, None]
-    inside = int(((end > grid["pc_range"][:3]) & (end < grid["pc_range"][3:])).all(1).sum())
-    hit_key = np.zeros(tuple(int(s) for s in grid["shape"]), bool)
-    mark_crossed(hit_key, o, d, L, grid["pc_range"], grid["voxel_size"])
+    inside = int(((end > grid.lo) & (end < grid.hi)).all(1).sum())
+    hit_key = np.zeros(grid.shape, bool)
+    mark_crossed(hit_key, o, d, L, grid)
     hit_all = hit_key.copy()
     for ao, ad, aL in rays["aux"]:
-        mark_crossed(hit_all, ao, ad, aL, grid["pc_range"], grid["voxel_size"])
+        mark_crossed(hit_all, ao, ad, aL, grid)
     return {"hit_key": hit_key, "hit_all": hit_all, "aux_rays": sum(len(a[0]) for a in rays["aux"]),
             "key_rays": len(o), "key_rays_inside": inside}
 
@@ -289,10 +291,6 @@ def _original_size(stored_wh, cam: dict) -> tuple[int, int]:
     return int(round(stored_wh[0] / s)), int(round(stored_wh[1] / s))
 
 
-def _share(num: float, den: float) -> float | None:
-    return float(num) / float(den) if den else None
-
-
 def _assemble(reader, opts, names, images, cov_rows, hist2d, unlabelled_sem, depth_hist,
               gt_hist, gt_hist_cam, has_dyn, dyn_cls, dyn_cam, rows_cam) -> dict:
     """Turn the raw counts into the qa.json structure (summary, per camera, per scene, lists)."""
@@ -308,15 +306,15 @@ def _assemble(reader, opts, names, images, cov_rows, hist2d, unlabelled_sem, dep
         "labelled_pixels_per_image": float(lab.mean()) if n_img else 0.0,
         "labelled_pixels_per_image_min": float(lab.min()) if n_img else 0.0,
         "semantic_pixels_per_image": float(sem.mean()) if n_img else 0.0,
-        "semantic_share": _share(sem.sum(), lab.sum()),
+        "semantic_share": share(sem.sum(), lab.sum()),
         "dark_images": len(dark), "few_label_images": len(few),
-        "bright_image_share": _share(n_img - len(dark), n_img),
-        "well_labelled_image_share": _share(n_img - len(few), n_img),
+        "bright_image_share": share(n_img - len(dark), n_img),
+        "well_labelled_image_share": share(n_img - len(few), n_img),
         "semantic_classes_present": int((hist2d > 0).sum()),
     }
     summary.update({k: None for k in SUMMARY_KEYS if k not in summary})
     if has_dyn:
-        summary["dynamic_share"] = _share(dyn_cam.sum(), rows_cam.sum())
+        summary["dynamic_share"] = share(dyn_cam.sum(), rows_cam.sum())
     coverage = None
     if cov_rows:
         tot = defaultdict(int)
@@ -325,14 +323,14 @@ def _assemble(reader, opts, names, images, cov_rows, hist2d, unlabelled_sem, dep
                 if isinstance(v, int) and k != "sample":
                     tot[k] += v
         summary["aux_rays_per_sample"] = tot["aux_rays"] / len(cov_rows)
-        summary["key_rays_ending_in_grid_share"] = _share(tot["key_rays_ending_inside"], tot["key_rays"])
-        summary["grid_voxels_crossed_share"] = _share(tot["voxels_crossed_all"], tot["grid_voxels"])
+        summary["key_rays_ending_in_grid_share"] = share(tot["key_rays_ending_inside"], tot["key_rays"])
+        summary["grid_voxels_crossed_share"] = share(tot["voxels_crossed_all"], tot["grid_voxels"])
         if "gt_occupied" in tot:
-            summary["gt_occupied_crossed_share"] = _share(tot["gt_occupied_crossed_all"],
+            summary["gt_occupied_crossed_share"] = share(tot["gt_occupied_crossed_all"],
                                                           tot["gt_occupied"])
-            summary["gt_occupied_crossed_share_key"] = _share(tot["gt_occupied_crossed_key"],
+            summary["gt_occupied_crossed_share_key"] = share(tot["gt_occupied_crossed_key"],
                                                               tot["gt_occupied"])
-            summary["gt_camera_voxels_crossed_share"] = _share(tot["gt_camera_crossed_all"],
+            summary["gt_camera_voxels_crossed_share"] = share(tot["gt_camera_crossed_all"],
                                                                tot["gt_camera"])
         coverage = {"per_sample": cov_rows, "totals": dict(tot), "ray_stride": opts.ray_stride,
                     "note": "voxels crossed by a label ray between the camera and its LiDAR return "
@@ -349,7 +347,7 @@ def _assemble(reader, opts, names, images, cov_rows, hist2d, unlabelled_sem, dep
             "mean_luma": float(np.mean([r["mean_luma"] for r in rows])) if rows else 0.0,
             "dark_images": sum(r in dark for r in rows),
             "few_label_images": sum(r["labelled"] < opts.few_labels for r in rows),
-            "dynamic_share": _share(dyn_cam[c], rows_cam[c]) if has_dyn else None,
+            "dynamic_share": share(dyn_cam[c], rows_cam[c]) if has_dyn else None,
         }
     per_scene = []
     for scene in dict.fromkeys(r["scene"] for r in images):
@@ -363,13 +361,13 @@ def _assemble(reader, opts, names, images, cov_rows, hist2d, unlabelled_sem, dep
             "mean_luma": float(np.mean([r["mean_luma"] for r in rows])),
             "dark_images": sum(r["mean_luma"] < opts.dark_luma for r in rows),
             "few_label_images": sum(r["labelled"] < opts.few_labels for r in rows),
-            "gt_occupied_crossed_share": _share(sum(r.get("gt_occupied_crossed_all", 0) for r in cov),
+            "gt_occupied_crossed_share": share(sum(r.get("gt_occupied_crossed_all", 0) for r in cov),
                                                 occ),
         })
     has_gt = bool(gt_hist.sum())
     return {
         "summary": summary,
-        "store": {"cameras": names, "image_size": list(reader.image_size), "grid": reader.grid,
+        "store": {"cameras": names, "image_size": list(reader.image_size), "grid": reader.grid.to_record(),
                   "has_semantics": bool(getattr(reader, "has_semantics", True)),
                   "has_occ_gt": has_gt, "has_motion_masks": has_dyn},
         "options": {"dark_luma": opts.dark_luma, "few_labels": opts.few_labels,
@@ -385,9 +383,9 @@ def _assemble(reader, opts, names, images, cov_rows, hist2d, unlabelled_sem, dep
                                       if has_gt else None),
         "depth_histogram": {"edges_m": DEPTH_EDGES.tolist(), "counts": depth_hist.sum(0).tolist(),
                             "per_camera": {n: depth_hist[c].tolist() for c, n in enumerate(names)}},
-        "dynamic": ({"per_class": {cls_names[k]: _share(dyn_cls[k], hist2d[k])
+        "dynamic": ({"per_class": {cls_names[k]: share(dyn_cls[k], hist2d[k])
                                    for k in range(len(hist2d))},
-                     "per_camera": {n: _share(dyn_cam[c], rows_cam[c]) for c, n in enumerate(names)}}
+                     "per_camera": {n: share(dyn_cam[c], rows_cam[c]) for c, n in enumerate(names)}}
                     if has_dyn else None),
         "coverage": coverage,
         "per_camera": per_camera,

@@ -62,8 +62,7 @@ def store_info(store: str) -> None:
                            f"{m['free_beams']['min_elevation_deg']:g}°)" if r.has_free_beams else
                            "no" + (" (schema v1)" if m["schema_version"] == 1 else "")),
         f"supervision  {', '.join(sup['modes']) or 'none'}",
-        f"grid         {m['grid']['shape']} voxels of {m['grid']['voxel_size'][0]} m "
-        f"over {m['grid']['pc_range']}",
+        f"grid         {r.grid.text()} over {list(r.grid.box)}",
         f"adjacent     ±{m['adjacent']} keyframes (same scene)",
     ]
     click.echo("\n".join(lines))

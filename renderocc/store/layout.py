@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from renderocc.geometry import OCC3D_GRID, Grid
+
 SCHEMA_VERSION = 3
 # Versions this code reads (schemas/README.md, "Migration"). 2 = 1 + the optional free_beams/ table:
 # a version-1 store reads as a store without free beams. 3 = 2 with the `jpeg` image codec made a
@@ -51,11 +53,13 @@ PLAN = "_plan.json"
 SHARDS_DIR = "_shards"
 TMP_PREFIX = ".tmp-"
 
-OCC_GRID = {
-    "pc_range": [-40.0, -40.0, -1.0, 40.0, 40.0, 5.4],
-    "voxel_size": [0.4, 0.4, 0.4],
-    "shape": [200, 200, 16],
-}
+# The store's label grid is Occ3D's (`geometry.OCC3D_GRID`); the manifest's `grid` holds its record.
+OCC_GRID = OCC3D_GRID
+
+
+def manifest_grid(manifest: dict) -> Grid:
+    """The store's label grid from its manifest (`grid`: pc_range, voxel_size, shape)."""
+    return Grid.from_record(manifest["grid"])
 
 # Ray (label) columns. `dynamic`/`instance` are optional: added later by prep motion-masks.
 RAY_COLUMNS = ("sample_token", "camera", "u", "v", "depth", "label")

@@ -16,6 +16,7 @@ import zarr
 
 from renderocc.classes import Vocabulary, vocabulary_of_manifest
 from renderocc.errors import UserError
+from renderocc.geometry import Grid, GridError
 from renderocc.store import fsio, layout, writer
 from renderocc.store import manifest as manifest_mod
 
@@ -44,7 +45,10 @@ class StoreReader:
         self.cameras: list[str] = list(m["cameras"])
         self.image_size: tuple[int, int] = tuple(m["image"]["stored_size"])  # (W, H)
         self.image_codec: str = m["image"]["codec"]   # jpeg (lossy) or raw (lossless); layout.IMAGE_CODECS
-        self.grid: dict = m["grid"]
+        try:
+            self.grid: Grid = layout.manifest_grid(m)  # the label grid (Occ3D GT)
+        except GridError as e:
+            raise UserError(f"{self.root}: manifest grid: {e}") from None
         sup = m["supervision"]
         self.has_semantics: bool = bool(sup["semantics"])
         self.has_occ_gt: bool = bool(sup["occ_gt"]) or any(s["occ_gt_sha256"] for s in m["shards"])

@@ -33,13 +33,15 @@ import functools
 import numpy as np
 
 from renderocc.classes import FREE, LIDARSEG_STANDARD_ORDER, LIDARSEG_TO_OCC3D, NUM_SEMANTIC
-from renderocc.raygrid import VoxelWalk
+from renderocc.geometry import OCC3D_GRID
+from renderocc.geometry.traversal import VoxelWalk
 from renderocc.synth.geometry import apply
 from renderocc.synth.world import BOX, CYLINDER, ClassTable, Prims, World
 
-PC_RANGE = np.array([-40.0, -40.0, -1.0, 40.0, 40.0, 5.4])
-VOXEL = 0.4
-SHAPE = (200, 200, 16)
+GRID = OCC3D_GRID
+PC_RANGE = np.asarray(GRID.box)
+VOXEL = GRID.voxel[0]  # Occ3D's voxels are cubes
+SHAPE = GRID.shape
 SUB = np.linspace(-0.199, 0.199, 4) * (VOXEL / 0.4)
 GROUND_LAYER = 2  # the voxel layer [-0.2, 0.2] that holds the ground surface
 TO_OCC = np.array([LIDARSEG_TO_OCC3D[n] for n in LIDARSEG_STANDARD_ORDER], np.uint8)
@@ -134,7 +136,7 @@ def semantics(world: World, t: float) -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def voxel_centres() -> np.ndarray:
     """(200 * 200 * 16, 3) float32 voxel centres in [x, y, z] C order."""
-    axes = [PC_RANGE[a] + (np.arange(SHAPE[a]) + 0.5) * VOXEL for a in range(3)]
+    axes = [GRID.axis_centres(a) for a in range(3)]
     g = np.meshgrid(*axes, indexing="ij")
     return np.stack([a.ravel() for a in g], 1).astype(np.float32)
 
@@ -179,7 +181,7 @@ def observed(occupied: np.ndarray, origins: np.ndarray, targets: np.ndarray) -> 
     rel = targets - origins
     dist = np.linalg.norm(rel, axis=1)
     rel /= np.maximum(dist, 1e-9)[:, None]
-    walk = VoxelWalk(np.broadcast_to(origins, rel.shape), rel, dist, PC_RANGE, VOXEL, SHAPE)
+    walk = VoxelWalk(np.broadcast_to(origins, rel.shape), rel, dist, GRID)
     while walk:
         i = walk.index()
         seen[i] = True

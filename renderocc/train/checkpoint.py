@@ -18,10 +18,10 @@ from typing import Any
 import torch
 
 from renderocc.classes import OCC3D_CLASSES
+from renderocc.config import Config
 from renderocc.errors import UserError
 from renderocc.model import OccupancyNet
 from renderocc.safe_load import load_plain
-from renderocc.train.config import Config
 
 PLAIN = (str, int, float, bool, type(None), torch.Tensor)
 

@@ -31,7 +31,7 @@ def train(store: str | None, out: str | None, config: str, overrides: tuple[str,
     The config:      renderocc train --print-config --config demo --set data.rays=8192
     Outputs: RUN/last.pt, RUN/metrics.jsonl, RUN/metrics.csv, RUN/tb/ (TensorBoard), RUN/config.json
     """
-    from renderocc.train.config import describe, load_config, resolved
+    from renderocc.config import describe, load_config, resolved
 
     if max_steps is not None:
         if max_steps < 1:

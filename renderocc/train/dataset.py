@@ -20,10 +20,11 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset, Sampler
 
 from renderocc.classes import IGNORE
+from renderocc.config import Config
 from renderocc.errors import UserError
+from renderocc.geometry import Grid, ends_inside, label_rays
 from renderocc.model import OccupancyNet
-from renderocc.raygrid import ends_inside, label_rays
-from renderocc.train.config import Config
+from renderocc.seeding import mix_seed
 from renderocc.train.losses import needed_batch_keys
 from renderocc.train.mask_rays import (
     MaskCache,
@@ -83,6 +84,9 @@ class RayDataset(Dataset):
         self.input_wh = d.input_size
         self.rays = d.rays
         self.grid = cfg.grid.spec
+        # dense 3D targets: pooled onto the model grid, or kept at the labels' grid when the model's
+        # values are interpolated to it (Grid.coarsens)
+        self.target_grid = self.grid.coarsens(reader.grid).target_grid
         self.sup = cfg.supervision
         self.aux = d.aux_frames
         # ablation switch: false keeps aux labels on moving objects (they smear along the track)
@@ -208,34 +212,34 @@ class RayDataset(Dataset):
     def _occ_target(self, i: int, s: dict, key: dict) -> np.ndarray:
         """lidar-sparse: from the key LiDAR rays (free space from the sensor when the store gives
         `lidar2ego`); 3d / mixed: the store's GT inside `loss.occ3d_mask` (mask_camera, mask_lidar or
-        everywhere), pooled to the model grid."""
+        everywhere), pooled to the model grid (or at the labels' grid for a finer model)."""
         if self.sup == "lidar-sparse":
             sensor = None if s.get("lidar2ego") is None else np.asarray(s["lidar2ego"], np.float64)[:3, 3]
-            return sparse_target(key["origins"], key["dirs"], key["dist"], key["label"], self.grid, sensor,
+            return sparse_target(key["origins"], key["directions"], key["ends"], key["label"], self.grid, sensor,
                                  self.reader.vocabulary.num_semantic)
         gt = self.reader.occ_gt(i)
         if gt is None:
-            return np.full(self.grid["shape"], IGNORE, np.uint8)
+            return np.full(self.target_grid.shape, IGNORE, np.uint8)
         sem = np.asarray(gt["semantics"])
         which = self.cfg.loss.occ3d_mask
         mask = np.ones(sem.shape, bool) if which == "none" else np.asarray(gt[f"mask_{which}"])
-        return dense_target(sem, mask, self.grid["shape"], self.reader.vocabulary.num_semantic)
+        return dense_target(sem, mask, self.target_grid.shape, self.reader.vocabulary.num_semantic)
 
 
-def ends_in_grid(frames: list[tuple[dict, float]], grid: dict) -> tuple[np.ndarray, ...]:
+def ends_in_grid(frames: list[tuple[dict, float]], grid: Grid) -> tuple[np.ndarray, ...]:
     """Concatenated (origins, dirs, dist, label, is_key, frame weight) of the rays whose labelled end
     point lies strictly inside the grid box (a label outside it cannot be explained by the grid)."""
     o = np.concatenate([f["origins"] for f, _ in frames])
-    dvec = np.concatenate([f["dirs"] for f, _ in frames])
-    dist = np.concatenate([f["dist"] for f, _ in frames])
+    dvec = np.concatenate([f["directions"] for f, _ in frames])
+    dist = np.concatenate([f["ends"] for f, _ in frames])
     lab = np.concatenate([f["label"] for f, _ in frames])
-    is_key = np.concatenate([np.full(len(f["dist"]), k == 0) for k, (f, _) in enumerate(frames)])
-    fw = np.concatenate([np.full(len(f["dist"]), w) for f, w in frames])
+    is_key = np.concatenate([np.full(len(f["ends"]), k == 0) for k, (f, _) in enumerate(frames)])
+    fw = np.concatenate([np.full(len(f["ends"]), w) for f, w in frames])
     ok = ends_inside(o, dvec, dist, grid)
     return o[ok], dvec[ok], dist[ok], lab[ok], is_key[ok], fw[ok]
 
 
-def draw_label_rays(pool: tuple[np.ndarray, ...], masks: MaskPool | None, grid: dict, R: int, n_mask: int,
+def draw_label_rays(pool: tuple[np.ndarray, ...], masks: MaskPool | None, grid: Grid, R: int, n_mask: int,
                     class_balance: float, rng) -> dict[str, torch.Tensor]:
     """R rays of an item: R − n_mask LiDAR label rays from `pool` (`ends_in_grid`), then n_mask
     dense-mask rays from `masks` (dist NaN). Training and `renderocc fit` both draw with this."""
@@ -268,15 +272,15 @@ def balance_weights(label: np.ndarray, class_balance: float) -> np.ndarray:
 def padded_rays(R: int, o, dvec, dist, lab, is_key) -> dict[str, torch.Tensor]:
     """The n ≤ R given rays as R rows: padding rows are invalid (`valid` false), dist 1, label 255."""
     n = len(dist)
-    res = {"origins": np.zeros((R, 3), np.float32), "dirs": np.tile(np.float32([1, 0, 0]), (R, 1)),
-           "dist": np.ones(R, np.float32), "label": np.full(R, IGNORE, np.int64),
+    res = {"origins": np.zeros((R, 3), np.float32), "directions": np.tile(np.float32([1, 0, 0]), (R, 1)),
+           "ends": np.ones(R, np.float32), "label": np.full(R, IGNORE, np.int64),
            "is_key": np.zeros(R, bool), "valid": np.zeros(R, bool)}
-    res["origins"][:n], res["dirs"][:n], res["dist"][:n] = o, dvec, dist
+    res["origins"][:n], res["directions"][:n], res["ends"][:n] = o, dvec, dist
     res["label"][:n], res["is_key"][:n], res["valid"][:n] = lab, is_key, True
     return {k: torch.from_numpy(v) for k, v in res.items()}
 
 
-def draw_mask_rays(pool: MaskPool, grid: dict, R: int, class_balance: float, rng) -> dict[str, torch.Tensor]:
+def draw_mask_rays(pool: MaskPool, grid: Grid, R: int, class_balance: float, rng) -> dict[str, torch.Tensor]:
     """R dense-mask rays (padded like `draw_from_pool`) with `dist` NaN: no depth. Weight = frame
     weight × count(class)^-class_balance; rng=None takes evenly spaced key-frame pixels. Drawn rays
     that miss the grid box are dropped (padding), not redrawn."""
@@ -329,7 +333,7 @@ class EpochSampler(Sampler):
         self.rank, self.world, self.start = rank, world, start_step
 
     def _perm(self, epoch: int) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 1000003 + epoch)
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
         return [self.indices[j] for j in torch.randperm(len(self.indices), generator=g).tolist()]
 
     def __iter__(self):

@@ -20,8 +20,11 @@ import torch
 from torch.nn import functional as F
 
 from renderocc.classes import IGNORE
+from renderocc.config import Config
+from renderocc.geometry import Grid, Scoring
+from renderocc.geometry.sampling import sample_positions, trilinear
 from renderocc.model import OccupancyOutput
-from renderocc.train.config import Config
+from renderocc.ops import ray_optical_depth, render_rays
 
 
 def per_sample_mean(values: torch.Tensor, sample: torch.Tensor, n: int, weight: torch.Tensor | None = None
@@ -100,7 +103,7 @@ def class_weights_from_counts(counts: torch.Tensor) -> torch.Tensor:
 
 
 def line_of_sight(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, dist: torch.Tensor,
-                  sample: torch.Tensor, n: int, grid: dict, step: float, margin: float, rel: float = 0.0,
+                  sample: torch.Tensor, n: int, grid: Grid, step: float, margin: float, rel: float = 0.0,
                   near: float = 0.0, backend: str = "auto", window: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Line-of-sight losses from the depth label of each ray, on the renderer's own samples.
@@ -117,11 +120,9 @@ def line_of_sight(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tens
       where the per-unit-length free term is weak) cannot satisfy it.
     Both use only the 2D depth label (camera z converted to ray distance). Returns (free, term).
     """
-    from renderocc.cuda import ray_optical_depth  # the extension loads on first use
-
     ends = torch.stack([(1 - rel) * dist - margin, dist + margin], 1)
-    tau, count = ray_optical_depth(density, origins, dirs, sample, ends, pc_range=grid["pc_range"],
-                                   voxel_size=grid["voxel_size"], step=step, near=near, backend=backend)
+    tau, count = ray_optical_depth(density, origins, dirs, sample, ends, grid=grid, step=step, near=near,
+                                   backend=backend)
     has = count[:, 0] > 0
     zero = density.sum() * 0
     tau_free = tau[:, 0] / count[:, 0].clamp_min(1)
@@ -132,18 +133,16 @@ def line_of_sight(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tens
 
 
 def free_beam_loss(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, sample: torch.Tensor,
-                   n: int, grid: dict, step: float, near: float = 0.0, backend: str = "auto") -> torch.Tensor:
+                   n: int, grid: Grid, step: float, near: float = 0.0, backend: str = "auto") -> torch.Tensor:
     """A LiDAR beam that returned nothing crossed the whole grid unobstructed: its optical depth
     up to the box exit, per unit length (τ over the samples' count, like `freespace`), should be 0.
 
     Label rays cannot say this (they exist only where something was hit), so without it the sky
     and the space above the street are constrained only by the camera rays that end beyond it.
     """
-    from renderocc.cuda import ray_optical_depth
-
     ends = torch.full((len(sample), 1), FAR, dtype=origins.dtype, device=origins.device)
-    tau, count = ray_optical_depth(density, origins, dirs, sample, ends, pc_range=grid["pc_range"],
-                                   voxel_size=grid["voxel_size"], step=step, near=near, backend=backend)
+    tau, count = ray_optical_depth(density, origins, dirs, sample, ends, grid=grid, step=step, near=near,
+                                   backend=backend)
     has = count[:, 0] > 0
     if not has.any():
         return density.sum() * 0
@@ -168,6 +167,7 @@ class LossInputs:
     batch: dict[str, torch.Tensor]
     cfg: Config
     class_weights: torch.Tensor | None
+    scoring: Scoring | None = None  # how the model grid meets the 3D labels' grid (None: the same grid)
     _cache: dict = field(default_factory=dict)
 
     @property
@@ -180,15 +180,15 @@ class LossInputs:
         if "rays" not in self._cache:
             valid = self.batch["valid"]
             bi = torch.arange(self.n, device=valid.device)[:, None].expand_as(valid)[valid]
-            self._cache["rays"] = {"sample": bi, "origins": self.batch["origins"][valid],
-                                   "dirs": self.batch["dirs"][valid], "dist": self.batch["dist"][valid],
+            self._cache["rays"] = {"batch_index": bi, "origins": self.batch["origins"][valid],
+                                   "directions": self.batch["directions"][valid], "ends": self.batch["ends"][valid],
                                    "label": self.batch["label"][valid]}
         return self._cache["rays"]
 
     @property
     def has_depth(self) -> torch.Tensor:
         """bool (rays,): label rays with a depth label (not dense-mask rays, whose `dist` is NaN)."""
-        return torch.isfinite(self.rays["dist"])
+        return torch.isfinite(self.rays["ends"])
 
     @property
     def depth_rays(self) -> dict[str, torch.Tensor] | None:
@@ -221,11 +221,8 @@ class LossInputs:
         return self._cache["render"]
 
     def _render(self, r: dict[str, torch.Tensor], density: torch.Tensor):
-        from renderocc.cuda import render_rays
-
-        g = self.cfg.grid.spec
-        return render_rays(density, self.out.semantics, r["origins"], r["dirs"], r["sample"],
-                           pc_range=g["pc_range"], voxel_size=g["voxel_size"], step=self.cfg.render.step,
+        return render_rays(density, self.out.semantics, r["origins"], r["directions"], r["batch_index"],
+                           grid=self.cfg.grid.spec, step=self.cfg.render.step,
                            near=self.cfg.render.near, backend=self.cfg.render.backend, background_depth=True,
                            return_distortion=self.cfg.loss.distortion > 0)
 
@@ -235,8 +232,8 @@ class LossInputs:
         if "los" not in self._cache:
             r, g, lc = self.depth_rays or self.rays, self.cfg.grid.spec, self.cfg.loss
             self._cache["los"] = line_of_sight(
-                self.out.density, r["origins"], r["dirs"], r["dist"], r["sample"], self.n, g,
-                self.cfg.render.step, lc.los_margin * max(g["voxel_size"]), lc.los_margin_rel,
+                self.out.density, r["origins"], r["directions"], r["ends"], r["batch_index"], self.n, g,
+                self.cfg.render.step, lc.los_margin * g.edge, lc.los_margin_rel,
                 self.cfg.render.near, self.cfg.render.backend, lc.termination_window)
         return self._cache["los"]
 
@@ -251,7 +248,7 @@ class LossInputs:
 
     @property
     def voxel(self) -> float:
-        return float(min(self.cfg.grid.spec["voxel_size"]))
+        return self.cfg.grid.spec.edge
 
 
 def _merge(where: torch.Tensor, a, b):
@@ -268,20 +265,20 @@ def _merge(where: torch.Tensor, a, b):
 
 
 def _depth(x: LossInputs) -> torch.Tensor:
-    return silog(x.with_depth(x.render.depth), x.with_depth(x.rays["dist"]), x.with_depth(x.rays["sample"]), x.n)
+    return silog(x.with_depth(x.render.depth), x.with_depth(x.rays["ends"]), x.with_depth(x.rays["batch_index"]), x.n)
 
 
 def _depth_absrel(x: LossInputs) -> torch.Tensor:  # SILog forgives a global scale; this does not
-    d = x.with_depth(x.rays["dist"])
+    d = x.with_depth(x.rays["ends"])
     return per_sample_mean((x.with_depth(x.render.depth) - d).abs() / d.clamp_min(1e-3),
-                           x.with_depth(x.rays["sample"]), x.n)
+                           x.with_depth(x.rays["batch_index"]), x.n)
 
 
 def _semantic(x: LossInputs) -> torch.Tensor:
     if x.cfg.loss.mask_semantics == "surface" and x.depth_rays is not None:
         logits, label = surface_semantics(x)
-        return semantic_ce(logits, label, x.rays["sample"], x.n, x.class_weights)
-    return semantic_ce(x.render.semantics, x.rays["label"], x.rays["sample"], x.n, x.class_weights)
+        return semantic_ce(logits, label, x.rays["batch_index"], x.n, x.class_weights)
+    return semantic_ce(x.render.semantics, x.rays["label"], x.rays["batch_index"], x.n, x.class_weights)
 
 
 def surface_semantics(x: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,17 +287,15 @@ def surface_semantics(x: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
     renderer's samples with the density detached (the LiDAR rays place the surface, the mask only
     names it; the mean depth would sit in any fog in front) — and is ignored when T never falls
     to ½ (a ray that stops nowhere names no voxel)."""
-    from renderocc.raygrid import sample_positions, trilinear
-
     r, g, step = x.rays, x.cfg.grid.spec, x.cfg.render.step
     mask = ~x.has_depth
     logits, label = x.render.semantics.clone(), r["label"].clone()  # mask rows: not rendered (zeros)
-    o, d, sample = r["origins"][mask], r["dirs"][mask], r["sample"][mask]
+    o, d, sample = r["origins"][mask], r["directions"][mask], r["batch_index"][mask]
     at = logits.new_zeros((len(o), logits.shape[-1]))
     stops = torch.zeros(len(o), dtype=torch.bool, device=o.device)
     for b in torch.unique(sample):
         sel = torch.nonzero(sample == b).squeeze(1)
-        _, valid, points, _, _ = sample_positions(o[sel], d[sel], g["pc_range"], x.cfg.render.near, step)
+        _, valid, points, _, _ = sample_positions(o[sel], d[sel], g.box, x.cfg.render.near, step)
         with torch.no_grad():
             sigma = trilinear(x.out.density[b][None], points, g)[..., 0] * valid
             half = torch.cumsum(sigma * step, 1) >= math.log(2.0)
@@ -314,7 +309,7 @@ def surface_semantics(x: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _distortion(x: LossInputs) -> torch.Tensor:  # a geometry prior: mask rays are for semantics only
-    return per_sample_mean(x.with_depth(x.render.distortion), x.with_depth(x.rays["sample"]), x.n)
+    return per_sample_mean(x.with_depth(x.render.distortion), x.with_depth(x.rays["batch_index"]), x.n)
 
 
 def _sparsity(x: LossInputs) -> torch.Tensor:  # a label-free prior: space is empty unless a ray needs it
@@ -322,7 +317,13 @@ def _sparsity(x: LossInputs) -> torch.Tensor:  # a label-free prior: space is em
 
 
 def _occ3d(x: LossInputs) -> torch.Tensor:
-    return occupancy_3d(x.out.density, x.out.semantics, x.batch["occ_target"], x.voxel, x.class_weights)
+    density, logits, voxel = x.out.density, x.out.semantics, x.voxel
+    if x.scoring is not None and x.scoring.mode == "interpolate":  # a finer model grid: scored at the labels
+        to_labels = x.scoring.to_labels
+        density = torch.stack([to_labels(d[None])[0] for d in density])
+        logits = torch.stack([to_labels(s.permute(3, 0, 1, 2)).permute(1, 2, 3, 0) for s in logits])
+        voxel = x.scoring.labels.edge
+    return occupancy_3d(density, logits, x.batch["occ_target"], voxel, x.class_weights)
 
 
 def _lss_depth(x: LossInputs) -> torch.Tensor:
@@ -342,7 +343,7 @@ class LossTerm:
     enabled: Callable[[Config], bool] = lambda cfg: True
 
 
-RAY_KEYS = ("origins", "dirs", "dist", "label", "valid")
+RAY_KEYS = ("origins", "directions", "ends", "label", "valid")
 FREE_BEAM_KEYS = ("free_origins", "free_dirs", "free_valid")
 TERMS: tuple[LossTerm, ...] = (
     LossTerm("depth", RENDERED, RAY_KEYS, _depth),
@@ -370,10 +371,12 @@ def needed_batch_keys(cfg: Config) -> set[str]:
 
 
 def total_loss(out: OccupancyOutput, batch: dict[str, torch.Tensor], cfg: Config,
-               class_weights: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float], int]:
-    """(Σ weight·term, {term: weighted value}, rays rendered) over the active terms."""
-    x = LossInputs(out, batch, cfg, class_weights)
+               class_weights: torch.Tensor | None, scoring: Scoring | None = None
+               ) -> tuple[torch.Tensor, dict[str, float], int]:
+    """(Σ weight·term, {term: weighted value}, rays rendered) over the active terms; `scoring` says
+    how the model grid meets the grid of the 3D targets (`Grid.coarsens`)."""
+    x = LossInputs(out, batch, cfg, class_weights, scoring)
     parts = {t.name: getattr(cfg.loss, t.name) * t.compute(x) for t in active_terms(cfg)}
-    n_rays = int(x.rays["sample"].numel()) if "rays" in x._cache else 0
+    n_rays = int(x.rays["batch_index"].numel()) if "rays" in x._cache else 0
     loss = sum(parts.values()) if parts else out.density.sum() * 0
     return loss, {k: float(v.detach()) for k, v in parts.items()}, n_rays

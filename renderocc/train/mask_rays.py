@@ -5,7 +5,7 @@ ray trains the rendered semantics only: its `dist` is NaN and every depth-using 
 (renderocc/train/losses.py). The pool holds every labelled pixel (255 = unlabelled is skipped) of
 the key frame's masks and, when auxiliary frames are on, of the ±K neighbours' masks, with the
 neighbours' moving-object pixels dropped exactly as their LiDAR labels are (`dynamic` there, the
-dense motion mask here). Pixel rays follow renderocc/raygrid.py at the stored image size: the
+dense motion mask here). Pixel rays follow renderocc/geometry/rays.py at the stored image size: the
 masks are stored at that size and `K` is the stored-size intrinsics.
 """
 
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from renderocc.classes import IGNORE
-from renderocc.raygrid import clip_to_box, pixel_rays
+from renderocc.geometry import Grid, pixel_rays
+from renderocc.geometry.sampling import clip_to_box
 
 
 @dataclass
@@ -126,9 +127,9 @@ def mask_classes_at(labels: dict, mask: np.ndarray, K_orig: dict[int, np.ndarray
     return out
 
 
-def crosses_grid(origins: np.ndarray, dirs: np.ndarray, grid: dict) -> np.ndarray:
+def crosses_grid(origins: np.ndarray, dirs: np.ndarray, grid: Grid) -> np.ndarray:
     """Rays with a part inside the grid box: the only ones whose semantics the grid can render."""
-    t0, t1 = clip_to_box(origins, dirs, np.asarray(grid["pc_range"][:3]), np.asarray(grid["pc_range"][3:]))
+    t0, t1 = clip_to_box(origins, dirs, grid.lo, grid.hi)
     return t1 > t0
 
 

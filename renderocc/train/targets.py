@@ -3,7 +3,7 @@
 Kept apart from `RayDataset` so each rule can be tested on hand-built inputs:
 - `lss_depth_target`: nearest LiDAR z per stride×stride feature cell (the LSS depth head's target);
 - `sparse_target` (`lidar-sparse`): a discrete voxel set, so it uses the exact traversal and the
-  voxel cells of `renderocc.raygrid`, never samples along the ray;
+  voxel cells of `renderocc.geometry`, never samples along the ray;
 - `dense_target` (`3d`/`mixed`): Occ3D GT inside a mask (`loss.occ3d_mask`), pooled to the model grid.
 """
 
@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from renderocc.classes import IGNORE, NUM_SEMANTIC
-from renderocc.raygrid import flat_index, mark_crossed, voxel_index
+from renderocc.geometry import Grid
+from renderocc.ops import mark_crossed
 
 
 def lss_depth_target(labels: dict, K_orig: dict[int, np.ndarray], K_in: np.ndarray, hw: Sequence[int],
@@ -41,7 +42,7 @@ def lss_depth_target(labels: dict, K_orig: dict[int, np.ndarray], K_in: np.ndarr
     return torch.from_numpy(out.reshape(len(K_in), h, w))
 
 
-def sparse_target(origins: np.ndarray, dirs: np.ndarray, dist: np.ndarray, label: np.ndarray, grid: dict,
+def sparse_target(origins: np.ndarray, dirs: np.ndarray, dist: np.ndarray, label: np.ndarray, grid: Grid,
                   sensor_origin: np.ndarray | None = None, num_classes: int = NUM_SEMANTIC) -> np.ndarray:
     """`lidar-sparse` target, uint8 (X, Y, Z): class 0..C-1 (C = `num_classes`; Occ3D: 0–16), C free,
     255 ignore (no evidence).
@@ -50,11 +51,11 @@ def sparse_target(origins: np.ndarray, dirs: np.ndarray, dist: np.ndarray, label
       it takes their majority class by an explicit per-voxel count (ties → smallest class id);
       with only unlabelled points (255) it is IGNORE: something is there, its class is unknown.
     - Free: every voxel the segment from the sensor (`sensor_origin`, else each ray's camera
-      origin) towards the end point crosses, exactly (`raygrid.mark_crossed`), up to one voxel
-      edge (the smallest) before the end point.
+      origin) towards the end point crosses, exactly (`ops.mark_crossed`), up to one voxel
+      (`Grid.edge`) before the end point.
     - End voxels override free: a LiDAR return inside a voxel is evidence it is occupied.
     """
-    shape = [int(s) for s in grid["shape"]]
+    shape = grid.shape
     tgt = np.full(shape, IGNORE, np.uint8)
     origins, dirs = np.asarray(origins, np.float64), np.asarray(dirs, np.float64)
     end = origins + dirs * np.asarray(dist, np.float64)[:, None]
@@ -62,14 +63,13 @@ def sparse_target(origins: np.ndarray, dirs: np.ndarray, dist: np.ndarray, label
                                                                   end.shape)
     seg = end - start
     length = np.linalg.norm(seg, axis=1)
-    free_len = length - min(grid["voxel_size"])
+    free_len = length - grid.edge
     go = free_len > 0
     free = np.zeros(shape, bool)
-    mark_crossed(free, start[go], seg[go] / length[go, None], free_len[go], grid["pc_range"],
-                 grid["voxel_size"])
+    mark_crossed(free, start[go], seg[go] / length[go, None], free_len[go], grid)
     tgt[free] = num_classes
-    ijk, inside = voxel_index(end, grid)
-    vox = flat_index(ijk[inside], shape)
+    ijk, inside = grid.index(end)
+    vox = grid.flat(ijk[inside])
     lab = np.asarray(label).astype(np.int64)[inside]
     flat = tgt.reshape(-1)
     flat[vox] = IGNORE  # every return: occupied, class unknown until a label says otherwise
@@ -93,6 +93,8 @@ def dense_target(semantics: np.ndarray, mask: np.ndarray, shape: Sequence[int], 
     sem = np.asarray(semantics).astype(np.uint8)
     mask = np.asarray(mask).astype(bool)
     X, Y, Z = (int(s) for s in shape)
+    if any(a % b for a, b in zip(sem.shape, (X, Y, Z), strict=True)):
+        raise ValueError(f"dense_target: {tuple(sem.shape)} labels do not pool onto {(X, Y, Z)} by whole factors")
     f = [a // b for a, b in zip(sem.shape, (X, Y, Z), strict=True)]
     if f == [1, 1, 1]:
         return np.where(mask, sem, IGNORE).astype(np.uint8)

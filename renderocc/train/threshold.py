@@ -4,7 +4,7 @@ Never on the evaluation split (the reference code tuned it on val). A model trai
 3D labels (`3d`, `mixed`) may use them here too: τ maximising geometric IoU (occupied vs free)
 inside mask_camera. Any other contract must not see 3D labels, even held-out ones, or "2D-only"
 would be a lie: τ maximising 2D depth agreement — the first render sample (the renderer's sample rule
-and trilinear density, `renderocc.raygrid`) with density > τ along each held-out label ray must lie
+and trilinear density, `renderocc.geometry.sampling`) with density > τ along each held-out label ray must lie
 within max(1.5 voxels, 10 %) of the LiDAR distance.
 """
 
@@ -14,9 +14,13 @@ import numpy as np
 import torch
 
 from renderocc.classes import FREE, IGNORE
-from renderocc.raygrid import sample_positions, trilinear
-from renderocc.train.config import Config
+from renderocc.config import Config
+from renderocc.geometry import Grid
+from renderocc.geometry.sampling import sample_positions, trilinear
 from renderocc.train.dataset import RayDataset
+
+NEAR_VOXELS = 1.5  # a first crossing this many voxels (Grid.edge) from the label counts as agreeing
+NEAR_SHARE = 0.1   # ... or this share of the label's distance, whichever is larger
 
 CANDIDATES = np.geomspace(0.01, 20.0, 40)
 
@@ -40,7 +44,8 @@ def choose_threshold(model, reader, indices: list[int], cfg: Config, device: tor
         ok = item["valid"] & item["is_key"]
         n, d = candidate_counts(out.density[0], cfg, occ_target=item["occ_target"] if use_3d else None,
                                 free=reader.vocabulary.free,
-                                rays=None if use_3d else (item["origins"][ok], item["dirs"][ok], item["dist"][ok]))
+                                rays=None if use_3d else
+                                (item["origins"][ok], item["directions"][ok], item["ends"][ok]))
         num += n
         den += d
     model.train(was_training)
@@ -85,31 +90,31 @@ def pick_threshold(num: torch.Tensor, den: torch.Tensor, use_3d: bool, indices: 
 
 
 def first_crossing_agreement(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
-                             dist: torch.Tensor, grid: dict, cand: torch.Tensor, step: float,
+                             dist: torch.Tensor, grid: Grid, cand: torch.Tensor, step: float,
                              chunk: int = 2048) -> tuple[torch.Tensor, int]:
     """Per candidate τ: how many rays hit their first sample with density > τ near the label distance.
 
-    The samples are the renderer's (`raygrid.sample_positions` at the training `step`, trilinear
+    The samples are the renderer's (`sampling.sample_positions` at the training `step`, trilinear
     density at voxel centres), so τ is chosen on the field the loss shaped, not on a nearest-voxel
-    proxy. "Near" is within max(1.5 voxels, 10 %) of `dist`; a ray with no sample above τ counts
+    proxy. "Near" is within max(NEAR_VOXELS voxels, NEAR_SHARE of `dist`) of `dist`; a ray with no sample above τ counts
     as crossing at its box exit. Rays are chunked so memory stays (chunk × samples) whatever R.
     """
     density = density.detach().float().cpu()
     vol = density[None]
     cand = cand.float().cpu()
     good = torch.zeros(len(cand))
-    vmax = float(max(grid["voxel_size"]))
+    vmax = grid.edge
     for s in range(0, len(dist), chunk):
         o = origins[s:s + chunk].float().cpu()
         d = dirs[s:s + chunk].float().cpu()
         L = dist[s:s + chunk].float().cpu()
-        t, valid, points, hit, t_out = sample_positions(o, d, grid["pc_range"], 0.0, step)
+        t, valid, points, hit, t_out = sample_positions(o, d, grid.box, 0.0, step)
         sig = torch.where(valid, trilinear(vol, points, grid)[..., 0], torch.zeros_like(t))
         run = torch.cummax(sig, 1).values.contiguous()  # non-decreasing; padding repeats the last sample
         first = torch.searchsorted(run, cand[None].expand(len(run), -1).contiguous(), right=True)  # (r, C)
         count = valid.sum(1, keepdim=True)
         t_exit = torch.where(hit, t_out, torch.zeros_like(t_out))[:, None]
         hit_t = torch.where(first < count, t.gather(1, first.clamp(max=t.shape[1] - 1)), t_exit)
-        tol = torch.clamp(0.1 * L, min=1.5 * vmax)[:, None]
+        tol = torch.clamp(NEAR_SHARE * L, min=NEAR_VOXELS * vmax)[:, None]
         good += ((hit_t - L[:, None]).abs() <= tol).sum(0).float()
     return good, int(len(dist))

@@ -22,13 +22,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from renderocc.classes import NUM_SEMANTIC
+from renderocc.config import Config, resolved, semantic_source, supervision_label
 from renderocc.errors import UserError
+from renderocc.geometry import Scoring
 from renderocc.model import OccupancyNet, OccupancyOutput
 from renderocc.model.encoder import load_pretrained
 from renderocc.store import manifest as manifest_mod
 from renderocc.train import losses as L
 from renderocc.train.checkpoint import load_checkpoint, save_checkpoint
-from renderocc.train.config import Config, resolved, semantic_source, supervision_label
 from renderocc.train.dataset import EpochSampler, RayDataset, holdout_split
 from renderocc.train.threshold import choose_threshold
 
@@ -117,9 +118,13 @@ def _worker_init(_: int) -> None:
 
 
 # -- one step ------------------------------------------------------------------------------------
-def voxel_text(voxel_size: list[float]) -> str:
-    """`0.8` for a cubic voxel, `0.8 × 0.8 × 0.4` otherwise."""
-    return f"{voxel_size[0]:g}" if len(set(voxel_size)) == 1 else " × ".join(f"{v:g}" for v in voxel_size)
+def scoring_text(scoring: Scoring) -> str:
+    """How the model grid meets the store's label grid, for the run's first line ("" when the same)."""
+    if scoring.mode == "pool":
+        return f" (labels pooled {'×'.join(str(f) for f in scoring.factor)})"
+    if scoring.mode == "interpolate":
+        return f" (interpolated to the labels' {scoring.labels.text()})"
+    return ""
 
 
 def use_amp(cfg: Config, device: torch.device) -> bool:
@@ -127,20 +132,20 @@ def use_amp(cfg: Config, device: torch.device) -> bool:
     return device.type == "cuda" and cfg.train.amp
 
 
-def compute_loss(model, batch: dict, cfg: Config, cw: torch.Tensor | None, device: torch.device
-                 ) -> tuple[torch.Tensor, dict[str, float], int]:
+def compute_loss(model, batch: dict, cfg: Config, cw: torch.Tensor | None, device: torch.device,
+                 scoring: Scoring | None = None) -> tuple[torch.Tensor, dict[str, float], int]:
     """Forward, then the weighted sum of the active loss terms (losses.TERMS)."""
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp(cfg, device)):
         out = model(batch["images"], batch["intrinsics"], batch["cam2ego"])
     out = OccupancyOutput(*(t.float() for t in out))
-    return L.total_loss(out, batch, cfg, None if cw is None else cw.to(device))
+    return L.total_loss(out, batch, cfg, None if cw is None else cw.to(device), scoring)
 
 
-def train_step(model, opt, sched, scaler, batch: dict, cfg: Config, cw, device: torch.device
-               ) -> tuple[torch.Tensor, dict[str, float], int, float]:
+def train_step(model, opt, sched, scaler, batch: dict, cfg: Config, cw, device: torch.device,
+               scoring: Scoring | None = None) -> tuple[torch.Tensor, dict[str, float], int, float]:
     """One optimiser step: loss, backward (scaled on GPU), clip, AdamW, LR schedule."""
-    loss, parts, n_rays = compute_loss(model, batch, cfg, cw, device)
+    loss, parts, n_rays = compute_loss(model, batch, cfg, cw, device, scoring)
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.unscale_(opt)
@@ -187,6 +192,7 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
     else:
         reader = store
     cfg = resolved(cfg, reader.grid)
+    scoring = cfg.grid.spec.coarsens(reader.grid)
     seed = cfg.seed
     seed_everything(seed)
     train_idx, held = holdout_split(reader, cfg.data.holdout)
@@ -231,7 +237,7 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
     log = Logger(out, step, enabled=rank == 0, resume=resume)
     say = print if rank == 0 and not quiet else (lambda *a, **k: None)
     say(f"train: {len(train_idx)} samples, held-out {len(held)} (threshold), world {world}, device {device}, "
-        f"supervision {supervision_label(cfg)}, grid {cfg.grid.shape} @ {voxel_text(cfg.grid.voxel_size)} m, "
+        f"supervision {supervision_label(cfg)}, grid {cfg.grid.spec.text()}{scoring_text(scoring)}, "
         f"{cfg.data.rays} rays/sample{mask_ray_text(ds)}, aux ±{ds.aux} frames"
         + ("" if ds.aux or not cfg.data.aux_frames else " (store has no motion masks: aux rays off)"))
     say(f"loss terms: {', '.join(f'{t.name} {getattr(cfg.loss, t.name):g}' for t in L.active_terms(cfg))}"
@@ -250,7 +256,7 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
     ema_decay = cfg.optim.ema_decay
     try:
         while step < stop:
-            loss, parts, n_rays, gnorm = train_step(ddp_model, opt, sched, scaler, next(it), cfg, cw, device)
+            loss, parts, n_rays, gnorm = train_step(ddp_model, opt, sched, scaler, next(it), cfg, cw, device, scoring)
             step += 1
             update_ema(ema, model, min(ema_decay, (1 + step) / (10 + step)))
             rays_acc += n_rays

@@ -73,7 +73,7 @@ void check_inputs(const at::Tensor& density, const at::Tensor& sem, const at::Te
               "origins and directions must be (R, 3)");
   TORCH_CHECK(batch.scalar_type() == at::kLong && batch.dim() == 1 && batch.size(0) == origins.size(0),
               "batch_index must be int64 (R,)");
-  TORCH_CHECK(box.size() == 6 && voxel.size() == 3, "box needs 6 numbers, voxel_size 3");
+  TORCH_CHECK(box.size() == 6 && voxel.size() == 3, "box needs 6 numbers, voxel 3");
   TORCH_CHECK(step > 0, "step must be positive");
 #ifdef RENDEROCC_WITH_CUDA
   TORCH_CHECK(!(probs && density.is_cuda() && sem.size(4) > max_classes_cuda()),
@@ -273,14 +273,14 @@ at::Tensor optical_depth_backward(const at::Tensor& density, const at::Tensor& o
 }
 
 
-// The first-hit walk (CPU only) of `raygrid.first_hits`: rays (R, 3) float64 walked through L ≤ 7
+// The first-hit walk (CPU only) of `renderocc.ops.first_hits`: rays (R, 3) float64 walked through L ≤ 7
 // occupancy layers packed as bits of a grid padded by one border voxel (value 128) per side.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> first_hits(const at::Tensor& bits, const at::Tensor& origins, const at::Tensor& dirs,
-                                   std::vector<double> lo, std::vector<double> voxel_size,
+                                   std::vector<double> box, std::vector<double> voxel_edge,
                                    std::vector<int64_t> shape, int64_t layers, int64_t threads) {
   TORCH_CHECK(layers >= 1 && layers <= 7, "first_hits: 1 to 7 layers");
-  TORCH_CHECK(lo.size() == 3 && voxel_size.size() == 3 && shape.size() == 3,
-              "first_hits: lo, voxel_size and shape need 3 numbers");
+  TORCH_CHECK(box.size() == 6 && voxel_edge.size() == 3 && shape.size() == 3,
+              "first_hits: box needs 6 numbers, voxel and shape 3");
   TORCH_CHECK(bits.scalar_type() == at::kByte && bits.dim() == 3 && bits.size(0) == shape[0] + 2 &&
                   bits.size(1) == shape[1] + 2 && bits.size(2) == shape[2] + 2,
               "bits must be uint8 (X + 2, Y + 2, Z + 2)");
@@ -300,8 +300,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> first_hits(const at::Tensor& bits
   a.origins = origins.data_ptr<double>();
   a.dirs = dirs.data_ptr<double>();
   for (int i = 0; i < 3; ++i) {
-    a.lo[i] = lo[i];
-    a.vox[i] = voxel_size[i];
+    a.lo[i] = box[i];
+    a.vox[i] = voxel_edge[i];
     a.shape[i] = shape[i];
   }
   a.R = R;
@@ -333,27 +333,27 @@ TORCH_LIBRARY(renderocc_render, m) {
   m.set_python_module("renderocc.cuda.op_registrations");
   m.def(
       "forward(Tensor density, Tensor semantics, Tensor origins, Tensor directions, "
-      "Tensor batch_index, float[] box, float[] voxel_size, float near, float step, bool probs) "
+      "Tensor batch_index, float[] box, float[] voxel, float near, float step, bool probs) "
       "-> (Tensor depth, Tensor sem, Tensor opacity, Tensor distortion, Tensor t_far)");
   m.def(
       "backward(Tensor density, Tensor semantics, Tensor origins, Tensor directions, "
-      "Tensor batch_index, float[] box, float[] voxel_size, float near, float step, bool probs, "
+      "Tensor batch_index, float[] box, float[] voxel, float near, float step, bool probs, "
       "Tensor depth, Tensor sem, Tensor opacity, Tensor distortion, Tensor g_depth, Tensor g_sem, "
       "Tensor g_opacity, Tensor g_distortion, bool need_sem_grad) -> (Tensor grad_density, Tensor grad_sem)");
   m.def(
       "visibility(Tensor density, Tensor origins, Tensor directions, Tensor batch_index, float[] box, "
-      "float[] voxel_size, float near, float step) -> Tensor");
+      "float[] voxel, float near, float step) -> Tensor");
   m.def(
       "optical_depth(Tensor density, Tensor origins, Tensor directions, Tensor batch_index, Tensor t_ends, "
-      "float[] box, float[] voxel_size, float near, float step) -> (Tensor tau, Tensor count)");
+      "float[] box, float[] voxel, float near, float step) -> (Tensor tau, Tensor count)");
   m.def(
       "optical_depth_backward(Tensor density, Tensor origins, Tensor directions, Tensor batch_index, "
-      "Tensor t_ends, float[] box, float[] voxel_size, float near, float step, Tensor g_tau) -> Tensor");
+      "Tensor t_ends, float[] box, float[] voxel, float near, float step, Tensor g_tau) -> Tensor");
   m.def(
-      "first_hits(Tensor bits, Tensor origins, Tensor directions, float[] lo, float[] voxel_size, int[] shape, "
+      "first_hits(Tensor bits, Tensor origins, Tensor directions, float[] box, float[] voxel, int[] shape, "
       "int layers, int threads) -> (Tensor voxel, Tensor dist, Tensor hit)");
   m.def(
-      "mark_crossed(Tensor origins, Tensor directions, Tensor lengths, float[] box, float[] voxel_size, "
+      "mark_crossed(Tensor origins, Tensor directions, Tensor lengths, float[] box, float[] voxel, "
       "Tensor(a!) hit) -> ()");
   m.def("knn2d(Tensor points, int k, float radius) -> (Tensor dist, Tensor idx)");
 }

@@ -1,5 +1,5 @@
 // Exact voxel traversal (Amanatides & Woo) marking every voxel a segment crosses: the compiled
-// twin of renderocc.raygrid.VoxelWalk / mark_crossed, for QA's coverage counts.
+// twin of renderocc.geometry.traversal.VoxelWalk / mark_crossed_numpy, for QA's coverage counts.
 //
 // It repeats the numpy walk's float64 arithmetic operation for operation (slab clip with the
 // 1e-12 direction floor, start voxel, boundary distances, first-minimum axis choice, the

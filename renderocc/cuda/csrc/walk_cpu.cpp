@@ -1,6 +1,6 @@
-// CPU voxel walk to the first occupied voxel per layer: `raygrid.first_hits` with the extension.
+// CPU voxel walk to the first occupied voxel per layer: `renderocc.ops.first_hits` with the extension.
 //
-// Each line mirrors one numpy operation of `raygrid._walk_start` / `_walk_numpy_part` in the
+// Each line mirrors one numpy operation of `geometry.traversal._walk_start` / `_walk_numpy_part` in the
 // same order (float64, no fused multiply-add: -std=c++20 keeps contraction off), so both give
 // bit-identical results; tests/test_raygrid.py holds them to it. One ray per iteration, rays
 // split over threads in contiguous blocks, each ray writing only its own outputs.
@@ -28,7 +28,7 @@ int64_t unpad(const WalkArgs& a, int64_t flat) {
 void walk_ray(const WalkArgs& a, int64_t r) {
   const double* o = a.origins + 3 * r;
   const double* d = a.dirs + 3 * r;
-  // box clip (raygrid.clip_to_box): slab test, t ≥ 0
+  // box clip (geometry.sampling.clip_to_box): slab test, t ≥ 0
   double t_near = -kInf, t_far = kInf;
   for (int ax = 0; ax < 3; ++ax) {
     const double inv = 1.0 / (std::abs(d[ax]) > 1e-12 ? d[ax] : 1e-12);

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from renderocc.errors import UserError
+from renderocc.geometry import Grid, GridError, Scoring
 
 Supervision = Literal["2d", "lidar-sparse", "3d", "mixed"]
 SUPERVISIONS: tuple[str, ...] = typing.get_args(Supervision)
@@ -48,11 +49,11 @@ class GridConfig:
     shape: list[int] | None = _opt(None, "voxels per axis: derived from the store when a run starts; never set it")
 
     @property
-    def spec(self) -> dict:
-        """{"pc_range", "voxel_size" (3), "shape"}: the plain grid dict the ray-grid code takes."""
+    def spec(self) -> Grid:
+        """The model's `Grid` (a resolved config only: `resolved()` fills it from the store)."""
         if self.shape is None or self.pc_range is None or not isinstance(self.voxel_size, list):
             raise RuntimeError("grid not resolved against a store yet (call resolved())")
-        return {"pc_range": list(self.pc_range), "voxel_size": list(self.voxel_size), "shape": list(self.shape)}
+        return Grid(self.pc_range, self.voxel_size, self.shape)
 
 
 @dataclass(frozen=True)
@@ -441,28 +442,29 @@ def semantic_source(cfg: Config, store_has_lidarseg: bool = True) -> SemanticSou
     return "both" if lidar and masks else "masks" if masks else "lidarseg" if lidar else "none"
 
 
-# -- the grid ----------------------------------------------------------------------------------
-def model_grid(cfg: Config, store_grid: dict) -> dict:
-    """The model's voxel grid: the store's range, at the config's voxel size if it sets one.
-
-    A coarser voxel must divide the store's voxel grid evenly so dense 3D labels can be pooled.
-    """
+# -- the grid ---------------------------------------------------------------------------------
+def model_grid(cfg: Config, store_grid: Grid) -> Grid:
+    """The model's voxel grid: the store's box and voxel unless the config sets its own, checked to
+    tile its box and to be scorable against the store's label grid (`Grid.coarsens`): a grid that
+    cannot be trained or scored is one line before any work, whatever the supervision."""
     g = cfg.grid
-    pc_range = [float(v) for v in (g.pc_range if g.pc_range is not None else store_grid["pc_range"])]
-    if len(pc_range) != 6 or any(pc_range[i] >= pc_range[i + 3] for i in range(3)):
-        raise UserError(f"grid.pc_range {pc_range}: expected xmin, ymin, zmin, xmax, ymax, zmax")
-    vs = g.voxel_size if g.voxel_size is not None else store_grid["voxel_size"]
-    vs = [float(vs)] * 3 if isinstance(vs, int | float) else [float(v) for v in vs]
-    if len(vs) != 3 or min(vs) <= 0:
-        raise UserError(f"grid.voxel_size {g.voxel_size}: expected one positive number or three")
-    shape = [round((pc_range[i + 3] - pc_range[i]) / vs[i]) for i in range(3)]
-    for i in range(3):
-        if shape[i] < 1 or abs(shape[i] * vs[i] - (pc_range[i + 3] - pc_range[i])) > 1e-4:
-            raise UserError(f"grid.voxel_size {vs[i]} does not tile the range {pc_range} on axis {i}")
-    return {"pc_range": pc_range, "voxel_size": vs, "shape": shape}
+    box = g.pc_range if g.pc_range is not None else store_grid.box
+    voxel = g.voxel_size if g.voxel_size is not None else store_grid.voxel
+    try:
+        grid = Grid.tiling(box, voxel)
+        grid.coarsens(store_grid)
+    except GridError as e:
+        raise UserError(f"grid.voxel_size / grid.pc_range: {e}") from None
+    return grid
 
 
-def resolved(cfg: Config, store_grid: dict) -> Config:
+def resolved(cfg: Config, store_grid: Grid) -> Config:
     """The config with the model grid filled in from the store (what checkpoints save)."""
-    spec = model_grid(cfg, store_grid)
-    return dataclasses.replace(cfg, grid=GridConfig(**spec))
+    grid = model_grid(cfg, store_grid)
+    rec = grid.to_record()
+    return dataclasses.replace(cfg, grid=GridConfig(rec["pc_range"], rec["voxel_size"], rec["shape"]))
+
+
+def scoring(cfg: Config, store_grid: Grid) -> Scoring:
+    """How a resolved config's model grid meets the store's label grid (pool, interpolate or same)."""
+    return cfg.grid.spec.coarsens(store_grid)
