@@ -42,12 +42,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
 
+    from renderocc.ops import kernel
     from renderocc.prep.pipeline import PrepOptions, run
     from renderocc.qa.report import collect
-    from renderocc.raygrid import _compiled_walk
     from renderocc.store.reader import StoreReader
 
-    compiled = _compiled_walk() is not None  # build/load the extension before timing
+    compiled = kernel("mark_crossed") is not None  # build/load the extension before timing
     with tempfile.TemporaryDirectory() as tmp:
         store = str(Path(tmp) / "store")
         s, prep_wall, prep_cpu = timed(lambda: run(PrepOptions(dataroot=args.dataroot, version="v1.0-mini", out=store,

@@ -21,7 +21,7 @@ import numpy as np
 
 from renderocc.eval.external import GtDir, origins_by_token, scene_poses_from_dataroot
 from renderocc.eval.rayiou import RayIoU, cast
-from renderocc.store.layout import OCC_GRID
+from renderocc.geometry import OCC3D_GRID
 from renderocc.synth.writer import write_dataset
 
 TARGET = 10.0  # samples/s on 2 cores
@@ -42,8 +42,8 @@ def main() -> None:
             gt = gts.occ_gt(tok)["semantics"]
             data.append((tok, np.roll(gt, (1, 1), axis=(0, 1)), gt))
     n_orig = [len(origins[t]) for t, _, _ in data]
-    cast(data[0][1], data[0][2], origins[data[0][0]], OCC_GRID, threads=args.threads)  # warm-up, build
-    metric = RayIoU(OCC_GRID)
+    cast(data[0][1], data[0][2], origins[data[0][0]], OCC3D_GRID, threads=args.threads)  # warm-up, build
+    metric = RayIoU(OCC3D_GRID)
     w0, c0 = time.perf_counter(), time.process_time()
     for tok, pred, gt in data:
         metric.update(pred, gt, origins[tok])
@@ -64,7 +64,7 @@ def main() -> None:
     c0 = time.process_time()
     w0 = time.perf_counter()
     for tok, pred, gt in data[:3]:
-        cast(pred, gt, origins[tok], OCC_GRID, threads=args.threads, backend="numpy")
+        cast(pred, gt, origins[tok], OCC3D_GRID, threads=args.threads, backend="numpy")
     print(f"  numpy walk (the fallback), 3 samples: wall {(time.perf_counter() - w0) / 3 * 1000:.0f} ms/sample, "
           f"CPU {(time.process_time() - c0) / 3 * 1000:.0f} ms/sample")
     print(f"  (sanity) RayIoU of the one-voxel shift: {100 * m['rayiou']:.2f} "

@@ -93,10 +93,13 @@ def worker(backend: str, what: str, device: str, n_rays: int, repeats: int) -> d
     """Run in a fresh process: time (warm-up + median) or memory (single cold run)."""
     import torch
 
-    from renderocc.cuda import loader, render_rays
+    from renderocc.cuda import loader
+    from renderocc.geometry import Grid
+    from renderocc.ops import render_rays
 
     if backend != "reference":
         loader.load()  # build/load before measuring anything
+    grid = Grid.tiling(PC_RANGE, VOXEL)
     density, semantics, origins, directions, batch = (t.to(device) for t in make_inputs(n_rays))
     density.requires_grad_()
     semantics.requires_grad_()
@@ -108,8 +111,7 @@ def worker(backend: str, what: str, device: str, n_rays: int, repeats: int) -> d
         density.grad = semantics.grad = None
         timer = _Timer(device)
         timer.mark()
-        out = render_rays(density, semantics, origins, directions, batch, pc_range=PC_RANGE,
-                          voxel_size=VOXEL, step=STEP, backend=backend)
+        out = render_rays(density, semantics, origins, directions, batch, grid=grid, step=STEP, backend=backend)
         loss = (out.depth * w_depth).sum() + (out.semantics * w_sem).sum() + out.opacity.sum()
         timer.mark()
         loss.backward()
@@ -124,7 +126,7 @@ def worker(backend: str, what: str, device: str, n_rays: int, repeats: int) -> d
         runs = [step()[:2] for _ in range(repeats)]
     except torch.OutOfMemoryError as exc:
         return {"oom": True, "error": str(exc).splitlines()[0]}
-    from renderocc.raygrid import clip_rays, sample_count
+    from renderocc.geometry.sampling import clip_rays, sample_count
 
     t_in, t_out, hit = clip_rays(origins.double(), directions.double(), PC_RANGE, 0.0)
     samples = sample_count(t_in, t_out, hit, STEP).double()
@@ -173,12 +175,13 @@ def marched_samples(density, origins, directions, batch) -> int:
     before the sample >= 1e-4), counted on the reference's density-only march."""
     import torch
 
-    from renderocc.cuda.reference import TRANSMITTANCE_EPS, _sample_density, _transmittance_before
-    from renderocc.raygrid import sample_positions
+    from renderocc.cuda.reference import _sample_density, _transmittance_before
+    from renderocc.geometry import Grid
+    from renderocc.geometry.sampling import TRANSMITTANCE_EPS, sample_positions
 
     with torch.no_grad():
         _, valid, points, _, _ = sample_positions(origins, directions, PC_RANGE, 0.0, STEP)
-        sigma = _sample_density(density, points, valid, batch, PC_RANGE, (VOXEL,) * 3)
+        sigma = _sample_density(density, points, valid, batch, Grid.tiling(PC_RANGE, VOXEL))
         _, before = _transmittance_before(sigma, STEP)
         return int((valid & (before >= TRANSMITTANCE_EPS)).sum())
 

@@ -68,8 +68,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the figures here (JSON)")
     args = ap.parse_args()
 
-    from renderocc.store.reader import StoreReader
     from renderocc.config import load_config, resolved
+    from renderocc.store.reader import StoreReader
     from renderocc.train.dataset import EpochSampler, RayDataset
     from renderocc.train.trainer import (
         build_model,
@@ -98,7 +98,7 @@ def main() -> None:
     cw = class_weights(reader, cfg, idx) if reader.has_semantics else None
     n_par = sum(p.numel() for p in model.parameters())
     bs = cfg.data.batch_size
-    print(f"config {args.config}: grid {cfg.grid.shape} @ {cfg.grid.voxel_size[0]} m, "
+    print(f"config {args.config}: grid {cfg.grid.spec.text()}, "
           f"input {list(cfg.data.input_size)} × {len(reader.cameras)} cams, "
           f"{cfg.data.rays} rays/sample, "
           f"batch {bs}, {n_par / 1e6:.2f} M params, device {device}"

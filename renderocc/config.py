@@ -190,8 +190,15 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "config") -> Config:
-        """Build and check a config from nested plain data; missing keys take their defaults."""
-        return _build(cls, data, "", where)
+        """Build and check a config from nested plain data; missing keys take their defaults. A
+        resolved grid (shape given: checkpoints, config.json) must be a valid `Grid`."""
+        cfg = _build(cls, data, "", where)
+        if cfg.grid.shape is not None:
+            try:
+                cfg.grid.spec  # noqa: B018 - builds and checks the Grid
+            except (GridError, RuntimeError) as e:
+                raise UserError(f"{where}: grid: {e}") from None
+        return cfg
 
     def digest(self) -> str:
         """Short hash of the resolved config (results files record it beside the git commit)."""

@@ -12,10 +12,11 @@ from importlib import resources
 import pytest
 from click.testing import CliRunner
 
-from renderocc.errors import UserError
 from renderocc.config import Config, GridConfig, load_config, model_grid, parse_value, resolved
+from renderocc.errors import UserError
+from renderocc.geometry import Grid
 
-STORE_GRID = {"pc_range": [-40.0, -40.0, -1.0, 40.0, 40.0, 5.4], "voxel_size": [0.4] * 3, "shape": [200, 200, 16]}
+STORE_GRID = Grid([-40.0, -40.0, -1.0, 40.0, 40.0, 5.4], [0.4] * 3, [200, 200, 16])
 
 
 def all_fields(cfg) -> list[tuple[str, dataclasses.Field]]:
@@ -90,8 +91,8 @@ def test_plain_data_round_trip_and_grid_resolution():
     data = cfg.to_dict()
     assert json.loads(json.dumps(data)) == data  # JSON-able: lists, numbers, strings, bools, None
     assert Config.from_dict(data) == cfg and cfg.digest() == Config.from_dict(data).digest()
-    assert cfg.grid == GridConfig(pc_range=STORE_GRID["pc_range"], voxel_size=[0.8, 0.8, 0.4], shape=[100, 100, 16])
-    assert cfg.grid.spec["shape"] == [100, 100, 16]
+    assert cfg.grid == GridConfig(pc_range=list(STORE_GRID.box), voxel_size=[0.8, 0.8, 0.4], shape=[100, 100, 16])
+    assert cfg.grid.spec == Grid(STORE_GRID.box, (0.8, 0.8, 0.4), (100, 100, 16))
     with pytest.raises(UserError, match="does not tile"):
         model_grid(load_config("demo", ["grid.voxel_size=0.7"]), STORE_GRID)
     with pytest.raises(RuntimeError, match="not resolved"):

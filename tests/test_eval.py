@@ -16,7 +16,7 @@ from renderocc.classes import FREE, NUM_SEMANTIC
 from renderocc.cli import main
 from renderocc.eval import infer
 from renderocc.eval.evaluate import evaluate
-from renderocc.raygrid import ends_inside, voxel_centres
+from renderocc.geometry import Grid, ends_inside
 
 TINY = ["data.input_size=[64, 32]", "data.rays=256", "data.workers=0", "model.width=8", "model.channels=16",
         "model.voxel_channels=8", "model.depth_bins=[1.0, 41.0, 21]", "grid.voxel_size=1.6",
@@ -78,8 +78,8 @@ def test_eval_user_errors(store, ckpt, tmp_path):
 
 def test_oracle_scores_perfectly(store, monkeypatch):
     """GT in → mIoU 1 and rendered depth close to the LiDAR labels: frames and z/distance agree."""
-    from renderocc.store.reader import StoreReader
     from renderocc.config import load_config, resolved
+    from renderocc.store.reader import StoreReader
 
     reader = StoreReader(store)
 
@@ -116,7 +116,7 @@ def test_oracle_scores_perfectly(store, monkeypatch):
 
 
 def test_visibility_stops_behind_a_wall():
-    grid = {"pc_range": [0.0, 0.0, 0.0, 10.0, 1.0, 1.0], "voxel_size": [1.0, 1.0, 1.0], "shape": [10, 1, 1]}
+    grid = Grid([0.0, 0.0, 0.0, 10.0, 1.0, 1.0], [1.0, 1.0, 1.0], [10, 1, 1])
     density = torch.zeros(10, 1, 1)
     density[5] = 100.0  # an opaque wall in voxel 5
     o = np.array([[0.5, 0.5, 0.5]])
@@ -127,7 +127,7 @@ def test_visibility_stops_behind_a_wall():
 
 def test_visibility_through_the_renderer_sees_in_front_of_a_wall_only():
     """A 3D wall at x ∈ [6, 7): voxels in front are seen, behind it unseen, outside the fan unseen."""
-    grid = {"pc_range": [0.0, -4.0, -2.0, 12.0, 4.0, 2.0], "voxel_size": [1.0, 1.0, 1.0], "shape": [12, 8, 4]}
+    grid = Grid([0.0, -4.0, -2.0, 12.0, 4.0, 2.0], [1.0, 1.0, 1.0], [12, 8, 4])
     density = torch.zeros(12, 8, 4)
     density[6] = 50.0
     ang = np.linspace(-0.3, 0.3, 15)
@@ -141,12 +141,6 @@ def test_visibility_through_the_renderer_sees_in_front_of_a_wall_only():
     assert not vis[8:].any()  # behind the wall
     assert not vis[1, 0].any() and not vis[1, 7].any()  # beside the camera, outside the ray fan
     assert (vis == infer.visibility(density, o, d, grid, step=0.25, min_transmittance=0.1)).all()  # chunking
-
-
-def test_to_shape_repeats_coarse_voxels():
-    g = np.arange(8, dtype=np.uint8).reshape(2, 2, 2)
-    up = infer.to_shape(g, (4, 4, 4))
-    assert up.shape == (4, 4, 4) and up[3, 3, 3] == 7 and up[0, 1, 0] == 0 and up[2, 0, 0] == 4
 
 
 def test_predict_writes_occ3d_layout(store, ckpt, tmp_path):
@@ -190,8 +184,8 @@ def test_viz_writes_pngs(store, ckpt, tmp_path):
 def test_inputs_are_the_stored_images_resized_and_bottom_cropped(store):
     """The network input is an independent resize of the stored image, cropped to keep the bottom,
     and K follows the same pixel map: u' = (u + ½)·s − ½ − x0."""
-    from renderocc.store.reader import StoreReader
     from renderocc.config import load_config
+    from renderocc.store.reader import StoreReader
 
     reader = StoreReader(store)
     images, K, _ = infer.model_inputs(reader, 1, load_config("demo", ["data.input_size=[64, 32]"]))
@@ -253,7 +247,7 @@ class _Geometric(torch.nn.Module):
     def __init__(self, grid: dict):
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(()))
-        self.centres = torch.from_numpy(voxel_centres(grid)).float()
+        self.centres = torch.from_numpy(grid.centres()).float()
 
     def forward(self, imgs, K, c2e):
         rel = self.centres - c2e[0, 0, :3, 3]
@@ -264,8 +258,8 @@ class _Geometric(torch.nn.Module):
 
 
 def test_tta_flip_gives_back_an_equivariant_models_output(store):
-    from renderocc.store.reader import StoreReader
     from renderocc.config import load_config, resolved
+    from renderocc.store.reader import StoreReader
 
     reader = StoreReader(store)
     cfg = resolved(load_config("demo", ["data.input_size=[64, 32]", "grid.voxel_size=1.6"]), reader.grid)
@@ -286,7 +280,7 @@ class _ImageReader(torch.nn.Module):
     def __init__(self, grid: dict):
         super().__init__()
         self.anchor = torch.nn.Parameter(torch.zeros(()))
-        self.centres = torch.from_numpy(voxel_centres(grid)).float()
+        self.centres = torch.from_numpy(grid.centres()).float()
 
     def forward(self, imgs, K, c2e):
         ego2cam = torch.linalg.inv(c2e[0, 0])
@@ -304,8 +298,8 @@ class _ImageReader(torch.nn.Module):
 
 
 def test_tta_flip_mirrors_the_image_with_its_intrinsics(store):
-    from renderocc.store.reader import StoreReader
     from renderocc.config import load_config, resolved
+    from renderocc.store.reader import StoreReader
 
     reader = StoreReader(store)
     cfg = resolved(load_config("demo", ["data.input_size=[64, 32]", "grid.voxel_size=1.6"]), reader.grid)

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from renderocc import raygrid
 from renderocc.classes import FREE
 from renderocc.cli import main
 from renderocc.eval import rayiou
 from renderocc.eval.evaluate import evaluate_predictions
 from renderocc.eval.external import GtDir, find_predictions
-from renderocc.store.layout import OCC_GRID
+from renderocc.geometry import OCC3D_GRID, Grid
+from renderocc.ops import first_hits
 
-SHAPE = tuple(OCC_GRID["shape"])
+SHAPE = tuple(OCC3D_GRID.shape)
 CAR, ROAD, MANMADE = 4, 11, 15
 
 
@@ -64,7 +64,7 @@ def _write_case(tmp_path: Path, layout: str) -> tuple[Path, Path]:
 def test_miou_is_one_confusion_matrix_over_the_dataset(tmp_path, layout):
     gts, preds = _write_case(tmp_path, layout)
     g = GtDir(gts)
-    m = evaluate_predictions(find_predictions(preds), g.tokens, g.occ_gt, None, shape=SHAPE, grid=OCC_GRID,
+    m = evaluate_predictions(find_predictions(preds), g.tokens, g.occ_gt, None, shape=SHAPE, grid=OCC3D_GRID,
                              progress=False)
     # summed: car TP 2, FN 1 (A), FP 1 (A) + 1 (B) → 2/5; road TP 4, FN 1 (B) → 4/5; free not averaged
     assert m["iou_per_class"]["car"] == pytest.approx(2 / 5, abs=1e-12)
@@ -158,7 +158,7 @@ ORIGINS = np.array([[0.5, 0.3, 1.8], [4.1, -2.0, 1.8]])
 
 
 def _score(pred, gt) -> dict:
-    m = rayiou.RayIoU(OCC_GRID)
+    m = rayiou.RayIoU(OCC3D_GRID)
     m.update(pred, gt, ORIGINS)
     return m.compute()
 
@@ -183,12 +183,12 @@ def test_a_wall_plane_is_hit_at_its_analytic_distance():
     gt = np.full(SHAPE, FREE, np.uint8)
     gt[120] = MANMADE  # voxel x index 120 covers [8.0, 8.4)
     o = np.array([0.5, 0.3, 1.8])
-    r = rayiou.cast(gt, gt, o[None], OCC_GRID)
+    r = rayiou.cast(gt, gt, o[None], OCC3D_GRID)
     d = rayiou.lidar_directions()
     d = d[d[:, 0] > 0]
     t_in = (8.0 - o[0]) / d[:, 0]
     p = o + t_in[:, None] * d
-    lo, vs = np.array(OCC_GRID["pc_range"][:3]), 0.4
+    lo, vs = np.array(OCC3D_GRID.box[:3]), 0.4
     inside = (p[:, 1] > -40) & (p[:, 1] < 40) & (p[:, 2] > -1) & (p[:, 2] < 5.4)
     d, p, t_in = d[inside], p[inside], t_in[inside]
     k = np.floor((p - lo) / vs)
@@ -198,21 +198,21 @@ def test_a_wall_plane_is_hit_at_its_analytic_distance():
     expected = np.minimum((8.4 - o[0]) / d[:, 0], t_faces.min(1))
     assert len(r["gt_dist"]) == len(expected) > 5000 and (r["gt_class"] == MANMADE).all()
     np.testing.assert_allclose(np.sort(r["gt_dist"]), np.sort(expected), atol=1e-9)
-    ahead = rayiou.cast(gt, gt, o[None], OCC_GRID, directions=np.array([[1.0, 0.0, 0.0]]))
+    ahead = rayiou.cast(gt, gt, o[None], OCC3D_GRID, directions=np.array([[1.0, 0.0, 0.0]]))
     assert ahead["gt_dist"].tolist() == pytest.approx([7.9])
 
 
 def test_first_hits_ties_step_y_before_x_as_the_kernel():
     """A ray through voxel corners (equal crossings) visits (i, j+1) before (i+1, j+1), as
     SparseOcc's kernel orders ties, and reports the box exit with the last voxel when it meets nothing."""
-    grid = {"pc_range": [0, 0, 0, 2, 2, 0.4], "voxel_size": [0.4, 0.4, 0.4], "shape": [5, 5, 1]}
+    grid = Grid([0, 0, 0, 2, 2, 0.4], [0.4, 0.4, 0.4], [5, 5, 1])
     o, d = np.array([[0.2, 0.2, 0.2]]), np.array([[1.0, 1.0, 0.0]]) / np.sqrt(2)
     y_side, x_side, none = (np.zeros((5, 5, 1), bool) for _ in range(3))
     y_side[0, 1, 0] = True
     x_side[1, 0, 0] = True
-    voxel, dist, hit = raygrid.first_hits(np.stack([y_side, x_side, none]), o, d, grid)
+    voxel, dist, hit = first_hits(np.stack([y_side, x_side, none]), o, d, grid)
     assert hit[:, 0].tolist() == [True, False, False]
-    assert voxel[0, 0] == raygrid.flat_index(np.array([0, 1, 0]), grid["shape"])
+    assert voxel[0, 0] == grid.flat(np.array([0, 1, 0]))
     assert dist[0, 0] == pytest.approx(0.2 * np.sqrt(2))  # leaves (0, 1) at the corner (0.4, 0.4)
-    assert voxel[2, 0] == raygrid.flat_index(np.array([4, 4, 0]), grid["shape"])
+    assert voxel[2, 0] == grid.flat(np.array([4, 4, 0]))
     assert dist[2, 0] == pytest.approx(1.8 * np.sqrt(2))  # box exit at (2, 2)

@@ -14,12 +14,13 @@ from click.testing import CliRunner
 
 from renderocc.classes import FREE
 from renderocc.cli import main
+from renderocc.config import load_config
 from renderocc.errors import UserError
 from renderocc.fit.fit import coverage_counts, dilate26, fit_config, fit_frames, fit_store
 from renderocc.fit.grid_model import FreeGrid
-from renderocc.config import load_config
+from renderocc.geometry import Grid
 
-GRID = {"pc_range": [-4.0, -4.0, -1.0, 4.0, 4.0, 1.4], "voxel_size": [0.4, 0.4, 0.4], "shape": [20, 20, 6]}
+GRID = Grid([-4.0, -4.0, -1.0, 4.0, 4.0, 1.4], [0.4, 0.4, 0.4], [20, 20, 6])
 BOX_LO, BOX_HI = np.array([-0.4, -0.4, -0.2]), np.array([0.4, 0.4, 0.6])  # voxels x 9-10, y 9-10, z 2-3
 CAR = 4
 
@@ -68,7 +69,7 @@ def test_fit_recovers_a_planted_box():
     # for grazing ground rays: at its 0.12 the faces' border fills in, IoU 0.25, recall still 1)
     cfg = fit_config(load_config("demo", ["data.rays=2048", "loss.termination=0", "loss.los_margin_rel=0"]), GRID)
     res = fit_frames([(box_rays(), 1.0)], cfg, iters=80, lr=0.3)
-    gt = np.zeros(GRID["shape"], bool)
+    gt = np.zeros(GRID.shape, bool)
     gt[9:11, 9:11, 2:4] = True
     occ = res.semantics != FREE
     assert (occ & gt).sum() == gt.sum()  # recall 1

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from renderocc.classes import FREE
 from renderocc.cli import main
 from renderocc.errors import UserError
+from renderocc.geometry import Grid
 from renderocc.prep import freebeams as fb
 from renderocc.prep.nuscenes import pose
 from renderocc.store import layout, writer
@@ -272,8 +273,8 @@ def test_dataset_yields_free_beams_only_when_the_term_is_active(small_store, raw
 
 
 def test_free_beam_term_is_in_the_table_and_the_log():
-    from renderocc.train import losses as L
     from renderocc.config import load_config
+    from renderocc.train import losses as L
     from renderocc.train.trainer import LOG_FIELDS
 
     assert "free_beams" in LOG_FIELDS
@@ -288,7 +289,7 @@ def test_free_beam_term_is_in_the_table_and_the_log():
 def test_free_beam_loss_is_zero_on_empty_space_and_large_in_fog(backend):
     from renderocc.train.losses import free_beam_loss
 
-    grid = {"pc_range": [0.0, 0.0, 0.0, 10.0, 4.0, 4.0], "voxel_size": [1.0] * 3, "shape": [10, 4, 4]}
+    grid = Grid([0.0, 0.0, 0.0, 10.0, 4.0, 4.0], [1.0] * 3, [10, 4, 4])
     origins = torch.tensor([[1.0, 2.0, 1.0], [1.0, 2.0, 1.0], [5.0, 2.0, 2.0]])
     dirs = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0, 0.1], [1.0, 0.3, 0.2], [0.0, 0.0, 1.0]]), dim=1)
     sample = torch.tensor([0, 0, 1])

@@ -9,15 +9,16 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from renderocc.train import losses as L
 from renderocc.config import load_config
+from renderocc.geometry import Grid
+from renderocc.train import losses as L
 
 
 def materialised_line_of_sight(density, origins, dirs, dist, sample, n, grid, step, margin, rel):
     """The loss as it was computed before the kernel did it: every sample of every ray in PyTorch
     (midpoints from t = 0, grid_sample at the voxel-centre convention, zero outside the box)."""
-    lo = torch.tensor(grid["pc_range"][:3], dtype=density.dtype)
-    hi = torch.tensor(grid["pc_range"][3:], dtype=density.dtype)
+    lo = torch.tensor(grid.box[:3], dtype=density.dtype)
+    hi = torch.tensor(grid.box[3:], dtype=density.dtype)
     end = dist + margin
     k = int(math.ceil(float(end.max()) / step))
     t = (torch.arange(k, dtype=density.dtype) + 0.5) * step
@@ -45,13 +46,13 @@ def test_kernel_line_of_sight_equals_the_materialised_loss(seed):
     """Random grids, rays from inside the box that end inside it (as the dataset keeps them):
     the renderer's samples start at the origin there, so both compute the same sum."""
     g = torch.Generator().manual_seed(seed)
-    grid = {"pc_range": [-8.0, -8.0, -1.0, 8.0, 8.0, 2.2], "voxel_size": [0.8] * 3, "shape": [20, 20, 4]}
+    grid = Grid([-8.0, -8.0, -1.0, 8.0, 8.0, 2.2], [0.8] * 3, [20, 20, 4])
     density = (torch.rand(2, 20, 20, 4, generator=g, dtype=torch.float64) * 2).requires_grad_()
     R = 300
     origins = (torch.rand(R, 3, generator=g, dtype=torch.float64) - 0.5) * torch.tensor([8.0, 8.0, 1.0])
     origins[:, 2] += 0.6
     dirs = F.normalize(torch.randn(R, 3, generator=g, dtype=torch.float64) * torch.tensor([1.0, 1.0, 0.2]), dim=1)
-    lo, hi = torch.tensor(grid["pc_range"][:3]), torch.tensor(grid["pc_range"][3:])
+    lo, hi = torch.tensor(grid.box[:3]), torch.tensor(grid.box[3:])
     t_exit = torch.maximum((lo - origins) / dirs, (hi - origins) / dirs).min(1).values  # origins are inside
     margin, step = 0.8, 0.3
     # labels end inside the box and d + margin stays before the last full step: past it the renderer
@@ -91,7 +92,7 @@ def test_active_terms_follow_weights_and_contracts():
 def test_termination_window_is_not_satisfied_by_fog_in_front():
     """A ray labelled at 10 m through 6 m of fog and an empty window: the plain termination is
     nearly met by the fog, the windowed one is not, and its gradient lies in the window only."""
-    grid = {"pc_range": [0.0, -3.2, -1.6, 16.0, 3.2, 1.6], "voxel_size": [0.8, 0.8, 0.8], "shape": [20, 8, 4]}
+    grid = Grid([0.0, -3.2, -1.6, 16.0, 3.2, 1.6], [0.8, 0.8, 0.8], [20, 8, 4])
     density = torch.full((1, 20, 8, 4), 0.01, dtype=torch.float64)  # a faint haze: σ > 0 as softplus gives
     density[0, 1:9] = 0.5  # fog over x ≈ 0.8–7.2 m
     density.requires_grad_()

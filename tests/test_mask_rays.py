@@ -14,13 +14,14 @@ from click.testing import CliRunner
 
 from renderocc.classes import IGNORE
 from renderocc.cli import main
+from renderocc.config import load_config, resolved, semantic_source
 from renderocc.eval.evaluate import describe_supervision
+from renderocc.geometry import Grid
 from renderocc.model import OccupancyOutput
 from renderocc.prep.pipeline import PrepOptions, run
 from renderocc.store.reader import StoreReader
 from renderocc.synth.writer import write_dataset
 from renderocc.train import losses as L
-from renderocc.config import load_config, resolved, semantic_source
 from renderocc.train.dataset import RayDataset
 from renderocc.train.mask_rays import MaskCache
 
@@ -122,15 +123,15 @@ def _loss_batch(with_masks: bool):
 
 
 def test_depth_terms_ignore_mask_rays_and_the_semantic_term_uses_them(ops):
-    grid = {"pc_range": [-8.0, -8.0, -1.0, 8.0, 8.0, 2.2], "voxel_size": [0.8] * 3}
+    grid = Grid.tiling([-8.0, -8.0, -1.0, 8.0, 8.0, 2.2], [0.8] * 3)
     terms = ("depth", "depth_absrel", "distortion", "freespace", "termination", "semantic")
     zero = {t: 0.0 for t in terms}
     g = torch.Generator().manual_seed(1)
     density0 = torch.rand(1, 20, 20, 4, generator=g) * 2
     logits0 = torch.randn(1, 20, 20, 4, 5, generator=g)
     for term in terms:
-        cfg = resolved(load_config("demo", ["data.free_beams=0", "loss.lss_depth=0", "loss.sparsity=0"]),
-                       grid).replace(loss={**zero, term: 1.0})
+        cfg = resolved(load_config("demo", ["data.free_beams=0", "loss.lss_depth=0", "loss.sparsity=0",
+                                            "grid.voxel_size=0.8"]), grid).replace(loss={**zero, term: 1.0})
         results = []
         for with_masks in (True, False):
             density, logits = density0.clone().requires_grad_(), logits0.clone().requires_grad_()
@@ -158,7 +159,7 @@ def test_depth_terms_ignore_mask_rays_and_the_semantic_term_uses_them(ops):
 def test_surface_mask_semantics_name_the_wall_not_the_fog_in_front(ops):
     """loss.mask_semantics = "surface": a mask ray's class trains the logits where the ray stops (a
     dense wall), not the thin fog it crossed; "rendered" spreads it over the fog too."""
-    grid = {"pc_range": [0.0, -3.2, -1.6, 16.0, 3.2, 1.6], "voxel_size": [0.8, 0.8, 0.4]}  # the demo's
+    grid = Grid.tiling([0.0, -3.2, -1.6, 16.0, 3.2, 1.6], [0.8, 0.8, 0.4])  # the demo's
     density = torch.full((1, 20, 8, 8), 0.05)
     density[0, 12:] = 50.0  # a wall from x = 9.6 m
     logits0 = torch.zeros(1, 20, 8, 8, 4)

@@ -8,12 +8,13 @@ import math
 import pytest
 import torch
 
+from renderocc.config import ModelConfig
 from renderocc.errors import UserError
+from renderocc.geometry import Grid
 from renderocc.model import OccupancyNet
 from renderocc.model.encoder import ResNet, load_pretrained
-from renderocc.config import ModelConfig
 
-GRID = {"pc_range": [-8.0, -8.0, -1.0, 8.0, 8.0, 2.2], "voxel_size": [0.8] * 3, "shape": [20, 20, 4]}
+GRID = Grid([-8.0, -8.0, -1.0, 8.0, 8.0, 2.2], [0.8] * 3, [20, 20, 4])
 TINY = ModelConfig(encoder="resnet10", width=8, norm="gn", channels=16, voxel_channels=8, blocks3d=1,
                    depth_bins=(1.0, 9.0, 9))
 

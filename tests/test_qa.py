@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from renderocc.geometry import Grid, pixel_rays
+from renderocc.ops import mark_crossed
 from renderocc.qa import commands as qa_commands
 from renderocc.qa.report import QAOptions, collect
-from renderocc.raygrid import mark_crossed, pixel_rays
 
-GRID = {"pc_range": [-4.0, -4.0, -1.0, 4.0, 4.0, 1.4], "voxel_size": [0.4, 0.4, 0.4],
-        "shape": [20, 20, 6]}
+GRID = Grid([-4.0, -4.0, -1.0, 4.0, 4.0, 1.4], [0.4, 0.4, 0.4], [20, 20, 6])
 K = np.array([[10.0, 0, 5], [0, 10, 5], [0, 0, 1]])
 # Camera looking along ego +x (camera z forward, x right, y down).
 R_FWD = np.array([[0.0, 0, 1], [-1, 0, 0], [0, -1, 0]])
@@ -74,7 +74,7 @@ class FakeReader:
                 "instance": np.zeros(n, np.int32)}
 
     def occ_gt(self, i):
-        sem = np.full(GRID["shape"], 17, np.uint8)
+        sem = np.full(GRID.shape, 17, np.uint8)
         sem[15, 10, 2] = 4  # the voxel where the front ray ends
         sem[0, 0, 0] = 11  # a voxel no ray crosses
         return {"semantics": sem, "mask_lidar": np.ones_like(sem, bool),
@@ -85,8 +85,8 @@ def test_pixel_ray_and_march_hand_counted():
     o, d, scale = pixel_rays(np.array([5.0, 15.0]), np.array([5.0, 5.0]), K, _cam2ego())
     np.testing.assert_allclose(d[0], [1, 0, 0])
     assert scale[1] == pytest.approx(np.hypot(1, 1))  # 10 px off-axis with f = 10: 45°
-    hit = np.zeros(GRID["shape"], bool)
-    mark_crossed(hit, o[:1], d[:1], np.array([2.0]), GRID["pc_range"], GRID["voxel_size"])
+    hit = np.zeros(GRID.shape, bool)
+    mark_crossed(hit, o[:1], d[:1], np.array([2.0]), GRID)
     # x from 0.1 to 2.1 m: voxel indices 10..15 at y = 10, z = 2.
     assert sorted(map(tuple, np.argwhere(hit))) == [(x, 10, 2) for x in range(10, 16)]
 

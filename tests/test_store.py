@@ -14,6 +14,7 @@ from paths import REAL_FIXTURE as REAL
 
 from renderocc.cli import main
 from renderocc.errors import UserError
+from renderocc.geometry import OCC3D_GRID
 from renderocc.prep.pipeline import PrepOptions, run
 from renderocc.store import layout, manifest, writer
 from renderocc.store.reader import StoreReader
@@ -49,8 +50,7 @@ def test_manifest_schema_shipped_and_documented():
 def test_reader_contract(store):
     r = StoreReader(store)
     assert len(r) == 3 and r.image_size == (352, 128) and len(r.cameras) == 6
-    assert r.grid == {"pc_range": [-40, -40, -1, 40, 40, 5.4], "voxel_size": [0.4] * 3,
-                      "shape": [200, 200, 16]}
+    assert r.grid == OCC3D_GRID
     assert r.tokens()[1] == r.sample(1)["sample_token"] and r.index_of(r.tokens()[2]) == 2
     assert r.scene_names() == ["scene-0916"] * 3
     s = r.sample(0)
@@ -179,7 +179,7 @@ def test_pre_encoded_occ_gt_objects_are_what_zarr_writes(tmp_path):
 
     root = str(tmp_path / "s")
     writer.create_arrays(root, 3, 1, (32, 16), occ_gt=True)
-    X, Y, Z = layout.OCC_GRID["shape"]
+    X, Y, Z = OCC3D_GRID.shape
     rng = np.random.default_rng(0)
     occ = {"semantics": rng.integers(0, 18, (X, Y, Z), dtype=np.uint8),
            "mask_lidar": (rng.random((X, Y, Z)) < 0.3).astype(np.uint8),

@@ -6,9 +6,10 @@ import numpy as np
 import torch
 
 from renderocc.classes import FREE, IGNORE
+from renderocc.geometry import Grid
 from renderocc.train.targets import dense_target, lss_depth_target, sparse_target
 
-GRID = {"pc_range": [0.0, 0.0, 0.0, 4.0, 4.0, 4.0], "voxel_size": [1.0, 1.0, 1.0], "shape": [4, 4, 4]}
+GRID = Grid([0.0, 0.0, 0.0, 4.0, 4.0, 4.0], [1.0, 1.0, 1.0], [4, 4, 4])
 
 
 def _rays_to(points: np.ndarray, origin=(0.5, 0.5, 0.5)):
@@ -45,7 +46,7 @@ def test_sparse_free_voxels_hand_case_and_sensor_origin():
 
 
 def _brute_force_free(start, d, free_len, grid, n=20000):
-    lo, vs, shape = np.array(grid["pc_range"][:3]), np.array(grid["voxel_size"]), np.array(grid["shape"])
+    lo, vs, shape = np.array(grid.box[:3]), np.array(grid.voxel), np.array(grid.shape)
     seen = set()
     for s, dd, L in zip(start, d, free_len, strict=True):
         if L <= 0:
@@ -58,7 +59,7 @@ def _brute_force_free(start, d, free_len, grid, n=20000):
 
 
 def test_sparse_free_space_is_exactly_the_crossed_voxels():
-    grid = {"pc_range": [-2.0, -2.0, -1.0, 2.0, 2.0, 1.0], "voxel_size": [0.4, 0.4, 0.5], "shape": [10, 10, 4]}
+    grid = Grid([-2.0, -2.0, -1.0, 2.0, 2.0, 1.0], [0.4, 0.4, 0.5], [10, 10, 4])
     rng = np.random.default_rng(3)
     sensor = np.array([0.13, -0.07, 0.21])
     ends = rng.uniform([-1.9, -1.9, -0.9], [1.9, 1.9, 0.9], (12, 3))
@@ -72,7 +73,7 @@ def test_sparse_free_space_is_exactly_the_crossed_voxels():
         start = o if origin is None else np.broadcast_to(origin, o.shape)
         seg = ends - start
         length = np.linalg.norm(seg, axis=1)
-        crossed = _brute_force_free(start, seg / length[:, None], length - 0.4, grid)
+        crossed = _brute_force_free(start, seg / length[:, None], length - grid.edge, grid)
         end_vox = set(map(tuple, np.floor((ends - np.array([-2.0, -2.0, -1.0])) / [0.4, 0.4, 0.5]).astype(int)))
         assert set(map(tuple, np.argwhere(t == FREE))) == crossed - end_vox
         assert len(crossed) > 10

@@ -15,12 +15,12 @@ import torch.multiprocessing as mp
 from click.testing import CliRunner
 
 from renderocc.classes import FREE, IGNORE
+from renderocc.config import Config, load_config, resolved, supervision_label
 from renderocc.errors import UserError
 from renderocc.eval.evaluate import describe_supervision
-from renderocc.raygrid import label_rays
+from renderocc.geometry import Grid, label_rays
 from renderocc.store.reader import StoreReader
 from renderocc.train.checkpoint import load_model
-from renderocc.config import Config, load_config, resolved, supervision_label
 from renderocc.train.dataset import EpochSampler, RayDataset, weighted_sample
 from renderocc.train.trainer import build_model, compute_loss, seed_everything, train
 
@@ -293,7 +293,7 @@ def test_ddp_two_processes_match_single_process(store, tmp_path):
 def test_first_crossing_threshold_separates_fog_from_wall():
     from renderocc.train.threshold import CANDIDATES, first_crossing_agreement
 
-    grid = {"pc_range": [-8.0, -8.0, -1.0, 8.0, 8.0, 2.2], "voxel_size": [0.8] * 3, "shape": [20, 20, 4]}
+    grid = Grid([-8.0, -8.0, -1.0, 8.0, 8.0, 2.2], [0.8] * 3, [20, 20, 4])
     density = torch.full((20, 20, 4), 0.05)
     density[15] = 3.0  # a wall over x ∈ [4, 4.8)
     o = torch.zeros(50, 3)
@@ -312,7 +312,7 @@ def test_first_crossing_is_the_renderers_sample_at_the_wall():
     density > 0.01 just past 9.5; a τ above every density never crosses (→ box exit at x = 20)."""
     from renderocc.train.threshold import first_crossing_agreement
 
-    grid = {"pc_range": [0.0, 0.0, 0.0, 20.0, 3.0, 3.0], "voxel_size": [1.0] * 3, "shape": [20, 3, 3]}
+    grid = Grid([0.0, 0.0, 0.0, 20.0, 3.0, 3.0], [1.0] * 3, [20, 3, 3])
     density = torch.zeros(20, 3, 3)
     density[10:] = 50.0
     o, d = torch.tensor([[0.0, 1.5, 1.5]]), torch.tensor([[1.0, 0.0, 0.0]])
@@ -331,7 +331,7 @@ def test_first_crossing_is_the_renderers_sample_at_the_wall():
 def test_line_of_sight_loss_sees_density_before_the_hit_only():
     from renderocc.train.losses import line_of_sight
 
-    grid = {"pc_range": [0.0, 0.0, 0.0, 10.0, 2.0, 2.0], "voxel_size": [1.0] * 3, "shape": [10, 2, 2]}
+    grid = Grid([0.0, 0.0, 0.0, 10.0, 2.0, 2.0], [1.0] * 3, [10, 2, 2])
     origins = torch.tensor([[0.0, 1.0, 1.0]])
     dirs = torch.tensor([[1.0, 0.0, 0.0]])
     dist = torch.tensor([6.0])

@@ -27,6 +27,7 @@ from renderocc import __version__
 from renderocc import classes as vocab_mod
 from renderocc.classes import IGNORE
 from renderocc.errors import UserError
+from renderocc.geometry import OCC3D_GRID
 from renderocc.prep import checks
 from renderocc.prep import freebeams as fbeams
 from renderocc.prep import images as imgs
@@ -35,7 +36,7 @@ from renderocc.prep.nuscenes import SampleTask
 from renderocc.prep.projection import Projected, lidar_to_cam, occlusion_mask, project, zbuffer
 from renderocc.store import fsio, jpeg_codec, layout, writer
 from renderocc.store import manifest as manifest_mod
-from renderocc.store.layout import OCC_GRID, SCHEMA_VERSION
+from renderocc.store.layout import SCHEMA_VERSION
 
 POINT_BYTES = checks.POINT_BYTES  # float32 x, y, z, intensity, ring
 
@@ -135,7 +136,7 @@ def load_occ_gt(path: str, free: int = vocab_mod.FREE) -> dict[str, np.ndarray]:
             occ = {a: np.asarray(z[a], np.uint8) for a in layout.OCC_GT_ARRAYS}
     except (OSError, KeyError, ValueError) as e:
         raise UserError(f"bad Occ3D file {path}: {e}") from e
-    shape = OCC_GRID.shape
+    shape = OCC3D_GRID.shape
     for a, v in occ.items():
         if v.shape != shape:
             raise UserError(f"Occ3D {path}: {a} has shape {v.shape}, expected {shape}")
@@ -355,7 +356,7 @@ def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[Samp
                             "top in y; "
                             "pixel centres: u' + 0.5 = s (u + 0.5) - crop",
                   "per_camera": per_cam},
-        "grid": OCC_GRID.to_record(),
+        "grid": OCC3D_GRID.to_record(),
         "labels": {"lidar_channel": nus.LIDAR, "min_depth": opts.min_depth, "sweeps": opts.sweeps,
                    "occlusion_filter": ({"cell_px": 4, "window_cells": 3, "ratio": 0.8}
                                         if opts.occlusion_filter else None),

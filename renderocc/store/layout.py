@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from renderocc.geometry import OCC3D_GRID, Grid
+from renderocc.geometry import Grid
 
 SCHEMA_VERSION = 3
 # Versions this code reads (schemas/README.md, "Migration"). 2 = 1 + the optional free_beams/ table:
@@ -54,9 +54,6 @@ SHARDS_DIR = "_shards"
 TMP_PREFIX = ".tmp-"
 
 # The store's label grid is Occ3D's (`geometry.OCC3D_GRID`); the manifest's `grid` holds its record.
-OCC_GRID = OCC3D_GRID
-
-
 def manifest_grid(manifest: dict) -> Grid:
     """The store's label grid from its manifest (`grid`: pc_range, voxel_size, shape)."""
     return Grid.from_record(manifest["grid"])

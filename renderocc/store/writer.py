@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import zarr
 
 from renderocc.errors import UserError
+from renderocc.geometry import OCC3D_GRID
 from renderocc.store import fsio, jpeg_codec, layout
 from renderocc.store import manifest as manifest_mod
 from renderocc.store.jpeg_codec import JpegCodec
@@ -145,7 +146,7 @@ def create_arrays(root: str, n: int, n_cams: int, size_wh: tuple[int, int], occ_
     _create(root, layout.IMAGES, (n, n_cams, H, W, 3), (1, 1, H, W, 3), (1, n_cams, H, W, 3), "uint8",
             ("sample", "camera", "y", "x", "rgb"), JpegCodec(quality=quality) if codec == "jpeg" else None)
     if occ_gt:
-        X, Y, Z = layout.OCC_GRID.shape
+        X, Y, Z = OCC3D_GRID.shape
         for a in layout.OCC_GT_ARRAYS:
             _create(root, f"{layout.OCC_GT}/{a}", (n, X, Y, Z), (1, X, Y, Z), None, "uint8",
                     ("sample", "x", "y", "z"))

@@ -323,7 +323,7 @@ def _state(model, ema, opt, sched, scaler, cfg, step, thr, world, store_id: str,
     return {"store": {"manifest_sha256": store_id}, "model": model.state_dict(), "ema": ema.state_dict(),
             "config": cfg.to_dict(), "semantic_source": source,
             "supervision": cfg.supervision, "threshold": thr["threshold"] if thr else None,
-            "threshold_info": thr, "grid": cfg.grid.spec, "classes": classes, "step": step,
+            "threshold_info": thr, "grid": cfg.grid.spec.to_record(), "classes": classes, "step": step,
             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
             "rng": _get_rng(), "world_size": world}
 
