@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import click
 
+from renderocc.config import describe, load_config, resolved
 from renderocc.errors import UserError
+from renderocc.outputs import prepare_out_dir
+from renderocc.store.reader import StoreReader
+from renderocc.train.trainer import train as run
 
 
 @click.command("train")
@@ -31,8 +35,6 @@ def train(store: str | None, out: str | None, config: str, overrides: tuple[str,
     The config:      renderocc train --print-config --config demo --set data.rays=8192
     Outputs: RUN/last.pt, RUN/metrics.jsonl, RUN/metrics.csv, RUN/tb/ (TensorBoard), RUN/config.json
     """
-    from renderocc.config import describe, load_config, resolved
-
     if max_steps is not None:
         if max_steps < 1:
             raise UserError(f"--max-steps {max_steps}: must be ≥ 1")
@@ -40,16 +42,12 @@ def train(store: str | None, out: str | None, config: str, overrides: tuple[str,
     cfg = load_config(config, overrides)
     if print_config:
         if store is not None:
-            from renderocc.store.reader import StoreReader
-
             cfg = resolved(cfg, StoreReader(store).grid)
         click.echo(describe(cfg))
         return
     for name, value in (("--store", store), ("--out", out)):
         if value is None:
             raise UserError(f"missing option {name} (or use --print-config)")
-    from renderocc.outputs import prepare_out_dir
-    from renderocc.train.trainer import train as run
-
+    cfg = resolved(cfg, StoreReader(store).grid)  # a grid that cannot be trained or scored: one line, now
     prepare_out_dir(out)   # before the model is built: an unwritable --out is found at once
     run(store, out, cfg, resume=resume, pretrained=pretrained)

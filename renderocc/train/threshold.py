@@ -33,6 +33,7 @@ def choose_threshold(model, reader, indices: list[int], cfg: Config, device: tor
     eval_cfg = cfg.replace(supervision="3d" if use_3d else "2d", data={"aux_frames": 0, "mask_ray_share": 0.0},
                            loss={"lss_depth": 0.0, "occ3d": 1.0})
     ds = RayDataset(reader, eval_cfg, indices, train=False)
+    scoring = cfg.grid.spec.coarsens(reader.grid)  # 3D targets of a finer model live on the labels' grid
     was_training = model.training
     model.eval()
     num = torch.zeros(len(CANDIDATES))
@@ -42,7 +43,10 @@ def choose_threshold(model, reader, indices: list[int], cfg: Config, device: tor
         out = model(item["images"][None].to(device), item["intrinsics"][None].to(device),
                     item["cam2ego"][None].to(device))
         ok = item["valid"] & item["is_key"]
-        n, d = candidate_counts(out.density[0], cfg, occ_target=item["occ_target"] if use_3d else None,
+        density = out.density[0]
+        if use_3d and scoring.mode == "interpolate":
+            density = scoring.to_labels(density[None])[0]
+        n, d = candidate_counts(density, cfg, occ_target=item["occ_target"] if use_3d else None,
                                 free=reader.vocabulary.free,
                                 rays=None if use_3d else
                                 (item["origins"][ok], item["directions"][ok], item["ends"][ok]))
