@@ -105,7 +105,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class RenderConfig:
-    """How rays are marched through the predicted grid (see renderocc/raygrid.py)."""
+    """How rays are marched through the predicted grid (see renderocc/geometry/sampling.py)."""
 
     step: float = _opt(0.2, "metres between ray samples", gt=0)
     near: float = _opt(0.0, "no samples closer than this to the ray origin (m)", ge=0)

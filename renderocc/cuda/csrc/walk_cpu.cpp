@@ -2,7 +2,7 @@
 //
 // Each line mirrors one numpy operation of `geometry.traversal._walk_start` / `_walk_numpy_part` in the
 // same order (float64, no fused multiply-add: -std=c++20 keeps contraction off), so both give
-// bit-identical results; tests/test_raygrid.py holds them to it. One ray per iteration, rays
+// bit-identical results; tests/test_geometry.py holds them to it. One ray per iteration, rays
 // split over threads in contiguous blocks, each ray writing only its own outputs.
 #include <ATen/Parallel.h>
 
