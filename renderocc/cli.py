@@ -11,6 +11,7 @@ import importlib
 import click
 
 from renderocc import __version__
+from renderocc.errors import UserError
 
 
 class LazyGroup(click.Group):
@@ -36,8 +37,6 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except OSError as e:
-            from renderocc.errors import UserError
-
             raise UserError(describe_os_error(e)) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

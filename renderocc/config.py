@@ -41,11 +41,14 @@ def _opt(default: Any, help: str, *, ge: float | None = None, gt: float | None =
 
 @dataclass(frozen=True)
 class GridConfig:
-    """The model's voxel grid. pc_range/voxel_size default to the store's; shape always follows."""
+    """The model's voxel grid. pc_range/voxel_size default to the store's; shape always follows.
+
+    Checked against the store's label grid when a run starts (`geometry.Grid.coarsens`)."""
 
     pc_range: list[float] | None = _opt(None, "xmin, ymin, zmin, xmax, ymax, zmax in metres (default: the store's)")
     voxel_size: float | list[float] | None = _opt(
-        None, "voxel edge(s) in metres; must tile the range and divide the store's grid (default: the store's)")
+        None, "voxel edge(s) in metres; must tile the range, and be whole multiples of the store's (labels pooled) "
+              "or at most the store's over its whole box (values interpolated) (default: the store's)")
     shape: list[int] | None = _opt(None, "voxels per axis: derived from the store when a run starts; never set it")
 
     @property

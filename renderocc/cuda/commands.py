@@ -12,6 +12,10 @@ from pathlib import Path
 
 import click
 
+from renderocc.cuda import loader
+from renderocc.errors import UserError
+from renderocc.prep import jpeg_rows
+
 
 @click.command("build-ext")
 @click.option("--cuda", "check_cuda", is_flag=True,
@@ -26,9 +30,6 @@ def build_ext(check_cuda: bool, arch: str, verbose: bool) -> None:
       renderocc build-ext          # CPU kernel
       renderocc build-ext --cuda   # also compile-check the CUDA kernel with nvcc
     """
-    from renderocc.cuda import loader
-    from renderocc.errors import UserError
-
     spec = loader.build_spec()
     start = time.perf_counter()
     try:
@@ -38,8 +39,6 @@ def build_ext(check_cuda: bool, arch: str, verbose: bool) -> None:
     kind = "CPU + CUDA" if spec["with_cuda"] else "CPU"
     click.echo(f"renderer extension ({kind}) ready in {time.perf_counter() - start:.1f} s: "
                f"{loader.library_path()}")
-    from renderocc.prep import jpeg_rows
-
     helper = jpeg_rows.library_path()
     click.echo(f"prep JPEG helper: {helper}" if helper else
                f"prep JPEG helper unavailable ({jpeg_rows.why_unavailable()}): prep decodes with OpenCV")

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
+import shutil
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
+
+import torch
+from torch.utils import cpp_extension
+from torch.utils.cpp_extension import CUDA_HOME, include_paths
 
 from renderocc.ext_cache import cache_root
 
@@ -41,16 +49,11 @@ class ExtensionUnavailable(RuntimeError):
 
 def want_cuda() -> bool:
     """Build the CUDA kernels only when torch itself is a CUDA build and nvcc is found."""
-    import torch
-    from torch.utils.cpp_extension import CUDA_HOME
-
     return torch.version.cuda is not None and CUDA_HOME is not None
 
 
 def source_hash(with_cuda: bool) -> str:
     """Everything that changes the binary: sources, flags, torch version, CUDA-ness."""
-    import torch
-
     h = hashlib.sha256()
     for name in sorted(CPU_SOURCES + CUDA_SOURCES + HEADERS):
         h.update(name.encode())
@@ -78,8 +81,6 @@ def build_spec(with_cuda: bool | None = None) -> dict[str, Any]:
 
 
 def _build(verbose: bool) -> Path:
-    from torch.utils import cpp_extension
-
     spec = build_spec()
     spec["build_dir"].mkdir(parents=True, exist_ok=True)
     # One compile job per source at most; more only costs memory on small machines.
@@ -113,8 +114,6 @@ def load(verbose: bool = False) -> Any:
             raise ExtensionUnavailable(_state["error"])
         try:
             _state["path"] = _build(verbose)
-            import torch
-
             import renderocc.cuda.op_registrations  # noqa: F401 - fake kernels + autograd on the ops
             _state["ops"] = getattr(torch.ops, OP_NAMESPACE)
         except Exception as exc:  # noqa: BLE001 - any build/load failure means "fall back"
@@ -130,9 +129,6 @@ def library_path() -> Path | None:
 
 def find_nvcc() -> str | None:
     """nvcc from $CUDA_HOME, torch's idea of CUDA_HOME, or PATH."""
-    import shutil
-
-    from torch.utils.cpp_extension import CUDA_HOME
 
     for home in (os.environ.get("CUDA_HOME"), CUDA_HOME):
         if home and (Path(home) / "bin" / "nvcc").exists():
@@ -142,9 +138,6 @@ def find_nvcc() -> str | None:
 
 def nvcc_include_dirs(nvcc: str) -> list[str]:
     """The CUDA runtime's include folders as nvcc itself uses them (works through wrapper scripts)."""
-    import shlex
-    import subprocess
-
     out = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull, "-o", os.devnull],
                          capture_output=True, text=True).stderr
     dirs = []
@@ -159,8 +152,6 @@ def _cmake_macros_shim(out_dir: Path) -> list[str]:
     """A CPU build of torch ships the c10/cuda headers but not the one CMake generates for CUDA
     builds (c10/cuda/impl/cuda_cmake_macros.h): for a compile-only check, supply what a CUDA
     wheel's says (c10_cuda is a shared library). Empty when torch has the real header."""
-    from torch.utils.cpp_extension import include_paths
-
     if any((Path(p) / "c10/cuda/impl/cuda_cmake_macros.h").exists() for p in include_paths()):
         return []
     shim = out_dir / "shim"
@@ -177,10 +168,6 @@ def compile_check_cuda(out_dir: Path, arch: str = "sm_80") -> dict[str, Any]:
     Returns {"ok", "seconds", "steps": [(command, returncode, output)]}; raises
     ExtensionUnavailable if nvcc is absent. Needs no GPU and no CUDA build of torch.
     """
-    import subprocess
-    import time
-
-    from torch.utils.cpp_extension import include_paths
 
     nvcc = find_nvcc()
     if nvcc is None:
@@ -218,8 +205,6 @@ def _undefined_cuda_symbols(user: Path, providers: list[Path]) -> list[str]:
 
 def _nm(path: Path, undefined: bool) -> set[str]:
     """Demangled symbol names (undefined ones, or defined ones) of an object file."""
-    import subprocess
-
     args = ["nm", "-C", "--undefined-only" if undefined else "--defined-only", str(path)]
     out = subprocess.run(args, capture_output=True, text=True).stdout
     names = set()

@@ -6,6 +6,10 @@ import math
 
 import click
 
+from renderocc.errors import UserError
+from renderocc.eval import evaluate as evaluation
+from renderocc.eval import predict as prediction
+from renderocc.eval import viz as figures
 from renderocc.eval.tta import TTA_MODES, TTA_PASSES
 
 SPLIT_HELP = ("val (nuScenes val/mini_val scenes present in the store), all, or scene names "
@@ -62,8 +66,6 @@ def evaluate(store: str | None, ckpt: str | None, pred: str | None, gt_dir: str 
       renderocc eval --pred preds --store store-val --out eval-ext
       renderocc eval --pred preds --gt data/nuscenes/gts --dataroot data/nuscenes --out eval-ext
     """
-    from renderocc.errors import UserError
-
     if (ckpt is None) == (pred is None):
         raise UserError("eval: give exactly one of --ckpt (a renderocc checkpoint) or --pred (a directory of "
                         "predictions)")
@@ -72,19 +74,16 @@ def evaluate(store: str | None, ckpt: str | None, pred: str | None, gt_dir: str 
             raise UserError("eval --ckpt needs --store (the GT and the camera images)")
         if gt_dir or allow_missing or dataroot:
             raise UserError("eval --ckpt: --gt, --dataroot and --allow-missing apply to --pred only")
-        from renderocc.eval.evaluate import run
-
-        m = run(store, ckpt, out, split, rays_per_sample, progress=not quiet, device=device, rayiou=rayiou,
-                tta=tta, say=click.echo)
+        m = evaluation.run(store, ckpt, out, split, rays_per_sample, progress=not quiet, device=device,
+                           rayiou=rayiou, tta=tta, say=click.echo)
     else:
         if (store is None) == (gt_dir is None):
             raise UserError("eval --pred needs exactly one GT source: --store STORE or --gt GTDIR")
         if tta != "none":
             raise UserError("eval --pred scores files as given: apply --tta in `renderocc predict`")
-        from renderocc.eval.evaluate import run_predictions
-
-        m = run_predictions(pred, out, split, store=store, gt_dir=gt_dir, dataroot=dataroot,
-                            allow_missing=allow_missing, rayiou=rayiou, progress=not quiet, say=click.echo)
+        m = evaluation.run_predictions(pred, out, split, store=store, gt_dir=gt_dir, dataroot=dataroot,
+                                       allow_missing=allow_missing, rayiou=rayiou, progress=not quiet,
+                                       say=click.echo)
     click.echo(f"supervision: {m['supervision']}")
     if ckpt is not None:
         how = (m.get("threshold_info") or {}).get("how", "how it was chosen is not recorded")
@@ -136,10 +135,8 @@ def predict(store: str, ckpt: str, out: str, split: tuple[str, ...], vis_stride:
     Example:
       renderocc predict --store store-val --ckpt run/last.pt --out pred
     """
-    from renderocc.eval.predict import run
-
-    info = run(store, ckpt, out, split, vis_stride, min_transmittance, progress=not quiet,
-               device=device, store_grid=store_grid, tta=tta)
+    info = prediction.run(store, ckpt, out, split, vis_stride, min_transmittance, progress=not quiet,
+                          device=device, store_grid=store_grid, tta=tta)
     seen = info["visibility"]["mean_visible_share"]
     click.echo(f"wrote {info['samples']} predictions under {out} (grid {info['grid']['shape']}, "
                f"visible share {_pct(seen)} %); keys: {', '.join(info['keys'])}")
@@ -163,9 +160,7 @@ def viz(store: str, ckpt: str | None, out: str, samples: int, stride: int | None
     Example:
       renderocc viz --store store-val --ckpt run/last.pt --out viz --samples 2
     """
-    from renderocc.eval.viz import run
-
-    paths = run(store, ckpt, out, samples, stride, progress=not quiet, device=device)
+    paths = figures.run(store, ckpt, out, samples, stride, progress=not quiet, device=device)
     click.echo(f"wrote {len(paths)} figures to {out}")
     for p in paths:
         click.echo(f"  {p}")

@@ -6,12 +6,11 @@ import math
 from pathlib import Path
 
 from renderocc.errors import UserError
+from renderocc.store.reader import StoreReader
 
 
 def open_store(path: str):
     """A StoreReader for `path`, turning a missing or unreadable store into one UserError line."""
-    from renderocc.store.reader import StoreReader
-
     if "://" not in path and not Path(path).exists():
         raise UserError(f"store not found: {path}")
     try:

@@ -7,6 +7,7 @@ than one trained from 2D labels alone, and the two must never be compared unlabe
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from tqdm import tqdm
 
 from renderocc.classes import IGNORE, OCC3D_CLASSES
 from renderocc.errors import UserError
-from renderocc.eval import infer
+from renderocc.eval import external, infer
+from renderocc.eval.common import clean_json, open_store
+from renderocc.eval.external import load_prediction, origins_by_token, scene_poses_from_store
 from renderocc.eval.metrics import DepthMetrics, FloaterMetrics, OccMetrics, Sem2DMetrics
 from renderocc.eval.rayiou import RayIoU
 from renderocc.eval.tta import TTA_TEXT
@@ -149,8 +152,6 @@ PROTOCOL = {
 
 def store_origins(reader) -> dict[str, np.ndarray]:
     """RayIoU origins of every store sample, from the store's poses."""
-    from renderocc.eval.external import origins_by_token, scene_poses_from_store
-
     return origins_by_token(scene_poses_from_store(reader))
 
 
@@ -213,8 +214,6 @@ def evaluate_predictions(preds: dict[str, Path], tokens: list[str], gt_of, origi
 
     Missing predictions stop the run before anything is scored, unless `allow_missing` (then they
     are counted and listed). 2D metrics need a model and are None."""
-    from renderocc.eval.external import load_prediction
-
     missing = [t for t in tokens if t not in preds]
     if missing and not allow_missing:
         raise UserError(f"--pred: {len(missing)} of {len(tokens)} samples have no prediction "
@@ -318,9 +317,6 @@ def _num(v) -> str:
 
 def write_metrics(m: dict, out: str) -> None:
     """metrics.json and metrics.md, each written to a temporary name and renamed."""
-    import json
-
-    from renderocc.eval.common import clean_json
 
     d = prepare_out_dir(out)
     write_atomic(d / "metrics.json", json.dumps(clean_json(m), indent=1))
@@ -331,8 +327,6 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], rays_per_s
         progress: bool, device: str | None = "cpu", rayiou: bool = True, tta: str = "none",
         say=print) -> dict:
     """The `eval --ckpt` body: open, evaluate, write metrics.json and metrics.md."""
-    from renderocc.eval.common import open_store
-
     prepare_out_dir(out)  # before the work: an unwritable --out is found at once
     reader = open_store(store)
     indices, label = select_samples(reader, split, say)
@@ -353,10 +347,6 @@ def run_predictions(pred_dir: str, out: str, split: tuple[str, ...], *, store: s
                     gt_dir: str | None = None, dataroot: str | None = None, allow_missing: bool = False,
                     rayiou: bool = True, progress: bool = True, say=print) -> dict:
     """The `eval --pred` body: GT from a store or an Occ3D gts/ directory, the same metrics files."""
-    import json
-
-    from renderocc.eval import external
-    from renderocc.eval.common import open_store
 
     prepare_out_dir(out)
 
@@ -403,8 +393,6 @@ def run_predictions(pred_dir: str, out: str, split: tuple[str, ...], *, store: s
 
 def _stated_supervision(pred_dir: Path) -> str | None:
     """The supervision line `renderocc predict` wrote into DIR/predict.json, if any (plain JSON)."""
-    import json
-
     p = pred_dir / "predict.json"
     if not p.is_file():
         return None

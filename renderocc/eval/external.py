@@ -17,6 +17,7 @@ import numpy as np
 
 from renderocc.classes import FREE
 from renderocc.errors import UserError
+from renderocc.eval.rayiou import scene_origins
 
 PRED_KEYS = ("semantics", "pred", "arr_0")
 
@@ -142,8 +143,6 @@ def scene_poses_from_dataroot(dataroot: str) -> dict[str, tuple[list[str], np.nd
 
 def origins_by_token(poses: dict[str, tuple[list[str], np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
     """{sample_token: RayIoU origins (T, 3)} for every keyframe of every scene."""
-    from renderocc.eval.rayiou import scene_origins
-
     out = {}
     for tokens, ego, l2e in poses.values():
         for k, tok in enumerate(tokens):

@@ -6,6 +6,12 @@ import math
 
 import click
 
+from renderocc.config import load_config
+from renderocc.eval.common import open_store
+from renderocc.eval.infer import resolve_device
+from renderocc.fit.fit import fit_config, fit_store, parse_samples
+from renderocc.outputs import prepare_out_dir
+
 DEFAULT_ITERS = 100
 DEFAULT_LR = 0.3
 DEFAULT_RAYS = 4096  # per iteration: the renderer's backward has a large per-call cost on a full grid
@@ -19,9 +25,6 @@ def build_fit_config(store_grid: dict, config: str, overrides: tuple[str, ...] |
                      aux_frames: int | None = None, no_motion_masks: bool = False,
                      supervision: str | None = None):
     """The fit's Config: fit defaults (store grid, `DEFAULT_RAYS` rays), then --set, then the flags."""
-    from renderocc.config import load_config
-    from renderocc.fit.fit import fit_config
-
     items = [f"data.rays={DEFAULT_RAYS}", *overrides]
     if aux_frames is not None:
         items.append(f"data.aux_frames={aux_frames}")
@@ -71,11 +74,6 @@ def fit(store: str, out: str, samples: str | None, aux_frames: int | None, no_mo
       renderocc fit --store store-val --out fit --samples 0,4,8
       renderocc fit --store store-val --out fit3d --samples 0 --supervision 3d
     """
-    from renderocc.eval.common import open_store
-    from renderocc.eval.infer import resolve_device
-    from renderocc.fit.fit import fit_store, parse_samples
-    from renderocc.outputs import prepare_out_dir
-
     reader = open_store(store)
     indices = parse_samples(samples, len(reader))
     cfg = build_fit_config(reader.grid, config, overrides, aux_frames=aux_frames,

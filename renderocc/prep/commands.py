@@ -5,7 +5,10 @@ from __future__ import annotations
 import click
 
 from renderocc.errors import UserError
+from renderocc.prep.pipeline import PrepOptions, run
+from renderocc.shards import resolve_shard
 from renderocc.store import layout
+from renderocc.store.fsio import check_persistent
 
 
 def _size(value: str) -> tuple[int, int]:
@@ -91,10 +94,6 @@ def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, image_cod
     give each the same options plus --shard-index i --num-shards n and the same --out; in a
     Slurm array or a Kubernetes Indexed Job the index (and count) come from the environment.
     """
-    from renderocc.prep.pipeline import PrepOptions, run
-    from renderocc.shards import resolve_shard
-    from renderocc.store.fsio import check_persistent
-
     shard = resolve_shard(shard_index, num_shards)
     if shard.count > 1:
         click.echo(f"prep: {shard.describe()}", err=True)

@@ -5,7 +5,7 @@ allocates a fresh buffer per image. This small C helper (`csrc/jpeg_rows.c`, bui
 with the C compiler, `-ljpeg`, cached beside the renderer extension) skips the IDCT of the rows
 above the band and writes into the caller's array, and ctypes releases the GIL while it runs.
 Its rows are byte-identical to OpenCV's decode of the same rows (same library, same IDCT and
-upsampling: tests/test_prep_images.py). Without a compiler or libjpeg's headers, `available()`
+upsampling: tests/test_jpeg_rows.py). Without a compiler or libjpeg's headers, `available()`
 is False and callers keep OpenCV (same pixels, slower).
 """
 

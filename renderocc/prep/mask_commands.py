@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from renderocc.prep.masks import MaskOptions, run
+
 
 @click.command("masks")
 @click.option("--store", required=True, help="A ray store written by `renderocc prep nuscenes`.")
@@ -21,8 +23,6 @@ def prep_masks(store, masks, dataroot, progress) -> None:
     image size, classes of the store's vocabulary. Stored beside the images at the stored size
     (nearest-neighbour, the images' crop) and recorded in the manifest; rerunning replaces them.
     """
-    from renderocc.prep.masks import MaskOptions, run
-
     s = run(MaskOptions(store=store, masks=masks, dataroot=dataroot, progress=progress))
     click.echo(f"imported {s['images']} masks of {s['samples']} samples ({s['labelled_share']:.1%} of pixels "
                f"labelled) in {s['seconds']:.1f} s: {s['root']}")

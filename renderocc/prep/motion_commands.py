@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from renderocc.prep.motion_pipeline import MotionOptions, run
+
 
 @click.command("motion-masks")
 @click.option("--store", required=True, help="A ray store written by `renderocc prep nuscenes`.")
@@ -23,8 +25,6 @@ def prep_motion_masks(store, dataroot, speed_threshold, margin, progress) -> Non
     Adds the `dynamic` and `instance` columns to the store's ray Parquet and a per-camera mask
     array beside the images (images are not rewritten). Rerunning recomputes the same result.
     """
-    from renderocc.prep.motion_pipeline import MotionOptions, run
-
     s = run(MotionOptions(store=store, dataroot=dataroot, speed_threshold=speed_threshold, margin=margin,
                           progress=progress))
     click.echo(f"{s['samples']} samples, {s['moving_boxes']} moving boxes, {s['dynamic_labels']} of "

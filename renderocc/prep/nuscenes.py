@@ -6,6 +6,7 @@ trainval-sized table never crosses a process boundary.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,8 +73,6 @@ def pose(record: dict, table: str = "pose") -> np.ndarray:
 def colormap(vdir: str, vocab=None) -> dict[str, tuple[int, int, int]]:
     """The devkit's lidarseg colormap, extended to the dataset's own category names (coloured by
     their class in `vocab`, else grey): the devkit refuses lidarseg categories it has no colour for."""
-    import json
-
     from nuscenes.utils.color_map import get_colormap
 
     cmap = dict(get_colormap())

@@ -8,6 +8,7 @@ the kept rays, so the main process just assembles one Parquet shard per scene.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import hashlib
 import json
@@ -158,8 +159,6 @@ def tune_allocator() -> None:
     than the arithmetic (measured: 8.9 → 4.5 ms per sample). No-op where glibc is absent.
     """
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 32 << 20)    # M_MMAP_THRESHOLD (glibc's own dynamic maximum)
         libc.mallopt(-1, 64 << 20)    # M_TRIM_THRESHOLD

@@ -8,7 +8,19 @@ import click
 
 from renderocc.errors import UserError
 from renderocc.eval.common import clean_json, open_store
+from renderocc.fit.commands import DEFAULT_LR, build_fit_config
+from renderocc.fit.fit import fit_store
 from renderocc.outputs import prepare_out_dir, write_atomic
+from renderocc.qa.html import depth_label_pictures, render_html, thumbnails
+from renderocc.qa.parts import run_part
+from renderocc.qa.report import (
+    SUMMARY_KEYS,
+    QAOptions,
+    check_fail_under,
+    collect,
+    unavailable_reason,
+)
+from renderocc.shards import resolve_shard
 
 
 def parse_thresholds(items: tuple[str, ...]) -> dict[str, float]:
@@ -67,16 +79,6 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
       renderocc qa --store store --out qa --fail-under labelled_pixels_per_image=500
       renderocc qa --store store --out qa --fit 3   (adds what a free grid recovers per class)
     """
-    from renderocc.qa.html import depth_label_pictures, render_html, thumbnails
-    from renderocc.qa.report import (
-        SUMMARY_KEYS,
-        QAOptions,
-        check_fail_under,
-        collect,
-        unavailable_reason,
-    )
-    from renderocc.shards import resolve_shard
-
     thresholds = parse_thresholds(fail_under)
     for key in thresholds:  # before the (long) pass over the store
         if key not in SUMMARY_KEYS:
@@ -91,8 +93,6 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
     if shard.count == 1:
         report = collect(reader, opts, progress=not quiet)
     else:
-        from renderocc.qa.parts import run_part
-
         report, done = run_part(reader, opts, shard, out_dir, progress=not quiet)
         click.echo(f"qa: {shard.describe()}: wrote {out_dir / 'parts'} ({done} of {shard.count} parts in)", err=True)
         if report is None:
@@ -139,8 +139,6 @@ def fit_section(reader, n: int, iters: int, progress: bool = True) -> dict:
     """qa.json's `fit`: `renderocc fit` (default settings) on n evenly spaced samples, per class."""
     import numpy as np
 
-    from renderocc.fit.commands import DEFAULT_LR, build_fit_config
-    from renderocc.fit.fit import fit_store
 
     idx = sorted({int(round(x)) for x in np.linspace(0, len(reader) - 1, min(n, len(reader)))})
     cfg = build_fit_config(reader.grid, "demo", [])

@@ -11,6 +11,8 @@ import io
 
 import matplotlib
 
+from renderocc.qa import depth_labels as dl
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -272,8 +274,6 @@ def _depth_label_plot(d: dict) -> str | None:
 def depth_label_pictures(reader, r: dict) -> list[str]:
     """Per condition, the image with the largest drop-out share (with masks) or the most depth outliers:
     drop-out cells shaded magenta, labels coloured by depth, depth outliers as red crosses."""
-    from renderocc.qa import depth_labels as dl
-
     d, opts = r.get("depth_labels"), r["options"]
     if not d or not r["images"]:
         return []

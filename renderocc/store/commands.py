@@ -5,11 +5,13 @@ from __future__ import annotations
 import click
 
 from renderocc.errors import UserError
+from renderocc.store import fsio, layout
+from renderocc.store.layout import JPEG_CODEC_NAME
+from renderocc.store.reader import StoreReader
+from renderocc.store.validate import validate
 
 
 def _codec(image: dict) -> str:
-    from renderocc.store.layout import JPEG_CODEC_NAME
-
     if image["codec"] == "jpeg":
         return f"jpeg (Zarr v3 codec {JPEG_CODEC_NAME}, quality {image.get('jpeg_quality')}, lossy)"
     return "raw (zstd, lossless)"
@@ -28,9 +30,6 @@ def store_info(store: str) -> None:
     Example:
       renderocc store info store/
     """
-    from renderocc.store import fsio, layout
-    from renderocc.store.reader import StoreReader
-
     r = StoreReader(store)
     m = r.manifest
     W, H = r.image_size
@@ -79,8 +78,6 @@ def store_validate(store: str, no_data: bool, deep: bool) -> None:
     Example:
       renderocc store validate store/
     """
-    from renderocc.store.validate import validate
-
     problems = validate(store, data=not no_data or deep, deep=deep)
     if problems:
         for p in problems[:50]:

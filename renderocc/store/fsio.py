@@ -155,11 +155,6 @@ def move_into_place(fs: fsspec.AbstractFileSystem, tmp: str, path: str) -> None:
         fs.mv(tmp, path)
 
 
-def tmp_name(path: str) -> str:
-    parent, name = path.rsplit("/", 1)
-    return f"{parent}/{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{name}"
-
-
 def sha256_file(root: str, *parts: str) -> str:
     fs, path = fs_path(root, *parts)
     h = hashlib.sha256()

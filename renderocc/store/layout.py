@@ -129,10 +129,6 @@ def free_beams_path(root: str, shard: str) -> str:
     return join(root, FREE_BEAMS_DIR, f"{shard}.parquet")
 
 
-def shard_record_path(root: str, shard: str) -> str:
-    return join(root, SHARDS_DIR, f"{shard}.json")
-
-
 def shard_name(scene_name: str) -> str:
     """A filesystem- and URL-safe shard name for a scene."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in scene_name)

@@ -7,13 +7,12 @@ import numpy as np
 from renderocc.errors import UserError
 from renderocc.store import fsio, layout, writer
 from renderocc.store import manifest as manifest_mod
+from renderocc.store.reader import StoreReader, _flat
 
 
 def validate(root: str, data: bool = True, deep: bool = False) -> list[str]:
     """Problems found (empty = valid). `data=False` skips re-hashing images and occupancy;
     `deep` also decodes every image and reads every ray column."""
-    from renderocc.store.reader import StoreReader
-
     m = manifest_mod.load(root)          # raises UserError for missing / other version / bad schema
     r = StoreReader(root)
     problems: list[str] = []
@@ -68,8 +67,6 @@ MATRIX_COLUMNS = {"ego_pose": 1, "lidar2ego": 1, "K": 2, "K_orig": 2, "cam2ego":
 
 def _check_matrices(st, n_cams: int) -> list[str]:
     """Every stored matrix finite; rotations orthonormal; intrinsics with positive focal lengths."""
-    from renderocc.store.reader import _flat
-
     out = []
     for col, depth in MATRIX_COLUMNS.items():
         vals = _flat(st.column(col), depth)[0].astype(np.float64)

@@ -8,6 +8,8 @@ import time
 import click
 
 from renderocc.errors import UserError
+from renderocc.synth.conditions import parse_conditions
+from renderocc.synth.writer import write_dataset
 
 
 def _parse_size(_ctx, _param, value: str) -> tuple[int, int]:
@@ -59,8 +61,6 @@ def synth_nuscenes(out: str, scenes: int, samples_per_scene: int, seed: int, ima
     Example:
       renderocc synth nuscenes --out data/synth --scenes 2 --samples-per-scene 10 --seed 0
     """
-    from renderocc.synth.writer import write_dataset
-
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1 (got {workers}).")
     start = time.perf_counter()
@@ -104,9 +104,6 @@ def synth_airside(out: str, scenes: int, samples_per_scene: int, seed: int, imag
       renderocc synth airside --out data/apron --scenes 1 --samples-per-scene 6 --seed 0 --night
       renderocc synth airside --out data/apron --scenes 2 --conditions day,night+wet
     """
-    from renderocc.synth.conditions import parse_conditions
-    from renderocc.synth.writer import write_dataset
-
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1 (got {workers}).")
     per_scene = parse_conditions(conditions) if conditions else None

@@ -14,6 +14,7 @@ import numpy as np
 from renderocc.synth import conditions as cond
 from renderocc.synth.camera import value_noise
 from renderocc.synth.geometry import rot_z
+from renderocc.synth.materials import APPEARANCE, SYNTH_NAMES
 from renderocc.synth.raycast import Window, cast
 from renderocc.synth.world import World, lane_paint
 
@@ -149,7 +150,6 @@ def scan(world: World, t: float, rng: np.random.Generator, grid: LidarGrid | Non
     g = pid == -1
     glab, _ = world.ground(world_pts[g, 0], world_pts[g, 1])
     label[g] = glab
-    from renderocc.synth.materials import APPEARANCE, SYNTH_NAMES
 
     lut = np.array([APPEARANCE.get(n, ((0, 0, 0), 20.0))[1] for n in SYNTH_NAMES], np.float32)
     refl[g] = np.where(lane_paint(world, world_pts[g, 0], world_pts[g, 1]), 80.0, lut[glab])

@@ -19,7 +19,7 @@ from renderocc.geometry import Grid
 from renderocc.geometry.sampling import sample_positions, trilinear
 from renderocc.train.dataset import RayDataset
 
-NEAR_VOXELS = 1.5  # a first crossing this many voxels (Grid.edge) from the label counts as agreeing
+NEAR_VOXELS = 1.5  # a first crossing this many voxels (Grid.edge) from the label agrees with it
 NEAR_SHARE = 0.1   # ... or this share of the label's distance, whichever is larger
 
 CANDIDATES = np.geomspace(0.01, 20.0, 40)
@@ -76,7 +76,7 @@ def candidate_counts(density: torch.Tensor, cfg: Config, *, occ_target: torch.Te
         return (pred & occ).sum(1).float(), (pred | occ).sum(1).float()
     if rays is None:
         raise ValueError("candidate_counts needs occ_target or rays")
-    good, n = first_crossing_agreement(density, *rays, cfg.grid.spec, cand, cfg.render.step)
+    good, n = first_crossing_agreement(density, *rays, cfg.grid.spec, cand, cfg.render.step, cfg.render.near)
     return good, torch.full((len(cand),), float(n))
 
 
@@ -95,13 +95,14 @@ def pick_threshold(num: torch.Tensor, den: torch.Tensor, use_3d: bool, indices: 
 
 def first_crossing_agreement(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
                              dist: torch.Tensor, grid: Grid, cand: torch.Tensor, step: float,
-                             chunk: int = 2048) -> tuple[torch.Tensor, int]:
-    """Per candidate τ: how many rays hit their first sample with density > τ near the label distance.
+                             near: float = 0.0, chunk: int = 2048) -> tuple[torch.Tensor, int]:
+    """Per candidate τ: how many rays hit their first sample with density > τ close to the label distance.
 
-    The samples are the renderer's (`sampling.sample_positions` at the training `step`, trilinear
-    density at voxel centres), so τ is chosen on the field the loss shaped, not on a nearest-voxel
-    proxy. "Near" is within max(NEAR_VOXELS voxels, NEAR_SHARE of `dist`) of `dist`; a ray with no sample above τ counts
-    as crossing at its box exit. Rays are chunked so memory stays (chunk × samples) whatever R.
+    The samples are the renderer's (`sampling.sample_positions` at the training `step` and `near`,
+    trilinear density at voxel centres), so τ is chosen on the field the loss shaped, not on a
+    nearest-voxel proxy. "Close" is within max(NEAR_VOXELS voxels, NEAR_SHARE of `dist`) of `dist`;
+    a ray with no sample above τ counts as crossing at its box exit. Rays are chunked so memory
+    stays (chunk × samples) whatever R.
     """
     density = density.detach().float().cpu()
     vol = density[None]
@@ -112,7 +113,7 @@ def first_crossing_agreement(density: torch.Tensor, origins: torch.Tensor, dirs:
         o = origins[s:s + chunk].float().cpu()
         d = dirs[s:s + chunk].float().cpu()
         L = dist[s:s + chunk].float().cpu()
-        t, valid, points, hit, t_out = sample_positions(o, d, grid.box, 0.0, step)
+        t, valid, points, hit, t_out = sample_positions(o, d, grid.box, near, step)
         sig = torch.where(valid, trilinear(vol, points, grid)[..., 0], torch.zeros_like(t))
         run = torch.cummax(sig, 1).values.contiguous()  # non-decreasing; padding repeats the last sample
         first = torch.searchsorted(run, cand[None].expand(len(run), -1).contiguous(), right=True)  # (r, C)

@@ -28,6 +28,7 @@ from renderocc.geometry import Scoring
 from renderocc.model import OccupancyNet, OccupancyOutput
 from renderocc.model.encoder import load_pretrained
 from renderocc.store import manifest as manifest_mod
+from renderocc.store.reader import StoreReader
 from renderocc.train import losses as L
 from renderocc.train.checkpoint import load_checkpoint, save_checkpoint
 from renderocc.train.dataset import EpochSampler, RayDataset, holdout_split
@@ -35,6 +36,8 @@ from renderocc.train.threshold import choose_threshold
 
 LOG_FIELDS = ["step", "loss", *(t.name for t in L.TERMS), "lr", "grad_norm", "rays_per_s", "steps_per_s",
               "elapsed_s"]
+PREFETCH_BATCHES = 4  # batches each loader worker prepares ahead
+EMA_WARMUP_STEPS = 10  # the EMA decay ramps as (1 + step) / (EMA_WARMUP_STEPS + step): early weights fade fast
 
 
 # -- setup ---------------------------------------------------------------------------------------
@@ -109,12 +112,12 @@ def build_model(cfg: Config, pretrained: str | None = None, num_classes: int = N
 def make_loader(ds: RayDataset, sampler: EpochSampler, cfg: Config, pin: bool) -> DataLoader:
     workers = cfg.data.workers
     return DataLoader(ds, batch_size=cfg.data.batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=pin, worker_init_fn=_worker_init, prefetch_factor=4 if workers else None,
-                      persistent_workers=False)
+                      pin_memory=pin, worker_init_fn=_worker_init,
+                      prefetch_factor=PREFETCH_BATCHES if workers else None, persistent_workers=False)
 
 
 def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # workers must not fight the training threads for the 2 cores
+    torch.set_num_threads(1)  # one thread per worker: workers must not take the training's cores
 
 
 # -- one step ------------------------------------------------------------------------------------
@@ -157,6 +160,12 @@ def train_step(model, opt, sched, scaler, batch: dict, cfg: Config, cw, device: 
     return loss, parts, n_rays, float(gnorm)
 
 
+def ema_decay_at(step: int, decay: float) -> float:
+    """The EMA decay at `step`: the configured one, ramped up over the first steps so the average
+    does not hold on to the random initial weights."""
+    return min(decay, (1 + step) / (EMA_WARMUP_STEPS + step))
+
+
 @torch.no_grad()
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
@@ -186,8 +195,6 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
     rank, world, device = setup_distributed()
     out = Path(out)
     if isinstance(store, str | Path):
-        from renderocc.store.reader import StoreReader
-
         reader = StoreReader(str(store))
     else:
         reader = store
@@ -258,7 +265,7 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
         while step < stop:
             loss, parts, n_rays, gnorm = train_step(ddp_model, opt, sched, scaler, next(it), cfg, cw, device, scoring)
             step += 1
-            update_ema(ema, model, min(ema_decay, (1 + step) / (10 + step)))
+            update_ema(ema, model, ema_decay_at(step, ema_decay))
             rays_acc += n_rays
             steps_acc += 1
             loss_v = _mean_over_ranks(float(loss.detach()), world, device)
