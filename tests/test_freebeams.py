@@ -255,14 +255,14 @@ def _dataset(reader, *sets: str):
 
 def test_dataset_yields_free_beams_only_when_the_term_is_active(small_store, raw_store, tmp_path):
     r = StoreReader(small_store)
-    keys = {"free_origins", "free_dirs", "free_valid"}
+    keys = {"free_origins", "free_directions", "free_valid"}
     item = _dataset(r, "data.free_beams=64", "loss.free_beams=1")[(0, 1)]
-    assert keys <= set(item) and item["free_dirs"].shape == (64, 3) and item["free_valid"].all()
+    assert keys <= set(item) and item["free_directions"].shape == (64, 3) and item["free_valid"].all()
     b = r.free_beams(1)
     rows = {tuple(v) for v in b["direction"].tolist()}
-    assert all(tuple(v) in rows for v in item["free_dirs"].tolist())
+    assert all(tuple(v) in rows for v in item["free_directions"].tolist())
     again = _dataset(r, "data.free_beams=64", "loss.free_beams=1")[(0, 1)]
-    assert torch.equal(item["free_dirs"], again["free_dirs"])          # seeded per (epoch, index)
+    assert torch.equal(item["free_directions"], again["free_directions"])          # seeded per (epoch, index)
     assert not keys & set(_dataset(r, "loss.free_beams=0")[(0, 1)])     # ablation: term off
     assert not keys & set(_dataset(r, "data.free_beams=0")[(0, 1)])     # no beams drawn: term off
     big = _dataset(r, f"data.free_beams={len(b['ring']) + 10}")[(0, 1)]
@@ -280,7 +280,7 @@ def test_free_beam_term_is_in_the_table_and_the_log():
     assert "free_beams" in LOG_FIELDS
     cfg = load_config("demo")
     assert "free_beams" in {t.name for t in L.active_terms(cfg)}
-    assert {"free_origins", "free_dirs", "free_valid"} <= L.needed_batch_keys(cfg)
+    assert {"free_origins", "free_directions", "free_valid"} <= L.needed_batch_keys(cfg)
     assert "free_beams" not in {t.name for t in L.active_terms(load_config("demo", ["loss.free_beams=0"]))}
     assert "free_beams" not in {t.name for t in L.active_terms(load_config("demo", ["data.free_beams=0"]))}
 

@@ -140,13 +140,15 @@ def test_real_fixture_walkers_move_parked_cars_do_not(real_fixture, tmp_path):
 def test_clear_errors(synth_store, tmp_path):
     runner = CliRunner()
     res = runner.invoke(main, ["prep", "motion-masks", "--store", str(tmp_path / "nope")])
-    assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert "not a complete ray store" in res.output and str(tmp_path / "nope") in res.output
     old = tmp_path / "old"
     shutil.copytree(synth_store, old)
     manifest = json.loads((old / "manifest.json").read_text())
     manifest["schema_version"] = 0
     (old / "manifest.json").write_text(json.dumps(manifest))
     res = runner.invoke(main, ["prep", "motion-masks", "--store", str(old)])
-    assert res.exit_code != 0 and "schema version" in res.output and len(res.output.strip().splitlines()) == 1
+    assert res.exit_code == 2 and "schema version" in res.output and len(res.output.strip().splitlines()) == 1
     res = runner.invoke(main, ["prep", "motion-masks", "--store", str(synth_store), "--dataroot", str(tmp_path)])
-    assert res.exit_code != 0 and len(res.output.strip().splitlines()) == 1
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert f"version folder not found: {tmp_path / 'v1.0-mini'}" in res.output  # names what is missing

@@ -377,7 +377,7 @@ def prepare_images(raw: np.ndarray, Ks: list[np.ndarray], input_wh: tuple[int, i
 
 def draw_free_beams(beams: dict | None, count: int, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
     """`count` of a key frame's no-return beams (uniform draw; rng=None: evenly spaced), padded like
-    the label rays: free_origins, free_dirs (count, 3), free_valid (count,). `renderocc fit` draws
+    the label rays: free_origins, free_directions (count, 3), free_valid (count,). `renderocc fit` draws
     with it too."""
     m = 0 if beams is None else len(beams["ring"])
     if m <= count:
@@ -387,9 +387,9 @@ def draw_free_beams(beams: dict | None, count: int, rng: np.random.Generator | N
     else:
         pick = np.sort(rng.choice(m, count, replace=False))
     n = len(pick)
-    res = {"free_origins": np.zeros((count, 3), np.float32), "free_dirs": np.tile(np.float32([1, 0, 0]), (count, 1)),
+    res = {"free_origins": np.zeros((count, 3), np.float32), "free_directions": np.tile(np.float32([1, 0, 0]), (count, 1)),
            "free_valid": np.zeros(count, bool)}
     if n:
-        res["free_origins"][:n], res["free_dirs"][:n] = beams["origin"][pick], beams["direction"][pick]
+        res["free_origins"][:n], res["free_directions"][:n] = beams["origin"][pick], beams["direction"][pick]
         res["free_valid"][:n] = True
     return {k: torch.from_numpy(v) for k, v in res.items()}

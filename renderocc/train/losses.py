@@ -243,7 +243,7 @@ class LossInputs:
         valid = self.batch["free_valid"]
         bi = torch.arange(self.n, device=valid.device)[:, None].expand_as(valid)[valid]
         g = self.cfg.grid.spec
-        return free_beam_loss(self.out.density, self.batch["free_origins"][valid], self.batch["free_dirs"][valid],
+        return free_beam_loss(self.out.density, self.batch["free_origins"][valid], self.batch["free_directions"][valid],
                               bi, self.n, g, self.cfg.render.step, self.cfg.render.near, self.cfg.render.backend)
 
     @property
@@ -344,7 +344,7 @@ class LossTerm:
 
 
 RAY_KEYS = ("origins", "directions", "ends", "label", "valid")
-FREE_BEAM_KEYS = ("free_origins", "free_dirs", "free_valid")
+FREE_BEAM_KEYS = ("free_origins", "free_directions", "free_valid")
 TERMS: tuple[LossTerm, ...] = (
     LossTerm("depth", RENDERED, RAY_KEYS, _depth),
     LossTerm("depth_absrel", RENDERED, RAY_KEYS, _depth_absrel),
