@@ -18,7 +18,8 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from renderocc.geometry import sampling
 
 TILE_TOLERANCE_M = 1e-4   # shape·voxel may miss the box extent by this much (float rounding of a config)
 MAX_VOXELS = 1 << 26      # 67 M voxels (the Occ3D grid has 0.64 M): a larger grid is a typo, not a run
@@ -212,7 +213,8 @@ class Scoring:
             for a, f in enumerate(self.factor):
                 out = out.repeat_interleave(f, dim=a + 1) if f > 1 else out
             return out
-        return interpolate_at_centres(volume, self.model, self.labels)
+        centres = torch.as_tensor(self.labels.centres(), dtype=volume.dtype, device=volume.device)
+        return sampling.trilinear(volume, centres, self.model).permute(3, 0, 1, 2)
 
     def to_labels_numpy(self, volume: np.ndarray) -> np.ndarray:
         """`to_labels` for an [x, y, z, ...] numpy array of classes or flags (pool: repeat;
@@ -227,21 +229,6 @@ class Scoring:
         ijk, _ = self.model.index(self.labels.centres())
         ijk = np.clip(ijk, 0, np.asarray(self.model.shape) - 1)
         return volume[ijk[..., 0], ijk[..., 1], ijk[..., 2]]
-
-
-def interpolate_at_centres(volume: torch.Tensor, source: Grid, target: Grid) -> torch.Tensor:
-    """(C, X, Y, Z) values on `source` → (C, X', Y', Z') trilinear at `target`'s voxel centres, at the
-    voxel-centre convention with borders held flat (the renderer's sampling)."""
-    coords = []
-    for a in range(3):
-        n = source.shape[a]
-        c = torch.as_tensor(target.axis_centres(a), dtype=volume.dtype, device=volume.device)
-        u = ((c - source.box[a]) / source.voxel[a] - 0.5).clamp(0, n - 1)
-        coords.append(u / (n - 1) * 2 - 1 if n > 1 else torch.zeros_like(u))
-    gx, gy, gz = torch.meshgrid(*coords, indexing="ij")
-    where = torch.stack([gz, gy, gx], dim=-1)[None]  # grid_sample: (1, X', Y', Z', 3) in (z, y, x) order
-    out = F.grid_sample(volume[None], where, mode="bilinear", padding_mode="border", align_corners=True)
-    return out[0]
 
 
 OCC3D_GRID = Grid((-40.0, -40.0, -1.0, 40.0, 40.0, 5.4), (0.4, 0.4, 0.4), (200, 200, 16))

@@ -17,12 +17,14 @@ twin in `cuda/reference.py` is built from the functions below:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from renderocc.geometry.grid import Grid
+if TYPE_CHECKING:  # the grid module builds on this one (Scoring interpolates with `trilinear`)
+    from renderocc.geometry.grid import Grid
 
 COUNT_SLACK = 1e-6        # a span of exactly n steps gives n samples despite rounding (as the kernels)
 TRANSMITTANCE_EPS = 1e-4  # compositing stops once less light than this is left (render_core.h: kTransmittanceEps)

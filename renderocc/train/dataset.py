@@ -387,8 +387,8 @@ def draw_free_beams(beams: dict | None, count: int, rng: np.random.Generator | N
     else:
         pick = np.sort(rng.choice(m, count, replace=False))
     n = len(pick)
-    res = {"free_origins": np.zeros((count, 3), np.float32), "free_directions": np.tile(np.float32([1, 0, 0]), (count, 1)),
-           "free_valid": np.zeros(count, bool)}
+    res = {"free_origins": np.zeros((count, 3), np.float32),
+           "free_directions": np.tile(np.float32([1, 0, 0]), (count, 1)), "free_valid": np.zeros(count, bool)}
     if n:
         res["free_origins"][:n], res["free_directions"][:n] = beams["origin"][pick], beams["direction"][pick]
         res["free_valid"][:n] = True
