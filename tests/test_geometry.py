@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from renderocc.geometry import OCC3D_GRID, Grid, GridError
+from renderocc.geometry import OCC3D_GRID, Grid, GridError, Rays
 from renderocc.geometry.grid import MAX_VOXELS
 from renderocc.geometry.sampling import sample_positions, trilinear, trilinear_corners
 from renderocc.ops import first_hits, mark_crossed, ray_optical_depth
@@ -153,3 +153,11 @@ def test_first_hits_extension_walk_equals_the_numpy_walk(ops, grid, seed):
 def test_first_hits_rejects_an_unknown_backend():
     with pytest.raises(ValueError, match="backend"):
         first_hits(np.zeros((1, 5, 4, 5), bool), np.zeros((1, 3)), np.ones((1, 3)), GRID, backend="gpu")
+
+
+def test_rays_record_selects_rows_of_every_field():
+    r = Rays(np.zeros((3, 3)), np.tile([1.0, 0.0, 0.0], (3, 1)), np.array([1.0, 2.0, np.nan]), np.array([0, 1, 1]))
+    s = r.select(np.array([False, True, True]))
+    assert len(s) == 2 and s.batch_index.tolist() == [1, 1] and s.label is None
+    np.testing.assert_array_equal(s.end_points()[0], [2.0, 0.0, 0.0])
+    assert np.isnan(s.end_points()[1]).all()  # no depth: no end point

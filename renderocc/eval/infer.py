@@ -145,7 +145,7 @@ def classify_on_labels(density: torch.Tensor, logits: torch.Tensor, threshold: f
     return scoring.to_labels_numpy(classify(density, logits, threshold))
 
 
-def render(density: torch.Tensor, logits: torch.Tensor, origins: np.ndarray, dirs: np.ndarray,
+def render(density: torch.Tensor, logits: torch.Tensor, origins: np.ndarray, directions: np.ndarray,
            grid: Grid, step: float, chunk: int = 16384) -> dict[str, np.ndarray]:
     """Render rays through one sample's grid: distance (with box-exit background), semantic
     logits, opacity. Chunked so memory stays bounded whatever the backend."""
@@ -154,7 +154,7 @@ def render(density: torch.Tensor, logits: torch.Tensor, origins: np.ndarray, dir
     with torch.no_grad():
         for s in range(0, len(origins), chunk):
             o = torch.from_numpy(origins[s:s + chunk]).float().to(dev)
-            d = torch.from_numpy(dirs[s:s + chunk]).float().to(dev)
+            d = torch.from_numpy(directions[s:s + chunk]).float().to(dev)
             b = torch.zeros(len(o), dtype=torch.int64, device=dev)
             r = render_rays(density[None], logits[None], o, d, b, grid=grid, step=step, background_depth=True)
             outs["depth"].append(r.depth.double().cpu().numpy())
@@ -182,7 +182,7 @@ def image_rays(reader, sample: dict, cam: str, stride: int) -> tuple[np.ndarray,
     return o, d, sc, us.shape
 
 
-def visibility(density: torch.Tensor, origins: np.ndarray, dirs: np.ndarray, grid: Grid, step: float,
+def visibility(density: torch.Tensor, origins: np.ndarray, directions: np.ndarray, grid: Grid, step: float,
                min_transmittance: float = 0.1, chunk: int = 65536) -> np.ndarray:
     """bool grid: voxels whose content some camera ray's rendering depends on with weight ≥ `min_transmittance`.
 
@@ -199,7 +199,7 @@ def visibility(density: torch.Tensor, origins: np.ndarray, dirs: np.ndarray, gri
     kw = {"grid": grid, "step": float(step)}
     for s in range(0, len(origins), chunk):
         o = torch.from_numpy(np.ascontiguousarray(origins[s:s + chunk])).float().to(dens.device)
-        d = torch.from_numpy(np.ascontiguousarray(dirs[s:s + chunk])).float().to(dens.device)
+        d = torch.from_numpy(np.ascontiguousarray(directions[s:s + chunk])).float().to(dens.device)
         b = torch.zeros(len(o), dtype=torch.int64, device=dens.device)
         vis = torch.maximum(vis, ray_visibility(dens[None], o, d, b, **kw)[0])
     # vis > 0: a voxel no sample reached is never seen, even with min_transmittance = 0. Samples

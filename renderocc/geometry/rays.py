@@ -20,14 +20,17 @@ MIN_LABEL_DISTANCE_M = 0.1  # a label closer than this to its camera is sensor n
 @dataclass(frozen=True)
 class Rays:
     """Rays in one frame: `origins` (N, 3), unit `directions` (N, 3), `ends` (N,) the labelled distance
-    along each ray (NaN: no depth, e.g. a dense-mask ray), `batch_index` (N,) which sample each belongs to.
+    along each ray (NaN: no depth, e.g. a dense-mask ray), `batch_index` (N,) which sample each belongs
+    to, `label` (N,) the class a label ray names (255: none).
 
-    Arrays are numpy or torch alike; `select` keeps a subset of rows of every field."""
+    The package's ray dicts (dataset items, batches) use the same names as keys. Arrays are numpy or
+    torch alike; `select` keeps a subset of rows of every field."""
 
     origins: np.ndarray
     directions: np.ndarray
     ends: np.ndarray | None = None
     batch_index: np.ndarray | None = None
+    label: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.origins)

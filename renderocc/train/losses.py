@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from renderocc.classes import IGNORE
 from renderocc.config import Config
-from renderocc.geometry import Grid, Scoring
+from renderocc.geometry import Grid, Rays, Scoring
 from renderocc.geometry.sampling import sample_positions, trilinear
 from renderocc.model import OccupancyOutput
 from renderocc.ops import ray_optical_depth, render_rays
@@ -102,8 +102,8 @@ def class_weights_from_counts(counts: torch.Tensor) -> torch.Tensor:
     return w / w[counts > 0].mean() if (counts > 0).any() else torch.ones_like(w)
 
 
-def line_of_sight(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, dist: torch.Tensor,
-                  sample: torch.Tensor, n: int, grid: Grid, step: float, margin: float, rel: float = 0.0,
+def line_of_sight(density: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor, ends: torch.Tensor,
+                  batch_index: torch.Tensor, n: int, grid: Grid, step: float, margin: float, rel: float = 0.0,
                   near: float = 0.0, backend: str = "auto", window: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Line-of-sight losses from the depth label of each ray, on the renderer's own samples.
@@ -120,19 +120,19 @@ def line_of_sight(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tens
       where the per-unit-length free term is weak) cannot satisfy it.
     Both use only the 2D depth label (camera z converted to ray distance). Returns (free, term).
     """
-    ends = torch.stack([(1 - rel) * dist - margin, dist + margin], 1)
-    tau, count = ray_optical_depth(density, origins, dirs, sample, ends, grid=grid, step=step, near=near,
+    t_ends = torch.stack([(1 - rel) * ends - margin, ends + margin], 1)
+    tau, count = ray_optical_depth(density, origins, directions, batch_index, t_ends, grid=grid, step=step, near=near,
                                    backend=backend)
     has = count[:, 0] > 0
     zero = density.sum() * 0
     tau_free = tau[:, 0] / count[:, 0].clamp_min(1)
-    loss_free = per_sample_mean(tau_free[has], sample[has], n) if has.any() else zero
+    loss_free = per_sample_mean(tau_free[has], batch_index[has], n) if has.any() else zero
     stop = (tau[:, 1] - tau[:, 0]) if window else tau[:, 1]
-    loss_term = per_sample_mean(-torch.log(-torch.expm1(-stop.clamp_min(1e-4))), sample, n) if len(dist) else zero
+    loss_term = per_sample_mean(-torch.log(-torch.expm1(-stop.clamp_min(1e-4))), batch_index, n) if len(ends) else zero
     return loss_free, loss_term
 
 
-def free_beam_loss(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor, sample: torch.Tensor,
+def free_beam_loss(density: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor, batch_index: torch.Tensor,
                    n: int, grid: Grid, step: float, near: float = 0.0, backend: str = "auto") -> torch.Tensor:
     """A LiDAR beam that returned nothing crossed the whole grid unobstructed: its optical depth
     up to the box exit, per unit length (τ over the samples' count, like `freespace`), should be 0.
@@ -140,13 +140,13 @@ def free_beam_loss(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Ten
     Label rays cannot say this (they exist only where something was hit), so without it the sky
     and the space above the street are constrained only by the camera rays that end beyond it.
     """
-    ends = torch.full((len(sample), 1), FAR, dtype=origins.dtype, device=origins.device)
-    tau, count = ray_optical_depth(density, origins, dirs, sample, ends, grid=grid, step=step, near=near,
+    t_ends = torch.full((len(batch_index), 1), FAR, dtype=origins.dtype, device=origins.device)
+    tau, count = ray_optical_depth(density, origins, directions, batch_index, t_ends, grid=grid, step=step, near=near,
                                    backend=backend)
     has = count[:, 0] > 0
     if not has.any():
         return density.sum() * 0
-    return per_sample_mean(tau[has, 0] / count[has, 0], sample[has], n)
+    return per_sample_mean(tau[has, 0] / count[has, 0], batch_index[has], n)
 
 
 FAR = 1e4  # metres: "to the box exit" for `ray_optical_depth`
@@ -175,27 +175,26 @@ class LossInputs:
         return self.out.density.shape[0]
 
     @property
-    def rays(self) -> dict[str, torch.Tensor]:
-        """The valid label rays, flattened over the batch, with their sample index."""
+    def rays(self) -> Rays:
+        """The valid label rays, flattened over the batch, with their sample index and class."""
         if "rays" not in self._cache:
-            valid = self.batch["valid"]
+            b, valid = self.batch, self.batch["valid"]
             bi = torch.arange(self.n, device=valid.device)[:, None].expand_as(valid)[valid]
-            self._cache["rays"] = {"batch_index": bi, "origins": self.batch["origins"][valid],
-                                   "directions": self.batch["directions"][valid], "ends": self.batch["ends"][valid],
-                                   "label": self.batch["label"][valid]}
+            self._cache["rays"] = Rays(b["origins"][valid], b["directions"][valid], b["ends"][valid], bi,
+                                       b["label"][valid])
         return self._cache["rays"]
 
     @property
     def has_depth(self) -> torch.Tensor:
-        """bool (rays,): label rays with a depth label (not dense-mask rays, whose `dist` is NaN)."""
-        return torch.isfinite(self.rays["ends"])
+        """bool (rays,): label rays with a depth label (not dense-mask rays, whose `ends` is NaN)."""
+        return torch.isfinite(self.rays.ends)
 
     @property
-    def depth_rays(self) -> dict[str, torch.Tensor] | None:
-        """The rays' dict restricted to rays with depth; None when every ray has one (no copy)."""
+    def depth_rays(self) -> Rays | None:
+        """The rays restricted to those with depth; None when every ray has one (no copy)."""
         if "depth_rays" not in self._cache:
             m = self.has_depth
-            self._cache["depth_rays"] = None if bool(m.all()) else {k: v[m] for k, v in self.rays.items()}
+            self._cache["depth_rays"] = None if bool(m.all()) else self.rays.select(m)
         return self._cache["depth_rays"]
 
     def with_depth(self, values: torch.Tensor) -> torch.Tensor:
@@ -216,12 +215,12 @@ class LossInputs:
                 m = self.has_depth
                 masks = None
                 if self.cfg.loss.mask_semantics == "rendered":
-                    masks = self._render({k: v[~m] for k, v in self.rays.items()}, self.out.density.detach())
+                    masks = self._render(self.rays.select(~m), self.out.density.detach())
                 self._cache["render"] = _merge(m, self._render(self.depth_rays, self.out.density), masks)
         return self._cache["render"]
 
-    def _render(self, r: dict[str, torch.Tensor], density: torch.Tensor):
-        return render_rays(density, self.out.semantics, r["origins"], r["directions"], r["batch_index"],
+    def _render(self, r: Rays, density: torch.Tensor):
+        return render_rays(density, self.out.semantics, r.origins, r.directions, r.batch_index,
                            grid=self.cfg.grid.spec, step=self.cfg.render.step,
                            near=self.cfg.render.near, backend=self.cfg.render.backend, background_depth=True,
                            return_distortion=self.cfg.loss.distortion > 0)
@@ -232,7 +231,7 @@ class LossInputs:
         if "los" not in self._cache:
             r, g, lc = self.depth_rays or self.rays, self.cfg.grid.spec, self.cfg.loss
             self._cache["los"] = line_of_sight(
-                self.out.density, r["origins"], r["directions"], r["ends"], r["batch_index"], self.n, g,
+                self.out.density, r.origins, r.directions, r.ends, r.batch_index, self.n, g,
                 self.cfg.render.step, lc.los_margin * g.edge, lc.los_margin_rel,
                 self.cfg.render.near, self.cfg.render.backend, lc.termination_window)
         return self._cache["los"]
@@ -265,20 +264,20 @@ def _merge(where: torch.Tensor, a, b):
 
 
 def _depth(x: LossInputs) -> torch.Tensor:
-    return silog(x.with_depth(x.render.depth), x.with_depth(x.rays["ends"]), x.with_depth(x.rays["batch_index"]), x.n)
+    return silog(x.with_depth(x.render.depth), x.with_depth(x.rays.ends), x.with_depth(x.rays.batch_index), x.n)
 
 
 def _depth_absrel(x: LossInputs) -> torch.Tensor:  # SILog forgives a global scale; this does not
-    d = x.with_depth(x.rays["ends"])
+    d = x.with_depth(x.rays.ends)
     return per_sample_mean((x.with_depth(x.render.depth) - d).abs() / d.clamp_min(1e-3),
-                           x.with_depth(x.rays["batch_index"]), x.n)
+                           x.with_depth(x.rays.batch_index), x.n)
 
 
 def _semantic(x: LossInputs) -> torch.Tensor:
     if x.cfg.loss.mask_semantics == "surface" and x.depth_rays is not None:
         logits, label = surface_semantics(x)
-        return semantic_ce(logits, label, x.rays["batch_index"], x.n, x.class_weights)
-    return semantic_ce(x.render.semantics, x.rays["label"], x.rays["batch_index"], x.n, x.class_weights)
+        return semantic_ce(logits, label, x.rays.batch_index, x.n, x.class_weights)
+    return semantic_ce(x.render.semantics, x.rays.label, x.rays.batch_index, x.n, x.class_weights)
 
 
 def surface_semantics(x: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -289,8 +288,8 @@ def surface_semantics(x: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
     to ½ (a ray that stops nowhere names no voxel)."""
     r, g, step = x.rays, x.cfg.grid.spec, x.cfg.render.step
     mask = ~x.has_depth
-    logits, label = x.render.semantics.clone(), r["label"].clone()  # mask rows: not rendered (zeros)
-    o, d, sample = r["origins"][mask], r["directions"][mask], r["batch_index"][mask]
+    logits, label = x.render.semantics.clone(), r.label.clone()  # mask rows: not rendered (zeros)
+    o, d, sample = r.origins[mask], r.directions[mask], r.batch_index[mask]
     at = logits.new_zeros((len(o), logits.shape[-1]))
     stops = torch.zeros(len(o), dtype=torch.bool, device=o.device)
     for b in torch.unique(sample):
@@ -309,7 +308,7 @@ def surface_semantics(x: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _distortion(x: LossInputs) -> torch.Tensor:  # a geometry prior: mask rays are for semantics only
-    return per_sample_mean(x.with_depth(x.render.distortion), x.with_depth(x.rays["batch_index"]), x.n)
+    return per_sample_mean(x.with_depth(x.render.distortion), x.with_depth(x.rays.batch_index), x.n)
 
 
 def _sparsity(x: LossInputs) -> torch.Tensor:  # a label-free prior: space is empty unless a ray needs it
@@ -377,6 +376,6 @@ def total_loss(out: OccupancyOutput, batch: dict[str, torch.Tensor], cfg: Config
     how the model grid meets the grid of the 3D targets (`Grid.coarsens`)."""
     x = LossInputs(out, batch, cfg, class_weights, scoring)
     parts = {t.name: getattr(cfg.loss, t.name) * t.compute(x) for t in active_terms(cfg)}
-    n_rays = int(x.rays["batch_index"].numel()) if "rays" in x._cache else 0
+    n_rays = int(x.rays.batch_index.numel()) if "rays" in x._cache else 0
     loss = sum(parts.values()) if parts else out.density.sum() * 0
     return loss, {k: float(v.detach()) for k, v in parts.items()}, n_rays

@@ -127,9 +127,9 @@ def mask_classes_at(labels: dict, mask: np.ndarray, K_orig: dict[int, np.ndarray
     return out
 
 
-def crosses_grid(origins: np.ndarray, dirs: np.ndarray, grid: Grid) -> np.ndarray:
+def crosses_grid(origins: np.ndarray, directions: np.ndarray, grid: Grid) -> np.ndarray:
     """Rays with a part inside the grid box: the only ones whose semantics the grid can render."""
-    t0, t1 = clip_to_box(origins, dirs, grid.lo, grid.hi)
+    t0, t1 = clip_to_box(origins, directions, grid.lo, grid.hi)
     return t1 > t0
 
 

@@ -42,12 +42,12 @@ def lss_depth_target(labels: dict, K_orig: dict[int, np.ndarray], K_in: np.ndarr
     return torch.from_numpy(out.reshape(len(K_in), h, w))
 
 
-def sparse_target(origins: np.ndarray, dirs: np.ndarray, dist: np.ndarray, label: np.ndarray, grid: Grid,
+def sparse_target(origins: np.ndarray, directions: np.ndarray, ends: np.ndarray, label: np.ndarray, grid: Grid,
                   sensor_origin: np.ndarray | None = None, num_classes: int = NUM_SEMANTIC) -> np.ndarray:
     """`lidar-sparse` target, uint8 (X, Y, Z): class 0..C-1 (C = `num_classes`; Occ3D: 0–16), C free,
     255 ignore (no evidence).
 
-    - End voxels: the cell of each ray's end point o + d·dist. With labelled points (class 0–16)
+    - End voxels: the cell of each ray's end point o + d·ends. With labelled points (class 0–16)
       it takes their majority class by an explicit per-voxel count (ties → smallest class id);
       with only unlabelled points (255) it is IGNORE: something is there, its class is unknown.
     - Free: every voxel the segment from the sensor (`sensor_origin`, else each ray's camera
@@ -57,8 +57,8 @@ def sparse_target(origins: np.ndarray, dirs: np.ndarray, dist: np.ndarray, label
     """
     shape = grid.shape
     tgt = np.full(shape, IGNORE, np.uint8)
-    origins, dirs = np.asarray(origins, np.float64), np.asarray(dirs, np.float64)
-    end = origins + dirs * np.asarray(dist, np.float64)[:, None]
+    origins, directions = np.asarray(origins, np.float64), np.asarray(directions, np.float64)
+    end = origins + directions * np.asarray(ends, np.float64)[:, None]
     start = origins if sensor_origin is None else np.broadcast_to(np.asarray(sensor_origin, np.float64),
                                                                   end.shape)
     seg = end - start

@@ -93,14 +93,14 @@ def pick_threshold(num: torch.Tensor, den: torch.Tensor, use_3d: bool, indices: 
             "samples": [int(i) for i in indices]}
 
 
-def first_crossing_agreement(density: torch.Tensor, origins: torch.Tensor, dirs: torch.Tensor,
-                             dist: torch.Tensor, grid: Grid, cand: torch.Tensor, step: float,
+def first_crossing_agreement(density: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor,
+                             ends: torch.Tensor, grid: Grid, cand: torch.Tensor, step: float,
                              near: float = 0.0, chunk: int = 2048) -> tuple[torch.Tensor, int]:
     """Per candidate τ: how many rays hit their first sample with density > τ close to the label distance.
 
     The samples are the renderer's (`sampling.sample_positions` at the training `step` and `near`,
     trilinear density at voxel centres), so τ is chosen on the field the loss shaped, not on a
-    nearest-voxel proxy. "Close" is within max(NEAR_VOXELS voxels, NEAR_SHARE of `dist`) of `dist`;
+    nearest-voxel proxy. "Close" is within max(NEAR_VOXELS voxels, NEAR_SHARE of `ends`) of `ends`;
     a ray with no sample above τ counts as crossing at its box exit. Rays are chunked so memory
     stays (chunk × samples) whatever R.
     """
@@ -109,10 +109,10 @@ def first_crossing_agreement(density: torch.Tensor, origins: torch.Tensor, dirs:
     cand = cand.float().cpu()
     good = torch.zeros(len(cand))
     vmax = grid.edge
-    for s in range(0, len(dist), chunk):
+    for s in range(0, len(ends), chunk):
         o = origins[s:s + chunk].float().cpu()
-        d = dirs[s:s + chunk].float().cpu()
-        L = dist[s:s + chunk].float().cpu()
+        d = directions[s:s + chunk].float().cpu()
+        L = ends[s:s + chunk].float().cpu()
         t, valid, points, hit, t_out = sample_positions(o, d, grid.box, near, step)
         sig = torch.where(valid, trilinear(vol, points, grid)[..., 0], torch.zeros_like(t))
         run = torch.cummax(sig, 1).values.contiguous()  # non-decreasing; padding repeats the last sample
@@ -122,4 +122,4 @@ def first_crossing_agreement(density: torch.Tensor, origins: torch.Tensor, dirs:
         hit_t = torch.where(first < count, t.gather(1, first.clamp(max=t.shape[1] - 1)), t_exit)
         tol = torch.clamp(NEAR_SHARE * L, min=NEAR_VOXELS * vmax)[:, None]
         good += ((hit_t - L[:, None]).abs() <= tol).sum(0).float()
-    return good, int(len(dist))
+    return good, int(len(ends))
