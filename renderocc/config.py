@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import os
 import re
 import tomllib
 import types
@@ -196,6 +198,7 @@ class Config:
         """Build and check a config from nested plain data; missing keys take their defaults. A
         resolved grid (shape given: checkpoints, config.json) must be a valid `Grid`."""
         cfg = _build(cls, data, "", where)
+        _check_ranges(cfg, where)
         if cfg.grid.shape is not None:
             try:
                 cfg.grid.spec  # noqa: B018 - builds and checks the Grid
@@ -302,6 +305,8 @@ def _check_field(f: dataclasses.Field, tp: Any, value: Any, key: str, where: str
         raise UserError(f"{where}: {key} expects {_type_name(tp)}, got {value!r}") from None
     meta = f.metadata
     nums = _numbers(v)
+    if any(not math.isfinite(x) for x in nums):
+        raise UserError(f"{where}: {key} must be finite, got {value!r}")
     if meta.get("ge") is not None and any(x < meta["ge"] for x in nums):
         raise UserError(f"{where}: {key} must be ≥ {meta['ge']:g}, got {value!r}")
     if meta.get("gt") is not None and any(x <= meta["gt"] for x in nums):
@@ -330,6 +335,15 @@ def _build(cls: type, data: Any, prefix: str, where: str) -> Any:
         else:
             kwargs[name] = _check_field(fields[name], tp, value, prefix + name, where)
     return cls(**kwargs)
+
+
+def _check_ranges(cfg: Config, where: str) -> None:
+    """What one key's bounds cannot say: a (min, max) pair must have min < max."""
+    lo, hi, _ = cfg.model.depth_bins
+    if lo >= hi:
+        raise UserError(f"{where}: model.depth_bins min {lo:g} must be below max {hi:g}")
+    if cfg.data.resize_range[0] > cfg.data.resize_range[1]:
+        raise UserError(f"{where}: data.resize_range {list(cfg.data.resize_range)}: min above max")
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -468,9 +482,39 @@ def model_grid(cfg: Config, store_grid: Grid) -> Grid:
     return grid
 
 
+MAX_SAMPLES_PER_RAY = 1 << 16   # box diagonal / render.step: the Occ3D box at 0.2 m takes 566
+RAY_BYTES_PER_CLASS = 16          # forward and backward state of one rendered ray, per semantic class (float32)
+
+
+def physical_memory() -> int | None:
+    """This machine's RAM in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_resources(cfg: Config, grid: Grid, num_classes: int = 18) -> None:
+    """Refuse, with the estimate, settings that would march forever or exhaust memory: samples per
+    ray (box diagonal over render.step), and the rendered rays' state per step against the RAM."""
+    diagonal = math.dist(grid.box[:3], grid.box[3:])
+    samples = diagonal / cfg.render.step
+    if samples > MAX_SAMPLES_PER_RAY:
+        raise UserError(f"render.step {cfg.render.step:g} m: up to {samples:,.0f} samples per ray across the "
+                        f"{diagonal:.0f} m grid (at most {MAX_SAMPLES_PER_RAY:,}): use a larger step")
+    ray_bytes = cfg.data.rays * cfg.data.batch_size * RAY_BYTES_PER_CLASS * (num_classes + 8)
+    ram = physical_memory()
+    if ram is not None and ray_bytes > ram:
+        raise UserError(f"data.rays {cfg.data.rays:,} × data.batch_size {cfg.data.batch_size}: the rendered rays "
+                        f"alone need ~{ray_bytes / 2**30:,.0f} GiB per step, more than this machine's "
+                        f"{ram / 2**30:,.0f} GiB")
+
+
 def resolved(cfg: Config, store_grid: Grid) -> Config:
-    """The config with the model grid filled in from the store (what checkpoints save)."""
+    """The config with the model grid filled in from the store (what checkpoints save), checked
+    against the store's label grid and the machine's resources."""
     grid = model_grid(cfg, store_grid)
+    check_resources(cfg, grid)
     rec = grid.to_record()
     return dataclasses.replace(cfg, grid=GridConfig(rec["pc_range"], rec["voxel_size"], rec["shape"]))
 

@@ -470,6 +470,16 @@ RUNS = [
                                                   "--set", "optim.lr=fast"), "optim.lr expects float"),
     Fault("train --set of an unknown key", _out_cmd("train", "--store", "{store}", "--out", "{tmp}/r",
                                                   "--set", "optim.nosuch=1"), "nosuch"),
+    *(Fault(f"train --set {item}", _out_cmd("train", "--store", "{store}", "--out", "{tmp}/r", "--set", item),
+            message, post=lambda w, tmp: "a run folder was made" if (tmp / "r").exists() else None)
+      for item, message in [
+          ("optim.lr=nan", "optim.lr must be finite"), ("optim.lr=inf", "optim.lr must be finite"),
+          ("loss.class_weights=[1.0, nan]", "loss.class_weights must be finite"),
+          ("model.depth_bins=[45.0, 1.0, 20]", "depth_bins min 45 must be below max 1"),
+          ("data.resize_range=[1.2, 0.9]", "resize_range"),
+          ("render.step=1e-7", "samples per ray"), ("data.rays=2000000000", "GiB per step"),
+          ("grid.voxel_size=0.004", "too small"), ("grid.voxel_size=[0.5, 0.5, 0.4]", "cannot be scored"),
+          ("grid.pc_range=[-40, -40, 5.4, 40, 40, -1]", "min < max")]),
     Fault("train: unwritable --out", _out_cmd("train", "--store", "{store}", "--out", UNWRITABLE, "--max-steps",
                                               "1", *TINY_ARGS), UNWRITABLE_NAMED),
     Fault("eval: unwritable --out", _out_cmd("eval", "--store", "{store}", "--ckpt", "{run}/last.pt", "--out",
