@@ -7,12 +7,38 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 
 from renderocc.errors import UserError
 from renderocc.store.fsio import write_bytes_atomic
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def path_component(name: object, what: str) -> str:
+    """`name` (a scene name, a sample token: data, not code) as one folder or file name under --out:
+    letters, digits, '.', '_', '-', not starting with a dot, at most 200 characters. Anything else
+    (a separator, '..', an absolute path, a control character) would write outside --out or over
+    another file: one line naming the value."""
+    text = str(name)
+    if not SAFE_NAME.fullmatch(text):
+        raise UserError(f"{what} {text!r} cannot name an output file: only letters, digits, '.', '_' and '-' "
+                        "(not first) are used in output paths")
+    return text
+
+
+def sample_dirs(reader, indices: list[int], root: Path) -> dict[int, Path]:
+    """root/<scene_name>/<sample_token> of each sample (Occ3D's gts/ layout), every name checked by
+    `path_component` before anything is written."""
+    out = {}
+    for i in indices:
+        s = reader.sample(i)
+        out[i] = root / path_component(s["scene_name"], "scene name") / path_component(s["sample_token"],
+                                                                                       "sample token")
+    return out
 
 
 def prepare_out_dir(path: str | os.PathLike, option: str = "--out") -> Path:

@@ -353,6 +353,13 @@ def store_fault(name: str, breaks: Callable[[Path], None], message: str | None, 
     return Fault(name, setup, message, post=post)
 
 
+def _nothing_outside(tmp: Path) -> str | None:
+    """A name from the data that would escape --out must not have written anything, anywhere."""
+    stray = [p for p in (tmp.parent / "escaped", Path("/tmp/renderocc-abs")) if p.exists()]
+    written = [p for p in (tmp / "o").rglob("*") if p.is_file()] if (tmp / "o").exists() else []
+    return f"written: {stray + written}" if stray or written else None
+
+
 def _nan_ego(values: list) -> None:
     values[1][3] = float("nan")
 
@@ -389,6 +396,14 @@ STORE = [
                 "not a complete ray store", "store", "info", "{store}"),
     store_fault("store validate --deep: intact store", lambda s: None, None, "store", "validate", "{store}",
                 "--deep"),
+    *(store_fault(f"{cmd[0]}: scene name {name!r} from the data", lambda s, name=name: rewrite_samples(
+        s, "scene_name", lambda v, name=name: v.__setitem__(slice(None), [name] * len(v))),
+        "cannot name an output file", *cmd, post=lambda w, tmp: _nothing_outside(tmp))
+      for name in ("../../escaped", "/tmp/renderocc-abs", "..", ".hidden", "a\nb")
+      for cmd in (("predict", "--store", "{store}", "--ckpt", "{run}/last.pt", "--out", "{out}", "--quiet"),
+                  ("viz", "--store", "{store}", "--out", "{out}", "--quiet", "--samples", "1"),
+                  ("fit", "--store", "{store}", "--out", "{out}", "--quiet", "--samples", "0", "--iters", "1"))
+      if not (cmd[0] == "viz" and name in ("..", ".hidden"))),  # viz prefixes the index: '0000_.._x' is one name
     Fault("store info: gcs:// without gcsfs", lambda w, tmp: ["store", "info", "gcs://b/s"], "gcs:// needs gcsfs"),
     Fault("eval: --store s3:// without s3fs", lambda w, tmp: [
         "eval", "--store", "s3://b/s", "--ckpt", str(w.run / "last.pt"), "--out", str(tmp / "o")], "s3fs"),

@@ -17,7 +17,7 @@ from renderocc.eval.common import clean_json, open_store
 from renderocc.eval.evaluate import describe_supervision, select_samples
 from renderocc.eval.tta import TTA_TEXT
 from renderocc.geometry import Scoring
-from renderocc.outputs import prepare_out_dir, savez_atomic, write_atomic
+from renderocc.outputs import prepare_out_dir, sample_dirs, savez_atomic, write_atomic
 
 KEYS = {
     "semantics": "uint8 [x, y, z] Occ3D class (0-16), 17 = free: argmax class where density > threshold",
@@ -66,11 +66,11 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], vis_stride
     indices, label = select_samples(reader, split or ("all",))
     model, ckpt = infer.load_checkpoint_model(ckpt_path, device, reader)
     on_labels = infer.scoring_of(ckpt, reader.grid) if store_grid else None  # Occ3D tools expect 200×200×16
+    dirs = sample_dirs(reader, indices, root)  # names from the data checked before any work
     seen_share = []
     for i in tqdm(indices, desc="predict", unit="sample", disable=not progress):
         arrays = predict_sample(model, reader, i, ckpt, vis_stride, min_transmittance, tta, on_labels)
-        s = reader.sample(i)
-        d = root / s["scene_name"] / s["sample_token"]
+        d = dirs[i]
         d.mkdir(parents=True, exist_ok=True)
         savez_atomic(d / "labels.npz", **arrays)
         seen_share.append(float(arrays["visibility"].mean()))

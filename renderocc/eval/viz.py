@@ -20,7 +20,7 @@ from renderocc.classes import IGNORE, Vocabulary, default_vocabulary  # noqa: E4
 from renderocc.eval import infer  # noqa: E402
 from renderocc.eval.common import open_store  # noqa: E402
 from renderocc.geometry import Grid  # noqa: E402
-from renderocc.outputs import prepare_out_dir  # noqa: E402
+from renderocc.outputs import path_component, prepare_out_dir  # noqa: E402
 
 DEPTH_MAX = 50.0  # metres at the top of the depth colour map
 UNSEEN = np.array([70, 70, 70], np.uint8)
@@ -210,9 +210,11 @@ def run(store: str, ckpt_path: str | None, out: str, samples: int, stride: int |
     W = reader.image_size[0]
     stride = stride or max(1, W // 200)
     written: list[Path] = []
+    stems = {i: path_component(f"{i:04d}_{reader.sample(i)['scene_name']}_{reader.sample(i)['sample_token'][:8]}",
+                               "scene name and token") for i in picks}  # names from the data, checked first
     for i in tqdm(picks, desc="viz", unit="sample", disable=not progress):
         s = reader.sample(i)
-        stem = f"{i:04d}_{s['scene_name']}_{s['sample_token'][:8]}"
+        stem = stems[i]
         rendered = pred = seen = None
         if model is not None:
             cfg = ckpt["config"]

@@ -35,7 +35,7 @@ from renderocc.eval.metrics import OccMetrics
 from renderocc.fit.grid_model import FreeGrid
 from renderocc.geometry import Grid
 from renderocc.ops import first_hits
-from renderocc.outputs import savez_atomic, share, write_atomic
+from renderocc.outputs import sample_dirs, savez_atomic, share, write_atomic
 from renderocc.seeding import mix_seed
 from renderocc.train.dataset import RayDataset, draw_free_beams, draw_label_rays, ends_in_grid
 from renderocc.train.losses import active_terms, needed_batch_keys
@@ -264,6 +264,7 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
     scoring = cfg.grid.spec.coarsens(reader.grid)
     rows = []
     root = Path(out) if out is not None else None
+    dirs = sample_dirs(reader, indices, root) if root is not None else {}  # checked before any work
     for i in tqdm(indices, desc="fit", unit="sample", disable=not progress):
         s = reader.sample(i)
         gt = gts[i]
@@ -292,7 +293,7 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
                      "rays": res.rays, "loss_first": res.loss_first, "loss_last": res.loss_last,
                      "seconds": res.seconds})
         if root is not None:
-            d = root / s["scene_name"] / s["sample_token"]
+            d = dirs[i]
             d.mkdir(parents=True, exist_ok=True)
             savez_atomic(d / "labels.npz", semantics=res.semantics,
                          density=res.density.numpy().astype(np.float16))
