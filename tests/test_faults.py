@@ -473,6 +473,9 @@ RUNS = [
     Fault("predict: checkpoint without weights", _ckpt_with(lambda c: c.pop("model") and None), "missing `model`"),
     Fault("predict: checkpoint config with a wrong type", _ckpt_with(
         lambda c: c["config"]["optim"].update(lr="fast")), "optim.lr"),
+    Fault("predict: checkpoint whose weights are all NaN", _ckpt_with(
+        lambda c: [t.fill_(float("nan")) for t in c["ema"].values() if t.is_floating_point()] and None),
+        "not finite"),
     Fault("predict: checkpoint weights of another shape", _ckpt_with(
         lambda c: c["ema"].update({k: torch.zeros(1) for k in list(c["ema"])[:1]})), "weights do not fit"),
     Fault("predict: truncated checkpoint", lambda w, tmp: (

@@ -80,12 +80,20 @@ def model_inputs(reader, i: int, cfg: Config) -> tuple[torch.Tensor, torch.Tenso
 
 @torch.no_grad()
 def run_model(model, reader, i: int, cfg: Config, tta: str = "none") -> tuple[torch.Tensor, torch.Tensor]:
-    """(density (X,Y,Z), logits (X,Y,Z,17)) of sample i, on the model's device, float32.
+    """(density (X,Y,Z), logits (X,Y,Z,C)) of sample i, on the model's device, float32.
 
     `tta` "flip" / "flip-bev" averages 2 / 4 passes (see `tta.TTA_TEXT`); the logits returned are
     then the log of the mean probabilities, and the density the one whose voxel opacity is the
-    mean opacity.
+    mean opacity. A non-finite output (a checkpoint with NaN weights) is one line, not scores.
     """
+    density, logits = _run_model(model, reader, i, cfg, tta)
+    if not (torch.isfinite(density).all() and torch.isfinite(logits).all()):
+        raise UserError(f"the model's output for sample {i} is not finite (NaN or inf): the checkpoint's "
+                        "weights are broken (did training diverge?)")
+    return density, logits
+
+
+def _run_model(model, reader, i: int, cfg: Config, tta: str) -> tuple[torch.Tensor, torch.Tensor]:
     dev = next(model.parameters()).device
     imgs, K, c2e = (t.to(dev) for t in model_inputs(reader, i, cfg))
     if tta == "none":
