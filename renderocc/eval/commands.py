@@ -11,6 +11,7 @@ from renderocc.eval import evaluate as evaluation
 from renderocc.eval import predict as prediction
 from renderocc.eval import viz as figures
 from renderocc.eval.tta import TTA_MODES, TTA_PASSES
+from renderocc.options import FiniteFloat
 
 SPLIT_HELP = ("val (nuScenes val/mini_val scenes present in the store), all, or scene names "
               "(repeat or comma-separate).")
@@ -117,7 +118,7 @@ def evaluate(store: str | None, ckpt: str | None, pred: str | None, gt_dir: str 
 @click.option("--vis-stride", default=4, show_default=True, type=click.IntRange(min=1),
               help="Stored-image pixel stride of the visibility rays.")
 @click.option("--min-transmittance", default=0.1, show_default=True,
-              type=click.FloatRange(0, 1, min_open=True),
+              type=FiniteFloat(0, 1, min_open=True),
               help="A voxel is visible if some camera ray's rendering weighs it by at least this "
                    "(transmittance before a sample × the sample's trilinear weight on the voxel).")
 @click.option("--store-grid", is_flag=True,

@@ -10,6 +10,7 @@ from renderocc.config import load_config
 from renderocc.eval.common import open_store
 from renderocc.eval.infer import resolve_device
 from renderocc.fit.fit import fit_config, fit_store, parse_samples
+from renderocc.options import FiniteFloat
 from renderocc.outputs import prepare_out_dir
 
 DEFAULT_ITERS = 100
@@ -48,7 +49,7 @@ def build_fit_config(store_grid: dict, config: str, overrides: tuple[str, ...] |
               help="Keep auxiliary labels on moving objects (an ablation: they smear along the track).")
 @click.option("--iters", type=click.IntRange(min=1), default=DEFAULT_ITERS, show_default=True,
               help="Optimiser iterations per sample.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_LR, show_default=True,
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=DEFAULT_LR, show_default=True,
               help="Adam learning rate on the raw per-voxel parameters (decays to 5 %).")
 @click.option("--supervision", type=click.Choice(["2d", "3d"]), default=None,
               help="2d: the training losses on label rays (default); 3d: the occ3d term on the dense GT "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from renderocc.errors import UserError
+from renderocc.options import FiniteFloat
 from renderocc.prep.pipeline import PrepOptions, run
 from renderocc.shards import resolve_shard
 from renderocc.store import layout
@@ -56,7 +57,7 @@ def _names(value: str | None, option: str) -> list[str] | None:
               help="Keep ±K same-scene neighbour keyframes per sample.")
 @click.option("--sweeps", default=0, show_default=True, type=click.IntRange(0, 30),
               help="Also project N previous LiDAR sweeps (denser depth; no semantics).")
-@click.option("--min-depth", default=1.0, show_default=True, type=click.FloatRange(0, None, min_open=True),
+@click.option("--min-depth", default=1.0, show_default=True, type=FiniteFloat(0, None, min_open=True),
               help="Drop points nearer than this camera z (m), like the devkit.")
 @click.option("--occlusion-filter/--no-occlusion-filter", default=False, show_default=True,
               help="Drop LiDAR points hidden from the camera by a nearer surface (parallax).")

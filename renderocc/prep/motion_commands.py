@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import click
 
+from renderocc.options import FiniteFloat
 from renderocc.prep.motion_pipeline import MotionOptions, run
 
 
 @click.command("motion-masks")
 @click.option("--store", required=True, help="A ray store written by `renderocc prep nuscenes`.")
 @click.option("--dataroot", default=None, help="nuScenes dataroot with annotations (default: the store's source).")
-@click.option("--speed-threshold", default=0.5, show_default=True, type=click.FloatRange(0, None),
+@click.option("--speed-threshold", default=0.5, show_default=True, type=FiniteFloat(0, None),
               help="A box moves when its track speed (m/s) exceeds this.")
-@click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0, None),
+@click.option("--margin", default=0.2, show_default=True, type=FiniteFloat(0, None),
               help="Enlarge moving boxes by this many metres on every side.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def prep_motion_masks(store, dataroot, speed_threshold, margin, progress) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import click
 
@@ -10,6 +11,7 @@ from renderocc.errors import UserError
 from renderocc.eval.common import clean_json, open_store
 from renderocc.fit.commands import DEFAULT_LR, build_fit_config
 from renderocc.fit.fit import fit_store
+from renderocc.options import FiniteFloat
 from renderocc.outputs import prepare_out_dir, write_atomic
 from renderocc.qa.html import depth_label_pictures, render_html, thumbnails
 from renderocc.qa.parts import run_part
@@ -32,8 +34,10 @@ def parse_thresholds(items: tuple[str, ...]) -> dict[str, float]:
             if not sep or not key.strip():
                 raise ValueError
             out[key.strip()] = float(value)
+            if not math.isfinite(out[key.strip()]):  # NaN: a gate that always passes
+                raise ValueError
         except ValueError:
-            raise UserError(f"--fail-under expects key=number, got {item!r}") from None
+            raise UserError(f"--fail-under expects key=finite number, got {item!r}") from None
     return out
 
 
@@ -44,14 +48,15 @@ def parse_thresholds(items: tuple[str, ...]) -> dict[str, float]:
 @click.option("--fail-under", "fail_under", multiple=True, metavar="KEY=VALUE",
               help="Exit 1 when summary KEY is below VALUE (repeatable), e.g. "
                    "labelled_pixels_per_image=500. Keys: the `summary` of qa.json.")
-@click.option("--dark-luma", default=30.0, show_default=True, help="Mean luma flagging a dark image.")
+@click.option("--dark-luma", default=30.0, show_default=True, type=FiniteFloat(),
+              help="Mean luma flagging a dark image.")
 @click.option("--few-labels", default=100, show_default=True,
               help="Labelled pixels below which an image is flagged.")
 @click.option("--no-coverage", is_flag=True, help="Skip the ray march over the voxel grid.")
-@click.option("--outlier-threshold", default=0.1, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
+@click.option("--outlier-threshold", default=0.1, show_default=True, type=FiniteFloat(min=0.0, min_open=True),
               help="Relative depth residual (vs the plane fitted to its image-space neighbours) flagging a "
                    "depth outlier.")
-@click.option("--dropout-reach", default=40.0, show_default=True, type=click.FloatRange(min=0.0, min_open=True),
+@click.option("--dropout-reach", default=40.0, show_default=True, type=FiniteFloat(min=0.0, min_open=True),
               help="Metres: image cells whose centre ray meets the ground within this count for LiDAR drop-outs "
                    "(needs 2D masks).")
 @click.option("--ray-stride", default=1, show_default=True, type=click.IntRange(min=1),
