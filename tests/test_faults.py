@@ -360,6 +360,16 @@ def _nothing_outside(tmp: Path) -> str | None:
     return f"written: {stray + written}" if stray or written else None
 
 
+def _to_dev_zero(path: Path) -> None:
+    path.unlink()
+    path.symlink_to("/dev/zero")
+
+
+def _to_fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
 def _nan_ego(values: list) -> None:
     values[1][3] = float("nan")
 
@@ -390,6 +400,10 @@ STORE = [
         "--out", "{out}", "--split", "all", "--quiet"),
     store_fault("store validate: missing occ_gt chunk", lambda s: chunk(s, "occ_gt/mask_camera", 2).unlink(),
                 "chunk of sample 2 missing", "store", "validate", "{store}", "--no-data"),
+    *(store_fault(f"store validate: {what} is {kind}", lambda s, what=what, make=make: make(s / what),
+                  "refused", "store", "validate", "{store}")
+      for what in ("manifest.json", "samples.parquet")
+      for kind, make in (("a symlink to /dev/zero", _to_dev_zero), ("a FIFO", _to_fifo))),
     store_fault("store info: manifest not JSON", lambda s: (s / "manifest.json").write_text("{"),
                 "not valid JSON", "store", "info", "{store}"),
     store_fault("store info: no manifest", lambda s: (s / "manifest.json").unlink(),

@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import uuid
 from typing import Any
 
@@ -68,8 +69,26 @@ def exists(root: str, *parts: str) -> bool:
     return fs.exists(path)
 
 
+def check_regular(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """A local file must be a regular file (through symlinks): a device such as /dev/zero never ends
+    and a FIFO blocks the reader forever, so both are refused in one line. Missing files pass
+    (the reader says "missing" itself)."""
+    if not isinstance(fs, LocalFileSystem):
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or socket)"
+        raise UserError(f"{path}: {kind}: refused")
+
+
 def read_bytes(root: str, *parts: str) -> bytes:
     fs, path = fs_path(root, *parts)
+    check_regular(fs, path)
     with fs.open(path, "rb") as f:
         return f.read()
 
@@ -107,6 +126,7 @@ def parquet_file(root: str, *parts: str):
     import pyarrow.parquet as pq
 
     fs, path = fs_path(root, *parts)
+    check_regular(fs, path)
     try:
         source = path if isinstance(fs, LocalFileSystem) else pa.BufferReader(read_bytes(root, *parts))
         return pq.ParquetFile(source)
@@ -157,6 +177,7 @@ def move_into_place(fs: fsspec.AbstractFileSystem, tmp: str, path: str) -> None:
 
 def sha256_file(root: str, *parts: str) -> str:
     fs, path = fs_path(root, *parts)
+    check_regular(fs, path)
     h = hashlib.sha256()
     with fs.open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
