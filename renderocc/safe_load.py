@@ -1,17 +1,23 @@
-"""Reading user-given torch files (checkpoints, pretrained weights) without running their code.
+"""Reading user-given files (checkpoints, pretrained weights, .npz grids) without running their code
+or trusting their declared sizes.
 
-One place for the rule: `torch.load(weights_only=True)`, a refused pickle or an unreadable file
+One place for the rules: `torch.load(weights_only=True)`, a refused pickle or an unreadable file
 becomes one `UserError` line, and torch's own chatter about the file (the "pickle protocol"
-UserWarning a crafted file triggers) never reaches the user's terminal ahead of that line.
+UserWarning a crafted file triggers) never reaches the user's terminal ahead of that line; an .npz
+is opened without pickles, and only when every member declares a size the caller can expect (a
+zip bomb declares gigabytes and would be inflated in full).
 """
 
 from __future__ import annotations
 
 import pickle
+import stat
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from renderocc.errors import UserError
@@ -35,3 +41,23 @@ def load_plain(path: str | Path, what: str) -> Any:
                         "renderocc never runs code from a file it loads") from None
     except Exception as e:  # noqa: BLE001 - any other read failure is a bad file for the user
         raise UserError(f"{path}: not a readable {what} ({e.__class__.__name__})") from None
+
+
+NPZ_HEADER_BYTES = 4096  # room for the .npy header of each member
+
+
+def open_npz(path: str | Path, what: str, max_member_bytes: int) -> np.lib.npyio.NpzFile:
+    """An .npz opened without pickles, after checking it is a regular file whose members each declare
+    at most `max_member_bytes` (+ a header) uncompressed; else one line naming the file."""
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise UserError(f"{what} {path}: not a regular file: refused")
+        with zipfile.ZipFile(path) as z:
+            big = max(z.infolist(), key=lambda m: m.file_size, default=None)
+        if big is not None and big.file_size > max_member_bytes + NPZ_HEADER_BYTES:
+            raise UserError(f"{what} {path}: member {big.filename} declares {big.file_size:,} bytes, more than "
+                            f"the {max_member_bytes:,} its grid can hold: refused")
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise UserError(f"{what} {path}: not a readable .npz ({e.__class__.__name__})") from None

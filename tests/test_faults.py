@@ -370,6 +370,25 @@ def _to_fifo(path: Path) -> None:
     os.mkfifo(path)
 
 
+def _zip_bomb_preds(w: World, tmp: Path, gt: bool = False) -> list[str]:
+    """Valid predictions for every store sample (or an Occ3D gts/ folder), one of them a compressed
+    .npz whose member inflates to 100 MB (a 160 kB file)."""
+    from renderocc.store.reader import StoreReader
+
+    reader = StoreReader(w.store)
+    preds, gts = tmp / "pred", tmp / "gts"
+    for i, tok in enumerate(reader.tokens()):
+        scene = reader.sample(i)["scene_name"]
+        (preds / scene / tok).mkdir(parents=True)
+        np.savez_compressed(preds / scene / tok / "labels.npz", semantics=np.full((200, 200, 16), 17, np.uint8))
+        (gts / scene / tok).mkdir(parents=True)
+        ones = np.ones((200, 200, 16), np.uint8)
+        np.savez_compressed(gts / scene / tok / "labels.npz", semantics=ones * 17, mask_camera=ones, mask_lidar=ones)
+    bomb = (gts if gt else preds) / reader.sample(0)["scene_name"] / reader.tokens()[0] / "labels.npz"
+    np.savez_compressed(bomb, semantics=np.zeros(100_000_000, np.uint8))
+    return ["eval", "--pred", str(preds), "--gt", str(gts), "--out", str(tmp / "o"), "--split", "all", "--quiet"]
+
+
 def _nan_ego(values: list) -> None:
     values[1][3] = float("nan")
 
@@ -418,6 +437,10 @@ STORE = [
                   ("viz", "--store", "{store}", "--out", "{out}", "--quiet", "--samples", "1"),
                   ("fit", "--store", "{store}", "--out", "{out}", "--quiet", "--samples", "0", "--iters", "1"))
       if not (cmd[0] == "viz" and name in ("..", ".hidden"))),  # viz prefixes the index: '0000_.._x' is one name
+    Fault("eval --pred: a prediction that declares 100 MB (zip bomb)", lambda w, tmp: _zip_bomb_preds(w, tmp),
+          "declares 100,000,"),
+    Fault("eval --pred: a GT file that declares 100 MB (zip bomb)", lambda w, tmp: _zip_bomb_preds(w, tmp, gt=True),
+          "declares 100,000,"),
     Fault("store info: gcs:// without gcsfs", lambda w, tmp: ["store", "info", "gcs://b/s"], "gcs:// needs gcsfs"),
     Fault("eval: --store s3:// without s3fs", lambda w, tmp: [
         "eval", "--store", "s3://b/s", "--ckpt", str(w.run / "last.pt"), "--out", str(tmp / "o")], "s3fs"),

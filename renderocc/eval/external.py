@@ -10,7 +10,7 @@ Files are read with `allow_pickle=False`: a prediction directory is untrusted in
 
 from __future__ import annotations
 
-import zipfile
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,8 @@ import numpy as np
 from renderocc.classes import FREE
 from renderocc.errors import UserError
 from renderocc.eval.rayiou import scene_origins
+from renderocc.geometry import OCC3D_GRID
+from renderocc.safe_load import open_npz
 
 PRED_KEYS = ("semantics", "pred", "arr_0")
 
@@ -41,16 +43,12 @@ def find_predictions(root: str | Path) -> dict[str, Path]:
     return found
 
 
-def _npz(path: Path, what: str) -> np.lib.npyio.NpzFile:
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise UserError(f"{what} {path}: not a readable .npz ({e.__class__.__name__})") from None
+MAX_GRID_BYTES = OCC3D_GRID.num_voxels * 8  # a class grid of the Occ3D size, even as int64
 
 
 def load_prediction(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     """The uint8 class grid in `path`; a wrong key, shape, dtype or class is one UserError line."""
-    with _npz(path, "prediction") as z:
+    with open_npz(path, "prediction", math.prod(shape) * 8) as z:
         keys = list(z.files)
         key = next((k for k in PRED_KEYS if k in keys), None)
         if key is None:
@@ -86,7 +84,7 @@ class GtDir:
 
     def occ_gt(self, token: str) -> dict[str, np.ndarray]:
         path = self._files[token]
-        with _npz(path, "GT") as z:
+        with open_npz(path, "GT", MAX_GRID_BYTES) as z:
             missing = [k for k in ("semantics", "mask_camera") if k not in z.files]
             if missing:
                 raise UserError(f"GT {path}: no `{missing[0]}` array")

@@ -35,6 +35,7 @@ from renderocc.prep import images as imgs
 from renderocc.prep import nuscenes as nus
 from renderocc.prep.nuscenes import SampleTask
 from renderocc.prep.projection import Projected, lidar_to_cam, occlusion_mask, project, zbuffer
+from renderocc.safe_load import open_npz
 from renderocc.store import fsio, jpeg_codec, layout, writer
 from renderocc.store import manifest as manifest_mod
 from renderocc.store.layout import SCHEMA_VERSION
@@ -133,7 +134,7 @@ def sample_rays(task: SampleTask, sizes: np.ndarray, table: np.ndarray | None, m
 def load_occ_gt(path: str, free: int = vocab_mod.FREE) -> dict[str, np.ndarray]:
     """An Occ3D labels.npz whose semantics are classes of the store vocabulary (0..free, 255)."""
     try:
-        with np.load(path) as z:
+        with open_npz(path, "Occ3D file", OCC3D_GRID.num_voxels * 8) as z:
             occ = {a: np.asarray(z[a], np.uint8) for a in layout.OCC_GT_ARRAYS}
     except (OSError, KeyError, ValueError) as e:
         raise UserError(f"bad Occ3D file {path}: {e}") from e
