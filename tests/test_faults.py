@@ -191,6 +191,39 @@ def prep_fault(name: str, breaks: Callable[[Path], None], message: str, *more: s
     return Fault(name, setup, message, post=lambda w, tmp: nothing_sealed(tmp / "out"))
 
 
+def _scene_chain(recs: list[dict]) -> list[dict]:
+    """The first scene's samples in link order."""
+    by = {r["token"]: r for r in recs}
+    first = next(r for r in recs if not r["prev"])
+    chain = [first]
+    while chain[-1]["next"]:
+        chain.append(by[chain[-1]["next"]])
+    return chain
+
+
+def _cycle(recs: list[dict]) -> None:
+    chain = _scene_chain(recs)
+    chain[-1]["next"] = chain[1]["token"]  # the last keyframe links back into the scene
+
+
+def _swap_times(recs: list[dict]) -> None:
+    chain = _scene_chain(recs)
+    chain[1]["timestamp"], chain[2]["timestamp"] = chain[2]["timestamp"], chain[1]["timestamp"]
+
+
+def _bad_prev(recs: list[dict]) -> None:
+    _scene_chain(recs)[2]["prev"] = ""
+
+
+def _pred_with_cycle(w: World, tmp: Path) -> list[str]:
+    d = copy_dataroot(w, tmp)
+    edit_table(d, "sample", _cycle)
+    (tmp / "pred").mkdir()
+    np.savez(tmp / "pred" / "x.npz", semantics=np.zeros((200, 200, 16), np.uint8))
+    return ["eval", "--pred", str(tmp / "pred"), "--gt", str(d / "gts"), "--dataroot", str(d), "--out",
+            str(tmp / "o"), "--split", "all", "--allow-missing", "--quiet"]
+
+
 def _zero_quat(channel: str) -> Callable[[Path], None]:
     return lambda d: set_record(d, "calibrated_sensor", calib_of(d, channel), "rotation", [0, 0, 0, 0])
 
@@ -325,6 +358,13 @@ def _unwritable_parent(w: World, tmp: Path) -> list[str]:
 
 
 PREP += [
+    prep_fault("prep: cyclic sample links", lambda d: edit_table(d, "sample", _cycle), "form a cycle"),
+    prep_fault("prep: sample timestamps out of order", lambda d: edit_table(d, "sample", _swap_times),
+               "timestamp is not after"),
+    prep_fault("prep: a prev link that does not point back", lambda d: edit_table(d, "sample", _bad_prev),
+               "prev link does not point back"),
+    Fault("eval --pred --dataroot: cyclic sample links (RayIoU origins)", lambda w, tmp: _pred_with_cycle(w, tmp),
+          "form a cycle"),
     Fault("prep: --out memory://", _prep_to("memory://faults/store"), "does not persist"),
     Fault("prep: --out s3:// without s3fs", _prep_to("s3://bucket/store"), "s3:// needs s3fs"),
     Fault("prep: --out of an unknown protocol", _prep_to("nosuch://bucket/store"), "unknown protocol"),

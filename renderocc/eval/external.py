@@ -19,6 +19,7 @@ from renderocc.classes import FREE
 from renderocc.errors import UserError
 from renderocc.eval.rayiou import scene_origins
 from renderocc.geometry import OCC3D_GRID
+from renderocc.prep.nuscenes import scene_samples
 from renderocc.safe_load import open_npz
 
 PRED_KEYS = ("semantics", "pred", "arr_0")
@@ -127,14 +128,11 @@ def scene_poses_from_dataroot(dataroot: str) -> dict[str, tuple[list[str], np.nd
     out = {}
     for scene in nusc.scene:
         tokens, ego, l2e = [], [], []
-        tok = scene["first_sample_token"]
-        while tok:
-            sample = nusc.get("sample", tok)
+        for sample in scene_samples(nusc, scene):  # links checked: a cycle is an error, not a hang
             sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
-            tokens.append(tok)
+            tokens.append(sample["token"])
             ego.append(mat(nusc.get("ego_pose", sd["ego_pose_token"])))
             l2e.append(mat(nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])))
-            tok = sample["next"]
         out[scene["name"]] = (tokens, np.stack(ego), np.stack(l2e))
     return out
 

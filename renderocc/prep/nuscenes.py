@@ -126,11 +126,27 @@ def label_table(nusc) -> np.ndarray:
 
 
 def scene_samples(nusc, scene: dict) -> list[dict]:
-    out, tok = [], scene["first_sample_token"]
+    """The scene's keyframes in order, by its `next` links, checked as it goes: a link back to a
+    sample already seen (a cycle would be followed forever), a sample of another scene, a `prev` that
+    does not point back, or a timestamp not after the previous one is one line naming the scene."""
+    out, seen, tok, prev = [], set(), scene["first_sample_token"], None
+    name = scene.get("name", scene.get("token"))
     while tok:
-        s = nusc.get("sample", tok)
+        if tok in seen:
+            raise UserError(f"scene {name}: sample links form a cycle (back to {tok} after {len(out)} samples)")
+        seen.add(tok)
+        try:
+            s = nusc.get("sample", tok)
+        except KeyError:
+            raise UserError(f"scene {name}: sample {tok} is linked but not in sample.json") from None
+        if "scene_token" in s and "token" in scene and s["scene_token"] != scene["token"]:
+            raise UserError(f"scene {name}: sample {tok} belongs to another scene ({s['scene_token']})")
+        if prev is not None and s.get("prev") != prev["token"]:
+            raise UserError(f"scene {name}: sample {tok} follows {prev['token']} but its prev link does not point back")
+        if prev is not None and s["timestamp"] <= prev["timestamp"]:
+            raise UserError(f"scene {name}: sample {tok} follows {prev['token']} but its timestamp is not after it")
         out.append(s)
-        tok = s["next"]
+        prev, tok = s, s["next"]
     return out
 
 
