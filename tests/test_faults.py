@@ -191,6 +191,18 @@ def prep_fault(name: str, breaks: Callable[[Path], None], message: str, *more: s
     return Fault(name, setup, message, post=lambda w, tmp: nothing_sealed(tmp / "out"))
 
 
+def _nan_points(path: Path) -> None:
+    pts = np.fromfile(own(path), np.float32).reshape(-1, 5)
+    pts[[3, 7], 1] = np.nan
+    pts.tofile(path)
+
+
+def _prep_skip_nan_points(w: World, tmp: Path) -> list[str]:
+    d = copy_dataroot(w, tmp)
+    _nan_points(key_file(d, "LIDAR_TOP", 2))
+    return prep_args(d, tmp / "out", "--on-bad-sample", "skip")
+
+
 def _scene_chain(recs: list[dict]) -> list[dict]:
     """The first scene's samples in link order."""
     by = {r["token"]: r for r in recs}
@@ -276,6 +288,10 @@ PREP = [
     prep_fault("prep: truncated JPEG", lambda d: truncate(key_file(d, "CAM_FRONT", 1)), "truncated JPEG"),
     prep_fault("prep: empty JPEG", lambda d: own(key_file(d, "CAM_BACK", 2)).write_bytes(b""), "image"),
     prep_fault("prep: missing image", lambda d: key_file(d, "CAM_FRONT_LEFT", 0).unlink(), "image missing"),
+    prep_fault("prep: NaN coordinates in a .pcd.bin", lambda d: _nan_points(key_file(d, "LIDAR_TOP", 1)),
+               "non-finite coordinates"),
+    Fault("prep: NaN coordinates in a .pcd.bin, --on-bad-sample skip", _prep_skip_nan_points, None,
+          post=lambda w, tmp: _skip_recorded(w, tmp, "non-finite coordinates")),
     prep_fault("prep: empty .pcd.bin", lambda d: own(key_file(d, "LIDAR_TOP", 1)).write_bytes(b""),
                "empty point cloud"),
     prep_fault("prep: .pcd.bin of odd size", lambda d: truncate(key_file(d, "LIDAR_TOP", 0), 0.3333),

@@ -98,6 +98,15 @@ def cloud_problem(path: str) -> str | None:
     return None
 
 
+def points_problem(points: np.ndarray, path: str) -> str | None:
+    """A point with a non-finite coordinate: refused (dropping it would shift the lidarseg labels,
+    one per point in file order, and the firing order the free beams read)."""
+    bad = ~np.isfinite(points[:, :3]).all(1)
+    if bad.any():
+        return f"{path}: {int(bad.sum())} of {len(points)} LiDAR points have non-finite coordinates"
+    return None
+
+
 def lidarseg_problem(path: str, cloud_path: str, valid: np.ndarray) -> str | None:
     """One uint8 per point, each an `index` of category.json (`valid`: bool (256,))."""
     if not os.path.isfile(path):
@@ -124,10 +133,10 @@ def valid_lidarseg_indices(categories: list[dict]) -> np.ndarray:
     return valid
 
 
-def sample_problem(task, valid_lidarseg: np.ndarray | None) -> str | None:
-    """The first problem of a sample's cameras and files (None when it is fine). Reads lidarseg
-    files only when `valid_lidarseg` is given (a trainval plan would read ~1 GB: by default the
-    workers check the labels they load anyway)."""
+def sample_problem(task, valid_lidarseg: np.ndarray | None, read_files: bool = False) -> str | None:
+    """The first problem of a sample's cameras and files (None when it is fine). Reads the key
+    cloud and lidarseg files only when `read_files` (--on-bad-sample skip; a trainval plan would read
+    ~1 GB: by default the workers check what they load anyway)."""
     for c in task.cameras:
         if (p := intrinsics_problem(c.K, c.size)) is not None:
             return f"camera {c.name} ({c.token}): {p}"
@@ -137,6 +146,8 @@ def sample_problem(task, valid_lidarseg: np.ndarray | None) -> str | None:
         if (k == 0 or os.path.isfile(f.path)) and (p := cloud_problem(f.path)) is not None:
             return p
     key = task.frames[0]
-    if key.lidarseg_path and valid_lidarseg is not None:
+    if read_files and (p := points_problem(np.fromfile(key.path, np.float32).reshape(-1, 5), key.path)):
+        return p
+    if key.lidarseg_path and valid_lidarseg is not None and read_files:
         return lidarseg_problem(key.lidarseg_path, key.path, valid_lidarseg)
     return None

@@ -79,12 +79,17 @@ def resolve_vocabulary(opts: PrepOptions) -> vocab_mod.Vocabulary:
 # ---------------------------------------------------------------- per-sample work (workers)
 
 def load_cloud(path: str) -> np.ndarray:
-    """(N, 5) float32 from a .pcd.bin; a size that is not a multiple of 20 bytes is corrupt."""
+    """(N, 5) float32 from a .pcd.bin; a size that is not a multiple of 20 bytes is corrupt, and so
+    is a point with a non-finite coordinate (the sample is refused, or skipped and recorded with
+    --on-bad-sample skip: dropping points would shift the lidarseg labels and the firing order)."""
     if not os.path.isfile(path):
         raise UserError(f"LiDAR file missing: {path}")
     if (problem := checks.cloud_problem(path)) is not None:
         raise UserError(problem)
-    return np.fromfile(path, dtype=np.float32).reshape(-1, 5)
+    pts = np.fromfile(path, dtype=np.float32).reshape(-1, 5)
+    if (problem := checks.points_problem(pts, path)) is not None:
+        raise UserError(problem)
+    return pts
 
 
 def load_lidarseg(path: str, n_points: int, valid: np.ndarray | None = None) -> np.ndarray:
@@ -434,7 +439,7 @@ def _run(opts: PrepOptions, log, freeze: bool) -> dict:
             _fill_sizes([task], known)
         except UserError as e:
             return e.message
-        return checks.sample_problem(task, valid if opts.on_bad_sample == "skip" else None)
+        return checks.sample_problem(task, valid, read_files=opts.on_bad_sample == "skip")
 
     skipped: list[dict] | None = [] if opts.on_bad_sample == "skip" else None
     tasks = nus.build_tasks(nusc, cameras, scenes=opts.scenes, sweeps=opts.sweeps, adjacent=opts.adjacent,
