@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from renderocc.errors import UserError
+from renderocc.safe_load import require_file
 
 OCC3D_CLASSES: list[str] = [
     "others", "barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle",
@@ -171,9 +172,7 @@ def parse_class_map(data: dict, where: str) -> Vocabulary:
 
 def load_class_map(path: str | Path) -> Vocabulary:
     """A class-map file (.toml, or .json) as a Vocabulary; one-line UserError for any problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"class map not found: {path}")
+    path = require_file(path, "class map")
     text = path.read_text(encoding="utf-8", errors="replace")
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)

@@ -23,26 +23,44 @@ import torch
 from renderocc.errors import UserError
 
 
+def require_file(path: str | Path, what: str) -> Path:
+    """`path` if it is a regular file (through symlinks); else one line that says what it is instead:
+    missing, a folder, or a device / FIFO / socket (which a reader would hang on)."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"{what} {path} is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{what} {path} is not a regular file (a device, FIFO or socket): refused")
+    return path
+
+
 def load_plain(path: str | Path, what: str) -> Any:
     """The file's tensors and plain data; `what` names the file in the one-line error."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no {what} at {path}")
+    path = require_file(path, what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # torch's notes on the pickle; we decide
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = "not plain data"
         if "Unsupported global" in str(e):
-            found = str(e).split("Unsupported global:", 1)[-1].split(" was not", 1)[0].strip()
-            found = found.replace("GLOBAL ", "")
+            found = str(e).split("Unsupported global:", 1)[-1].split(" was not", 1)[0].strip().replace("GLOBAL ", "")
+        elif path.read_bytes()[:1] == PICKLE_PROTO:
+            found = "a bare pickle stream"
+        else:  # neither a torch file nor a pickle: nothing was refused, the file is just not one
+            raise UserError(f"{path}: not a readable {what} (not a torch file)") from None
         raise UserError(f"{path}: refused: holds Python objects other than tensors and plain data ({found}); "
                         "renderocc never runs code from a file it loads") from None
     except Exception as e:  # noqa: BLE001 - any other read failure is a bad file for the user
         raise UserError(f"{path}: not a readable {what} ({e.__class__.__name__})") from None
 
 
+PICKLE_PROTO = b"\x80"  # the first byte of a pickle stream of protocol 2 or later
 NPZ_HEADER_BYTES = 4096  # room for the .npy header of each member
 
 
@@ -51,8 +69,7 @@ def open_npz(path: str | Path, what: str, max_member_bytes: int) -> np.lib.npyio
     at most `max_member_bytes` (+ a header) uncompressed; else one line naming the file."""
     path = Path(path)
     try:
-        if not stat.S_ISREG(path.stat().st_mode):
-            raise UserError(f"{what} {path}: not a regular file: refused")
+        require_file(path, what)
         with zipfile.ZipFile(path) as z:
             big = max(z.infolist(), key=lambda m: m.file_size, default=None)
         if big is not None and big.file_size > max_member_bytes + NPZ_HEADER_BYTES:

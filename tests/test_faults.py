@@ -562,6 +562,15 @@ def _train_full_disk(w: World, tmp: Path) -> list[str]:
 RUNS = [
     Fault("eval: crafted pickle checkpoint", _crafted, "refused",
           post=lambda w, tmp: "the pickle ran code" if (tmp / "marker").exists() else None),
+    Fault("predict: --ckpt is a folder", lambda w, tmp: [
+        "predict", "--store", w.store, "--ckpt", str(tmp), "--out", str(tmp / "o"), "--quiet"], "is a folder"),
+    Fault("predict: --ckpt is a text file (not a checkpoint, no security refusal)", lambda w, tmp: (
+        (tmp / "notes.pt").write_text("not a checkpoint\n"),
+        ["predict", "--store", w.store, "--ckpt", str(tmp / "notes.pt"), "--out", str(tmp / "o"), "--quiet"])[-1],
+        "not a readable renderocc checkpoint", post=lambda w, tmp: None),
+    Fault("predict: --ckpt is /dev/zero", lambda w, tmp: [
+        "predict", "--store", w.store, "--ckpt", "/dev/zero", "--out", str(tmp / "o"), "--quiet"],
+        "not a regular file"),
     Fault("predict: checkpoint config not a table", _ckpt_with(lambda c: c.update(config=[1, 2])), "not a table"),
     Fault("predict: checkpoint without weights", _ckpt_with(lambda c: c.pop("model") and None), "missing `model`"),
     Fault("predict: checkpoint config with a wrong type", _ckpt_with(

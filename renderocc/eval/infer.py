@@ -8,8 +8,6 @@ the ray, unstopped mass at the box exit, as the trainer's loss sees it).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -19,6 +17,7 @@ from renderocc.eval.tta import TTA_MODES
 from renderocc.geometry import Grid, GridError, Scoring, pixel_rays
 from renderocc.geometry import label_rays as grid_label_rays
 from renderocc.ops import ray_visibility, render_rays
+from renderocc.safe_load import require_file
 from renderocc.train.checkpoint import load_model
 from renderocc.train.dataset import prepare_images
 
@@ -40,11 +39,13 @@ def load_checkpoint_model(path: str, device: str | None = "cpu", reader=None):
     """(model, ckpt) via the trainer's contract; a missing file is a one-line UserError, and so is
     a checkpoint trained on other classes than `reader`'s store vocabulary."""
     device = resolve_device(device)
-    if not Path(path).is_file():
-        raise UserError(f"checkpoint not found: {path}")
+    require_file(path, "checkpoint")
     try:
         model, ckpt = load_model(path, device)
     except RuntimeError as e:  # load_state_dict: weights of another model version
+        if "alloc" in str(e).lower() or "out of memory" in str(e).lower():
+            raise UserError(f"{path}: not enough memory to build its model ({' '.join(str(e).split())[:120]})") \
+                from None
         detail = " ".join(str(e).split())
         detail = detail if len(detail) < 160 else detail[:157] + "..."
         raise UserError(f"{path}: weights do not fit this renderocc's model ({detail})") from None
