@@ -585,3 +585,16 @@ def test_zbuffer_in_concurrent_threads():
     for t in threads:
         t.join()
     assert not wrong
+
+
+def test_occ_gt_none_leaves_the_dataroots_gts_out(synth_dataset, tmp_path):
+    """`--occ-gt none`: a dataset whose gts/ hold another vocabulary's GT can still be prepped."""
+    assert (Path(synth_dataset) / "gts").is_dir()
+    for occ_gt, has in ((None, True), ("none", False)):
+        out = tmp_path / f"store-{occ_gt}"
+        run(PrepOptions(dataroot=str(synth_dataset), version="v1.0-mini", out=str(out), image_size=(54, 96),
+                        occ_gt=occ_gt, max_samples=1, progress=False), log=lambda m: None)
+        assert StoreReader(out).has_occ_gt is has
+    with pytest.raises(UserError, match="--occ-gt none"):
+        run(PrepOptions(dataroot=str(synth_dataset), version="v1.0-mini", out=str(tmp_path / "x"),
+                        image_size=(54, 96), occ_gt=str(tmp_path / "nowhere"), progress=False), log=lambda m: None)

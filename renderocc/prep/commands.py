@@ -63,7 +63,9 @@ def _names(value: str | None, option: str) -> list[str] | None:
               help="Drop LiDAR points hidden from the camera by a nearer surface (parallax).")
 @click.option("--free-beams/--no-free-beams", default=True, show_default=True,
               help="Store the key frame's LiDAR beams without a return (free space along them).")
-@click.option("--occ-gt", default=None, help="Occ3D gts/ folder (default: <dataroot>/gts if present).")
+@click.option("--occ-gt", default=None,
+              help="Occ3D gts/ folder (default: <dataroot>/gts if present); `none`: no Occ3D GT, even where "
+                   "<dataroot>/gts exists (e.g. GT of another class map).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
               help="Worker processes.")
 @click.option("--shard-index", default=None, type=int,

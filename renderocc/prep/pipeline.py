@@ -76,6 +76,9 @@ def resolve_vocabulary(opts: PrepOptions) -> vocab_mod.Vocabulary:
     return vocab_mod.load_class_map(own) if os.path.isfile(own) else vocab_mod.default_vocabulary()
 
 
+NO_OCC_GT = "none"  # --occ-gt none: no Occ3D GT even where <dataroot>/gts exists (GT of another vocabulary)
+
+
 # ---------------------------------------------------------------- per-sample work (workers)
 
 def load_cloud(path: str) -> np.ndarray:
@@ -426,10 +429,10 @@ def _run(opts: PrepOptions, log, freeze: bool) -> dict:
     if freeze:
         gc.freeze()
     cameras = nus.camera_channels(nusc, opts.cameras)
-    occ_dir = opts.occ_gt
+    occ_dir = None if opts.occ_gt == NO_OCC_GT else opts.occ_gt
     if occ_dir and not os.path.isdir(occ_dir):
-        raise UserError(f"--occ-gt folder not found: {occ_dir}")
-    if not occ_dir and os.path.isdir(os.path.join(opts.dataroot, "gts")):
+        raise UserError(f"--occ-gt folder not found: {occ_dir} (`--occ-gt {NO_OCC_GT}` preps without Occ3D GT)")
+    if opts.occ_gt is None and os.path.isdir(os.path.join(opts.dataroot, "gts")):
         occ_dir = os.path.join(opts.dataroot, "gts")
     valid = checks.valid_lidarseg_indices(nusc.category) if nus.has_lidarseg(nusc) else None
     known: dict[str, tuple[int, int]] = {}
