@@ -83,6 +83,10 @@ def build_spec(with_cuda: bool | None = None) -> dict[str, Any]:
 def _build(verbose: bool) -> Path:
     spec = build_spec()
     spec["build_dir"].mkdir(parents=True, exist_ok=True)
+    if not (spec["build_dir"] / f"{spec['name']}.so").exists():  # a first build takes minutes: say so
+        print(f"renderocc: compiling the renderer extension once for this source and torch "
+              f"({len(spec['sources'])} files; about a minute per core-file on a small machine)...",
+              file=sys.stderr, flush=True)
     # One compile job per source at most; more only costs memory on small machines.
     os.environ.setdefault("MAX_JOBS", str(max(1, min(len(spec["sources"]), os.cpu_count() or 1))))
     cpp_extension.load(

@@ -257,7 +257,7 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
         say(f"loader alone: {loader_rate:.2f} samples/s ({cfg.data.workers} workers)")
     it = iter(loader)
     ddp_model.train()
-    t_start = time.time()
+    t_start, first_step = time.time(), step
     t_log, rays_acc, steps_acc = time.time(), 0, 0
     bar = tqdm(total=stop, initial=step, disable=rank != 0 or quiet, dynamic_ncols=True, desc="train")
     ema_decay = cfg.optim.ema_decay
@@ -296,8 +296,10 @@ def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrain
         ckpt = load_checkpoint(out / "last.pt")
         summary.update(threshold=ckpt["threshold"], threshold_info=ckpt["threshold_info"])
         say(f"threshold: density > {ckpt['threshold']:.3g} ({ckpt['threshold_info']['how']})")
-        sps = log.last_rate * bs * world if log.last_rate else float("nan")
-        say(f"training: {log.last_rate or float('nan'):.3f} steps/s = {sps:.2f} samples/s"
+        rate = (step - first_step) / elapsed if elapsed > 0 and step > first_step else float("nan")
+        sps = rate * bs * world
+        say(f"training: {rate:.3f} steps/s = {sps:.2f} samples/s over the run's {step - first_step} steps "
+            f"({elapsed:.0f} s, checkpoints included)"
             + (f" | loader alone: {loader_rate:.2f} samples/s" if loader_rate else ""))
         if loader_rate and loader_rate < sps:
             say("warning: the loader is slower than training; raise data.workers")
@@ -420,7 +422,6 @@ class Logger:
 
     def __init__(self, out: Path, step: int, enabled: bool, resume: bool):
         self.enabled = enabled
-        self.last_rate: float | None = None
         if not enabled:
             return
         from torch.utils.tensorboard import SummaryWriter
@@ -441,7 +442,6 @@ class Logger:
     def write(self, rec: dict) -> None:
         if not self.enabled:
             return
-        self.last_rate = rec["steps_per_s"]
         with open(self.jsonl, "a") as f:
             f.write(json.dumps(rec) + "\n")
         with open(self.csv, "a", newline="") as f:
