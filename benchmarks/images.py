@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/images.py                       # real fixture (scene-0916), 12 samples
     .venv/bin/python benchmarks/images.py --dataroot D --max-samples N
 
-Preps the same samples twice at 256x704, `--image-codec jpeg` (the default) and `raw` (lossless
+Preps the same samples twice at 704x256 (W×H), `--image-codec jpeg` (the default) and `raw` (lossless
 zstd: the lossless resize itself), then reports per sample: stored image bytes (and the source
 JPEGs'), PSNR of the jpeg images against the raw ones, and `StoreReader.images(i)` decode rate
 (CPU time, best of `--repeats`, one thread), beside the training step rates of benchmarks/train.py.

@@ -246,7 +246,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, help="training steps of every run (default: the config's max_steps)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--scenes", type=int, default=2, help="synthetic training scenes (10 keyframes each)")
-    ap.add_argument("--image-size", default="108x192", help="stored HxW (the demo feeds the network 96x176)")
+    ap.add_argument("--image-size", default="192x108", help="stored WxH (the demo feeds the network 96x176)")
     ap.add_argument("--variants", default=",".join(v[0] for v in VARIANTS), help="comma-separated subset")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra key=value for every run")
     ap.add_argument("--fresh", action="store_true", help="retrain and re-evaluate even when results exist")

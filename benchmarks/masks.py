@@ -5,7 +5,7 @@
 One run does everything (each step is reused under --work when its recorded command and the
 package's tree hash match, so numbers made by other code are never reused):
 - data: `synth airside` train split (2 scenes x 8 keyframes, seed 0) and a held-out scene (1 x 6,
-  seed 1), 400x225 images, 1 LiDAR sweep; `prep nuscenes` at 108x192, `prep masks` (the GT masks:
+  seed 1), 400x225 images, 1 LiDAR sweep; `prep nuscenes` at 192x108, `prep masks` (the GT masks:
   a perfect segmenter), `prep motion-masks`;
 - fit (no network) on held-out keyframes, 0.8 m grid, 100 iterations, every variant with the same
   4096 LiDAR depth rays per iteration: lidarseg (their lidarseg classes) | masks (the LiDAR rays
@@ -95,12 +95,12 @@ def build_data(work: Path) -> dict[str, Path]:
                      str(samples), "--seed", str(seed), "--image-size", "400x225", "--sweeps-per-sample", "1",
                      "--workers", "1"], "classes.toml", by_code=False)
         marker = store.parent / f".{store.name}.step.json"
-        spec = {"apron": str(apron), "image_size": "108x192"}
+        spec = {"apron": str(apron), "image_size": "192x108"}
         if not (marker.exists() and json.loads(marker.read_text()) == spec):
             shutil.rmtree(store, ignore_errors=True)
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             for args in (["prep", "nuscenes", "--dataroot", str(apron), "--out", str(store), "--image-size",
-                          "108x192", "--workers", "1"],
+                          "192x108", "--workers", "1"],
                          ["prep", "masks", "--store", str(store), "--masks", str(apron / "masks")],
                          ["prep", "motion-masks", "--store", str(store), "--dataroot", str(apron)]):
                 print("$ renderocc " + " ".join(args), flush=True)

@@ -10,7 +10,7 @@ Reports, side by side:
    labels; depth colouring only, so the baseline does LESS work than ours);
 2. full prep (labels + image decode/resize + JPEG store writes), samples/s per worker, beside its
    floor measured in the same run: decoding the sample's camera JPEGs at the reduced size the
-   stored size allows (cv2.IMREAD_REDUCED_COLOR_2 for 256x704 from 1600x900), nothing else;
+   stored size allows (cv2.IMREAD_REDUCED_COLOR_2 for 704x256 from 1600x900), nothing else;
    ratio in CPU time (robust to other jobs) and in wall time; also beside a stricter floor,
    prep's own libjpeg helper decoding the whole images (prep decodes only the rows it keeps);
    then `--workers 2` vs 1 (wall);
@@ -181,7 +181,7 @@ def main() -> None:
     print(f"   ours rays Parquet ({kept:.0f} z-buffered rays, {rays_b / max(kept, 1):.2f} B/ray)      "
           f"    : {rays_b / 1e3:9.1f} kB  ({ref_b / rays_b:.1f}x smaller; same-point reference "
           f"{kept * 24 / 1e3:.1f} kB)")
-    print(f"   ours images Zarr (6 x 256x704 RGB, {r.image_codec}, Zarr v3)              : {img_b / 1e3:9.1f} kB  "
+    print(f"   ours images Zarr (6 x 704x256 RGB, {r.image_codec}, Zarr v3)              : {img_b / 1e3:9.1f} kB  "
           f"(source JPEGs at full size: {jpg_b / 1e3:.1f} kB)")
 
     # 4. reader fetch

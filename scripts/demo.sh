@@ -5,7 +5,7 @@ set -euo pipefail
 OUT=${1:-.demo}
 REAL=${RENDEROCC_REAL_FIXTURE:-../shared/data/nuscenes-scene-0916}
 STEPS=${DEMO_STEPS:-}
-SIZE=${DEMO_IMAGE_SIZE:-108x192}   # stored HxW; the demo config feeds the network 96x176
+SIZE=${DEMO_IMAGE_SIZE:-192x108}   # stored WxH; the demo config feeds the network 96x176
 mkdir -p "$OUT"
 say() { printf '\n== %s\n' "$*"; }
 t0=$(date +%s)

@@ -5,7 +5,7 @@
 set -euo pipefail
 OUT=${1:-.demo-airside}
 STEPS=${DEMO_STEPS:-200}             # short: the demo config's 300 steps cut for time
-SIZE=${DEMO_IMAGE_SIZE:-108x192}     # stored HxW; the demo config feeds the network 96x176
+SIZE=${DEMO_IMAGE_SIZE:-192x108}     # stored WxH; the demo config feeds the network 96x176
 SYNTH_SIZE=${DEMO_SYNTH_SIZE:-400x225}
 CONDITIONS=day,night+wet             # scene-0001 by day, scene-0002 at night on wet pavement
 mkdir -p "$OUT"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the folder scripts/gpu_check.sh carries to the bare GPU machine (default .gpu_carry/, git-ignored):
-#   store/   a small synthetic ray store (1 scene x 8 keyframes, 256x704 as prep stores for occ3d,
+#   store/   a small synthetic ray store (1 scene x 8 keyframes, 704x256 as prep stores for occ3d,
 #            motion masks), written here with `renderocc synth nuscenes` + `prep nuscenes` + `prep motion-masks`;
 #   wheels/  the packages the training step imports that the machine lacks (zarr and its needs),
 #            fetched with `pip download --no-deps` for the machine's Python (default 3.12, x86-64),
@@ -22,12 +22,12 @@ trap 'rm -rf "$tmp"' EXIT
 staging="$tmp/carry"
 mkdir -p "$staging/wheels"
 
-echo "== store: synth 1 scene x 8 keyframes, prep 256x704, motion masks"
+echo "== store: synth 1 scene x 8 keyframes, prep 704x256, motion masks"
 t0=$(date +%s)
 "$PY" -m renderocc.cli synth nuscenes --out "$tmp/synth" --scenes 1 --samples-per-scene 8 --seed 0 \
   --sweeps-per-sample 1 --workers 1 >"$tmp/synth.log" 2>&1 || { cat "$tmp/synth.log"; fail "synth failed"; }
 "$PY" -m renderocc.cli prep nuscenes --dataroot "$tmp/synth" --version v1.0-mini --out "$staging/store" \
-  --image-size 256x704 >"$tmp/prep.log" 2>&1 || { cat "$tmp/prep.log"; fail "prep failed"; }
+  --image-size 704x256 >"$tmp/prep.log" 2>&1 || { cat "$tmp/prep.log"; fail "prep failed"; }
 "$PY" -m renderocc.cli prep motion-masks --store "$staging/store" --dataroot "$tmp/synth" \
   >"$tmp/motion.log" 2>&1 || { cat "$tmp/motion.log"; fail "prep motion-masks failed"; }
 tail -n 1 "$tmp/prep.log"

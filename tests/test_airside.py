@@ -195,7 +195,7 @@ def test_class_map_option_overrides_the_dataroots(apron, tmp_path):
     (tmp_path / "no-gt").mkdir()
     out = str(tmp_path / "store")
     res = CliRunner().invoke(main, ["prep", "nuscenes", "--dataroot", str(apron), "--out", out, "--class-map",
-                                    str(cmap), "--occ-gt", str(tmp_path / "no-gt"), "--image-size", "54x96",
+                                    str(cmap), "--occ-gt", str(tmp_path / "no-gt"), "--image-size", "96x54",
                                     "--max-samples", "1", "--no-progress"])
     assert res.exit_code == 0, res.output
     r = StoreReader(out)

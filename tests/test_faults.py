@@ -179,7 +179,7 @@ class Fault:
 
 
 def prep_args(d: Path, out: Path | str, *more: str) -> list[str]:
-    return ["prep", "nuscenes", "--dataroot", str(d), "--out", str(out), "--image-size", "54x96",
+    return ["prep", "nuscenes", "--dataroot", str(d), "--out", str(out), "--image-size", "96x54",
             "--no-progress", *more]
 
 
@@ -306,6 +306,8 @@ PREP = [
     prep_fault("prep: unknown camera", lambda d: None, "camera not in dataset", "--cameras", "CAM_NOPE"),
     prep_fault("prep: --image-size 100000x100000", lambda d: None, "at most 4096", "--image-size",
                "100000x100000"),
+    prep_fault("prep: --image-size of a portrait (H and W swapped)", lambda d: None, "is portrait", "--image-size",
+               "54x96"),
     prep_fault("prep: --image-size abc", lambda d: None, "--image-size must be", "--image-size", "abc"),
     prep_fault("prep: unknown scene", lambda d: None, "scene not in dataset", "--scenes", "scene-9999"),
 ]

@@ -19,7 +19,7 @@ from renderocc.store.reader import StoreReader
 
 def _prep(dataroot, out, *extra) -> None:
     res = CliRunner().invoke(main, ["prep", "nuscenes", "--dataroot", str(dataroot), "--out", str(out),
-                                    "--image-size", "64x112", "--no-progress", *extra])
+                                    "--image-size", "112x64", "--no-progress", *extra])
     assert res.exit_code == 0, res.output
 
 

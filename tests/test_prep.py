@@ -328,7 +328,7 @@ def test_existing_store_with_other_options(tmp_path):
 
 @needs_real
 @pytest.mark.parametrize("args, message", [
-    (["--image-size", "704"], "--image-size must be HxW"),
+    (["--image-size", "704"], "--image-size must be WxH"),
     (["--shard-index", "3", "--num-shards", "2"], "--shard-index 3"),
     (["--cameras", "CAM_NOSE"], "camera not in dataset: CAM_NOSE"),
     (["--scenes", "scene-9999"], "scene not in dataset: scene-9999"),
@@ -348,7 +348,7 @@ def test_cli_end_to_end(tmp_path):
 
     out = tmp_path / "s"
     res = CliRunner().invoke(main, ["prep", "nuscenes", "--dataroot", str(REAL), "--out", str(out),
-                                    "--max-samples", "2", "--image-size", "128x352", "--no-progress",
+                                    "--max-samples", "2", "--image-size", "352x128", "--no-progress",
                                     "--cameras", "CAM_FRONT,CAM_BACK"])
     assert res.exit_code == 0, res.output
     assert "store complete" in res.output
@@ -592,9 +592,9 @@ def test_occ_gt_none_leaves_the_dataroots_gts_out(synth_dataset, tmp_path):
     assert (Path(synth_dataset) / "gts").is_dir()
     for occ_gt, has in ((None, True), ("none", False)):
         out = tmp_path / f"store-{occ_gt}"
-        run(PrepOptions(dataroot=str(synth_dataset), version="v1.0-mini", out=str(out), image_size=(54, 96),
+        run(PrepOptions(dataroot=str(synth_dataset), version="v1.0-mini", out=str(out), image_size=(96, 54),
                         occ_gt=occ_gt, max_samples=1, progress=False), log=lambda m: None)
         assert StoreReader(out).has_occ_gt is has
     with pytest.raises(UserError, match="--occ-gt none"):
         run(PrepOptions(dataroot=str(synth_dataset), version="v1.0-mini", out=str(tmp_path / "x"),
-                        image_size=(54, 96), occ_gt=str(tmp_path / "nowhere"), progress=False), log=lambda m: None)
+                        image_size=(96, 54), occ_gt=str(tmp_path / "nowhere"), progress=False), log=lambda m: None)

@@ -68,7 +68,7 @@ def test_job_array_through_environment(two_scenes, tmp_path, monkeypatch):
     from renderocc.store.validate import validate
 
     url = (tmp_path / "store").as_uri()
-    prep = ["prep", "nuscenes", "--dataroot", str(two_scenes), "--out", url, "--image-size", "64x128",
+    prep = ["prep", "nuscenes", "--dataroot", str(two_scenes), "--out", url, "--image-size", "128x64",
             "--no-progress"]
     out = _invoke(prep, {"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_COUNT": "2"},
                   monkeypatch)

@@ -121,7 +121,7 @@ def test_info_cli(store):
     res = CliRunner().invoke(main, ["store", "info", str(store)])
     assert res.exit_code == 0, res.output
     assert "samples      3 in 1 scenes, 1 shards" in res.output
-    assert "absent (label = 255)" in res.output and "128x352 (HxW)" in res.output
+    assert "absent (label = 255)" in res.output and "352x128 (WxH)" in res.output
     res = CliRunner().invoke(main, ["store", "validate", str(store), "--no-data"])
     assert res.exit_code == 0 and "store valid" in res.output
 

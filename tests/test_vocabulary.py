@@ -89,7 +89,7 @@ def three_store(synth_dataset, tmp_path_factory) -> tuple[str, Path]:
     (tmp / "no-gt").mkdir()
     store = str(tmp / "store")
     res = CliRunner().invoke(main, ["prep", "nuscenes", "--dataroot", str(synth_dataset), "--out", store,
-                                    "--image-size", "54x96", "--class-map", str(cmap), "--occ-gt",
+                                    "--image-size", "96x54", "--class-map", str(cmap), "--occ-gt",
                                     str(tmp / "no-gt"), "--no-progress"])
     assert res.exit_code == 0, res.output
     return store, tmp
@@ -137,6 +137,6 @@ def test_three_classes_flow_to_eval_and_a_mismatch_is_refused(three_store, small
 def test_prep_refuses_occ_gt_outside_the_vocabulary(three_store, synth_dataset, tmp_path):
     _, tmp = three_store
     res = CliRunner().invoke(main, ["prep", "nuscenes", "--dataroot", str(synth_dataset), "--out",
-                                    str(tmp_path / "s"), "--image-size", "54x96", "--class-map",
+                                    str(tmp_path / "s"), "--image-size", "96x54", "--class-map",
                                     str(tmp / "map.toml"), "--max-samples", "1", "--no-progress"])
     assert res.exit_code == 2 and "semantics hold class 17, outside the class map (0..2, free 3)" in res.output

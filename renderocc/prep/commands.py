@@ -12,16 +12,20 @@ from renderocc.store import layout
 from renderocc.store.fsio import check_persistent
 
 
-def _size(value: str) -> tuple[int, int]:
-    """'HxW' (e.g. 256x704) → (W, H)."""
+def _size(value: str, portrait: bool = False) -> tuple[int, int]:
+    """'WxH' (e.g. 704x256, as synth and the rest of the field write sizes) → (W, H). A portrait
+    size is refused unless asked for: driving cameras are landscape, so it is a swapped W and H."""
     try:
-        h, w = (int(x) for x in value.lower().split("x"))
+        w, h = (int(x) for x in value.lower().split("x"))
     except ValueError:
-        raise UserError(f"--image-size must be HxW like 256x704, got {value!r}") from None
+        raise UserError(f"--image-size must be WxH like 704x256, got {value!r}") from None
     if h < 8 or w < 8:
         raise UserError(f"--image-size too small: {value}")
     if h > MAX_IMAGE_SIDE or w > MAX_IMAGE_SIDE:
         raise UserError(f"--image-size {value}: each side must be at most {MAX_IMAGE_SIDE} pixels")
+    if h > w and not portrait:
+        raise UserError(f"--image-size {value} is portrait (W×H: {w} wide, {h} high); cameras are landscape: "
+                        f"use {h}x{w}, or add --portrait if you mean it")
     return w, h
 
 
@@ -45,8 +49,9 @@ def _names(value: str | None, option: str) -> list[str] | None:
 @click.option("--out", required=True, help="STORE: a local folder or an fsspec URL (file://, memory://, s3://...).")
 @click.option("--scenes", default=None, help="Comma-separated scene names (default: all).")
 @click.option("--cameras", default=None, help="Comma-separated camera channels (default: the 6 CAM_*).")
-@click.option("--image-size", default="256x704", show_default=True,
-              help="Stored image size as HEIGHTxWIDTH (scaled to cover, then cropped from the top).")
+@click.option("--image-size", default="704x256", show_default=True,
+              help="Stored image size as WIDTHxHEIGHT (scaled to cover, then cropped from the top).")
+@click.option("--portrait", is_flag=True, help="Accept an --image-size higher than wide.")
 @click.option("--image-codec", type=click.Choice(list(layout.IMAGE_CODECS)), default=layout.DEFAULT_IMAGE_CODEC,
               show_default=True, help="jpeg: one baseline JPEG per image through the registered Zarr v3 codec "
               "renderocc.jpeg (~9x smaller than raw, lossy: ~42 dB PSNR at quality 90 on real nuScenes); "
@@ -83,14 +88,14 @@ def _names(value: str | None, option: str) -> list[str] | None:
               help="Class map (TOML/JSON: classes, colours, source names); default: DATAROOT/classes.toml "
                    "if present, else Occ3D-nuScenes.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, image_codec, jpeg_quality, adjacent,
+def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, portrait, image_codec, jpeg_quality, adjacent,
                   sweeps, min_depth, occlusion_filter, free_beams, occ_gt, workers, shard_index, num_shards,
                   max_samples, on_bad_sample, class_map, progress) -> None:
     """Project LiDAR depth (and lidarseg semantics) into every camera; write a ray store.
 
     \b
     Example:
-      renderocc prep nuscenes --dataroot data/nuscenes --version v1.0-mini --out store --image-size 256x704
+      renderocc prep nuscenes --dataroot data/nuscenes --version v1.0-mini --out store --image-size 704x256
       renderocc prep nuscenes ... --out s3://bucket/store --shard-index 3 --num-shards 16
 
     Reruns resume: finished shards (scenes) are skipped. Parallel jobs on many machines:
@@ -103,8 +108,8 @@ def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, image_cod
 
     check_persistent(out, "--out")
     opts = PrepOptions(dataroot=dataroot, version=version, out=out, scenes=_names(scenes, "--scenes"),
-                       cameras=_names(cameras, "--cameras"), image_size=_size(image_size), image_codec=image_codec,
-                       jpeg_quality=jpeg_quality, adjacent=adjacent,
+                       cameras=_names(cameras, "--cameras"), image_size=_size(image_size, portrait),
+                       image_codec=image_codec, jpeg_quality=jpeg_quality, adjacent=adjacent,
                        sweeps=sweeps, min_depth=min_depth, occlusion_filter=occlusion_filter, occ_gt=occ_gt,
                        free_beams=free_beams,
                        workers=workers, shard_index=shard.index, num_shards=shard.count,

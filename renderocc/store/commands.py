@@ -45,7 +45,7 @@ def store_info(store: str) -> None:
         f" (lidarseg: {'yes' if m['source']['lidarseg'] else 'no'})",
         f"samples      {len(r)} in {len(set(r.scene_names()))} scenes, {len(m['shards'])} shards",
         f"cameras      {', '.join(r.cameras)}",
-        f"images       {H}x{W} (HxW) uint8 RGB, {_codec(m['image'])}, {_mb(img_b)} "
+        f"images       {W}x{H} (WxH) uint8 RGB, {_codec(m['image'])}, {_mb(img_b)} "
         f"({img_b / max(len(r), 1) / 1e3:.0f} kB/sample)",
         f"rays         {m['num_rays']} ({m['num_rays'] / max(len(r), 1):.0f}/sample), {_mb(rays_b)}",
         f"labels       depth; semantics: {'yes' if sup['semantics'] else 'absent (label = 255)'}; "
