@@ -18,3 +18,8 @@ class FiniteFloat(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
+
+
+def quiet_option(command):
+    """`--quiet` (also spelt `--no-progress`): no progress bar. One flag for every command."""
+    return click.option("--quiet", "--no-progress", "quiet", is_flag=True, help="No progress bar.")(command)

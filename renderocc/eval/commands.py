@@ -11,7 +11,7 @@ from renderocc.eval import evaluate as evaluation
 from renderocc.eval import predict as prediction
 from renderocc.eval import viz as figures
 from renderocc.eval.tta import TTA_MODES, TTA_PASSES
-from renderocc.options import FiniteFloat
+from renderocc.options import FiniteFloat, quiet_option
 
 SPLIT_HELP = ("val (nuScenes val/mini_val scenes present in the store), all, or scene names "
               "(repeat or comma-separate).")
@@ -55,7 +55,7 @@ TTA_HELP = ("none; flip: average 2 passes (as is, images mirrored as in training
 @click.option("--rays-per-sample", default=0, show_default=True, type=click.IntRange(min=0),
               help="Label rays rendered per sample for the 2D metrics (0 = all).")
 @_device_option
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 def evaluate(store: str | None, ckpt: str | None, pred: str | None, gt_dir: str | None, dataroot: str | None,
              out: str, split: tuple[str, ...], allow_missing: bool, rayiou: bool, tta: str,
              rays_per_sample: int, device: str, quiet: bool) -> None:
@@ -127,7 +127,7 @@ def evaluate(store: str | None, ckpt: str | None, pred: str | None, gt_dir: str 
 @click.option("--tta", type=click.Choice(list(TTA_MODES)), default="none", show_default=True,
               help="Test-time augmentation. " + TTA_HELP)
 @_device_option
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 def predict(store: str, ckpt: str, out: str, split: tuple[str, ...], vis_stride: int,
             min_transmittance: float, store_grid: bool, tta: str, device: str, quiet: bool) -> None:
     """Occ3D-format labels.npz per sample, with density, occupancy probability and visibility.
@@ -152,7 +152,7 @@ def predict(store: str, ckpt: str, out: str, split: tuple[str, ...], vis_stride:
 @click.option("--stride", default=None, type=click.IntRange(min=1),
               help="Pixel stride of rendered images (default: ~200 columns).")
 @_device_option
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 def viz(store: str, ckpt: str | None, out: str, samples: int, stride: int | None, device: str,
         quiet: bool) -> None:
     """PNG figures: labels on camera images, renderings, BEV and 3D occupancy (GT vs prediction).

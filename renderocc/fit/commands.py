@@ -10,7 +10,7 @@ from renderocc.config import load_config
 from renderocc.eval.common import open_store
 from renderocc.eval.infer import resolve_device
 from renderocc.fit.fit import fit_config, fit_store, parse_samples
-from renderocc.options import FiniteFloat
+from renderocc.options import FiniteFloat, quiet_option
 from renderocc.outputs import prepare_out_dir
 
 DEFAULT_ITERS = 100
@@ -59,7 +59,7 @@ def build_fit_config(store_grid: dict, config: str, overrides: tuple[str, ...] |
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set data.rays=16384 --set loss.freespace=0.")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda or cuda:N.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 def fit(store: str, out: str, samples: str | None, aux_frames: int | None, no_motion_masks: bool, iters: int,
         lr: float, supervision: str | None, config: str, overrides: tuple[str, ...], device: str,
         quiet: bool) -> None:

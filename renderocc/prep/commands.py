@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from renderocc.errors import UserError
-from renderocc.options import FiniteFloat
+from renderocc.options import FiniteFloat, quiet_option
 from renderocc.prep.pipeline import PrepOptions, run
 from renderocc.shards import resolve_shard
 from renderocc.store import layout
@@ -87,10 +87,10 @@ def _names(value: str | None, option: str) -> list[str] | None:
 @click.option("--class-map", default=None,
               help="Class map (TOML/JSON: classes, colours, source names); default: DATAROOT/classes.toml "
                    "if present, else Occ3D-nuScenes.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@quiet_option
 def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, portrait, image_codec, jpeg_quality, adjacent,
                   sweeps, min_depth, occlusion_filter, free_beams, occ_gt, workers, shard_index, num_shards,
-                  max_samples, on_bad_sample, class_map, progress) -> None:
+                  max_samples, on_bad_sample, class_map, quiet) -> None:
     """Project LiDAR depth (and lidarseg semantics) into every camera; write a ray store.
 
     \b
@@ -114,7 +114,7 @@ def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, portrait,
                        free_beams=free_beams,
                        workers=workers, shard_index=shard.index, num_shards=shard.count,
                        max_samples=max_samples, on_bad_sample=on_bad_sample, class_map=class_map,
-                       progress=progress)
+                       progress=not quiet)
     s = run(opts, log=lambda m: click.echo(m, err=True))
     rate = s["samples"] / s["seconds"] if s["seconds"] > 0 else 0.0
     state = "complete" if s["complete"] else "incomplete (other shards pending)"

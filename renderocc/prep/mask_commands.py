@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from renderocc.options import quiet_option
 from renderocc.prep.masks import MaskOptions, run
 
 
@@ -11,8 +12,8 @@ from renderocc.prep.masks import MaskOptions, run
 @click.option("--store", required=True, help="A ray store written by `renderocc prep nuscenes`.")
 @click.option("--masks", required=True, help="Folder of PNG masks: <image path>.png (e.g. samples/CAM_FRONT/x.png).")
 @click.option("--dataroot", default=None, help="nuScenes dataroot (image names; default: the store's source).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def prep_masks(store, masks, dataroot, progress) -> None:
+@quiet_option
+def prep_masks(store, masks, dataroot, quiet) -> None:
     """Import dense 2D semantic masks (uint8 class per pixel, 255 = unlabelled) into a store.
 
     \b
@@ -23,6 +24,6 @@ def prep_masks(store, masks, dataroot, progress) -> None:
     image size, classes of the store's vocabulary. Stored beside the images at the stored size
     (nearest-neighbour, the images' crop) and recorded in the manifest; rerunning replaces them.
     """
-    s = run(MaskOptions(store=store, masks=masks, dataroot=dataroot, progress=progress))
+    s = run(MaskOptions(store=store, masks=masks, dataroot=dataroot, progress=not quiet))
     click.echo(f"imported {s['images']} masks of {s['samples']} samples ({s['labelled_share']:.1%} of pixels "
                f"labelled) in {s['seconds']:.1f} s: {s['root']}")

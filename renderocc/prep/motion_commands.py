@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from renderocc.options import FiniteFloat
+from renderocc.options import FiniteFloat, quiet_option
 from renderocc.prep.motion_pipeline import MotionOptions, run
 
 
@@ -15,8 +15,8 @@ from renderocc.prep.motion_pipeline import MotionOptions, run
               help="A box moves when its track speed (m/s) exceeds this.")
 @click.option("--margin", default=0.2, show_default=True, type=FiniteFloat(0, None),
               help="Enlarge moving boxes by this many metres on every side.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-def prep_motion_masks(store, dataroot, speed_threshold, margin, progress) -> None:
+@quiet_option
+def prep_motion_masks(store, dataroot, speed_threshold, margin, quiet) -> None:
     """Mark labels on moving objects (from annotation tracks) and write dense motion masks.
 
     \b
@@ -27,7 +27,7 @@ def prep_motion_masks(store, dataroot, speed_threshold, margin, progress) -> Non
     array beside the images (images are not rewritten). Rerunning recomputes the same result.
     """
     s = run(MotionOptions(store=store, dataroot=dataroot, speed_threshold=speed_threshold, margin=margin,
-                          progress=progress))
+                          progress=not quiet))
     click.echo(f"{s['samples']} samples, {s['moving_boxes']} moving boxes, {s['dynamic_labels']} of "
                f"{s['labels']} labels dynamic ({s['dynamic_labels'] / max(s['labels'], 1):.2%}) "
                f"in {s['seconds']:.1f} s ({s['seconds'] / max(s['samples'], 1):.3f} s/sample)")

@@ -11,7 +11,7 @@ from renderocc.errors import UserError
 from renderocc.eval.common import clean_json, open_store
 from renderocc.fit.commands import DEFAULT_LR, build_fit_config
 from renderocc.fit.fit import fit_store
-from renderocc.options import FiniteFloat
+from renderocc.options import FiniteFloat, quiet_option
 from renderocc.outputs import prepare_out_dir, write_atomic
 from renderocc.qa.html import depth_label_pictures, render_html, thumbnails
 from renderocc.qa.parts import run_part
@@ -72,7 +72,7 @@ def parse_thresholds(items: tuple[str, ...]) -> dict[str, float]:
                    "when set, else 0 (docs/scale-out.md).")
 @click.option("--num-shards", default=None, type=int,
               help="Number of QA jobs. Default: SLURM_ARRAY_TASK_COUNT or RENDEROCC_NUM_SHARDS when set, else 1.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@quiet_option
 def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_labels: int,
        no_coverage: bool, outlier_threshold: float, dropout_reach: float, ray_stride: int, fit_n: int,
        fit_iters: int, shard_index: int | None,

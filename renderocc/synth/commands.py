@@ -8,6 +8,7 @@ import time
 import click
 
 from renderocc.errors import UserError
+from renderocc.options import quiet_option
 from renderocc.synth.conditions import parse_conditions
 from renderocc.synth.writer import write_dataset
 
@@ -49,9 +50,10 @@ def _world_options(unit: str):
               help="Occupancy truth in gts/: occ3d = scene-accumulated LiDAR (as Occ3D builds it), "
                    "world = the world's solids. Masks are Occ3D's ray casting either way.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is not empty.")
+@quiet_option
 def synth_nuscenes(out: str, scenes: int, samples_per_scene: int, seed: int, image_size: tuple[int, int],
                    version: str, sweeps_per_sample: int, workers: int | None, camera_truth: bool,
-                   gt: str, overwrite: bool) -> None:
+                   gt: str, overwrite: bool, quiet: bool) -> None:
     """Write a synthetic world as a devkit-loadable nuScenes dataset.
 
     Includes lidarseg, sweeps, annotations, Occ3D ground truth (gts/; which truth is recorded in
@@ -66,7 +68,7 @@ def synth_nuscenes(out: str, scenes: int, samples_per_scene: int, seed: int, ima
     start = time.perf_counter()
     path = write_dataset(out, scenes, samples_per_scene, seed, image_size=image_size, version=version,
                          overwrite=overwrite, sweeps_per_sample=sweeps_per_sample, workers=workers,
-                         progress=True, camera_truth=camera_truth, gt=gt)
+                         progress=not quiet, camera_truth=camera_truth, gt=gt)
     click.echo(f"wrote {scenes} scene(s) x {samples_per_scene} keyframes ({image_size[0]}x{image_size[1]} "
                f"images) to {path} in {time.perf_counter() - start:.1f} s")
 
@@ -87,9 +89,10 @@ def synth_nuscenes(out: str, scenes: int, samples_per_scene: int, seed: int, ima
               help="LiDAR sweeps between consecutive keyframes (nuScenes has 9).")
 @click.option("--workers", default=None, type=int, help="Worker processes [default: min(2, CPUs)].")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is not empty.")
+@quiet_option
 def synth_airside(out: str, scenes: int, samples_per_scene: int, seed: int, image_size: tuple[int, int],
                   night: bool, wet: bool, conditions: str | None, version: str, sweeps_per_sample: int,
-                  workers: int | None, overwrite: bool) -> None:
+                  workers: int | None, overwrite: bool, quiet: bool) -> None:
     """Write a synthetic airport apron as a devkit-loadable nuScenes dataset, with its own classes.
 
     Stands with narrow-body aircraft (37.6 m long, 35.8 m span), jet bridges, GSE (tugs, belt
@@ -110,7 +113,7 @@ def synth_airside(out: str, scenes: int, samples_per_scene: int, seed: int, imag
     start = time.perf_counter()
     path = write_dataset(out, scenes, samples_per_scene, seed, image_size=image_size, version=version,
                          overwrite=overwrite, sweeps_per_sample=sweeps_per_sample, workers=workers,
-                         progress=True, kind="airside", night=night, wet=wet, conditions=per_scene)
+                         progress=not quiet, kind="airside", night=night, wet=wet, conditions=per_scene)
     said = "".join(f", {w}" for w, on in (("night", night), ("wet", wet), (f"conditions {conditions}", conditions))
                    if on)
     click.echo(f"wrote {scenes} airside scene(s) x {samples_per_scene} keyframes ({image_size[0]}x{image_size[1]} "
