@@ -50,7 +50,11 @@ def check_version(obj: dict, what: str, write: bool = False) -> None:
 def load(root: str) -> dict:
     """The manifest of a COMPLETE store (UserError if absent, of another version, or invalid)."""
     if not fsio.exists(root, MANIFEST):
-        raise UserError(f"not a complete ray store (no {MANIFEST}): {root}")
+        if not fsio.exists(root):
+            raise UserError(f"not a complete ray store: nothing at {root} "
+                            "(`renderocc prep nuscenes --dataroot DATA --out STORE` makes one)")
+        raise UserError(f"not a complete ray store (no {MANIFEST}): {root} (an interrupted prep resumes when "
+                        "run again with the same options; deleting the folder is safe)")
     try:
         m = fsio.read_json(root, MANIFEST)
     except ValueError as e:

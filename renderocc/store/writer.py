@@ -61,8 +61,11 @@ def check_or_write_plan(root: str, plan: dict) -> None:
                 raise UserError(f"{fsio.fs_path(root, name)[1]} is not valid JSON") from e
             manifest_mod.check_version(old, f"existing store {root}", write=True)
             if name == layout.PLAN and old.get("fingerprint") != plan["fingerprint"]:
+                done = "a complete store" if fsio.exists(root, layout.MANIFEST) else "an unfinished prep"
                 raise UserError(f"existing store {root} was prepared with other options or samples "
-                                f"({_diff(old.get('options', {}), plan['options'])}); use a new --out")
+                                f"({_diff(old.get('options', {}), plan['options'])}); use a new --out"
+                                + ("" if done.startswith("a complete") else
+                                   f", or delete {root} ({done}: nothing else refers to it)"))
     if not fsio.exists(root, layout.PLAN):
         fsio.write_json_atomic(plan, root, layout.PLAN)
 
