@@ -418,6 +418,13 @@ def _nothing_outside(tmp: Path) -> str | None:
     return f"written: {stray + written}" if stray or written else None
 
 
+def _flip(path: Path) -> None:
+    """Flip one byte a third of the way in: inside the data, not the footer a reader checks."""
+    data = bytearray(own(path).read_bytes())
+    data[len(data) // 3] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
 def _to_dev_zero(path: Path) -> None:
     path.unlink()
     path.symlink_to("/dev/zero")
@@ -481,6 +488,15 @@ STORE = [
                   "refused", "store", "validate", "{store}")
       for what in ("manifest.json", "samples.parquet")
       for kind, make in (("a symlink to /dev/zero", _to_dev_zero), ("a FIFO", _to_fifo))),
+    store_fault("qa: one flipped byte inside a rays row group", lambda s: _flip(next((s / "rays").glob("*"))),
+                "differs from the manifest's", "qa", "--store", "{store}", "--out", "{out}", "--quiet",
+                "--no-coverage"),
+    store_fault("train: one flipped byte inside a rays row group", lambda s: _flip(next((s / "rays").glob("*"))),
+                "differs from the manifest's", "train", "--store", "{store}", "--out", "{out}", "--max-steps", "1",
+                *TINY_ARGS),
+    store_fault("train: one flipped byte inside a free-beams file",
+                lambda s: _flip(next((s / "free_beams").glob("*"))), "differs from the manifest's", "train",
+                "--store", "{store}", "--out", "{out}", "--max-steps", "1", *TINY_ARGS),
     store_fault("store info: manifest not JSON", lambda s: (s / "manifest.json").write_text("{"),
                 "not valid JSON", "store", "info", "{store}"),
     store_fault("store info: no manifest", lambda s: (s / "manifest.json").unlink(),

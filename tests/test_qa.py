@@ -141,7 +141,7 @@ def test_cli_user_errors(tmp_path, fake_store):
     res = _run(tmp_path, "--fail-under", "no_such_key=1")
     assert res.exit_code == 2 and "unknown --fail-under key 'no_such_key'" in res.output
     res = _run(tmp_path, "--fail-under", "labelled_pixels_per_image")
-    assert res.exit_code == 2 and "key=number" in res.output
+    assert res.exit_code == 2 and "key=finite number" in res.output
 
 
 def test_missing_store_is_user_error(tmp_path):

@@ -59,6 +59,7 @@ class StoreReader:
         # the class vocabulary prep used (Occ3D-nuScenes for stores that predate vocabularies)
         self.vocabulary: Vocabulary = vocabulary_of_manifest(m)
         self._load_samples()
+        self._shard_records = {sh["name"]: sh for sh in m["shards"]}
         self._pq: dict[str, pq.ParquetFile] = {}
         self._fb_pq: dict[str, pq.ParquetFile] = {}
         self._arrays: dict[str, zarr.Array | None] = {}
@@ -180,8 +181,21 @@ class StoreReader:
     def _parquet(self, shard: str) -> pq.ParquetFile:
         self._fresh()
         if shard not in self._pq:
+            self._verified(shard, layout.RAYS_DIR, "rays_sha256")
             self._pq[shard] = fsio.parquet_file(self.root, layout.RAYS_DIR, f"{shard}.parquet")
         return self._pq[shard]
+
+    def _verified(self, shard: str, folder: str, key: str) -> None:
+        """Read what the manifest checksums: a shard's Parquet file is hashed on first open in each
+        process and must match its record (flipped bytes inside a row group decode as wrong labels
+        without a word otherwise). Costs one pass over the file: benchmarks/README.md."""
+        want = self._shard_records.get(shard, {}).get(key)
+        if not want:
+            return
+        got = fsio.sha256_file(self.root, folder, f"{shard}.parquet")
+        if got != want:
+            raise UserError(f"{fsio.fs_path(self.root, folder, f'{shard}.parquet')[1]}: sha256 {got[:12]} differs "
+                            f"from the manifest's {want[:12]}: the file changed after prep (damaged?); re-run prep")
 
     def labels(self, i: int) -> dict[str, np.ndarray]:
         """Rays of sample i: camera (int16 into `.cameras`), u, v, depth, label (+ dynamic, instance)."""
@@ -236,6 +250,7 @@ class StoreReader:
         shard = self._shard[i]
         self._fresh()
         if shard not in self._fb_pq:
+            self._verified(shard, layout.FREE_BEAMS_DIR, "free_beams_sha256")
             self._fb_pq[shard] = fsio.parquet_file(self.root, layout.FREE_BEAMS_DIR, f"{shard}.parquet")
         t = self._fb_pq[shard].read_row_group(int(self._row_group[i]), columns=["ring", "origin", "direction"])
         out = {"ring": t.column("ring").to_numpy().astype(np.int16)}
