@@ -466,7 +466,7 @@ STORE = [
     store_fault("store validate: truncated rays Parquet", lambda s: truncate(next((s / "rays").glob("*"))),
                 "rays/", "store", "validate", "{store}"),
     store_fault("qa: truncated rays Parquet", lambda s: truncate(next((s / "rays").glob("*"))),
-                "not readable Parquet", "qa", "--store", "{store}", "--out", "{out}", "--quiet", "--no-coverage"),
+                "differs from the manifest's", "qa", "--store", "{store}", "--out", "{out}", "--quiet", "--no-coverage"),
     store_fault("store info: truncated samples.parquet", lambda s: truncate(s / "samples.parquet"),
                 "not readable Parquet", "store", "info", "{store}"),
     store_fault("store validate: truncated free beams", lambda s: truncate(next((s / "free_beams").glob("*"))),

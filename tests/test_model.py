@@ -84,7 +84,7 @@ def test_pretrained_state_dict(tmp_path):
     assert missing == []
     for k, v in src.state_dict().items():
         assert torch.equal(dst.state_dict()[k], v), k
-    with pytest.raises(UserError, match="no pretrained weights file at"):
+    with pytest.raises(UserError, match="pretrained weights file not found"):
         load_pretrained(dst, tmp_path / "nope.pth")
     torch.save({"x.weight": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(UserError, match="no tensor matches"):
