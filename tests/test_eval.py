@@ -166,6 +166,7 @@ def test_predict_writes_occ3d_layout(store, ckpt, tmp_path):
     np.testing.assert_array_equal(z2["semantics"][::4, ::4, ::4], z["semantics"])
 
 
+@pytest.mark.slow
 def test_viz_writes_pngs(store, ckpt, tmp_path):
     res = _invoke("viz", "--store", store, "--ckpt", ckpt, "--out", str(tmp_path / "a"), "--samples", "1")
     assert res.exit_code == 0, res.output

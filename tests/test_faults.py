@@ -466,7 +466,8 @@ STORE = [
     store_fault("store validate: truncated rays Parquet", lambda s: truncate(next((s / "rays").glob("*"))),
                 "rays/", "store", "validate", "{store}"),
     store_fault("qa: truncated rays Parquet", lambda s: truncate(next((s / "rays").glob("*"))),
-                "differs from the manifest's", "qa", "--store", "{store}", "--out", "{out}", "--quiet", "--no-coverage"),
+                "differs from the manifest's", "qa", "--store", "{store}", "--out", "{out}", "--quiet",
+                "--no-coverage"),
     store_fault("store info: truncated samples.parquet", lambda s: truncate(s / "samples.parquet"),
                 "not readable Parquet", "store", "info", "{store}"),
     store_fault("store validate: truncated free beams", lambda s: truncate(next((s / "free_beams").glob("*"))),
@@ -689,7 +690,11 @@ def classify(fault: Fault, code: int, output: str, crashed: bool, post_problem: 
     return "clear error"
 
 
-@pytest.mark.parametrize("fault", FAULTS, ids=[f.name for f in FAULTS])
+SLOW_KINDS = ("prep:", "prep masks", "train:", "synth:")  # commands that rebuild a dataroot, a store or a run
+
+
+@pytest.mark.parametrize("fault", [pytest.param(f, id=f.name, marks=[pytest.mark.slow] if f.name.startswith(SLOW_KINDS)
+                                                else []) for f in FAULTS])
 def test_fault(fault: Fault, world: World, tmp_path):
     args = fault.setup(world, tmp_path)
     code, output, crashed = run_cli(args, fault.limit_file_bytes)

@@ -132,6 +132,7 @@ def test_fit_user_errors(small_store, tmp_path):
         fit_store(SimpleNamespace(has_occ_gt=False), [0], cfg, iters=1, lr=0.1, out=None)
 
 
+@pytest.mark.slow
 def test_qa_fit_adds_the_per_class_table(small_store, tmp_path):
     out = tmp_path / "qa"
     res = _invoke("qa", "--store", small_store, "--out", str(out), "--no-coverage", "--fit", "1",

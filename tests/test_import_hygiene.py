@@ -86,6 +86,7 @@ def _is_importorskip(node: ast.AST) -> bool:
     return isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "importorskip"
 
 
+@pytest.mark.slow
 def test_renderer_tests_collect_and_late_importers_run(bare_env):
     """Every renderer test file collects; the tests that import inside their body run (or skip, saying why)."""
     late = sorted({name for t in RENDERER_TESTS for name in _tests_importing_in_body(ROOT / t)})

@@ -473,6 +473,7 @@ def test_synth_store_contents(synth_store, synth_dataset):
     assert validate(str(synth_store)) == []
 
 
+@pytest.mark.slow
 def test_synth_job_array_by_scene(two_scenes, tmp_path):
     """Two jobs write disjoint scene shards into one store; only the last makes it complete."""
     out = tmp_path / "s"

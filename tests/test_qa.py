@@ -124,6 +124,7 @@ def fake_store(monkeypatch):
     monkeypatch.setattr(qa_commands, "open_store", lambda path: FakeReader())
 
 
+@pytest.mark.slow
 def test_cli_writes_report_and_fail_under(tmp_path, fake_store):
     res = _run(tmp_path, "--fail-under", "labelled_pixels_per_image=0.5")
     assert res.exit_code == 0, res.output

@@ -61,6 +61,7 @@ def _invoke(args: list[str], env: dict[str, str], monkeypatch) -> str:
     return res.output
 
 
+@pytest.mark.slow
 def test_job_array_through_environment(two_scenes, tmp_path, monkeypatch):
     """A Slurm array of two prep tasks writes one file:// store; an Indexed Job of two QA tasks
     reports on it exactly as one QA job does."""
