@@ -16,6 +16,9 @@ $(BIN)/renderocc: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_INDEX) "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[dev]"
+	@case "$(TORCH_INDEX)$(TORCH_SPEC)" in *cu[0-9]*) \
+	  $(BIN)/python -c "import torch, sys; sys.exit(0 if torch.version.cuda else 'make install: asked for a CUDA build of torch but got ' + torch.__version__ + ' (CPU only): check TORCH_INDEX')" \
+	  && $(BIN)/python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda)";; esac
 	@touch $@
 
 install: $(BIN)/renderocc
