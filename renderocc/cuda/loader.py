@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,19 @@ def source_hash(with_cuda: bool) -> str:
     for name in sorted(CPU_SOURCES + CUDA_SOURCES + HEADERS):
         h.update(name.encode())
         h.update((CSRC / name).read_bytes())
-    h.update(repr((CFLAGS, LDFLAGS, CUDA_CFLAGS, torch.__version__, with_cuda)).encode())
+    h.update(repr((CFLAGS, LDFLAGS, CUDA_CFLAGS, torch.__version__, with_cuda, compiler_id())).encode())
     return h.hexdigest()[:16]
+
+
+def compiler_id() -> str:
+    """The host C++ compiler's first `--version` line: part of the cache key, so a checkout built by
+    another compiler (or two checkouts sharing the cache with different ones) never load each other's."""
+    try:
+        out = subprocess.run([os.environ.get("CXX", "c++"), "--version"], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.splitlines()[0].strip() if out.strip() else "unknown"
 
 
 def build_spec(with_cuda: bool | None = None) -> dict[str, Any]:
@@ -81,27 +93,51 @@ def build_spec(with_cuda: bool | None = None) -> dict[str, Any]:
 
 
 def _build(verbose: bool) -> Path:
+    """Load the cached library, or build it. A build runs in a folder of its own and the library is
+    moved into the cache by rename: a killed build leaves no lock or half-written library where
+    another process looks, and a cached library that does not load (truncated, corrupt) is rebuilt."""
     spec = build_spec()
-    spec["build_dir"].mkdir(parents=True, exist_ok=True)
-    if not (spec["build_dir"] / f"{spec['name']}.so").exists():  # a first build takes minutes: say so
-        print(f"renderocc: compiling the renderer extension once for this source and torch "
-              f"({len(spec['sources'])} files; about a minute per core-file on a small machine)...",
-              file=sys.stderr, flush=True)
+    final = spec["build_dir"] / f"{spec['name']}.so"
+    seal = final.with_name(final.name + ".sha256")  # written after the library: a whole build's digest
+    if final.exists():
+        if seal.exists() and seal.read_text().strip() == _sha256(final):
+            torch.ops.load_library(str(final))
+            return final
+        # dlopen of a truncated library can kill the process (SIGBUS): never load an unsealed one
+        print(f"renderocc: the cached renderer extension {final} is incomplete or damaged (no matching "
+              f"{seal.name}); rebuilding it", file=sys.stderr, flush=True)
+    print(f"renderocc: compiling the renderer extension once for this source, torch and compiler "
+          f"({len(spec['sources'])} files; a few minutes on a small machine)...", file=sys.stderr, flush=True)
     # One compile job per source at most; more only costs memory on small machines.
     os.environ.setdefault("MAX_JOBS", str(max(1, min(len(spec["sources"]), os.cpu_count() or 1))))
-    cpp_extension.load(
-        name=spec["name"],
-        sources=spec["sources"],
-        extra_cflags=spec["cflags"],
-        extra_cuda_cflags=spec["cuda_cflags"],
-        extra_ldflags=spec["ldflags"],
-        extra_include_paths=[str(CSRC)],
-        build_directory=str(spec["build_dir"]),
-        with_cuda=spec["with_cuda"],
-        is_python_module=False,
-        verbose=verbose,
-    )
-    return spec["build_dir"] / f"{spec['name']}.so"
+    work = spec["build_dir"].with_name(f"{spec['name']}.build-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    work.mkdir(parents=True)
+    try:
+        cpp_extension.load(
+            name=spec["name"],
+            sources=spec["sources"],
+            extra_cflags=spec["cflags"],
+            extra_cuda_cflags=spec["cuda_cflags"],
+            extra_ldflags=spec["ldflags"],
+            extra_include_paths=[str(CSRC)],
+            build_directory=str(work),
+            with_cuda=spec["with_cuda"],
+            is_python_module=False,
+            verbose=verbose,
+        )
+        spec["build_dir"].mkdir(parents=True, exist_ok=True)
+        staged = spec["build_dir"] / f".{final.name}.{os.getpid()}.tmp"
+        shutil.copy2(work / final.name, staged)
+        os.replace(staged, final)  # readers see the old library or the whole new one, never a part
+        staged.with_suffix(".seal").write_text(_sha256(final) + "\n")
+        os.replace(staged.with_suffix(".seal"), seal)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load(verbose: bool = False) -> Any:
