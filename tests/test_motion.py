@@ -152,3 +152,29 @@ def test_clear_errors(synth_store, tmp_path):
     res = runner.invoke(main, ["prep", "motion-masks", "--store", str(synth_store), "--dataroot", str(tmp_path)])
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
     assert f"version folder not found: {tmp_path / 'v1.0-mini'}" in res.output  # names what is missing
+
+
+def test_a_run_killed_before_its_commit_leaves_a_store_that_reads_and_reruns(synth_dataset, tmp_path, monkeypatch):
+    """Each rewritten rays shard's checksum is recorded at once: a kill before the final commit leaves
+    every checksum true, so readers (which verify them) read it as a store without motion masks, and
+    the re-run completes it."""
+    from renderocc.store import writer
+    from renderocc.store.validate import validate
+
+    store = tmp_path / "store"
+    _prep(synth_dataset, store)
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt("killed before the commit")
+
+    monkeypatch.setattr(writer, "commit_motion_masks", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run(MotionOptions(store=str(store), progress=False))
+    monkeypatch.undo()
+    reader = StoreReader(store)
+    assert not reader.has_motion_masks and "dynamic" not in reader.labels(0)  # the old state, readable
+    assert not [p for p in validate(str(store), data=False) if "rays" in p]   # rays checksums hold
+    run(MotionOptions(store=str(store), progress=False))
+    reader = StoreReader(store)
+    assert reader.has_motion_masks and reader.labels(0)["dynamic"].dtype == bool
+    assert validate(str(store), data=False) == []

@@ -109,6 +109,7 @@ def run(opts: MotionOptions, log=print) -> dict:
             digests.append(writer.write_motion_mask(reader.root, i, masks))
             bar.update(1)
         shard_updates[shard] = writer.add_ray_columns(reader.root, shard, dyn_groups, inst_groups)
+        writer.record_shard_rewrite(reader.root, shard, shard_updates[shard])  # a kill leaves checksums true
         mask_digests[shard] = writer.combine_digests(digests)
     bar.close()
 

@@ -391,6 +391,17 @@ def add_ray_columns(root: str, shard: str, dynamic: Sequence[np.ndarray],
     return write_ray_shard(root, shard, tables)
 
 
+def record_shard_rewrite(root: str, shard: str, update: dict) -> None:
+    """Record one rewritten rays shard's new checksum in the manifest at once (atomic rewrite), so a
+    run killed before its final commit leaves a store whose every checksum still holds: readers
+    (which verify them) and a re-run both work, on the columns the manifest declares."""
+    m = manifest_mod.load(root)
+    for s in m["shards"]:
+        if s["name"] == shard:
+            s.update(update)
+    write_manifest(root, m)
+
+
 def commit_motion_masks(root: str, info: dict, shard_updates: dict[str, dict],
                         mask_digests: dict[str, str] | None = None) -> dict:
     """Record motion masks in the manifest (written last): method `info`, new ray checksums.
