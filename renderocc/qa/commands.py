@@ -6,6 +6,7 @@ import json
 import math
 
 import click
+import numpy as np
 
 from renderocc.errors import UserError
 from renderocc.eval.common import clean_json, open_store
@@ -142,9 +143,6 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
 
 def fit_section(reader, n: int, iters: int, progress: bool = True) -> dict:
     """qa.json's `fit`: `renderocc fit` (default settings) on n evenly spaced samples, per class."""
-    import numpy as np
-
-
     idx = sorted({int(round(x)) for x in np.linspace(0, len(reader) - 1, min(n, len(reader)))})
     cfg = build_fit_config(reader.grid, "demo", [])
     m = fit_store(reader, idx, cfg, iters=iters, lr=DEFAULT_LR, out=None, progress=progress)
