@@ -169,7 +169,6 @@ def library_path() -> Path | None:
 
 def find_nvcc() -> str | None:
     """nvcc from $CUDA_HOME, torch's idea of CUDA_HOME, or PATH."""
-
     for home in (os.environ.get("CUDA_HOME"), CUDA_HOME):
         if home and (Path(home) / "bin" / "nvcc").exists():
             return str(Path(home) / "bin" / "nvcc")
@@ -208,7 +207,6 @@ def compile_check_cuda(out_dir: Path, arch: str = "sm_80") -> dict[str, Any]:
     Returns {"ok", "seconds", "steps": [(command, returncode, output)]}; raises
     ExtensionUnavailable if nvcc is absent. Needs no GPU and no CUDA build of torch.
     """
-
     nvcc = find_nvcc()
     if nvcc is None:
         raise ExtensionUnavailable("nvcc not found (set CUDA_HOME or put nvcc on PATH)")

@@ -317,7 +317,6 @@ def _num(v) -> str:
 
 def write_metrics(m: dict, out: str) -> None:
     """metrics.json and metrics.md, each written to a temporary name and renamed."""
-
     d = prepare_out_dir(out)
     write_atomic(d / "metrics.json", json.dumps(clean_json(m), indent=1))
     write_atomic(d / "metrics.md", markdown(m))
@@ -347,7 +346,6 @@ def run_predictions(pred_dir: str, out: str, split: tuple[str, ...], *, store: s
                     gt_dir: str | None = None, dataroot: str | None = None, allow_missing: bool = False,
                     rayiou: bool = True, progress: bool = True, say=print) -> dict:
     """The `eval --pred` body: GT from a store or an Occ3D gts/ directory, the same metrics files."""
-
     prepare_out_dir(out)
 
     preds = external.find_predictions(pred_dir)
