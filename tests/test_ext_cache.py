@@ -19,7 +19,7 @@ LOAD = ("from renderocc.cuda import loader; ops = loader.load(); print('path', l
 
 
 def _load_in(cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RENDEROCC_EXT_DIR": str(cache), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "RENDEROCC_EXT_DIR": str(cache), "PYTHONPATH": str(ROOT), "RENDEROCC_VERBOSE_BUILD": "1"}
     return subprocess.run([sys.executable, "-c", LOAD], capture_output=True, text=True, env=env, timeout=900)
 
 

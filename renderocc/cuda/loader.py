@@ -104,10 +104,10 @@ def _build(verbose: bool) -> Path:
             torch.ops.load_library(str(final))
             return final
         # dlopen of a truncated library can kill the process (SIGBUS): never load an unsealed one
-        print(f"renderocc: the cached renderer extension {final} is incomplete or damaged (no matching "
-              f"{seal.name}); rebuilding it", file=sys.stderr, flush=True)
-    print(f"renderocc: compiling the renderer extension once for this source, torch and compiler "
-          f"({len(spec['sources'])} files; a few minutes on a small machine)...", file=sys.stderr, flush=True)
+        _say(f"renderocc: the cached renderer extension {final} is incomplete or damaged (no matching "
+             f"{seal.name}); rebuilding it")
+    _say(f"renderocc: compiling the renderer extension once for this source, torch and compiler "
+         f"({len(spec['sources'])} files; a few minutes on a small machine)...")
     # One compile job per source at most; more only costs memory on small machines.
     os.environ.setdefault("MAX_JOBS", str(max(1, min(len(spec["sources"]), os.cpu_count() or 1))))
     work = spec["build_dir"].with_name(f"{spec['name']}.build-{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -134,6 +134,13 @@ def _build(verbose: bool) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return final
+
+
+def _say(message: str) -> None:
+    """A note on a terminal while a build runs (a first step's progress bar would otherwise sit for
+    minutes with no word); logs and captured outputs stay as the commands' own lines."""
+    if sys.stderr.isatty() or os.environ.get("RENDEROCC_VERBOSE_BUILD"):
+        print(message, file=sys.stderr, flush=True)
 
 
 def _sha256(path: Path) -> str:
