@@ -23,6 +23,7 @@ def _load_in(cache: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", LOAD], capture_output=True, text=True, env=env, timeout=900)
 
 
+@pytest.mark.slow
 def test_a_whole_cached_library_loads_without_a_build(ops, tmp_path):
     from renderocc.cuda import loader
 

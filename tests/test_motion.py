@@ -154,6 +154,7 @@ def test_clear_errors(synth_store, tmp_path):
     assert f"version folder not found: {tmp_path / 'v1.0-mini'}" in res.output  # names what is missing
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_commit_leaves_a_store_that_reads_and_reruns(synth_dataset, tmp_path, monkeypatch):
     """Each rewritten rays shard's checksum is recorded at once: a kill before the final commit leaves
     every checksum true, so readers (which verify them) read it as a store without motion masks, and

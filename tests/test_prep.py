@@ -246,6 +246,7 @@ def test_reduced_decode_then_one_bilinear_resampling(tmp_path):
 
 
 @needs_real
+@pytest.mark.slow
 def test_real_fixture_file_url_with_workers(tmp_path, real_store):
     out = tmp_path / "s"
     prep(REAL, f"file://{out}", max_samples=N_REAL, workers=2)
