@@ -33,6 +33,15 @@ def test_every_command_with_a_progress_bar_takes_quiet():
         assert {"--quiet", "--no-progress"} <= opts, name
 
 
+def test_every_command_that_runs_a_model_takes_device(tmp_path):
+    found = commands()
+    for name in ("train", "eval", "predict", "viz", "fit"):
+        assert "--device" in {o for p in found[name].params for o in p.opts}, name
+    res = CliRunner().invoke(main, ["train", "--store", str(tmp_path), "--out", str(tmp_path / "r"), "--device", "tpu"])
+    assert res.exit_code == 2 and "--device tpu: use auto, cpu, cuda or cuda:N" in res.output
+    assert not (tmp_path / "r").exists()
+
+
 def test_every_float_option_refuses_nan_and_inf():
     floats = [(name, p) for name, cmd in commands().items() for p in cmd.params
               if isinstance(p.type, click.types.FloatParamType)]

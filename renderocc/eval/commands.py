@@ -11,15 +11,10 @@ from renderocc.eval import evaluate as evaluation
 from renderocc.eval import predict as prediction
 from renderocc.eval import viz as figures
 from renderocc.eval.tta import TTA_MODES, TTA_PASSES
-from renderocc.options import FiniteFloat, quiet_option
+from renderocc.options import FiniteFloat, device_option, quiet_option
 
 SPLIT_HELP = ("val (nuScenes val/mini_val scenes present in the store), all, or scene names "
               "(repeat or comma-separate).")
-
-
-def _device_option(f):
-    return click.option("--device", default="auto", show_default=True,
-                        help="auto (CUDA when available), cpu, cuda or cuda:N.")(f)
 
 
 def _pct(v) -> str:
@@ -54,7 +49,7 @@ TTA_HELP = ("none; flip: average 2 passes (as is, images mirrored as in training
               help="With --ckpt: test-time augmentation. " + TTA_HELP)
 @click.option("--rays-per-sample", default=0, show_default=True, type=click.IntRange(min=0),
               help="Label rays rendered per sample for the 2D metrics (0 = all).")
-@_device_option
+@device_option
 @quiet_option
 def evaluate(store: str | None, ckpt: str | None, pred: str | None, gt_dir: str | None, dataroot: str | None,
              out: str, split: tuple[str, ...], allow_missing: bool, rayiou: bool, tta: str,
@@ -126,7 +121,7 @@ def evaluate(store: str | None, ckpt: str | None, pred: str | None, gt_dir: str 
                    "(what `eval --pred` and other Occ3D tools read).")
 @click.option("--tta", type=click.Choice(list(TTA_MODES)), default="none", show_default=True,
               help="Test-time augmentation. " + TTA_HELP)
-@_device_option
+@device_option
 @quiet_option
 def predict(store: str, ckpt: str, out: str, split: tuple[str, ...], vis_stride: int,
             min_transmittance: float, store_grid: bool, tta: str, device: str, quiet: bool) -> None:
@@ -151,7 +146,7 @@ def predict(store: str, ckpt: str, out: str, split: tuple[str, ...], vis_stride:
               help="Number of evenly spaced samples to draw.")
 @click.option("--stride", default=None, type=click.IntRange(min=1),
               help="Pixel stride of rendered images (default: ~200 columns).")
-@_device_option
+@device_option
 @quiet_option
 def viz(store: str, ckpt: str | None, out: str, samples: int, stride: int | None, device: str,
         quiet: bool) -> None:

@@ -17,22 +17,12 @@ from renderocc.eval.tta import TTA_MODES
 from renderocc.geometry import Grid, GridError, Scoring, pixel_rays
 from renderocc.geometry import label_rays as grid_label_rays
 from renderocc.ops import ray_visibility, render_rays
+from renderocc.options import resolve_device
 from renderocc.safe_load import require_file
 from renderocc.train.checkpoint import load_model
 from renderocc.train.dataset import prepare_images
 
 OPACITY_CAP = 1 - 1e-7  # TTA: a mean opacity of 1 would give an infinite density
-
-
-def resolve_device(device: str | None) -> str:
-    """`auto` (or None) → cuda when available, else cpu; an unusable choice is a UserError."""
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA device on this machine (use cpu or auto)")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UserError(f"--device {device}: use auto, cpu, cuda or cuda:N")
-    return device
 
 
 def load_checkpoint_model(path: str, device: str | None = "cpu", reader=None):

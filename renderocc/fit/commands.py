@@ -8,9 +8,8 @@ import click
 
 from renderocc.config import load_config
 from renderocc.eval.common import open_store
-from renderocc.eval.infer import resolve_device
 from renderocc.fit.fit import fit_config, fit_store, parse_samples
-from renderocc.options import FiniteFloat, quiet_option
+from renderocc.options import FiniteFloat, device_option, quiet_option, resolve_device
 from renderocc.outputs import prepare_out_dir
 
 DEFAULT_ITERS = 100
@@ -58,7 +57,7 @@ def build_fit_config(store_grid: dict, config: str, overrides: tuple[str, ...] |
               help="Loss weights and render settings: TOML file or a shipped config (demo | occ3d).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set data.rays=16384 --set loss.freespace=0.")
-@click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda or cuda:N.")
+@device_option
 @quiet_option
 def fit(store: str, out: str, samples: str | None, aux_frames: int | None, no_motion_masks: bool, iters: int,
         lr: float, supervision: str | None, config: str, overrides: tuple[str, ...], device: str,

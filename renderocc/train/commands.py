@@ -6,7 +6,7 @@ import click
 
 from renderocc.config import describe, load_config, resolved
 from renderocc.errors import UserError
-from renderocc.options import quiet_option
+from renderocc.options import device_option, quiet_option, resolve_device
 from renderocc.outputs import prepare_out_dir
 from renderocc.store.reader import StoreReader
 from renderocc.train.trainer import train as run
@@ -26,9 +26,10 @@ from renderocc.train.trainer import train as run
 @click.option("--print-config", is_flag=True,
               help="Print the resolved config (every key, its value and meaning) and exit; with --store, "
                    "the grid is resolved against that store.")
+@device_option
 @quiet_option
 def train(store: str | None, out: str | None, config: str, overrides: tuple[str, ...], max_steps: int | None,
-          resume: bool, pretrained: str | None, print_config: bool, quiet: bool) -> None:
+          resume: bool, pretrained: str | None, print_config: bool, device: str, quiet: bool) -> None:
     """Train occupancy from a ray store (2D rendering supervision; 3D optional).
 
     \b
@@ -42,6 +43,7 @@ def train(store: str | None, out: str | None, config: str, overrides: tuple[str,
             raise UserError(f"--max-steps {max_steps}: must be ≥ 1")
         overrides = (*overrides, f"train.max_steps={max_steps}")
     cfg = load_config(config, overrides)
+    resolve_device(device)  # an unusable --device is one line before any work
     if print_config:
         if store is not None:
             cfg = resolved(cfg, StoreReader(store).grid)
@@ -52,4 +54,4 @@ def train(store: str | None, out: str | None, config: str, overrides: tuple[str,
             raise UserError(f"missing option {name} (or use --print-config)")
     cfg = resolved(cfg, StoreReader(store).grid)  # a grid that cannot be trained or scored: one line, now
     prepare_out_dir(out)   # before the model is built: an unwritable --out is found at once
-    run(store, out, cfg, resume=resume, pretrained=pretrained, quiet=quiet)
+    run(store, out, cfg, resume=resume, pretrained=pretrained, quiet=quiet, device=device)

@@ -27,6 +27,7 @@ from renderocc.errors import UserError
 from renderocc.geometry import Scoring
 from renderocc.model import OccupancyNet, OccupancyOutput
 from renderocc.model.encoder import load_pretrained
+from renderocc.options import resolve_device
 from renderocc.store import manifest as manifest_mod
 from renderocc.store.reader import StoreReader
 from renderocc.train import losses as L
@@ -41,14 +42,17 @@ EMA_WARMUP_STEPS = 10  # the EMA decay ramps as (1 + step) / (EMA_WARMUP_STEPS +
 
 
 # -- setup ---------------------------------------------------------------------------------------
-def setup_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world, device) from torchrun's environment; initialises the process group once."""
+def setup_distributed(device_choice: str = "auto") -> tuple[int, int, torch.device]:
+    """(rank, world, device) from torchrun's environment and `--device` (auto: CUDA when available;
+    under torchrun each rank takes its LOCAL_RANK's GPU); initialises the process group once."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local)
-        device = torch.device("cuda", local)
+    choice = resolve_device(device_choice)
+    if choice.startswith("cuda"):
+        index = int(choice.split(":")[1]) if ":" in choice and world == 1 else local
+        torch.cuda.set_device(index)
+        device = torch.device("cuda", index)
     else:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
@@ -185,14 +189,14 @@ def make_optim(model: torch.nn.Module, cfg: Config, device: torch.device):
 
 # -- the run -------------------------------------------------------------------------------------
 def train(store, out: str | Path, cfg: Config, *, resume: bool = False, pretrained: str | None = None,
-          stop_step: int | None = None, quiet: bool = False) -> dict:
+          stop_step: int | None = None, quiet: bool = False, device: str = "auto") -> dict:
     """Train on `store` (a path/URL, or an open StoreReader), writing `out/last.pt`,
     metrics.jsonl/.csv and TensorBoard events.
 
     `stop_step` ends the run early without changing the LR schedule (tests use it to cut a
     run in two and resume). Returns a summary dict (rank 0 meaningful).
     """
-    rank, world, device = setup_distributed()
+    rank, world, device = setup_distributed(device)
     out = Path(out)
     if isinstance(store, str | Path):
         reader = StoreReader(str(store))
