@@ -542,6 +542,27 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
+def _unscorable_grid(c: dict) -> None:
+    """A checkpoint whose resolved grid (0.5 x 0.5 x 0.4 m) no Occ3D label grid can score."""
+    c["config"]["grid"].update(voxel_size=[0.5, 0.5, 0.4], shape=[160, 160, 16])
+
+
+def _pred_special(w: World, tmp: Path, make: Callable[[Path], None]) -> list[str]:
+    """Predictions for the store's samples, the first a special file instead of an .npz."""
+    from renderocc.store.reader import StoreReader
+
+    reader = StoreReader(w.store)
+    for i, tok in enumerate(reader.tokens()):
+        d = tmp / "pred" / reader.sample(i)["scene_name"] / tok
+        d.mkdir(parents=True)
+        if i == 0:
+            make(d / "labels.npz")
+        else:
+            np.savez(d / "labels.npz", semantics=np.full((200, 200, 16), 17, np.uint8))
+    return ["eval", "--pred", str(tmp / "pred"), "--store", w.store, "--out", str(tmp / "o"), "--split", "all",
+            "--quiet"]
+
+
 def _crafted(w: World, tmp: Path) -> list[str]:
     torch.save({"config": {}, "model": _Payload(str(tmp / "marker"))}, tmp / "last.pt")
     return ["eval", "--store", w.store, "--ckpt", str(tmp / "last.pt"), "--out", str(tmp / "o"), "--split", "all"]
@@ -615,6 +636,29 @@ RUNS = [
                   ("fit", "--store", "{store}", "--out", "{tmp}/f", "--quiet", "--lr", "nan"),
                   ("predict", "--store", "{store}", "--ckpt", "{run}/last.pt", "--out", "{tmp}/p",
                    "--min-transmittance", "nan")]),
+    *(Fault(f"{cmd[0]} --device {dev}", _out_cmd(*cmd, "--device", dev), f"--device {dev}",
+            post=lambda w, tmp: "an output folder was made" if any(tmp.iterdir()) else None)
+      for dev in ("tpu", "cuda:x") for cmd in [
+          ("train", "--store", "{store}", "--out", "{tmp}/r"),
+          ("eval", "--store", "{store}", "--ckpt", "{run}/last.pt", "--out", "{tmp}/e"),
+          ("predict", "--store", "{store}", "--ckpt", "{run}/last.pt", "--out", "{tmp}/p"),
+          ("fit", "--store", "{store}", "--out", "{tmp}/f", "--samples", "0")]),
+    Fault("fit --set grid.voxel_size=0.32 (finer than the store: no fit counterpart)",
+          _out_cmd("fit", "--store", "{store}", "--out", "{tmp}/f", "--samples", "0", "--quiet", "--set",
+                   "grid.voxel_size=0.32"), "finer than the store's"),
+    Fault("train --set grid.pc_range of five numbers", _out_cmd("train", "--store", "{store}", "--out", "{tmp}/r",
+                                                                "--set", "grid.pc_range=[-40, -40, -1, 40, 40]"),
+          "expected 6 finite numbers"),
+    Fault("qa --fail-under key=inf", _out_cmd("qa", "--store", "{store}", "--out", "{tmp}/q", "--quiet",
+                                              "--fail-under", "labelled_pixels=inf"), "finite number"),
+    Fault("predict: checkpoint trained on a grid the store cannot score", _ckpt_with(_unscorable_grid),
+          "cannot be scored against the label grid"),
+    Fault("predict: checkpoint config with a NaN voxel size", _ckpt_with(
+        lambda c: c["config"]["grid"].update(voxel_size=[float("nan")] * 3)), "grid.voxel_size must be finite"),
+    Fault("eval --pred: a prediction that is a FIFO", lambda w, tmp: _pred_special(w, tmp, os.mkfifo),
+          "not a regular file"),
+    Fault("eval --pred: a prediction that is a symlink to /dev/zero",
+          lambda w, tmp: _pred_special(w, tmp, lambda p: p.symlink_to("/dev/zero")), "not a regular file"),
     Fault("train --set of an unknown key", _out_cmd("train", "--store", "{store}", "--out", "{tmp}/r",
                                                   "--set", "optim.nosuch=1"), "nosuch"),
     *(Fault(f"train --set {item}", _out_cmd("train", "--store", "{store}", "--out", "{tmp}/r", "--set", item),

@@ -11,7 +11,7 @@ from renderocc.eval import evaluate as evaluation
 from renderocc.eval import predict as prediction
 from renderocc.eval import viz as figures
 from renderocc.eval.tta import TTA_MODES, TTA_PASSES
-from renderocc.options import FiniteFloat, device_option, quiet_option
+from renderocc.options import FiniteFloat, device_option, quiet_option, resolve_device
 
 SPLIT_HELP = ("val (nuScenes val/mini_val scenes present in the store), all, or scene names "
               "(repeat or comma-separate).")
@@ -62,6 +62,7 @@ def evaluate(store: str | None, ckpt: str | None, pred: str | None, gt_dir: str 
       renderocc eval --pred preds --store store-val --out eval-ext
       renderocc eval --pred preds --gt data/nuscenes/gts --dataroot data/nuscenes --out eval-ext
     """
+    resolve_device(device)  # an unusable --device is one line before any work
     if (ckpt is None) == (pred is None):
         raise UserError("eval: give exactly one of --ckpt (a renderocc checkpoint) or --pred (a directory of "
                         "predictions)")
@@ -131,6 +132,7 @@ def predict(store: str, ckpt: str, out: str, split: tuple[str, ...], vis_stride:
     Example:
       renderocc predict --store store-val --ckpt run/last.pt --out pred
     """
+    resolve_device(device)  # an unusable --device is one line before any work
     info = prediction.run(store, ckpt, out, split, vis_stride, min_transmittance, progress=not quiet,
                           device=device, store_grid=store_grid, tta=tta)
     seen = info["visibility"]["mean_visible_share"]
@@ -156,6 +158,7 @@ def viz(store: str, ckpt: str | None, out: str, samples: int, stride: int | None
     Example:
       renderocc viz --store store-val --ckpt run/last.pt --out viz --samples 2
     """
+    resolve_device(device)  # an unusable --device is one line before any work
     paths = figures.run(store, ckpt, out, samples, stride, progress=not quiet, device=device)
     click.echo(f"wrote {len(paths)} figures to {out}")
     for p in paths:

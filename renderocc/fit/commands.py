@@ -74,12 +74,13 @@ def fit(store: str, out: str, samples: str | None, aux_frames: int | None, no_mo
       renderocc fit --store store-val --out fit --samples 0,4,8
       renderocc fit --store store-val --out fit3d --samples 0 --supervision 3d
     """
+    device = resolve_device(device)  # an unusable --device is one line before any work
     reader = open_store(store)
     indices = parse_samples(samples, len(reader))
     cfg = build_fit_config(reader.grid, config, overrides, aux_frames=aux_frames,
                            no_motion_masks=no_motion_masks, supervision=supervision)
     prepare_out_dir(out)
-    m = fit_store(reader, indices, cfg, iters=iters, lr=lr, out=out, device=resolve_device(device),
+    m = fit_store(reader, indices, cfg, iters=iters, lr=lr, out=out, device=device,
                   progress=not quiet)
     masks = f", {m['mask_rays_per_iter']} mask rays/iteration" if m["mask_rays_per_iter"] else ""
     click.echo(f"fit: {m['samples']} samples, supervision {m['supervision']} (semantics: {m['semantic_source']}"
