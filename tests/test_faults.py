@@ -218,6 +218,14 @@ def _cycle(recs: list[dict]) -> None:
     chain[-1]["next"] = chain[1]["token"]  # the last keyframe links back into the scene
 
 
+def _foreign(recs: list[dict]) -> None:
+    _scene_chain(recs)[1]["scene_token"] = "another-scene"
+
+
+def _dangling(recs: list[dict]) -> None:
+    _scene_chain(recs)[1]["next"] = "no-such-sample-token"
+
+
 def _swap_times(recs: list[dict]) -> None:
     chain = _scene_chain(recs)
     chain[1]["timestamp"], chain[2]["timestamp"] = chain[2]["timestamp"], chain[1]["timestamp"]
@@ -377,6 +385,12 @@ def _unwritable_parent(w: World, tmp: Path) -> list[str]:
 
 PREP += [
     prep_fault("prep: cyclic sample links", lambda d: edit_table(d, "sample", _cycle), "form a cycle"),
+    prep_fault("prep: a sample of another scene in the chain", lambda d: edit_table(d, "sample", _foreign),
+               "belongs to another scene"),
+    prep_fault("prep: a sample link to a token not in sample.json", lambda d: edit_table(d, "sample", _dangling),
+               "is linked but not in sample.json"),
+    Fault("prep: --class-map is a folder", lambda w, tmp: prep_args(copy_dataroot(w, tmp), tmp / "out",
+                                                                    "--class-map", str(tmp)), "is a folder"),
     prep_fault("prep: sample timestamps out of order", lambda d: edit_table(d, "sample", _swap_times),
                "timestamp is not after"),
     prep_fault("prep: a prev link that does not point back", lambda d: edit_table(d, "sample", _bad_prev),
@@ -659,6 +673,18 @@ RUNS = [
           "not a regular file"),
     Fault("eval --pred: a prediction that is a symlink to /dev/zero",
           lambda w, tmp: _pred_special(w, tmp, lambda p: p.symlink_to("/dev/zero")), "not a regular file"),
+    *(Fault(f"train --set {item}", _out_cmd("train", "--store", "{store}", "--out", "{tmp}/r", "--set", item),
+            message) for item, message in [
+        ("optim.lr=-inf", "optim.lr must be finite"), ("loss.occ3d=nan", "loss.occ3d must be finite"),
+        ("render.near=inf", "render.near must be finite"), ("data.aux_weight=nan", "data.aux_weight must be finite"),
+        ("data.batch_size=100000", "GiB per step")]),
+    Fault("train --pretrained is a folder", _out_cmd("train", "--store", "{store}", "--out", "{tmp}/r",
+                                                     "--pretrained", "{tmp}", *TINY_ARGS), "is a directory"),
+    Fault("predict --ckpt /dev/null", _out_cmd("predict", "--store", "{store}", "--ckpt", "/dev/null", "--out",
+                                              "{tmp}/p"), "not a regular file"),
+    Fault("eval --ckpt is a FIFO", lambda w, tmp: (os.mkfifo(tmp / "fifo.pt"), [
+        "eval", "--store", w.store, "--ckpt", str(tmp / "fifo.pt"), "--out", str(tmp / "e")])[-1],
+        "not a regular file"),
     Fault("train --set of an unknown key", _out_cmd("train", "--store", "{store}", "--out", "{tmp}/r",
                                                   "--set", "optim.nosuch=1"), "nosuch"),
     *(Fault(f"train --set {item}", _out_cmd("train", "--store", "{store}", "--out", "{tmp}/r", "--set", item),
