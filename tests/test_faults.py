@@ -218,6 +218,14 @@ def _cycle(recs: list[dict]) -> None:
     chain[-1]["next"] = chain[1]["token"]  # the last keyframe links back into the scene
 
 
+def _duplicate(recs: list[dict]) -> None:
+    recs.append(dict(_scene_chain(recs)[1]))
+
+
+def _no_timestamp(recs: list[dict]) -> None:
+    del _scene_chain(recs)[2]["timestamp"]
+
+
 def _foreign(recs: list[dict]) -> None:
     _scene_chain(recs)[1]["scene_token"] = "another-scene"
 
@@ -391,6 +399,9 @@ PREP += [
                "is linked but not in sample.json"),
     Fault("prep: --class-map is a folder", lambda w, tmp: prep_args(copy_dataroot(w, tmp), tmp / "out",
                                                                     "--class-map", str(tmp)), "is a folder"),
+    prep_fault("prep: a duplicated sample token", lambda d: edit_table(d, "sample", _duplicate), "twice"),
+    prep_fault("prep: a sample without its timestamp", lambda d: edit_table(d, "sample", _no_timestamp),
+               "timestamp"),
     prep_fault("prep: sample timestamps out of order", lambda d: edit_table(d, "sample", _swap_times),
                "timestamp is not after"),
     prep_fault("prep: a prev link that does not point back", lambda d: edit_table(d, "sample", _bad_prev),

@@ -102,9 +102,16 @@ def load_nuscenes(dataroot: str, version: str, vocab=None):
     from nuscenes.nuscenes import NuScenes
 
     try:
-        return NuScenes(version=version, dataroot=dataroot, verbose=False, colormap=colormap(vdir, vocab))
+        nusc = NuScenes(version=version, dataroot=dataroot, verbose=False, colormap=colormap(vdir, vocab))
     except Exception as e:  # devkit asserts / KeyErrors on inconsistent tables
         raise UserError(f"devkit cannot load {vdir}: {type(e).__name__}: {e}".splitlines()[0]) from e
+    for table in nusc.table_names:  # the devkit's token index keeps the last of two equal tokens, silently
+        records = getattr(nusc, table, [])
+        if len(nusc._token2ind.get(table, {})) != len(records):
+            seen: set[str] = set()
+            dup = next(r["token"] for r in records if r["token"] in seen or seen.add(r["token"]))
+            raise UserError(f"{os.path.join(vdir, table + '.json')}: token {dup} appears twice")
+    return nusc
 
 
 def camera_channels(nusc, wanted: list[str] | None) -> list[str]:
@@ -139,6 +146,8 @@ def scene_samples(nusc, scene: dict) -> list[dict]:
             s = nusc.get("sample", tok)
         except KeyError:
             raise UserError(f"scene {name}: sample {tok} is linked but not in sample.json") from None
+        if not isinstance(s.get("timestamp"), int):
+            raise UserError(f"scene {name}: sample {tok} has no integer timestamp ({s.get('timestamp')!r})")
         if "scene_token" in s and "token" in scene and s["scene_token"] != scene["token"]:
             raise UserError(f"scene {name}: sample {tok} belongs to another scene ({s['scene_token']})")
         if prev is not None and s.get("prev") != prev["token"]:
