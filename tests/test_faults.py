@@ -681,8 +681,10 @@ RUNS = [
           "expected 6 finite numbers"),
     Fault("qa --fail-under key=inf", _out_cmd("qa", "--store", "{store}", "--out", "{tmp}/q", "--quiet",
                                               "--fail-under", "labelled_pixels=inf"), "finite number"),
-    Fault("predict: checkpoint trained on a grid the store cannot score", _ckpt_with(_unscorable_grid),
-          "cannot be scored against the label grid"),
+    Fault("predict --store-grid: checkpoint of a grid the store cannot score",
+          lambda w, tmp: [*_ckpt_with(_unscorable_grid)(w, tmp), "--store-grid"], "cannot be scored against"),
+    Fault("eval: checkpoint of a grid the store cannot score",
+          lambda w, tmp: ["eval", *_ckpt_with(_unscorable_grid)(w, tmp)[1:]], "cannot be scored against"),
     Fault("predict: checkpoint config with a NaN voxel size", _ckpt_with(
         lambda c: c["config"]["grid"].update(voxel_size=[float("nan")] * 3)), "grid.voxel_size must be finite"),
     Fault("eval --pred: a prediction that is a FIFO", lambda w, tmp: _pred_special(w, tmp, os.mkfifo),
