@@ -11,7 +11,6 @@ zip bomb declares gigabytes and would be inflated in full).
 from __future__ import annotations
 
 import pickle
-import stat
 import warnings
 import zipfile
 from pathlib import Path
@@ -20,24 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from renderocc.errors import UserError
+from renderocc.errors import UserError, require_regular_file
 
 
 def require_file(path: str | Path, what: str) -> Path:
-    """`path` if it is a regular file (through symlinks); else one line that says what it is instead:
-    missing, a folder, or a device / FIFO / socket (which a reader would hang on)."""
-    path = Path(path)
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise UserError(f"{what} not found: {path}") from None
-    except OSError as e:
-        raise UserError(f"cannot read {what} {path}: {e.strerror or e}") from None
-    if stat.S_ISDIR(mode):
-        raise UserError(f"{what} {path} is a folder, not a file")
-    if not stat.S_ISREG(mode):
-        raise UserError(f"{what} {path} is not a regular file (a device, FIFO or socket): refused")
-    return path
+    """`path` if it is a regular file; else one line naming what it is (`errors.require_regular_file`)."""
+    require_regular_file(path, what)
+    return Path(path)
 
 
 def load_plain(path: str | Path, what: str) -> Any:

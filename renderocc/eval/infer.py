@@ -136,12 +136,8 @@ def classify(density: torch.Tensor, logits: torch.Tensor, threshold: float) -> n
 def classify_on_labels(density: torch.Tensor, logits: torch.Tensor, threshold: float, scoring: Scoring
                        ) -> np.ndarray:
     """`classify` on the label grid: a finer model's density and logits interpolated to the label
-    voxels' centres first (`Scoring.to_labels`), a coarser one's classes repeated over its label voxels."""
-    if scoring.mode == "interpolate":
-        density = scoring.to_labels(density[None])[0]
-        logits = scoring.to_labels(logits.permute(3, 0, 1, 2)).permute(1, 2, 3, 0)
-        return classify(density, logits, threshold)
-    return scoring.to_labels_numpy(classify(density, logits, threshold))
+    voxels' centres first, a coarser one's repeated over its label voxels (`Scoring.fields_to_labels`)."""
+    return classify(*scoring.fields_to_labels(density, logits), threshold)
 
 
 def render(density: torch.Tensor, logits: torch.Tensor, origins: np.ndarray, directions: np.ndarray,

@@ -43,11 +43,10 @@ def predict_sample(model, reader, i: int, ckpt: dict, vis_stride: int, min_trans
     step = cfg.render.step
     vis = infer.visibility(density, o, d, grid, step, min_transmittance)
     thr = infer.threshold_of(ckpt)
-    if on_labels is None:
-        sem = infer.classify(density, logits, thr)
-    else:
-        sem = infer.classify_on_labels(density, logits, thr, on_labels)
-        density, vis = on_labels.to_labels(density[None])[0], on_labels.to_labels_numpy(vis)
+    if on_labels is not None:
+        density, logits = on_labels.fields_to_labels(density, logits)
+        vis = on_labels.to_labels_numpy(vis)
+    sem = infer.classify(density, logits, thr)
     dens = density.cpu().numpy()
     return {
         "semantics": sem,

@@ -41,6 +41,13 @@ def _floats(values: Sequence[float] | float, n: int, what: str) -> tuple[float, 
     return out
 
 
+def _check_box_and_voxel(box: tuple[float, ...], voxel: tuple[float, ...]) -> None:
+    if any(box[a] >= box[a + 3] for a in range(3)):
+        raise GridError(f"grid box {list(box)}: expected xmin, ymin, zmin, xmax, ymax, zmax with min < max")
+    if min(voxel) <= 0:
+        raise GridError(f"grid voxel {list(voxel)}: edges must be positive")
+
+
 @dataclass(frozen=True)
 class Grid:
     """A voxel grid: `box` (xmin, ymin, zmin, xmax, ymax, zmax), `voxel` edges (3), `shape` (3).
@@ -61,10 +68,7 @@ class Grid:
             raise GridError(f"grid shape {self.shape!r}: expected 3 integers") from None
         if len(shape) != 3:
             raise GridError(f"grid shape {list(shape)}: expected 3 integers")
-        if any(box[a] >= box[a + 3] for a in range(3)):
-            raise GridError(f"grid box {list(box)}: expected xmin, ymin, zmin, xmax, ymax, zmax with min < max")
-        if min(voxel) <= 0:
-            raise GridError(f"grid voxel {list(voxel)}: edges must be positive")
+        _check_box_and_voxel(box, voxel)
         for a in range(3):
             extent = box[a + 3] - box[a]
             if shape[a] < 1 or abs(shape[a] * voxel[a] - extent) > TILE_TOLERANCE_M:
@@ -82,12 +86,9 @@ class Grid:
     def tiling(cls, box: Sequence[float], voxel: Sequence[float] | float) -> Grid:
         """The grid whose voxels tile `box` (shape derived); GridError when they do not."""
         b, v = _floats(box, 6, "box"), _floats(voxel, 3, "voxel")
-        if min(v) <= 0:
-            raise GridError(f"grid voxel {list(v)}: edges must be positive")
-        if any(b[a] >= b[a + 3] for a in range(3)):
-            raise GridError(f"grid box {list(b)}: expected xmin, ymin, zmin, xmax, ymax, zmax with min < max")
+        _check_box_and_voxel(b, v)  # before dividing by the edges
         counts = [(b[a + 3] - b[a]) / v[a] for a in range(3)]
-        if max(counts) > MAX_VOXELS:
+        if max(counts) > MAX_VOXELS:  # also keeps round() off an infinite count
             raise GridError(f"grid voxel {list(v)} is too small for the box {list(b)}")
         return cls(b, v, tuple(max(1, round(c)) for c in counts))
 
@@ -215,6 +216,12 @@ class Scoring:
             return out
         centres = torch.as_tensor(self.labels.centres(), dtype=volume.dtype, device=volume.device)
         return sampling.trilinear(volume, centres, self.model).permute(3, 0, 1, 2)
+
+    def fields_to_labels(self, density: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A model's density (X, Y, Z) and logits (X, Y, Z, C) on the label grid, in one `to_labels`
+        pass: what a finer grid's 3D loss and scores read, and what a coarser grid's repeat gives."""
+        both = self.to_labels(torch.cat([density[None], logits.permute(3, 0, 1, 2)]))
+        return both[0], both[1:].permute(1, 2, 3, 0)
 
     def to_labels_numpy(self, volume: np.ndarray) -> np.ndarray:
         """`to_labels` for an [x, y, z, ...] numpy array of classes or flags (pool: repeat;

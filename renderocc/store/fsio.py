@@ -10,7 +10,6 @@ import contextlib
 import hashlib
 import json
 import os
-import stat
 import uuid
 from typing import Any
 
@@ -19,7 +18,7 @@ from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 from fsspec.registry import known_implementations
 
-from renderocc.errors import UserError
+from renderocc.errors import UserError, require_regular_file
 from renderocc.store.layout import TMP_PREFIX
 
 
@@ -70,20 +69,10 @@ def exists(root: str, *parts: str) -> bool:
 
 
 def check_regular(fs: fsspec.AbstractFileSystem, path: str) -> None:
-    """A local file must be a regular file (through symlinks): a device such as /dev/zero never ends
-    and a FIFO blocks the reader forever, so both are refused in one line. Missing files pass
+    """A local store file must be a regular file (`errors.require_regular_file`); missing files pass
     (the reader says "missing" itself)."""
-    if not isinstance(fs, LocalFileSystem):
-        return
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
-    if not stat.S_ISREG(mode):
-        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or socket)"
-        raise UserError(f"{path}: {kind}: refused")
+    if isinstance(fs, LocalFileSystem):
+        require_regular_file(path, missing_ok=True)
 
 
 def read_bytes(root: str, *parts: str) -> bytes:

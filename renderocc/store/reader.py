@@ -60,6 +60,7 @@ class StoreReader:
         self.vocabulary: Vocabulary = vocabulary_of_manifest(m)
         self._load_samples()
         self._shard_records = {sh["name"]: sh for sh in m["shards"]}
+        self._intact: set[tuple[str, str]] = set()  # (folder, shard) files whose checksum held
         self._pq: dict[str, pq.ParquetFile] = {}
         self._fb_pq: dict[str, pq.ParquetFile] = {}
         self._arrays: dict[str, zarr.Array | None] = {}
@@ -186,16 +187,26 @@ class StoreReader:
         return self._pq[shard]
 
     def _verified(self, shard: str, folder: str, key: str) -> None:
-        """Read what the manifest checksums: a shard's Parquet file is hashed on first open in each
-        process and must match its record (flipped bytes inside a row group decode as wrong labels
-        without a word otherwise). Costs one pass over the file: benchmarks/README.md."""
+        """Read what the manifest checksums: a shard's Parquet file is hashed on first open and must
+        match its record (flipped bytes inside a row group decode as wrong labels without a word
+        otherwise). Costs one pass over the file: benchmarks/README.md."""
+        problem = self.shard_checksum_problem(shard, folder, key)
+        if problem is not None:
+            raise UserError(f"{problem}; re-run prep")
+
+    def shard_checksum_problem(self, shard: str, folder: str, key: str) -> str | None:
+        """None when the shard's file in `folder` matches the manifest's `key` sha256 (or the manifest
+        records none), else what differs. Each file is hashed once per reader: `store validate` and
+        the readers it drives share the result."""
         want = self._shard_records.get(shard, {}).get(key)
-        if not want:
-            return
+        if not want or (folder, shard) in self._intact:
+            return None
         got = fsio.sha256_file(self.root, folder, f"{shard}.parquet")
         if got != want:
-            raise UserError(f"{fsio.fs_path(self.root, folder, f'{shard}.parquet')[1]}: sha256 {got[:12]} differs "
-                            f"from the manifest's {want[:12]}: the file changed after prep (damaged?); re-run prep")
+            return (f"{fsio.fs_path(self.root, folder, f'{shard}.parquet')[1]}: sha256 {got[:12]} differs from "
+                    f"the manifest's {want[:12]}: the file changed after prep (damaged?)")
+        self._intact.add((folder, shard))
+        return None
 
     def labels(self, i: int) -> dict[str, np.ndarray]:
         """Rays of sample i: camera (int16 into `.cameras`), u, v, depth, label (+ dynamic, instance)."""

@@ -115,7 +115,7 @@ def _check_free_beams(r, m: dict) -> list[str]:
         if not rel or not fsio.exists(r.root, rel):
             out.append(f"shard {name}: free beams missing ({rel or 'no free_beams_path'})")
             continue
-        intact = fsio.sha256_file(r.root, rel) == s.get("free_beams_sha256")
+        intact = r.shard_checksum_problem(name, layout.FREE_BEAMS_DIR, "free_beams_sha256") is None
         if not intact:
             out.append(f"shard {name}: {rel} checksum mismatch")
         pf = fsio.parquet_file(r.root, rel)
@@ -167,7 +167,7 @@ def _check_shards(r, m: dict, st, data: bool, deep: bool = False) -> list[str]:
         if fsio.size(r.root, s["rays_path"]) != s["rays_bytes"]:
             out.append(f"shard {name}: {s['rays_path']} is {fsio.size(r.root, s['rays_path'])} bytes, "
                        f"manifest says {s['rays_bytes']}")
-        if fsio.sha256_file(r.root, s["rays_path"]) != s["rays_sha256"]:
+        if r.shard_checksum_problem(name, layout.RAYS_DIR, "rays_sha256") is not None:
             out.append(f"shard {name}: {s['rays_path']} checksum mismatch")
             continue
         pf = r._parquet(name)

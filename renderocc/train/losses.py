@@ -318,9 +318,8 @@ def _sparsity(x: LossInputs) -> torch.Tensor:  # a label-free prior: space is em
 def _occ3d(x: LossInputs) -> torch.Tensor:
     density, logits, voxel = x.out.density, x.out.semantics, x.voxel
     if x.scoring is not None and x.scoring.mode == "interpolate":  # a finer model grid: scored at the labels
-        to_labels = x.scoring.to_labels
-        density = torch.stack([to_labels(d[None])[0] for d in density])
-        logits = torch.stack([to_labels(s.permute(3, 0, 1, 2)).permute(1, 2, 3, 0) for s in logits])
+        pairs = [x.scoring.fields_to_labels(d, s) for d, s in zip(density, logits, strict=True)]
+        density, logits = torch.stack([d for d, _ in pairs]), torch.stack([s for _, s in pairs])
         voxel = x.scoring.labels.edge
     return occupancy_3d(density, logits, x.batch["occ_target"], voxel, x.class_weights)
 
