@@ -153,7 +153,7 @@ def test_missing_store_is_user_error(tmp_path):
 
 @pytest.fixture(scope="module")
 def synth_store(synth_dataset, tmp_path_factory) -> str:
-    """The session synthetic dataset prepped (96×54 images) with motion masks."""
+    """The shared synthetic dataset prepped (96×54 images) with motion masks."""
     from renderocc.prep.pipeline import PrepOptions, run
 
     out = tmp_path_factory.mktemp("qa") / "store"

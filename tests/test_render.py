@@ -1,7 +1,7 @@
 """The renderer: CPU kernel vs the pure-PyTorch reference, analytic cases, options, fallback.
 
-The extension is built once per session by the `ops` fixture (conftest.py; cached on disk across
-sessions by the loader). The grid and ray helpers here are shared with test_render_optical_depth.py.
+The extension is built once per test run by the `ops` fixture (conftest.py; cached on disk across
+runs by the loader). The grid and ray helpers here are shared with test_render_optical_depth.py.
 """
 
 from __future__ import annotations
