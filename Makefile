@@ -2,9 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# CPU build by default (installs from local disk on this kind of machine); GPU users:
-#   make install TORCH_SPEC="torch==2.13.0" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu126"
-TORCH_SPEC ?= torch==2.13.0
+# PyPI's standard torch + torchvision pair by default: timm's backbones need torchvision, whose PyPI
+# wheels import only beside PyPI's standard torch (a CUDA build; it runs on CPU-only machines too).
+# Another CUDA version:  make install TORCH_SPEC="torch==2.14.1 torchvision==0.29.1" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cu126"
+# CPU-only torch (smaller; the plain ResNet encoder only, no timm backbones):
+#   make install TORCH_SPEC="torch==2.14.1" TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu"
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 TORCH_INDEX ?=
 DEMO_DIR ?= .demo
 DEMO_AIRSIDE_DIR ?= .demo-airside
@@ -14,7 +17,7 @@ DEMO_AIRSIDE_DIR ?= .demo-airside
 $(BIN)/renderocc: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q $(TORCH_INDEX) "$(TORCH_SPEC)"
+	$(BIN)/pip install -q $(TORCH_INDEX) $(TORCH_SPEC)
 	$(BIN)/pip install -q -e ".[dev]"
 	@case "$(TORCH_INDEX)$(TORCH_SPEC)" in *cu[0-9]*) \
 	  $(BIN)/python -c "import torch, sys; sys.exit(0 if torch.version.cuda else 'make install: asked for a CUDA build of torch but got ' + torch.__version__ + ' (CPU only): check TORCH_INDEX')" \

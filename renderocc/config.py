@@ -69,6 +69,14 @@ class DataConfig:
     resize_range: tuple[float, float] = _opt((0.94, 1.11), "random scale around 'fit the stored image into input_size'",
                                              gt=0)
     flip: bool = _opt(True, "random horizontal flip (intrinsics follow)")
+    bev_flip: bool = _opt(False, "BEV augmentation (training only): mirror the grid frame in x and in y, each with "
+                                 "probability ½, about the box centre; features, rays and 3D targets follow "
+                                 "(renderocc/train/bev_aug.py; BEVDet/RenderOcc recipe: true)")
+    bev_rotate: float = _opt(0.0, "BEV augmentation: rotate the grid frame about z by a uniform angle within ± this "
+                                  "many degrees (0: none; BEVDet recipe: 22.5)", ge=0, le=180)
+    bev_scale: tuple[float, float] = _opt((1.0, 1.0), "BEV augmentation: scale the grid frame in x and y by a "
+                                                      "uniform factor in [min, max] ([1, 1]: none; BEVDet recipe: "
+                                                      "[0.95, 1.05])", gt=0)
     rays: int = _opt(38400, "label rays rendered per sample (RenderOcc: 38,400)", ge=1)
     aux_frames: int = _opt(3, "±K adjacent keyframes whose labels add auxiliary rays (0: key frame only)", ge=0)
     aux_weight: float = _opt(0.5, "sampling weight of an auxiliary ray relative to a key ray", ge=0)
@@ -94,9 +102,13 @@ class DataConfig:
 class ModelConfig:
     """OccupancyNet: ResNet → LSS lift-splat → 3D U-Net → density + semantic heads."""
 
-    encoder: Literal["resnet10", "resnet18", "resnet34"] = _opt("resnet34", "image backbone")
+    encoder: str = _opt("resnet34", "image backbone: resnet10 | resnet18 | resnet34 | timm:NAME (a timm model with a "
+                                    "stride-8 stage, e.g. timm:resnet50, timm:convnext_base, "
+                                    "timm:swin_base_patch4_window7_224; needs timm)",
+                        pattern=r"resnet10|resnet18|resnet34|timm:[A-Za-z0-9_.\-]+")
     width: int = _opt(64, "channels of the backbone's first stage", ge=1)
-    norm: Literal["gn", "frozen_bn"] = _opt("frozen_bn", "backbone norm: frozen_bn with --pretrained, gn from scratch")
+    norm: Literal["gn", "frozen_bn"] = _opt("frozen_bn", "backbone norm: frozen_bn with --pretrained, gn from scratch "
+                                                       "(plain ResNet only; timm backbones: frozen_bn)")
     channels: int = _opt(128, "image feature channels after the neck", ge=1)
     voxel_channels: int = _opt(32, "channels of the lifted voxel features and the 3D encoder", ge=1)
     blocks3d: int = _opt(2, "conv blocks per 3D U-Net level", ge=1)
@@ -161,6 +173,9 @@ class OptimConfig:
     warmup_steps: int = _opt(500, "linear warmup steps", ge=0)
     grad_clip: float = _opt(5.0, "max gradient norm", gt=0)
     ema_decay: float = _opt(0.9998, "EMA decay of the weights evaluated and saved", ge=0)
+    global_batch: int = _opt(0, "samples per optimiser step over all processes, reached by gradient "
+                                "accumulation (a multiple of data.batch_size × processes; 0: one batch per process)",
+                             ge=0)
 
 
 @dataclass(frozen=True)
@@ -170,7 +185,17 @@ class TrainConfig:
     max_steps: int = _opt(42000, "optimiser steps (~12 epochs of 28k samples at 8 GPUs × 1)", ge=1)
     log_every: int = _opt(50, "steps between metrics.jsonl records", ge=1)
     ckpt_every: int = _opt(2000, "steps between checkpoints (and threshold choices)", ge=1)
-    amp: bool = _opt(True, "fp16 autocast + GradScaler on GPU; ignored on CPU")
+    precision: Literal["bf16", "fp16", "fp32"] = _opt(
+        "bf16", "GPU compute precision: bf16 autocast (no scaler), fp16 autocast + GradScaler, or fp32; "
+                "the CPU always trains in fp32")
+    compile: bool = _opt(False, "torch.compile the network (the losses and renderer stay eager)")
+    val_every: int = _opt(0, "steps between validations on the held-out samples (0: none; the last step "
+                             "validates when > 0)", ge=0)
+    val_samples: int = _opt(16, "held-out samples each validation scores (evenly spaced)", ge=1)
+    val_rays: int = _opt(20000, "label rays per sample rendered for the 2D validation metrics (0: all)", ge=0)
+    val_metric: str = _opt("auto", "what best.pt maximises: auto (miou with 3D GT, else sem2d_miou) | miou | "
+                                   "geometry_iou | rayiou | sem2d_miou | depth_abs_rel (minimised)",
+                           pattern=r"auto|miou|geometry_iou|rayiou|sem2d_miou|depth_abs_rel")
     loader_bench_batches: int = _opt(4, "batches timed through the loader alone before training (0: skip)", ge=0)
     threshold_samples: int = _opt(64, "held-out samples used to choose the occupancy threshold", ge=1)
 
@@ -197,7 +222,7 @@ class Config:
     def from_dict(cls, data: dict, where: str = "config") -> Config:
         """Build and check a config from nested plain data; missing keys take their defaults. A
         resolved grid (shape given: checkpoints, config.json) must be a valid `Grid`."""
-        cfg = _build(cls, data, "", where)
+        cfg = _build(cls, _migrated(data), "", where)
         _check_ranges(cfg, where)
         if cfg.grid.shape is not None:
             try:
@@ -222,6 +247,16 @@ class Config:
 
 
 # -- building and checking ---------------------------------------------------------------------
+def _migrated(data: Any) -> Any:
+    """Configs saved by earlier versions, in today's keys: `train.amp` (fp16 autocast on or off) is
+    `train.precision` now."""
+    train = data.get("train") if isinstance(data, dict) else None
+    if isinstance(train, dict) and "amp" in train and "precision" not in train and isinstance(train["amp"], bool):
+        train = {k: v for k, v in train.items() if k != "amp"} | {"precision": "fp16" if train["amp"] else "fp32"}
+        data = {**data, "train": train}
+    return data
+
+
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -344,6 +379,8 @@ def _check_ranges(cfg: Config, where: str) -> None:
         raise UserError(f"{where}: model.depth_bins min {lo:g} must be below max {hi:g}")
     if cfg.data.resize_range[0] > cfg.data.resize_range[1]:
         raise UserError(f"{where}: data.resize_range {list(cfg.data.resize_range)}: min above max")
+    if cfg.data.bev_scale[0] > cfg.data.bev_scale[1]:
+        raise UserError(f"{where}: data.bev_scale {list(cfg.data.bev_scale)}: min above max")
 
 
 # -- loading -----------------------------------------------------------------------------------

@@ -99,13 +99,29 @@ def test_plain_data_round_trip_and_grid_resolution():
         _ = load_config("demo").grid.spec
 
 
-def test_without_amp_there_is_no_autocast_and_no_scaler():
+def test_precision_sets_the_autocast_dtype_and_the_scaler_together():
     import torch
 
-    from renderocc.train.trainer import use_amp
+    from renderocc.train.precision import autocast_dtype, uses_scaler
 
-    assert not use_amp(load_config("demo", ["train.amp=false"]), torch.device("cuda"))
-    assert use_amp(load_config("demo"), torch.device("cuda")) and not use_amp(load_config("demo"), torch.device("cpu"))
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert autocast_dtype(load_config("demo"), cuda) == torch.bfloat16 and not uses_scaler(load_config("demo"), cuda)
+    fp16 = load_config("demo", ["train.precision=fp16"])
+    assert autocast_dtype(fp16, cuda) == torch.float16 and uses_scaler(fp16, cuda)
+    fp32 = load_config("demo", ["train.precision=fp32"])
+    assert autocast_dtype(fp32, cuda) is None and not uses_scaler(fp32, cuda)
+    assert autocast_dtype(fp16, cpu) is None and not uses_scaler(fp16, cpu)  # the CPU trains in fp32
+
+
+def test_a_saved_config_with_the_old_amp_switch_still_loads():
+    from renderocc.config import Config
+
+    data = load_config("demo").to_dict()
+    del data["train"]["precision"]
+    assert Config.from_dict({**data, "train": {**data["train"], "amp": True}}).train.precision == "fp16"
+    assert Config.from_dict({**data, "train": {**data["train"], "amp": False}}).train.precision == "fp32"
+    with pytest.raises(UserError, match="precision"):
+        load_config("demo", ["train.precision=fp8"])
 
 
 def test_print_config_and_exit_codes():

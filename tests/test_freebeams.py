@@ -275,7 +275,7 @@ def test_dataset_yields_free_beams_only_when_the_term_is_active(small_store, raw
 def test_free_beam_term_is_in_the_table_and_the_log():
     from renderocc.config import load_config
     from renderocc.train import losses as L
-    from renderocc.train.trainer import LOG_FIELDS
+    from renderocc.train.logger import LOG_FIELDS
 
     assert "free_beams" in LOG_FIELDS
     cfg = load_config("demo")

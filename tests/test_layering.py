@@ -68,3 +68,11 @@ def test_this_scan_sees_imports_inside_functions(tmp_path):
     f = tmp_path / "m.py"
     f.write_text("def g():\n    from renderocc.train import trainer\n")
     assert "renderocc.train.trainer" in imports_of(f)
+
+
+def test_the_trainer_reaches_eval_only_through_the_train_command():
+    """Training sits below eval; the `train` command (CLI glue) hands the trainer eval's validator."""
+    glue = PACKAGE / "train" / "commands.py"
+    bad = [f"{f.relative_to(PACKAGE)} imports {m}" for f in files_under("train") if f != glue
+           for m in imports_of(f) if m.startswith(("renderocc.eval", "renderocc.fit", "renderocc.qa"))]
+    assert not bad, bad

@@ -83,7 +83,7 @@ def test_active_terms_follow_weights_and_contracts():
         "depth", "semantic", "freespace", "free_beams", "sparsity"]
     assert L.needed_batch_keys(load_config("demo", ["supervision='3d'"])) == {"occ_target", "depth_target"}
     # every term is a [loss] weight key and a log column
-    from renderocc.train.trainer import LOG_FIELDS
+    from renderocc.train.logger import LOG_FIELDS
 
     for t in L.TERMS:
         assert hasattr(demo.loss, t.name) and t.name in LOG_FIELDS

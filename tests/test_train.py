@@ -14,15 +14,18 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from click.testing import CliRunner
 
-from renderocc.classes import FREE, IGNORE
+from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC
 from renderocc.config import Config, load_config, resolved, supervision_label
 from renderocc.errors import UserError
 from renderocc.eval.evaluate import describe_supervision
 from renderocc.geometry import Grid, label_rays
+from renderocc.model.build import build_model
 from renderocc.store.reader import StoreReader
 from renderocc.train.checkpoint import load_model
 from renderocc.train.dataset import EpochSampler, RayDataset, weighted_sample
-from renderocc.train.trainer import build_model, compute_loss, seed_everything, train
+from renderocc.train.distributed import seed_everything
+from renderocc.train.step import compute_loss
+from renderocc.train.trainer import train
 
 TINY = ["data.input_size=[64, 32]", "data.rays=512", "data.workers=0", "model.width=8", "model.channels=16",
         "model.voxel_channels=8", "model.depth_bins=[1.0, 41.0, 21]", "grid.voxel_size=1.6",
@@ -213,7 +216,7 @@ def test_mixed_contract_step_runs(store):
     r = StoreReader(store)
     cfg = resolved(tiny("supervision='mixed'"), r.grid)
     seed_everything(0)
-    model = build_model(cfg)
+    model = build_model(cfg, NUM_SEMANTIC)
     batch = torch.utils.data.default_collate([RayDataset(r, cfg)[(0, 0)]])
     loss, parts, n = compute_loss(model, batch, cfg, None, torch.device("cpu"))
     loss.backward()
@@ -257,7 +260,7 @@ def grads_of_first_step(store: str, cfg: Config, rank: int, world: int) -> dict[
     r = StoreReader(store)
     cfg = resolved(cfg, r.grid)
     seed_everything(0)
-    model = build_model(cfg)
+    model = build_model(cfg, NUM_SEMANTIC)
     net = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     ds = RayDataset(r, cfg, train=True)
     sampler = EpochSampler(list(range(len(r))), cfg.data.batch_size, 0, rank, world)

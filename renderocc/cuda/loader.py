@@ -49,8 +49,10 @@ class ExtensionUnavailable(RuntimeError):
 
 
 def want_cuda() -> bool:
-    """Build the CUDA kernels only when torch itself is a CUDA build and nvcc is found."""
-    return torch.version.cuda is not None and CUDA_HOME is not None
+    """Build the CUDA kernels when torch is a CUDA build, nvcc is found and a GPU is there to run
+    them: PyPI's standard torch is a CUDA build on machines without a GPU too, where compiling the
+    kernels would only cost minutes (`build_spec(with_cuda=True)` still cross-builds on demand)."""
+    return torch.version.cuda is not None and CUDA_HOME is not None and torch.cuda.is_available()
 
 
 def source_hash(with_cuda: bool) -> str:

@@ -37,12 +37,13 @@ from renderocc.geometry import Grid
 from renderocc.ops import first_hits
 from renderocc.outputs import sample_dirs, savez_atomic, share, write_atomic
 from renderocc.seeding import mix_seed
+from renderocc.train.class_weights import class_weights
 from renderocc.train.dataset import RayDataset, draw_free_beams, draw_label_rays, ends_in_grid
 from renderocc.train.losses import active_terms, needed_batch_keys
 from renderocc.train.mask_rays import MaskPool, mask_ray_count
+from renderocc.train.step import compute_loss
 from renderocc.train.targets import dense_target
 from renderocc.train.threshold import candidate_counts, pick_threshold
-from renderocc.train.trainer import class_weights, compute_loss
 
 FIT_SOURCE = "the fitted sample itself (a fit has no held-out sample)"
 KEYS = {

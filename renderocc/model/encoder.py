@@ -1,12 +1,14 @@
 """A small ResNet family in plain torch: the image backbone, with no download and no registry.
 
 Layer names follow torchvision (`conv1`, `bn1`, `layer1.0.conv1`, ...) so a torchvision-style
-state_dict loads with `load_pretrained`. Normalisation is GroupNorm (trains from scratch with
-tiny batches and is identical under DDP) or frozen BatchNorm (for pretrained weights).
+state_dict loads with `renderocc.model.weights.load_weights`. Normalisation is GroupNorm (trains from
+scratch with tiny batches and is identical under DDP) or frozen BatchNorm (for pretrained weights).
+Larger backbones come from timm (`renderocc.model.backbones`).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -14,34 +16,44 @@ from torch import nn
 from torch.nn import functional as F
 
 from renderocc.errors import UserError
-from renderocc.safe_load import load_plain
+from renderocc.model.weights import load_weights
 
 # blocks per stage; all use BasicBlock (ResNet-10/18/34 family)
 DEPTHS = {"resnet10": (1, 1, 1, 1), "resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 
 
 class FrozenBatchNorm2d(nn.Module):
-    """BatchNorm with fixed statistics and affine: the standard way to use pretrained BN."""
+    """BatchNorm with fixed statistics and affine: the standard way to use pretrained BN (batch
+    statistics of one image per GPU are noise, and frozen BN is identical under DDP).
 
-    def __init__(self, n: int, eps: float = 1e-5):
+    `affine=False` (a BN without weight and bias) keeps them out of the state_dict."""
+
+    def __init__(self, n: int, eps: float = 1e-5, affine: bool = True):
         super().__init__()
         self.eps = eps
         for name, val in (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0), ("running_var", 1.0)):
-            self.register_buffer(name, torch.full((n,), val))
+            self.register_buffer(name, torch.full((n,), val), persistent=affine or name.startswith("running"))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         state_dict.pop(prefix + "num_batches_tracked", None)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
-        return x * scale[None, :, None, None] + shift[None, :, None, None]
+        # scale and shift in fp32, applied in x's dtype: under autocast the activations stay in the
+        # compute dtype (bf16/fp16) instead of being promoted to fp32 by the fp32 buffers
+        scale = self.weight.float() * (self.running_var.float() + self.eps).rsqrt()
+        shift = self.bias.float() - self.running_mean.float() * scale
+        return x * scale.to(x.dtype)[None, :, None, None] + shift.to(x.dtype)[None, :, None, None]
+
+
+def group_norm(n: int) -> nn.GroupNorm:
+    """GroupNorm with up to 8 groups that divide `n` (any channel count a config asks for works)."""
+    return nn.GroupNorm(n if n < 8 else math.gcd(8, n), n)
 
 
 def make_norm(kind: str, n: int) -> nn.Module:
     if kind == "gn":
-        return nn.GroupNorm(min(8, n), n)
+        return group_norm(n)
     if kind == "frozen_bn":
         return FrozenBatchNorm2d(n)
     raise UserError(f"unknown model.norm {kind!r}: use 'gn' or 'frozen_bn'")
@@ -71,7 +83,8 @@ class ResNet(nn.Module):
     def __init__(self, arch: str = "resnet18", width: int = 64, norm: str = "gn"):
         super().__init__()
         if arch not in DEPTHS:
-            raise UserError(f"unknown model.encoder {arch!r}: choose one of {sorted(DEPTHS)}")
+            raise UserError(f"unknown model.encoder {arch!r}: choose one of {sorted(DEPTHS)} or timm:NAME")
+        self.name = arch
         self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
         self.bn1 = make_norm(norm, width)
         widths = [width, width * 2, width * 4]
@@ -89,20 +102,17 @@ class ResNet(nn.Module):
         c3 = self.layer2(self.layer1(x))
         return c3, self.layer3(c3)
 
+    def weight_names(self) -> dict[str, str]:
+        """Own state_dict key → the key a torchvision-style checkpoint holds it under (the same)."""
+        return {k: k for k in self.state_dict()}
+
+    @staticmethod
+    def dropped_by_design(key: str) -> bool:
+        """A checkpoint key of a module this backbone does not have: the classifier and layer4."""
+        return key.startswith(("fc.", "layer4."))
+
 
 def load_pretrained(encoder: nn.Module, path: str | Path) -> list[str]:
-    """Load a state_dict file (torchvision naming; a `model`/`state_dict` wrapper is unwrapped).
-
-    Returns the encoder keys left at their initial values; keys that do not exist in the
-    encoder (`fc.*`, `layer4.*`) or differ in shape are ignored.
-    """
-    state = load_plain(path, "pretrained weights file")
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    own = encoder.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not usable:
-        raise UserError(f"--pretrained {path}: no tensor matches the encoder (wrong architecture?)")
-    encoder.load_state_dict(usable, strict=False)
-    return sorted(set(own) - set(usable))
+    """Strictly load a weights file into `encoder` (`weights.load_weights`); returns the encoder keys
+    left at init, always empty: anything that does not fit is a `UserError`."""
+    return load_weights(encoder, path).missing

@@ -1,4 +1,4 @@
-"""OccupancyNet: images → ResNet → LSS lift-splat → 3D conv encoder → density + semantic heads."""
+"""OccupancyNet: images → image backbone → LSS lift-splat → 3D conv encoder → density + semantic heads."""
 
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ from torch.nn import functional as F
 from renderocc.classes import NUM_SEMANTIC
 from renderocc.config import ModelConfig
 from renderocc.geometry import Grid
-from renderocc.model.encoder import ResNet
+from renderocc.model.backbones import make_encoder
+from renderocc.model.encoder import group_norm
 from renderocc.model.view_transform import LiftSplat, Neck
 
 FEATURE_STRIDE = 8  # the neck's output stride: LSS depth cells are FEATURE_STRIDE pixels wide
 
 
 def conv3d_block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv3d(cin, cout, 3, stride, 1, bias=False), nn.GroupNorm(min(8, cout), cout),
+    return nn.Sequential(nn.Conv3d(cin, cout, 3, stride, 1, bias=False), group_norm(cout),
                          nn.ReLU(inplace=True))
 
 
@@ -60,7 +61,7 @@ class OccupancyNet(nn.Module):
     def __init__(self, config: ModelConfig, grid: Grid, num_classes: int = NUM_SEMANTIC):
         super().__init__()
         self.config = config
-        self.encoder = ResNet(config.encoder, config.width, config.norm)
+        self.encoder = make_encoder(config)  # plain ResNet or a timm backbone: (c8, c16) + out_channels
         c = config.channels
         self.neck = Neck(*self.encoder.out_channels, c)
         lo, hi, nb = config.depth_bins

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from renderocc.geometry import Grid
+from renderocc.model.encoder import group_norm
 
 
 class Neck(nn.Module):
@@ -22,7 +23,7 @@ class Neck(nn.Module):
         super().__init__()
         self.lat3 = nn.Conv2d(c3, out, 1)
         self.lat4 = nn.Conv2d(c4, out, 1)
-        self.fuse = nn.Sequential(nn.Conv2d(out, out, 3, 1, 1, bias=False), nn.GroupNorm(min(8, out), out),
+        self.fuse = nn.Sequential(nn.Conv2d(out, out, 3, 1, 1, bias=False), group_norm(out),
                                   nn.ReLU(inplace=True))
 
     def forward(self, c3: torch.Tensor, c4: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,9 @@ metric distance along the ray that the renderer returns. Auxiliary rays come fro
 adjacent keyframes via the stored neighbour-camera→key-ego transforms; their `dynamic` labels
 are dropped (unless `data.use_motion_masks = false`, an ablation) and missing neighbours simply
 contribute nothing. With `data.mask_ray_share` > 0 that share of the rays comes from the store's
-dense 2D masks instead (renderocc/train/mask_rays.py): class only, `dist` NaN.
+dense 2D masks instead (renderocc/train/mask_rays.py): class only, `dist` NaN. With BEV augmentation on
+(`data.bev_*`, training only) one transform B of the grid frame moves cam2ego, every ray and the 3D
+target together (renderocc/train/bev_aug.py), before the rays are filtered against the grid.
 
 All randomness of an item comes from `(seed, epoch, index)`, so workers, resume and DDP see
 the same sample whatever process draws it — that is what makes `--resume` exact.
@@ -25,6 +27,7 @@ from renderocc.errors import UserError
 from renderocc.geometry import Grid, ends_inside, label_rays
 from renderocc.model import OccupancyNet
 from renderocc.seeding import mix_seed
+from renderocc.train.bev_aug import BevAug, draw_bev_aug
 from renderocc.train.losses import needed_batch_keys
 from renderocc.train.mask_rays import (
     MaskCache,
@@ -128,21 +131,25 @@ class RayDataset(Dataset):
         out = {"index": torch.tensor(i)}
         img, K = self._images(i, s, rng)
         out["images"], out["intrinsics"] = img, torch.from_numpy(K).float()
+        # BEV augmentation: None when off, in evaluation, or drawn as the identity
+        bda = draw_bev_aug(self.cfg.data, self.grid, self.seed, epoch, i) if self.train else None
         c2e = np.stack([np.asarray(s["cameras"][n]["cam2ego"], np.float64) for n in names])
-        out["cam2ego"] = torch.from_numpy(c2e).float()
+        out["cam2ego"] = torch.from_numpy(c2e if bda is None else bda.poses(c2e)).float()
         K_orig = {c: np.asarray(s["cameras"][n]["K_orig"], np.float64) for c, n in enumerate(names)}
         key_labels = r.labels(i)
         frames = self.label_frames(i, s, key_labels)
+        if bda is not None:  # before `ends_in_grid`: the grid filter sees the moved ends
+            frames = [(bda.ray_dict(f), w) for f, w in frames]
         key = frames[0][0]
         masks = self.mask_pool(i, s) if self.mask_rays else None
         out.update(draw_label_rays(ends_in_grid(frames, self.grid), masks, self.grid, self.rays, self.mask_rays,
-                                   self.cfg.data.class_balance, rng))
-        if self.want_depth:
+                                   self.cfg.data.class_balance, rng, bda))
+        if self.want_depth:  # camera-frame z: unchanged by the BEV augmentation
             out["depth_target"] = lss_depth_target(key_labels, K_orig, K, img.shape[-2:], self.feature_stride)
         if "occ_target" in self.needs:
-            out["occ_target"] = torch.from_numpy(self._occ_target(i, s, key))
+            out["occ_target"] = torch.from_numpy(self._occ_target(i, s, key, bda))
         if self.want_free_beams:
-            out.update(self._free_beams(i, rng))
+            out.update(self._free_beams(i, rng, bda))
         return out
 
     def label_frames(self, i: int, s: dict | None = None, key_labels: dict | None = None
@@ -199,8 +206,8 @@ class RayDataset(Dataset):
         self.masks = self.masks or MaskCache(self.reader)
         return build_mask_pool(self.masks, s, self.neighbours(s), self.use_motion_masks)
 
-    def _free_beams(self, i: int, rng) -> dict:
-        return draw_free_beams(self.reader.free_beams(i), self.cfg.data.free_beams, rng)
+    def _free_beams(self, i: int, rng, bda: BevAug | None = None) -> dict:
+        return draw_free_beams(self.reader.free_beams(i), self.cfg.data.free_beams, rng, bda)
 
     # -- images ---------------------------------------------------------------------------------
     def _images(self, i: int, s: dict, rng) -> tuple[torch.Tensor, np.ndarray]:
@@ -209,12 +216,17 @@ class RayDataset(Dataset):
         return prepare_images(self.reader.images(i), Ks, self.input_wh, d.resize_range, d.flip, rng)
 
     # -- 3D targets (built by renderocc/train/targets.py) ----------------------------------------
-    def _occ_target(self, i: int, s: dict, key: dict) -> np.ndarray:
+    def _occ_target(self, i: int, s: dict, key: dict, bda: BevAug | None = None) -> np.ndarray:
         """lidar-sparse: from the key LiDAR rays (free space from the sensor when the store gives
         `lidar2ego`); 3d / mixed: the store's GT inside `loss.occ3d_mask` (mask_camera, mask_lidar or
-        everywhere), pooled to the model grid (or at the labels' grid for a finer model)."""
+        everywhere), pooled to the model grid (or at the labels' grid for a finer model).
+
+        With BEV augmentation `key` is already moved: the sparse target is voxelised from the moved
+        rays and sensor; the dense one is moved by nearest-neighbour resampling (255 outside)."""
         if self.sup == "lidar-sparse":
             sensor = None if s.get("lidar2ego") is None else np.asarray(s["lidar2ego"], np.float64)[:3, 3]
+            if sensor is not None and bda is not None:
+                sensor = bda.points(sensor)
             return sparse_target(key["origins"], key["directions"], key["ends"], key["label"], self.grid, sensor,
                                  self.reader.vocabulary.num_semantic)
         gt = self.reader.occ_gt(i)
@@ -223,7 +235,8 @@ class RayDataset(Dataset):
         sem = np.asarray(gt["semantics"])
         which = self.cfg.loss.occ3d_mask
         mask = np.ones(sem.shape, bool) if which == "none" else np.asarray(gt[f"mask_{which}"])
-        return dense_target(sem, mask, self.target_grid.shape, self.reader.vocabulary.num_semantic)
+        target = dense_target(sem, mask, self.target_grid.shape, self.reader.vocabulary.num_semantic)
+        return target if bda is None else bda.voxels(target, self.target_grid, IGNORE)
 
 
 def ends_in_grid(frames: list[tuple[dict, float]], grid: Grid) -> tuple[np.ndarray, ...]:
@@ -240,13 +253,14 @@ def ends_in_grid(frames: list[tuple[dict, float]], grid: Grid) -> tuple[np.ndarr
 
 
 def draw_label_rays(pool: tuple[np.ndarray, ...], masks: MaskPool | None, grid: Grid, R: int, n_mask: int,
-                    class_balance: float, rng) -> dict[str, torch.Tensor]:
+                    class_balance: float, rng, bda: BevAug | None = None) -> dict[str, torch.Tensor]:
     """R rays of an item: R − n_mask LiDAR label rays from `pool` (`ends_in_grid`), then n_mask
-    dense-mask rays from `masks` (dist NaN). Training and `renderocc fit` both draw with this."""
+    dense-mask rays from `masks` (dist NaN), moved by `bda` when given (the pool's rays already are).
+    Training and `renderocc fit` both draw with this."""
     rays = draw_from_pool(pool, R - n_mask, class_balance, rng)
     if not n_mask:
         return rays
-    extra = draw_mask_rays(masks, grid, n_mask, class_balance, rng)
+    extra = draw_mask_rays(masks, grid, n_mask, class_balance, rng, bda)
     return {k: torch.cat([rays[k], extra[k]]) for k in rays}
 
 
@@ -280,10 +294,12 @@ def padded_rays(R: int, o, dvec, dist, lab, is_key) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v) for k, v in res.items()}
 
 
-def draw_mask_rays(pool: MaskPool, grid: Grid, R: int, class_balance: float, rng) -> dict[str, torch.Tensor]:
+def draw_mask_rays(pool: MaskPool, grid: Grid, R: int, class_balance: float, rng, bda: BevAug | None = None
+                   ) -> dict[str, torch.Tensor]:
     """R dense-mask rays (padded like `draw_from_pool`) with `dist` NaN: no depth. Weight = frame
     weight × count(class)^-class_balance; rng=None takes evenly spaced key-frame pixels. Drawn rays
-    that miss the grid box are dropped (padding), not redrawn."""
+    are moved by `bda` (BEV augmentation) when given; those that then miss the grid box are dropped
+    (padding), not redrawn."""
     if rng is None:
         n_key = int(pool.is_key.sum())
         pick = np.unique(np.linspace(0, n_key - 1, min(R, n_key)).round().astype(np.int64)) if n_key else \
@@ -291,6 +307,8 @@ def draw_mask_rays(pool: MaskPool, grid: Grid, R: int, class_balance: float, rng
     else:
         pick = weighted_sample(pool.weight * balance_weights(pool.label, class_balance), R, rng)
     o, d = pool.rays(pick)
+    if bda is not None:
+        o, d, _ = bda.rays(o, d)
     ok = crosses_grid(o, d, grid)
     pick = pick[ok]
     return padded_rays(R, o[ok], d[ok], np.full(len(pick), np.nan), pool.label[pick], pool.is_key[pick])
@@ -375,10 +393,11 @@ def prepare_images(raw: np.ndarray, Ks: list[np.ndarray], input_wh: tuple[int, i
     return img.contiguous(), np.stack(out_K)
 
 
-def draw_free_beams(beams: dict | None, count: int, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
+def draw_free_beams(beams: dict | None, count: int, rng: np.random.Generator | None, bda: BevAug | None = None
+                    ) -> dict[str, torch.Tensor]:
     """`count` of a key frame's no-return beams (uniform draw; rng=None: evenly spaced), padded like
-    the label rays: free_origins, free_directions (count, 3), free_valid (count,). `renderocc fit` draws
-    with it too."""
+    the label rays: free_origins, free_directions (count, 3), free_valid (count,), moved by `bda` (BEV
+    augmentation) when given. `renderocc fit` draws with it too."""
     m = 0 if beams is None else len(beams["ring"])
     if m <= count:
         pick = np.arange(m)
@@ -390,6 +409,9 @@ def draw_free_beams(beams: dict | None, count: int, rng: np.random.Generator | N
     res = {"free_origins": np.zeros((count, 3), np.float32),
            "free_directions": np.tile(np.float32([1, 0, 0]), (count, 1)), "free_valid": np.zeros(count, bool)}
     if n:
-        res["free_origins"][:n], res["free_directions"][:n] = beams["origin"][pick], beams["direction"][pick]
+        o, d = beams["origin"][pick], beams["direction"][pick]
+        if bda is not None:
+            o, d, _ = bda.rays(o, d)
+        res["free_origins"][:n], res["free_directions"][:n] = o, d
         res["free_valid"][:n] = True
     return {k: torch.from_numpy(v) for k, v in res.items()}

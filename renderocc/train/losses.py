@@ -370,11 +370,11 @@ def needed_batch_keys(cfg: Config) -> set[str]:
 
 def total_loss(out: OccupancyOutput, batch: dict[str, torch.Tensor], cfg: Config,
                class_weights: torch.Tensor | None, scoring: Scoring | None = None
-               ) -> tuple[torch.Tensor, dict[str, float], int]:
-    """(Σ weight·term, {term: weighted value}, rays rendered) over the active terms; `scoring` says
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+    """(Σ weight·term, {term: weighted value, detached}, rays rendered) over the active terms; `scoring` says
     how the model grid meets the grid of the 3D targets (`Grid.coarsens`)."""
     x = LossInputs(out, batch, cfg, class_weights, scoring)
     parts = {t.name: getattr(cfg.loss, t.name) * t.compute(x) for t in active_terms(cfg)}
     n_rays = int(x.rays.batch_index.numel()) if "rays" in x._cache else 0
     loss = sum(parts.values()) if parts else out.density.sum() * 0
-    return loss, {k: float(v.detach()) for k, v in parts.items()}, n_rays
+    return loss, {k: v.detach() for k, v in parts.items()}, n_rays

@@ -1,0 +1,60 @@
+"""The optimiser side of a run: AdamW, the LR schedule, the loss scaler and the EMA of the weights."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+
+from renderocc.config import Config
+from renderocc.train.precision import uses_scaler
+
+EMA_WARMUP_STEPS = 10  # the EMA decay ramps as (1 + step) / (EMA_WARMUP_STEPS + step): early weights fade fast
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warmup to 1, then cosine decay to 0.01 at `total`."""
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def make_optim(model: torch.nn.Module, cfg: Config, device: torch.device):
+    """AdamW (fused into one kernel per step on the GPU), warmup + cosine LambdaLR, and a GradScaler
+    (active exactly when fp16 autocast is)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+                            fused=True if device.type == "cuda" else None)
+    total, warmup = cfg.train.max_steps, cfg.optim.warmup_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total))
+    scaler = torch.amp.GradScaler("cuda", enabled=uses_scaler(cfg, device))
+    return opt, sched, scaler
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """The EMA decay at `step`: the configured one, ramped up over the first steps so the average
+    does not hold on to the random initial weights."""
+    return min(decay, (1 + step) / (EMA_WARMUP_STEPS + step))
+
+
+class Ema:
+    """An exponential moving average of a model's weights (buffers copied): what is validated,
+    evaluated and saved. One foreach kernel per tensor list, not one per tensor."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self._params = list(self.module.parameters())
+        self._floats = [b for b in self.module.buffers() if b.is_floating_point()]
+        self._others = [b for b in self.module.buffers() if not b.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, decay: float) -> None:
+        params = list(model.parameters())
+        torch._foreach_lerp_(self._params, params, 1 - decay)
+        buffers = list(model.buffers())
+        floats = [b for b in buffers if b.is_floating_point()]
+        if floats:
+            torch._foreach_copy_(self._floats, floats)
+        for e, m in zip(self._others, [b for b in buffers if not b.is_floating_point()], strict=True):
+            e.copy_(m)
