@@ -171,6 +171,9 @@ class OptimConfig:
     lr: float = _opt(2e-4, "peak learning rate", gt=0)
     weight_decay: float = _opt(1e-2, "AdamW weight decay", ge=0)
     warmup_steps: int = _opt(500, "linear warmup steps", ge=0)
+    schedule: Literal["cosine", "constant"] = _opt(
+        "cosine", "after warmup: cosine decay to 1 % at train.max_steps, or constant (RenderOcc's step "
+                  "schedule never steps within its 12 epochs)")
     grad_clip: float = _opt(5.0, "max gradient norm", gt=0)
     ema_decay: float = _opt(0.9998, "EMA decay of the weights evaluated and saved", ge=0)
     global_batch: int = _opt(0, "samples per optimiser step over all processes, reached by gradient "

@@ -155,7 +155,7 @@ def test_build_model_refuses_frozen_bn_without_weights(tmp_path):
     with pytest.raises(UserError) as e:
         build_model(cfg, 17)
     assert str(e.value) == FROZEN_BN_REFUSAL
-    assert isinstance(build_model(cfg, 17, weights_from_checkpoint=True), OccupancyNet)  # resume, init-from
+    assert isinstance(build_model(cfg, 17, skip_norm_check=True), OccupancyNet)  # resume, init-from, timing
     path = tmp_path / "r10.pt"
     torch.save(randomized(ResNet("resnet10", 8, "frozen_bn")), path)
     lines = []
@@ -308,3 +308,12 @@ def test_timm_unused_parameters_are_frozen():
     with torch.no_grad():
         for a, b in zip(enc(x), ref.eval()(x), strict=True):
             assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_timm_frozen_bn_keeps_the_autocast_dtype():
+    timm_or_skip()
+    enc = make_encoder(ModelConfig(encoder="timm:resnet18"))
+    assert enc.batch_norms > 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        c8, c16 = enc(torch.randn(1, 3, 64, 64))
+    assert c8.dtype == c16.dtype == torch.bfloat16

@@ -9,6 +9,7 @@ without a compiler (or when the build fails); `renderocc.ops` decides what runs 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shlex
 import shutil
@@ -21,10 +22,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils import cpp_extension
-from torch.utils.cpp_extension import CUDA_HOME, include_paths
 
 from renderocc.ext_cache import cache_root
+
+_EXT_LOG = logging.getLogger("torch.utils.cpp_extension")
+_level = _EXT_LOG.level
+_EXT_LOG.setLevel(logging.ERROR)  # its import warns "no CUDA runtime" on every GPU-less machine: not news here
+try:
+    from torch.utils import cpp_extension
+    from torch.utils.cpp_extension import CUDA_HOME, include_paths
+finally:
+    _EXT_LOG.setLevel(_level)
+
 
 CSRC = Path(__file__).parent / "csrc"
 OP_NAMESPACE = "renderocc_render"

@@ -22,14 +22,14 @@ FROZEN_BN_REFUSAL = ("model.norm = 'frozen_bn' freezes statistics that only pret
 
 def build_model(cfg: Config, num_classes: int = NUM_SEMANTIC, pretrained: str | Path | None = None, *,
                 prefix: str | None = None, partial: bool = False, say: Callable[[str], None] = print,
-                weights_from_checkpoint: bool = False) -> OccupancyNet:
+                skip_norm_check: bool = False) -> OccupancyNet:
     """The network for `cfg` (grid resolved) with `num_classes` semantic classes, its image backbone
     loaded from the local file `pretrained` (strictly unless `partial`; `prefix` selects the
     backbone's keys, e.g. `img_backbone.`). Frozen BatchNorm without pretrained weights is refused:
-    it would train with no normalisation at all (identity statistics), unless every weight is about
-    to come from a checkpoint (`weights_from_checkpoint`: resume, init-from). The load's
-    `WeightsReport` is kept as `model.pretrained_report`."""
-    refuse = not pretrained and not weights_from_checkpoint
+    it would train with no normalisation at all (identity statistics). `skip_norm_check` where the
+    weights come from elsewhere (resume, init-from) or the run only times steps (benchmarks). The
+    load's `WeightsReport` is kept as `model.pretrained_report`."""
+    refuse = not pretrained and not skip_norm_check
     if refuse and cfg.model.norm == "frozen_bn" and not cfg.model.encoder.startswith(TIMM):
         raise UserError(FROZEN_BN_REFUSAL)
     model = OccupancyNet(cfg.model, cfg.grid.spec, num_classes)

@@ -13,10 +13,12 @@ from renderocc.train.precision import uses_scaler
 EMA_WARMUP_STEPS = 10  # the EMA decay ramps as (1 + step) / (EMA_WARMUP_STEPS + step): early weights fade fast
 
 
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warmup to 1, then cosine decay to 0.01 at `total`."""
+def lr_factor(step: int, warmup: int, total: int, schedule: str = "cosine") -> float:
+    """Linear warmup to 1, then cosine decay to 0.01 at `total` (or 1 throughout: `constant`)."""
     if step < warmup:
         return (step + 1) / max(1, warmup)
+    if schedule == "constant":
+        return 1.0
     p = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * p))
 
@@ -26,8 +28,8 @@ def make_optim(model: torch.nn.Module, cfg: Config, device: torch.device):
     (active exactly when fp16 autocast is)."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                             fused=True if device.type == "cuda" else None)
-    total, warmup = cfg.train.max_steps, cfg.optim.warmup_steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total))
+    total, warmup, schedule = cfg.train.max_steps, cfg.optim.warmup_steps, cfg.optim.schedule
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total, schedule))
     scaler = torch.amp.GradScaler("cuda", enabled=uses_scaler(cfg, device))
     return opt, sched, scaler
 

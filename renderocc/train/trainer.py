@@ -135,7 +135,8 @@ def prepare(store, out: Path, cfg: Config, opts: TrainOptions, validator: Valida
         raise UserError("train.val_every > 0: this caller gave the trainer no validator")
     say = print if rank == 0 and not opts.quiet else (lambda *a, **k: None)
     model = build_model(cfg, reader.vocabulary.num_semantic, opts.pretrained, prefix=opts.pretrained_prefix,
-                        partial=opts.pretrained_partial, say=say)
+                        partial=opts.pretrained_partial, say=say,
+                        skip_norm_check=bool(opts.resume or opts.init_from))  # their weights come from a run
     parent = None
     if opts.init_from:
         parent = init_from(model, opts.init_from, opts.init_weights, opts.init_partial, say)
@@ -186,6 +187,14 @@ def mask_ray_text(ds: RayDataset) -> str:
     return f" (semantics: {source}" + (f", {ds.mask_rays} of them from masks)" if ds.mask_rays else ")")
 
 
+def bev_text(cfg: Config) -> str:
+    """The BEV augmentation a run draws, in words ("off" when none)."""
+    d = cfg.data
+    parts = (["flips in x and y"] if d.bev_flip else []) + ([f"rotation ±{d.bev_rotate:g}°"] if d.bev_rotate else []) \
+        + ([f"scale {d.bev_scale[0]:g}–{d.bev_scale[1]:g}"] if tuple(d.bev_scale) != (1.0, 1.0) else [])
+    return ", ".join(parts) or "off"
+
+
 def announce(run: Run) -> None:
     """The run's first lines: data, supervision, grid, rays, batch, precision, loss terms, parent."""
     cfg, ds, say = run.cfg, run.ds, run.say
@@ -196,7 +205,8 @@ def announce(run: Run) -> None:
         + ("" if ds.aux or not cfg.data.aux_frames else " (store has no motion masks: aux rays off)"))
     say(f"batch: {cfg.data.batch_size} × {run.world} process(es) × {run.accumulation} accumulated = "
         f"{cfg.data.batch_size * run.world * run.accumulation} samples per step, "
-        f"precision {precision_text(cfg, run.device)}" + (", compiled" if cfg.train.compile else ""))
+        f"precision {precision_text(cfg, run.device)}" + (", compiled" if cfg.train.compile else "")
+        + f", BEV augmentation {bev_text(cfg)}")
     say(f"loss terms: {', '.join(f'{t.name} {getattr(cfg.loss, t.name):g}' for t in L.active_terms(cfg))}"
         + (" (the store has no free beams: free_beams adds nothing)"
            if ds.want_free_beams and not ds.reader.has_free_beams else ""))
