@@ -29,7 +29,7 @@ from renderocc.geometry import Grid, GridError, Scoring
 
 Supervision = Literal["2d", "lidar-sparse", "3d", "mixed"]
 SUPERVISIONS: tuple[str, ...] = typing.get_args(Supervision)
-SHIPPED = ("demo", "occ3d")
+SHIPPED = ("demo", "occ3d", "renderocc")
 
 
 def _opt(default: Any, help: str, *, ge: float | None = None, gt: float | None = None,

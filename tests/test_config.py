@@ -143,3 +143,15 @@ def test_cli_bad_value_is_one_line_not_a_traceback():
                           "--set", "data.rays=abc"], capture_output=True, text=True)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip() == "Error: --set data.rays=abc: data.rays expects int, got 'abc'"
+
+
+def test_the_renderocc_preset_holds_the_official_recipe():
+    cfg = load_config("renderocc")
+    assert (cfg.data.rays, cfg.data.aux_frames, cfg.data.aux_weight) == (38400, 3, 0.3)
+    assert (cfg.optim.lr, cfg.optim.weight_decay, cfg.optim.grad_clip, cfg.optim.global_batch) == (1e-4, 1e-2, 5.0, 16)
+    assert cfg.optim.schedule == "constant" and cfg.optim.warmup_steps == 200 and cfg.data.bev_flip
+    assert round(cfg.train.max_steps * cfg.optim.global_batch / 28130, 2) == 12  # 12 epochs of nuScenes training
+    assert tuple(cfg.data.input_size) == (1408, 512) and cfg.model.encoder.startswith("timm:swin_base")
+    table = (resources.files("renderocc").parent / "docs" / "recipe.md").read_text()
+    for setting in ("weight_adj", "bda_aug_conf", "load_from", "test_threshold", "entropy_last"):
+        assert setting in table or setting.replace("_", " ") in table, setting

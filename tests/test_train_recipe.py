@@ -193,3 +193,41 @@ def test_the_compiled_network_matches_eager_on_the_cpu(store):
         compiled = torch.compile(model)(*args)
     for a, b in zip(eager, compiled, strict=True):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-4), (a - b).abs().max()
+
+
+# -- a timm backbone from a local weights file -------------------------------------------------------
+@pytest.fixture(scope="module")
+def resnet50_weights(tmp_path_factory) -> str:
+    timm = pytest.importorskip("timm")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "resnet50.safetensors"
+    state = timm.create_model("resnet50", pretrained=False).state_dict()
+    for k, v in state.items():  # statistics a file would hold, not the ones and zeros of a fresh init
+        if k.endswith(("running_mean", "running_var")):
+            state[k] = torch.rand_like(v) + 0.5
+    safetensors_torch.save_file(state, str(path))
+    return str(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("supervision", ["3d", "2d"])
+def test_twenty_steps_with_a_timm_resnet50_loaded_strictly(store, resnet50_weights, tmp_path, supervision):
+    from renderocc.cli import main
+
+    run = tmp_path / supervision
+    args = ["train", "--store", store, "--out", str(run), "--max-steps", "20", "--pretrained", resnet50_weights,
+            "--set", "model.encoder=timm:resnet50", "--set", "model.norm=frozen_bn",
+            "--set", f"supervision={supervision}", "--set", "train.ckpt_every=20"]
+    res = CliRunner().invoke(main, [*args, *[a for kv in TINY for a in ("--set", kv)]])
+    assert res.exit_code == 0, res.output
+    assert "pretrained:" in res.output and "tensors loaded" in res.output
+    recs = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(recs) == 20 and all(r["loss"] == r["loss"] for r in recs)
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["config"]["model"]["encoder"] == "timm:resnet50" and ckpt["step"] == 20
+    from safetensors.torch import load_file
+
+    src = load_file(resnet50_weights)  # the stem's frozen BatchNorm statistics: loaded from the file, never trained
+    stem = [k for k in ckpt["model"] if k.startswith("encoder.") and k.endswith("bn1.running_var") and "layer" not in k]
+    assert len(stem) == 1 and torch.equal(ckpt["model"][stem[0]], src["bn1.running_var"])

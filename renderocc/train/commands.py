@@ -18,7 +18,7 @@ from renderocc.train.trainer import train as run
 @click.option("--store", default=None, help="Ray store (path or URL) written by `renderocc prep nuscenes`.")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--config", "config", default="demo", show_default=True,
-              help="TOML file, or a shipped config: demo | occ3d.")
+              help="TOML file, or a shipped config: demo | occ3d | renderocc (the official recipe).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a config value, e.g. --set data.rays=8192 --set optim.lr=1e-3.")
 @click.option("--max-steps", type=int, default=None, help="Train this many steps (sets train.max_steps).")
