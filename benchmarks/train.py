@@ -106,9 +106,9 @@ def instrument(model: torch.nn.Module, clock: Clock) -> None:
     losses.total_loss = clock.wrap(total, "render+losses")
 
 
-def run_steps(cfg, reader, idx, device, steps: int, clock: Clock | None = None) -> dict:
-    """Build a fresh model and optimiser, run 2 warm-up + `steps` timed steps; with `clock`, the
-    per-part breakdown of the timed steps."""
+def run_steps(cfg, reader, idx, device, steps: int, clock: Clock | None = None, pretrained: str | None = None) -> dict:
+    """Build a fresh model (its image backbone from the local weights file `pretrained`, if given) and
+    optimiser, run 2 warm-up + `steps` timed steps; with `clock`, the per-part breakdown of the timed steps."""
     from renderocc.model.build import build_model
     from renderocc.train.class_weights import class_weights
     from renderocc.train.dataset import EpochSampler, RayDataset
@@ -117,7 +117,7 @@ def run_steps(cfg, reader, idx, device, steps: int, clock: Clock | None = None) 
     from renderocc.train.step import train_step
 
     torch.manual_seed(0)
-    model = build_model(cfg, reader.vocabulary.num_semantic).to(device)
+    model = build_model(cfg, reader.vocabulary.num_semantic, pretrained).to(device)
     ds = RayDataset(reader, cfg, idx, feature_stride=model.feature_stride)
     opt, sched, scaler = make_optim(model, cfg, device)
     ema = Ema(model)
@@ -176,6 +176,9 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--compare-precision", action="store_true", help="CUDA: fp32 beside the config's precision")
+    ap.add_argument("--pretrained", metavar="FILE",
+                    help="image backbone weights (.safetensors or a weights-only torch file), as `renderocc train "
+                         "--pretrained`: what model.norm = 'frozen_bn' needs")
     ap.add_argument("--json", type=Path, help="also write the figures here (JSON)")
     args = ap.parse_args()
 
@@ -209,7 +212,7 @@ def main() -> None:
     if args.compare_precision and device.type == "cuda" and cfg.train.precision != "fp32":
         variants.insert(0, ("fp32", cfg.replace(train={"precision": "fp32"})))
     for name, c in variants:
-        r = run_steps(c, reader, idx, device, args.steps)
+        r = run_steps(c, reader, idx, device, args.steps, pretrained=args.pretrained)
         results[name] = r
         sps = r["steps_per_s"]
         print(f"training [{name}, {precision_text(c, device)}]: {sps:.3f} steps/s = {sps * bs:.2f} samples/s, "
@@ -218,7 +221,7 @@ def main() -> None:
     if "fp32" in results:
         ratio = results["config"]["steps_per_s"] / results["fp32"]["steps_per_s"]
         print(f"{cfg.train.precision} / fp32 step rate: {ratio:.2f}×")
-    clocked = run_steps(cfg, reader, idx, device, args.steps, Clock(device))
+    clocked = run_steps(cfg, reader, idx, device, args.steps, Clock(device), pretrained=args.pretrained)
     br = clocked["breakdown_s_per_step"]
     whole = sum(br.values())
     print("where a step's time goes (device synchronised at each part's edges):")

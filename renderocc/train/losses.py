@@ -49,13 +49,13 @@ def silog(pred: torch.Tensor, target: torch.Tensor, sample: torch.Tensor, n: int
 
 def semantic_ce(logits: torch.Tensor, label: torch.Tensor, sample: torch.Tensor, n: int,
                 class_weights: torch.Tensor | None) -> torch.Tensor:
-    """Class-weighted CE of rendered semantics; unlabelled rays (255) are ignored."""
+    """Class-weighted CE of rendered semantics; unlabelled rays (255) are ignored (weight 0: a mask,
+    not a selection, so no step waits on the device to count them)."""
     ok = label != IGNORE
-    if not ok.any():
-        return logits.sum() * 0
-    ce = F.cross_entropy(logits[ok], label[ok], reduction="none")
-    w = class_weights[label[ok]] if class_weights is not None else None
-    return per_sample_mean(ce, sample[ok], n, w)
+    safe = torch.where(ok, label, torch.zeros_like(label)).long()
+    ce = F.cross_entropy(logits, safe, reduction="none")
+    w = ok.to(ce.dtype) if class_weights is None else ok.to(ce.dtype) * class_weights[safe]
+    return per_sample_mean(ce, sample, n, w)
 
 
 def lss_depth(depth_logits: torch.Tensor, target: torch.Tensor, bins: list) -> torch.Tensor:
@@ -64,12 +64,10 @@ def lss_depth(depth_logits: torch.Tensor, target: torch.Tensor, bins: list) -> t
     dmin, dmax, nb = float(bins[0]), float(bins[1]), int(bins[2])
     idx = torch.round((target - dmin) / (dmax - dmin) * (nb - 1)).long()
     ok = (target > 0) & (idx >= 0) & (idx < nb)
-    logits = depth_logits.permute(0, 1, 3, 4, 2)  # (B, N, h, w, D)
-    if not ok.any():
-        return logits.sum() * 0
-    ce = F.cross_entropy(logits[ok], idx[ok], reduction="none")
-    sample = torch.arange(b, device=ok.device).view(b, 1, 1, 1).expand_as(ok)[ok]
-    return per_sample_mean(ce, sample, b)
+    logits = depth_logits.permute(0, 1, 3, 4, 2).reshape(-1, nb)  # (B·N·h·w, D)
+    ce = F.cross_entropy(logits, idx.clamp(0, nb - 1).reshape(-1), reduction="none")
+    sample = torch.arange(b, device=ok.device).view(b, 1, 1, 1).expand_as(ok).reshape(-1)
+    return per_sample_mean(ce, sample, b, ok.reshape(-1).to(ce.dtype))  # cells without LiDAR: weight 0
 
 
 def occupancy_3d(density: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, voxel: float,
@@ -126,7 +124,7 @@ def line_of_sight(density: torch.Tensor, origins: torch.Tensor, directions: torc
     has = count[:, 0] > 0
     zero = density.sum() * 0
     tau_free = tau[:, 0] / count[:, 0].clamp_min(1)
-    loss_free = per_sample_mean(tau_free[has], batch_index[has], n) if has.any() else zero
+    loss_free = per_sample_mean(tau_free, batch_index, n, has.to(tau_free.dtype))
     stop = (tau[:, 1] - tau[:, 0]) if window else tau[:, 1]
     loss_term = per_sample_mean(-torch.log(-torch.expm1(-stop.clamp_min(1e-4))), batch_index, n) if len(ends) else zero
     return loss_free, loss_term
