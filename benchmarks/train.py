@@ -126,8 +126,8 @@ def run_steps(cfg, reader, idx, device, steps: int, clock: Clock | None = None, 
     it = iter(make_loader(ds, EpochSampler(idx, cfg.data.batch_size, 0), cfg, pin=device.type == "cuda"))
     if clock is not None:
         instrument(model, clock)
-        step_opt = opt.step
-        opt.step = clock.wrap(step_opt, "optimiser")
+        opt.register_step_pre_hook(lambda *_: clock.start("optimiser"))
+        opt.register_step_post_hook(lambda *_: clock.stop("optimiser"))
     times, peaks, rays, losses = [], [], 0, []
     for k in range(steps + 2):  # 2 warm-up steps
         if k == 2 and clock is not None:

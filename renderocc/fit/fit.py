@@ -33,6 +33,7 @@ from renderocc.eval.common import clean_json
 from renderocc.eval.infer import classify
 from renderocc.eval.metrics import OccMetrics
 from renderocc.fit.grid_model import FreeGrid
+from renderocc.fit.voxelize import voxelize_frames
 from renderocc.geometry import Grid
 from renderocc.ops import first_hits
 from renderocc.outputs import sample_dirs, savez_atomic, share, write_atomic
@@ -243,10 +244,17 @@ def fit_config(cfg: Config, store_grid: Grid, *, keep_grid: bool = False) -> Con
     return cfg
 
 
+METHODS = ("both", "optimise", "voxelize")
+
+
 def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float, out: str | Path | None,
-              device: str = "cpu", progress: bool = True) -> dict:
+              device: str = "cpu", progress: bool = True, method: str = "both") -> dict:
     """Fit every sample in `indices`; write OUT/<scene>/<token>/labels.npz (if `out`); return the
-    metrics dict (eval's Occ3D keys, label coverage, thresholds, run metadata)."""
+    metrics dict (eval's Occ3D keys, label coverage, thresholds, run metadata). `method`: the
+    optimised fit, the voxelisation baseline (`fit.voxelize`), or both scored side by side (the
+    headline is then the optimised fit's, the baseline's under `voxelize`)."""
+    if method not in METHODS:
+        raise UserError(f"--method {method!r}: use one of {', '.join(METHODS)}")
     if not reader.has_occ_gt:
         raise UserError("the store has no Occ3D GT (occ_gt): fit metrics need it (prep nuscenes --occ-gt DIR)")
     gts = {}
@@ -260,6 +268,7 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
     vocab = reader.vocabulary
     n_cls = vocab.num_semantic
     occ = OccMetrics(len(vocab.names))
+    vox_occ = OccMetrics(len(vocab.names))
     cov = np.zeros((2, n_cls), np.int64)
     sem_cov = np.zeros((2, n_cls), np.int64)
     scoring = cfg.grid.spec.coarsens(reader.grid)
@@ -273,16 +282,19 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         frames = ds.label_frames(i, s)
         target = dense_target(sem_gt, mask, cfg.grid.shape, n_cls) if cfg.supervision == "3d" else None
         masks = ds.mask_pool(i, s) if ds.mask_rays else None
-        res = fit_frames(frames, cfg, iters=iters, lr=lr, class_weights=cw, occ_target=target, device=device,
-                         seed=mix_seed(cfg.seed, i), index=i, free_beams=reader.free_beams(i),
-                         num_classes=n_cls, masks=masks)
+        vox = scoring.to_labels_numpy(voxelize_frames(frames, cfg.grid.spec, n_cls))
+        vox_occ.update(vox, sem_gt, mask)
+        vm = _scores(vox, sem_gt, mask, len(vocab.names))
+        res = None
+        if method != "voxelize":
+            res = fit_frames(frames, cfg, iters=iters, lr=lr, class_weights=cw, occ_target=target, device=device,
+                             seed=mix_seed(cfg.seed, i), index=i, free_beams=reader.free_beams(i),
+                             num_classes=n_cls, masks=masks)
         sc = semantic_coverage_counts(frames, masks, sem_gt, mask, reader.grid, n_cls)
         sem_cov += sc
-        pred = scoring.to_labels_numpy(res.semantics)
+        pred = vox if res is None else scoring.to_labels_numpy(res.semantics)
         occ.update(pred, sem_gt, mask)
-        one = OccMetrics(len(vocab.names))
-        one.update(pred, sem_gt, mask)
-        om = one.compute()
+        om = vm if res is None else _scores(pred, sem_gt, mask, len(vocab.names))
         ends = scoring.to_labels_numpy(endpoint_grid(frames, cfg.grid.spec))
         c = coverage_counts(ends, sem_gt, mask, n_cls)
         cov += c
@@ -290,17 +302,29 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
                      "miou": om["miou"], "geometry_iou": om["geometry_iou"],
                      "label_coverage": share(c[0].sum(), c[1].sum()),
                      "semantic_coverage": share(sc[0].sum(), sc[1].sum()),
-                     "threshold": res.threshold["threshold"], "threshold_score": res.threshold["score"],
-                     "rays": res.rays, "loss_first": res.loss_first, "loss_last": res.loss_last,
-                     "seconds": res.seconds})
+                     "voxelize_miou": vm["miou"], "voxelize_geometry_iou": vm["geometry_iou"],
+                     "threshold": res.threshold["threshold"] if res else None,
+                     "threshold_score": res.threshold["score"] if res else None,
+                     "rays": res.rays if res else len(ends_in_grid(frames, cfg.grid.spec)[2]),
+                     "loss_first": res.loss_first if res else None, "loss_last": res.loss_last if res else None,
+                     "seconds": res.seconds if res else None})
         if root is not None:
             d = dirs[i]
             d.mkdir(parents=True, exist_ok=True)
-            savez_atomic(d / "labels.npz", semantics=res.semantics,
-                         density=res.density.numpy().astype(np.float16))
+            if res is None:
+                savez_atomic(d / "labels.npz", semantics=vox)
+            else:
+                savez_atomic(d / "labels.npz", semantics=res.semantics,
+                             density=res.density.numpy().astype(np.float16))
     o = occ.compute()
+    v = vox_occ.compute()
     names = vocab.names
     m = {
+        "method": method,
+        "voxelize": {"miou": v["miou"], "geometry_iou": v["geometry_iou"],
+                     "iou_per_class": dict(zip(names, v["iou_per_class"], strict=True)),
+                     "rule": "voxels holding a label end point: the end points' majority class; the rest free "
+                             "(the rays the fit draws from; no optimisation)"},
         "miou": o["miou"], "iou_per_class": dict(zip(names, o["iou_per_class"], strict=True)),
         "geometry_iou": o["geometry_iou"], "miou_nomask": o["miou_nomask"],
         "iou_per_class_nomask": dict(zip(names, o["iou_per_class_nomask"], strict=True)),
@@ -341,6 +365,13 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
     return m
 
 
+def _scores(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray, n_names: int) -> dict:
+    """One sample's Occ3D scores (eval's confusion rules)."""
+    one = OccMetrics(n_names)
+    one.update(pred, gt, mask)
+    return one.compute()
+
+
 def _pct(v) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
 
@@ -360,6 +391,8 @@ def markdown(m: dict) -> str:
         "| metric | with mask_camera | all voxels |", "|---|---:|---:|",
         f"| mIoU (classes 0–{len(m['iou_per_class']) - 2}) | {_pct(m['miou'])} | {_pct(m['miou_nomask'])} |",
         f"| geometry IoU | {_pct(m['geometry_iou'])} | {_pct(m['geometry_iou_nomask'])} |",
+        f"| voxelisation baseline mIoU | {_pct(m['voxelize']['miou'])} | |",
+        f"| voxelisation baseline geometry IoU | {_pct(m['voxelize']['geometry_iou'])} | |",
         f"| label coverage | {_pct(m['label_coverage'])} | |",
         f"| semantic coverage | {_pct(m.get('semantic_coverage'))} | |", "",
         "| class | IoU (mask) | IoU (all) | label coverage |", "|---|---:|---:|---:|",
@@ -367,12 +400,15 @@ def markdown(m: dict) -> str:
     for name, v in m["iou_per_class"].items():
         lines.append(f"| {name} | {_pct(v)} | {_pct(m['iou_per_class_nomask'][name])} | "
                      f"{_pct(m['label_coverage_per_class'].get(name))} |")
-    lines += ["", "| sample | scene | mIoU | geometry IoU | coverage | threshold | rays | loss first → last |",
-              "|---:|---|---:|---:|---:|---:|---:|---|"]
+    lines += ["", "| sample | scene | mIoU | geometry IoU | baseline mIoU | baseline geometry IoU | coverage | "
+              "threshold | rays | loss first → last |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in m["per_sample"]:
+        fitted = r["threshold"] is not None
+        thr = f"{r['threshold']:.3g}" if fitted else "–"
+        loss = f"{r['loss_first']:.3f} → {r['loss_last']:.3f}" if fitted else "–"
         lines.append(f"| {r['sample']} | {r['scene']} | {_pct(r['miou'])} | {_pct(r['geometry_iou'])} | "
-                     f"{_pct(r['label_coverage'])} | {r['threshold']:.3g} | {r['rays']} | "
-                     f"{r['loss_first']:.3f} → {r['loss_last']:.3f} |")
+                     f"{_pct(r['voxelize_miou'])} | {_pct(r['voxelize_geometry_iou'])} | "
+                     f"{_pct(r['label_coverage'])} | {thr} | {r['rays']} | {loss} |")
     lines += ["", "IoU and coverage in %. `–`: class absent from both GT and prediction.",
               f"Free voxels: {len(m['iou_per_class']) - 1}; ignored GT: {IGNORE}."]
     return "\n".join(lines) + "\n"
