@@ -23,8 +23,8 @@ cd "$(dirname "$0")/.."
 CARRY=${1:-.gpu_carry}
 PY=${PYTHON:-.venv/bin/python}
 PYVER=${GPU_PYTHON_VERSION:-3.12}
-# 50 MiB: the store (~5 MiB) and the wheels (~35 MiB, matplotlib, numcodecs, fonttools and tensorboard the
-# largest) under the device machine's 64 MiB limit on everything carried, with room for a new dependency.
+# 50 MiB: the store (~5 MiB) and the wheels (~32 MiB; matplotlib, numcodecs, fonttools and tensorboard the
+# largest), under the device machine's 64 MiB limit on everything carried, with room for a new dependency.
 LIMIT_MB=${GPU_CARRY_LIMIT_MB:-50}
 
 # What the GPU stages run (scripts/gpu_check.sh): the build and the CUDA tests, the render and train
@@ -47,8 +47,9 @@ renderocc.prep.pipeline: benchmarks/train.py without --store (the stages pass on
 MACHINE="torch nvidia-* cuda-* triton filelock typing-extensions sympy mpmath networkx jinja2 markupsafe fsspec
   setuptools numpy torchvision timm pyyaml huggingface-hub safetensors tqdm pillow pytest iniconfig pluggy pygments
   packaging pip"
-# Seen importable on the machine: its first run's training stage got past their module-level imports
-# (errors.py: click, store/reader.py: pyarrow, store/jpeg_codec.py: cv2) before it failed on jsonschema.
+# Seen importable on the machine, though not in the list above: a training stage there got past their
+# module-level imports (errors.py: click, store/reader.py: pyarrow, store/jpeg_codec.py: cv2) with only
+# zarr and its needs carried. gpu_check.sh's wheels stage checks every expected distribution is there.
 SEEN_ON_MACHINE="click pyarrow opencv-python-headless"
 
 fail() { echo "gpu_check_prepare: $*" >&2; exit 2; }
@@ -248,7 +249,8 @@ OUT.write_text(json.dumps({"probe_python": sys.version.split()[0], "machine": MA
                            "vendored": vendored}, indent=1) + "\n")
 w = max(map(len, dists), default=10)
 for k, r in sorted(dists.items(), key=lambda kv: (kv[1]["where"] != "carry", kv[1]["where"], kv[0].lower())):
-    flags = " [compiled, numpy ABI]" if r["compiled"] and r["requires_numpy"] else " [compiled]" if r["compiled"] else ""
+    flags = (" [compiled, numpy ABI]" if r["compiled"] and r["requires_numpy"] else
+             " [compiled]" if r["compiled"] else "")
     print(f"  {r['where']:19} {k:<{w}} {r['version']:<12} {','.join(r['modules'])}{flags}  <- {r['why']}")
 for name, text in sorted(failed.items()):
     print(f"  not importable here, skipped: {name}  ({text})")
@@ -293,11 +295,14 @@ probe["download_failed"] = missing
 (staging / "needs.json").write_text(json.dumps(probe, indent=1) + "\n")
 numpy_abi = [n for n, r in probe["dists"].items() if r["where"] == "carry" and r["compiled"] and r["requires_numpy"]]
 if numpy_abi:
-    print(f"  compiled against numpy (gpu_check.sh imports them beside the machine's numpy 2.x): {', '.join(numpy_abi)}")
+    print(f"  compiled against numpy (gpu_check.sh imports them beside the machine's numpy 2.x): "
+          f"{', '.join(numpy_abi)}")
 EOF
 
 size_mb=$(du -sm "$staging" | cut -f1)
-echo "== carry: ${size_mb} MiB: store $(du -sm "$staging/store" | cut -f1) MiB, wheels $(du -sm "$staging/wheels" | cut -f1) MiB ($(find "$staging/wheels" -name '*.whl' | wc -l) files); limit ${LIMIT_MB} MiB"
+echo "== carry: ${size_mb} MiB: store $(du -sm "$staging/store" | cut -f1) MiB," \
+  "wheels $(du -sm "$staging/wheels" | cut -f1) MiB ($(find "$staging/wheels" -name '*.whl' | wc -l) files);" \
+  "limit ${LIMIT_MB} MiB"
 [ "$size_mb" -le "$LIMIT_MB" ] || fail "carry is ${size_mb} MiB, over ${LIMIT_MB} MiB"
 rm -rf "$CARRY.new" && mv "$staging" "$CARRY.new" && rm -rf "$CARRY" && mv "$CARRY.new" "$CARRY" \
   || fail "could not move the carry into $CARRY"
