@@ -540,7 +540,7 @@ STORE = [
       for name in ("../../escaped", "/tmp/renderocc-abs", "..", ".hidden", "a\nb")
       for cmd in (("predict", "--store", "{store}", "--ckpt", "{run}/last.pt", "--out", "{out}", "--quiet"),
                   ("viz", "--store", "{store}", "--out", "{out}", "--quiet", "--samples", "1"),
-                  ("fit", "--store", "{store}", "--out", "{out}", "--quiet", "--samples", "0", "--iters", "1"))
+                  ("fit", "--store", "{store}", "--out", "{out}", "--quiet", "--indices", "0", "--iters", "1"))
       if not (cmd[0] == "viz" and name in ("..", ".hidden"))),  # viz prefixes the index: '0000_.._x' is one name
     Fault("eval --pred: a prediction that declares 100 MB (zip bomb)", lambda w, tmp: _zip_bomb_preds(w, tmp),
           "declares 100,000,"),
@@ -551,6 +551,251 @@ STORE = [
         "eval", "--store", "s3://b/s", "--ckpt", str(w.run / "last.pt"), "--out", str(tmp / "o")], "s3fs"),
     Fault("motion-masks: memory:// store", lambda w, tmp: ["prep", "motion-masks", "--store", "memory://none/s"],
           "not a complete ray store"),
+]
+
+
+# -- hostile tables, declared sizes, interrupted rewrites -------------------------------------------
+def _scenes(edit: Callable[[list[dict]], None]) -> Callable[[Path], None]:
+    return lambda d: edit_table(d, "scene", edit)
+
+
+def _second_scene(name: str | None = None, first: str | None = None) -> Callable[[list[dict]], None]:
+    """A second scene record (over the same samples): named `name` (default: the first's), the first
+    renamed to `first` when given."""
+    def edit(recs: list[dict]) -> None:
+        if first is not None:
+            recs[0]["name"] = first
+        recs.append({**recs[0], "token": "a-second-scene", "name": recs[0]["name"] if name is None else name})
+    return edit
+
+
+def _rename_scene(name: str) -> Callable[[list[dict]], None]:
+    def edit(recs: list[dict]) -> None:
+        recs[0]["name"] = name
+    return edit
+
+
+def _category_index(k: int, value) -> Callable[[Path], None]:
+    def edit(recs: list[dict]) -> None:
+        recs[k]["index"] = recs[k + 1]["index"] if value == "next" else value
+    return lambda d: edit_table(d, "category", edit)
+
+
+def _scene_json_bytes(d: Path) -> None:
+    p = own(d / "v1.0-mini" / "scene.json")
+    p.write_bytes(p.read_bytes().replace(b'"scene-0001"', b'"scene-\xff\xfe"', 1))
+
+
+def _lidarseg_uint16(d: Path) -> None:
+    tok = key_record(d, "LIDAR_TOP")["token"]
+    p = own(d / "lidarseg" / "v1.0-mini" / f"{tok}_lidarseg.bin")
+    np.fromfile(p, np.uint8).astype(np.uint16).tofile(p)   # a crafted file: two bytes a label
+
+
+PREP += [
+    prep_fault("prep: two scenes with the same name", _scenes(_second_scene()), "appears twice"),
+    prep_fault("prep: two scene names that make one shard name",
+               _scenes(_second_scene("scene_0001", first="scene 0001")), "both make shard name"),
+    prep_fault("prep: scene name with a path separator", _scenes(_rename_scene("a/../../b")), "path separator"),
+    prep_fault("prep: scene name with a control character", _scenes(_rename_scene("scene\n0001")),
+               "control character"),
+    prep_fault("prep: scene name with a bidirectional override", _scenes(_rename_scene("scene\u202e1000")),
+               "control character"),
+    prep_fault("prep: scene name not valid UTF-8 (a lone surrogate)", _scenes(_rename_scene("scene-\udc80")),
+               "not valid UTF-8"),
+    prep_fault("prep: scene name '..'", _scenes(_rename_scene("..")), "'..'"),
+    prep_fault("prep: scene.json not valid UTF-8", _scene_json_bytes, "scene.json is not valid UTF-8"),
+    prep_fault("prep: lidarseg category index 300", _category_index(3, 300), "lidarseg index 300"),
+    prep_fault("prep: lidarseg category index -1", _category_index(3, -1), "lidarseg index -1"),
+    prep_fault("prep: two lidarseg categories with one index", _category_index(3, "next"), "both have lidarseg index"),
+    prep_fault("prep: lidarseg file of two-byte labels", _lidarseg_uint16, "labels for"),
+]
+
+
+def _zarr_meta(array: str, edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    def breaks(s: Path) -> None:
+        p = s / array / "zarr.json"
+        meta = json.loads(p.read_text())
+        edit(meta)
+        p.write_text(json.dumps(meta))
+    return breaks
+
+
+def _shard_of_samples(meta: dict) -> None:
+    meta["chunk_grid"]["configuration"]["chunk_shape"][0] = 4   # one read: four samples
+
+
+def _huge_occ(meta: dict) -> None:
+    meta["shape"][1:] = [20000, 20000, 16]
+    meta["chunk_grid"]["configuration"]["chunk_shape"][1:] = [20000, 20000, 16]
+
+
+def _manifest_edit(edit: Callable[[dict], None]) -> Callable[[Path], None]:
+    def breaks(s: Path) -> None:
+        m = json.loads((s / "manifest.json").read_text())
+        edit(m)
+        (s / "manifest.json").write_text(json.dumps(m))
+    return breaks
+
+
+def _rerecord_rays(s: Path, rays: Path) -> None:
+    """Record a rewritten rays file's checksum, size and rows in the manifest: consistent but crafted."""
+    import hashlib
+
+    def edit(m: dict) -> None:
+        sh = next(x for x in m["shards"] if x["name"] == rays.stem)
+        sh.update(rays_sha256=hashlib.sha256(rays.read_bytes()).hexdigest(), rays_bytes=rays.stat().st_size,
+                  num_rays=pq.ParquetFile(rays).metadata.num_rows)
+    _manifest_edit(edit)(s)
+
+
+def _extra_ray(s: Path) -> None:
+    """Row group 0 of the rays file gains a row the samples table does not count."""
+    rays = next((s / "rays").glob("*.parquet"))
+    pf = pq.ParquetFile(rays)
+    groups = [pf.read_row_group(g) for g in range(pf.num_row_groups)]
+    groups[0] = pa.concat_tables([groups[0], groups[0].slice(0, 1)])
+    with pq.ParquetWriter(rays, pf.schema_arrow) as w:
+        for t in groups:
+            w.write_table(t, row_group_size=len(t))
+    _rerecord_rays(s, rays)
+
+
+def _extra_sample_row(s: Path) -> None:
+    t = pq.read_table(s / "samples.parquet")
+    pq.write_table(pa.concat_tables([t, t.slice(0, 1)]), s / "samples.parquet", compression="zstd")
+    import hashlib
+
+    _manifest_edit(lambda m: m["samples"].update(
+        sha256=hashlib.sha256((s / "samples.parquet").read_bytes()).hexdigest()))(s)
+
+
+def _lying_frame(path: Path) -> None:
+    """The chunk's zstd frame header claims 4 GiB of content (its data unchanged): what numcodecs
+    would allocate before finding out."""
+    data = bytearray(own(path).read_bytes())
+    assert data[:4] == b"\x28\xb5\x2f\xfd" and data[4] >> 6 == 2 and data[4] & 0x20   # 4-byte size, one segment
+    data[5:9] = (2 ** 32 - 1).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+
+
+def _interrupted_rerun(m: dict) -> None:
+    """What a `prep motion-masks` rerun killed after its first shard leaves in the manifest."""
+    m["motion_masks"] = {"version": 1}
+    m["in_progress"] = {"command": "prep motion-masks", "started": "2000-01-01T00:00:00+00:00", "replaces": True,
+                        "shards_done": [m["shards"][0]["name"]], "pending": {}}
+
+
+STORE += [
+    store_fault("viz: images zarr.json declares four samples a read", _zarr_meta("images", _shard_of_samples),
+                "images/zarr.json", "viz", "--store", "{store}", "--out", "{out}", "--quiet", "--samples", "1"),
+    store_fault("eval: occ_gt zarr.json declares a 20000x20000 grid", _zarr_meta("occ_gt/semantics", _huge_occ),
+                "occ_gt/semantics/zarr.json", "eval", "--store", "{store}", "--ckpt", "{run}/last.pt", "--out",
+                "{out}", "--split", "all", "--quiet"),
+    store_fault("eval: an occ_gt chunk whose zstd frame declares 4 GiB", lambda s: _lying_frame(
+        chunk(s, "occ_gt/semantics", 0)), "declares 4294967295 bytes", "eval", "--store", "{store}", "--ckpt",
+        "{run}/last.pt", "--out", "{out}", "--split", "all", "--quiet"),
+    store_fault("store validate: occ_gt zarr.json declares a gzip codec", _zarr_meta(
+        "occ_gt/mask_lidar", lambda m: m["codecs"].__setitem__(1, {"name": "gzip", "configuration": {"level": 1}})),
+        "not the ones prep writes", "store", "validate", "{store}"),
+    store_fault("store validate: images zarr.json declares another shape",
+                _zarr_meta("images", lambda m: m["shape"].__setitem__(0, 10 ** 9)), "images/zarr.json", "store",
+                "validate", "{store}"),
+    store_fault("qa: a rays row group declares a ray samples.parquet does not count (checksums consistent)",
+                _extra_ray, "row group 0 declares", "qa", "--store", "{store}", "--out", "{out}", "--quiet",
+                "--no-coverage"),
+    store_fault("store info: samples.parquet declares a row the manifest does not count", _extra_sample_row,
+                "declares 5 rows", "store", "info", "{store}"),
+    store_fault("store validate: a sample declares more rays than its pixels",
+                lambda s: rewrite_samples(s, "ray_count", lambda v: v.__setitem__(0, 10 ** 12)),
+                "more than the", "store", "validate", "{store}"),
+    store_fault("store info: manifest points the 2D masks outside the store",
+                _manifest_edit(lambda m: m.update(semantic_masks={"array": "../../elsewhere"})),
+                "semantic_masks.array", "store", "info", "{store}"),
+    store_fault("store info: manifest shard name '../x'",
+                _manifest_edit(lambda m: m["shards"][0].update(name="../x")), "is not a file name",
+                "store", "info", "{store}"),
+    store_fault("train refuses a store a killed motion-masks rerun left", _manifest_edit(_interrupted_rerun),
+                "interrupted `prep motion-masks`", "train", "--store", "{store}", "--out", "{out}", "--max-steps",
+                "1", *TINY_ARGS),
+    store_fault("store validate names a store a killed motion-masks rerun left", _manifest_edit(_interrupted_rerun),
+                "mixes the two runs", "store", "validate", "{store}", "--no-data"),
+]
+
+
+def write_masks(w: World, out: Path, value: int = 3) -> Path:
+    """A PNG mask (class `value`, a band unlabelled) for every key-frame camera image of the dataroot."""
+    import cv2
+
+    (sds,) = _tables(w.dataroot, "sample_data")
+    for sd in sds:
+        if sd["is_key_frame"] and sd["filename"].endswith(".jpg"):
+            m = np.full((sd["height"], sd["width"]), value, np.uint8)
+            m[: sd["height"] // 4] = 255
+            p = out / Path(sd["filename"]).with_suffix(".png")
+            p.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(p), m)
+    return out
+
+
+def _masked_store(w: World, tmp: Path) -> Path:
+    """A copy of the store with masks of class 3 imported."""
+    s = copy_store(w, tmp)
+    res = CliRunner().invoke(main, ["prep", "masks", "--store", str(s), "--masks", str(write_masks(w, tmp / "m3")),
+                                    "--no-progress"])
+    assert res.exit_code == 0, res.output
+    return s
+
+
+def _masks_args(s: Path, masks: Path) -> list[str]:
+    return ["prep", "masks", "--store", str(s), "--masks", str(masks), "--no-progress"]
+
+
+def _masks_bad_class(w: World, tmp: Path) -> list[str]:
+    s = _masked_store(w, tmp)
+    masks = write_masks(w, tmp / "m5", 5)
+    import cv2
+
+    victim = sorted(masks.rglob("*.png"))[-1]
+    m = cv2.imread(str(victim), cv2.IMREAD_UNCHANGED)
+    m[5, 5] = 200
+    cv2.imwrite(str(victim), m)
+    return _masks_args(s, masks)
+
+
+def _masks_after_kill(w: World, tmp: Path) -> list[str]:
+    """What a kill during an import leaves (a new array folder the manifest does not name): the next
+    import must replace the masks and delete it."""
+    s = _masked_store(w, tmp)
+    shutil.copytree(next(s.glob("semantic_mask-*")), s / "semantic_mask-0badc0de")
+    return _masks_args(s, write_masks(w, tmp / "m5", 5))
+
+
+def _masks_are(tmp: Path, value: int) -> str | None:
+    """The store holds masks of class `value` (and 255) only, in its one mask folder, and validates."""
+    from renderocc.store.reader import StoreReader
+    from renderocc.store.validate import notes
+
+    s = tmp / "store"
+    r = StoreReader(s)
+    folders = sorted(p.name for p in s.glob("semantic_mask*"))
+    if not r.has_semantic_masks or folders != [r.semantic_mask_array]:
+        return f"mask folders {folders}, manifest names {r.semantic_mask_array}"
+    values = set(np.unique(r.semantic_mask(0)).tolist())
+    return (None if values == {value, 255} else f"masks hold {values}") or store_ok(s) or \
+        (f"notes: {notes(str(s))}" if notes(str(s)) else None)
+
+
+STORE += [
+    Fault("prep masks: a mask of class 200 keeps the previous masks", _masks_bad_class, "outside the class map",
+          post=lambda w, tmp: _masks_are(tmp, 3)),
+    Fault("prep masks: an import after a killed one replaces the masks and its leftover", _masks_after_kill, None,
+          post=lambda w, tmp: _masks_are(tmp, 5)),
+    Fault("prep masks: --masks folder missing", lambda w, tmp: _masks_args(copy_store(w, tmp), tmp / "none"),
+          "--masks folder not found"),
+    Fault("prep masks: full disk at the switch keeps the previous masks",
+          lambda w, tmp: _masks_args(_masked_store(w, tmp), write_masks(w, tmp / "m5", 5)), "File too large",
+          post=lambda w, tmp: orphans(tmp / "store") or _masks_are(tmp, 3), limit_file_bytes=4_000),
 ]
 
 
@@ -672,9 +917,9 @@ RUNS = [
           ("train", "--store", "{store}", "--out", "{tmp}/r"),
           ("eval", "--store", "{store}", "--ckpt", "{run}/last.pt", "--out", "{tmp}/e"),
           ("predict", "--store", "{store}", "--ckpt", "{run}/last.pt", "--out", "{tmp}/p"),
-          ("fit", "--store", "{store}", "--out", "{tmp}/f", "--samples", "0")]),
+          ("fit", "--store", "{store}", "--out", "{tmp}/f", "--indices", "0")]),
     Fault("fit --set grid.voxel_size=0.32 (finer than the store: no fit counterpart)",
-          _out_cmd("fit", "--store", "{store}", "--out", "{tmp}/f", "--samples", "0", "--quiet", "--set",
+          _out_cmd("fit", "--store", "{store}", "--out", "{tmp}/f", "--indices", "0", "--quiet", "--set",
                    "grid.voxel_size=0.32"), "finer than the store's"),
     Fault("train --set grid.pc_range of five numbers", _out_cmd("train", "--store", "{store}", "--out", "{tmp}/r",
                                                                 "--set", "grid.pc_range=[-40, -40, -1, 40, 40]"),
@@ -725,7 +970,7 @@ RUNS = [
           UNWRITABLE_NAMED),
     Fault("qa: unwritable --out", _out_cmd("qa", "--store", "{store}", "--out", UNWRITABLE, "--quiet",
                                            "--no-coverage"), UNWRITABLE_NAMED),
-    Fault("fit: unwritable --out", _out_cmd("fit", "--store", "{store}", "--out", UNWRITABLE, "--samples", "0",
+    Fault("fit: unwritable --out", _out_cmd("fit", "--store", "{store}", "--out", UNWRITABLE, "--indices", "0",
                                             "--quiet"), UNWRITABLE_NAMED),
     Fault("eval: --out under a regular file", lambda w, tmp: (
         (tmp / "afile").write_text("x"), ["eval", "--store", w.store, "--ckpt", str(w.run / "last.pt"),

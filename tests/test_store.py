@@ -204,3 +204,115 @@ def test_pre_encoded_occ_gt_objects_are_what_zarr_writes(tmp_path):
         arr = writer.array(root, f"{layout.OCC_GT}/{a}")
         assert not (tmp_path / "s" / layout.OCC_GT / a / writer.sample_key(arr, 1)).exists()
         assert not zarr.open_array(str(tmp_path / "s" / layout.OCC_GT / a), mode="r")[1].any()
+
+
+def test_zstd_content_size_reads_each_header_form():
+    """Sizes written with 1, 2, 4 (and 8) bytes in the frame header; anything else declares none."""
+    from numcodecs import Zstd
+
+    from renderocc.store.reader import zstd_content_size
+
+    for n in (0, 100, 255, 256, 1000, 65791, 65792, 640_000):
+        assert zstd_content_size(Zstd(level=0).encode(np.zeros(n, np.uint8))[:18]) == n, n
+    frame8 = b"\x28\xb5\x2f\xfd" + bytes([0xE0]) + (2 ** 40).to_bytes(8, "little")
+    assert zstd_content_size(frame8) == 2 ** 40
+    assert zstd_content_size(b"\x28\xb5\x2f\xfd\x00\x00") is None   # no size declared: refused by readers
+    assert zstd_content_size(b"not a frame at all") is None
+
+
+def _with_masks(store: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A copy of `store` with dense 2D masks through the writer's own steps (what `prep masks` does)."""
+    d = copy(store, tmp_path)
+    r = StoreReader(d)
+    name = layout.new_semantic_mask_name()
+    writer.create_semantic_mask_array(str(d), name)
+    digests = {}
+    for s in r.manifest["shards"]:
+        dg = []
+        for i in range(s["first_sample"], s["first_sample"] + s["num_samples"]):
+            mask = np.full((len(r.cameras), 128, 352), 255, np.uint8)
+            mask[:, 40:, :] = i + 1
+            dg.append(writer.write_semantic_mask(str(d), i, mask, name))
+        digests[s["name"]] = writer.combine_digests(dg)
+    writer.set_semantic_masks(str(d), {"version": 1, "num_images": 18, "source": "test"}, digests, name)
+    return d, name
+
+
+@needs_real
+def test_sharded_chunk_whose_frame_declares_another_size_is_one_line(store, tmp_path):
+    d, name = _with_masks(store, tmp_path)
+    r = StoreReader(d)
+    assert r.semantic_mask_array == name and int(r.semantic_mask(1)[0, 50, 0]) == 2 and validate(str(d)) == []
+    obj = next(p for p in (d / name / "c" / "1").rglob("*") if p.is_file())
+    data = bytearray(obj.read_bytes())
+    n = len(r.cameras)
+    offsets = np.frombuffer(bytes(data[-(n * 16 + 4):-4]), "<u8").reshape(n, 2)[:, 0]
+    head = int(offsets[offsets != 2 ** 64 - 1][0])
+    fhd = data[head + 4]
+    assert fhd & 0x20 and fhd >> 6 == 1   # one segment, a 2-byte size (+256)
+    data[head + 5:head + 7] = (65535).to_bytes(2, "little")   # 65791 bytes, not the chunk's 45056
+    obj.write_bytes(bytes(data))
+    lying = r"sample 1 cannot be decoded \(at byte \d+, the zstd frame there declares 65791 bytes; a chunk is 45056"
+    with pytest.raises(UserError, match=lying):
+        StoreReader(d).semantic_mask(1)
+    assert int(StoreReader(d).semantic_mask(0)[0, 50, 0]) == 1   # the other samples still read
+
+
+@needs_real
+def test_free_beams_declaring_other_rows_than_the_manifest_is_one_line(store, tmp_path):
+    import hashlib
+
+    d = copy(store, tmp_path)
+    fb = next((d / layout.FREE_BEAMS_DIR).glob("*.parquet"))
+    pf = pq.ParquetFile(fb)
+    groups = [pf.read_row_group(g) for g in range(pf.num_row_groups)]
+    groups[1] = groups[1].slice(0, len(groups[1]) // 2)
+    with pq.ParquetWriter(fb, pf.schema_arrow) as w:
+        for t in groups:
+            w.write_table(t, row_group_size=max(len(t), 1))
+    m = json.loads((d / layout.MANIFEST).read_text())
+    m["shards"][0]["free_beams_sha256"] = hashlib.sha256(fb.read_bytes()).hexdigest()   # consistent, but crafted
+    (d / layout.MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(UserError, match=f"{fb.name}: declares \\d+ rows, the manifest's shard"):
+        StoreReader(d).free_beams(0)
+
+
+@needs_real
+def test_stale_mask_folders_are_notes_and_a_bad_pointer_is_refused(store, tmp_path):
+    from renderocc.store.validate import notes
+
+    d, name = _with_masks(store, tmp_path)
+    shutil.copytree(d / name, d / "semantic_mask-00000000")   # what a killed import leaves
+    assert validate(str(d)) == [] and writer.stale_semantic_mask_arrays(str(d), manifest.load(str(d))) == \
+        ["semantic_mask-00000000"]
+    assert any("semantic_mask-00000000/: left by an interrupted `prep masks`" in n for n in notes(str(d)))
+    m = json.loads((d / layout.MANIFEST).read_text())
+    m["semantic_masks"]["array"] = "images"   # a manifest is data: never a path to another array
+    (d / layout.MANIFEST).write_text(json.dumps(m))
+    with pytest.raises(UserError, match="semantic_masks.array 'images' is not a mask array"):
+        StoreReader(d)
+
+
+@needs_real
+def test_a_sample_without_a_moving_box_has_an_all_false_motion_mask(store, tmp_path):
+    """zarr stores nothing for an all-fill shard: the writer stores an index of empty chunks, so the
+    reader (which refuses a missing chunk) reads zeros and validate passes."""
+    d = copy(store, tmp_path)
+    r = StoreReader(d)
+    writer.create_motion_mask_array(str(d))
+    updates, digests = {}, {}
+    for s in r.manifest["shards"]:
+        dyn, inst, dg = [], [], []
+        for i in range(s["first_sample"], s["first_sample"] + s["num_samples"]):
+            n = len(r.labels(i)["u"])
+            dyn.append(np.zeros(n, bool))
+            inst.append(np.full(n, -1, np.int32))
+            mask = np.zeros((len(r.cameras), 128, 352), bool)
+            mask[0, :10, :10] = i == 2   # only the last sample has a moving box in view
+            dg.append(writer.write_motion_mask(str(d), i, mask))
+        updates[s["name"]] = writer.add_ray_columns(str(d), s["name"], dyn, inst)
+        digests[s["name"]] = writer.combine_digests(dg)
+    writer.commit_motion_masks(str(d), {"method": "test"}, updates, digests)
+    r2 = StoreReader(d)
+    assert [int(r2.motion_mask(i).sum()) for i in range(3)] == [0, 0, 100]
+    assert validate(str(d)) == []

@@ -22,7 +22,9 @@ def prep_masks(store, masks, dataroot, quiet) -> None:
 
     One PNG per camera image at the image's path under MASKS with .png for .jpg, at the original
     image size, classes of the store's vocabulary. Stored beside the images at the stored size
-    (nearest-neighbour, the images' crop) and recorded in the manifest; rerunning replaces them.
+    (nearest-neighbour, the images' crop) and recorded in the manifest; rerunning replaces them: the
+    new set is written beside the old one and the manifest switches to it in one write, so an
+    interrupted run leaves the old set or the new one (`store validate` says which).
     """
     s = run(MaskOptions(store=store, masks=masks, dataroot=dataroot, progress=not quiet))
     click.echo(f"imported {s['images']} masks of {s['samples']} samples ({s['labelled_share']:.1%} of pixels "

@@ -5,13 +5,16 @@ DIR/samples/CAM_FRONT/<name>.png), uint8 class index of the store vocabulary per
 unlabelled, at the image's original size: what a segmenter run over the dataset writes, and what
 `renderocc synth airside` writes as its GT (DIR/masks). Each mask goes through the same fit as its
 image (scale to cover, crop centred in x and from the top) with nearest-neighbour resizing, into
-the store's `semantic_mask` array beside the images; the manifest records it (version, source,
-digests) last. Every mask is checked before anything is written: a bad one stops the run with one
-line naming the file and leaves the store as it was (never a half-imported set).
+a new `semantic_mask-<id>` array beside the images; the manifest records it (version, source,
+digests, array) last, in the one write that switches the store from the previous set (then deleted).
+Every mask is checked before anything is written: a bad one stops the run with one line naming the
+file and leaves the store as it was (never a half-imported set), and so does a kill at any point
+(the old set or the new one; `store validate` names a folder a kill left behind).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -25,7 +28,8 @@ from renderocc.classes import IGNORE
 from renderocc.errors import UserError
 from renderocc.prep import images as imgs
 from renderocc.prep.nuscenes import load_nuscenes
-from renderocc.store import writer
+from renderocc.store import layout, writer
+from renderocc.store import manifest as manifest_mod
 from renderocc.store.reader import StoreReader
 
 MASKS_VERSION = 1
@@ -98,22 +102,43 @@ def run(opts: MaskOptions) -> dict:
     for row in tqdm(files, desc="check masks", unit="sample", disable=not opts.progress):
         for p, c in zip(row, reader.cameras, strict=True):
             load_mask(p, per_cam[c]["original_size"], n_cls)
-    if reader.has_semantic_masks:  # withdraw the old set first: a failure below leaves no stale claim
-        writer.set_semantic_masks(root, None)
-    writer.create_semantic_mask_array(root)
+    # The new set goes into a new array beside the current one; the manifest switches to it in one
+    # write, and only then is the old one deleted: a kill leaves the old set or the new one, whole.
+    for stale in writer.stale_semantic_mask_arrays(root, m):   # left by a killed import
+        writer.remove_array(root, stale)
+    name = layout.new_semantic_mask_name()
+    try:
+        digests, labelled = _write_masks(reader, files, name, opts.progress)
+        info = {"version": MASKS_VERSION, "tool_version": __version__, "source": os.path.abspath(opts.masks),
+                "layout": "<masks>/<image path relative to the dataroot>.png, uint8 class, 255 = unlabelled",
+                "resize": "the image's fit (scale to cover, crop), nearest neighbour",
+                "vocabulary": reader.vocabulary.name, "num_images": len(files) * len(reader.cameras),
+                "labelled_share": labelled / max(1, len(files) * len(reader.cameras) * out_wh[0] * out_wh[1])}
+        writer.set_semantic_masks(root, info, {s: writer.combine_digests(d) for s, d in digests.items()}, name)
+    except BaseException:   # a failure (a full disk, Ctrl-C) before the switch leaves the store as it was
+        with contextlib.suppress(Exception):
+            if layout.semantic_mask_array(manifest_mod.load(root)) != name:
+                writer.remove_array(root, name)
+        raise
+    if reader.semantic_mask_array is not None and reader.semantic_mask_array != name:
+        writer.remove_array(root, reader.semantic_mask_array)   # the replaced set: nothing names it now
+    return {"samples": len(reader), "images": info["num_images"], "labelled_share": info["labelled_share"],
+            "seconds": time.time() - t0, "root": root}
+
+
+def _write_masks(reader: StoreReader, files: list[list[str]], name: str, progress: bool) -> tuple[dict, int]:
+    """Every sample's masks, resized to the stored size, into the new array `name`: (per-shard
+    digests, labelled pixels)."""
+    m, root = reader.manifest, reader.root
+    per_cam, out_wh = m["image"]["per_camera"], tuple(m["image"]["stored_size"])
+    n_cls = reader.vocabulary.num_semantic
+    writer.create_semantic_mask_array(root, name)
     digests: dict[str, list[str]] = {}
     labelled = 0
-    for i in tqdm(range(len(reader)), desc="masks", unit="sample", disable=not opts.progress):
+    for i in tqdm(range(len(reader)), desc="masks", unit="sample", disable=not progress):
         stack = np.stack([resize_mask(load_mask(p, per_cam[c]["original_size"], n_cls),
                                       per_cam[c]["original_size"], out_wh)
                           for p, c in zip(files[i], reader.cameras, strict=True)])
         labelled += int((stack != IGNORE).sum())
-        digests.setdefault(reader.ray_location(i)[0], []).append(writer.write_semantic_mask(root, i, stack))
-    info = {"version": MASKS_VERSION, "tool_version": __version__, "source": os.path.abspath(opts.masks),
-            "layout": "<masks>/<image path relative to the dataroot>.png, uint8 class, 255 = unlabelled",
-            "resize": "the image's fit (scale to cover, crop), nearest neighbour",
-            "vocabulary": reader.vocabulary.name, "num_images": len(files) * len(reader.cameras),
-            "labelled_share": labelled / max(1, len(files) * len(reader.cameras) * out_wh[0] * out_wh[1])}
-    writer.set_semantic_masks(root, info, {s: writer.combine_digests(d) for s, d in digests.items()})
-    return {"samples": len(reader), "images": info["num_images"], "labelled_share": info["labelled_share"],
-            "seconds": time.time() - t0, "root": root}
+        digests.setdefault(reader.ray_location(i)[0], []).append(writer.write_semantic_mask(root, i, stack, name))
+    return digests, labelled

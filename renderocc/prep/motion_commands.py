@@ -24,7 +24,9 @@ def prep_motion_masks(store, dataroot, speed_threshold, margin, quiet) -> None:
       renderocc prep motion-masks --store store/ --speed-threshold 0.5 --margin 0.2
 
     Adds the `dynamic` and `instance` columns to the store's ray Parquet and a per-camera mask
-    array beside the images (images are not rewritten). Rerunning recomputes the same result.
+    array beside the images (images are not rewritten). Rerunning recomputes the same result. An
+    interrupted run is named by `store validate`; over a store that already had motion masks, readers
+    refuse the half-rewritten store until it is rerun.
     """
     s = run(MotionOptions(store=store, dataroot=dataroot, speed_threshold=speed_threshold, margin=margin,
                           progress=not quiet))

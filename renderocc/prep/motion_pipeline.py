@@ -2,6 +2,12 @@
 
 Labels are back-projected from (u, v, depth) with the stored intrinsics and camera→key-ego
 transform, which recovers each LiDAR point exactly, so the store needs no point index.
+
+A kill at any point leaves a store that says what it holds: the manifest is marked before the first
+write (`writer.begin_motion_masks`) and every rewritten rays shard is recorded at once (its coming
+checksum, then its new one), so every checksum stays true. Over a store without motion masks the
+store reads as before (the new columns are not declared); over one that had them, readers refuse the
+mix and `store validate` names it, until a rerun (which picks the store up as it is) finishes.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ def sample_masks(boxes, sample: dict, cameras: list[str], size_wh: tuple[int, in
 def run(opts: MotionOptions, log=print) -> dict:
     """Compute motion for every stored label; commit columns, masks and manifest. Returns stats."""
     t0 = time.time()
-    reader = StoreReader(opts.store)
+    reader = StoreReader(opts.store, allow_interrupted=True)   # a killed run of this command: redo it
     source = reader.manifest["source"]
     dataroot = opts.dataroot or source["dataroot"]
     if not os.path.isdir(dataroot):
@@ -81,6 +87,7 @@ def run(opts: MotionOptions, log=print) -> dict:
         shard, group = reader.ray_location(i)
         by_shard[shard].append((group, i))
 
+    writer.begin_motion_masks(reader.root)   # from here to the commit, the manifest says a rewrite is under way
     writer.create_motion_mask_array(reader.root)
     class_names = reader.vocabulary.names  # free last
     static_categories = reader.vocabulary.static_categories()  # e.g. barrier, traffic cone
@@ -108,7 +115,9 @@ def run(opts: MotionOptions, log=print) -> dict:
             masks = sample_masks(boxes, sample, reader.cameras, reader.image_size, opts.margin)
             digests.append(writer.write_motion_mask(reader.root, i, masks))
             bar.update(1)
-        shard_updates[shard] = writer.add_ray_columns(reader.root, shard, dyn_groups, inst_groups)
+        data, shard_updates[shard] = writer.ray_columns_data(reader.root, shard, dyn_groups, inst_groups)
+        writer.record_shard_rewrite(reader.root, shard, shard_updates[shard], pending=True)  # its coming checksum
+        writer.write_rays_data(reader.root, shard, data)
         writer.record_shard_rewrite(reader.root, shard, shard_updates[shard])  # a kill leaves checksums true
         mask_digests[shard] = writer.combine_digests(digests)
     bar.close()

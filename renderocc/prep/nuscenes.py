@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -103,6 +104,8 @@ def load_nuscenes(dataroot: str, version: str, vocab=None):
 
     try:
         nusc = NuScenes(version=version, dataroot=dataroot, verbose=False, colormap=colormap(vdir, vocab))
+    except UnicodeDecodeError as e:
+        raise UserError(undecodable_table(vdir) or f"devkit cannot load {vdir}: {e}") from None
     except Exception as e:  # devkit asserts / KeyErrors on inconsistent tables
         raise UserError(f"devkit cannot load {vdir}: {type(e).__name__}: {e}".splitlines()[0]) from e
     for table in nusc.table_names:  # the devkit's token index keeps the last of two equal tokens, silently
@@ -111,7 +114,66 @@ def load_nuscenes(dataroot: str, version: str, vocab=None):
             seen: set[str] = set()
             dup = next(r["token"] for r in records if r["token"] in seen or seen.add(r["token"]))
             raise UserError(f"{os.path.join(vdir, table + '.json')}: token {dup} appears twice")
+    check_lidarseg_indices(nusc.category, os.path.join(vdir, "category.json"))
     return nusc
+
+
+def undecodable_table(vdir: str) -> str | None:
+    """The first table under `vdir` that is not valid UTF-8 (JSON's encoding), as an error line."""
+    for name in sorted(os.listdir(vdir)):
+        path = os.path.join(vdir, name)
+        if not name.endswith(".json") or not os.path.isfile(path):
+            continue
+        with open(path, "rb") as f:
+            data = f.read()
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return f"nuScenes table {path} is not valid UTF-8 (byte {e.start}: {data[e.start:e.start + 4]!r})"
+    return None
+
+
+def check_lidarseg_indices(categories: list[dict], path: str) -> None:
+    """Each category's lidarseg `index` (a label value of the one-byte .bin files) is an integer
+    0..255 that no other category has: anything else would index past the label table or make a
+    label mean two classes."""
+    owner: dict[int, str] = {}
+    for c in categories:
+        if "index" not in c:
+            continue
+        idx, name = c["index"], c.get("name", c.get("token"))
+        if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx <= 255:
+            raise UserError(f"{path}: category {name!r} has lidarseg index {idx!r}: lidarseg labels are one "
+                            "byte, an integer 0..255")
+        if idx in owner:
+            raise UserError(f"{path}: categories {owner[idx]!r} and {name!r} both have lidarseg index {idx}: "
+                            "a label would mean either")
+        owner[idx] = name
+
+
+MAX_SCENE_NAME_BYTES = 200   # a shard file is <name>.parquet, written via a temp name (255-byte file names)
+
+
+def scene_name_problem(name: object) -> str | None:
+    """Why a scene name cannot name a shard and an output folder (None when it can): not text, not
+    valid UTF-8 (a lone surrogate from a JSON escape), empty, '.' or '..', a path separator, a control
+    or format character (newline, NUL, a bidirectional override), or longer than a file name allows."""
+    if not isinstance(name, str):
+        return "is not a string"
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 (a lone surrogate)"
+    if name in ("", ".", ".."):
+        return "is empty, '.' or '..'"
+    if "/" in name or "\\" in name:
+        return "holds a path separator"
+    bad = next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp")), None)
+    if bad is not None:
+        return f"holds the control character U+{ord(bad):04X}"
+    if size > MAX_SCENE_NAME_BYTES:
+        return f"is {size} bytes long (at most {MAX_SCENE_NAME_BYTES})"
+    return None
 
 
 def camera_channels(nusc, wanted: list[str] | None) -> list[str]:
@@ -160,13 +222,38 @@ def scene_samples(nusc, scene: dict) -> list[dict]:
 
 
 def select_scenes(nusc, names: list[str] | None) -> list[dict]:
-    by_name = {s["name"]: s for s in nusc.scene}
+    """The scenes to prep, by name. Scene names name the store's shards (and output folders later), so
+    two scenes of one name, a name `scene_name_problem` refuses, or two names that make one shard
+    name are each one line naming scene.json and the scenes."""
+    table = os.path.join(getattr(nusc, "table_root", ""), "scene.json")
+    by_name: dict[str, dict] = {}
+    for sc in nusc.scene:
+        name = sc.get("name")
+        if not isinstance(name, str):
+            raise UserError(f"{table}: scene {sc.get('token')} has no name (name {name!r})")
+        if name in by_name:
+            raise UserError(f"{table}: scene name {name!r} appears twice (scenes {by_name[name].get('token')} and "
+                            f"{sc.get('token')}): each scene's name names its shard in the store")
+        by_name[name] = sc
     if names:
         missing = [n for n in names if n not in by_name]
         if missing:
             raise UserError(f"scene not in dataset: {missing[0]}")
-        return [by_name[n] for n in sorted(set(names))]
-    return [by_name[n] for n in sorted(by_name)]
+        selected = [by_name[n] for n in sorted(set(names))]
+    else:
+        selected = [by_name[n] for n in sorted(by_name)]
+    shards: dict[str, str] = {}
+    for sc in selected:
+        name = sc["name"]
+        if (problem := scene_name_problem(name)) is not None:
+            raise UserError(f"{table}: scene {sc.get('token')}: name {name!r} {problem}: scene names name "
+                            "the store's shards and output folders")
+        shard = shard_name(name)
+        if shard in shards:
+            raise UserError(f"{table}: scene names {shards[shard]!r} and {name!r} both make shard name {shard!r}: "
+                            "rename one")
+        shards[shard] = name
+    return selected
 
 
 def _sweeps(nusc, lidar_sd: dict, n: int, key_pose_inv: np.ndarray) -> list[LidarFrame]:

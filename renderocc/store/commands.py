@@ -8,7 +8,7 @@ from renderocc.errors import UserError
 from renderocc.store import fsio, layout
 from renderocc.store.layout import JPEG_CODEC_NAME
 from renderocc.store.reader import StoreReader
-from renderocc.store.validate import validate
+from renderocc.store.validate import notes, validate
 
 
 def _codec(image: dict) -> str:
@@ -30,7 +30,7 @@ def store_info(store: str) -> None:
     Example:
       renderocc store info store/
     """
-    r = StoreReader(store)
+    r = StoreReader(store, allow_interrupted=True)
     m = r.manifest
     W, H = r.image_size
     sup = m["supervision"]
@@ -64,6 +64,8 @@ def store_info(store: str) -> None:
         f"grid         {r.grid.text()} over {list(r.grid.box)}",
         f"adjacent     ±{m['adjacent']} keyframes (same scene)",
     ]
+    if r.in_progress:
+        lines.append(f"unfinished   {r.in_progress}")
     click.echo("\n".join(lines))
 
 
@@ -73,6 +75,9 @@ def store_info(store: str) -> None:
 @click.option("--deep", is_flag=True, help="Also decode every image and read every ray column (slowest).")
 def store_validate(store: str, no_data: bool, deep: bool) -> None:
     """Check STORE's manifest schema, checksums and cross-references.
+
+    A store an interrupted `prep masks` or `prep motion-masks` left is named: which state it holds
+    (a note when it is consistent), or why it is not (a problem, until the command is rerun).
 
     \b
     Example:
@@ -84,3 +89,5 @@ def store_validate(store: str, no_data: bool, deep: bool) -> None:
             click.echo(p, err=True)
         raise UserError(f"store invalid: {len(problems)} problem(s), first: {problems[0]}")
     click.echo(f"store valid: {store}")
+    for note in notes(store):
+        click.echo(f"note: {note}")

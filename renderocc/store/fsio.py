@@ -164,6 +164,14 @@ def move_into_place(fs: fsspec.AbstractFileSystem, tmp: str, path: str) -> None:
         fs.mv(tmp, path)
 
 
+def remove_tree(root: str, *parts: str) -> None:
+    """Delete a folder and everything under it (nothing when absent). Only for folders the manifest
+    does not name: a kill halfway leaves a partial folder that no reader opens."""
+    fs, path = fs_path(root, *parts)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
 def sha256_file(root: str, *parts: str) -> str:
     fs, path = fs_path(root, *parts)
     check_regular(fs, path)

@@ -4,7 +4,8 @@ Everything else (prep writer, reader, validator, motion-mask writer) asks this m
 layout change is one edit plus a `SCHEMA_VERSION` bump.
 
     STORE/
-      manifest.json            written LAST: a store without it is incomplete
+      manifest.json            written LAST: a store without it is incomplete (`in_progress`: a multi-step
+                               rewrite by prep motion-masks is under way, or was killed)
       samples.parquet          one row per keyframe; row i is sample index i
       rays/<shard>.parquet     one row group per sample (in sample order), shard = one scene
       free_beams/<shard>.parquet  LiDAR beams without a return (v2, optional): one row group per
@@ -14,15 +15,22 @@ layout change is one edit plus a `SCHEMA_VERSION` bump.
                                default: each chunk is one baseline JPEG file) or bytes + zstd (raw)
       occ_gt/{semantics,mask_lidar,mask_camera}   Zarr v3 arrays (N, 200, 200, 16) uint8
       motion_mask/             Zarr v3 array (N, n_cams, H, W) bool (added by prep motion-masks)
-      semantic_mask/           Zarr v3 array (N, n_cams, H, W) uint8 class, 255 = unlabelled (added by prep masks)
+      semantic_mask-<id>/      Zarr v3 array (N, n_cams, H, W) uint8 class, 255 = unlabelled (added by prep masks;
+                               the manifest's `semantic_masks.array` names the current one: a re-import writes a
+                               new one beside it and switches the manifest, so a kill leaves the old or the new set.
+                               `semantic_mask/`: the array of stores whose manifest names none)
       _plan.json               the prep plan (options + sample order) shared by all jobs
       _shards/<shard>.json     per-shard completion record, written after the shard's data
 """
 
 from __future__ import annotations
 
+import re
+import uuid
+
 import pyarrow as pa
 
+from renderocc.errors import UserError
 from renderocc.geometry import Grid
 
 SCHEMA_VERSION = 3
@@ -52,6 +60,68 @@ SEMANTIC_MASK = "semantic_mask"
 PLAN = "_plan.json"
 SHARDS_DIR = "_shards"
 TMP_PREFIX = ".tmp-"
+# manifest key of a rewrite that changes the store in several steps (`prep motion-masks`): present from
+# its first write until its commit, so a killed run is named (`in_progress_state`), never taken as done
+IN_PROGRESS = "in_progress"
+
+# Declared sizes a reader checks before it reads (a crafted store must not make it allocate without
+# bound): per row of a Parquet file, its uncompressed bytes at most this (+ SLACK per row group);
+# measured: rays 16-21 B, free beams 29 B, samples ~3 kB with 6 cameras and 3 neighbours each side.
+RAY_ROW_BYTES = 64
+FREE_BEAM_ROW_BYTES = 64
+PARQUET_SLACK_BYTES = 1 << 20
+FREE_BEAMS_PER_SAMPLE_MAX = 1 << 22   # LiDAR beams of one key frame (nuScenes: ~35k firings)
+
+
+def samples_row_bytes(n_cams: int, adjacent: int) -> int:
+    """Upper bound on one samples.parquet row's uncompressed bytes (tokens, names, matrices)."""
+    return 64 * 1024 + n_cams * 1024 + 2 * max(adjacent, 0) * (n_cams * 256 + 256)
+
+
+_SEMANTIC_MASK_NAME = re.compile(r"semantic_mask(-[0-9a-f]{8})?")
+
+
+def new_semantic_mask_name() -> str:
+    """A fresh folder name for a `prep masks` import, beside any earlier one."""
+    return f"{SEMANTIC_MASK}-{uuid.uuid4().hex[:8]}"
+
+
+def is_semantic_mask_name(name: str) -> bool:
+    return bool(_SEMANTIC_MASK_NAME.fullmatch(name))
+
+
+def semantic_mask_array(manifest: dict, where: str = MANIFEST) -> str | None:
+    """The folder of the store's current dense 2D masks (None without masks): the manifest's
+    `semantic_masks.array`, else `semantic_mask` (stores imported before the name was recorded).
+    Only names `new_semantic_mask_name` makes are accepted: the manifest is data, never a path."""
+    info = manifest.get("semantic_masks")
+    if info is None:
+        return None
+    name = info.get("array", SEMANTIC_MASK) if isinstance(info, dict) else None
+    if not isinstance(name, str) or not is_semantic_mask_name(name):
+        raise UserError(f"{where}: semantic_masks.array {name!r} is not a mask array of this store "
+                        f"({SEMANTIC_MASK} or {SEMANTIC_MASK}-<8 hex digits>)")
+    return name
+
+
+def in_progress_state(manifest: dict, root: str = "STORE") -> tuple[str, bool] | None:
+    """What an unfinished multi-step rewrite (manifest `in_progress`) left: (what to tell, whether the
+    store is still consistent), or None when there is none. `prep motion-masks` over a store without
+    motion masks leaves the old state (its new ray columns are not declared, so not read); over a store
+    that had them, rays and masks are a mix of the old and the new run: inconsistent until it is rerun."""
+    ip = manifest.get(IN_PROGRESS)
+    if not ip:
+        return None
+    if not isinstance(ip, dict):
+        return f"manifest {IN_PROGRESS} is not a record ({ip!r})", False
+    command = ip.get("command", "?")
+    done, total = len(ip.get("shards_done") or []), len(manifest.get("shards") or [])
+    rerun = f"run `renderocc {command} --store {root}` again to finish it"
+    if ip.get("replaces"):
+        return (f"an interrupted `{command}` (started {ip.get('started', '?')}) rewrote {done} of {total} "
+                f"ray shards over the previous motion masks: the store mixes the two runs; {rerun}"), False
+    return (f"an interrupted `{command}` (started {ip.get('started', '?')}) rewrote {done} of {total} ray "
+            f"shards; the store reads as before it (no motion masks); {rerun}"), True
 
 # The store's label grid is Occ3D's (`geometry.OCC3D_GRID`); the manifest's `grid` holds its record.
 def manifest_grid(manifest: dict) -> Grid:

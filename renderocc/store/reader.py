@@ -3,6 +3,10 @@
 Cheap per sample: samples.parquet is loaded once into numpy; labels are one Parquet row group;
 images are one Zarr shard object. Safe to use from DataLoader workers (handles open lazily, per
 process).
+
+Sizes a file declares are checked against the manifest before its data is read (a Zarr array's shape,
+dtype and chunking; a Parquet file's row groups, rows and uncompressed bytes): a crafted or damaged
+store is one line naming the file, never an allocation it chose.
 """
 
 from __future__ import annotations
@@ -21,6 +25,45 @@ from renderocc.store import fsio, layout, writer
 from renderocc.store import manifest as manifest_mod
 
 
+def declared_rows(pf: pq.ParquetFile, path: str, *, row_bytes: int, rows: int | None = None,
+                  groups: int | None = None, what: str = "the manifest") -> np.ndarray:
+    """Rows per row group a Parquet file declares (its footer, nothing else read), after checking them:
+    `groups` row groups, `rows` rows in all, at most `row_bytes` uncompressed bytes a row (+ slack)."""
+    md = pf.metadata
+    if groups is not None and md.num_row_groups != groups:
+        raise UserError(f"{path}: {md.num_row_groups} row groups, {what} says {groups} (one per sample)")
+    n = np.array([md.row_group(g).num_rows for g in range(md.num_row_groups)], np.int64)
+    b = np.array([md.row_group(g).total_byte_size for g in range(md.num_row_groups)], np.int64)
+    if rows is not None and int(n.sum()) != rows:
+        raise UserError(f"{path}: declares {int(n.sum())} rows, {what} says {rows}")
+    over = np.nonzero((b > n * row_bytes + layout.PARQUET_SLACK_BYTES) | (n < 0))[0]
+    if len(over):
+        g = int(over[0])
+        raise UserError(f"{path}: row group {g} declares {int(b[g])} bytes for {int(n[g])} rows (at most "
+                        f"{row_bytes} a row): not a file prep wrote")
+    return n
+
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ZSTD_HEADER_MAX = 18   # magic, descriptor, window, dictionary id, content size
+EMPTY_INNER_CHUNK = 2 ** 64 - 1   # a shard index entry of an absent inner chunk
+
+
+def zstd_content_size(head: bytes) -> int | None:
+    """The content size a zstd frame header declares (None: not a frame, or no size declared).
+    numcodecs' decoder allocates this much before it decompresses."""
+    if len(head) < 6 or head[:4] != ZSTD_MAGIC:
+        return None
+    fhd = head[4]
+    single = (fhd >> 5) & 1
+    pos = 5 + (0 if single else 1) + (0, 1, 2, 4)[fhd & 3]
+    width = (single, 2, 4, 8)[fhd >> 6]
+    if width == 0 or len(head) < pos + width:
+        return None
+    value = int.from_bytes(head[pos:pos + width], "little")
+    return value + 256 if width == 2 else value
+
+
 def _flat(col: pa.ChunkedArray, depth: int) -> tuple[np.ndarray, list[np.ndarray]]:
     """Values and per-level offsets of a (nested) list column."""
     arr = col.combine_chunks()
@@ -37,11 +80,21 @@ def _flat(col: pa.ChunkedArray, depth: int) -> tuple[np.ndarray, list[np.ndarray
 class StoreReader:
     """Read a ray store written by `renderocc prep nuscenes` (see docs/ARCHITECTURE.md)."""
 
-    def __init__(self, url_or_path: str | os.PathLike):
+    def __init__(self, url_or_path: str | os.PathLike, allow_interrupted: bool = False):
+        """`allow_interrupted`: open a store that an interrupted rewrite left inconsistent (for the
+        commands that finish or report it); everything else refuses it with one line."""
         root = str(url_or_path)
         self.root = os.path.abspath(fsio.local_path(root)) if fsio.is_local(root) else root.rstrip("/")
         self.manifest: dict = manifest_mod.load(self.root)
         m = self.manifest
+        state = layout.in_progress_state(m, self.root)
+        self.in_progress: str | None = state[0] if state else None   # an unfinished rewrite, in words
+        self.consistent: bool = state is None or state[1]
+        if not self.consistent and not allow_interrupted:
+            raise UserError(f"{self.root}: {self.in_progress}")
+        bad = [sh["name"] for sh in m["shards"] if sh["name"] != layout.shard_name(sh["name"])]
+        if bad:
+            raise UserError(f"invalid {layout.MANIFEST} in {self.root}: shard name {bad[0]!r} is not a file name")
         self.cameras: list[str] = list(m["cameras"])
         self.image_size: tuple[int, int] = tuple(m["image"]["stored_size"])  # (W, H)
         self.image_codec: str = m["image"]["codec"]   # jpeg (lossy) or raw (lossless); layout.IMAGE_CODECS
@@ -54,22 +107,40 @@ class StoreReader:
         self.has_occ_gt: bool = bool(sup["occ_gt"]) or any(s["occ_gt_sha256"] for s in m["shards"])
         self.has_motion_masks: bool = bool(sup["motion_masks"])
         self.has_semantic_masks: bool = m.get("semantic_masks") is not None  # dense 2D classes (prep masks)
+        self.semantic_mask_array: str | None = layout.semantic_mask_array(
+            m, fsio.fs_path(self.root, layout.MANIFEST)[1])  # their folder (prep masks)
         # LiDAR beams without a return (schema 2, optional): False for version-1 stores
         self.has_free_beams: bool = m.get("free_beams") is not None
         # the class vocabulary prep used (Occ3D-nuScenes for stores that predate vocabularies)
         self.vocabulary: Vocabulary = vocabulary_of_manifest(m)
-        self._load_samples()
         self._shard_records = {sh["name"]: sh for sh in m["shards"]}
+        ip = m.get(layout.IN_PROGRESS)
+        pending = ip.get("pending") if isinstance(ip, dict) else None
+        # a rays file an interrupted rewrite renamed into place before it could record it (writer.record_shard_rewrite)
+        self._pending: dict[str, dict] = {k: v for k, v in (pending or {}).items() if isinstance(v, dict)}
+        self._load_samples()
         self._intact: set[tuple[str, str]] = set()  # (folder, shard) files whose checksum held
         self._pq: dict[str, pq.ParquetFile] = {}
         self._fb_pq: dict[str, pq.ParquetFile] = {}
+        self._rows: dict[tuple[str, str], np.ndarray] = {}   # (folder, shard): declared rows per row group
         self._arrays: dict[str, zarr.Array | None] = {}
+        self._inflation: dict[str, tuple | None] = {}   # array name: how its objects' zstd frames are checked
         self._pid = os.getpid()
 
     # -------------------------------------------------------------- samples table
     def _load_samples(self) -> None:
-        t = fsio.read_parquet(self.root, layout.SAMPLES)   # by path or from bytes: never a live fsspec file
+        m = self.manifest
         C = len(self.cameras)
+        path = fsio.fs_path(self.root, layout.SAMPLES)[1]
+        pf = fsio.parquet_file(self.root, layout.SAMPLES)   # by path or from bytes: never a live fsspec file
+        declared_rows(pf, path, rows=m["num_samples"], row_bytes=layout.samples_row_bytes(C, m["adjacent"]),
+                      what="the manifest's num_samples")
+        try:
+            t = pf.read()
+        except (pa.ArrowException, OSError) as e:
+            raise UserError(f"{path}: not readable Parquet ({' '.join(str(e).split())[:100]})") from None
+        if not t.schema.equals(layout.SAMPLES_SCHEMA, check_metadata=False):
+            raise UserError(f"{path}: its columns are not those of layout.SAMPLES_SCHEMA: not a file prep wrote")
         n = t.num_rows
         self._tokens = t.column("sample_token").to_pylist()
         self._scenes = t.column("scene_name").to_pylist()
@@ -90,6 +161,17 @@ class StoreReader:
         self._ray_count = t.column("ray_count").to_numpy()
         self._has_occ = t.column("has_occ_gt").to_numpy(zero_copy_only=False)
         self._index = {tok: i for i, tok in enumerate(self._tokens)}
+        unknown = sorted(set(self._shard) - set(self._shard_records))
+        if unknown:
+            raise UserError(f"{path}: names shard {unknown[0]!r}, which the manifest does not list")
+        # the z-buffer keeps at most one ray per original-image pixel
+        per_cam = m["image"]["per_camera"]
+        most = sum(int(np.prod(per_cam[c]["original_size"], dtype=np.int64)) for c in self.cameras if c in per_cam)
+        bad = np.nonzero((self._ray_count < 0) | (self._ray_count > most))[0]
+        if len(bad):
+            i = int(bad[0])
+            raise UserError(f"{path}: sample {i} declares {int(self._ray_count[i])} rays, more than the "
+                            f"{most} pixels of its cameras")
 
     def __len__(self) -> int:
         return len(self._tokens)
@@ -135,17 +217,105 @@ class StoreReader:
             self._pq.clear()
             self._fb_pq.clear()
             self._arrays.clear()
+            self._inflation.clear()
             self._pid = os.getpid()
 
     def _array(self, name: str) -> zarr.Array | None:
+        """Array `name` (None when absent), its declared shape, dtype and chunking checked first."""
         self._fresh()
         if name not in self._arrays:
+            fs, meta = fsio.fs_path(self.root, name, "zarr.json")
+            fsio.check_regular(fs, meta)   # a FIFO or /dev/zero would never end
             try:
                 store = fsio.zarr_store(self.root, name, read_only=True)
-                self._arrays[name] = zarr.open_array(store, mode="r")
+                arr = zarr.open_array(store, mode="r")
             except (FileNotFoundError, zarr.errors.ArrayNotFoundError, KeyError):
-                self._arrays[name] = None
+                arr = None
+            except Exception as e:  # noqa: BLE001 - any metadata zarr cannot parse
+                raise UserError(f"{meta}: not a readable Zarr array ({e.__class__.__name__}: "
+                                f"{' '.join(str(e).split())[:100]})") from None
+            if arr is not None:
+                self._check_declared(name, arr, meta)
+            self._arrays[name] = arr
         return self._arrays[name]
+
+    def expected_array(self, name: str) -> tuple[tuple[int, ...], str]:
+        """(shape, dtype) the manifest implies for array `name`."""
+        n, C = len(self), len(self.cameras)
+        W, H = self.image_size
+        if name == layout.IMAGES:
+            return (n, C, H, W, 3), "uint8"
+        if name.startswith(layout.OCC_GT + "/"):
+            return (n, *self.grid.shape), "uint8"
+        if name == layout.MOTION_MASK:
+            return (n, C, H, W), "bool"
+        if layout.is_semantic_mask_name(name):
+            return (n, C, H, W), "uint8"
+        raise KeyError(name)
+
+    def _check_declared(self, name: str, arr: zarr.Array, meta: str) -> None:
+        """The array's zarr.json declares what the manifest implies, and one read (a chunk, or a shard
+        of chunks) holds at most one sample: a crafted shape or chunk never sizes an allocation."""
+        want, dtype = self.expected_array(name)
+        if tuple(arr.shape) != want or str(arr.dtype) != dtype:
+            raise UserError(f"{meta}: declares a {arr.dtype} array of shape {tuple(arr.shape)}, the manifest "
+                            f"implies {dtype} {want}: the store is damaged")
+        chunks, unit = tuple(arr.chunks), tuple(arr.shards or arr.chunks)
+        too_big = any(c > max(w, 1) for shape in (chunks, unit) for c, w in zip(shape, want, strict=True))
+        if unit[0] != 1 or too_big:
+            raise UserError(f"{meta}: declares chunks {chunks}" + (f" in shards {unit}" if arr.shards else "")
+                            + f": one read would exceed one sample of {want[1:]}: the store is damaged")
+        if unit != (1, *want[1:]):
+            raise UserError(f"{meta}: declares one object per {unit}, not per sample {(1, *want[1:])}: "
+                            "not the layout prep writes")
+        self._inflation[name] = self._inflation_plan(arr, meta)
+
+    @staticmethod
+    def _inflation_plan(arr: zarr.Array, meta: str) -> tuple | None:
+        """Only the codecs prep writes (a codec that inflates without a declared size never runs):
+        what `_check_inflation` reads of each object, or None when nothing can inflate."""
+        codecs = [c.to_dict() for c in arr.metadata.codecs]
+        names = [c["name"] for c in codecs]
+        chunk_bytes = int(np.prod(arr.chunks, dtype=np.int64)) * arr.dtype.itemsize
+        if names == ["sharding_indexed"]:
+            conf = codecs[0].get("configuration", {})
+            inner = [c["name"] for c in conf.get("codecs", [])]
+            index = [c["name"] for c in conf.get("index_codecs", [])]
+            if inner in (["bytes", "zstd"], ["bytes"], [layout.JPEG_CODEC_NAME]) and \
+                    index in (["bytes"], ["bytes", "crc32c"]) and conf.get("index_location", "end") in ("start", "end"):
+                n = int(np.prod(np.asarray(arr.shards) // np.asarray(arr.chunks), dtype=np.int64))
+                return None if inner[-1] != "zstd" else \
+                    ("shard", n, n * 16 + 4 * len(index[1:]), conf.get("index_location", "end"), chunk_bytes)
+        elif names in (["bytes", "zstd"], ["bytes"]):
+            return ("frame", chunk_bytes) if names[-1] == "zstd" else None
+        raise UserError(f"{meta}: declares codecs {names}, not the ones prep writes")
+
+    def _check_inflation(self, name: str, key: str, i: int) -> None:
+        """Each zstd frame of sample object `key` declares exactly one chunk's bytes (read from its
+        header and the shard index, before zarr decodes it): a crafted frame never sizes an allocation."""
+        plan = self._inflation.get(name)
+        if plan is None:
+            return
+        fs, path = fsio.fs_path(self.root, name, key)
+        fsio.check_regular(fs, path)
+        if plan[0] == "frame":
+            heads, chunk_bytes = [(0, fs.cat_file(path, 0, ZSTD_HEADER_MAX))], plan[1]
+        else:
+            _, n, index_bytes, location, chunk_bytes = plan
+            index = fs.cat_file(path, -index_bytes, None) if location == "end" else fs.cat_file(path, 0, index_bytes)
+            if len(index) != index_bytes:
+                raise UserError(f"{path}: chunk of sample {i} cannot be decoded (shard index of {len(index)} of "
+                                f"{index_bytes} bytes): the store is damaged")
+            entries = np.frombuffer(index[:n * 16], "<u8").reshape(n, 2)
+            heads = [(int(o), fs.cat_file(path, int(o), int(o) + ZSTD_HEADER_MAX))
+                     for o, _ in entries if o != EMPTY_INNER_CHUNK]
+        for offset, head in heads:
+            size = zstd_content_size(head)
+            if size != chunk_bytes:
+                what = "no zstd frame with a content size" if size is None else \
+                    f"the zstd frame there declares {size} bytes"
+                raise UserError(f"{path}: chunk of sample {i} cannot be decoded (at byte {offset}, {what}; a "
+                                f"chunk is {chunk_bytes} bytes): the store is damaged")
 
     def images(self, i: int) -> np.ndarray:
         """uint8 (n_cams, H, W, 3) RGB at the stored size, cameras in `.cameras` order."""
@@ -173,6 +343,7 @@ class StoreReader:
         """Sample i of a Zarr array. A missing chunk is an error, never zarr's fill value (a black
         image, all-"others" occupancy); an undecodable one is one line naming it."""
         key = self._sample_key(name, i)
+        self._check_inflation(name, key, i)
         try:
             return np.asarray(self._array(name)[i])
         except Exception as e:  # noqa: BLE001 - any codec failure means a damaged chunk
@@ -183,8 +354,27 @@ class StoreReader:
         self._fresh()
         if shard not in self._pq:
             self._verified(shard, layout.RAYS_DIR, "rays_sha256")
-            self._pq[shard] = fsio.parquet_file(self.root, layout.RAYS_DIR, f"{shard}.parquet")
+            pf = fsio.parquet_file(self.root, layout.RAYS_DIR, f"{shard}.parquet")
+            rec = self._shard_records[shard]
+            self._rows[(layout.RAYS_DIR, shard)] = declared_rows(
+                pf, fsio.fs_path(self.root, layout.RAYS_DIR, f"{shard}.parquet")[1], row_bytes=layout.RAY_ROW_BYTES,
+                rows=rec.get("num_rays"), groups=rec.get("num_samples"), what=f"the manifest's shard {shard}")
+            self._pq[shard] = pf
         return self._pq[shard]
+
+    def _group_of(self, folder: str, i: int, rows: int | None) -> int:
+        """Sample i's row group in its `folder` file (opened), checked: it exists and declares `rows`
+        rows (None: any count the file's checks allowed)."""
+        shard, g = self._shard[i], int(self._row_group[i])
+        declared = self._rows[(folder, shard)]
+        if 0 <= g < len(declared) and (rows is None or declared[g] == rows):
+            return g
+        path = fsio.fs_path(self.root, folder, f"{shard}.parquet")[1]
+        if not 0 <= g < len(declared):
+            raise UserError(f"{layout.SAMPLES}: sample {i} points to row group {g} of {path}, which has "
+                            f"{len(declared)}")
+        raise UserError(f"{path}: row group {g} declares {int(declared[g])} rays, {layout.SAMPLES} says "
+                        f"{rows} for sample {i}")
 
     def _verified(self, shard: str, folder: str, key: str) -> None:
         """Read what the manifest checksums: a shard's Parquet file is hashed on first open and must
@@ -202,6 +392,9 @@ class StoreReader:
         if not want or (folder, shard) in self._intact:
             return None
         got = fsio.sha256_file(self.root, folder, f"{shard}.parquet")
+        if got != want and folder == layout.RAYS_DIR and got == self._pending.get(shard, {}).get(key):
+            self._intact.add((folder, shard))   # the interrupted rewrite's file, whole (same base columns)
+            return None
         if got != want:
             return (f"{fsio.fs_path(self.root, folder, f'{shard}.parquet')[1]}: sha256 {got[:12]} differs from "
                     f"the manifest's {want[:12]}: the file changed after prep (damaged?)")
@@ -216,7 +409,8 @@ class StoreReader:
             t = pa.Table.from_batches([], schema=pa.schema([
                 f for f in layout.RAY_SCHEMA_WITH_MOTION if f.name in cols]))
         else:
-            t = self._parquet(self._shard[i]).read_row_group(int(self._row_group[i]), columns=cols)
+            pf = self._parquet(self._shard[i])
+            t = pf.read_row_group(self._group_of(layout.RAYS_DIR, i, int(self._ray_count[i])), columns=cols)
         cam = t.column("camera").combine_chunks()
         if isinstance(cam, pa.DictionaryArray):
             lut = np.array([self.cameras.index(c) for c in cam.dictionary.to_pylist()] or [0], np.int16)
@@ -247,9 +441,9 @@ class StoreReader:
         """uint8 (n_cams, H, W) classes at the stored size (255 = unlabelled), or None without masks."""
         if not self.has_semantic_masks:
             return None
-        if self._array(layout.SEMANTIC_MASK) is None:
+        if self._array(self.semantic_mask_array) is None:
             return None
-        return np.asarray(self._read_sample(layout.SEMANTIC_MASK, self._check(i)), np.uint8)
+        return np.asarray(self._read_sample(self.semantic_mask_array, self._check(i)), np.uint8)
 
     def free_beams(self, i: int) -> dict[str, np.ndarray] | None:
         """Key-frame LiDAR beams of sample i that returned nothing (free space along them), or None
@@ -262,8 +456,18 @@ class StoreReader:
         self._fresh()
         if shard not in self._fb_pq:
             self._verified(shard, layout.FREE_BEAMS_DIR, "free_beams_sha256")
-            self._fb_pq[shard] = fsio.parquet_file(self.root, layout.FREE_BEAMS_DIR, f"{shard}.parquet")
-        t = self._fb_pq[shard].read_row_group(int(self._row_group[i]), columns=["ring", "origin", "direction"])
+            pf = fsio.parquet_file(self.root, layout.FREE_BEAMS_DIR, f"{shard}.parquet")
+            rec = self._shard_records[shard]
+            path = fsio.fs_path(self.root, layout.FREE_BEAMS_DIR, f"{shard}.parquet")[1]
+            rows = declared_rows(pf, path, row_bytes=layout.FREE_BEAM_ROW_BYTES, rows=rec.get("num_free_beams"),
+                                 groups=rec.get("num_samples"), what=f"the manifest's shard {shard}")
+            if len(rows) and rows.max() > layout.FREE_BEAMS_PER_SAMPLE_MAX:
+                raise UserError(f"{path}: row group {int(rows.argmax())} declares {int(rows.max())} free beams, "
+                                f"more than the {layout.FREE_BEAMS_PER_SAMPLE_MAX} beams of a LiDAR key frame")
+            self._rows[(layout.FREE_BEAMS_DIR, shard)] = rows
+            self._fb_pq[shard] = pf
+        g = self._group_of(layout.FREE_BEAMS_DIR, i, None)
+        t = self._fb_pq[shard].read_row_group(g, columns=["ring", "origin", "direction"])
         out = {"ring": t.column("ring").to_numpy().astype(np.int16)}
         for c in ("origin", "direction"):
             out[c] = _flat(t.column(c), 1)[0].astype(np.float32).reshape(-1, 3) if t.num_rows else \
@@ -278,7 +482,7 @@ class StoreReader:
     def __getstate__(self) -> dict:
         """Picklable (spawned DataLoader workers): open file handles are not sent, only reopened."""
         state = self.__dict__.copy()
-        state["_pq"], state["_fb_pq"], state["_arrays"] = {}, {}, {}
+        state["_pq"], state["_fb_pq"], state["_arrays"], state["_rows"], state["_inflation"] = {}, {}, {}, {}, {}
         return state
 
     def __repr__(self) -> str:

@@ -1,4 +1,5 @@
-"""`store validate`: schema, checksums and cross-references of a store, as a list of problems."""
+"""`store validate`: schema, checksums and cross-references of a store, as a list of problems; and
+`notes`: what an interrupted command left that does not make the store invalid (which state it holds)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ def validate(root: str, data: bool = True, deep: bool = False) -> list[str]:
     """Problems found (empty = valid). `data=False` skips re-hashing images and occupancy;
     `deep` also decodes every image and reads every ray column."""
     m = manifest_mod.load(root)          # raises UserError for missing / other version / bad schema
-    r = StoreReader(root)
-    problems: list[str] = []
+    r = StoreReader(root, allow_interrupted=True)
+    problems: list[str] = [] if r.consistent else [r.in_progress]
     if fsio.sha256_file(r.root, layout.SAMPLES) != m["samples"]["sha256"]:
         problems.append(f"{layout.SAMPLES}: checksum mismatch")
     st = fsio.read_parquet(r.root, layout.SAMPLES)
@@ -28,9 +29,12 @@ def validate(root: str, data: bool = True, deep: bool = False) -> list[str]:
         problems.append(f"{layout.SAMPLES}: sample_index is not 0..{n - 1}")
     if len(set(r.tokens())) != n:
         problems.append(f"{layout.SAMPLES}: duplicate sample tokens")
-    img = r._array(layout.IMAGES)
     W, H = r.image_size
     want = (n, len(r.cameras), H, W, 3)
+    try:
+        img = r._array(layout.IMAGES)
+    except UserError as e:
+        return problems + [e.message]
     if img is None or img.shape != want:
         problems.append(f"{layout.IMAGES}: array missing or shape {getattr(img, 'shape', None)} != {want}")
         return problems
@@ -89,8 +93,13 @@ def _check_chunks(r) -> list[str]:
     out = []
     arrays = [layout.IMAGES] + [f"{layout.OCC_GT}/{a}" for a in layout.OCC_GT_ARRAYS if r.has_occ_gt]
     arrays += [layout.MOTION_MASK] if r.has_motion_masks else []
+    arrays += [r.semantic_mask_array] if r.has_semantic_masks else []
     for name in arrays:
-        arr = r._array(name)
+        try:
+            arr = r._array(name)
+        except UserError as e:
+            out.append(e.message)
+            continue
         if arr is None:
             out.append(f"{name}: array missing")
             continue
@@ -164,7 +173,7 @@ def _check_shards(r, m: dict, st, data: bool, deep: bool = False) -> list[str]:
         if not fsio.exists(r.root, s["rays_path"]):
             out.append(f"shard {name}: {s['rays_path']} missing")
             continue
-        if fsio.size(r.root, s["rays_path"]) != s["rays_bytes"]:
+        if fsio.size(r.root, s["rays_path"]) not in (s["rays_bytes"], r._pending.get(name, {}).get("rays_bytes")):
             out.append(f"shard {name}: {s['rays_path']} is {fsio.size(r.root, s['rays_path'])} bytes, "
                        f"manifest says {s['rays_bytes']}")
         if r.shard_checksum_problem(name, layout.RAYS_DIR, "rays_sha256") is not None:
@@ -215,4 +224,20 @@ def _check_shards(r, m: dict, st, data: bool, deep: bool = False) -> list[str]:
             out.append(f"shard {name}: manifest has motion masks but the rays lack {layout.MOTION_COLUMNS}")
     if total != m["num_rays"]:
         out.append(f"manifest num_rays {m['num_rays']} but shards hold {total}")
+    return out
+
+
+def notes(root: str) -> list[str]:
+    """What interrupted commands left in a store that does not make it invalid: which state it holds
+    (the old or the new), and folders nothing reads (safe to delete; the next run of the command does)."""
+    m = manifest_mod.load(root)
+    r = StoreReader(root, allow_interrupted=True)
+    out = [r.in_progress] if r.in_progress and r.consistent else []
+    stale = writer.stale_semantic_mask_arrays(r.root, m)
+    if stale:
+        holds = (f"the masks imported {m['semantic_masks'].get('created', '?')} ({r.semantic_mask_array}/)"
+                 if r.has_semantic_masks else "no 2D masks")
+        out.append(f"{', '.join(n + '/' for n in stale)}: left by an interrupted `prep masks` and not named by "
+                   f"the manifest, so never read; the store holds {holds}; the next `prep masks` deletes "
+                   "it (deleting it is safe)")
     return out

@@ -17,6 +17,7 @@ import datetime as _dt
 import hashlib
 from collections.abc import Sequence
 
+import google_crc32c
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -336,31 +337,61 @@ def create_motion_mask_array(root: str) -> zarr.Array:
 
 def write_motion_mask(root: str, index: int, mask: np.ndarray) -> str:
     """Write one sample's (n_cams, H, W) bool mask (stored image size); return its digest."""
-    array(root, layout.MOTION_MASK)[index] = mask
+    _write_camera_mask(root, layout.MOTION_MASK, index, mask)
     return digest(mask.astype(bool))
 
 
+def _write_camera_mask(root: str, name: str, index: int, mask: np.ndarray) -> None:
+    """One sample of a camera-mask array. zarr stores no object for a shard that is all fill value
+    (a sample with no moving box in view), which readers rightly take for a lost chunk: such a sample
+    gets an explicit shard of empty chunks (its index alone), which zarr reads back as fill value."""
+    arr = array(root, name)
+    arr[index] = mask
+    if np.asarray(mask).any():
+        return
+    sh = arr.metadata.codecs[0]
+    index_codecs = [c.to_dict()["name"] for c in getattr(sh, "index_codecs", ())]
+    if getattr(sh, "index_location", None) is None or sh.index_location.value != "end" or \
+            index_codecs != ["bytes", "crc32c"]:
+        raise RuntimeError(f"internal error: {name} is not laid out as _create_camera_mask_array makes it")
+    n = int(np.prod(np.asarray(arr.shards) // np.asarray(arr.chunks)))
+    entries = np.full((n, 2), 2 ** 64 - 1, "<u8").tobytes()
+    fsio.write_bytes_atomic(entries + google_crc32c.value(entries).to_bytes(4, "little"), root, name,
+                            sample_key(arr, index))
+
+
 # ---------------------------------------------------------------- dense 2D semantic masks (prep masks)
+#
+# An import writes a NEW array (`layout.new_semantic_mask_name`) beside the current one; one manifest
+# write then names it (`set_semantic_masks`, the switch) and only after that is the old one deleted. A
+# kill before the switch leaves the old masks (and an unnamed folder); after it, the new masks (and
+# perhaps the old folder): `stale_semantic_mask_arrays` lists such folders, the next import deletes them.
 
-def create_semantic_mask_array(root: str) -> zarr.Array:
-    """Create the dense (N, n_cams, H, W) uint8 class-mask array beside the images (same chunking)."""
-    return _create_camera_mask_array(root, layout.SEMANTIC_MASK, "uint8")
+def create_semantic_mask_array(root: str, name: str) -> zarr.Array:
+    """Create the dense (N, n_cams, H, W) uint8 class-mask array `name` beside the images (same chunking)."""
+    if not layout.is_semantic_mask_name(name):
+        raise ValueError(f"not a semantic mask array name: {name!r}")
+    return _create_camera_mask_array(root, name, "uint8")
 
 
-def write_semantic_mask(root: str, index: int, mask: np.ndarray) -> str:
-    """Write one sample's (n_cams, H, W) uint8 class masks (stored image size); return its digest."""
-    array(root, layout.SEMANTIC_MASK)[index] = mask
+def write_semantic_mask(root: str, index: int, mask: np.ndarray, name: str = layout.SEMANTIC_MASK) -> str:
+    """Write one sample's (n_cams, H, W) uint8 class masks (stored image size) into array `name`;
+    return their digest."""
+    _write_camera_mask(root, name, index, mask)
     return digest(mask.astype(np.uint8))
 
 
-def set_semantic_masks(root: str, info: dict | None, mask_digests: dict[str, str] | None = None) -> dict:
-    """Record (info, per-shard digests) or withdraw (info None) dense masks in the manifest, written last."""
+def set_semantic_masks(root: str, info: dict | None, mask_digests: dict[str, str] | None = None,
+                       array_name: str | None = None) -> dict:
+    """Record (info, per-shard digests, the array `array_name` holding them) or withdraw (info None)
+    dense masks in the manifest, written last: the one write that switches a store to new masks."""
     m = manifest_mod.load(root)
     for s in m["shards"]:
         s.pop("semantic_mask_sha256", None)
         if info is not None and mask_digests:
             s["semantic_mask_sha256"] = mask_digests[s["name"]]
-    m["semantic_masks"] = None if info is None else {**info, "created": now_iso()}
+    m["semantic_masks"] = None if info is None else \
+        {**info, "array": array_name or layout.SEMANTIC_MASK, "created": now_iso()}
     lidarseg = bool(m["source"].get("lidarseg"))
     m["supervision"]["semantic_source"] = ("both" if lidarseg else "masks") if info is not None else \
         ("lidarseg" if lidarseg else "none")
@@ -368,14 +399,27 @@ def set_semantic_masks(root: str, info: dict | None, mask_digests: dict[str, str
     return m
 
 
-def add_ray_columns(root: str, shard: str, dynamic: Sequence[np.ndarray],
-                    instance: Sequence[np.ndarray]) -> dict:
-    """Rewrite rays/<shard>.parquet with `dynamic` (bool) and `instance` (int32) columns.
+def stale_semantic_mask_arrays(root: str, manifest: dict) -> list[str]:
+    """Mask array folders the manifest does not name: left by a killed or failed `prep masks` (its
+    new set, before the switch, or the replaced set, after it). Never read; safe to delete."""
+    current = layout.semantic_mask_array(manifest, fsio.fs_path(root, layout.MANIFEST)[1])
+    return [n for n in fsio.listdir_names(root) if layout.is_semantic_mask_name(n) and n != current]
 
-    One array per row group (= per sample of the shard, in order), each as long as that row
-    group. Rays are small, so the shard is rewritten (temp name, then rename); images are not
-    touched. Returns the new `rays_sha256`/`rays_bytes`/`num_rays` for `commit_motion_masks`.
-    """
+
+def remove_array(root: str, name: str) -> None:
+    """Delete array folder `name` (one the manifest does not name) and forget its cached handle."""
+    _ARRAYS.pop((root, name), None)
+    fsio.remove_tree(root, name)
+
+
+# ---------------------------------------------------------------- ray columns (prep motion-masks)
+
+def ray_columns_data(root: str, shard: str, dynamic: Sequence[np.ndarray],
+                     instance: Sequence[np.ndarray]) -> tuple[bytes, dict]:
+    """rays/<shard>.parquet with `dynamic` (bool) and `instance` (int32) columns, built in memory:
+    (the file's bytes, its `rays_sha256`/`rays_bytes`/`num_rays`/`rays_path`).
+
+    One array per row group (= per sample of the shard, in order), each as long as that row group."""
     pf = fsio.parquet_file(root, layout.RAYS_DIR, f"{shard}.parquet")
     if pf.num_row_groups != len(dynamic) or len(dynamic) != len(instance):
         raise ValueError(f"{shard}: {pf.num_row_groups} row groups, got {len(dynamic)} mask arrays")
@@ -388,23 +432,72 @@ def add_ray_columns(root: str, shard: str, dynamic: Sequence[np.ndarray],
         cols["dynamic"] = pa.array(np.asarray(dynamic[g], bool))
         cols["instance"] = pa.array(np.asarray(instance[g], np.int32))
         tables.append(pa.Table.from_pydict(cols, schema=layout.RAY_SCHEMA_WITH_MOTION))
-    return write_ray_shard(root, shard, tables)
+    data = fsio.parquet_bytes(tables, layout.RAY_SCHEMA_WITH_MOTION, **PARQUET_OPTS)
+    return data, {"rays_path": f"{layout.RAYS_DIR}/{shard}.parquet",
+                  "rays_sha256": hashlib.sha256(data).hexdigest(), "rays_bytes": len(data),
+                  "num_rays": int(sum(len(t) for t in tables))}
 
 
-def record_shard_rewrite(root: str, shard: str, update: dict) -> None:
-    """Record one rewritten rays shard's new checksum in the manifest at once (atomic rewrite), so a
-    run killed before its final commit leaves a store whose every checksum still holds: readers
-    (which verify them) and a re-run both work, on the columns the manifest declares."""
+def write_rays_data(root: str, shard: str, data: bytes) -> None:
+    """Replace rays/<shard>.parquet by `data` (temp name, then rename)."""
+    fsio.write_bytes_atomic(data, root, layout.RAYS_DIR, f"{shard}.parquet")
+
+
+def add_ray_columns(root: str, shard: str, dynamic: Sequence[np.ndarray],
+                    instance: Sequence[np.ndarray]) -> dict:
+    """Rewrite rays/<shard>.parquet with `dynamic` and `instance` columns (`ray_columns_data`; temp
+    name, then rename; images are not touched). Returns the new stats for `commit_motion_masks`."""
+    data, stats = ray_columns_data(root, shard, dynamic, instance)
+    write_rays_data(root, shard, data)
+    return stats
+
+
+def begin_motion_masks(root: str) -> dict:
+    """Mark the manifest (before anything is written) with the rewrite `prep motion-masks` starts:
+    until `commit_motion_masks`, readers and `store validate` know a kill left it half done
+    (`layout.in_progress_state`). `replaces`: the store already had motion masks, which the run
+    overwrites in place (a kill leaves a mix, refused until rerun)."""
     m = manifest_mod.load(root)
+    old = m.get(layout.IN_PROGRESS) if isinstance(m.get(layout.IN_PROGRESS), dict) else {}
+    by_name = {s["name"]: s for s in m["shards"]}
+    pending = old.get("pending") if isinstance(old.get("pending"), dict) else {}
+    for shard, stats in pending.items():   # a killed run's file renamed, not yet recorded
+        rel = f"{layout.RAYS_DIR}/{shard}.parquet"
+        if shard in by_name and isinstance(stats, dict) and fsio.exists(root, rel) and \
+                fsio.sha256_file(root, rel) == stats.get("rays_sha256"):
+            by_name[shard].update({k: stats[k] for k in ("rays_sha256", "rays_bytes", "num_rays") if k in stats})
+    m[layout.IN_PROGRESS] = {"command": "prep motion-masks", "started": now_iso(),
+                             "replaces": m.get("motion_masks") is not None, "shards_done": [], "pending": {}}
+    write_manifest(root, m)
+    return m
+
+
+def record_shard_rewrite(root: str, shard: str, update: dict, pending: bool = False) -> None:
+    """Record one rewritten rays shard in the manifest at once (atomic rewrite). `pending`: before the
+    file is replaced, its coming checksum (a kill between the file's rename and the record leaves a
+    file readers still accept); else after: the shard's new checksum. Every checksum stays true at any
+    kill, so readers (which verify them) and a re-run both work, on the columns the manifest declares."""
+    m = manifest_mod.load(root)
+    ip = m.get(layout.IN_PROGRESS)
+    if pending:
+        if isinstance(ip, dict):
+            ip.setdefault("pending", {})[shard] = dict(update)
+        write_manifest(root, m)
+        return
     for s in m["shards"]:
         if s["name"] == shard:
             s.update(update)
+    if isinstance(ip, dict):
+        (ip.get("pending") or {}).pop(shard, None)
+        if shard not in ip.setdefault("shards_done", []):
+            ip["shards_done"].append(shard)
     write_manifest(root, m)
 
 
 def commit_motion_masks(root: str, info: dict, shard_updates: dict[str, dict],
                         mask_digests: dict[str, str] | None = None) -> dict:
-    """Record motion masks in the manifest (written last): method `info`, new ray checksums.
+    """Record motion masks in the manifest (written last): method `info`, new ray checksums; the
+    rewrite is then complete (`in_progress` dropped).
 
     `shard_updates` maps shard name → the dict `add_ray_columns` returned; `mask_digests` maps
     shard name → `combine_digests` of its samples' `write_motion_mask` digests.
@@ -417,5 +510,6 @@ def commit_motion_masks(root: str, info: dict, shard_updates: dict[str, dict],
             s["motion_mask_sha256"] = mask_digests[s["name"]]
     m["motion_masks"] = {**info, "created": now_iso()}
     m["supervision"]["motion_masks"] = True
+    m.pop(layout.IN_PROGRESS, None)
     write_manifest(root, m)
     return m
