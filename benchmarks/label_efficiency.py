@@ -171,7 +171,7 @@ def run_fits(args, val_stores: dict[str, Path], version: dict) -> dict:
                     or json.loads(marker.read_text()).get("spec") != spec):
                 shutil.rmtree(d, ignore_errors=True)
                 d.parent.mkdir(parents=True, exist_ok=True)
-                renderocc("fit", "--store", str(val_stores[truth]), "--out", str(d), "--samples", samples,
+                renderocc("fit", "--store", str(val_stores[truth]), "--out", str(d), "--indices", samples,
                           "--iters", str(args.fit_iters), "--config", args.config, "--quiet",
                           *[a for o in args.overrides for a in ("--set", o)], *flags, log=d.parent / f"{d.name}.log")
                 marker.write_text(json.dumps({"spec": spec, "commit": version["commit"]}))

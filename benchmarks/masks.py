@@ -134,7 +134,7 @@ def main() -> None:
                  "command": "python benchmarks/masks.py " + " ".join(sys.argv[1:]), "fits": {}, "runs": {}}
     for name, desc, ov in FITS:
         out = args.work / f"fit-{name}"
-        rec = step(out, ["fit", "--store", str(stores["val"]), "--out", str(out), "--samples", args.fit_samples,
+        rec = step(out, ["fit", "--store", str(stores["val"]), "--out", str(out), "--indices", args.fit_samples,
                          "--quiet", *sets([*FIT_GRID, *ov])], "metrics.json")
         m = json.loads((out / "metrics.json").read_text())
         res["fits"][name] = {"description": desc, "overrides": [*FIT_GRID, *ov],

@@ -111,7 +111,7 @@ def main() -> None:
       renderocc qa --store store --out qa
       renderocc train --store store --out run --config demo
       renderocc eval --store store --ckpt run/last.pt --out eval
-      renderocc fit --store store --out fit --samples 0,4   (no network: what the labels determine)
+      renderocc fit --store store --out fit --samples 2   (no network: what the labels determine)
     """
 
 

@@ -9,6 +9,11 @@ SIZE=${DEMO_IMAGE_SIZE:-192x108}   # stored WxH; the demo config feeds the netwo
 mkdir -p "$OUT"
 say() { printf '\n== %s\n' "$*"; }
 t0=$(date +%s)
+if [ -n "$STEPS" ]; then
+  say "renderocc demo in $OUT, quick mode: DEMO_STEPS=$STEPS training steps (a wiring check, not a trained model); about 2 min on 2 cores"
+else
+  say "renderocc demo in $OUT: synthetic street -> ray store -> 300 training steps -> scores and figures; about 5 min on 2 cores (DEMO_STEPS=20 make demo: about 2 min)"
+fi
 
 say "1/8 synthetic world: train split (seed 0) and a held-out scene (seed 1)"
 renderocc synth nuscenes --out "$OUT/synth-train" --scenes 2 --samples-per-scene 10 --seed 0 --overwrite
@@ -26,7 +31,7 @@ renderocc prep motion-masks --store "$OUT/store-val" --dataroot "$OUT/synth-val"
 say "4/8 qa: label-coverage report"
 renderocc qa --store "$OUT/store-train" --out "$OUT/qa-train"
 
-say "5/8 train (demo config, CPU)"
+say "5/8 train (demo config, ${STEPS:-300} steps)"
 renderocc train --store "$OUT/store-train" --out "$OUT/run" --config demo ${STEPS:+--max-steps $STEPS}
 
 say "6/8 eval on the held-out scene"
@@ -41,7 +46,7 @@ if [ -d "$REAL/v1.0-mini" ]; then
   renderocc prep motion-masks --store "$OUT/store-real"
   renderocc qa --store "$OUT/store-real" --out "$OUT/qa-real" --ray-stride 4
 else
-  say "8/8 real fixture not found at $REAL: skipped"
+  say "8/8 real data: no nuScenes dataroot at $REAL, skipped (RENDEROCC_REAL_FIXTURE=DATAROOT adds one)"
 fi
 
 say "done in $(( $(date +%s) - t0 )) s; artefacts:"

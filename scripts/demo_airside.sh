@@ -11,6 +11,7 @@ CONDITIONS=day,night+wet             # scene-0001 by day, scene-0002 at night on
 mkdir -p "$OUT"
 say() { printf '\n== %s\n' "$*"; }
 t0=$(date +%s)
+say "renderocc airside demo in $OUT: aprons by day and at night on wet pavement -> stores with 2D masks -> $STEPS training steps -> scores per condition; about 3 min on 2 cores"
 
 say "1/8 synth airside: train (seed 0) and held-out (seed 1), each a day scene and a night+wet scene"
 renderocc synth airside --out "$OUT/apron-train" --scenes 2 --samples-per-scene 6 --seed 0 \
@@ -37,7 +38,7 @@ done
 say "5/8 qa: label coverage, and depth labels by condition and surface class"
 renderocc qa --store "$OUT/store-train" --out "$OUT/qa-train" --quiet
 
-say "6/8 train (demo config, $STEPS steps, CPU)"
+say "6/8 train (demo config, $STEPS steps)"
 renderocc train --store "$OUT/store-train" --out "$OUT/run" --config demo --max-steps "$STEPS"
 
 say "7/8 eval on the held-out apron, per condition"

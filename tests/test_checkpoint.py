@@ -45,7 +45,7 @@ def test_crafted_pickle_never_runs(small_store, tmp_path, kind, command):
                 "--set", "data.workers=0", "--set", "model.width=8"]
     else:
         args = [command, "--store", small_store, "--ckpt", str(path), "--out", out]
-        args += ["--split", "all"] if command == "eval" else []
+        args += ["--split", "all"] if command in ("eval", "predict") else []
     res = CliRunner().invoke(main, args)
     assert not marker.exists(), "the checkpoint's pickle ran code"
     assert res.exit_code == 2, res.output
@@ -71,5 +71,5 @@ def test_malformed_checkpoint_is_one_line(small_store, tmp_path, payload, messag
     path = tmp_path / "last.pt"
     torch.save(payload, path)
     res = CliRunner().invoke(main, ["predict", "--store", small_store, "--ckpt", str(path), "--out",
-                                    str(tmp_path / "o")])
+                                    str(tmp_path / "o"), "--split", "all"])
     assert res.exit_code == 2 and message in res.output and len(res.output.strip().splitlines()) == 1

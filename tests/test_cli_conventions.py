@@ -57,3 +57,54 @@ def test_image_sizes_are_width_by_height_in_synth_and_prep(tmp_path):
     for group in ("synth nuscenes", "prep nuscenes"):
         text = commands()[group].get_help(click.Context(commands()[group]))
         assert "WxH" in text or "WIDTHxHEIGHT" in text, group
+
+
+def _opt(cmd: click.Command, flag: str) -> click.Parameter | None:
+    return next((p for p in cmd.params if flag in p.opts), None)
+
+
+def test_split_has_one_default_and_one_meaning_everywhere():
+    """`predict` writes what `eval` scores: one default (val), one help text, in every command."""
+    found = {name: _opt(cmd, "--split") for name, cmd in commands().items()}
+    with_split = {name: p for name, p in found.items() if p is not None}
+    assert {"eval", "predict"} <= set(with_split), sorted(with_split)
+    assert {tuple(p.default) for p in with_split.values()} == {("val",)}, {n: p.default for n, p in with_split.items()}
+    assert len({p.help for p in with_split.values()}) == 1
+    assert all("all (every sample)" in p.help for p in with_split.values())
+
+
+def test_samples_is_a_count_of_evenly_spaced_samples_everywhere(tmp_path):
+    """`--samples N` is a count wherever it appears; lists of indices are `--indices I,J,..`."""
+    found = commands()
+    with_samples = {name: p for name, cmd in found.items() if (p := _opt(cmd, "--samples")) is not None}
+    assert {"viz", "fit"} <= set(with_samples), sorted(with_samples)
+    for name, p in with_samples.items():
+        assert p.metavar == "N" and "evenly spaced" in p.help, name
+    assert _opt(found["fit"], "--indices").metavar == "I,J,.."
+    for name in with_samples:  # a list given to --samples is refused in one line, before any work
+        res = CliRunner().invoke(main, [*name.split(), "--store", str(tmp_path / "none"), "--out",
+                                        str(tmp_path / "o"), "--samples", "0,4"])
+        assert res.exit_code == 2 and res.output.strip().splitlines()[-1].startswith("Error:"), (name, res.output)
+    res = CliRunner().invoke(main, ["fit", "--store", str(tmp_path), "--out", str(tmp_path / "o"), "--samples", "0,4"])
+    assert res.output.strip().splitlines() == [
+        "Error: --samples 0,4: --samples is a count (N evenly spaced samples, as in `renderocc viz`); "
+        "sample indices go in --indices 0,4"]
+    assert not (tmp_path / "o").exists()
+
+
+def test_fit_picks_samples_like_viz():
+    from renderocc.fit.commands import pick_samples
+
+    assert pick_samples(None, 3, 10) == [0, 4, 9] and pick_samples(None, 20, 4) == [0, 1, 2, 3]
+    assert pick_samples("2,5,2", None, 10) == [2, 5] and pick_samples(None, None, 3) == [0, 1, 2]
+
+
+def test_every_long_running_command_takes_quiet_and_every_model_command_device():
+    """A command without `--quiet` prints a few lines and no progress bar; a new command picks a side here."""
+    found = commands()
+    no_progress_bar = {"store info", "store validate", "build-ext"}
+    for name, cmd in found.items():
+        opts = {o for p in cmd.params for o in p.opts}
+        assert ("--quiet" in opts) != (name in no_progress_bar), name
+        if "--device" in opts or "--ckpt" in opts:
+            assert {"--device", "--quiet"} <= opts, name

@@ -72,8 +72,11 @@ def test_eval_user_errors(store, ckpt, tmp_path):
     assert res.exit_code == 2 and "needs --store" in res.output
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
-    res = _invoke("predict", "--store", store, "--ckpt", str(bad), "--out", str(tmp_path))
+    res = _invoke("predict", "--store", store, "--ckpt", str(bad), "--out", str(tmp_path), "--split", "all")
     assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1
+    res = _invoke("predict", "--store", store, "--ckpt", str(bad), "--out", str(tmp_path))  # default --split val
+    lines = [ln for ln in res.output.strip().splitlines() if not ln.startswith("note: no scene of the nuScenes val")]
+    assert res.exit_code == 2 and len(lines) == 1 and "not a readable" in lines[0], res.output  # synthetic: a note
 
 
 def test_oracle_scores_perfectly(store, monkeypatch):
@@ -158,6 +161,7 @@ def test_predict_writes_occ3d_layout(store, ckpt, tmp_path):
     assert float(z["occupancy_prob"].max()) <= 1
     info = json.loads((tmp_path / "predict.json").read_text())
     assert set(info["keys"]) == {"semantics", "density", "occupancy_prob", "visibility"}
+    assert info["split"] == "all (no nuScenes val scene)"  # the default --split val, as eval's, on synthetic data
     res = _invoke("predict", "--store", store, "--ckpt", ckpt, "--out", str(tmp_path / "g"), "--store-grid",
                   "--device", "cpu")
     assert res.exit_code == 0, res.output

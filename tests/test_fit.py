@@ -95,7 +95,7 @@ def _invoke(*args: str):
 
 def test_fit_cli_writes_predictions_and_metrics(small_store, tmp_path):
     out = tmp_path / "fit"
-    res = _invoke("fit", "--store", small_store, "--out", str(out), "--samples", "0", "--iters", "3",
+    res = _invoke("fit", "--store", small_store, "--out", str(out), "--indices", "0", "--iters", "3",
                   "--set", "data.rays=256")
     assert res.exit_code == 0, res.output
     assert "label coverage" in res.output
@@ -115,7 +115,7 @@ def test_fit_cli_writes_predictions_and_metrics(small_store, tmp_path):
 
 
 def test_fit_3d_reaches_one_inside_the_mask(small_store, tmp_path):
-    res = _invoke("fit", "--store", small_store, "--out", str(tmp_path / "f3"), "--samples", "1",
+    res = _invoke("fit", "--store", small_store, "--out", str(tmp_path / "f3"), "--indices", "1",
                   "--iters", "8", "--supervision", "3d")
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "f3" / "metrics.json").read_text())
@@ -125,7 +125,7 @@ def test_fit_3d_reaches_one_inside_the_mask(small_store, tmp_path):
 def test_fit_user_errors(small_store, tmp_path):
     res = _invoke("fit", "--store", str(tmp_path / "none"), "--out", str(tmp_path / "o"))
     assert res.exit_code == 2 and "store not found" in res.output
-    res = _invoke("fit", "--store", small_store, "--out", str(tmp_path / "o"), "--samples", "0,99")
+    res = _invoke("fit", "--store", small_store, "--out", str(tmp_path / "o"), "--indices", "0,99")
     assert res.exit_code == 2 and "index 99" in res.output and len(res.output.strip().splitlines()) == 1
     cfg = fit_config(load_config("demo"), GRID)
     with pytest.raises(UserError, match="no Occ3D GT"):

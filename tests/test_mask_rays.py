@@ -200,7 +200,7 @@ def test_the_run_states_its_semantic_source():
 
 def test_mask_rays_on_a_store_without_masks_are_one_line(small_store, tmp_path):
     for args in (["train", "--store", small_store, "--out", str(tmp_path / "run"), "--max-steps", "1"],
-                 ["fit", "--store", small_store, "--out", str(tmp_path / "fit"), "--samples", "0", "--quiet"]):
+                 ["fit", "--store", small_store, "--out", str(tmp_path / "fit"), "--indices", "0", "--quiet"]):
         res = CliRunner().invoke(main, [*args, "--set", "data.mask_ray_share=0.5"])
         assert res.exit_code == 2, res.output
         lines = res.output.strip().splitlines()
@@ -216,7 +216,7 @@ def test_fit_with_masks_names_more_of_the_scene_than_lidarseg(apron_store, tmp_p
     or classes misplaced would not count)."""
     def fit(name: str, *sets: str) -> dict:
         out = Path(tmp_path / name)
-        args = ["fit", "--store", apron_store, "--out", str(out), "--samples", "1", "--iters", "1", "--quiet",
+        args = ["fit", "--store", apron_store, "--out", str(out), "--indices", "1", "--iters", "1", "--quiet",
                 "--set", "grid.voxel_size=0.8", "--set", "data.rays=512"]
         res = CliRunner().invoke(main, [*args, *[x for s in sets for x in ("--set", s)]])
         assert res.exit_code == 0, res.output

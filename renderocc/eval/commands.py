@@ -13,8 +13,10 @@ from renderocc.eval import viz as figures
 from renderocc.eval.tta import TTA_MODES, TTA_PASSES
 from renderocc.options import FiniteFloat, device_option, quiet_option, resolve_device
 
-SPLIT_HELP = ("val (nuScenes val/mini_val scenes present in the store), all, or scene names "
-              "(repeat or comma-separate).")
+SPLIT_DEFAULT = ("val",)  # eval, eval --pred and predict alike: predict writes what eval scores by default
+SPLIT_HELP = ("Which samples: val (the store's nuScenes val/mini_val scenes; a store without any, e.g. synthetic "
+              "or custom data, means all, with a note), all (every sample), or scene names (repeat or "
+              "comma-separate).")
 
 
 def _pct(v) -> str:
@@ -41,7 +43,7 @@ TTA_HELP = ("none; flip: average 2 passes (as is, images mirrored as in training
               help="With --gt: nuScenes dataroot whose poses give the RayIoU origins.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Directory for metrics.json and metrics.md.")
-@click.option("--split", multiple=True, default=("val",), show_default=True, help=SPLIT_HELP)
+@click.option("--split", multiple=True, default=SPLIT_DEFAULT, show_default=True, help=SPLIT_HELP)
 @click.option("--allow-missing", is_flag=True,
               help="With --pred: score the samples that have a prediction; count and list the others.")
 @click.option("--rayiou/--no-rayiou", default=True, show_default=True, help="Compute RayIoU (SparseOcc).")
@@ -110,7 +112,7 @@ def evaluate(store: str | None, ckpt: str | None, pred: str | None, gt_dir: str 
 @click.option("--ckpt", required=True, help="Checkpoint written by `renderocc train`.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Directory: OUT/<scene_name>/<sample_token>/labels.npz.")
-@click.option("--split", multiple=True, default=("all",), show_default=True, help=SPLIT_HELP)
+@click.option("--split", multiple=True, default=SPLIT_DEFAULT, show_default=True, help=SPLIT_HELP)
 @click.option("--vis-stride", default=4, show_default=True, type=click.IntRange(min=1),
               help="Stored-image pixel stride of the visibility rays.")
 @click.option("--min-transmittance", default=0.1, show_default=True,
@@ -131,6 +133,7 @@ def predict(store: str, ckpt: str, out: str, split: tuple[str, ...], vis_stride:
     \b
     Example:
       renderocc predict --store store-val --ckpt run/last.pt --out pred
+      renderocc predict --store store --ckpt run/last.pt --out pred-all --split all
     """
     resolve_device(device)  # an unusable --device is one line before any work
     info = prediction.run(store, ckpt, out, split, vis_stride, min_transmittance, progress=not quiet,
@@ -144,8 +147,8 @@ def predict(store: str, ckpt: str, out: str, split: tuple[str, ...], vis_stride:
 @click.option("--store", required=True, help="Ray store path or URL.")
 @click.option("--ckpt", default=None, help="Checkpoint: adds rendered depth/semantics and predictions.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for the PNGs.")
-@click.option("--samples", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Number of evenly spaced samples to draw.")
+@click.option("--samples", default=3, show_default=True, type=click.IntRange(min=1), metavar="N",
+              help="Draw N evenly spaced samples of the store.")
 @click.option("--stride", default=None, type=click.IntRange(min=1),
               help="Pixel stride of rendered images (default: ~200 columns).")
 @device_option

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 
 import click
+import numpy as np
 
 from renderocc.config import load_config
+from renderocc.errors import UserError
 from renderocc.eval.common import open_store
-from renderocc.fit.fit import fit_config, fit_store, parse_samples
+from renderocc.fit.fit import fit_config, fit_store
 from renderocc.options import FiniteFloat, device_option, quiet_option, resolve_device
 from renderocc.outputs import prepare_out_dir
 
@@ -19,6 +21,41 @@ DEFAULT_RAYS = 4096  # per iteration: the renderer's backward has a large per-ca
 
 def _pct(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
+
+
+def sample_count(ctx, param, value: str | None) -> int | None:  # noqa: ANN001 - click's callback signature
+    """`--samples N`: a count, as in `renderocc viz` and `qa --fit`; a list of indices says where it goes."""
+    if value is None:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise UserError(f"--samples {value}: --samples is a count (N evenly spaced samples, as in `renderocc viz`); "
+                        f"sample indices go in --indices {value}") from None
+    if n < 1:
+        raise UserError(f"--samples {value}: give a count of at least 1")
+    return n
+
+
+def pick_samples(indices: str | None, count: int | None, n: int) -> list[int]:
+    """`--indices I,J,..` as given, or `--samples N` evenly spaced (viz's rule), or every sample."""
+    if indices is not None and count is not None:
+        raise UserError("fit: give --indices I,J,.. or --samples N, not both")
+    if count is not None:
+        return sorted(set(np.linspace(0, n - 1, min(count, n)).round().astype(int).tolist())) if n else []
+    if indices is None or not indices.strip():
+        return list(range(n))
+    out = []
+    for item in indices.split(","):
+        item = item.strip()
+        try:
+            i = int(item)
+        except ValueError:
+            raise UserError(f"--indices: {item!r} is not a sample index") from None
+        if not 0 <= i < n:
+            raise UserError(f"--indices: index {i} out of range (the store has {n} samples: 0..{n - 1})")
+        out.append(i)
+    return list(dict.fromkeys(out))
 
 
 def build_fit_config(store_grid: dict, config: str, overrides: tuple[str, ...] | list[str], *,
@@ -41,7 +78,9 @@ def build_fit_config(store_grid: dict, config: str, overrides: tuple[str, ...] |
 @click.option("--store", required=True, help="Ray store path or URL (with Occ3D GT: metrics need it).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Directory: OUT/<scene>/<token>/labels.npz, OUT/metrics.json, OUT/metrics.md.")
-@click.option("--samples", default=None, metavar="I,J,..", help="Sample indices to fit (default: all).")
+@click.option("--indices", default=None, metavar="I,J,..", help="Sample indices to fit (default: every sample).")
+@click.option("--samples", default=None, metavar="N", callback=sample_count,
+              help="Fit N evenly spaced samples of the store instead (as `renderocc viz --samples N` draws).")
 @click.option("--aux-frames", type=click.IntRange(min=0), default=None,
               help="±K neighbouring keyframes whose labels add auxiliary rays (default: the config's, 3).")
 @click.option("--no-motion-masks", is_flag=True,
@@ -59,9 +98,9 @@ def build_fit_config(store_grid: dict, config: str, overrides: tuple[str, ...] |
               help="Override a config value, e.g. --set data.rays=16384 --set loss.freespace=0.")
 @device_option
 @quiet_option
-def fit(store: str, out: str, samples: str | None, aux_frames: int | None, no_motion_masks: bool, iters: int,
-        lr: float, supervision: str | None, config: str, overrides: tuple[str, ...], device: str,
-        quiet: bool) -> None:
+def fit(store: str, out: str, indices: str | None, samples: int | None, aux_frames: int | None,
+        no_motion_masks: bool, iters: int, lr: float, supervision: str | None, config: str,
+        overrides: tuple[str, ...], device: str, quiet: bool) -> None:
     """How much of the scene do the 2D labels determine? Fit a free voxel grid per keyframe.
 
     Per sample, free per-voxel density and semantic logits (no network) are optimised with the
@@ -71,16 +110,17 @@ def fit(store: str, out: str, samples: str | None, aux_frames: int | None, no_mo
 
     \b
     Example:
-      renderocc fit --store store-val --out fit --samples 0,4,8
-      renderocc fit --store store-val --out fit3d --samples 0 --supervision 3d
+      renderocc fit --store store-val --out fit --indices 0,4,8
+      renderocc fit --store store-val --out fit --samples 3
+      renderocc fit --store store-val --out fit3d --indices 0 --supervision 3d
     """
     device = resolve_device(device)  # an unusable --device is one line before any work
     reader = open_store(store)
-    indices = parse_samples(samples, len(reader))
+    picks = pick_samples(indices, samples, len(reader))
     cfg = build_fit_config(reader.grid, config, overrides, aux_frames=aux_frames,
                            no_motion_masks=no_motion_masks, supervision=supervision)
     prepare_out_dir(out)
-    m = fit_store(reader, indices, cfg, iters=iters, lr=lr, out=out, device=device,
+    m = fit_store(reader, picks, cfg, iters=iters, lr=lr, out=out, device=device,
                   progress=not quiet)
     masks = f", {m['mask_rays_per_iter']} mask rays/iteration" if m["mask_rays_per_iter"] else ""
     click.echo(f"fit: {m['samples']} samples, supervision {m['supervision']} (semantics: {m['semantic_source']}"
