@@ -114,6 +114,22 @@ def test_fit_cli_writes_predictions_and_metrics(small_store, tmp_path):
     assert "| label coverage |" in (out / "metrics.md").read_text()
 
 
+def test_fit_voxelize_alone_and_beside_the_optimised_fit(small_store, tmp_path):
+    res = _invoke("fit", "--store", small_store, "--out", str(tmp_path / "v"), "--indices", "0,2", "--method",
+                  "voxelize")
+    assert res.exit_code == 0, res.output
+    assert "voxelisation baseline: mIoU" in res.output and "thresholds" not in res.output
+    m = json.loads((tmp_path / "v" / "metrics.json").read_text())
+    assert m["method"] == "voxelize" and m["miou"] == m["voxelize"]["miou"] > 0.2
+    assert [r["threshold"] for r in m["per_sample"]] == [None, None]
+    assert "| voxelisation baseline mIoU |" in (tmp_path / "v" / "metrics.md").read_text()
+    both = _invoke("fit", "--store", small_store, "--out", str(tmp_path / "b"), "--indices", "0,2", "--iters", "3",
+                   "--set", "data.rays=256")
+    mb = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert both.exit_code == 0 and "voxelisation baseline" in both.output
+    assert mb["voxelize"]["miou"] == m["voxelize"]["miou"] and mb["method"] == "both"
+
+
 def test_fit_3d_reaches_one_inside_the_mask(small_store, tmp_path):
     res = _invoke("fit", "--store", small_store, "--out", str(tmp_path / "f3"), "--indices", "1",
                   "--iters", "8", "--supervision", "3d")

@@ -10,7 +10,7 @@ import numpy as np
 from renderocc.config import load_config
 from renderocc.errors import UserError
 from renderocc.eval.common import open_store
-from renderocc.fit.fit import fit_config, fit_store
+from renderocc.fit.fit import METHODS, fit_config, fit_store
 from renderocc.options import FiniteFloat, device_option, quiet_option, resolve_device
 from renderocc.outputs import prepare_out_dir
 
@@ -92,6 +92,9 @@ def build_fit_config(store_grid: dict, config: str, overrides: tuple[str, ...] |
 @click.option("--supervision", type=click.Choice(["2d", "3d"]), default=None,
               help="2d: the training losses on label rays (default); 3d: the occ3d term on the dense GT "
                    "inside mask_camera (checks the fit itself: ≈1.0 there).")
+@click.option("--method", type=click.Choice(METHODS), default="both", show_default=True,
+              help="optimise: the training losses on a free grid; voxelize: the baseline with no optimisation "
+                   "(label end points' majority class, the rest free); both: scored side by side.")
 @click.option("--config", default="demo", show_default=True,
               help="Loss weights and render settings: TOML file or a shipped config (demo | occ3d).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -99,7 +102,7 @@ def build_fit_config(store_grid: dict, config: str, overrides: tuple[str, ...] |
 @device_option
 @quiet_option
 def fit(store: str, out: str, indices: str | None, samples: int | None, aux_frames: int | None,
-        no_motion_masks: bool, iters: int, lr: float, supervision: str | None, config: str,
+        no_motion_masks: bool, iters: int, lr: float, supervision: str | None, method: str, config: str,
         overrides: tuple[str, ...], device: str, quiet: bool) -> None:
     """How much of the scene do the 2D labels determine? Fit a free voxel grid per keyframe.
 
@@ -121,16 +124,22 @@ def fit(store: str, out: str, indices: str | None, samples: int | None, aux_fram
                            no_motion_masks=no_motion_masks, supervision=supervision)
     prepare_out_dir(out)
     m = fit_store(reader, picks, cfg, iters=iters, lr=lr, out=out, device=device,
-                  progress=not quiet)
+                  progress=not quiet, method=method)
     masks = f", {m['mask_rays_per_iter']} mask rays/iteration" if m["mask_rays_per_iter"] else ""
     click.echo(f"fit: {m['samples']} samples, supervision {m['supervision']} (semantics: {m['semantic_source']}"
                f"{masks}), aux ±{m['aux_frames']} frames"
                f"{'' if m['use_motion_masks'] else ' (motion masks ignored)'}, {m['iters']} iterations, "
                f"{m['wall_s']:.1f} s")
-    click.echo(f"mIoU {_pct(m['miou'])} (all voxels {_pct(m['miou_nomask'])}), geometry IoU "
-               f"{_pct(m['geometry_iou'])} (all voxels {_pct(m['geometry_iou_nomask'])}), "
-               f"label coverage {_pct(m['label_coverage'])}")
-    thr = sorted(m["thresholds"].values())
-    click.echo(f"thresholds: density > {thr[0]:.3g}" + (f" … {thr[-1]:.3g}" if len(thr) > 1 else "")
-               + f" ({m['threshold_rule']})")
+    v = m["voxelize"]
+    if method != "voxelize":
+        click.echo(f"mIoU {_pct(m['miou'])} (all voxels {_pct(m['miou_nomask'])}), geometry IoU "
+                   f"{_pct(m['geometry_iou'])} (all voxels {_pct(m['geometry_iou_nomask'])}), "
+                   f"label coverage {_pct(m['label_coverage'])}")
+        thr = sorted(m["thresholds"].values())
+        click.echo(f"thresholds: density > {thr[0]:.3g}" + (f" … {thr[-1]:.3g}" if len(thr) > 1 else "")
+                   + f" ({m['threshold_rule']})")
+    if method != "optimise":
+        click.echo(f"voxelisation baseline: mIoU {_pct(v['miou'])}, geometry IoU {_pct(v['geometry_iou'])}"
+                   f"{'' if method == 'both' else ', label coverage ' + _pct(m['label_coverage'])} "
+                   "(label end points' majority class, the rest free; no optimisation)")
     click.echo(f"wrote {m['samples']} labels.npz under {out}, {out}/metrics.json and {out}/metrics.md")

@@ -202,23 +202,6 @@ def semantic_coverage_counts(frames: list[tuple[dict, float]], masks: MaskPool |
 
 
 # -- the command's body --------------------------------------------------------------------------
-def parse_samples(spec: str | None, n: int) -> list[int]:
-    """`--samples I,J,..` → indices (default: all); a bad index is one UserError line."""
-    if spec is None or not spec.strip():
-        return list(range(n))
-    out = []
-    for item in spec.split(","):
-        item = item.strip()
-        try:
-            i = int(item)
-        except ValueError:
-            raise UserError(f"--samples: {item!r} is not a sample index") from None
-        if not 0 <= i < n:
-            raise UserError(f"--samples: index {i} out of range (the store has {n} samples: 0..{n - 1})")
-        out.append(i)
-    return list(dict.fromkeys(out))
-
-
 def git_commit() -> str | None:
     """HEAD of the checkout this code runs from, if it is one (results files record it)."""
     try:
