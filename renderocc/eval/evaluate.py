@@ -328,8 +328,8 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], rays_per_s
     """The `eval --ckpt` body: open, evaluate, write metrics.json and metrics.md."""
     prepare_out_dir(out)  # before the work: an unwritable --out is found at once
     reader = open_store(store)
+    model, ckpt = infer.load_checkpoint_model(ckpt_path, device, reader)  # a bad checkpoint: its line first
     indices, label = select_samples(reader, split, say)
-    model, ckpt = infer.load_checkpoint_model(ckpt_path, device, reader)
     m = evaluate(reader, model, ckpt, indices, rays_per_sample=rays_per_sample, progress=progress,
                  rayiou=rayiou, tta=tta)
     m.update(checkpoint=str(ckpt_path), checkpoint_step=ckpt.get("step"),

@@ -62,8 +62,8 @@ def run(store: str, ckpt_path: str, out: str, split: tuple[str, ...], vis_stride
     """Write OUT/<scene>/<token>/labels.npz for the selected samples and OUT/predict.json."""
     root = prepare_out_dir(out)
     reader = open_store(store)
-    indices, label = select_samples(reader, split or ("all",))
-    model, ckpt = infer.load_checkpoint_model(ckpt_path, device, reader)
+    model, ckpt = infer.load_checkpoint_model(ckpt_path, device, reader)  # a bad checkpoint: its line first
+    indices, label = select_samples(reader, split or ("val",))
     on_labels = infer.scoring_of(ckpt, reader.grid) if store_grid else None  # Occ3D tools expect 200×200×16
     dirs = sample_dirs(reader, indices, root)  # names from the data checked before any work
     seen_share = []
