@@ -131,3 +131,21 @@ def test_size_mismatch_and_bad_file_are_one_line(tmp_path, monkeypatch, helper):
         imgs.load_resized(str(tmp_path / "none.jpg"), (320, 240), (160, 120))
     with pytest.raises(UserError, match="image cannot be decoded"):
         imgs.image_size(str(junk))
+
+
+@needs_helper
+def test_corrupt_entropy_data_is_refused_not_decoded_grey(tmp_path, monkeypatch):
+    """Flipped bytes inside the entropy-coded data: libjpeg only warns and fills the damage with grey;
+    prep refuses the image in one line instead."""
+    path = _jpeg(tmp_path / "a.jpg", 320, 240)
+    raw = bytearray(open(path, "rb").read())
+    sos = raw.index(b"\xff\xda")
+    for k in range(sos + 400, sos + 420):
+        raw[k] ^= 0x5A   # flipped bits: still decodable, wrong
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(bytes(raw))
+    status, why = jpeg_rows.decode_rows(str(bad), 2, (320, 240), 0, 120)
+    assert status == jpeg_rows.CORRUPT and why, (status, why)
+    assert jpeg_rows.decode_rows(path, 2, (320, 240), 0, 120)[0] == jpeg_rows.OK
+    with pytest.raises(UserError, match="corrupt JPEG data"):
+        imgs.load_resized(str(bad), (320, 240), (160, 120))

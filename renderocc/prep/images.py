@@ -98,6 +98,8 @@ def _decode_rows(path: str, orig: tuple[int, int], k: int, row0: int, rows: int)
     status, band = jpeg_rows.decode_rows(path, k, orig, row0, rows)
     if status == jpeg_rows.OK:
         return band
+    if status == jpeg_rows.CORRUPT:
+        raise UserError(f"image {path}: corrupt JPEG data ({band}); a decoder fills it with grey, so it is refused")
     if status == jpeg_rows.SIZE:
         size = band
     else:   # no helper, or a file it does not do: OpenCV decodes all of it

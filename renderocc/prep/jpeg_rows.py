@@ -26,7 +26,7 @@ import numpy as np
 from renderocc.ext_cache import cache_root
 
 SOURCE = Path(__file__).parent / "csrc" / "jpeg_rows.c"
-OK, OPEN, DECODE, SIZE, UNSUPPORTED, BAND = range(6)
+OK, OPEN, DECODE, SIZE, UNSUPPORTED, BAND, CORRUPT = range(7)
 
 _lock = threading.Lock()
 _state: dict = {}
@@ -114,7 +114,8 @@ def decode_rows(path: str, reduce: int, expect: tuple[int, int], row0: int,
                 rows: int) -> tuple[int, np.ndarray | tuple[int, int] | None]:
     """(OK, (rows, W / reduce, 3) uint8 RGB) for rows [row0, row0 + rows) of the 1/reduce-size
     decode; (SIZE, header (W, H)) when the header disagrees with `expect`; (other status, None)
-    when this path cannot decode it (the caller falls back to OpenCV, which names the problem)."""
+    when this path cannot decode it (the caller falls back to OpenCV, which names the problem);
+    (CORRUPT, libjpeg's warning) when the data is corrupt: a decoder would fill the damage with grey."""
     lib = library()
     if lib is None:
         return UNSUPPORTED, None
@@ -129,4 +130,6 @@ def decode_rows(path: str, reduce: int, expect: tuple[int, int], row0: int,
         return OK, out
     if status == SIZE:
         return SIZE, (dims[0], dims[1])
+    if status == CORRUPT:
+        return CORRUPT, err.value.decode(errors="replace")
     return status, None

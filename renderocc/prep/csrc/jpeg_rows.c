@@ -21,13 +21,26 @@ enum {
   JR_DECODE = 2,       /* libjpeg gave up on the data: message in err */
   JR_SIZE = 3,         /* the header's size is not the one the caller expects: dims has it */
   JR_UNSUPPORTED = 4,  /* a colour space or scale this path does not do: use the generic decoder */
-  JR_BAND = 5          /* the requested band does not fit the scaled image */
+  JR_BAND = 5,         /* the requested band does not fit the scaled image */
+  JR_CORRUPT = 6       /* libjpeg warned of corrupt data it then papered over (grey blocks): message in err */
 };
 
 struct jr_error {
   struct jpeg_error_mgr mgr;
   jmp_buf jump;
+  int warned;   /* a warning (msg_level -1) was emitted: corrupt entropy data, a premature end */
+  char text[JMSG_LENGTH_MAX];   /* the first warning's words (later trace messages reuse msg_code) */
 };
+
+/* libjpeg only warns of corrupt data and decodes on (filling grey): here a warning is a fault. */
+static void jr_emit(j_common_ptr cinfo, int msg_level) {
+  struct jr_error *e = (struct jr_error *)cinfo->err;
+  if (msg_level < 0 && !e->warned) {
+    e->warned = 1;
+    e->mgr.num_warnings++;
+    e->mgr.format_message(cinfo, e->text);
+  }
+}
 
 static void jr_error_exit(j_common_ptr cinfo) {
   longjmp(((struct jr_error *)cinfo->err)->jump, 1);
@@ -72,6 +85,8 @@ int renderocc_jpeg_rows(const char *path, int reduce, const int *expect, int row
   cinfo.err = jpeg_std_error(&jerr.mgr);
   jerr.mgr.error_exit = jr_error_exit;
   jerr.mgr.output_message = jr_quiet;
+  jerr.mgr.emit_message = jr_emit;
+  jerr.warned = 0;
   if (setjmp(jerr.jump)) {
     jerr.mgr.format_message((j_common_ptr)&cinfo, err);
     (void)err_len;
@@ -113,6 +128,10 @@ int renderocc_jpeg_rows(const char *path, int reduce, const int *expect, int row
       jpeg_finish_decompress(&cinfo);
     else
       jpeg_abort_decompress(&cinfo);
+  }
+  if (status == JR_OK && jerr.warned && expect) {
+    snprintf(err, (size_t)err_len, "%s", jerr.text);   /* the warning's own words */
+    status = JR_CORRUPT;
   }
   jpeg_destroy_decompress(&cinfo);
   free(data);
