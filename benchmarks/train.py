@@ -142,7 +142,7 @@ def run_steps(cfg, reader, idx, device, steps: int, clock: Clock | None = None, 
         res = train_step(forward, opt, sched, scaler, [batch], cfg, cw, device)
         if clock is not None:
             clock.start("EMA")
-        ema.update(model, ema_decay_at(k + 1, cfg.optim.ema_decay))
+        ema.update(ema_decay_at(k + 1, cfg.optim.ema_decay))
         if clock is not None:
             clock.stop("EMA")
         if device.type == "cuda":

@@ -19,10 +19,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from mask_files import write_key_frame_masks as masks_of
 
 from renderocc.cli import main
 from renderocc.errors import UserError
@@ -70,19 +70,6 @@ def base_store(dataroot, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("atomic_store") / "store"
     run(PrepOptions(dataroot=str(dataroot), version="v1.0-mini", out=str(out), image_size=(96, 54), progress=False),
         log=lambda m: None)
-    return out
-
-
-def masks_of(dataroot: Path, out: Path, value: int) -> Path:
-    """A PNG mask of class `value` (top quarter unlabelled) for every key-frame camera image."""
-    sds = json.loads((dataroot / "v1.0-mini" / "sample_data.json").read_text())
-    for sd in sds:
-        if sd["is_key_frame"] and sd["filename"].endswith(".jpg"):
-            m = np.full((sd["height"], sd["width"]), value, np.uint8)
-            m[: sd["height"] // 4] = 255
-            p = out / Path(sd["filename"]).with_suffix(".png")
-            p.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(p), m)
     return out
 
 

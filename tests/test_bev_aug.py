@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from tiny_run import tiny
 
 from renderocc.classes import FREE, IGNORE
 from renderocc.config import load_config, resolved
@@ -21,16 +22,13 @@ from renderocc.train.bev_aug import BevAug, draw_bev_aug
 from renderocc.train.dataset import RayDataset, draw_free_beams, draw_mask_rays, ends_in_grid
 from renderocc.train.mask_rays import MaskPool, crosses_grid
 
-TINY = ["data.input_size=[64, 32]", "data.rays=512", "data.workers=0", "model.width=8", "model.channels=16",
-        "model.voxel_channels=8", "model.depth_bins=[1.0, 41.0, 21]", "grid.voxel_size=1.6",
-        "render.step=0.8", "train.loader_bench_batches=0", "data.holdout='every-k:4'"]
 # an off-centre box, square in x-y (so quarter turns map its lattice onto itself): centre (1, 2)
 GRID = Grid((-2.0, -1.0, -1.0, 4.0, 5.0, 1.0), (0.5, 0.5, 0.5), (12, 12, 4))
 CENTRE = (1.0, 2.0)
 
 
 def config(reader, *more: str):
-    return resolved(load_config("demo", [*TINY, *more]), reader.grid)
+    return resolved(tiny(*more), reader.grid)
 
 
 def draw_with(cfg, index: int, want) -> tuple[int, BevAug]:

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
+from mask_files import write_key_frame_masks
 
 from renderocc.cli import main
 
@@ -725,17 +726,7 @@ STORE += [
 
 def write_masks(w: World, out: Path, value: int = 3) -> Path:
     """A PNG mask (class `value`, a band unlabelled) for every key-frame camera image of the dataroot."""
-    import cv2
-
-    (sds,) = _tables(w.dataroot, "sample_data")
-    for sd in sds:
-        if sd["is_key_frame"] and sd["filename"].endswith(".jpg"):
-            m = np.full((sd["height"], sd["width"]), value, np.uint8)
-            m[: sd["height"] // 4] = 255
-            p = out / Path(sd["filename"]).with_suffix(".png")
-            p.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(p), m)
-    return out
+    return write_key_frame_masks(w.dataroot, out, value)
 
 
 def _masked_store(w: World, tmp: Path) -> Path:

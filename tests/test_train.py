@@ -13,9 +13,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from click.testing import CliRunner
+from tiny_run import TINY, tiny
 
 from renderocc.classes import FREE, IGNORE, NUM_SEMANTIC
-from renderocc.config import Config, load_config, resolved, supervision_label
+from renderocc.config import Config, resolved, supervision_label
 from renderocc.errors import UserError
 from renderocc.eval.evaluate import describe_supervision
 from renderocc.geometry import Grid, label_rays
@@ -26,15 +27,6 @@ from renderocc.train.dataset import EpochSampler, RayDataset, weighted_sample
 from renderocc.train.distributed import seed_everything
 from renderocc.train.step import compute_loss
 from renderocc.train.trainer import train
-
-TINY = ["data.input_size=[64, 32]", "data.rays=512", "data.workers=0", "model.width=8", "model.channels=16",
-        "model.voxel_channels=8", "model.depth_bins=[1.0, 41.0, 21]", "grid.voxel_size=1.6",
-        "render.step=0.8", "train.loader_bench_batches=0", "train.log_every=1", "train.threshold_samples=1",
-        "optim.warmup_steps=2", "optim.lr=5e-3", "data.holdout='every-k:4'"]
-
-
-def tiny(*more: str) -> Config:
-    return load_config("demo", [*TINY, *more])
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from click.testing import CliRunner
+from tiny_run import TINY, tiny
 
-from renderocc.config import Config, load_config, resolved
+from renderocc.config import Config, resolved
 from renderocc.errors import UserError
 from renderocc.model.build import build_model
 from renderocc.store.reader import StoreReader
@@ -23,15 +24,6 @@ from renderocc.train.distributed import seed_everything
 from renderocc.train.optim import Ema, make_optim
 from renderocc.train.step import train_step
 from renderocc.train.trainer import accumulation_steps, train
-
-TINY = ["data.input_size=[64, 32]", "data.rays=512", "data.workers=0", "model.width=8", "model.channels=16",
-        "model.voxel_channels=8", "model.depth_bins=[1.0, 41.0, 21]", "grid.voxel_size=1.6",
-        "render.step=0.8", "train.loader_bench_batches=0", "train.log_every=1", "train.threshold_samples=1",
-        "optim.warmup_steps=2", "optim.lr=5e-3", "data.holdout='every-k:4'"]
-
-
-def tiny(*more: str) -> Config:
-    return load_config("demo", [*TINY, *more])
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +164,7 @@ def test_the_foreach_ema_is_the_per_tensor_lerp():
             p.add_(torch.randn_like(p))
         net[1].running_mean.add_(1.0)
         net[1].num_batches_tracked.add_(3)
-    ema.update(net, 0.9)
+    ema.update(0.9)
     now, src = ema.module.state_dict(), net.state_dict()
     for k in ("0.weight", "0.bias", "1.weight"):
         assert torch.allclose(now[k], before[k] * 0.9 + src[k] * 0.1, atol=1e-6)

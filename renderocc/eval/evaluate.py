@@ -156,8 +156,10 @@ def store_origins(reader) -> dict[str, np.ndarray]:
 
 
 def evaluate(reader, model, ckpt: dict, indices: list[int], *, rays_per_sample: int = 0,
-             progress: bool = True, rayiou: bool = True, tta: str = "none") -> dict:
-    """All metrics over `indices`; returns the metrics.json dict (without the run metadata)."""
+             progress: bool = True, rayiou: bool = True, tta: str = "none",
+             origins: dict[str, np.ndarray] | None = None) -> dict:
+    """All metrics over `indices`; returns the metrics.json dict (without the run metadata).
+    `origins`: the RayIoU origins (`store_origins`) when the caller already has them."""
     cfg = ckpt["config"]
     grid = infer.model_grid(ckpt, reader.grid)
     scoring = infer.scoring_of(ckpt, reader.grid)
@@ -165,7 +167,9 @@ def evaluate(reader, model, ckpt: dict, indices: list[int], *, rays_per_sample: 
     thr = infer.threshold_of(ckpt)
     vocab = reader.vocabulary
     depth, sem2d = DepthMetrics(), Sem2DMetrics(vocab.num_semantic)
-    voxels = VoxelScores(reader.grid, store_origins(reader) if rayiou and reader.has_occ_gt else None, vocab.names)
+    if rayiou and reader.has_occ_gt and origins is None:
+        origins = store_origins(reader)
+    voxels = VoxelScores(reader.grid, origins if rayiou and reader.has_occ_gt else None, vocab.names)
     for i in tqdm(indices, desc="eval", unit="sample", disable=not progress):
         density, logits = infer.run_model(model, reader, i, cfg, tta=tta)
         s = reader.sample(i)

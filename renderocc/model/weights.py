@@ -167,18 +167,24 @@ def _ignored_summary(ignored: list[str], n: int = 4) -> str:
     return text
 
 
-def _refusal(path: Path, encoder_name: str, r: WeightsReport, state: dict[str, torch.Tensor]) -> str:
+def mismatch_text(r: WeightsReport) -> str:
+    """`N missing (a, b, …); N unexpected (…); N misshapen (name [file] in file vs [ours], …)`: what a
+    strict load refuses, for any module's one-line refusal."""
     parts = [f"{len(r.missing)} missing" + (f" ({_names(r.missing)})" if r.missing else ""),
              f"{len(r.unexpected)} unexpected" + (f" ({_names(r.unexpected)})" if r.unexpected else "")]
     shapes = [f"{k} {list(a)} in file vs {list(b)}" for k, a, b in r.misshapen]
     parts.append(f"{len(r.misshapen)} misshapen" + (f" ({_names(shapes)})" if shapes else ""))
+    return "; ".join(parts)
+
+
+def _refusal(path: Path, encoder_name: str, r: WeightsReport, state: dict[str, torch.Tensor]) -> str:
     total = len(r.loaded) + len(r.missing) + len(r.misshapen)
     if not r.loaded:
         hint = (f"no tensor matches the encoder (the file's keys start with {', '.join(_key_prefixes(state))}: "
                 "a prefix selects the backbone's)")
     else:
         hint = f"{len(r.loaded)} of {total} encoder tensors match; --pretrained-partial loads only those"
-    return f"{path}: does not fit the encoder {encoder_name}: {'; '.join(parts)}; {hint}"
+    return f"{path}: does not fit the encoder {encoder_name}: {mismatch_text(r)}; {hint}"
 
 
 def table(r: WeightsReport, n: int = SHOW) -> list[str]:

@@ -41,22 +41,23 @@ def ema_decay_at(step: int, decay: float) -> float:
 
 
 class Ema:
-    """An exponential moving average of a model's weights (buffers copied): what is validated,
-    evaluated and saved. One foreach kernel per tensor list, not one per tensor."""
+    """An exponential moving average of `model`'s weights (buffers copied): what is validated,
+    evaluated and saved. One foreach kernel per tensor list, not one per tensor; the tensor lists
+    are gathered once, not every step."""
 
     def __init__(self, model: torch.nn.Module):
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
-        self._params = list(self.module.parameters())
-        self._floats = [b for b in self.module.buffers() if b.is_floating_point()]
-        self._others = [b for b in self.module.buffers() if not b.is_floating_point()]
+        self._pairs = {kind: (pick(self.module), pick(model)) for kind, pick in (
+            ("params", lambda m: list(m.parameters())),
+            ("floats", lambda m: [b for b in m.buffers() if b.is_floating_point()]),
+            ("others", lambda m: [b for b in m.buffers() if not b.is_floating_point()]))}
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module, decay: float) -> None:
-        params = list(model.parameters())
-        torch._foreach_lerp_(self._params, params, 1 - decay)
-        buffers = list(model.buffers())
-        floats = [b for b in buffers if b.is_floating_point()]
-        if floats:
-            torch._foreach_copy_(self._floats, floats)
-        for e, m in zip(self._others, [b for b in buffers if not b.is_floating_point()], strict=True):
-            e.copy_(m)
+    def update(self, decay: float) -> None:
+        """Move the average towards the model's current weights by 1 − `decay`."""
+        mine, theirs = self._pairs["params"]
+        torch._foreach_lerp_(mine, theirs, 1 - decay)
+        for kind in ("floats", "others"):
+            mine, theirs = self._pairs[kind]
+            if mine:
+                torch._foreach_copy_(mine, theirs)

@@ -11,7 +11,7 @@ import torch
 
 from renderocc.config import Config
 from renderocc.errors import UserError
-from renderocc.model.weights import match, table
+from renderocc.model.weights import match, mismatch_text, table
 from renderocc.train.checkpoint import load_checkpoint
 from renderocc.train.distributed import get_rng, set_rng
 
@@ -116,11 +116,8 @@ def init_from(model: torch.nn.Module, path: str | Path, weights: str = "auto", p
         raise UserError(f"--init-from {path}: the checkpoint holds no `{which}` weights")
     report, chosen = match(model, ckpt[which])
     if not report.loaded or (not partial and not report.ok):
-        shapes = [f"{k} {list(a)} vs {list(b)}" for k, a, b in report.misshapen]
         raise UserError(f"--init-from {path}: its {which} weights do not fit this config's network: "
-                        f"{len(report.missing)} missing ({', '.join(report.missing[:3])}), "
-                        f"{len(report.unexpected)} unexpected ({', '.join(report.unexpected[:3])}), "
-                        f"{len(shapes)} of another shape ({', '.join(shapes[:2])}); --init-partial loads what fits")
+                        f"{mismatch_text(report)}; --init-partial loads what fits")
     model.load_state_dict(chosen, strict=False)
     if partial:
         say(f"init from (partial): {path}")

@@ -236,7 +236,7 @@ def loop(run: Run) -> None:
             res = train_step(run.forward_model, run.parts.opt, run.parts.sched, run.parts.scaler, batches, cfg,
                              run.cw, run.device, run.scoring)
             run.step += 1
-            run.ema.update(run.parts.model, ema_decay_at(run.step, cfg.optim.ema_decay))
+            run.ema.update(ema_decay_at(run.step, cfg.optim.ema_decay))
             rays_acc += res.rays
             steps_acc += 1
             bar.update(1)
@@ -292,7 +292,6 @@ def validate(run: Run, log: Logger, bar) -> None:
     """Score the EMA weights on the held-out samples; keep best.pt by `train.val_metric` (rank 0)."""
     if run.rank == 0:
         scores = run.validator(run.ema.module, validation_indices(run), run.threshold)
-        run.ema.module.eval()
         log.write_validation(run.step, scores)
         metric = run.val_metric
         value = scores.get(metric)
