@@ -204,8 +204,30 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class DtsConfig:
+    """Learning from unlabelled camera frames (the store's camera sweeps): UniOcc's depth-aware
+    teacher–student. The teacher is the run's EMA (started from `--init-from`); on an unlabelled frame
+    it sees the LiDAR depth injected into its lift, and its confident voxels become the student's 3D
+    targets, beside the frame's own depth rays."""
+
+    enabled: bool = _opt(False, "train on the store's camera sweeps too (unlabelled: depth rays, and the "
+                                "teacher's voxels when pseudo_weight > 0)")
+    teacher_depth: bool = _opt(True, "the teacher's lift takes the frame's LiDAR depth (DTS); false: it "
+                                     "predicts its own depth, as the student does (plain Mean Teacher)")
+    unlabelled_ratio: float = _opt(1.0, "unlabelled frames per labelled frame in each batch (UniOcc: 1:1)",
+                                   gt=0, le=8)
+    confidence: float = _opt(0.7, "a teacher voxel becomes a target when P(occupied) = 1 − exp(−σ·voxel) ≥ "
+                                  "this and its class probability ≥ this (occupied), or P(occupied) ≤ 1 − "
+                                  "this (free); other voxels are ignored", gt=0.5, le=0.999)
+    pseudo_weight: float = _opt(1.0, "weight of the teacher's 3D targets on unlabelled frames (0: their "
+                                     "depth rays only, no teacher)", ge=0)
+    depth_rays: bool = _opt(True, "render the unlabelled frames' LiDAR depth rays (the labelled frames' "
+                                  "depth terms and weights)")
+
+
+@dataclass(frozen=True)
 class Config:
-    """A whole run. Tables: grid, data, model, render, loss, optim, train."""
+    """A whole run. Tables: grid, data, model, render, loss, optim, train, dts."""
 
     seed: int = _opt(0, "seeds Python, NumPy, torch and every sample's augmentation and ray draw")
     supervision: Supervision = _opt("2d", "which labels train the model: 2d | lidar-sparse | 3d | mixed")
@@ -216,6 +238,8 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig, metadata={"help": "loss weights"})
     optim: OptimConfig = field(default_factory=OptimConfig, metadata={"help": "optimiser"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "run length and logging"})
+    dts: DtsConfig = field(default_factory=DtsConfig, metadata={"help": "unlabelled camera frames "
+                                                                        "(teacher–student)"})
 
     def to_dict(self) -> dict:
         """Plain JSON-able data (lists, not tuples): what checkpoints and config.json hold."""
@@ -485,10 +509,22 @@ def _toml(value: Any) -> str:
 def supervision_label(cfg: Config) -> str:
     """The contract as reports state it: `3d`/`mixed` name the GT mask their voxel loss used,
     because it changes what a masked mIoU means."""
+    label = cfg.supervision
     if cfg.supervision in ("3d", "mixed"):
         where = {"camera": "inside mask_camera", "lidar": "inside mask_lidar", "none": "all voxels"}
-        return f"{cfg.supervision} (dense GT {where[cfg.loss.occ3d_mask]})"
-    return cfg.supervision
+        label = f"{cfg.supervision} (dense GT {where[cfg.loss.occ3d_mask]})"
+    return label + unlabelled_label(cfg)
+
+
+def unlabelled_label(cfg: Config) -> str:
+    """What the unlabelled camera frames add to the contract ("" without them)."""
+    d = cfg.dts
+    if not d.enabled:
+        return ""
+    if d.pseudo_weight == 0:
+        return " + camera sweeps (depth rays)"
+    teacher = "DTS (depth-aware teacher)" if d.teacher_depth else "Mean Teacher"
+    return f" + {teacher} on camera sweeps"
 
 
 SemanticSource = Literal["lidarseg", "masks", "both", "none"]

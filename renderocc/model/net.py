@@ -79,9 +79,12 @@ class OccupancyNet(nn.Module):
         nn.init.zeros_(self.density_head.weight)
         nn.init.constant_(self.density_head.bias, math.log(math.expm1(config.density_init)) / self.density_gain)
 
-    def forward(self, images: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor) -> OccupancyOutput:
+    def forward(self, images: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
+                depth_hint: torch.Tensor | None = None) -> OccupancyOutput:
+        """`depth_hint` (B, N, h, w) metres per feature cell (0 = none): LiDAR depth that replaces the
+        lift's predicted depth where given (the depth-aware teacher); None for the student and eval."""
         c3, c4 = self.encoder(images.flatten(0, 1))
-        vol, depth_logits = self.lift(self.neck(c3, c4), intrinsics, cam2ego)
+        vol, depth_logits = self.lift(self.neck(c3, c4), intrinsics, cam2ego, depth_hint)
         if self.pos_channels:
             b_, _, X, Y, Z = vol.shape
             axes = [torch.linspace(-1 + 1 / k, 1 - 1 / k, k, device=vol.device, dtype=vol.dtype) for k in (X, Y, Z)]

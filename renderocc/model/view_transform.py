@@ -31,6 +31,16 @@ class Neck(nn.Module):
         return self.fuse(self.lat3(c3) + up)
 
 
+def depth_bin_index(depth: torch.Tensor, bins) -> tuple[torch.Tensor, torch.Tensor]:
+    """(bin index, valid) of metric depths on the LSS bins (min, max, count): the nearest bin centre.
+    A depth ≤ 0 (no label) or outside the bins is not valid. The lift's depth loss and the teacher's
+    depth injection both bin with this."""
+    dmin, dmax, nb = float(bins[0]), float(bins[1]), int(bins[2])
+    idx = torch.round((depth - dmin) / (dmax - dmin) * (nb - 1)).long()
+    ok = (depth > 0) & (idx >= 0) & (idx < nb)
+    return idx.clamp(0, nb - 1), ok
+
+
 class LiftSplat(nn.Module):
     """Per-pixel depth distribution × context features, sum-pooled into the (X, Y, Z) grid."""
 
@@ -63,9 +73,13 @@ class LiftSplat(nn.Module):
         rot, trans = cam2ego[..., :3, :3].float(), cam2ego[..., :3, 3].float()
         return torch.einsum("bnij,bndhwj->bndhwi", rot, pts) + trans[:, :, None, None, None, :]
 
-    def forward(self, feats: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """feats (B·N, C, h, w) → volume (B, ctx, X, Y, Z) and depth logits (B, N, D, h, w)."""
+    def forward(self, feats: torch.Tensor, intrinsics: torch.Tensor, cam2ego: torch.Tensor,
+                depth_hint: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """feats (B·N, C, h, w) → volume (B, ctx, X, Y, Z) and depth logits (B, N, D, h, w).
+
+        `depth_hint` (B, N, h, w) metres, 0 = none: where a feature cell has a LiDAR depth, its depth
+        distribution is that depth's bin with probability 1 (UniOcc's depth-aware teacher); the
+        returned logits stay the network's own."""
         b, n = intrinsics.shape[:2]
         out = self.head(feats)
         nd = self.depths.numel()
@@ -73,6 +87,8 @@ class LiftSplat(nn.Module):
         depth_logits = out[:, :nd].view(b, n, nd, h, w)
         ctx = out[:, nd:].view(b, n, self.ctx_ch, h, w)
         prob = depth_logits.softmax(2)
+        if depth_hint is not None:
+            prob = with_depth(prob, depth_hint, (self.depths[0], self.depths[-1], nd))
         # (B, N, D, h, w, C): the lifted features
         lifted = prob.unsqueeze(-1) * ctx.permute(0, 1, 3, 4, 2).unsqueeze(2)
         pts = self.frustum_points(intrinsics, cam2ego, h, w)
@@ -88,3 +104,14 @@ class LiftSplat(nn.Module):
             vol = torch.cat([vol, torch.log1p(mass)[:, None]], 1)
         vol = vol.view(b, X, Y, Z, self.out_channels).permute(0, 4, 1, 2, 3).contiguous()
         return vol, depth_logits
+
+
+def with_depth(prob: torch.Tensor, depth: torch.Tensor, bins) -> torch.Tensor:
+    """The depth distributions `prob` (B, N, D, h, w) with every cell that has a depth in `depth`
+    (B, N, h, w; 0 = none) replaced by a one-hot on its bin."""
+    if depth.shape != prob.shape[:2] + prob.shape[3:]:
+        raise ValueError(f"depth hint {tuple(depth.shape)} does not match the feature cells "
+                         f"{tuple(prob.shape[:2] + prob.shape[3:])}")
+    idx, ok = depth_bin_index(depth.to(prob.dtype), (float(bins[0]), float(bins[1]), int(bins[2])))
+    onehot = torch.nn.functional.one_hot(idx, prob.shape[2]).permute(0, 1, 4, 2, 3).to(prob.dtype)
+    return torch.where(ok[:, :, None], onehot, prob)

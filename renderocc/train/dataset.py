@@ -76,7 +76,10 @@ class RayDataset(Dataset):
     """Items are `(epoch, sample_index)` pairs (see EpochSampler); returns a dict of tensors."""
 
     def __init__(self, reader, cfg: Config, indices: list[int] | None = None, train: bool = True,
-                 exclude: list[int] | None = None, feature_stride: int | None = None):
+                 exclude: list[int] | None = None, feature_stride: int | None = None,
+                 extra_needs: tuple[str, ...] = ()):
+        """`extra_needs`: batch keys to build beside those the active loss terms read (the teacher's
+        depth hint on unlabelled frames)."""
         self.reader = reader
         self.exclude = set(exclude or [])  # held-out samples: never used, not even as neighbours
         self.cfg = cfg
@@ -97,7 +100,7 @@ class RayDataset(Dataset):
         if self.aux and not reader.has_motion_masks and d.aux_without_motion_masks == "drop":
             self.aux = 0  # no `dynamic` flags: moving objects would smear; say so in the trainer
         # build only the targets an active loss term reads (losses.TERMS declare them)
-        self.needs = needed_batch_keys(cfg)
+        self.needs = needed_batch_keys(cfg) | set(extra_needs)
         self.want_depth = "depth_target" in self.needs
         # free_beams term: key-frame LiDAR beams without a return (empty when the store has none)
         self.want_free_beams = "free_valid" in self.needs

@@ -13,9 +13,11 @@ from renderocc.train.dataset import EpochSampler, RayDataset
 PREFETCH_BATCHES = 4  # batches each loader worker prepares ahead
 
 
-def make_loader(ds: RayDataset, sampler: EpochSampler, cfg: Config, pin: bool) -> DataLoader:
+def make_loader(ds: RayDataset, sampler: EpochSampler, cfg: Config, pin: bool, batch_size: int | None = None
+                ) -> DataLoader:
+    """`batch_size`: default `data.batch_size` (the unlabelled frames' loader takes its own)."""
     workers = cfg.data.workers
-    return DataLoader(ds, batch_size=cfg.data.batch_size, sampler=sampler, num_workers=workers,
+    return DataLoader(ds, batch_size=batch_size or cfg.data.batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=pin, worker_init_fn=_worker_init,
                       prefetch_factor=PREFETCH_BATCHES if workers else None, persistent_workers=False)
 

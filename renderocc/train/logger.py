@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 from renderocc.train import losses as L
+from renderocc.train.dts import LOG_FIELDS as DTS_FIELDS
 
-LOG_FIELDS = ["step", "loss", *(t.name for t in L.TERMS), "lr", "grad_norm", "rays_per_s", "steps_per_s",
+LOG_FIELDS = ["step", "loss", *(t.name for t in L.TERMS), *DTS_FIELDS, "lr", "grad_norm", "rays_per_s", "steps_per_s",
               "elapsed_s"]
 VALIDATION_KEY = "validation"  # a metrics.jsonl record holding this key is a validation, not a training step
 

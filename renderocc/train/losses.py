@@ -24,6 +24,7 @@ from renderocc.config import Config
 from renderocc.geometry import Grid, Rays, Scoring
 from renderocc.geometry.sampling import sample_positions, trilinear
 from renderocc.model import OccupancyOutput
+from renderocc.model.view_transform import depth_bin_index
 from renderocc.ops import ray_optical_depth, render_rays
 
 
@@ -60,12 +61,10 @@ def semantic_ce(logits: torch.Tensor, label: torch.Tensor, sample: torch.Tensor,
 
 def lss_depth(depth_logits: torch.Tensor, target: torch.Tensor, bins: list) -> torch.Tensor:
     """CE of the LSS per-pixel depth distribution against the nearest LiDAR z of each cell."""
-    b = depth_logits.shape[0]
-    dmin, dmax, nb = float(bins[0]), float(bins[1]), int(bins[2])
-    idx = torch.round((target - dmin) / (dmax - dmin) * (nb - 1)).long()
-    ok = (target > 0) & (idx >= 0) & (idx < nb)
+    b, nb = depth_logits.shape[0], int(bins[2])
+    idx, ok = depth_bin_index(target, bins)
     logits = depth_logits.permute(0, 1, 3, 4, 2).reshape(-1, nb)  # (B·N·h·w, D)
-    ce = F.cross_entropy(logits, idx.clamp(0, nb - 1).reshape(-1), reduction="none")
+    ce = F.cross_entropy(logits, idx.reshape(-1), reduction="none")
     sample = torch.arange(b, device=ok.device).view(b, 1, 1, 1).expand_as(ok).reshape(-1)
     return per_sample_mean(ce, sample, b, ok.reshape(-1).to(ce.dtype))  # cells without LiDAR: weight 0
 

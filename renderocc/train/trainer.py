@@ -29,6 +29,7 @@ from renderocc.train.checkpoint import save_checkpoint
 from renderocc.train.class_weights import class_weights
 from renderocc.train.dataset import EpochSampler, RayDataset, holdout_split
 from renderocc.train.distributed import mean_over_ranks, seed_everything, setup_distributed
+from renderocc.train.dts import Unlabelled, check_dts, paired_loss, unlabelled_data
 from renderocc.train.loader import loader_samples_per_s, make_loader
 from renderocc.train.logger import Logger
 from renderocc.train.optim import Ema, ema_decay_at, make_optim
@@ -91,6 +92,12 @@ class Run:
     resumed: bool = False
     threshold: dict | None = None
     elapsed: float = 0.0
+    unlabelled: Unlabelled | None = None  # the camera sweeps of a `[dts]` run
+
+    @property
+    def teacher(self) -> torch.nn.Module | None:
+        """The teacher of a `[dts]` run that has one: the EMA of the student."""
+        return self.ema.module if self.unlabelled and self.cfg.dts.pseudo_weight > 0 else None
 
     @property
     def val_metric(self) -> str:
@@ -162,11 +169,15 @@ def prepare(store, out: Path, cfg: Config, opts: TrainOptions, validator: Valida
     if cfg.train.compile:
         forward_model = torch.compile(forward_model)
     stop = min(cfg.train.max_steps, opts.stop_step if opts.stop_step is not None else cfg.train.max_steps)
+    unlabelled = None
+    if cfg.dts.enabled:
+        check_dts(cfg, reader.num_sweeps, parent is not None, opts.resume)
+        unlabelled = unlabelled_data(reader, cfg, train_idx, model.feature_stride)
     return Run(cfg=cfg, reader=reader, out=out, scoring=scoring, rank=rank, world=world, device=device,
                train_idx=train_idx, held=held, ds=ds, parts=parts, ema=ema, forward_model=forward_model,
                cw=class_weights(reader, cfg, train_idx), store_id=store_id, accumulation=accumulation,
                stop=stop, say=say, quiet=opts.quiet, validator=validator, step=step, first_step=step,
-               best=best, parent=parent, resumed=opts.resume)
+               best=best, parent=parent, resumed=opts.resume, unlabelled=unlabelled)
 
 
 # -- announce ------------------------------------------------------------------------------------
@@ -210,10 +221,26 @@ def announce(run: Run) -> None:
     say(f"loss terms: {', '.join(f'{t.name} {getattr(cfg.loss, t.name):g}' for t in L.active_terms(cfg))}"
         + (" (the store has no free beams: free_beams adds nothing)"
            if ds.want_free_beams and not ds.reader.has_free_beams else ""))
+    if run.unlabelled:
+        say(unlabelled_text(run))
     if run.parent:
         p = run.parent
         say(f"init from: {p['path']} ({p['weights']} weights, step {p['step']}, sha256 {p['sha256'][:12]}, "
             f"config {p['config_digest']})")
+
+
+def unlabelled_text(run: Run) -> str:
+    """The run line of a `[dts]` run: what the camera sweeps add and who teaches."""
+    u, d = run.unlabelled, run.cfg.dts
+    line = (f"unlabelled: {len(u.indices)} camera sweeps of the training keyframes, {u.batch} per "
+            f"{run.cfg.data.batch_size} labelled in each micro-batch, "
+            + ("their depth rays" if d.depth_rays else "no depth rays"))
+    if run.teacher is None:
+        return line + " (no teacher: dts.pseudo_weight = 0)"
+    origin = f"{run.parent['path']} (sha256 {run.parent['sha256'][:12]})" if run.parent else "this run's EMA"
+    return (line + f" + the teacher's voxels (weight {d.pseudo_weight:g}, confidence {d.confidence:g}); teacher: "
+            f"the EMA from {origin}, " + ("with the LiDAR depth in its lift (DTS)" if d.teacher_depth
+                                           else "without LiDAR depth (Mean Teacher)"))
 
 
 # -- loop ----------------------------------------------------------------------------------------
@@ -224,6 +251,12 @@ def loop(run: Run) -> None:
     sampler = EpochSampler(run.train_idx, cfg.data.batch_size, cfg.seed, run.rank, run.world,
                            start_step=run.step * run.accumulation)
     it = iter(make_loader(run.ds, sampler, cfg, pin=run.device.type == "cuda"))
+    u, loss_fn, it_u = run.unlabelled, None, None
+    if u is not None:  # its own sampler stream, at the same step: resume stays exact
+        sampler_u = EpochSampler(u.indices, u.batch, u.cfg.seed, run.rank, run.world,
+                                 start_step=run.step * run.accumulation)
+        it_u = iter(make_loader(u.ds, sampler_u, u.cfg, pin=run.device.type == "cuda", batch_size=u.batch))
+        loss_fn = paired_loss(run.teacher, cfg, u.cfg, run.cw, run.device, run.scoring)
     log = Logger(run.out, run.step, enabled=run.rank == 0, resume=run.resumed)
     run.forward_model.train()
     t_start = t_log = time.time()
@@ -232,9 +265,9 @@ def loop(run: Run) -> None:
                desc="train")
     try:
         while run.step < run.stop:
-            batches = [next(it) for _ in range(run.accumulation)]
+            batches = [next(it) if it_u is None else (next(it), next(it_u)) for _ in range(run.accumulation)]
             res = train_step(run.forward_model, run.parts.opt, run.parts.sched, run.parts.scaler, batches, cfg,
-                             run.cw, run.device, run.scoring)
+                             run.cw, run.device, run.scoring, loss_fn)
             run.step += 1
             run.ema.update(ema_decay_at(run.step, cfg.optim.ema_decay))
             rays_acc += res.rays
@@ -289,9 +322,17 @@ def validation_indices(run: Run) -> list[int]:
 
 
 def validate(run: Run, log: Logger, bar) -> None:
-    """Score the EMA weights on the held-out samples; keep best.pt by `train.val_metric` (rank 0)."""
+    """Score the EMA weights on the held-out samples; keep best.pt by `train.val_metric` (rank 0).
+    A run with a teacher scores the student too (`student_*`, with its own threshold): the teacher
+    is the EMA, and UniOcc reports it ahead of the student."""
     if run.rank == 0:
         scores = run.validator(run.ema.module, validation_indices(run), run.threshold)
+        if run.teacher is not None:
+            student = run.parts.model
+            thr = choose_threshold(student, run.reader, run.held[:run.cfg.train.threshold_samples], run.cfg,
+                                   run.device, source="held-out training samples")
+            scores |= {f"student_{k}": v for k, v in run.validator(student, validation_indices(run), thr).items()}
+            student.train()
         log.write_validation(run.step, scores)
         metric = run.val_metric
         value = scores.get(metric)
