@@ -41,8 +41,8 @@ def test_pseudo_targets_keep_only_confident_voxels():
 def test_pseudo_target_boundaries_follow_the_confidence():
     voxel = 1.0
     p = torch.tensor([0.69, 0.71, 0.29, 0.31])
-    out = OccupancyOutput(-torch.log1p(-p).view(1, 4, 1, 1), torch.tensor([[0.0, 9.0]]).expand(4, 2).reshape(1, 4, 1, 1, 2),
-                          torch.zeros(1, 1, 1, 1, 1))
+    logits = torch.tensor([[0.0, 9.0]]).expand(4, 2).reshape(1, 4, 1, 1, 2)
+    out = OccupancyOutput(-torch.log1p(-p).view(1, 4, 1, 1), logits, torch.zeros(1, 1, 1, 1, 1))
     assert pseudo_targets(out, voxel, 0.7).view(-1).tolist() == [255, 1, 2, 255]
 
 
@@ -67,7 +67,8 @@ def test_injected_depth_is_one_hot_on_the_lift_loss_bin():
 def test_depth_hint_puts_the_features_where_the_lidar_says():
     """A camera at the origin looking along +x: a hint of 10 m lands the lifted mass in the voxel
     10 m ahead, whatever depth the head predicts."""
-    grid = Grid.from_record({"pc_range": [-20, -20, -2, 20, 20, 2], "voxel_size": [1.0, 1.0, 1.0], "shape": [40, 40, 4]})
+    grid = Grid.from_record({"pc_range": [-20, -20, -2, 20, 20, 2], "voxel_size": [1.0, 1.0, 1.0],
+                             "shape": [40, 40, 4]})
     lift = LiftSplat(4, 2, (1.0, 31.0, 31), 8, grid, splat_mass=True)
     torch.nn.init.zeros_(lift.head.weight)
     torch.nn.init.zeros_(lift.head.bias)
