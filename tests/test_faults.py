@@ -790,6 +790,137 @@ STORE += [
 ]
 
 
+# -- camera sweeps (unlabelled camera frames between keyframes) -------------------------------------
+_SWEEP_WORLD: dict[str, Path] = {}
+
+
+def sweep_dataroot(w: World) -> Path:
+    """A dataroot with camera sweeps (1 scene x 3 keyframes, 2 per interval), written once for the module."""
+    if "root" not in _SWEEP_WORLD:
+        from renderocc.synth.writer import write_dataset
+
+        _SWEEP_WORLD["root"] = write_dataset(w.run.parent / "camera-sweeps", scenes=1, samples_per_scene=3, seed=0,
+                                             image_size=(160, 90), sweeps_per_sample=1, workers=1,
+                                             camera_sweeps_per_sample=2)
+    return _SWEEP_WORLD["root"]
+
+
+def sweep_store(w: World) -> Path:
+    """`sweep_dataroot` prepped with --camera-sweeps 2, once for the module (copy before breaking it)."""
+    if "store" not in _SWEEP_WORLD:
+        out = w.run.parent / "camera-sweeps-store"
+        res = CliRunner().invoke(main, prep_args(sweep_dataroot(w), out, "--camera-sweeps", "2"))
+        assert res.exit_code == 0, res.output
+        _SWEEP_WORLD["store"] = out
+    return _SWEEP_WORLD["store"]
+
+
+def sweep_file(root: Path, channel: str, k: int = 0) -> Path:
+    """The k-th sweep file of a channel (time order)."""
+    return sorted((root / "sweeps" / channel).iterdir())[k]
+
+
+def sweep_record(root: Path, channel: str, k: int = 0) -> dict:
+    (sds,) = _tables(root, "sample_data")
+    name = sweep_file(root, channel, k).name
+    return next(sd for sd in sds if sd["filename"].endswith(name))
+
+
+def sweep_prep_fault(name: str, breaks: Callable[[Path], None], message: str | None, *more: str,
+                     post=None) -> Fault:
+    def setup(w: World, tmp: Path) -> list[str]:
+        d = tmp / "data"
+        shutil.copytree(sweep_dataroot(w), d, copy_function=os.link, ignore=shutil.ignore_patterns("synth_truth"))
+        breaks(d)
+        return prep_args(d, tmp / "out", "--camera-sweeps", "2", *more)
+    return Fault(name, setup, message, post=post or (lambda w, tmp: nothing_sealed(tmp / "out")))
+
+
+def sweep_store_fault(name: str, breaks: Callable[[Path], None], message: str | None, *command: str) -> Fault:
+    def setup(w: World, tmp: Path) -> list[str]:
+        s = tmp / "store"
+        shutil.copytree(sweep_store(w), s)
+        breaks(s)
+        return [a.replace("{store}", str(s)).replace("{out}", str(tmp / "o")).replace("{data}", str(sweep_dataroot(w)))
+                for a in command]
+    return Fault(name, setup, message)
+
+
+def _sweep_skip_recorded(w: World, tmp: Path) -> str | None:
+    m = json.loads((tmp / "out" / "manifest.json").read_text())
+    sk = m["camera_sweeps"]["skipped"]
+    if m["camera_sweeps"]["count"] != 3 or len(sk) != 1 or "truncated JPEG" not in sk[0]["reason"]:
+        return f"sweep skip not recorded: {m['camera_sweeps']}"
+    return store_ok(tmp / "out")
+
+
+def _sweep_resume_truncated(w: World, tmp: Path) -> list[str]:
+    """A finished shard whose sweep rays were truncated after a kill (before the seal): the rerun redoes it."""
+    d = sweep_dataroot(w)
+    out = tmp / "out"
+    res = CliRunner().invoke(main, prep_args(d, out, "--camera-sweeps", "2"))
+    assert res.exit_code == 0, res.output
+    for name in ("manifest.json", "samples.parquet", "sweeps.parquet"):
+        (out / name).unlink()
+    truncate(next((out / "sweep_rays").glob("*.parquet")))
+    return prep_args(d, out, "--camera-sweeps", "2")
+
+
+PREP += [
+    sweep_prep_fault("prep: missing camera sweep image", lambda d: sweep_file(d, "CAM_BACK", 1).unlink(),
+                     "image missing"),
+    sweep_prep_fault("prep: truncated camera sweep JPEG", lambda d: truncate(sweep_file(d, "CAM_FRONT", 2)),
+                     "truncated JPEG"),
+    sweep_prep_fault("prep: empty camera sweep JPEG",
+                     lambda d: own(sweep_file(d, "CAM_FRONT_LEFT", 0)).write_bytes(b""), "image"),
+    sweep_prep_fault("prep: missing LiDAR sweep of a camera sweep", lambda d: [
+        p.unlink() for p in sorted((d / "sweeps" / "LIDAR_TOP").iterdir())], "LiDAR file missing"),
+    sweep_prep_fault("prep: NaN coordinates in a camera sweep's LiDAR sweep", lambda d: [
+        _nan_points(p) for p in sorted((d / "sweeps" / "LIDAR_TOP").iterdir())], "non-finite coordinates"),
+    sweep_prep_fault("prep: a camera sweep's LiDAR sweep of odd size", lambda d: [
+        truncate(p, 0.3333) for p in sorted((d / "sweeps" / "LIDAR_TOP").iterdir())], "corrupt point cloud"),
+    sweep_prep_fault("prep: camera sweep zero-quaternion ego pose", lambda d: set_record(
+        d, "ego_pose", sweep_record(d, "CAM_FRONT_RIGHT", 1)["ego_pose_token"], "rotation", [0, 0, 0, 0]),
+        "unit quaternion"),
+    *(sweep_prep_fault(f"prep: --camera-sweeps {value}", lambda d: None, "--camera-sweeps", "--camera-sweeps",
+                       value) for value in ("-1", "abc", "21", "1.5")),
+    sweep_prep_fault("prep: --camera-sweeps, --on-bad-sample skip (truncated sweep JPEG)",
+                     lambda d: truncate(sweep_file(d, "CAM_FRONT", 2)), None, "--on-bad-sample", "skip",
+                     post=_sweep_skip_recorded),
+    Fault("prep: rerun after a finished shard's sweep rays were truncated", _sweep_resume_truncated, None,
+          post=lambda w, tmp: store_ok(tmp / "out")),
+]
+
+
+STORE += [
+    sweep_store_fault("store validate: truncated sweep rays Parquet",
+                      lambda s: truncate(next((s / "sweep_rays").glob("*"))), "sweep_rays/", "store", "validate",
+                      "{store}"),
+    sweep_store_fault("store validate: one flipped byte inside a sweep rays row group",
+                      lambda s: _flip(next((s / "sweep_rays").glob("*"))), "sweep_rays/", "store", "validate",
+                      "{store}"),
+    sweep_store_fault("store validate: sweeps.parquet missing", lambda s: (s / "sweeps.parquet").unlink(),
+                      "sweeps.parquet", "store", "validate", "{store}"),
+    sweep_store_fault("store validate: truncated sweeps.parquet", lambda s: truncate(s / "sweeps.parquet"),
+                      "sweeps.parquet", "store", "validate", "{store}"),
+    sweep_store_fault("store validate --no-data: missing sweep image chunk",
+                      lambda s: chunk(s, "sweep_images", 1).unlink(), "sweep_images: chunk of sample 1 missing",
+                      "store", "validate", "{store}", "--no-data"),
+    sweep_store_fault("store validate: corrupt sweep image chunk",
+                      lambda s: own(chunk(s, "sweep_images", 2)).write_bytes(b"garbage" * 10), "sweep_images",
+                      "store", "validate", "{store}", "--deep"),
+    sweep_store_fault("store validate: sweep rays of another frame count", _manifest_edit(
+        lambda m: m["shards"][0].update(num_sweeps=3)), "sweep", "store", "validate", "{store}"),
+    sweep_store_fault("prep motion-masks: one flipped byte inside a sweep rays row group",
+                      lambda s: _flip(next((s / "sweep_rays").glob("*"))), "differs from the manifest's",
+                      "prep", "motion-masks", "--store", "{store}", "--dataroot", "{data}", "--no-progress"),
+    sweep_store_fault("prep motion-masks: a store with camera sweeps", lambda s: None, None,
+                      "prep", "motion-masks", "--store", "{store}", "--dataroot", "{data}", "--no-progress"),
+    sweep_store_fault("store validate --deep: intact store with camera sweeps", lambda s: None, None,
+                      "store", "validate", "{store}", "--deep"),
+]
+
+
 # -- checkpoints, training, evaluation, synth ------------------------------------------------------
 def _ckpt_with(edit: Callable[[dict], object]) -> Callable[[World, Path], list[str]]:
     def setup(w: World, tmp: Path) -> list[str]:

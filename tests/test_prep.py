@@ -51,9 +51,12 @@ def devkit_explorer(dataroot: Path, float64: bool):
 
 
 def assert_matches_devkit(store: Path, dataroot: Path, monkeypatch, float64: bool = True,
-                          tol_px: float = 1e-3, tol_m: float = 1e-4, sweeps: bool = False) -> int:
+                          tol_px: float = 1e-3, tol_m: float = 1e-4, sweeps: bool = False,
+                          camera_sweeps: bool = False) -> int:
     """Every stored (u, v, depth) is a devkit point of that camera, and the z-buffer is exact:
-    one stored point per devkit-occupied pixel, the nearest one."""
+    one stored point per devkit-occupied pixel, the nearest one. `camera_sweeps`: the store's camera
+    sweep frames, each against its own LiDAR and camera sample_data."""
+    import pyarrow.parquet as pq
     from nuscenes.utils.data_classes import LidarPointCloud
     from scipy.spatial import cKDTree
 
@@ -64,9 +67,16 @@ def assert_matches_devkit(store: Path, dataroot: Path, monkeypatch, float64: boo
     ex, _ = devkit_explorer(dataroot, float64)
     nusc = ex.nusc
     r = StoreReader(store)
+    if camera_sweeps:
+        r = r.sweep_frames()
+        cam_tokens = pq.read_table(Path(store) / layout.SWEEPS, columns=["cam_token"]).column(0).to_pylist()
     checked = 0
     for i in range(len(r)):
-        s = nusc.get("sample", r.tokens()[i])
+        if camera_sweeps:
+            sw = r.sample(i)
+            s = {"data": {"LIDAR_TOP": sw["lidar_token"], **dict(zip(r.cameras, cam_tokens[i], strict=True))}}
+        else:
+            s = nusc.get("sample", r.tokens()[i])
         lb = r.labels(i)
         lidar_tokens = [s["data"]["LIDAR_TOP"]]
         if sweeps:

@@ -6,6 +6,7 @@ import click
 
 from renderocc.errors import UserError
 from renderocc.options import FiniteFloat, quiet_option
+from renderocc.prep.camera_sweeps import MAX_PER_SAMPLE
 from renderocc.prep.pipeline import PrepOptions, run
 from renderocc.shards import resolve_shard
 from renderocc.store import layout
@@ -62,6 +63,10 @@ def _names(value: str | None, option: str) -> list[str] | None:
               help="Keep ±K same-scene neighbour keyframes per sample.")
 @click.option("--sweeps", default=0, show_default=True, type=click.IntRange(0, 30),
               help="Also project N previous LiDAR sweeps (denser depth; no semantics).")
+@click.option("--camera-sweeps", default=0, show_default=True, type=click.IntRange(0, MAX_PER_SAMPLE),
+              help="Also store up to N unlabelled camera frames (sweeps/CAM_*) per keyframe interval, each with "
+                   "depth rays from the LiDAR sweep nearest in time (no semantics): sweeps.parquet, sweep_rays/, "
+                   "sweep_images/.")
 @click.option("--min-depth", default=1.0, show_default=True, type=FiniteFloat(0, None, min_open=True),
               help="Drop points nearer than this camera z (m), like the devkit.")
 @click.option("--occlusion-filter/--no-occlusion-filter", default=False, show_default=True,
@@ -89,14 +94,15 @@ def _names(value: str | None, option: str) -> list[str] | None:
                    "if present, else Occ3D-nuScenes.")
 @quiet_option
 def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, portrait, image_codec, jpeg_quality, adjacent,
-                  sweeps, min_depth, occlusion_filter, free_beams, occ_gt, workers, shard_index, num_shards,
-                  max_samples, on_bad_sample, class_map, quiet) -> None:
+                  sweeps, camera_sweeps, min_depth, occlusion_filter, free_beams, occ_gt, workers, shard_index,
+                  num_shards, max_samples, on_bad_sample, class_map, quiet) -> None:
     """Project LiDAR depth (and lidarseg semantics) into every camera; write a ray store.
 
     \b
     Example:
       renderocc prep nuscenes --dataroot data/nuscenes --version v1.0-mini --out store --image-size 704x256
       renderocc prep nuscenes ... --out s3://bucket/store --shard-index 3 --num-shards 16
+      renderocc prep nuscenes ... --camera-sweeps 2   (also 2 unlabelled camera frames per keyframe interval)
 
     Reruns resume: finished shards (scenes) are skipped. Parallel jobs on many machines:
     give each the same options plus --shard-index i --num-shards n and the same --out; in a
@@ -110,13 +116,16 @@ def prep_nuscenes(dataroot, version, out, scenes, cameras, image_size, portrait,
     opts = PrepOptions(dataroot=dataroot, version=version, out=out, scenes=_names(scenes, "--scenes"),
                        cameras=_names(cameras, "--cameras"), image_size=_size(image_size, portrait),
                        image_codec=image_codec, jpeg_quality=jpeg_quality, adjacent=adjacent,
-                       sweeps=sweeps, min_depth=min_depth, occlusion_filter=occlusion_filter, occ_gt=occ_gt,
+                       sweeps=sweeps, camera_sweeps=camera_sweeps, min_depth=min_depth,
+                       occlusion_filter=occlusion_filter, occ_gt=occ_gt,
                        free_beams=free_beams,
                        workers=workers, shard_index=shard.index, num_shards=shard.count,
                        max_samples=max_samples, on_bad_sample=on_bad_sample, class_map=class_map,
                        progress=not quiet)
     s = run(opts, log=lambda m: click.echo(m, err=True))
-    rate = s["samples"] / s["seconds"] if s["seconds"] > 0 else 0.0
+    frames = s["samples"] + s["sweeps"]
+    rate = frames / s["seconds"] if s["seconds"] > 0 else 0.0
     state = "complete" if s["complete"] else "incomplete (other shards pending)"
-    click.echo(f"wrote {s['samples']} samples, {s['rays']} rays in {s['seconds']:.1f} s "
-               f"({rate:.2f} samples/s); store {state}: {s['root']}")
+    sweeps = f" + {s['sweeps']} camera sweep frames, {s['sweep_rays']} sweep rays" if camera_sweeps else ""
+    click.echo(f"wrote {s['samples']} samples, {s['rays']} rays{sweeps} in {s['seconds']:.1f} s "
+               f"({rate:.2f} {'frames' if camera_sweeps else 'samples'}/s); store {state}: {s['root']}")

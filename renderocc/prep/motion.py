@@ -69,24 +69,49 @@ def moving_boxes(nusc, sample_token: str, instance_index: dict[str, int],
     boxes = []
     for ann_token in sample["anns"]:
         ann = nusc.get("sample_annotation", ann_token)
-        if ann["category_name"] in static_categories:
-            continue
-        velocity = track_velocity(nusc, ann)
-        speed = float(np.linalg.norm(velocity[:2])) if np.all(np.isfinite(velocity)) else float("nan")
-        attributes = {nusc.get("attribute", a)["name"] for a in ann["attribute_tokens"]}
-        if not is_moving(speed, attributes, speed_threshold):
-            continue
-        w, length, h = ann["size"]
-        boxes.append(MovingBox(
-            instance_index=instance_index[ann["instance_token"]],
-            category=ann["category_name"],
-            center=np.asarray(ann["translation"], dtype=np.float64),
-            rotation=Quaternion(ann["rotation"]).rotation_matrix,
-            size_lwh=np.array([length, w, h], dtype=np.float64),
-            velocity=np.nan_to_num(velocity) if np.isfinite(speed) else np.zeros(3),
-            speed=speed,
-        ))
+        box = _moving(nusc, ann, ann["translation"], Quaternion(ann["rotation"]).rotation_matrix, instance_index,
+                      speed_threshold, static_categories)
+        if box is not None:
+            boxes.append(box)
     return boxes, len(sample["anns"])
+
+
+def moving_boxes_at(nusc, sample_data_token: str, instance_index: dict[str, int], speed_threshold: float,
+                    static_categories: frozenset[str] = frozenset()) -> tuple[list[MovingBox], int]:
+    """Moving boxes at a sample_data's time (a sweep: annotations exist at keyframes only): the devkit's
+    `get_boxes`, which interpolates each instance's box between the keyframes around it (centre
+    linearly, rotation by slerp; an instance only in the later keyframe keeps that box), moving or not
+    as that later annotation's track says. Returns them and the number of boxes."""
+    boxes = []
+    devkit_boxes = nusc.get_boxes(sample_data_token)
+    for b in devkit_boxes:
+        ann = nusc.get("sample_annotation", b.token)
+        box = _moving(nusc, ann, b.center, b.rotation_matrix, instance_index, speed_threshold, static_categories)
+        if box is not None:
+            boxes.append(box)
+    return boxes, len(devkit_boxes)
+
+
+def _moving(nusc, ann: dict, center, rotation: np.ndarray, instance_index: dict[str, int], speed_threshold: float,
+            static_categories: frozenset[str]) -> MovingBox | None:
+    """Annotation `ann` placed at (center, rotation) as a `MovingBox`, or None when it does not move."""
+    if ann["category_name"] in static_categories:
+        return None
+    velocity = track_velocity(nusc, ann)
+    speed = float(np.linalg.norm(velocity[:2])) if np.all(np.isfinite(velocity)) else float("nan")
+    attributes = {nusc.get("attribute", a)["name"] for a in ann["attribute_tokens"]}
+    if not is_moving(speed, attributes, speed_threshold):
+        return None
+    w, length, h = ann["size"]
+    return MovingBox(
+        instance_index=instance_index[ann["instance_token"]],
+        category=ann["category_name"],
+        center=np.asarray(center, dtype=np.float64),
+        rotation=np.asarray(rotation, dtype=np.float64),
+        size_lwh=np.array([length, w, h], dtype=np.float64),
+        velocity=np.nan_to_num(velocity) if np.isfinite(speed) else np.zeros(3),
+        speed=speed,
+    )
 
 
 def points_in_boxes(points_global: np.ndarray, boxes: list[MovingBox], margin: float,

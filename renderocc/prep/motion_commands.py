@@ -33,6 +33,11 @@ def prep_motion_masks(store, dataroot, speed_threshold, margin, quiet) -> None:
     click.echo(f"{s['samples']} samples, {s['moving_boxes']} moving boxes, {s['dynamic_labels']} of "
                f"{s['labels']} labels dynamic ({s['dynamic_labels'] / max(s['labels'], 1):.2%}) "
                f"in {s['seconds']:.1f} s ({s['seconds'] / max(s['samples'], 1):.3f} s/sample)")
+    if "camera_sweeps" in s:
+        cs = s["camera_sweeps"]
+        click.echo(f"camera sweeps: {cs['frames']} frames, {cs['moving_boxes']} moving boxes (interpolated), "
+                   f"{cs['dynamic_labels']} of {cs['labels']} labels dynamic "
+                   f"({cs['dynamic_labels'] / max(cs['labels'], 1):.2%})")
     click.echo("share of labels dynamic per class:")
     for name, share in s["dynamic_share_per_class"].items():
         click.echo(f"  {name:<20} {share:8.2%}")

@@ -310,6 +310,16 @@ def build_tasks(nusc, cameras: list[str], *, scenes: list[str] | None = None, sw
     return tasks
 
 
+def camera_task(nusc, sd: dict, name: str, ego_inv: np.ndarray) -> CameraTask:
+    """Camera `name`'s sample_data `sd` (keyframe or sweep) as a task: camera → reference ego through
+    the camera's own ego pose and global (`ego_inv`: global → the reference ego)."""
+    cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+    c2g = pose(nusc.get("ego_pose", sd["ego_pose_token"]), "ego_pose") @ pose(cs, "calibrated_sensor")
+    return CameraTask(name, sd["token"], os.path.join(nusc.dataroot, sd["filename"]),
+                      int(sd["timestamp"]), (int(sd["width"]), int(sd["height"])),
+                      np.array(cs["camera_intrinsic"], dtype=np.float64), c2g, ego_inv @ c2g)
+
+
 def _task(nusc, s: dict, scene_name: str, index: int, cameras: list[str], seg: bool, sweeps: int,
           occ_gt_dir: str | None) -> SampleTask:
     if LIDAR not in s["data"]:
@@ -327,12 +337,7 @@ def _task(nusc, s: dict, scene_name: str, index: int, cameras: list[str], seg: b
     for name in cameras:
         if name not in s["data"]:
             raise UserError(f"sample {s['token']} has no {name} image")
-        sd = nusc.get("sample_data", s["data"][name])
-        cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
-        c2g = pose(nusc.get("ego_pose", sd["ego_pose_token"]), "ego_pose") @ pose(cs, "calibrated_sensor")
-        cams.append(CameraTask(name, sd["token"], os.path.join(nusc.dataroot, sd["filename"]),
-                               int(sd["timestamp"]), (int(sd["width"]), int(sd["height"])),
-                               np.array(cs["camera_intrinsic"], dtype=np.float64), c2g, ego_inv @ c2g))
+        cams.append(camera_task(nusc, nusc.get("sample_data", s["data"][name]), name, ego_inv))
     occ = None
     if occ_gt_dir:
         p = os.path.join(occ_gt_dir, scene_name, s["token"], "labels.npz")

@@ -2,7 +2,9 @@
 
 Per sample, each LiDAR file is read once and projected into all cameras at once; each worker
 writes its samples' images straight into the Zarr store (one object per sample) and returns only
-the kept rays, so the main process just assembles one Parquet shard per scene.
+the kept rays, so the main process just assembles one Parquet shard per scene. Camera sweeps
+(`--camera-sweeps N`, renderocc/prep/camera_sweeps.py) go through the same per-sample work and
+belong to their keyframe's shard: its completion record covers both.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -29,10 +31,12 @@ from renderocc import classes as vocab_mod
 from renderocc.classes import IGNORE
 from renderocc.errors import UserError
 from renderocc.geometry import OCC3D_GRID
+from renderocc.prep import camera_sweeps as csweeps
 from renderocc.prep import checks
 from renderocc.prep import freebeams as fbeams
 from renderocc.prep import images as imgs
 from renderocc.prep import nuscenes as nus
+from renderocc.prep.camera_sweeps import SweepTask
 from renderocc.prep.nuscenes import SampleTask
 from renderocc.prep.projection import Projected, lidar_to_cam, occlusion_mask, project, zbuffer
 from renderocc.safe_load import open_npz
@@ -66,6 +70,7 @@ class PrepOptions:
     on_bad_sample: str = "error"   # error: one line naming the record/file; skip: leave it out (manifest lists it)
     progress: bool = True
     class_map: str | None = None  # class-map file; default: <dataroot>/classes.toml, else Occ3D-nuScenes
+    camera_sweeps: int = 0   # store up to N unlabelled camera frames per keyframe interval (prep/camera_sweeps.py)
 
 
 def resolve_vocabulary(opts: PrepOptions) -> vocab_mod.Vocabulary:
@@ -211,8 +216,10 @@ def read_images(task: SampleTask, size_wh: tuple[int, int], quality: int | None)
 def compute_sample(task: SampleTask, quality: int | None, occ_codec=None) -> dict:
     """Everything one keyframe needs that touches no store: its images (and their store object,
     when `quality` is not None), its rays, its free beams and its Occ3D GT. Pure, so reader
-    threads run it for the keyframes ahead (OpenCV and most numpy loops release the GIL)."""
+    threads run it for the keyframes ahead (OpenCV and most numpy loops release the GIL). A camera
+    sweep (`SweepTask`) gets the same images and rays (no lidarseg: label 255), nothing else."""
     cfg = _CFG
+    sweep = isinstance(task, SweepTask)
     pixels, encoded = read_images(task, cfg["image_size"], quality)
     sizes = np.array([c.size for c in task.cameras], dtype=np.float64)
     key = task.frames[0]   # key frame only: its LiDAR frame → key-ego is lidar2ego
@@ -221,10 +228,11 @@ def compute_sample(task: SampleTask, quality: int | None, occ_codec=None) -> dic
                          cfg.get("valid_lidarseg"), key_cloud)
     occ = load_occ_gt(task.occ_gt_path, cfg["free"]) if task.occ_gt_path else None
     occ_encoded = None if occ is None or occ_codec is None else writer.encode_occ_gt(occ, occ_codec)
-    return {"index": task.index, "cam": p.cam, "u": p.u.astype(np.float32), "v": p.v.astype(np.float32),
-            "depth": p.depth.astype(np.float32), "label": lab, "pixels": pixels, "encoded": encoded,
-            "occ": occ, "occ_encoded": occ_encoded,
-            "free_beams": fbeams.free_beams(key_cloud, key.lidar2key) if cfg.get("free_beams") else None}
+    return {"index": task.index, "kind": "sweep" if sweep else "key", "cam": p.cam, "u": p.u.astype(np.float32),
+            "v": p.v.astype(np.float32), "depth": p.depth.astype(np.float32), "label": lab, "pixels": pixels,
+            "encoded": encoded, "occ": occ, "occ_encoded": occ_encoded,
+            "free_beams": fbeams.free_beams(key_cloud, key.lidar2key) if cfg.get("free_beams") and not sweep
+            else None}
 
 
 def write_sample(computed: dict) -> dict:
@@ -232,7 +240,8 @@ def write_sample(computed: dict) -> dict:
     digests the shard record keeps."""
     root, res = _CFG["root"], dict(computed)
     i = res["index"]
-    res["images"] = writer.write_images(root, i, res.pop("pixels"), _CFG["codec"], res.pop("encoded"))
+    frames = layout.SWEEP_FRAMES if res["kind"] == "sweep" else layout.KEYFRAMES
+    res["images"] = writer.write_images(root, i, res.pop("pixels"), _CFG["codec"], res.pop("encoded"), frames.images)
     occ, occ_encoded = res["occ"], res.pop("occ_encoded")
     res["occ"] = None if occ is None else writer.write_occ_gt(root, i, occ, occ_encoded)
     return res
@@ -279,7 +288,7 @@ def _fill_sizes(tasks: list[SampleTask], known: dict[str, tuple[int, int]] | Non
 
 
 def make_plan(opts: PrepOptions, cameras: list[str], tasks: list[SampleTask], has_occ: bool,
-              vocab: vocab_mod.Vocabulary | None = None) -> dict:
+              vocab: vocab_mod.Vocabulary | None = None, sweeps: list[SweepTask] | None = None) -> dict:
     options = {"version": opts.version, "cameras": cameras, "image_size_wh": list(opts.image_size),
                "image_codec": opts.image_codec,
                "jpeg_quality": opts.jpeg_quality if opts.image_codec == "jpeg" else None,
@@ -288,16 +297,57 @@ def make_plan(opts: PrepOptions, cameras: list[str], tasks: list[SampleTask], ha
                "scenes": sorted(opts.scenes) if opts.scenes else None, "max_samples": opts.max_samples}
     if vocab is not None and vocab != vocab_mod.default_vocabulary():  # default stores keep their fingerprint
         options["class_map"] = {"name": vocab.name, "sha256": vocab.digest()}
+    if opts.camera_sweeps:   # without them the options (and the fingerprint's inputs) are as before
+        options["camera_sweeps"] = opts.camera_sweeps
     shards = []
     for t in tasks:
         if not shards or shards[-1]["name"] != t.shard:
             shards.append({"name": t.shard, "scene_name": t.scene_name, "first_sample": t.index,
                            "num_samples": 0})
         shards[-1]["num_samples"] += 1
-    tokens = hashlib.sha256("".join(t.token for t in tasks).encode()).hexdigest()
+    frames = "".join(t.token for t in tasks)
+    if opts.camera_sweeps:   # each shard's sweep frames follow its keyframes: contiguous, in store order
+        sweeps = sweeps or []
+        per_shard, first = Counter(t.shard for t in sweeps), 0
+        for sh in shards:
+            sh.update(first_sweep=first, num_sweeps=per_shard[sh["name"]])
+            first += per_shard[sh["name"]]
+        frames += "|" + "".join(f"{t.token}:{t.frames[0].token}" for t in sweeps)
+    tokens = hashlib.sha256(frames.encode()).hexdigest()
     fp = hashlib.sha256(json.dumps([SCHEMA_VERSION, options, shards, tokens]).encode()).hexdigest()
-    return {"format": layout.FORMAT_NAME, "schema_version": SCHEMA_VERSION, "fingerprint": fp,
+    plan = {"format": layout.FORMAT_NAME, "schema_version": SCHEMA_VERSION, "fingerprint": fp,
             "options": options, "shards": shards, "num_samples": len(tasks)}
+    if opts.camera_sweeps:
+        plan["num_sweeps"] = len(sweeps)
+    return plan
+
+
+def shard_frames(s: dict, tasks: list[SampleTask], sweeps: list[SweepTask]) -> list[SampleTask]:
+    """The frames of plan shard `s`: its keyframes, then its camera sweeps."""
+    first, n = s.get("first_sweep", 0), s.get("num_sweeps", 0)
+    return tasks[s["first_sample"]:s["first_sample"] + s["num_samples"]] + sweeps[first:first + n]
+
+
+def sweeps_table(sweeps: list[SweepTask], out: tuple[int, int], records: dict[str, dict]) -> pa.Table:
+    """sweeps.parquet (`layout.SWEEPS_SCHEMA`): one row per camera sweep frame, in sweep order."""
+    fr = layout.SWEEP_FRAMES
+    rows: dict[str, list] = {f.name: [] for f in fr.schema}
+    pos = {}
+    for name, rec in records.items():
+        for k in range(rec.get(fr.count, 0)):
+            pos[rec[fr.first] + k] = (name, k, rec[fr.ray_counts][k])
+    for t in sweeps:
+        shard, rg, count = pos[t.index]
+        r = {"sweep_index": t.index, "sample_token": t.token, "key_sample_index": t.key_index,
+             "key_sample_token": t.key_token, "scene_name": t.scene_name, "timestamp": t.timestamp,
+             "lidar_token": t.frames[0].token, "ego_pose": t.ego_pose.ravel(), "lidar2ego": t.lidar2ego.ravel(),
+             "cam_token": [c.token for c in t.cameras], "cam_timestamp": [c.timestamp for c in t.cameras],
+             "K": [imgs.fit(c.size, out).K(c.K).ravel() for c in t.cameras],
+             "K_orig": [c.K.ravel() for c in t.cameras], "cam2ego": [c.cam2ego.ravel() for c in t.cameras],
+             "shard": shard, "ray_row_group": rg, "ray_count": count}
+        for k, v in r.items():
+            rows[k].append(v)
+    return pa.Table.from_pydict(rows, schema=fr.schema)
 
 
 def samples_table(tasks: list[SampleTask], out: tuple[int, int], records: dict[str, dict]) -> pa.Table:
@@ -326,7 +376,7 @@ def samples_table(tasks: list[SampleTask], out: tuple[int, int], records: dict[s
 
 def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[SampleTask], plan: dict,
                    records: dict[str, dict], samples_info: dict, occ_dir: str | None,
-                   vocab: vocab_mod.Vocabulary | None = None) -> dict:
+                   vocab: vocab_mod.Vocabulary | None = None, sweeps_info: dict | None = None) -> dict:
     seg = nus.has_lidarseg(nusc)
     first = tasks[0]
     per_cam = {}
@@ -347,6 +397,11 @@ def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[Samp
         for sh in shards:
             sh.update({k: records[sh["name"]][k] for k in ("free_beams_path", "free_beams_sha256",
                                                             "num_free_beams")})
+    if sweeps_info is not None:
+        fr = layout.SWEEP_FRAMES
+        for sh in shards:
+            sh.update({k: records[sh["name"]][k] for k in (fr.first, fr.count, fr.num_rays, fr.rays_path,
+                                                            fr.rays_sha256, fr.rays_bytes, fr.images_sha256)})
     return {
         "format": layout.FORMAT_NAME, "schema_version": SCHEMA_VERSION,
         "tool": {"name": "renderocc", "version": __version__, "command": "prep nuscenes"},
@@ -378,6 +433,7 @@ def build_manifest(opts: PrepOptions, nusc, cameras: list[str], tasks: list[Samp
         "motion_masks": None,
         "free_beams": free_beams_info(sum(r["num_free_beams"] for r in records.values()))
         if opts.free_beams else None,
+        layout.CAMERA_SWEEPS: sweeps_info,
         "num_samples": len(tasks), "num_rays": int(sum(r["num_rays"] for r in records.values())),
         "skipped_samples": plan.get("skipped_samples", []),
         "samples": samples_info, "shards": shards,
@@ -413,6 +469,9 @@ def _run(opts: PrepOptions, log, freeze: bool) -> dict:
     t0 = time.perf_counter()
     if opts.num_shards < 1 or not 0 <= opts.shard_index < opts.num_shards:
         raise UserError(f"--shard-index {opts.shard_index} must be in [0, --num-shards {opts.num_shards})")
+    if isinstance(opts.camera_sweeps, bool) or not isinstance(opts.camera_sweeps, int) or \
+            not 0 <= opts.camera_sweeps <= csweeps.MAX_PER_SAMPLE:
+        raise UserError(f"--camera-sweeps must be an integer 0..{csweeps.MAX_PER_SAMPLE} (got {opts.camera_sweeps!r})")
     root = normalise_root(opts.out)
     vocab = resolve_vocabulary(opts)
     # The devkit's tables are hundreds of thousands of long-lived objects (JSON: no cycles) that
@@ -452,28 +511,31 @@ def _run(opts: PrepOptions, log, freeze: bool) -> dict:
     if not tasks:
         raise UserError("no samples selected" + (f" ({len(skipped)} skipped as bad)" if skipped else ""))
     _fill_sizes(tasks, known)
+    sweeps, sweep_skipped, dropped = _camera_sweeps(opts, nusc, cameras, tasks, known, log)
     if opts.sweeps:   # sweeps/ is often not downloaded: say so before writing anything
         for t in tasks:
             for f in t.frames[1:]:
                 if not os.path.isfile(f.path):
                     raise UserError(f"LiDAR file missing: {f.path} (needed by --sweeps {opts.sweeps})")
     has_occ = any(t.occ_gt_path for t in tasks)
-    plan = make_plan(opts, cameras, tasks, has_occ, vocab)
+    plan = make_plan(opts, cameras, tasks, has_occ, vocab, sweeps)
     plan["skipped_samples"] = skipped or []
     writer.check_or_write_plan(root, plan)
     writer.create_arrays(root, len(tasks), len(cameras), opts.image_size, has_occ, opts.image_codec,
-                         opts.jpeg_quality)
+                         opts.jpeg_quality, sweeps=len(sweeps))
 
     fp = plan["fingerprint"]
     mine = [s for k, s in enumerate(plan["shards"]) if k % opts.num_shards == opts.shard_index]
     # a sealed store is never rewritten (prep motion-masks may have changed its shards since)
     sealed = fsio.exists(root, layout.MANIFEST)
     todo = [] if sealed else [s for s in mine if not writer.shard_done(root, s["name"], fp)]
-    todo_tasks = [t for s in todo for t in tasks[s["first_sample"]:s["first_sample"] + s["num_samples"]]]
+    todo_tasks = [t for s in todo for t in shard_frames(s, tasks, sweeps)]
     for s in todo:
         writer.clean_tmp(root, s["name"])
-    log(f"store {root}: {len(tasks)} samples in {len(plan['shards'])} shards; this job: {len(mine)} shards, "
-        f"{len(mine) - len(todo)} already complete, {len(todo_tasks)} samples to do")
+    with_sweeps = f" (+ {len(sweeps)} camera sweep frames)" if opts.camera_sweeps else ""
+    log(f"store {root}: {len(tasks)} samples{with_sweeps} in {len(plan['shards'])} shards; this job: {len(mine)} "
+        f"shards, {len(mine) - len(todo)} already complete, {len(todo_tasks)} {'frames' if with_sweeps else 'samples'}"
+        " to do")
     cfg = {"root": root, "image_size": tuple(opts.image_size), "min_depth": opts.min_depth,
            "codec": opts.image_codec,
            "occlusion": opts.occlusion_filter, "free_beams": opts.free_beams,
@@ -483,7 +545,7 @@ def _run(opts: PrepOptions, log, freeze: bool) -> dict:
     if workers > 1 and not fsio.is_local(root) and root.startswith("memory://"):
         log("memory:// stores live in one process: using --workers 1")
         workers = 1
-    rays = _run_tasks(todo_tasks, todo, tasks, cameras, cfg, workers, root, fp, opts.progress)
+    rays = _run_tasks(todo_tasks, todo, tasks, sweeps, cameras, cfg, workers, root, fp, opts.progress)
     done = writer.shard_records(root)
     complete = all(s["name"] in done and done[s["name"]].get("fingerprint") == fp for s in plan["shards"])
     if complete and not sealed:   # other jobs' shards too: re-check their files before sealing
@@ -494,22 +556,58 @@ def _run(opts: PrepOptions, log, freeze: bool) -> dict:
     if complete and not sealed:
         records = {s["name"]: done[s["name"]] for s in plan["shards"]}
         info = writer.write_samples(root, samples_table(tasks, opts.image_size, records))
+        sweeps_info = None
+        if opts.camera_sweeps:   # sweeps.parquet before the manifest, like samples.parquet
+            fr = layout.SWEEP_FRAMES
+            table = writer.write_samples(root, sweeps_table(sweeps, opts.image_size, records), fr)
+            sweeps_info = csweeps.info(opts.camera_sweeps, cameras, len(sweeps),
+                                       sum(r[fr.num_rays] for r in records.values()), dropped, sweep_skipped, table)
         writer.write_manifest(root, build_manifest(opts, nusc, cameras, tasks, plan, records, info, occ_dir,
-                                                          vocab))
+                                                   vocab, sweeps_info))
     nusc.__dict__.pop("explorer", None)   # its back-reference made the tables a cycle: now refcounting frees them
     dt = time.perf_counter() - t0
-    return {"root": root, "samples": len(todo_tasks), "rays": rays, "seconds": dt, "complete": complete,
+    n_sweeps = sum(isinstance(t, SweepTask) for t in todo_tasks)
+    return {"root": root, "samples": len(todo_tasks) - n_sweeps, "sweeps": n_sweeps, "rays": rays[0],
+            "sweep_rays": rays[1], "seconds": dt, "complete": complete,
             "shards_done": len(mine) - len(todo), "shards_written": len(todo)}
 
 
-def _run_tasks(todo_tasks, todo, tasks, cameras, cfg, workers, root, fp, progress) -> int:
-    """Process samples in store order; write each shard as soon as its last sample is in."""
+def _camera_sweeps(opts: PrepOptions, nusc, cameras: list[str], tasks: list[SampleTask],
+                   known: dict[str, tuple[int, int]], log) -> tuple[list[SweepTask], list[dict] | None, Counter]:
+    """The camera sweep frames to store (`--camera-sweeps`), their records and files checked like a
+    keyframe's before anything is written; (frames, those `--on-bad-sample skip` left out, instants
+    dropped by reason)."""
+    dropped: Counter = Counter()
+    if not opts.camera_sweeps:
+        return [], None, dropped
+    skip = opts.on_bad_sample == "skip"
+
+    def check(task: SampleTask) -> str | None:
+        try:
+            _fill_sizes([task], known)
+        except UserError as e:
+            return e.message
+        return checks.sample_problem(task, None, read_files=skip)
+
+    skipped: list[dict] | None = [] if skip else None
+    sweeps = csweeps.build_sweep_tasks(nusc, cameras, tasks, opts.camera_sweeps, check=check, skipped=skipped,
+                                       dropped=dropped)
+    for sk in skipped or []:
+        log(f"skipped camera sweep {sk['frame_token']} (scene {sk['scene_name']}): {sk['reason']}")
+    for why, n in sorted(dropped.items()):
+        log(f"camera sweeps: {n} instant(s) left out ({why})")
+    return sweeps, skipped, dropped
+
+
+def _run_tasks(todo_tasks, todo, tasks, sweeps, cameras, cfg, workers, root, fp, progress) -> tuple[int, int]:
+    """Process samples (then each shard's camera sweeps) in store order; write each shard as soon as
+    its last frame is in. Returns (keyframe rays, sweep rays) written."""
     if not todo_tasks:
-        return 0
+        return 0, 0
     by_shard = {s["name"]: s for s in todo}
     pending: dict[str, list[dict]] = {s["name"]: [] for s in todo}
-    total = 0
-    bar = tqdm(total=len(todo_tasks), unit="sample", disable=not progress, file=sys.stderr,
+    total = [0, 0]
+    bar = tqdm(total=len(todo_tasks), unit="frame" if sweeps else "sample", disable=not progress, file=sys.stderr,
                desc="prep nuscenes")
     pool = None
     if workers > 1:
@@ -523,26 +621,38 @@ def _run_tasks(todo_tasks, todo, tasks, cameras, cfg, workers, root, fp, progres
         limits.enter_context(one_blas_thread())
     try:
         for res in (r for batch in results for r in batch):
-            t = tasks[res["index"]]
+            t = (sweeps if res["kind"] == "sweep" else tasks)[res["index"]]
             pending[t.shard].append(res)
             bar.update(1)
             s = by_shard[t.shard]
-            if len(pending[t.shard]) == s["num_samples"]:
-                total += _write_shard(root, s, pending.pop(t.shard), tasks, cameras, fp)
+            if len(pending[t.shard]) == s["num_samples"] + s.get("num_sweeps", 0):
+                key_rays, sweep_rays = _write_shard(root, s, pending.pop(t.shard), tasks, sweeps, cameras, fp)
+                total[0] += key_rays
+                total[1] += sweep_rays
     finally:
         limits.close()
         bar.close()
         if pool is not None:
             pool.terminate()
             pool.join()
-    return total
+    return total[0], total[1]
 
 
-def _write_shard(root: str, s: dict, results: list[dict], tasks, cameras, fp: str) -> int:
-    results.sort(key=lambda r: r["index"])
+def _write_shard(root: str, s: dict, results: list[dict], tasks, sweeps, cameras, fp: str) -> tuple[int, int]:
+    """The shard's ray files, then its completion record (with the checksums of both frame kinds)."""
+    frames = [r for r in results if r["kind"] == "sweep"]
+    results = sorted((r for r in results if r["kind"] != "sweep"), key=lambda r: r["index"])
     tables = [writer.ray_table(tasks[r["index"]].token, cameras, r["cam"], r["u"], r["v"], r["depth"],
                                r["label"]) for r in results]
     stats = writer.write_ray_shard(root, s["name"], tables)
+    if "num_sweeps" in s:   # camera sweeps (also none in this shard: an empty file, checked like any)
+        fr = layout.SWEEP_FRAMES
+        frames.sort(key=lambda r: r["index"])
+        stats.update(writer.write_ray_shard(root, s["name"], [
+            writer.ray_table(sweeps[r["index"]].token, cameras, r["cam"], r["u"], r["v"], r["depth"], r["label"])
+            for r in frames], fr))
+        stats.update({fr.images_sha256: writer.combine_digests([r["images"] for r in frames]),
+                      fr.ray_counts: [len(r["u"]) for r in frames]})
     if results[0].get("free_beams") is not None:
         stats.update(writer.write_free_beam_shard(root, s["name"], [
             writer.free_beam_table(tasks[r["index"]].token, r["free_beams"]) for r in results]))
@@ -552,4 +662,4 @@ def _write_shard(root: str, s: dict, results: list[dict], tasks, cameras, fp: st
            "occ_gt_sha256": writer.combine_digests([o or "-" for o in occ]) if any(occ) else None,
            "ray_counts": [len(r["u"]) for r in results], "has_occ_gt": [o is not None for o in occ]}
     writer.write_shard_record(root, s["name"], rec)
-    return stats["num_rays"]
+    return stats["num_rays"], stats.get(layout.SWEEP_FRAMES.num_rays, 0)

@@ -121,6 +121,10 @@ def qa(store: str, out: str, fail_under: tuple[str, ...], dark_luma: float, few_
     click.echo(f"{s['samples']} samples, {s['images']} images: "
                f"{s['labelled_pixels_per_image']:.0f} labelled pixels/image, "
                f"{s['dark_images']} dark, {s['few_label_images']} with few labels")
+    if report.get("camera_sweeps") is not None:
+        cs = report["camera_sweeps"]
+        click.echo(f"camera sweeps: {cs['frames']} frames ({cs['frames_per_sample'] or 0:.2f} per sample), "
+                   f"{cs['labelled_pixels_per_image'] or 0:.0f} labelled pixels/image (depth only)")
     if report["skipped_samples"]:
         sk = report["skipped_samples"]
         click.echo(f"prep skipped {len(sk)} bad sample(s) (listed in qa.json), first: {sk[0]['sample_token']} "

@@ -23,6 +23,7 @@ from renderocc.geometry import Grid, pixel_rays
 from renderocc.ops import mark_crossed
 from renderocc.outputs import share
 from renderocc.qa import depth_labels as dl
+from renderocc.store import layout
 
 DEPTH_EDGES = np.arange(0.0, 101.0, 1.0)  # metres; deeper labels land in the last bin
 
@@ -51,6 +52,9 @@ SUMMARY_KEYS: dict[str, str] = {
     "mask_agreement_rate": "share of labels whose LiDAR class equals the 2D mask's class (needs prep masks)",
     "masked_area_labelled_share": "share of mask pixels within LiDAR reach lying in a labelled cell: 1 - drop-out "
                                   "(needs prep masks)",
+    "sweep_frames": "camera sweep frames (unlabelled camera frames between keyframes, prep --camera-sweeps)",
+    "sweep_frames_per_sample": "camera sweep frames per keyframe",
+    "sweep_labelled_pixels_per_image": "mean depth-labelled pixels per camera sweep image",
     "fit_miou": "mIoU in mask_camera of free grids fitted to the labels (qa --fit N)",
     "fit_geometry_iou": "geometry IoU in mask_camera of the same fits (qa --fit N)",
     "fit_label_coverage": "share of GT-occupied mask_camera voxels at a label-ray end point (qa --fit N)",
@@ -312,6 +316,10 @@ def _assemble(reader, opts, names, images, cov_rows, hist2d, unlabelled_sem, dep
         "well_labelled_image_share": share(n_img - len(few), n_img),
         "semantic_classes_present": int((hist2d > 0).sum()),
     }
+    sweeps = camera_sweeps_section(reader, len(names))
+    if sweeps is not None:
+        summary.update(sweep_frames=sweeps["frames"], sweep_frames_per_sample=sweeps["frames_per_sample"],
+                       sweep_labelled_pixels_per_image=sweeps["labelled_pixels_per_image"])
     summary.update({k: None for k in SUMMARY_KEYS if k not in summary})
     if has_dyn:
         summary["dynamic_share"] = share(dyn_cam.sum(), rows_cam.sum())
@@ -388,12 +396,27 @@ def _assemble(reader, opts, names, images, cov_rows, hist2d, unlabelled_sem, dep
                      "per_camera": {n: share(dyn_cam[c], rows_cam[c]) for c, n in enumerate(names)}}
                     if has_dyn else None),
         "coverage": coverage,
+        "camera_sweeps": sweeps,
         "per_camera": per_camera,
         "per_scene": per_scene,
         "dark_images": dark,
         "few_label_images": few,
         "images": images,
     }
+
+
+def camera_sweeps_section(reader, n_cams: int) -> dict | None:
+    """qa.json's `camera_sweeps`: how many unlabelled camera frames the store holds beside its
+    keyframes and how densely their depth rays label them (None: a store without camera sweeps)."""
+    info = layout.camera_sweeps(getattr(reader, "manifest", None) or {})
+    if info is None:
+        return None
+    frames, rays = int(info["count"]), int(info["num_rays"])
+    return {"frames": frames, "per_sample_max": int(info["per_sample"]), "rays": rays,
+            "frames_per_sample": share(frames, len(reader)),
+            "labelled_pixels_per_image": share(rays, frames * n_cams),
+            "dropped": info.get("dropped", {}), "skipped": len(info.get("skipped", [])),
+            "motion_masks": bool(info.get("motion_masks"))}
 
 
 def numeric_summary(report: dict) -> dict[str, float]:
@@ -408,6 +431,8 @@ def unavailable_reason(key: str, report: dict) -> str:
         return "the store has no motion masks (run renderocc prep motion-masks)"
     if key.startswith("fit_"):
         return "no fit in this report (run qa with --fit N)"
+    if key.startswith("sweep_"):
+        return "the store has no camera sweeps (prep nuscenes --camera-sweeps N)"
     if not report["options"]["coverage"]:
         return "coverage was skipped (--no-coverage)"
     if key.startswith("gt_"):

@@ -21,6 +21,19 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
+def _sweeps(r: StoreReader) -> str:
+    """The `camera sweeps` line: unlabelled camera frames between keyframes (schema 4)."""
+    info = layout.camera_sweeps(r.manifest)
+    if info is None:
+        return "no" + (f" (schema v{r.manifest['schema_version']})" if r.manifest["schema_version"] < 4 else "")
+    n, rays = info["count"], info["num_rays"]
+    fr = layout.SWEEP_FRAMES
+    rays_b = sum(s.get(fr.rays_bytes, 0) for s in r.manifest["shards"])
+    return (f"{n} frames (up to {info['per_sample']} per keyframe interval, {n / max(len(r), 1):.2f}/sample; "
+            f"depth only), {rays} rays ({rays / max(n, 1):.0f}/frame), {_mb(rays_b)} rays + "
+            f"{_mb(fsio.du(r.root, fr.images))} images; motion masks {'yes' if info.get('motion_masks') else 'no'}")
+
+
 @click.command("info")
 @click.argument("store")
 def store_info(store: str) -> None:
@@ -60,6 +73,7 @@ def store_info(store: str) -> None:
                            f"/sample; LiDAR beams without a return, elevation ≥ "
                            f"{m['free_beams']['min_elevation_deg']:g}°)" if r.has_free_beams else
                            "no" + (" (schema v1)" if m["schema_version"] == 1 else "")),
+        "cam sweeps   " + _sweeps(r),
         f"supervision  {', '.join(sup['modes']) or 'none'}",
         f"grid         {r.grid.text()} over {list(r.grid.box)}",
         f"adjacent     ±{m['adjacent']} keyframes (same scene)",

@@ -19,6 +19,11 @@ layout change is one edit plus a `SCHEMA_VERSION` bump.
                                the manifest's `semantic_masks.array` names the current one: a re-import writes a
                                new one beside it and switches the manifest, so a kill leaves the old or the new set.
                                `semantic_mask/`: the array of stores whose manifest names none)
+      sweeps.parquet           camera sweeps (v4, optional: prep --camera-sweeps N): one row per sweep frame,
+                               row j is sweep index j; each follows keyframe `key_sample_index`
+      sweep_rays/<shard>.parquet  the sweep frames' depth rays (label 255): one row group per sweep frame
+      sweep_images/            Zarr v3 array (M, n_cams, H, W, 3), laid out and encoded as images/
+      sweep_motion_mask/       Zarr v3 array (M, n_cams, H, W) bool (added by prep motion-masks)
       _plan.json               the prep plan (options + sample order) shared by all jobs
       _shards/<shard>.json     per-shard completion record, written after the shard's data
 """
@@ -27,18 +32,20 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 
 import pyarrow as pa
 
 from renderocc.errors import UserError
 from renderocc.geometry import Grid
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Versions this code reads (schemas/README.md, "Migration"). 2 = 1 + the optional free_beams/ table:
 # a version-1 store reads as a store without free beams. 3 = 2 with the `jpeg` image codec made a
 # registered Zarr v3 codec (and the default); the version-1/2 `jpeg` layout (variable-length bytes,
-# no Zarr v3 spec) is refused with one line, their `raw` images read unchanged.
-READABLE_VERSIONS = (1, 2, 3)
+# no Zarr v3 spec) is refused with one line, their `raw` images read unchanged. 4 = 3 + the optional
+# camera sweeps (sweeps.parquet, sweep_rays/, sweep_images/): an older store reads as having none.
+READABLE_VERSIONS = (1, 2, 3, 4)
 LEGACY_JPEG_VERSIONS = (1, 2)
 FORMAT_NAME = "renderocc-ray-store"
 
@@ -57,6 +64,11 @@ OCC_GT = "occ_gt"
 OCC_GT_ARRAYS = ("semantics", "mask_lidar", "mask_camera")
 MOTION_MASK = "motion_mask"
 SEMANTIC_MASK = "semantic_mask"
+SWEEPS = "sweeps.parquet"
+SWEEP_RAYS_DIR = "sweep_rays"
+SWEEP_IMAGES = "sweep_images"
+SWEEP_MOTION_MASK = "sweep_motion_mask"
+CAMERA_SWEEPS = "camera_sweeps"   # manifest key: null/absent, or {per_sample, count, num_rays, ...}
 PLAN = "_plan.json"
 SHARDS_DIR = "_shards"
 TMP_PREFIX = ".tmp-"
@@ -185,6 +197,77 @@ SAMPLES_SCHEMA = pa.schema([
     pa.field("has_occ_gt", pa.bool_(), nullable=False),
 ], metadata={b"renderocc.schema_version": str(SCHEMA_VERSION).encode()})
 
+# One row per camera sweep frame (v4): one instant of every camera between two keyframes, its
+# reference frame the ego of the LiDAR sample_data nearest in time ("sweep ego"), as a keyframe's is
+# its LiDAR keyframe's ego. The samples columns that apply, with `sample_token` the frame's own token
+# (its reference camera's sample_data token) and `lidar_token` that LiDAR sample_data; plus the
+# keyframe the frame follows. No adjacency, no Occ3D GT, no semantics.
+SWEEP_KEY_COLUMNS = ("key_sample_index", "key_sample_token")
+SWEEPS_SCHEMA = pa.schema([
+    pa.field("sweep_index", pa.int32(), nullable=False),
+    pa.field("sample_token", pa.string(), nullable=False),            # the frame: reference camera sd token
+    pa.field("key_sample_index", pa.int32(), nullable=False),         # the keyframe it follows
+    pa.field("key_sample_token", pa.string(), nullable=False),
+    pa.field("scene_name", pa.string(), nullable=False),
+    pa.field("timestamp", pa.int64(), nullable=False),                # LiDAR sample_data timestamp
+    pa.field("lidar_token", pa.string(), nullable=False),             # the nearest LiDAR sample_data
+    pa.field("ego_pose", _M4, nullable=False),                        # sweep ego -> global
+    pa.field("lidar2ego", _M4, nullable=False),                       # LiDAR -> sweep ego
+    pa.field("cam_token", pa.list_(pa.string()), nullable=False),
+    pa.field("cam_timestamp", pa.list_(pa.int64()), nullable=False),
+    pa.field("K", pa.list_(_M3), nullable=False),
+    pa.field("K_orig", pa.list_(_M3), nullable=False),
+    pa.field("cam2ego", pa.list_(_M4), nullable=False),               # camera -> sweep ego
+    pa.field("shard", pa.string(), nullable=False),
+    pa.field("ray_row_group", pa.int32(), nullable=False),            # row group in sweep_rays/<shard>
+    pa.field("ray_count", pa.int64(), nullable=False),
+], metadata={b"renderocc.schema_version": str(SCHEMA_VERSION).encode()})
+
+
+@dataclass(frozen=True)
+class FrameSet:
+    """Where one kind of frame lives (keyframes, or camera sweeps): its table, arrays and ray files,
+    and the keys of its entries in a shard record. Reader, writer and validator take one of the two."""
+
+    kind: str                 # "key" | "sweep"
+    table: str                # samples.parquet | sweeps.parquet
+    schema: pa.Schema
+    index_column: str
+    rays_dir: str
+    images: str
+    motion_mask: str
+    first: str                # shard record: index of the shard's first frame
+    count: str                # shard record: frames in the shard
+    num_rays: str
+    rays_path: str
+    rays_sha256: str
+    rays_bytes: str
+    images_sha256: str
+    motion_mask_sha256: str
+    ray_counts: str           # shard completion record (_shards/): rays per frame
+
+
+KEYFRAMES = FrameSet("key", SAMPLES, SAMPLES_SCHEMA, "sample_index", RAYS_DIR, IMAGES, MOTION_MASK,
+                     "first_sample", "num_samples", "num_rays", "rays_path", "rays_sha256", "rays_bytes",
+                     "images_sha256", "motion_mask_sha256", "ray_counts")
+SWEEP_FRAMES = FrameSet("sweep", SWEEPS, SWEEPS_SCHEMA, "sweep_index", SWEEP_RAYS_DIR, SWEEP_IMAGES,
+                        SWEEP_MOTION_MASK, "first_sweep", "num_sweeps", "num_sweep_rays", "sweep_rays_path",
+                        "sweep_rays_sha256", "sweep_rays_bytes", "sweep_images_sha256",
+                        "sweep_motion_mask_sha256", "sweep_ray_counts")
+RAY_DIRS = (RAYS_DIR, SWEEP_RAYS_DIR)
+
+
+def camera_sweeps(manifest: dict) -> dict | None:
+    """The manifest's `camera_sweeps` record (None: a store without camera sweeps, e.g. version < 4)."""
+    info = manifest.get(CAMERA_SWEEPS)
+    return info if isinstance(info, dict) else None
+
+
+def num_sweeps(manifest: dict) -> int:
+    """Camera sweep frames the store holds (0 without them)."""
+    info = camera_sweeps(manifest)
+    return int(info["count"]) if info else 0
+
 
 def join(root: str, *parts: str) -> str:
     """Join store-relative parts onto a root path or URL (always '/')."""
@@ -193,6 +276,10 @@ def join(root: str, *parts: str) -> str:
 
 def rays_path(root: str, shard: str) -> str:
     return join(root, RAYS_DIR, f"{shard}.parquet")
+
+
+def sweep_rays_path(root: str, shard: str) -> str:
+    return join(root, SWEEP_RAYS_DIR, f"{shard}.parquet")
 
 
 def free_beams_path(root: str, shard: str) -> str:

@@ -12,6 +12,7 @@ store is one line naming the file, never an allocation it chose.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +24,9 @@ from renderocc.errors import UserError
 from renderocc.geometry import Grid, GridError
 from renderocc.store import fsio, layout, writer
 from renderocc.store import manifest as manifest_mod
+
+if TYPE_CHECKING:
+    from renderocc.store.sweeps import SweepFrames
 
 
 def declared_rows(pf: pq.ParquetFile, path: str, *, row_bytes: int, rows: int | None = None,
@@ -78,7 +82,12 @@ def _flat(col: pa.ChunkedArray, depth: int) -> tuple[np.ndarray, list[np.ndarray
 
 
 class StoreReader:
-    """Read a ray store written by `renderocc prep nuscenes` (see docs/ARCHITECTURE.md)."""
+    """Read a ray store written by `renderocc prep nuscenes` (see docs/ARCHITECTURE.md).
+
+    Indices are keyframes; the store's camera sweeps (if any) are read through `sweep_frames()`, a
+    reader of the same kind over them (renderocc/store/sweeps.py), and `sweeps_of(i)`."""
+
+    frames: layout.FrameSet = layout.KEYFRAMES   # which frames this reader's indices are
 
     def __init__(self, url_or_path: str | os.PathLike, allow_interrupted: bool = False):
         """`allow_interrupted`: open a store that an interrupted rewrite left inconsistent (for the
@@ -113,34 +122,44 @@ class StoreReader:
         self.has_free_beams: bool = m.get("free_beams") is not None
         # the class vocabulary prep used (Occ3D-nuScenes for stores that predate vocabularies)
         self.vocabulary: Vocabulary = vocabulary_of_manifest(m)
+        # camera sweeps (schema 4, optional): unlabelled frames between keyframes (`sweep_frames()`)
+        self.num_sweeps: int = layout.num_sweeps(m)
         self._shard_records = {sh["name"]: sh for sh in m["shards"]}
         ip = m.get(layout.IN_PROGRESS)
         pending = ip.get("pending") if isinstance(ip, dict) else None
         # a rays file an interrupted rewrite renamed into place before it could record it (writer.record_shard_rewrite)
         self._pending: dict[str, dict] = {k: v for k, v in (pending or {}).items() if isinstance(v, dict)}
-        self._load_samples()
+        self._load_frames(m["num_samples"], m["adjacent"], "the manifest's num_samples")
+        self._init_handles()
+
+    def _init_handles(self) -> None:
+        """Per-process file handles and per-reader caches, all opened lazily."""
         self._intact: set[tuple[str, str]] = set()  # (folder, shard) files whose checksum held
         self._pq: dict[str, pq.ParquetFile] = {}
         self._fb_pq: dict[str, pq.ParquetFile] = {}
         self._rows: dict[tuple[str, str], np.ndarray] = {}   # (folder, shard): declared rows per row group
         self._arrays: dict[str, zarr.Array | None] = {}
         self._inflation: dict[str, tuple | None] = {}   # array name: how its objects' zstd frames are checked
+        self._sweep_view = None   # `sweep_frames()`, made on first use
         self._pid = os.getpid()
 
     # -------------------------------------------------------------- samples table
-    def _load_samples(self) -> None:
+    def _load_frames(self, rows: int, adjacent: int, what: str) -> None:
+        """The frame table (samples.parquet, or sweeps.parquet for a sweep view) into numpy, its declared
+        size and columns checked first."""
         m = self.manifest
         C = len(self.cameras)
-        path = fsio.fs_path(self.root, layout.SAMPLES)[1]
-        pf = fsio.parquet_file(self.root, layout.SAMPLES)   # by path or from bytes: never a live fsspec file
-        declared_rows(pf, path, rows=m["num_samples"], row_bytes=layout.samples_row_bytes(C, m["adjacent"]),
-                      what="the manifest's num_samples")
+        table = self.frames.table
+        path = fsio.fs_path(self.root, table)[1]
+        pf = fsio.parquet_file(self.root, table)   # by path or from bytes: never a live fsspec file
+        declared_rows(pf, path, rows=rows, row_bytes=layout.samples_row_bytes(C, adjacent), what=what)
         try:
             t = pf.read()
         except (pa.ArrowException, OSError) as e:
             raise UserError(f"{path}: not readable Parquet ({' '.join(str(e).split())[:100]})") from None
-        if not t.schema.equals(layout.SAMPLES_SCHEMA, check_metadata=False):
-            raise UserError(f"{path}: its columns are not those of layout.SAMPLES_SCHEMA: not a file prep wrote")
+        if not t.schema.equals(self.frames.schema, check_metadata=False):
+            raise UserError(f"{path}: its columns are not those of the layout's schema for {table}: "
+                            "not a file prep wrote")
         n = t.num_rows
         self._tokens = t.column("sample_token").to_pylist()
         self._scenes = t.column("scene_name").to_pylist()
@@ -151,15 +170,25 @@ class StoreReader:
         self._K_orig = _flat(t.column("K_orig"), 2)[0].reshape(n, C, 3, 3)
         self._cam2ego = _flat(t.column("cam2ego"), 2)[0].reshape(n, C, 4, 4)
         self._cam_ts = _flat(t.column("cam_timestamp"), 1)[0].reshape(n, C)
-        vals, (off,) = _flat(t.column("adj_offset"), 1)
-        self._adj_off = (vals, off)
-        self._adj_idx = _flat(t.column("adj_sample_index"), 1)[0]
-        self._adj_tok = _flat(t.column("adj_sample_token"), 1)[0]
-        self._adj_c2e = _flat(t.column("adj_cam2ego"), 3)[0].reshape(-1, C, 4, 4)
+        if "adj_offset" in t.column_names:
+            vals, (off,) = _flat(t.column("adj_offset"), 1)
+            self._adj_off = (vals, off)
+            self._adj_idx = _flat(t.column("adj_sample_index"), 1)[0]
+            self._adj_tok = _flat(t.column("adj_sample_token"), 1)[0]
+            self._adj_c2e = _flat(t.column("adj_cam2ego"), 3)[0].reshape(-1, C, 4, 4)
+        else:   # sweep frames: no neighbours
+            self._adj_off = (np.zeros(0, np.int8), np.zeros(n + 1, np.int64))
+            self._adj_idx, self._adj_tok = np.zeros(0, np.int32), np.zeros(0, object)
+            self._adj_c2e = np.zeros((0, C, 4, 4))
         self._shard = t.column("shard").to_pylist()
         self._row_group = t.column("ray_row_group").to_numpy()
         self._ray_count = t.column("ray_count").to_numpy()
-        self._has_occ = t.column("has_occ_gt").to_numpy(zero_copy_only=False)
+        self._has_occ = t.column("has_occ_gt").to_numpy(zero_copy_only=False) if "has_occ_gt" in t.column_names \
+            else np.zeros(n, bool)
+        if layout.SWEEP_KEY_COLUMNS[0] in t.column_names:   # sweep frames: the keyframe each follows
+            self._key_index = t.column("key_sample_index").to_numpy()
+            self._key_token = t.column("key_sample_token").to_pylist()
+            self._lidar_token = t.column("lidar_token").to_pylist()
         self._index = {tok: i for i, tok in enumerate(self._tokens)}
         unknown = sorted(set(self._shard) - set(self._shard_records))
         if unknown:
@@ -175,6 +204,23 @@ class StoreReader:
 
     def __len__(self) -> int:
         return len(self._tokens)
+
+    # -------------------------------------------------------------- camera sweeps
+    def sweep_frames(self) -> SweepFrames:
+        """The store's camera sweep frames as a reader of the same kind (`renderocc.store.sweeps.SweepFrames`:
+        same methods and return shapes, `len` = `num_sweeps`, no semantics, GT or neighbours)."""
+        if self._sweep_view is None:
+            from renderocc.store.sweeps import SweepFrames
+
+            self._sweep_view = SweepFrames(self)
+        return self._sweep_view
+
+    def sweeps_of(self, i: int) -> list[int]:
+        """Sweep indices (into `sweep_frames()`) of the frames following keyframe i, in time order."""
+        i = self._check(i)
+        if not self.num_sweeps:
+            return []
+        return self.sweep_frames().following(i)
 
     def tokens(self) -> list[str]:
         return list(self._tokens)
@@ -243,11 +289,11 @@ class StoreReader:
         """(shape, dtype) the manifest implies for array `name`."""
         n, C = len(self), len(self.cameras)
         W, H = self.image_size
-        if name == layout.IMAGES:
+        if name == self.frames.images:
             return (n, C, H, W, 3), "uint8"
         if name.startswith(layout.OCC_GT + "/"):
             return (n, *self.grid.shape), "uint8"
-        if name == layout.MOTION_MASK:
+        if name == self.frames.motion_mask:
             return (n, C, H, W), "bool"
         if layout.is_semantic_mask_name(name):
             return (n, C, H, W), "uint8"
@@ -319,14 +365,14 @@ class StoreReader:
 
     def images(self, i: int) -> np.ndarray:
         """uint8 (n_cams, H, W, 3) RGB at the stored size, cameras in `.cameras` order."""
-        return self._read_sample(layout.IMAGES, self._check(i))
+        return self._read_sample(self.frames.images, self._check(i))
 
     def images_digest(self, i: int) -> str:
         """What the shard record holds for sample i's images (see `writer.write_images`)."""
         i = self._check(i)
         if self.image_codec != "jpeg":
             return writer.digest(self.images(i))
-        return writer.object_digest(self.root, layout.IMAGES, self._sample_key(layout.IMAGES, i))
+        return writer.object_digest(self.root, self.frames.images, self._sample_key(self.frames.images, i))
 
     def _sample_key(self, name: str, i: int) -> str:
         """Key of sample i's object in array `name`; one line naming it when it is missing."""
@@ -353,12 +399,13 @@ class StoreReader:
     def _parquet(self, shard: str) -> pq.ParquetFile:
         self._fresh()
         if shard not in self._pq:
-            self._verified(shard, layout.RAYS_DIR, "rays_sha256")
-            pf = fsio.parquet_file(self.root, layout.RAYS_DIR, f"{shard}.parquet")
+            fr = self.frames
+            self._verified(shard, fr.rays_dir, fr.rays_sha256)
+            pf = fsio.parquet_file(self.root, fr.rays_dir, f"{shard}.parquet")
             rec = self._shard_records[shard]
-            self._rows[(layout.RAYS_DIR, shard)] = declared_rows(
-                pf, fsio.fs_path(self.root, layout.RAYS_DIR, f"{shard}.parquet")[1], row_bytes=layout.RAY_ROW_BYTES,
-                rows=rec.get("num_rays"), groups=rec.get("num_samples"), what=f"the manifest's shard {shard}")
+            self._rows[(fr.rays_dir, shard)] = declared_rows(
+                pf, fsio.fs_path(self.root, fr.rays_dir, f"{shard}.parquet")[1], row_bytes=layout.RAY_ROW_BYTES,
+                rows=rec.get(fr.num_rays), groups=rec.get(fr.count), what=f"the manifest's shard {shard}")
             self._pq[shard] = pf
         return self._pq[shard]
 
@@ -371,9 +418,9 @@ class StoreReader:
             return g
         path = fsio.fs_path(self.root, folder, f"{shard}.parquet")[1]
         if not 0 <= g < len(declared):
-            raise UserError(f"{layout.SAMPLES}: sample {i} points to row group {g} of {path}, which has "
+            raise UserError(f"{self.frames.table}: sample {i} points to row group {g} of {path}, which has "
                             f"{len(declared)}")
-        raise UserError(f"{path}: row group {g} declares {int(declared[g])} rays, {layout.SAMPLES} says "
+        raise UserError(f"{path}: row group {g} declares {int(declared[g])} rays, {self.frames.table} says "
                         f"{rows} for sample {i}")
 
     def _verified(self, shard: str, folder: str, key: str) -> None:
@@ -392,7 +439,7 @@ class StoreReader:
         if not want or (folder, shard) in self._intact:
             return None
         got = fsio.sha256_file(self.root, folder, f"{shard}.parquet")
-        if got != want and folder == layout.RAYS_DIR and got == self._pending.get(shard, {}).get(key):
+        if got != want and folder in layout.RAY_DIRS and got == self._pending.get(shard, {}).get(key):
             self._intact.add((folder, shard))   # the interrupted rewrite's file, whole (same base columns)
             return None
         if got != want:
@@ -410,7 +457,7 @@ class StoreReader:
                 f for f in layout.RAY_SCHEMA_WITH_MOTION if f.name in cols]))
         else:
             pf = self._parquet(self._shard[i])
-            t = pf.read_row_group(self._group_of(layout.RAYS_DIR, i, int(self._ray_count[i])), columns=cols)
+            t = pf.read_row_group(self._group_of(self.frames.rays_dir, i, int(self._ray_count[i])), columns=cols)
         cam = t.column("camera").combine_chunks()
         if isinstance(cam, pa.DictionaryArray):
             lut = np.array([self.cameras.index(c) for c in cam.dictionary.to_pylist()] or [0], np.int16)
@@ -433,9 +480,9 @@ class StoreReader:
         """bool (n_cams, H, W) at the stored size, or None when the store has no motion masks."""
         if not self.has_motion_masks:
             return None
-        if self._array(layout.MOTION_MASK) is None:
+        if self._array(self.frames.motion_mask) is None:
             return None
-        return np.asarray(self._read_sample(layout.MOTION_MASK, self._check(i)), bool)
+        return np.asarray(self._read_sample(self.frames.motion_mask, self._check(i)), bool)
 
     def semantic_mask(self, i: int) -> np.ndarray | None:
         """uint8 (n_cams, H, W) classes at the stored size (255 = unlabelled), or None without masks."""
@@ -483,6 +530,7 @@ class StoreReader:
         """Picklable (spawned DataLoader workers): open file handles are not sent, only reopened."""
         state = self.__dict__.copy()
         state["_pq"], state["_fb_pq"], state["_arrays"], state["_rows"], state["_inflation"] = {}, {}, {}, {}, {}
+        state["_sweep_view"] = None
         return state
 
     def __repr__(self) -> str:

@@ -55,6 +55,7 @@ def validate(root: str, data: bool = True, deep: bool = False) -> list[str]:
     problems += _check_adjacency(r)
     problems += _guard(_check_shards, r, m, st, data, deep)
     problems += _guard(_check_free_beams, r, m)
+    problems += _guard(_check_sweeps, r, m, data, deep)
     return problems
 
 
@@ -69,30 +70,32 @@ def _guard(check, *args) -> list[str]:
 MATRIX_COLUMNS = {"ego_pose": 1, "lidar2ego": 1, "K": 2, "K_orig": 2, "cam2ego": 2, "adj_cam2ego": 3}
 
 
-def _check_matrices(st, n_cams: int) -> list[str]:
+def _check_matrices(st, n_cams: int, table: str = layout.SAMPLES) -> list[str]:
     """Every stored matrix finite; rotations orthonormal; intrinsics with positive focal lengths."""
     out = []
     for col, depth in MATRIX_COLUMNS.items():
+        if col not in st.column_names:   # sweeps.parquet: no neighbours
+            continue
         vals = _flat(st.column(col), depth)[0].astype(np.float64)
         if not np.isfinite(vals).all():
-            out.append(f"{layout.SAMPLES}: non-finite values in {col}")
+            out.append(f"{table}: non-finite values in {col}")
             continue
         if col.startswith("K"):
             K = vals.reshape(-1, 3, 3)
             if (K[:, 0, 0] <= 0).any() or (K[:, 1, 1] <= 0).any():
-                out.append(f"{layout.SAMPLES}: {col} has a non-positive focal length")
+                out.append(f"{table}: {col} has a non-positive focal length")
         else:
             R = vals.reshape(-1, 4, 4)[:, :3, :3]
             if len(R) and np.abs(R @ R.transpose(0, 2, 1) - np.eye(3)).max() > 1e-4:
-                out.append(f"{layout.SAMPLES}: {col} holds a matrix whose rotation is not orthonormal")
+                out.append(f"{table}: {col} holds a matrix whose rotation is not orthonormal")
     return out
 
 
 def _check_chunks(r) -> list[str]:
-    """Every sample's chunk of every Zarr array is present (a missing one reads as zeros)."""
+    """Every frame's chunk of every Zarr array is present (a missing one reads as zeros)."""
     out = []
-    arrays = [layout.IMAGES] + [f"{layout.OCC_GT}/{a}" for a in layout.OCC_GT_ARRAYS if r.has_occ_gt]
-    arrays += [layout.MOTION_MASK] if r.has_motion_masks else []
+    arrays = [r.frames.images] + [f"{layout.OCC_GT}/{a}" for a in layout.OCC_GT_ARRAYS if r.has_occ_gt]
+    arrays += [r.frames.motion_mask] if r.has_motion_masks else []
     arrays += [r.semantic_mask_array] if r.has_semantic_masks else []
     for name in arrays:
         try:
@@ -161,23 +164,29 @@ def _check_adjacency(r) -> list[str]:
     return out[:20]
 
 
-def _check_shards(r, m: dict, st, data: bool, deep: bool = False) -> list[str]:
+def _check_shards(r, m: dict, st, data: bool, deep: bool = False, total_rays: int | None = None) -> list[str]:
+    """Each shard's rays file (size, checksum, one row group per frame, pixels, depths, labels) and,
+    with `data`, the digests of its frames' images and arrays. `r` is the store's reader or its sweep
+    view (`r.frames` names the files and shard-record keys); `total_rays`: what the manifest says."""
     out = []
+    fr = r.frames
+    what = "sample" if fr is layout.KEYFRAMES else "sweep frame"
     shard_col = st.column("shard").to_pylist()
     W0 = {c: v["original_size"] for c, v in m["image"]["per_camera"].items()}
     total = 0
     for s in m["shards"]:
-        name, a, k = s["name"], s["first_sample"], s["num_samples"]
+        name, a, k = s["name"], s.get(fr.first, 0), s.get(fr.count, 0)
+        path = s.get(fr.rays_path)
         if shard_col[a:a + k] != [name] * k:
-            out.append(f"shard {name}: samples {a}..{a + k - 1} not all assigned to it in {layout.SAMPLES}")
-        if not fsio.exists(r.root, s["rays_path"]):
-            out.append(f"shard {name}: {s['rays_path']} missing")
+            out.append(f"shard {name}: {fr.kind} frames {a}..{a + k - 1} not all assigned to it in {fr.table}")
+        if path is None or not fsio.exists(r.root, path):
+            out.append(f"shard {name}: {path or f'no {fr.rays_path}'} missing")
             continue
-        if fsio.size(r.root, s["rays_path"]) not in (s["rays_bytes"], r._pending.get(name, {}).get("rays_bytes")):
-            out.append(f"shard {name}: {s['rays_path']} is {fsio.size(r.root, s['rays_path'])} bytes, "
-                       f"manifest says {s['rays_bytes']}")
-        if r.shard_checksum_problem(name, layout.RAYS_DIR, "rays_sha256") is not None:
-            out.append(f"shard {name}: {s['rays_path']} checksum mismatch")
+        if fsio.size(r.root, path) not in (s.get(fr.rays_bytes), r._pending.get(name, {}).get(fr.rays_bytes)):
+            out.append(f"shard {name}: {path} is {fsio.size(r.root, path)} bytes, "
+                       f"manifest says {s.get(fr.rays_bytes)}")
+        if r.shard_checksum_problem(name, fr.rays_dir, fr.rays_sha256) is not None:
+            out.append(f"shard {name}: {path} checksum mismatch")
             continue
         pf = r._parquet(name)
         if deep:
@@ -191,40 +200,99 @@ def _check_shards(r, m: dict, st, data: bool, deep: bool = False) -> list[str]:
             total += len(lb["u"])
             toks = pf.read_row_group(int(r._row_group[i]), columns=["sample_token"]).column(0).unique()
             if len(lb["u"]) and toks.to_pylist() != [r.tokens()[i]]:
-                out.append(f"shard {name}: row group of sample {i} holds other tokens")
+                out.append(f"shard {name}: row group of {what} {i} holds other tokens")
             if len(lb["u"]) != r._ray_count[i]:
-                out.append(f"sample {i}: {len(lb['u'])} rays, {layout.SAMPLES} says {r._ray_count[i]}")
+                out.append(f"{what} {i}: {len(lb['u'])} rays, {fr.table} says {r._ray_count[i]}")
             if len(lb["u"]):
                 size = np.array([W0[c] for c in r.cameras], np.float64)[lb["camera"]]
                 if ((lb["u"] <= 1) | (lb["u"] >= size[:, 0] - 1) | (lb["v"] <= 1)
                         | (lb["v"] >= size[:, 1] - 1)).any():
-                    out.append(f"sample {i}: pixel outside the original image")
+                    out.append(f"{what} {i}: pixel outside the original image")
                 if (lb["depth"] <= m["labels"]["min_depth"] * (1 - 1e-6)).any():
-                    out.append(f"sample {i}: depth below min_depth")
+                    out.append(f"{what} {i}: depth below min_depth")
                 bad = (lb["label"] >= r.vocabulary.num_semantic) & (lb["label"] != 255)
                 if bad.any() or (not r.has_semantics and (lb["label"] != 255).any()):
-                    out.append(f"sample {i}: label values outside the contract")
+                    out.append(f"{what} {i}: label values outside the contract")
             if data:
                 img_d.append(r.images_digest(i))
                 occ = r.occ_gt(i)
                 occ_d.append(writer.digest(*(occ[x] for x in layout.OCC_GT_ARRAYS)) if occ else "-")
-                if s.get("motion_mask_sha256"):
+                if s.get(fr.motion_mask_sha256):
                     mot_d.append(writer.digest(r.motion_mask(i)))
-                if s.get("semantic_mask_sha256"):
+                if s.get("semantic_mask_sha256") and fr is layout.KEYFRAMES:
                     sem_d.append(writer.digest(r.semantic_mask(i)))
-        if data and writer.combine_digests(img_d) != s["images_sha256"]:
-            out.append(f"shard {name}: images checksum mismatch")
-        if data and s["occ_gt_sha256"] and writer.combine_digests(occ_d) != s["occ_gt_sha256"]:
+        if data and writer.combine_digests(img_d) != s.get(fr.images_sha256):
+            out.append(f"shard {name}: {fr.images} checksum mismatch")
+        if data and fr is layout.KEYFRAMES and s["occ_gt_sha256"] and \
+                writer.combine_digests(occ_d) != s["occ_gt_sha256"]:
             out.append(f"shard {name}: occ_gt checksum mismatch")
-        if data and s.get("motion_mask_sha256") and writer.combine_digests(mot_d) != s["motion_mask_sha256"]:
-            out.append(f"shard {name}: motion_mask checksum mismatch")
-        if data and s.get("semantic_mask_sha256") and writer.combine_digests(sem_d) != s["semantic_mask_sha256"]:
+        if data and s.get(fr.motion_mask_sha256) and writer.combine_digests(mot_d) != s[fr.motion_mask_sha256]:
+            out.append(f"shard {name}: {fr.motion_mask} checksum mismatch")
+        if data and fr is layout.KEYFRAMES and s.get("semantic_mask_sha256") and \
+                writer.combine_digests(sem_d) != s["semantic_mask_sha256"]:
             out.append(f"shard {name}: semantic_mask checksum mismatch")
         if r.has_motion_masks and not set(layout.MOTION_COLUMNS) <= set(pf.schema_arrow.names):
-            out.append(f"shard {name}: manifest has motion masks but the rays lack {layout.MOTION_COLUMNS}")
-    if total != m["num_rays"]:
-        out.append(f"manifest num_rays {m['num_rays']} but shards hold {total}")
+            out.append(f"shard {name}: manifest has motion masks but {path} lacks {layout.MOTION_COLUMNS}")
+    want = m["num_rays"] if total_rays is None else total_rays
+    if total != want:
+        out.append(f"manifest {'num_rays' if total_rays is None else layout.CAMERA_SWEEPS + '.num_rays'} {want} "
+                   f"but shards hold {total}")
     return out
+
+
+def _check_sweeps(r, m: dict, data: bool, deep: bool) -> list[str]:
+    """Camera sweeps (schema 4, optional): sweeps.parquet (checksum, rows, order, keyframes, matrices),
+    sweep_images/ (shape, codec, chunks) and each shard's sweep_rays/ file, like the keyframes'."""
+    info = layout.camera_sweeps(m)
+    if info is None:
+        return []
+    fr = layout.SWEEP_FRAMES
+    out = []
+    per_shard = sum(s.get(fr.count, 0) for s in m["shards"])
+    if per_shard != info["count"]:
+        out.append(f"shards hold {per_shard} sweep frames, manifest {layout.CAMERA_SWEEPS}.count says {info['count']}")
+    if not fsio.exists(r.root, fr.table):
+        return out + [f"{fr.table}: missing"]
+    if fsio.sha256_file(r.root, fr.table) != info["sweeps"]["sha256"]:
+        out.append(f"{fr.table}: checksum mismatch")
+    st = fsio.read_parquet(r.root, fr.table)
+    if not st.schema.equals(fr.schema, check_metadata=False):
+        return out + [f"{fr.table}: schema differs from layout.SWEEPS_SCHEMA"]
+    v = r.sweep_frames()
+    n = len(v)
+    if n != info["sweeps"]["rows"]:
+        out.append(f"{fr.table}: {n} rows, manifest says {info['sweeps']['rows']}")
+    if st.column(fr.index_column).to_pylist() != list(range(n)):
+        out.append(f"{fr.table}: {fr.index_column} is not 0..{n - 1}")
+    if len(set(v.tokens())) != n:
+        out.append(f"{fr.table}: duplicate frame tokens")
+    keys = st.column("key_sample_index").to_pylist()
+    tokens, scenes = r.tokens(), r.scene_names()
+    for j, (k, tok, scene) in enumerate(zip(keys, st.column("key_sample_token").to_pylist(), v.scene_names(),
+                                            strict=True)):
+        if tokens[k] != tok or scenes[k] != scene:
+            out.append(f"{fr.table}: sweep frame {j} names keyframe {k} ({tok}), which the store holds otherwise")
+            break
+    out += _check_matrices(st, len(r.cameras), fr.table)
+    if n:
+        try:
+            img = v._array(fr.images)
+        except UserError as e:
+            return out + [e.message]
+        if img is None:
+            return out + [f"{fr.images}: array missing"]
+        if (declared := writer.declared_image_codec(img)) != r.image_codec:
+            return out + [f"{fr.images}: its Zarr metadata declares codec {declared}, "
+                          f"the manifest says {r.image_codec}"]
+        out += _check_chunks(v)
+        if out:
+            return out
+        try:
+            for j in range(n) if deep else range(1):
+                v.images(j)
+        except UserError as e:
+            out.append(e.message)
+    return out + _check_shards(v, m, st, data, deep, total_rays=info["num_rays"])
 
 
 def notes(root: str) -> list[str]:

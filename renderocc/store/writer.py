@@ -2,10 +2,11 @@
 
 Completion protocol (so a killed run never looks complete):
 1. `_plan.json` (options + sample order) is written once; a rerun or a second job must match it.
-2. Per shard (one scene): images/occ into Zarr, rays to a temp Parquet then renamed, and only
-   then `_shards/<shard>.json` (the shard's completion record, with checksums).
-3. When every shard has a record: `samples.parquet`, then `manifest.json` LAST. Readers open
-   only stores with a manifest.
+2. Per shard (one scene): images/occ into Zarr, rays to a temp Parquet then renamed (the same for
+   the shard's camera sweeps: sweep_images/, sweep_rays/), and only then `_shards/<shard>.json`
+   (the shard's completion record, with checksums of both).
+3. When every shard has a record: `samples.parquet` (and `sweeps.parquet`), then `manifest.json`
+   LAST. Readers open only stores with a manifest.
 
 The motion-mask helpers at the bottom let `prep motion-masks` add `dynamic`/`instance` ray
 columns and a dense mask array without touching images.
@@ -98,8 +99,10 @@ def shard_done(root: str, shard: str, fingerprint: str) -> bool:
 
 def shard_files_intact(root: str, rec: dict) -> bool:
     """Each file a shard record names exists with the recorded size (when recorded) and sha256."""
+    sweeps = layout.SWEEP_FRAMES
     for path_key, sha_key, bytes_key in (("rays_path", "rays_sha256", "rays_bytes"),
-                                         ("free_beams_path", "free_beams_sha256", "free_beams_bytes")):
+                                         ("free_beams_path", "free_beams_sha256", "free_beams_bytes"),
+                                         (sweeps.rays_path, sweeps.rays_sha256, sweeps.rays_bytes)):
         rel = rec.get(path_key)
         if rel is None:
             continue
@@ -115,7 +118,7 @@ def shard_files_intact(root: str, rec: dict) -> bool:
 def clean_tmp(root: str, shard: str) -> None:
     """Remove temp files a killed run left for this shard (they are never read, only untidy)."""
     for sub_dir, suffix in ((layout.RAYS_DIR, f"-{shard}.parquet"), (layout.FREE_BEAMS_DIR, f"-{shard}.parquet"),
-                            (layout.SHARDS_DIR, f"-{shard}.json")):
+                            (layout.SWEEP_RAYS_DIR, f"-{shard}.parquet"), (layout.SHARDS_DIR, f"-{shard}.json")):
         fs, path = fsio.fs_path(root, sub_dir)
         for name in fsio.listdir_names(root, sub_dir):
             if name.startswith(layout.TMP_PREFIX) and name.endswith(suffix):
@@ -144,11 +147,15 @@ def _create(root: str, name: str, shape: tuple, chunks: tuple, shards: tuple | N
 
 
 def create_arrays(root: str, n: int, n_cams: int, size_wh: tuple[int, int], occ_gt: bool,
-                  codec: str = layout.DEFAULT_IMAGE_CODEC, quality: int = layout.DEFAULT_JPEG_QUALITY) -> None:
-    """Create (or reopen, for a rerun or a parallel job) the store's Zarr arrays."""
+                  codec: str = layout.DEFAULT_IMAGE_CODEC, quality: int = layout.DEFAULT_JPEG_QUALITY,
+                  sweeps: int = 0) -> None:
+    """Create (or reopen, for a rerun or a parallel job) the store's Zarr arrays (`sweeps`: camera
+    sweep frames, whose images get an array of their own laid out like the keyframes')."""
     W, H = size_wh
-    _create(root, layout.IMAGES, (n, n_cams, H, W, 3), (1, 1, H, W, 3), (1, n_cams, H, W, 3), "uint8",
-            ("sample", "camera", "y", "x", "rgb"), JpegCodec(quality=quality) if codec == "jpeg" else None)
+    for name, count, dim in ((layout.IMAGES, n, "sample"), (layout.SWEEP_IMAGES, sweeps, "sweep")):
+        if name == layout.IMAGES or count:
+            _create(root, name, (count, n_cams, H, W, 3), (1, 1, H, W, 3), (1, n_cams, H, W, 3), "uint8",
+                    (dim, "camera", "y", "x", "rgb"), JpegCodec(quality=quality) if codec == "jpeg" else None)
     if occ_gt:
         X, Y, Z = OCC3D_GRID.shape
         for a in layout.OCC_GT_ARRAYS:
@@ -188,21 +195,21 @@ def prebuilt_image_quality(root: str, codec: str) -> int | None:
 
 
 def write_images(root: str, index: int, images: np.ndarray | None, codec: str = layout.DEFAULT_IMAGE_CODEC,
-                 encoded: bytes | None = None) -> str:
+                 encoded: bytes | None = None, name: str = layout.IMAGES) -> str:
     """Write one sample's (n_cams, H, W, 3) uint8 RGB images (one Zarr shard object, encoded by the
     array's codec; `encoded`: that object already made by `jpeg_codec.shard_bytes` at
     `prebuilt_image_quality`, `images` then unused); return their digest: raw, of the pixels
     (independent of the zstd build); jpeg, of the stored object (decoders may differ in a pixel's
-    last bit, the bytes do not)."""
-    arr = array(root, layout.IMAGES)
+    last bit, the bytes do not). `name`: the images array (layout.SWEEP_IMAGES for camera sweeps)."""
+    arr = array(root, name)
     if encoded is None:
-        quality = prebuilt_image_quality(root, codec)
+        quality = jpeg_codec.sharded_quality(arr) if codec == "jpeg" else None
         if quality is None:
             arr[index] = images
-            return object_digest(root, layout.IMAGES, sample_key(arr, index)) if codec == "jpeg" else digest(images)
+            return object_digest(root, name, sample_key(arr, index)) if codec == "jpeg" else digest(images)
         # the array's own layout, written as one object (zarr's write path costs ~2x the JPEG encoding)
         encoded = jpeg_codec.shard_bytes(np.asarray(images, np.uint8), quality)
-    fsio.write_bytes_atomic(encoded, root, layout.IMAGES, sample_key(arr, index))
+    fsio.write_bytes_atomic(encoded, root, name, sample_key(arr, index))
     return hashlib.sha256(encoded).hexdigest()
 
 
@@ -264,14 +271,20 @@ def ray_table(sample_token: str, cameras: list[str], cam: np.ndarray, u: np.ndar
     return pa.Table.from_arrays(cols, schema=schema)
 
 
-def write_ray_shard(root: str, shard: str, tables: list[pa.Table]) -> dict:
-    """Write rays/<shard>.parquet, one row group per sample, via a temp name; return its stats."""
+def write_ray_shard(root: str, shard: str, tables: list[pa.Table],
+                    frames: layout.FrameSet = layout.KEYFRAMES) -> dict:
+    """Write rays/<shard>.parquet (sweep_rays/ for `layout.SWEEP_FRAMES`), one row group per frame,
+    via a temp name; return its stats under the frame set's shard-record keys."""
     schema = tables[0].schema if tables else layout.RAY_SCHEMA
     data = fsio.parquet_bytes(tables, schema, **PARQUET_OPTS)
-    fsio.write_bytes_atomic(data, root, layout.RAYS_DIR, f"{shard}.parquet")
-    return {"rays_path": f"{layout.RAYS_DIR}/{shard}.parquet",
-            "rays_sha256": hashlib.sha256(data).hexdigest(), "rays_bytes": len(data),
-            "num_rays": int(sum(len(t) for t in tables))}
+    fsio.write_bytes_atomic(data, root, frames.rays_dir, f"{shard}.parquet")
+    return _ray_stats(data, shard, tables, frames)
+
+
+def _ray_stats(data: bytes, shard: str, tables: list[pa.Table], frames: layout.FrameSet) -> dict:
+    return {frames.rays_path: f"{frames.rays_dir}/{shard}.parquet",
+            frames.rays_sha256: hashlib.sha256(data).hexdigest(), frames.rays_bytes: len(data),
+            frames.num_rays: int(sum(len(t) for t in tables))}
 
 
 # ---------------------------------------------------------------- free beams
@@ -305,12 +318,13 @@ def write_free_beam_shard(root: str, shard: str, tables: list[pa.Table]) -> dict
 
 # ---------------------------------------------------------------- finalisation
 
-def write_samples(root: str, table: pa.Table) -> dict:
+def write_samples(root: str, table: pa.Table, frames: layout.FrameSet = layout.KEYFRAMES) -> dict:
+    """samples.parquet (sweeps.parquet for `layout.SWEEP_FRAMES`); its manifest record."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table.cast(layout.SAMPLES_SCHEMA), sink, compression="zstd")
+    pq.write_table(table.cast(frames.schema), sink, compression="zstd")
     data = sink.getvalue().to_pybytes()
-    fsio.write_bytes_atomic(data, root, layout.SAMPLES)
-    return {"path": layout.SAMPLES, "rows": table.num_rows, "sha256": hashlib.sha256(data).hexdigest()}
+    fsio.write_bytes_atomic(data, root, frames.table)
+    return {"path": frames.table, "rows": table.num_rows, "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def write_manifest(root: str, manifest: dict) -> None:
@@ -323,21 +337,25 @@ def write_manifest(root: str, manifest: dict) -> None:
 
 # ---------------------------------------------------------------- motion masks (prep motion-masks)
 
-def _create_camera_mask_array(root: str, name: str, dtype: str) -> zarr.Array:
-    """A dense (N, n_cams, H, W) per-pixel array beside the images, with their chunking."""
+def _create_camera_mask_array(root: str, name: str, dtype: str, n: int | None = None) -> zarr.Array:
+    """A dense (N, n_cams, H, W) per-pixel array beside the images, with their chunking (`n`: frames,
+    default the keyframes)."""
     m = manifest_mod.load(root)
-    n, c, (W, H) = m["num_samples"], len(m["cameras"]), m["image"]["stored_size"]
+    c, (W, H) = len(m["cameras"]), m["image"]["stored_size"]
+    n = m["num_samples"] if n is None else n
     return _create(root, name, (n, c, H, W), (1, 1, H, W), (1, c, H, W), dtype, ("sample", "camera", "y", "x"))
 
 
-def create_motion_mask_array(root: str) -> zarr.Array:
-    """Create the dense (N, n_cams, H, W) bool mask array beside the images (same chunking)."""
-    return _create_camera_mask_array(root, layout.MOTION_MASK, "bool")
+def create_motion_mask_array(root: str, frames: layout.FrameSet = layout.KEYFRAMES) -> zarr.Array:
+    """Create the dense (N, n_cams, H, W) bool mask array beside the images (same chunking); for
+    `layout.SWEEP_FRAMES`, the (M, ...) one beside the sweep images."""
+    n = None if frames is layout.KEYFRAMES else layout.num_sweeps(manifest_mod.load(root))
+    return _create_camera_mask_array(root, frames.motion_mask, "bool", n)
 
 
-def write_motion_mask(root: str, index: int, mask: np.ndarray) -> str:
-    """Write one sample's (n_cams, H, W) bool mask (stored image size); return its digest."""
-    _write_camera_mask(root, layout.MOTION_MASK, index, mask)
+def write_motion_mask(root: str, index: int, mask: np.ndarray, frames: layout.FrameSet = layout.KEYFRAMES) -> str:
+    """Write one frame's (n_cams, H, W) bool mask (stored image size); return its digest."""
+    _write_camera_mask(root, frames.motion_mask, index, mask)
     return digest(mask.astype(bool))
 
 
@@ -414,13 +432,14 @@ def remove_array(root: str, name: str) -> None:
 
 # ---------------------------------------------------------------- ray columns (prep motion-masks)
 
-def ray_columns_data(root: str, shard: str, dynamic: Sequence[np.ndarray],
-                     instance: Sequence[np.ndarray]) -> tuple[bytes, dict]:
-    """rays/<shard>.parquet with `dynamic` (bool) and `instance` (int32) columns, built in memory:
-    (the file's bytes, its `rays_sha256`/`rays_bytes`/`num_rays`/`rays_path`).
+def ray_columns_data(root: str, shard: str, dynamic: Sequence[np.ndarray], instance: Sequence[np.ndarray],
+                     frames: layout.FrameSet = layout.KEYFRAMES) -> tuple[bytes, dict]:
+    """rays/<shard>.parquet (sweep_rays/ for `layout.SWEEP_FRAMES`) with `dynamic` (bool) and
+    `instance` (int32) columns, built in memory: (the file's bytes, its stats under the frame set's
+    shard-record keys: `rays_sha256`/`rays_bytes`/`num_rays`/`rays_path` for keyframes).
 
-    One array per row group (= per sample of the shard, in order), each as long as that row group."""
-    pf = fsio.parquet_file(root, layout.RAYS_DIR, f"{shard}.parquet")
+    One array per row group (= per frame of the shard, in order), each as long as that row group."""
+    pf = fsio.parquet_file(root, frames.rays_dir, f"{shard}.parquet")
     if pf.num_row_groups != len(dynamic) or len(dynamic) != len(instance):
         raise ValueError(f"{shard}: {pf.num_row_groups} row groups, got {len(dynamic)} mask arrays")
     tables = []
@@ -433,22 +452,20 @@ def ray_columns_data(root: str, shard: str, dynamic: Sequence[np.ndarray],
         cols["instance"] = pa.array(np.asarray(instance[g], np.int32))
         tables.append(pa.Table.from_pydict(cols, schema=layout.RAY_SCHEMA_WITH_MOTION))
     data = fsio.parquet_bytes(tables, layout.RAY_SCHEMA_WITH_MOTION, **PARQUET_OPTS)
-    return data, {"rays_path": f"{layout.RAYS_DIR}/{shard}.parquet",
-                  "rays_sha256": hashlib.sha256(data).hexdigest(), "rays_bytes": len(data),
-                  "num_rays": int(sum(len(t) for t in tables))}
+    return data, _ray_stats(data, shard, tables, frames)
 
 
-def write_rays_data(root: str, shard: str, data: bytes) -> None:
-    """Replace rays/<shard>.parquet by `data` (temp name, then rename)."""
-    fsio.write_bytes_atomic(data, root, layout.RAYS_DIR, f"{shard}.parquet")
+def write_rays_data(root: str, shard: str, data: bytes, frames: layout.FrameSet = layout.KEYFRAMES) -> None:
+    """Replace rays/<shard>.parquet (sweep_rays/ for `layout.SWEEP_FRAMES`) by `data` (temp name, then rename)."""
+    fsio.write_bytes_atomic(data, root, frames.rays_dir, f"{shard}.parquet")
 
 
 def add_ray_columns(root: str, shard: str, dynamic: Sequence[np.ndarray],
-                    instance: Sequence[np.ndarray]) -> dict:
+                    instance: Sequence[np.ndarray], frames: layout.FrameSet = layout.KEYFRAMES) -> dict:
     """Rewrite rays/<shard>.parquet with `dynamic` and `instance` columns (`ray_columns_data`; temp
     name, then rename; images are not touched). Returns the new stats for `commit_motion_masks`."""
-    data, stats = ray_columns_data(root, shard, dynamic, instance)
-    write_rays_data(root, shard, data)
+    data, stats = ray_columns_data(root, shard, dynamic, instance, frames)
+    write_rays_data(root, shard, data, frames)
     return stats
 
 
@@ -462,10 +479,12 @@ def begin_motion_masks(root: str) -> dict:
     by_name = {s["name"]: s for s in m["shards"]}
     pending = old.get("pending") if isinstance(old.get("pending"), dict) else {}
     for shard, stats in pending.items():   # a killed run's file renamed, not yet recorded
-        rel = f"{layout.RAYS_DIR}/{shard}.parquet"
-        if shard in by_name and isinstance(stats, dict) and fsio.exists(root, rel) and \
-                fsio.sha256_file(root, rel) == stats.get("rays_sha256"):
-            by_name[shard].update({k: stats[k] for k in ("rays_sha256", "rays_bytes", "num_rays") if k in stats})
+        for fr in (layout.KEYFRAMES, layout.SWEEP_FRAMES):
+            rel = f"{fr.rays_dir}/{shard}.parquet"
+            if shard in by_name and isinstance(stats, dict) and stats.get(fr.rays_sha256) and \
+                    fsio.exists(root, rel) and fsio.sha256_file(root, rel) == stats.get(fr.rays_sha256):
+                by_name[shard].update({k: stats[k] for k in (fr.rays_sha256, fr.rays_bytes, fr.num_rays)
+                                       if k in stats})
     m[layout.IN_PROGRESS] = {"command": "prep motion-masks", "started": now_iso(),
                              "replaces": m.get("motion_masks") is not None, "shards_done": [], "pending": {}}
     write_manifest(root, m)
@@ -495,12 +514,15 @@ def record_shard_rewrite(root: str, shard: str, update: dict, pending: bool = Fa
 
 
 def commit_motion_masks(root: str, info: dict, shard_updates: dict[str, dict],
-                        mask_digests: dict[str, str] | None = None) -> dict:
+                        mask_digests: dict[str, str] | None = None,
+                        sweep_mask_digests: dict[str, str] | None = None) -> dict:
     """Record motion masks in the manifest (written last): method `info`, new ray checksums; the
     rewrite is then complete (`in_progress` dropped).
 
-    `shard_updates` maps shard name → the dict `add_ray_columns` returned; `mask_digests` maps
-    shard name → `combine_digests` of its samples' `write_motion_mask` digests.
+    `shard_updates` maps shard name → the dict(s) `add_ray_columns` returned (keyframe and sweep
+    stats merged); `mask_digests` (`sweep_mask_digests`) maps shard name → `combine_digests` of its
+    keyframes' (sweep frames') `write_motion_mask` digests. With camera sweeps, `sweep_mask_digests`
+    marks them flagged too (`camera_sweeps.motion_masks`).
     """
     m = manifest_mod.load(root)
     for s in m["shards"]:
@@ -508,6 +530,10 @@ def commit_motion_masks(root: str, info: dict, shard_updates: dict[str, dict],
             s.update(shard_updates[s["name"]])
         if mask_digests and s["name"] in mask_digests:
             s["motion_mask_sha256"] = mask_digests[s["name"]]
+        if sweep_mask_digests and s["name"] in sweep_mask_digests:
+            s[layout.SWEEP_FRAMES.motion_mask_sha256] = sweep_mask_digests[s["name"]]
+    if layout.camera_sweeps(m) is not None:
+        m[layout.CAMERA_SWEEPS]["motion_masks"] = sweep_mask_digests is not None
     m["motion_masks"] = {**info, "created": now_iso()}
     m["supervision"]["motion_masks"] = True
     m.pop(layout.IN_PROGRESS, None)

@@ -43,6 +43,9 @@ def _world_options(unit: str):
 @click.option("--version", default="v1.0-mini", show_default=True, help="Table folder name (devkit version).")
 @click.option("--sweeps-per-sample", default=4, show_default=True, type=int,
               help="LiDAR sweeps between consecutive keyframes (nuScenes has 9).")
+@click.option("--camera-sweeps-per-sample", default=0, show_default=True, type=int,
+              help="Unlabelled camera frames between consecutive keyframes (sweeps/CAM_*; nuScenes' 12 Hz cameras "
+                   "give 5), each with a LiDAR sweep at its instant.")
 @click.option("--workers", default=None, type=int, help="Worker processes [default: min(2, CPUs)].")
 @click.option("--camera-truth", is_flag=True,
               help="Also write per-pixel depth/label/instance truth under synth_truth/cameras/.")
@@ -52,8 +55,8 @@ def _world_options(unit: str):
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is not empty.")
 @quiet_option
 def synth_nuscenes(out: str, scenes: int, samples_per_scene: int, seed: int, image_size: tuple[int, int],
-                   version: str, sweeps_per_sample: int, workers: int | None, camera_truth: bool,
-                   gt: str, overwrite: bool, quiet: bool) -> None:
+                   version: str, sweeps_per_sample: int, camera_sweeps_per_sample: int, workers: int | None,
+                   camera_truth: bool, gt: str, overwrite: bool, quiet: bool) -> None:
     """Write a synthetic world as a devkit-loadable nuScenes dataset.
 
     Includes lidarseg, sweeps, annotations, Occ3D ground truth (gts/; which truth is recorded in
@@ -68,9 +71,11 @@ def synth_nuscenes(out: str, scenes: int, samples_per_scene: int, seed: int, ima
     start = time.perf_counter()
     path = write_dataset(out, scenes, samples_per_scene, seed, image_size=image_size, version=version,
                          overwrite=overwrite, sweeps_per_sample=sweeps_per_sample, workers=workers,
-                         progress=not quiet, camera_truth=camera_truth, gt=gt)
+                         progress=not quiet, camera_truth=camera_truth, gt=gt,
+                         camera_sweeps_per_sample=camera_sweeps_per_sample)
+    sweeps = f", {camera_sweeps_per_sample} camera sweeps per interval" if camera_sweeps_per_sample else ""
     click.echo(f"wrote {scenes} scene(s) x {samples_per_scene} keyframes ({image_size[0]}x{image_size[1]} "
-               f"images) to {path} in {time.perf_counter() - start:.1f} s")
+               f"images{sweeps}) to {path} in {time.perf_counter() - start:.1f} s")
 
 
 @click.command("airside")
@@ -87,12 +92,15 @@ def synth_nuscenes(out: str, scenes: int, samples_per_scene: int, seed: int, ima
 @click.option("--version", default="v1.0-mini", show_default=True, help="Table folder name (devkit version).")
 @click.option("--sweeps-per-sample", default=4, show_default=True, type=int,
               help="LiDAR sweeps between consecutive keyframes (nuScenes has 9).")
+@click.option("--camera-sweeps-per-sample", default=0, show_default=True, type=int,
+              help="Unlabelled camera frames between consecutive keyframes (sweeps/CAM_*), each with a LiDAR "
+                   "sweep at its instant.")
 @click.option("--workers", default=None, type=int, help="Worker processes [default: min(2, CPUs)].")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is not empty.")
 @quiet_option
 def synth_airside(out: str, scenes: int, samples_per_scene: int, seed: int, image_size: tuple[int, int],
                   night: bool, wet: bool, conditions: str | None, version: str, sweeps_per_sample: int,
-                  workers: int | None, overwrite: bool, quiet: bool) -> None:
+                  camera_sweeps_per_sample: int, workers: int | None, overwrite: bool, quiet: bool) -> None:
     """Write a synthetic airport apron as a devkit-loadable nuScenes dataset, with its own classes.
 
     Stands with narrow-body aircraft (37.6 m long, 35.8 m span), jet bridges, GSE (tugs, belt
@@ -113,7 +121,8 @@ def synth_airside(out: str, scenes: int, samples_per_scene: int, seed: int, imag
     start = time.perf_counter()
     path = write_dataset(out, scenes, samples_per_scene, seed, image_size=image_size, version=version,
                          overwrite=overwrite, sweeps_per_sample=sweeps_per_sample, workers=workers,
-                         progress=not quiet, kind="airside", night=night, wet=wet, conditions=per_scene)
+                         progress=not quiet, kind="airside", night=night, wet=wet, conditions=per_scene,
+                         camera_sweeps_per_sample=camera_sweeps_per_sample)
     said = "".join(f", {w}" for w, on in (("night", night), ("wet", wet), (f"conditions {conditions}", conditions))
                    if on)
     click.echo(f"wrote {scenes} airside scene(s) x {samples_per_scene} keyframes ({image_size[0]}x{image_size[1]} "

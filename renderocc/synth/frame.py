@@ -10,7 +10,7 @@ worker processes.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -43,6 +43,10 @@ class FrameJob:
     camera_truth: bool = False  # also write per-pixel depth/label/instance of every image
     cloud_path: str = ""  # where to keep this frame's returns for Occ3D-style truth ("" = don't)
     masks: bool = False  # write dense GT class masks under masks/ (a perfect 2D segmenter)
+    # camera sweeps before the keyframe: LiDAR sweeps written only for them (kept out of the Occ3D
+    # accumulation) and the camera instants, each {camera name: {"token", "timestamp", "filename"}}
+    extra_sweeps: list[dict] = field(default_factory=list)
+    cam_sweeps: list[dict[str, dict]] = field(default_factory=list)
 
 
 @dataclass
@@ -112,13 +116,16 @@ def _write_camera_truth(job: FrameJob, token: str, hits, prims, local_to_cam: np
                         depth=depth.astype(np.float32), label=label, instance=instance)
 
 
-def _cameras(job: FrameJob, rng: np.random.Generator, out: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Render and write the six images; return (visible px, unoccluded px) per object."""
+def _cameras(job: FrameJob, rng: np.random.Generator, out: dict, cams: dict[str, dict] | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Render and write the six images (`cams`: of a camera sweep; default the keyframe's); return
+    (visible px, unoccluded px) per object."""
     w = job.world
+    cams = job.cams if cams is None else cams
     n_obj = len(w.instances)
     seen, visible = np.zeros(n_obj), np.zeros(n_obj)
     for spec in cam.RIG:
-        rec = job.cams[spec.name]
+        rec = cams[spec.name]
         t = _sec(job, rec["timestamp"])
         img, hits = cam.render(w, spec, cam.pinhole_grid(spec.name, job.image_size), t, rng)
         cv2.imwrite(os.path.join(job.root, rec["filename"]), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
@@ -172,6 +179,14 @@ def run_frame(job: FrameJob) -> dict:
     n_obj = len(w.instances)
     n_pts = np.bincount(key_scan.instance[key_scan.instance >= 0], minlength=n_obj)[:n_obj]
     out["anns"] = _annotated(job, t_key, w.ego_pose(t_key), n_pts, visible, seen)
+    if job.extra_sweeps or job.cam_sweeps:   # their own random stream: the keyframe's files stay as without them
+        rng = np.random.default_rng([job.seed, job.scene, job.index, 2])
+        for rec in job.extra_sweeps:
+            t = _sec(job, rec["timestamp"])
+            _write_scan(job, rec, lid.scan(w, t, rng, grid), with_labels=False)
+            out["poses"][rec["token"]] = _global_pose(w, t)
+        for cams in job.cam_sweeps:
+            _cameras(job, rng, out, cams)
     return out
 
 

@@ -3,7 +3,10 @@
 Layout written (DIR):
     <version>/*.json (13 tables + lidarseg.json), samples/, sweeps/, lidarseg/<version>/,
     maps/<token>.png, gts/<scene>/<sample>/labels.npz (Occ3D), synth_truth/ (points, beams,
-    instances, gt.json: which truth gts/ holds).
+    instances, gt.json: which truth gts/ holds). With camera sweeps, sweeps/CAM_*/ holds the
+    unlabelled camera frames between keyframes (sample_data with is_key_frame false, their
+    sample_token the next keyframe's, as in nuScenes) and sweeps/LIDAR_TOP/ a LiDAR sweep at each
+    such instant.
 Everything goes to a sibling temp dir first and is renamed into place at the end, so a
 half-written dataset never looks complete.
 """
@@ -52,12 +55,13 @@ MASK_DESCRIPTION = ("Occ3D ray casting: rays from the LiDAR (mask_lidar) or each
 MAX_SCENES = 1000
 MAX_SAMPLES_PER_SCENE = 1000
 MAX_SWEEPS = 20
+MAX_CAMERA_SWEEPS = 5   # nuScenes' 12 Hz cameras: 5 frames between 2 Hz keyframes; keeps instants > 80 ms apart
 MAX_IMAGE_SIDE = 4096
 VERSION_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"   # one path component: never escapes --out
 
 
 def _check_args(out: Path, scenes: int, samples_per_scene: int, image_size, sweeps: int,
-                overwrite: bool, gt: str, version: str = "v1.0-mini") -> None:
+                overwrite: bool, gt: str, version: str = "v1.0-mini", camera_sweeps: int = 0) -> None:
     if gt not in GT_KINDS:
         raise UserError(f"--gt must be one of {', '.join(GT_KINDS)} (got {gt!r}).")
     if not 1 <= scenes <= MAX_SCENES:
@@ -67,6 +71,9 @@ def _check_args(out: Path, scenes: int, samples_per_scene: int, image_size, swee
                         f"(got {samples_per_scene}).")
     if not 0 <= sweeps <= MAX_SWEEPS:
         raise UserError(f"--sweeps-per-sample must be between 0 and {MAX_SWEEPS} (got {sweeps}).")
+    if isinstance(camera_sweeps, bool) or not isinstance(camera_sweeps, int) or \
+            not 0 <= camera_sweeps <= MAX_CAMERA_SWEEPS:
+        raise UserError(f"--camera-sweeps-per-sample must be between 0 and {MAX_CAMERA_SWEEPS} (got {camera_sweeps}).")
     w, h = image_size
     if w < 32 or h < 18:
         raise UserError(f"--image-size must be at least 32x18 (got {w}x{h}).")
@@ -89,8 +96,11 @@ def _check_args(out: Path, scenes: int, samples_per_scene: int, image_size, swee
 
 
 def _scene_jobs(root: Path, seed: int, scene: int, world: World, k: int, sweeps: int,
-                size: tuple[int, int], version: str, log_name: str) -> tuple[list[FrameJob], dict]:
-    """Frame jobs and token/time plan of one scene."""
+                size: tuple[int, int], version: str, log_name: str, camera_sweeps: int = 0
+                ) -> tuple[list[FrameJob], dict]:
+    """Frame jobs and token/time plan of one scene. Camera sweeps of the interval before keyframe j
+    are instants evenly spaced between keyframes j-1 and j; each camera fires at its keyframe offset
+    from the instant, and a LiDAR sweep is written at the instant (unless one is already there)."""
     t0 = BASE_TIMESTAMP + scene * SCENE_GAP_US
     plan: dict = {"samples": [], "lidar": [], "cams": {c: [] for c in cam.CAMERA_NAMES}}
     jobs = []
@@ -99,18 +109,33 @@ def _scene_jobs(root: Path, seed: int, scene: int, world: World, k: int, sweeps:
         ts = t0 + j * KEYFRAME_US
         sample = tb.make_token(seed, "sample", scene, j)
         plan["samples"].append({"token": sample, "timestamp": ts})
-        sweep_recs = []
+        sweep_recs, extra_recs, cam_sweeps = [], [], []
         if j > 0:
             for m in range(1, sweeps + 1):
                 sts = t0 + (j - 1) * KEYFRAME_US + m * KEYFRAME_US // (sweeps + 1)
                 tok = tb.make_token(seed, "sd", scene, "LIDAR_TOP", sts)
                 sweep_recs.append({"token": tok, "timestamp": sts, "sample": sample, "key": False,
                                    "filename": f"sweeps/LIDAR_TOP/{log_name}__LIDAR_TOP__{sts}.pcd.bin"})
+            lidar_times = {r["timestamp"] for r in sweep_recs}
+            for m in range(1, camera_sweeps + 1):
+                its = t0 + (j - 1) * KEYFRAME_US + m * KEYFRAME_US // (camera_sweeps + 1)
+                if its not in lidar_times:
+                    extra_recs.append({"token": tb.make_token(seed, "sd", scene, "LIDAR_TOP", its), "timestamp": its,
+                                       "sample": sample, "key": False,
+                                       "filename": f"sweeps/LIDAR_TOP/{log_name}__LIDAR_TOP__{its}.pcd.bin"})
+                frame = {}
+                for spec in cam.RIG:
+                    cts = its + spec.offset_us
+                    frame[spec.name] = {"token": tb.make_token(seed, "sd", scene, spec.name, cts), "timestamp": cts,
+                                        "sample": sample, "key": False,
+                                        "filename": f"sweeps/{spec.name}/{log_name}__{spec.name}__{cts}.jpg"}
+                    plan["cams"][spec.name].append(frame[spec.name])
+                cam_sweeps.append(frame)
         tok = tb.make_token(seed, "sd", scene, "LIDAR_TOP", ts)
         key = {"token": tok, "timestamp": ts, "sample": sample, "key": True,
                "filename": f"samples/LIDAR_TOP/{log_name}__LIDAR_TOP__{ts}.pcd.bin",
                "lidarseg": f"lidarseg/{version}/{tok}_lidarseg.bin"}
-        plan["lidar"] += sweep_recs + [key]
+        plan["lidar"] += sorted(sweep_recs + extra_recs, key=lambda r: r["timestamp"]) + [key]
         cams = {}
         for spec in cam.RIG:
             cts = ts + spec.offset_us
@@ -119,7 +144,8 @@ def _scene_jobs(root: Path, seed: int, scene: int, world: World, k: int, sweeps:
                                "filename": f"samples/{spec.name}/{log_name}__{spec.name}__{cts}.jpg"}
             plan["cams"][spec.name].append(cams[spec.name])
         jobs.append(FrameJob(str(root), seed, scene, j, world, t0, key, sweep_recs, cams, size,
-                             str(root / "gts" / name / sample / "labels.npz")))
+                             str(root / "gts" / name / sample / "labels.npz"), extra_sweeps=extra_recs,
+                             cam_sweeps=cam_sweeps))
     return jobs, plan
 
 
@@ -170,7 +196,7 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
                   overwrite: bool = False, sweeps_per_sample: int = 4, workers: int | None = None,
                   progress: bool = False, camera_truth: bool = False, gt: str = "occ3d",
                   kind: str = "street", night: bool = False, wet: bool = False,
-                  conditions: list[tuple[bool, bool]] | None = None) -> Path:
+                  conditions: list[tuple[bool, bool]] | None = None, camera_sweeps_per_sample: int = 0) -> Path:
     """Write `scenes` synthetic scenes of `samples_per_scene` keyframes to `out`; return its path.
 
     Deterministic for a seed. Raises UserError for bad arguments or an unusable `out`.
@@ -182,10 +208,14 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
     (DIR/classes.toml), gts/ in its classes and dense GT masks under masks/. Its conditions
     (renderocc.synth.conditions): `conditions` [(night, wet), ...] cycled over the scenes, each
     also night with `night` and wet with `wet`; the scene description states them.
+    `camera_sweeps_per_sample`: unlabelled camera frames between consecutive keyframes (sweeps/CAM_*/,
+    rendered at their times, with a LiDAR sweep at each instant under sweeps/LIDAR_TOP/; those LiDAR
+    sweeps stay out of the Occ3D accumulation, so keyframes and their truth do not depend on it).
     """
     out = Path(out).expanduser().absolute()
     image_size = (int(image_size[0]), int(image_size[1]))
-    _check_args(out, scenes, samples_per_scene, image_size, sweeps_per_sample, overwrite, gt, version)
+    _check_args(out, scenes, samples_per_scene, image_size, sweeps_per_sample, overwrite, gt, version,
+                camera_sweeps_per_sample)
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     try:
@@ -194,7 +224,8 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
             shutil.rmtree(tmp)
         for d in ["samples/LIDAR_TOP", "sweeps/LIDAR_TOP", f"lidarseg/{version}", version, "maps", "gts",
                   "synth_truth/points", "synth_truth/beams", ".cloud"] + [f"samples/{c}" for c in cam.CAMERA_NAMES] \
-                + (["synth_truth/cameras"] if camera_truth else []):
+                + (["synth_truth/cameras"] if camera_truth else []) \
+                + ([f"sweeps/{c}" for c in cam.CAMERA_NAMES] if camera_sweeps_per_sample else []):
             (tmp / d).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot write to {out}: {e.strerror or e}.") from None
@@ -212,7 +243,7 @@ def write_dataset(out: str | Path, scenes: int, samples_per_scene: int, seed: in
             inst.token = tb.make_token(seed, "instance", s, k)
         log_name = f"synth-s{seed}-{s:04d}"
         sj, plan = _scene_jobs(tmp, seed, s, world, samples_per_scene, sweeps_per_sample, image_size, version,
-                               log_name)
+                               log_name, camera_sweeps_per_sample)
         for job in sj:
             job.instance_offset = sum(len(w.instances) for w in worlds)
             job.camera_truth = camera_truth
