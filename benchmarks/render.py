@@ -14,6 +14,7 @@ over one forward+backward minus what was allocated before it. A reference that r
 GPU memory is reported as such, not as a failure of the run.
 
     python benchmarks/render.py [--device cpu|cuda] [--rays 38400] [--repeats 3] [--json out.json]
+    python benchmarks/render.py --device cuda --profile-once   # two kernel steps, nothing else (for ncu)
 """
 
 from __future__ import annotations
@@ -120,6 +121,10 @@ def worker(backend: str, what: str, device: str, n_rays: int, repeats: int) -> d
         return forward, backward, out
 
     try:
+        if what == "profile":  # one step to warm up, one to profile
+            step()
+            forward, backward, _ = step()
+            return {"forward": forward, "backward": backward}
         if what == "memory":
             return cuda_peak(step) if device == "cuda" else host_peak(step)
         _, _, out = step()  # warm-up
@@ -221,12 +226,18 @@ def main() -> None:
     parser.add_argument("--rays", type=int, default=38_400)
     parser.add_argument("--repeats", type=int, default=None, help="timed runs (default: 1 on cpu, 20 on cuda)")
     parser.add_argument("--json", type=Path, help="also write the figures here (JSON)")
+    parser.add_argument("--profile-once", action="store_true",
+                        help="run the kernel's forward+backward twice in this process and stop (a profiler "
+                             "skips the first step's launches)")
     parser.add_argument("--worker", nargs=2, metavar=("BACKEND", "WHAT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.repeats is None:
         args.repeats = 20 if args.device == "cuda" else 1
     if args.worker:
         print(json.dumps(worker(*args.worker, args.device, args.rays, args.repeats)))
+        return
+    if args.profile_once:
+        print(json.dumps(worker(args.device, "profile", args.device, args.rays, 1)))
         return
     import torch
 

@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # The one-call GPU check, on a bare H200 machine (python3 with torch + CUDA, numpy, timm, torchvision,
 # pytest): install the carried wheels the machine lacks, build the renderer for sm_90, run the CUDA tests
-# (a crash fails one test, not the stage), time the renderer against the reference, time the occ3d
+# (a crash fails one test, not the stage), time the renderer against the reference, run its CUDA kernels
+# under compute-sanitizer and Nsight Compute, time the occ3d
 # training step in bf16 beside fp32 and with a timm ResNet-50, train under torchrun (NCCL), and run
 # train -> eval -> predict -> viz. Writes OUTDIR/gpu_check.log (everything), OUTDIR/gpu_check.json (stage
-# results, figures, targets) and OUTDIR/viz/ (the viz stage's PNGs).
+# results, figures, targets), OUTDIR/viz/ (the viz stage's PNGs) and OUTDIR/ncu_render.txt (the render
+# kernels' Nsight Compute profile).
 #
 #   scripts/gpu_check_prepare.sh            # on a CPU machine, once: .gpu_carry/ (store + wheels + needs.json)
 #   scripts/gpu_check.sh OUTDIR             # on the GPU machine, in a checkout that holds .gpu_carry/
 #   GPU_CHECK_DEVICE=cpu scripts/gpu_check.sh OUTDIR   # a tiny version of every stage, no GPU
 #
 # Stages (time limit in s): env 60, wheels 120, build 360, cuda_tests 300, render_bench_38400 180,
-# render_bench_384000 240, weights 120, train_step 240, timm_weights 120, train_timm_resnet50 240,
+# render_bench_384000 240, sanitizer 200, ncu_render 150, weights 120, train_step 240, timm_weights 120, train_timm_resnet50 240,
 # torchrun_nccl 240, pipeline_train 240, pipeline_eval 180, pipeline_predict 180, pipeline_viz 120.
 # Every stage logs PASS/FAIL/SKIP and the JSON records it; a failing stage never stops the later ones.
 # The whole run fits GPU_CHECK_BUDGET_S: each stage's limit is cut to what is left of it, and no stage
@@ -20,6 +22,7 @@
 # carried nor expected on the GPU machine (.gpu_carry/needs.json), so a missing wheel fails here first
 # (GPU_CHECK_SIMULATE=0: off).
 # Env: GPU_CHECK_DEVICE (cuda), GPU_CHECK_CARRY (.gpu_carry), GPU_CHECK_BUDGET_S (540; CPU mode 1200),
+# GPU_CHECK_SANITIZER / GPU_CHECK_NCU (1: 0 leaves the compute-sanitizer / ncu stage out),
 # GPU_CHECK_TIME_SCALE (1: multiplies every stage's time limit, for a slow or shared machine),
 # GPU_CHECK_SIMULATE (1), PYTHON (python3), TORCH_CUDA_ARCH_LIST (9.0).
 set -uo pipefail
@@ -309,6 +312,47 @@ stage cuda_tests 300 env RENDEROCC_TEST_DEVICE="$DEVICE" RENDEROCC_COMPILE_BACKE
 if [ "$DEVICE" = cuda ]; then R1=38400; R2=384000; else R1=${GPU_CHECK_CPU_RAYS:-1000}; R2=$((R1 * 10)); fi
 stage render_bench_${R1} 180 "$PY" benchmarks/render.py --device "$DEVICE" --rays "$R1" --json "$WORK/render_1.json"
 stage render_bench_${R2} 240 "$PY" benchmarks/render.py --device "$DEVICE" --rays "$R2" --json "$WORK/render_10.json"
+
+# 5b. The renderer's CUDA kernels under compute-sanitizer (memcheck: out-of-bounds and misaligned
+#     accesses; racecheck: shared-memory hazards; synccheck: shuffles whose mask names lanes that do
+#     not take part), on a subset of tests/test_render_cuda.py that reaches every lanes code path;
+#     and an Nsight Compute profile of each render kernel (lanes and per-ray, forward and backward)
+#     at 38,400 rays: OUTDIR/ncu_render.txt (to keep under benchmarks/results/). GPU_CHECK_SANITIZER=0
+#     or GPU_CHECK_NCU=0 leaves a stage out.
+SAN_TESTS='lanes and (part_filled or (slot_rays and 17) or float32_matches_cpu_on_slot_rays or refused)'
+if [ "$DEVICE" != cuda ]; then
+  skip sanitizer "no CUDA device"
+elif [ "${GPU_CHECK_SANITIZER:-1}" = 0 ]; then
+  skip sanitizer "GPU_CHECK_SANITIZER=0"
+elif ! command -v compute-sanitizer >/dev/null; then
+  skip sanitizer "no compute-sanitizer on PATH"
+else
+  stage sanitizer 200 env PY="$PY" SAN_TESTS="$SAN_TESTS" bash -c '
+    for tool in memcheck racecheck synccheck; do
+      echo "-- compute-sanitizer --tool $tool"
+      compute-sanitizer --tool "$tool" --error-exitcode 99 --print-limit 20 --target-processes all \
+        "$PY" -m pytest -q -p no:cacheprovider -o addopts= tests/test_render_cuda.py -k "$SAN_TESTS" || exit 1
+    done'
+fi
+if [ "$DEVICE" != cuda ]; then
+  skip ncu_render "no CUDA device"
+elif [ "${GPU_CHECK_NCU:-1}" = 0 ]; then
+  skip ncu_render "GPU_CHECK_NCU=0"
+elif ! command -v ncu >/dev/null; then
+  skip ncu_render "no ncu on PATH"
+else
+  stage ncu_render 150 env PY="$PY" NCU_OUT="$WORK/ncu_render.txt" bash -c '
+    : >"$NCU_OUT"
+    for kernel in lanes per-ray; do
+      echo "-- ncu, RENDEROCC_CUDA_KERNEL=$kernel" | tee -a "$NCU_OUT"
+      RENDEROCC_CUDA_KERNEL=$kernel ncu --target-processes all -k "regex:(lanes|per_ray)_(forward|backward)_kernel" \
+        --launch-skip 2 --launch-count 2 --section SpeedOfLight --section Occupancy --section LaunchStats \
+        --section MemoryWorkloadAnalysis --section MemoryWorkloadAnalysis_Tables --section WarpStateStats \
+        "$PY" benchmarks/render.py --device cuda --rays 38400 --profile-once 2>&1 | tee -a "$NCU_OUT"
+      [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
+    done'
+  [ -f "$WORK/ncu_render.txt" ] && cp "$WORK/ncu_render.txt" "$OUT/ncu_render.txt"
+fi
 
 # 6-10. Training on the prepared store (.gpu_carry/store: 8 keyframes at 704x256). The occ3d config keeps
 #    its frozen BatchNorm, so every run loads backbone weights: random ones written here (the weights

@@ -14,13 +14,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 # GPU targets (on one H200; meaningful for DEVICE=cuda only).
-TARGET_FWD_BWD_MS = 5.0          # 38,400 rays through 200x200x16x17 at step 0.2 m
-TARGET_SPEEDUP = 50.0            # vs the materialised reference on the same GPU
+TARGET_FWD_BWD_MS = 1.5          # 38,400 rays through 200x200x16x17 at step 0.2 m
+TARGET_FWD_BWD_10X_MS = 12.0     # 384,000 rays, same grid
+TARGET_SPEEDUP = 20.0            # vs the materialised reference on the same GPU, 38,400 rays
+TARGET_PEAK_MB = 50.4            # peak CUDA memory of a forward+backward at 38,400 rays: the per-ray kernel's
 TARGET_SAMPLES_PER_S = 50.0      # the occ3d step in bf16 (256x704 x 6 cameras, 200x200x16)
 TARGET_BF16_OVER_FP32 = 1.3      # the same step's rate, bf16 / fp32
 TARGET_TIMM_SAMPLES_PER_S = 20.0  # the occ3d step with timm:resnet50 (frozen BN)
@@ -97,6 +100,34 @@ def pick(d: dict | None, keys: tuple[str, ...]) -> dict | None:
     return None if d is None else {k: d[k] for k in keys if k in d}
 
 
+NCU_FIGURES = ("Duration", "Registers Per Thread", "Achieved Occupancy", "Theoretical Occupancy",
+               "L2 Cache Throughput", "Memory Throughput", "Compute (SM) Throughput",
+               "Avg. Active Threads Per Warp", "Local Memory Spilling Requests")
+
+
+def ncu_summary(path: Path) -> list[dict] | None:
+    """Per profiled kernel of an `ncu` text report: its name and the figures of NCU_FIGURES (with units)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    kernels: list[dict] = []
+    for line in text.splitlines():
+        head = line.strip()
+        if "Context" in head and "Device" in head and "(" in head and "_kernel" in head:
+            name = head.split("(RenderArgs")[0]
+            kernels.append({"kernel": re.sub(r"^void\s+|renderocc::|<?unnamed>::|\(anonymous namespace\)::", "", name)})
+            continue
+        if not kernels:
+            continue
+        for name in NCU_FIGURES:
+            if head.startswith(name + " ") and name not in kernels[-1]:
+                rest = head[len(name):].split()
+                if rest:
+                    kernels[-1][name] = f"{rest[-1]} {rest[-2]}" if len(rest) >= 2 else rest[-1]  # value unit
+    return kernels or None
+
+
 def figures_of(work: Path) -> dict:
     viz = sorted(p.name for p in (work / "viz").glob("*.png")) if (work / "viz").is_dir() else []
     return {
@@ -106,6 +137,7 @@ def figures_of(work: Path) -> dict:
         "cuda_tests": test_counts(work / "cuda_tests.xml"),
         "render_1x": read_json(work / "render_1.json"),
         "render_10x": read_json(work / "render_10.json"),
+        "ncu_render": ncu_summary(work / "ncu_render.txt"),
         "train_step": read_json(work / "train_step.json"),
         "train_timm": read_json(work / "train_timm.json"),
         "torchrun": run_summary(work / "ddp"),
@@ -171,8 +203,15 @@ def targets(figs: dict, rows: list[dict], device: str) -> dict:
     r1 = next((r["name"] for r in rows if r["name"].startswith("render_bench_")), "render_bench_38400")
     ms = render["kernel"]["total"] * 1e3 if render else None
     out["fwd_bwd_38400_ms"] = target(ms, f"<= {TARGET_FWD_BWD_MS}", lambda v: v <= TARGET_FWD_BWD_MS, r1)
+    render10 = figs["render_10x"]
+    r10 = [r["name"] for r in rows if r["name"].startswith("render_bench_")][1:2] or ["render_bench_384000"]
+    ms10 = render10["kernel"]["total"] * 1e3 if render10 else None
+    out["fwd_bwd_384000_ms"] = target(ms10, f"<= {TARGET_FWD_BWD_10X_MS}", lambda v: v <= TARGET_FWD_BWD_10X_MS,
+                                      r10[0])
     ratio = render["ratio"].get("total") if render else None
     out["speedup_vs_reference"] = target(ratio, f">= {TARGET_SPEEDUP}", lambda v: v >= TARGET_SPEEDUP, r1)
+    peak = (render or {}).get("kernel", {}).get("peak_mb")
+    out["peak_memory_38400_mb"] = target(peak, f"<= {TARGET_PEAK_MB}", lambda v: v <= TARGET_PEAK_MB, r1)
 
     step = figs["train_step"]
     precision = (step or {}).get("precision")
@@ -234,6 +273,8 @@ def main() -> int:
         if isinstance(t, dict):
             verdict = "met" if t["met"] else "NOT met" if t["met"] is not None else t["note"]
             print(f"  target {name}: {fmt(t['value'])} (want {t['target']}) {verdict}")
+    for k in figs["ncu_render"] or []:
+        print(f"  ncu {k['kernel']}: " + ", ".join(f"{n} {k[n]}" for n in NCU_FIGURES if n in k))
     for key in ("train_step", "train_timm"):
         f = figs[key]
         for variant, r in ((f or {}).get("results") or {}).items():

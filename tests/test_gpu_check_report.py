@@ -42,14 +42,17 @@ def _run_dir(path: Path, steps: int, max_steps: int, *, last_pt: bool = True, va
         (path / "last.pt").write_bytes(b"x")
 
 
-def _work(tmp_path: Path, statuses: dict[str, str], *, render_total_s=0.004, ratio=60.0, step=None, timm=None,
-          ddp_steps=20, ddp_last_pt=True, outputs=True) -> Path:
+def _work(tmp_path: Path, statuses: dict[str, str], *, render_total_s=0.001, ratio=60.0, step=None, timm=None,
+          ddp_steps=20, ddp_last_pt=True, outputs=True, peak_mb=30.0) -> Path:
     work = tmp_path / "work"
     work.mkdir()
     (work / "stages.tsv").write_text("".join(f"{n}\t{s}\t1.0\t{0 if s == 'PASS' else -1 if s == 'SKIP' else 1}\t\n"
                                              for n, s in statuses.items()))
     (work / "cuda_tests.xml").write_text(JUNIT)
-    (work / "render_1.json").write_text(json.dumps({"kernel": {"total": render_total_s}, "ratio": {"total": ratio}}))
+    (work / "render_1.json").write_text(json.dumps({"kernel": {"total": render_total_s, "peak_mb": peak_mb},
+                                                    "ratio": {"total": ratio}}))
+    (work / "render_10.json").write_text(json.dumps({"kernel": {"total": render_total_s * 20},
+                                                     "ratio": {"total": ratio}}))
     for name, fig in (("train_step.json", step), ("train_timm.json", timm)):
         if fig is not None:
             (work / name).write_text(json.dumps(fig))
@@ -87,7 +90,8 @@ def test_gpu_targets_and_skipped_or_crashed_cuda_tests(tmp_path):
     assert report["cuda_tests"]["not_run"] == ["test_render_ops::test_later"]
     targets = report["targets"]
     assert {k: v["met"] for k, v in targets.items()} == {
-        "fwd_bwd_38400_ms": True, "speedup_vs_reference": True, "occ3d_samples_per_s_bf16": True,
+        "fwd_bwd_38400_ms": True, "fwd_bwd_384000_ms": False, "speedup_vs_reference": True,
+        "peak_memory_38400_mb": True, "occ3d_samples_per_s_bf16": True,
         "bf16_over_fp32": True, "timm_resnet50_samples_per_s": False, "torchrun_steps": True,
         "pipeline_stages_passed": True}
     assert targets["bf16_over_fp32"]["value"] == 1.5 and targets["pipeline_stages_passed"]["value"] == 4
@@ -99,10 +103,12 @@ def test_missing_stages_leave_their_targets_not_measured(tmp_path):
     statuses = {"env": "PASS", "render_bench_38400": "FAIL", "train_step": "SKIP", "torchrun_nccl": "SKIP"}
     work = _work(tmp_path, statuses, ddp_steps=None, outputs=False)
     (work / "render_1.json").unlink()
+    (work / "render_10.json").unlink()
     code, report, stdout = _report(work, "cuda")
     targets = report["targets"]
     assert code == 1 and all(t["met"] is None for t in targets.values()), targets
     assert "render_bench_38400 FAIL" in targets["fwd_bwd_38400_ms"]["note"]
+    assert "render_bench_384000 not run" in targets["fwd_bwd_384000_ms"]["note"]
     assert "train_timm_resnet50 not run" in targets["timm_resnet50_samples_per_s"]["note"]
     assert "pipeline_train not run" in targets["pipeline_stages_passed"]["note"]
     assert report["train_step"] is None and report["torchrun"] is None and report["pipeline"]["eval"] is None
@@ -143,3 +149,26 @@ def test_cpu_mode_skips_are_fine_and_targets_do_not_apply(tmp_path):
     code, report, stdout = _report(work, "cpu")
     assert code == 0 and report["ok"] and "note" in report["targets"], stdout
     assert report["train_step"]["results"]["config"]["steps_per_s"] == 0.2 and "all stages passed" in stdout
+
+
+NCU_TEXT = """==PROF== Connected to process 2506
+[2533] python3.12@127.0.0.1
+  void renderocc::<unnamed>::lanes_backward_kernel<float, 3, 17, false, int>(RenderArgs<T1>) (9600, 1, 1)x(128, 1, 1), \
+Context 1, Stream 7, Device 0, CC 9.0
+    Section: GPU Speed Of Light Throughput
+    Duration                         ms         0.61
+    L2 Cache Throughput               %        41.20
+    Registers Per Thread             register/thread             128
+    Achieved Occupancy                        %        22.50
+"""
+
+
+def test_ncu_profile_is_summarised_per_kernel(tmp_path):
+    statuses = dict.fromkeys(ALL_STAGES, "PASS") | {"ncu_render": "PASS"}
+    work = _work(tmp_path, statuses, step=_bench(60.0, 40.0))
+    (work / "ncu_render.txt").write_text(NCU_TEXT)
+    _, report, stdout = _report(work, "cuda")
+    assert report["ncu_render"] == [{"kernel": "lanes_backward_kernel<float, 3, 17, false, int>",
+                                     "Duration": "0.61 ms", "L2 Cache Throughput": "41.20 %",
+                                     "Registers Per Thread": "128 register/thread", "Achieved Occupancy": "22.50 %"}]
+    assert "ncu lanes_backward_kernel<float, 3, 17, false, int>: Duration 0.61 ms" in stdout

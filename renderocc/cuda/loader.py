@@ -3,7 +3,8 @@
 The extension is compiled once with `torch.utils.cpp_extension.load` into a per-user cache
 keyed by a hash of the sources, torch version, flags and CUDA-ness, so a new checkout or a
 changed kernel rebuilds and everything else reuses the .so. `load` raises ExtensionUnavailable
-without a compiler (or when the build fails); `renderocc.ops` decides what runs instead.
+without a compiler, when the build fails, or when the compiler's C++ runtime is newer than the one
+this process runs (`check_cxx_runtime`); `renderocc.ops` decides what runs instead.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -37,9 +39,9 @@ finally:
 
 CSRC = Path(__file__).parent / "csrc"
 OP_NAMESPACE = "renderocc_render"
-CPU_SOURCES = ("bindings.cpp", "render_cpu.cpp", "walk_cpu.cpp", "voxel_walk.cpp", "knn2d.cpp")
-CUDA_SOURCES = ("render_cuda.cu", "cuda_stream.cpp")
-HEADERS = ("render_core.h", "walk.h")
+CPU_SOURCES = ("bindings.cpp", "render_cpu.cpp", "render_emulate.cpp", "walk_cpu.cpp", "voxel_walk.cpp", "knn2d.cpp")
+CUDA_SOURCES = ("render_cuda.cu", "render_lanes_forward.cu", "render_lanes_backward.cu", "cuda_stream.cpp")
+HEADERS = ("render_core.h", "render_lanes.h", "cuda_lanes.cuh", "checks.h", "walk.h")
 # -fopenmp: at::parallel_for is inline OpenMP in torch's headers; compiled without it, every
 # CPU kernel ran on one thread whatever torch.get_num_threads() said. On Linux torch's own
 # libgomp (same soname) serves the extension's parallel regions; elsewhere (Apple clang has no
@@ -74,11 +76,79 @@ def source_hash(with_cuda: bool) -> str:
     return h.hexdigest()[:16]
 
 
+def cxx() -> str:
+    """The host C++ compiler torch's extension builder uses."""
+    return os.environ.get("CXX", "c++")
+
+
+def process_libstdcxx() -> Path | None:
+    """The libstdc++ mapped into this process (torch loads it), resolved; None when none is."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)  # address perms offset device inode [path]
+                path = fields[5].strip() if len(fields) == 6 else ""
+                if "/libstdc++.so" in path:
+                    return Path(os.path.realpath(path))
+    except OSError:
+        pass
+    return None
+
+
+def compiler_libstdcxx(compiler: str) -> Path | None:
+    """The libstdc++ `compiler` links against (`-print-file-name`), resolved; None when it names none
+    (a compiler without libstdc++, or none at all)."""
+    try:
+        out = subprocess.run([compiler, "-print-file-name=libstdc++.so.6"], capture_output=True, text=True,
+                             timeout=60).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(os.path.realpath(out)) if out and os.path.isabs(out) and os.path.exists(out) else None
+
+
+_GLIBCXX = re.compile(rb"GLIBCXX_3\.4(?:\.(\d+))?\x00")
+
+
+def glibcxx_version(lib: Path) -> int | None:
+    """N of the newest GLIBCXX_3.4.N symbol version a libstdc++ defines (None if unreadable)."""
+    try:
+        found = [int(m.group(1) or 0) for m in _GLIBCXX.finditer(lib.read_bytes())]
+    except OSError:
+        return None
+    return max(found) if found else None
+
+
+def check_cxx_runtime(compiler: str | None = None) -> None:
+    """Refuse to build or load with a compiler whose libstdc++ is newer than the one this process runs.
+
+    Code compiled against newer libstdc++ headers (inlined stream and locale code, for one) can
+    crash on the older runtime the process has already loaded: a message formatting a number
+    killed the process once. The same library, or two copies of one version, is fine; so is an older
+    one (libstdc++ keeps running code built against older headers). Raises ExtensionUnavailable
+    naming both libraries; a compiler or process without libstdc++ is not refused.
+    """
+    compiler = compiler or cxx()
+    ours, theirs = process_libstdcxx(), compiler_libstdcxx(compiler)
+    if ours is None or theirs is None or ours == theirs:
+        return
+    v_ours, v_theirs = glibcxx_version(ours), glibcxx_version(theirs)
+    if v_ours is not None and v_theirs is not None and v_theirs <= v_ours:
+        return
+
+    def name(v: int | None) -> str:
+        return "version unknown" if v is None else f"GLIBCXX_3.4.{v}"
+
+    raise ExtensionUnavailable(
+        f"the C++ compiler {compiler} links against {theirs} ({name(v_theirs)}) but this process runs "
+        f"{ours} ({name(v_ours)}); an extension built with it can crash here: set CXX to a compiler "
+        f"whose C++ runtime is this process's")
+
+
 def compiler_id() -> str:
     """The host C++ compiler's first `--version` line: part of the cache key, so a checkout built by
     another compiler (or two checkouts sharing the cache with different ones) never load each other's."""
     try:
-        out = subprocess.run([os.environ.get("CXX", "c++"), "--version"], capture_output=True, text=True,
+        out = subprocess.run([cxx(), "--version"], capture_output=True, text=True,
                              timeout=60).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -107,6 +177,7 @@ def _build(verbose: bool) -> Path:
     """Load the cached library, or build it. A build runs in a folder of its own and the library is
     moved into the cache by rename: a killed build leaves no lock or half-written library where
     another process looks, and a cached library that does not load (truncated, corrupt) is rebuilt."""
+    check_cxx_runtime()
     spec = build_spec()
     final = spec["build_dir"] / f"{spec['name']}.so"
     seal = final.with_name(final.name + ".sha256")  # written after the library: a whole build's digest
@@ -174,6 +245,9 @@ def load(verbose: bool = False) -> Any:
             _state["path"] = _build(verbose)
             import renderocc.cuda.op_registrations  # noqa: F401 - fake kernels + autograd on the ops
             _state["ops"] = getattr(torch.ops, OP_NAMESPACE)
+        except ExtensionUnavailable as exc:  # already one line that says why
+            _state["error"] = str(exc)
+            raise
         except Exception as exc:  # noqa: BLE001 - any build/load failure means "fall back"
             _state["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc) else ''}"
             raise ExtensionUnavailable(_state["error"]) from exc
@@ -218,9 +292,9 @@ def _cmake_macros_shim(out_dir: Path) -> list[str]:
 
 
 def compile_check_cuda(out_dir: Path, arch: str = "sm_80") -> dict[str, Any]:
-    """Compile (never run) the CUDA side: the .cu with nvcc, and the bindings' CUDA glue and the
-    stream/guard file with the host compiler; then check every CUDA symbol the bindings call is
-    defined by those two.
+    """Compile (never run) the CUDA side: every .cu with nvcc, and the bindings' CUDA glue and the
+    stream/guard file with the host compiler, side by side; then check that every CUDA symbol the
+    bindings and the .cu files call is defined by one of them.
 
     Returns {"ok", "seconds", "steps": [(command, returncode, output)]}; raises
     ExtensionUnavailable if nvcc is absent. Needs no GPU and no CUDA build of torch.
@@ -229,16 +303,17 @@ def compile_check_cuda(out_dir: Path, arch: str = "sm_80") -> dict[str, Any]:
     if nvcc is None:
         raise ExtensionUnavailable("nvcc not found (set CUDA_HOME or put nvcc on PATH)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    cu_obj, cpp_obj, stream_obj = out_dir / "render_cuda.o", out_dir / "bindings_cuda.o", out_dir / "cuda_stream.o"
+    cu_objs = [out_dir / f"{Path(name).stem}.o" for name in CUDA_SOURCES if name.endswith(".cu")]
+    cpp_obj, stream_obj = out_dir / "bindings_cuda.o", out_dir / "cuda_stream.o"
     torch_inc = [f"-isystem{p}" for p in include_paths()]
     cuda_inc = [f"-isystem{d}" for d in nvcc_include_dirs(nvcc)] + _cmake_macros_shim(out_dir)
-    cxx = os.environ.get("CXX", "c++")
+    host = cxx()
     commands = [
-        [nvcc, "-std=c++17", "-O3", f"-arch={arch}", f"-I{CSRC}", "-c", str(CSRC / "render_cuda.cu"),
-         "-o", str(cu_obj)],
-        [cxx, "-std=c++20", "-O1", "-fPIC", "-DRENDEROCC_WITH_CUDA", f"-I{CSRC}", *torch_inc, "-c",
+        *([nvcc, "-std=c++17", "-O3", f"-arch={arch}", f"-I{CSRC}", "-c", str(CSRC / f"{obj.stem}.cu"),
+           "-o", str(obj)] for obj in cu_objs),
+        [host, "-std=c++20", "-O1", "-fPIC", "-DRENDEROCC_WITH_CUDA", f"-I{CSRC}", *torch_inc, "-c",
          str(CSRC / "bindings.cpp"), "-o", str(cpp_obj)],
-        [cxx, "-std=c++20", "-O1", "-fPIC", "-DRENDEROCC_WITH_CUDA", f"-I{CSRC}", *torch_inc, *cuda_inc, "-c",
+        [host, "-std=c++20", "-O1", "-fPIC", "-DRENDEROCC_WITH_CUDA", f"-I{CSRC}", *torch_inc, *cuda_inc, "-c",
          str(CSRC / "cuda_stream.cpp"), "-o", str(stream_obj)],
     ]
     start = time.perf_counter()
@@ -248,14 +323,15 @@ def compile_check_cuda(out_dir: Path, arch: str = "sm_80") -> dict[str, Any]:
     steps = [(" ".join(cmd), code, out.strip()) for cmd, out, code in outputs]
     if any(code != 0 for _, code, _ in steps):
         return {"ok": False, "seconds": time.perf_counter() - start, "steps": steps}
-    missing = _undefined_cuda_symbols(cpp_obj, [cu_obj, stream_obj])
+    providers = [*cu_objs, stream_obj]
+    missing = sorted({s for user in (cpp_obj, *cu_objs) for s in _undefined_cuda_symbols(user, providers)})
     steps.append(("symbol check", int(bool(missing)), "missing: " + ", ".join(missing) if missing else "ok"))
     return {"ok": not missing, "seconds": time.perf_counter() - start, "steps": steps}
 
 
 def _undefined_cuda_symbols(user: Path, providers: list[Path]) -> list[str]:
-    """`*_cuda` symbols `user` needs that none of `providers` defines (via nm)."""
-    needed = {s for s in _nm(user, undefined=True) if "_cuda" in s}
+    """The project's `*_cuda` symbols `user` needs that none of `providers` defines (via nm)."""
+    needed = {s for s in _nm(user, undefined=True) if "_cuda" in s and s.startswith("renderocc::")}
     return sorted(needed - set().union(*(_nm(p, undefined=False) for p in providers)))
 
 

@@ -12,17 +12,19 @@
 #include <tuple>
 #include <vector>
 
+#include "checks.h"
+
 namespace renderocc {
 
 // points: (n, 2) float64. Returns (dist (n, k) float64, idx (n, k) int64): each point's k nearest
 // OTHER points with distance < radius, nearest first (ties: lower index first); missing
 // neighbours are dist = inf, idx = n (scipy's convention).
 std::tuple<at::Tensor, at::Tensor> knn2d_cpu(const at::Tensor& points, int64_t k, double radius) {
-  TORCH_CHECK(points.scalar_type() == at::kDouble && points.dim() == 2 && points.size(1) == 2 &&
+  RO_CHECK(points.scalar_type() == at::kDouble && points.dim() == 2 && points.size(1) == 2 &&
                   points.is_contiguous() && !points.is_cuda(),
               "knn2d: points must be a contiguous float64 (n, 2) CPU tensor");
-  TORCH_CHECK(k >= 1, "knn2d: k must be at least 1");
-  TORCH_CHECK(std::isfinite(radius) && radius > 0, "knn2d: radius must be finite and positive");
+  RO_CHECK(k >= 1, "knn2d: k must be at least 1");
+  RO_CHECK(std::isfinite(radius) && radius > 0, "knn2d: radius must be finite and positive");
   const int64_t n = points.size(0);
   const double* p = points.data_ptr<double>();
   at::Tensor dist = at::empty({n, k}, points.options());
@@ -33,7 +35,7 @@ std::tuple<at::Tensor, at::Tensor> knn2d_cpu(const at::Tensor& points, int64_t k
   double lo[2] = {INFINITY, INFINITY}, hi[2] = {-INFINITY, -INFINITY};
   for (int64_t i = 0; i < n; ++i)
     for (int a = 0; a < 2; ++a) {
-      TORCH_CHECK(std::isfinite(p[2 * i + a]), "knn2d: points must be finite");
+      RO_CHECK(std::isfinite(p[2 * i + a]), "knn2d: points must be finite");
       lo[a] = std::min(lo[a], p[2 * i + a]);
       hi[a] = std::max(hi[a], p[2 * i + a]);
     }

@@ -2,11 +2,12 @@
 //
 // The render backward splits the GRID between threads, not the rays, so it needs no private
 // copy of the gradients. Rays go in chunks; pass 1 (parallel over rays) marches each ray and
-// records every sample's (dLoss/dsigma, weight); pass 2 (parallel over slabs of x rows, sized
-// to the chunk's work) has each thread replay the samples of the rays crossing its slab and add
-// only the corners inside it. Every gradient element thus receives its additions in (ray,
-// sample, corner) order whatever the thread count: race-free, deterministic, and equal to a
-// one-thread run; the only extra memory is one chunk's sample record.
+// records every sample's (dLoss/dsigma, weight; probs mode: <g_sem, s>); pass 2 (parallel over slabs of x
+// rows, sized to the chunk's work) has each thread replay the slot rule (render_core.h) over the
+// samples of the rays crossing its slab and flush only the slots whose voxel lies inside it.
+// Every gradient element thus receives one addition per (ray, voxel), in ray order, whatever the
+// thread count: race-free, deterministic, and equal to a one-thread run; the only extra memory
+// is one chunk's sample record.
 //
 // The density-only scatters (visibility, optical-depth backward) deal rays in fixed blocks to
 // P partitions instead; each partition writes into its own buffer (partition 0 into the output
@@ -33,10 +34,11 @@ constexpr int64_t kBackwardChunk = 4096;
 template <typename T>
 struct PlainAdd {
   void operator()(T* p, T v) const { *p += v; }
-  // Unconditional (so it vectorises): adding w·0 for a channel the CUDA side skips changes
-  // nothing, since a sum that starts at +0 never becomes -0.
-  void row(T* row, T w, const T* g, int64_t C) const {
-    for (int64_t ch = 0; ch < C; ++ch) row[ch] += w * g[ch];
+  void scaled_row(T* row, T a, const T* g, int64_t C) const {
+    for (int64_t ch = 0; ch < C; ++ch) row[ch] += a * g[ch];
+  }
+  void row(T* row, const T* x, int64_t C) const {
+    for (int64_t ch = 0; ch < C; ++ch) row[ch] += x[ch];
   }
 };
 
@@ -143,7 +145,7 @@ template <typename T>
 void render_forward_cpu(const RenderArgs<T>& a) {
   const std::vector<int64_t> order = coherent_order(a);
   dynamic_blocks(a.R, kRayBlock, [&](int64_t begin, int64_t end) {
-    std::vector<T> scratch(std::max<int64_t>(a.grid.C, 1));
+    std::vector<T> scratch(std::max<int64_t>(a.grid.C, 1));  // probs: a sample's semantics
     for (int64_t i = begin; i < end; ++i) forward_one(a, order[i], scratch.data());
   });
 }
@@ -183,14 +185,69 @@ std::vector<int64_t> balanced_slabs(int64_t X, int64_t P, int64_t n, const int64
   return bounds;
 }
 
+// Pass 2 for one ray and one slab of x rows [x_begin, x_end): replay the slot rule over the
+// ray's samples that touch the slab (one run: x0 is monotone along a ray) and flush the slots
+// whose voxel lies in the slab. A voxel's samples all touch its slab, so its slot gathers
+// exactly what a full march gathers. `dots`: each sample's <g_sem, s> (probs mode with a semantic
+// gradient only).
+template <typename T>
+void replay_slab(const RenderArgs<T>& a, int64_t r, const SampleRecord<T>* rec, const T* dots, int64_t marched,
+                 int64_t x_begin, int64_t x_end, T* scratch) {
+  const GridView<T>& g = a.grid;
+  const int64_t C = g.C, b = a.batch[r], vox = g.X * g.Y * g.Z;
+  const bool probs = a.march.probs;
+  const T *o = a.origins + 3 * r, *d = a.dirs + 3 * r, *g_sem = a.g_sem + r * C;
+  T* grad_density = a.grad_density + b * vox;
+  T* grad_sem = a.grad_sem ? a.grad_sem + b * vox * C : nullptr;
+  RayMarch<T> m;
+  start_march(g, b, o, d, a.march, m);
+  const int64_t x_step = g.X > 1 ? 1 : 0;
+  GradSlots<T> gs = {};
+  gs.G = probs && grad_sem != nullptr ? scratch + C : nullptr;
+  SlotCell<int64_t> slots = empty_slots<int64_t>();
+  const auto leave = [&](int n, const int64_t* cell) {
+    const int64_t x = cell[0] + ((n & 4) ? x_step : 0);
+    if (x >= x_begin && x < x_end)
+      gs.flush(n, slot_voxel(g, cell, m.off, n), C, probs, g_sem, grad_density, grad_sem, PlainAdd<T>());
+  };
+  const auto shift = [&](int dst, int src) { gs.move(dst, src, C); };
+  const auto enter = [&](int n, const int64_t*) { gs.clear(n, C); };
+  SampleCell<T, int64_t> sc;
+  T c[8];
+  bool entered = false;
+  for (int64_t k = 0; k < marched; ++k) {
+    const T t = sample_t(m.t_in, k, a.march.step);
+    sample_cell(g, o, d, t, sc);
+    if (sc.i[0] + x_step < x_begin || sc.i[0] >= x_end) {
+      if (entered) break;  // past the slab: no later sample comes back
+      continue;
+    }
+    entered = true;
+    corner_weights(sc.f, c);
+    move_slots(slots, sc.i, leave, shift, enter);
+    const T* sem_grad = nullptr;
+    if (gs.G != nullptr) {
+      interp_rows(m.sem, C, cell_base(g, sc.i), m.off, c, scratch);
+      softmax_inplace(scratch, C);
+      probs_grad(rec[k].w, g_sem, dots[k], C, scratch);
+      sem_grad = scratch;
+    }
+    gs.add(c, rec[k].g_sigma, rec[k].w, sem_grad, C);
+  }
+  flush_slots(slots, leave);
+}
+
 template <typename T>
 void render_backward_cpu(const RenderArgs<T>& a) {
   const GridView<T>& g = a.grid;
-  const int64_t C = g.C, YZ = g.Y * g.Z, vox = g.X * YZ;
+  const int64_t C = g.C;
   const int64_t P = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), g.X));
+  const int64_t scratch_size = std::max<int64_t>(9 * C, 1);  // probs: a sample's semantics + 8 slot rows
   std::vector<int64_t> start(kBackwardChunk + 1), marched(kBackwardChunk);
   std::vector<int64_t> row_lo(kBackwardChunk), row_hi(kBackwardChunk);
   std::vector<SampleRecord<T>> record;
+  std::vector<T> dots;  // probs mode with a semantic gradient: each sample's <g_sem, s>
+  const bool keep_dots = a.march.probs && a.grad_sem != nullptr;
   const std::vector<int64_t> order = coherent_order(a);  // also the order gradients are summed in
   for (int64_t r0 = 0; r0 < a.R; r0 += kBackwardChunk) {
     const int64_t n = std::min(kBackwardChunk, a.R - r0);
@@ -203,69 +260,41 @@ void render_backward_cpu(const RenderArgs<T>& a) {
       start[i + 1] = start[i] + K;
     }
     if (static_cast<int64_t>(record.size()) < start[n]) record.resize(start[n]);
+    if (keep_dots && static_cast<int64_t>(dots.size()) < start[n]) dots.resize(start[n]);
 
-    // Pass 1: march every ray, record its samples and the x rows it spans.
+    // Pass 1: march every ray, record its samples and the x rows its cells span.
     dynamic_blocks(n, 16, [&](int64_t begin, int64_t end) {
       std::vector<T> scratch(std::max<int64_t>(C, 1));
       for (int64_t i = begin; i < end; ++i) {
         const int64_t r = order[r0 + i];
         SampleRecord<T>* out = record.data() + start[i];
-        int64_t first_idx = 0, last_idx = 0;
+        int64_t x_first = 0, x_last = 0;
         marched[i] = backward_march(g, a.batch[r], a.origins + 3 * r, a.dirs + 3 * r, a.march, ray_grads(a, r),
-                                    scratch.data(), [&](int64_t k, const Corners<T>& c, T g_sigma, T w, T) {
+                                    scratch.data(),
+                                    [&](int64_t k, const SampleCell<T, int64_t>& sc, const T*, T g_sigma, T w, T dot) {
                                       out[k] = {g_sigma, w};
-                                      if (k == 0) first_idx = c.idx[0];
-                                      last_idx = c.idx[0];
+                                      if (keep_dots) dots[start[i] + k] = dot;
+                                      if (k == 0) x_first = sc.i[0];
+                                      x_last = sc.i[0];
                                     });
-        // x0 moves monotonically along a ray, so rows [lo, hi] (x1 = x0 + 1 included, one row
-        // of slack each side) hold every corner it touched.
-        const int64_t x_first = first_idx / YZ, x_last = last_idx / YZ;
-        row_lo[i] = std::max<int64_t>(0, std::min(x_first, x_last) - 1);
-        row_hi[i] = std::min<int64_t>(g.X - 1, std::max(x_first, x_last) + 2);
+        // x0 moves monotonically along a ray, so rows [lo, hi] (x1 = x0 + 1 included) hold every
+        // corner it touched.
+        row_lo[i] = std::min(x_first, x_last);
+        row_hi[i] = std::min<int64_t>(g.X - 1, std::max(x_first, x_last) + 1);
       }
     });
 
-    // Pass 2: each slab's owner replays the samples of the rays that reach it.
+    // Pass 2: each slab's owner replays the rays that reach it.
     const std::vector<int64_t> bounds = balanced_slabs(g.X, P, n, marched.data(), row_lo.data(), row_hi.data());
     at::parallel_for(0, P, 1, [&](int64_t p_begin, int64_t p_end) {
-      std::vector<T> scratch(std::max<int64_t>(C, 1));
+      std::vector<T> scratch(scratch_size);
       for (int64_t p = p_begin; p < p_end; ++p) {
         const int64_t x_begin = bounds[p], x_end = bounds[p + 1];
         if (x_begin == x_end) continue;
-        const int64_t lo = x_begin * YZ, hi = x_end * YZ;
         for (int64_t i = 0; i < n; ++i) {
           if (marched[i] == 0 || row_hi[i] < x_begin || row_lo[i] >= x_end) continue;
-          const int64_t r = order[r0 + i], b = a.batch[r];
-          const T *o = a.origins + 3 * r, *d = a.dirs + 3 * r, *g_sem = a.g_sem + r * C;
-          const T* sem = g.sem + b * vox * C;
-          T* grad_density = a.grad_density + b * vox;
-          T* grad_sem = a.grad_sem ? a.grad_sem + b * vox * C : nullptr;
-          T t_in, t_out;
-          int64_t K;
-          ray_samples(o, d, g, a.march.near, a.march.step, t_in, t_out, K);
-          const SampleRecord<T>* rec = record.data() + start[i];
-          Corners<T> c;
-          const auto mine = [&](int corner) { return c.idx[corner] >= lo && c.idx[corner] < hi; };
-          bool entered = false;
-          for (int64_t k = 0; k < marched[i]; ++k) {
-            sample_corners(g, o, d, sample_t(t_in, k, a.march.step), c);
-            // Corners 0..3 share row x0, 4..7 row x1; x0 is monotone along the ray, so the samples
-            // touching the slab are one run: once past it, none later comes back.
-            if (!mine(0) && !mine(7)) {
-              if (entered) break;
-              continue;
-            }
-            entered = true;
-            if (grad_sem != nullptr) {
-              T dot = 0;
-              if (a.march.probs) {
-                sample_semantics(sem, C, c, true, scratch.data());
-                dot = dot_product(g_sem, scratch.data(), C);
-              }
-              semantic_grad(rec[k].w, a.march.probs, g_sem, dot, C, scratch.data());
-            }
-            scatter_sample(c, C, rec[k].g_sigma, scratch.data(), grad_density, grad_sem, PlainAdd<T>(), mine);
-          }
+          replay_slab(a, order[r0 + i], record.data() + start[i], keep_dots ? dots.data() + start[i] : nullptr,
+                      marched[i], x_begin, x_end, scratch.data());
         }
       }
     });

@@ -13,6 +13,8 @@
 #include <memory>
 #include <vector>
 
+#include "checks.h"
+
 namespace renderocc {
 
 namespace {
@@ -126,17 +128,17 @@ void walk_rays(int64_t begin, int64_t end, const double* o, const double* d, con
 // hit: a contiguous bool (X, Y, Z) grid, marked in place.
 void mark_crossed_cpu(const at::Tensor& origins, const at::Tensor& dirs, const at::Tensor& lengths,
                       const std::vector<double>& box, const std::vector<double>& voxel, const at::Tensor& hit) {
-  TORCH_CHECK(origins.scalar_type() == at::kDouble && dirs.scalar_type() == at::kDouble &&
+  RO_CHECK(origins.scalar_type() == at::kDouble && dirs.scalar_type() == at::kDouble &&
                   lengths.scalar_type() == at::kDouble,
               "mark_crossed: origins, directions and lengths must be float64");
-  TORCH_CHECK(origins.dim() == 2 && origins.size(1) == 3 && dirs.sizes() == origins.sizes() &&
+  RO_CHECK(origins.dim() == 2 && origins.size(1) == 3 && dirs.sizes() == origins.sizes() &&
                   lengths.dim() == 1 && lengths.size(0) == origins.size(0),
               "mark_crossed: origins/directions (N, 3) and lengths (N,)");
-  TORCH_CHECK(origins.is_contiguous() && dirs.is_contiguous() && lengths.is_contiguous() && hit.is_contiguous(),
+  RO_CHECK(origins.is_contiguous() && dirs.is_contiguous() && lengths.is_contiguous() && hit.is_contiguous(),
               "mark_crossed: inputs must be contiguous");
-  TORCH_CHECK(hit.scalar_type() == at::kBool && hit.dim() == 3, "mark_crossed: hit must be a bool (X, Y, Z) grid");
-  TORCH_CHECK(box.size() == 6 && voxel.size() == 3, "mark_crossed: box needs 6 numbers, voxel_size 3");
-  TORCH_CHECK(!origins.is_cuda() && !hit.is_cuda(), "mark_crossed: CPU tensors only");
+  RO_CHECK(hit.scalar_type() == at::kBool && hit.dim() == 3, "mark_crossed: hit must be a bool (X, Y, Z) grid");
+  RO_CHECK(box.size() == 6 && voxel.size() == 3, "mark_crossed: box needs 6 numbers, voxel_size 3");
+  RO_CHECK(!origins.is_cuda() && !hit.is_cuda(), "mark_crossed: CPU tensors only");
   const double lo[3] = {box[0], box[1], box[2]}, hi[3] = {box[3], box[4], box[5]};
   const double vs[3] = {voxel[0], voxel[1], voxel[2]};
   const int64_t shape[3] = {hit.size(0), hit.size(1), hit.size(2)};
@@ -155,7 +157,7 @@ void mark_crossed_cpu(const at::Tensor& origins, const at::Tensor& dirs, const a
   for (int64_t p = 1; p < P; ++p) extra.emplace_back(new bool[cells]());
   at::parallel_for(0, N, kParallelRays / 4, [&](int64_t begin, int64_t end) {
     const int64_t t = at::get_thread_num();
-    TORCH_INTERNAL_ASSERT(t >= 0 && t < P, "mark_crossed: unexpected thread index");
+    RO_CHECK(t >= 0 && t < P, "mark_crossed: unexpected thread index");
     bool* mine = t == 0 ? grid : extra[t - 1].get();
     walk_rays(begin, end, o, d, len, lo, hi, vs, shape, strides, mine);
   });
