@@ -160,6 +160,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, help="data + runs folder to (re)use (default: a fresh temp dir)")
     ap.add_argument("--config", default="demo")
     ap.add_argument("--base-steps", type=int, default=300, help="steps of the starting checkpoint (keyframes only)")
+    ap.add_argument("--base-ckpt", type=Path, help="start every variant from this checkpoint instead of training one "
+                                                  "(its sha256 is recorded)")
     ap.add_argument("--steps", type=int, default=150, help="fine-tuning steps of every variant")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--scenes", type=int, default=2, help="synthetic training scenes (10 keyframes each)")
@@ -190,8 +192,14 @@ def main() -> None:
     t0 = time.time()
     stores = build_data(args.work, args)
     base_ov = [*args.overrides, "supervision='2d'", "seed=0", f"train.max_steps={args.base_steps}"]
-    base = train_run(args.work / "runs" / "base", stores["train"], base_ov, args, version, None)
-    base_ckpt = args.work / "runs" / "base" / "last.pt"
+    if args.base_ckpt:
+        from renderocc.train.run_state import file_sha256
+
+        base_ckpt = args.base_ckpt.resolve()
+        base = {"digest": f"given checkpoint, sha256 {file_sha256(base_ckpt)[:12]}", "path": str(base_ckpt)}
+    else:
+        base = train_run(args.work / "runs" / "base", stores["train"], base_ov, args, version, None)
+        base_ckpt = args.work / "runs" / "base" / "last.pt"
     rows = []
     for n in names:
         for seed in seeds:
@@ -203,7 +211,7 @@ def main() -> None:
                          "dirty": rec["dirty"], "train_wall_s": rec.get("train_wall_s"),
                          "eval": evaluate(run, stores["val"]), "validations": validations(run)})
             print(f"{n} seed {seed}: mIoU {100 * (rows[-1]['eval']['miou'] or 0):.2f}", flush=True)
-    base_eval = evaluate(args.work / "runs" / "base", stores["val"])
+    base_eval = evaluate(base_ckpt.parent, stores["val"])
     desc = {v[0]: v[1] for v in VARIANTS}
     cmd = ("python benchmarks/semi_supervised.py " + " ".join(sys.argv[1:])).strip()
     md = (f"# Unlabelled camera frames: keyframes only, + depth rays, + Mean Teacher, + DTS\n\n`{cmd}` at commit "

@@ -216,9 +216,11 @@ class DtsConfig:
                                      "predicts its own depth, as the student does (plain Mean Teacher)")
     unlabelled_ratio: float = _opt(1.0, "unlabelled frames per labelled frame in each batch (UniOcc: 1:1)",
                                    gt=0, le=8)
-    confidence: float = _opt(0.7, "a teacher voxel becomes a target when P(occupied) = 1 − exp(−σ·voxel) ≥ "
-                                  "this and its class probability ≥ this (occupied), or P(occupied) ≤ 1 − "
-                                  "this (free); other voxels are ignored", gt=0.5, le=0.999)
+    confidence: float = _opt(0.7, "an occupied teacher voxel is a target only when its top class's "
+                                  "probability is at least this", gt=0, le=0.999)
+    density_margin: float = _opt(2.0, "a teacher voxel is an occupied target when its density ≥ this × the "
+                                      "teacher's occupancy threshold (the one eval uses), a free target when ≤ "
+                                      "the threshold ÷ this; voxels between are ignored", ge=1)
     pseudo_weight: float = _opt(1.0, "weight of the teacher's 3D targets on unlabelled frames (0: their "
                                      "depth rays only, no teacher)", ge=0)
     depth_rays: bool = _opt(True, "render the unlabelled frames' LiDAR depth rays (the labelled frames' "

@@ -3,8 +3,6 @@ the LiDAR depth injected into the lift, the unlabelled frames' config and the ru
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from tiny_run import tiny
@@ -26,24 +24,22 @@ def _out(density: list[float], class_probs: list[list[float]]) -> OccupancyOutpu
 
 
 def test_pseudo_targets_keep_only_confident_voxels():
-    voxel, conf = 0.5, 0.7
-    sure_occ = -math.log(1 - 0.9) / voxel      # P(occupied) 0.9
-    unsure = -math.log(1 - 0.5) / voxel        # 0.5
-    sure_free = -math.log(1 - 0.1) / voxel     # 0.1
-    out = _out([sure_occ, sure_occ, unsure, sure_free, sure_free],
-               [[0.1, 0.8, 0.1], [0.4, 0.3, 0.3], [0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.3, 0.3, 0.4]])
-    t = pseudo_targets(out, voxel, conf).view(-1).tolist()
-    # occupied + confident class → the class; occupied, unsure class → ignored; unsure occupancy →
-    # ignored; confidently free → free (C = 3) whatever the class says
-    assert t == [1, 255, 255, 3, 3]
+    thr, margin, conf = 0.2, 2.0, 0.7
+    out = _out([0.5, 0.5, 0.3, 0.2, 0.1, 0.05],
+               [[0.1, 0.8, 0.1], [0.4, 0.3, 0.3], [0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.9, 0.05, 0.05],
+                [0.3, 0.3, 0.4]])
+    t = pseudo_targets(out, thr, margin, conf).view(-1).tolist()
+    # σ ≥ 2 × threshold with a confident class → the class; with an unsure class → ignored; between
+    # threshold ÷ 2 and 2 × threshold → ignored; ≤ threshold ÷ 2 → free (C = 3) whatever the class says
+    assert t == [1, 255, 255, 255, 3, 3]
 
 
-def test_pseudo_target_boundaries_follow_the_confidence():
-    voxel = 1.0
-    p = torch.tensor([0.69, 0.71, 0.29, 0.31])
+def test_pseudo_target_boundaries_follow_the_threshold_and_margin():
+    density = torch.tensor([0.39, 0.41, 0.11, 0.09]).view(1, 4, 1, 1)
     logits = torch.tensor([[0.0, 9.0]]).expand(4, 2).reshape(1, 4, 1, 1, 2)
-    out = OccupancyOutput(-torch.log1p(-p).view(1, 4, 1, 1), logits, torch.zeros(1, 1, 1, 1, 1))
-    assert pseudo_targets(out, voxel, 0.7).view(-1).tolist() == [255, 1, 2, 255]
+    out = OccupancyOutput(density, logits, torch.zeros(1, 1, 1, 1, 1))
+    assert pseudo_targets(out, 0.2, 2.0, 0.7).view(-1).tolist() == [255, 1, 255, 2]
+    assert pseudo_targets(out, 0.2, 1.0, 0.7).view(-1).tolist() == [1, 1, 2, 2]   # margin 1: no gap
 
 
 def test_injected_depth_is_one_hot_on_the_lift_loss_bin():
@@ -115,5 +111,5 @@ def test_dts_refuses_what_it_cannot_do():
     check_dts(cfg, 5, has_parent=True, resumed=False)
     check_dts(tiny("dts.enabled=true", "dts.pseudo_weight=0"), 5, has_parent=False, resumed=False)
     check_dts(tiny(), 0, has_parent=False, resumed=False)
-    with pytest.raises(UserError, match="confidence"):
-        tiny("dts.enabled=true", "dts.confidence=0.4")
+    with pytest.raises(UserError, match="density_margin"):
+        tiny("dts.enabled=true", "dts.density_margin=0.5")

@@ -17,6 +17,7 @@ the EMA.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,7 @@ from renderocc.train.step import LossFn, forward, to_device
 UNLABELLED_SEED = 7919  # the unlabelled stream's seed offset: its draws never repeat the labelled ones
 DEPTH_HINT = "depth_target"  # the batch key of the LiDAR depth per feature cell (the lift's target too)
 RENDERED_DEPTH_TERMS = ("depth", "depth_absrel", "distortion", "freespace", "termination", "sparsity")
+DEFAULT_THRESHOLD = 0.5  # density (1/m) when no threshold was ever chosen (eval's fallback too)
 LOG_FIELDS = ("unlabelled", "pseudo", "pseudo_share")  # what `unlabelled_terms` adds to a step's record
 
 
@@ -84,34 +86,41 @@ def unlabelled_data(reader, cfg: Config, train_idx: list[int], feature_stride: i
     return Unlabelled(ds, indices, max(1, round(cfg.dts.unlabelled_ratio * cfg.data.batch_size)), cfg_u)
 
 
-def pseudo_targets(out: OccupancyOutput, voxel: float, confidence: float) -> torch.Tensor:
+def pseudo_targets(out: OccupancyOutput, threshold: float, margin: float, confidence: float) -> torch.Tensor:
     """uint8 (B, X, Y, Z) targets from a teacher's output, in the 3D loss's coding: class 0..C-1 where
-    P(occupied) = 1 − exp(−σ·voxel) ≥ `confidence` and the top class's probability ≥ `confidence`,
-    C (free) where P(occupied) ≤ 1 − `confidence`, 255 (ignored) elsewhere."""
-    p_occ = -torch.expm1(-(out.density.float() * voxel))
+    σ ≥ `margin` × `threshold` and the top class's probability ≥ `confidence`, C (free) where σ ≤
+    `threshold` / `margin`, 255 (ignored) elsewhere.
+
+    Relative to the teacher's occupancy threshold, not to P(occupied) = 1 − exp(−σ·voxel): a model
+    trained by rendering has no reason to make that probability calibrated (the demo's 2D runs choose
+    thresholds near σ = 0.2 /m, P ≈ 0.15), and an absolute rule turned most of its surfaces into free
+    targets."""
+    density = out.density.float()
     p_cls, cls = out.semantics.float().softmax(-1).max(-1)
     n_cls = out.semantics.shape[-1]
     target = torch.full_like(cls, 255)
-    target = torch.where((p_occ >= confidence) & (p_cls >= confidence), cls, target)
-    target = torch.where(p_occ <= 1 - confidence, torch.full_like(cls, n_cls), target)
+    target = torch.where((density >= margin * threshold) & (p_cls >= confidence), cls, target)
+    target = torch.where(density <= threshold / margin, torch.full_like(cls, n_cls), target)
     return target.to(torch.uint8)
 
 
 @torch.no_grad()
-def teacher_targets(teacher: torch.nn.Module, batch: dict, cfg: Config, device: torch.device) -> torch.Tensor:
+def teacher_targets(teacher: torch.nn.Module, batch: dict, cfg: Config, device: torch.device,
+                    threshold: float = DEFAULT_THRESHOLD) -> torch.Tensor:
     """The teacher's confident voxels on an unlabelled batch (already on `device`), with the LiDAR
-    depth injected into its lift when `dts.teacher_depth`."""
+    depth injected into its lift when `dts.teacher_depth`; `threshold`: the teacher's occupancy
+    threshold (density, 1/m)."""
     hint = batch[DEPTH_HINT] if cfg.dts.teacher_depth else None
     was_training = teacher.training
     teacher.eval()
     out = forward(teacher, batch, cfg, device, hint)
     teacher.train(was_training)
-    return pseudo_targets(out, cfg.grid.spec.edge, cfg.dts.confidence)
+    return pseudo_targets(out, threshold, cfg.dts.density_margin, cfg.dts.confidence)
 
 
 def unlabelled_terms(out: OccupancyOutput, batch: dict, teacher: torch.nn.Module | None, cfg: Config,
-                     cfg_u: Config, cw: torch.Tensor | None, device: torch.device
-                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+                     cfg_u: Config, cw: torch.Tensor | None, device: torch.device,
+                     threshold: float = DEFAULT_THRESHOLD) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
     """(loss, logged parts, rays rendered) of the student's output `out` on an unlabelled batch: the
     depth terms of `cfg_u` plus `dts.pseudo_weight` × the 3D loss on the teacher's targets. Parts:
     `unlabelled` (the depth terms' sum), `pseudo` (the weighted teacher term) and `pseudo_share` (the
@@ -119,7 +128,7 @@ def unlabelled_terms(out: OccupancyOutput, batch: dict, teacher: torch.nn.Module
     loss, _, rays = L.total_loss(out, batch, cfg_u, None)
     parts = {"unlabelled": loss.detach()}
     if cfg.dts.pseudo_weight > 0 and teacher is not None:
-        target = teacher_targets(teacher, batch, cfg, device)
+        target = teacher_targets(teacher, batch, cfg, device, threshold)
         term = cfg.dts.pseudo_weight * L.occupancy_3d(out.density, out.semantics, target, cfg.grid.spec.edge, cw)
         loss = loss + term
         parts["pseudo"] = term.detach()
@@ -128,10 +137,11 @@ def unlabelled_terms(out: OccupancyOutput, batch: dict, teacher: torch.nn.Module
 
 
 def paired_loss(teacher: torch.nn.Module | None, cfg: Config, cfg_u: Config, cw: torch.Tensor | None,
-                device: torch.device, scoring: Scoring | None = None) -> LossFn:
+                device: torch.device, scoring: Scoring | None = None,
+                threshold: Callable[[], float] = lambda: DEFAULT_THRESHOLD) -> LossFn:
     """The step's loss on a (labelled, unlabelled) micro-batch pair: one forward pass of the student
     over both (one graph, so DDP sees one forward per backward), the labelled batch's usual terms plus
-    `unlabelled_terms`."""
+    `unlabelled_terms`; `threshold()` gives the teacher's current occupancy threshold."""
     cw_dev = None if cw is None else cw.to(device)
 
     def loss_fn(model, pair: tuple[dict, dict]) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
@@ -141,7 +151,8 @@ def paired_loss(teacher: torch.nn.Module | None, cfg: Config, cfg_u: Config, cw:
         out = forward(model, joint, cfg, device)
         out_l, out_u = OccupancyOutput(*(t[:n] for t in out)), OccupancyOutput(*(t[n:] for t in out))
         loss_l, parts_l, rays_l = L.total_loss(out_l, labelled, cfg, cw_dev, scoring)
-        loss_u, parts_u, rays_u = unlabelled_terms(out_u, unlabelled, teacher, cfg, cfg_u, cw_dev, device)
+        loss_u, parts_u, rays_u = unlabelled_terms(out_u, unlabelled, teacher, cfg, cfg_u, cw_dev, device,
+                                                   threshold())
         return loss_l + loss_u, {**parts_l, **parts_u}, rays_l + rays_u
 
     return loss_fn

@@ -125,4 +125,5 @@ def init_from(model: torch.nn.Module, path: str | Path, weights: str = "auto", p
             say(line)
     parent_cfg = Config.from_dict(ckpt["config"], f"--init-from {path}: config")
     return {"path": str(path), "sha256": file_sha256(path), "config_digest": parent_cfg.digest(),
-            "step": ckpt.get("step"), "weights": which, "supervision": ckpt.get("supervision")}
+            "step": ckpt.get("step"), "weights": which, "supervision": ckpt.get("supervision"),
+            "threshold": ckpt.get("threshold")}

@@ -29,7 +29,7 @@ from renderocc.train.checkpoint import save_checkpoint
 from renderocc.train.class_weights import class_weights
 from renderocc.train.dataset import EpochSampler, RayDataset, holdout_split
 from renderocc.train.distributed import mean_over_ranks, seed_everything, setup_distributed
-from renderocc.train.dts import Unlabelled, check_dts, paired_loss, unlabelled_data
+from renderocc.train.dts import DEFAULT_THRESHOLD, Unlabelled, check_dts, paired_loss, unlabelled_data
 from renderocc.train.loader import loader_samples_per_s, make_loader
 from renderocc.train.logger import Logger
 from renderocc.train.optim import Ema, ema_decay_at, make_optim
@@ -153,10 +153,10 @@ def prepare(store, out: Path, cfg: Config, opts: TrainOptions, validator: Valida
     opt, sched, scaler = make_optim(model, cfg, device)
     parts = Parts(model, ema.module, opt, sched, scaler)
     store_id = manifest_mod.checksum(reader.root)
-    step, best = 0, None
+    step, best, thr = 0, None, None
     if opts.resume:
         ckpt = resume(parts, out / "last.pt", cfg, store_id)
-        step, best, parent = ckpt["step"], ckpt.get("best"), ckpt.get("parent")
+        step, best, parent, thr = ckpt["step"], ckpt.get("best"), ckpt.get("parent"), ckpt.get("threshold_info")
     elif (out / "last.pt").exists():  # every rank checks: no rank may be left waiting
         raise UserError(f"{out} already holds a run (last.pt): use --resume or another --out")
     if rank == 0:
@@ -177,7 +177,7 @@ def prepare(store, out: Path, cfg: Config, opts: TrainOptions, validator: Valida
                train_idx=train_idx, held=held, ds=ds, parts=parts, ema=ema, forward_model=forward_model,
                cw=class_weights(reader, cfg, train_idx), store_id=store_id, accumulation=accumulation,
                stop=stop, say=say, quiet=opts.quiet, validator=validator, step=step, first_step=step,
-               best=best, parent=parent, resumed=opts.resume, unlabelled=unlabelled)
+               best=best, parent=parent, resumed=opts.resume, threshold=thr, unlabelled=unlabelled)
 
 
 # -- announce ------------------------------------------------------------------------------------
@@ -229,6 +229,14 @@ def announce(run: Run) -> None:
             f"config {p['config_digest']})")
 
 
+def teacher_threshold(run: Run) -> float:
+    """The teacher's occupancy threshold: the run's latest choice on its EMA, else the parent's."""
+    for record in (run.threshold, run.parent):
+        if record and record.get("threshold") is not None:
+            return float(record["threshold"])
+    return DEFAULT_THRESHOLD
+
+
 def unlabelled_text(run: Run) -> str:
     """The run line of a `[dts]` run: what the camera sweeps add and who teaches."""
     u, d = run.unlabelled, run.cfg.dts
@@ -238,7 +246,8 @@ def unlabelled_text(run: Run) -> str:
     if run.teacher is None:
         return line + " (no teacher: dts.pseudo_weight = 0)"
     origin = f"{run.parent['path']} (sha256 {run.parent['sha256'][:12]})" if run.parent else "this run's EMA"
-    return (line + f" + the teacher's voxels (weight {d.pseudo_weight:g}, confidence {d.confidence:g}); teacher: "
+    return (line + f" + the teacher's voxels (weight {d.pseudo_weight:g}, density ×/÷ {d.density_margin:g} of its "
+            f"threshold {teacher_threshold(run):.3g}, class confidence {d.confidence:g}); teacher: "
             f"the EMA from {origin}, " + ("with the LiDAR depth in its lift (DTS)" if d.teacher_depth
                                            else "without LiDAR depth (Mean Teacher)"))
 
@@ -256,7 +265,8 @@ def loop(run: Run) -> None:
         sampler_u = EpochSampler(u.indices, u.batch, u.cfg.seed, run.rank, run.world,
                                  start_step=run.step * run.accumulation)
         it_u = iter(make_loader(u.ds, sampler_u, u.cfg, pin=run.device.type == "cuda", batch_size=u.batch))
-        loss_fn = paired_loss(run.teacher, cfg, u.cfg, run.cw, run.device, run.scoring)
+        loss_fn = paired_loss(run.teacher, cfg, u.cfg, run.cw, run.device, run.scoring,
+                              lambda: teacher_threshold(run))
     log = Logger(run.out, run.step, enabled=run.rank == 0, resume=run.resumed)
     run.forward_model.train()
     t_start = t_log = time.time()
