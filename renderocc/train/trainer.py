@@ -291,7 +291,9 @@ def loop(run: Run) -> None:
                 bar.set_postfix(loss=f"{rec['loss']:.3f}", rays_s=f"{rec['rays_per_s']:.0f}")
                 t_log, rays_acc, steps_acc = time.time(), 0, 0
             validate_now = cfg.train.val_every and (run.step % cfg.train.val_every == 0 or last)
-            if validate_now or run.step % cfg.train.ckpt_every == 0 or last:
+            # the threshold follows the step alone (not where a run is cut): the teacher reads it, so
+            # a run cut and resumed must choose it at the same steps as one that was never cut
+            if validate_now or run.step % cfg.train.ckpt_every == 0 or run.step == cfg.train.max_steps:
                 run.threshold = threshold(run)
             if validate_now:
                 validate(run, log, bar)
