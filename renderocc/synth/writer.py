@@ -125,10 +125,7 @@ def _scene_jobs(root: Path, seed: int, scene: int, world: World, k: int, sweeps:
                                        "filename": f"sweeps/LIDAR_TOP/{log_name}__LIDAR_TOP__{its}.pcd.bin"})
                 frame = {}
                 for spec in cam.RIG:
-                    cts = its + spec.offset_us
-                    frame[spec.name] = {"token": tb.make_token(seed, "sd", scene, spec.name, cts), "timestamp": cts,
-                                        "sample": sample, "key": False,
-                                        "filename": f"sweeps/{spec.name}/{log_name}__{spec.name}__{cts}.jpg"}
+                    frame[spec.name] = _camera_record(seed, scene, spec, its, sample, log_name, key=False)
                     plan["cams"][spec.name].append(frame[spec.name])
                 cam_sweeps.append(frame)
         tok = tb.make_token(seed, "sd", scene, "LIDAR_TOP", ts)
@@ -138,15 +135,21 @@ def _scene_jobs(root: Path, seed: int, scene: int, world: World, k: int, sweeps:
         plan["lidar"] += sorted(sweep_recs + extra_recs, key=lambda r: r["timestamp"]) + [key]
         cams = {}
         for spec in cam.RIG:
-            cts = ts + spec.offset_us
-            cams[spec.name] = {"token": tb.make_token(seed, "sd", scene, spec.name, cts), "timestamp": cts,
-                               "sample": sample, "key": True,
-                               "filename": f"samples/{spec.name}/{log_name}__{spec.name}__{cts}.jpg"}
+            cams[spec.name] = _camera_record(seed, scene, spec, ts, sample, log_name, key=True)
             plan["cams"][spec.name].append(cams[spec.name])
         jobs.append(FrameJob(str(root), seed, scene, j, world, t0, key, sweep_recs, cams, size,
                              str(root / "gts" / name / sample / "labels.npz"), extra_sweeps=extra_recs,
                              cam_sweeps=cam_sweeps))
     return jobs, plan
+
+
+def _camera_record(seed: int, scene: int, spec, instant_us: int, sample: str, log_name: str, key: bool) -> dict:
+    """One camera's sample_data record at an instant: it fires at its rig offset from the instant;
+    keyframe images live under samples/, camera sweeps under sweeps/ (nuScenes' layout)."""
+    ts = instant_us + spec.offset_us
+    folder = "samples" if key else "sweeps"
+    return {"token": tb.make_token(seed, "sd", scene, spec.name, ts), "timestamp": ts, "sample": sample, "key": key,
+            "filename": f"{folder}/{spec.name}/{log_name}__{spec.name}__{ts}.jpg"}
 
 
 def _map_jobs(fn, jobs: list, workers: int, progress: bool, desc: str) -> list:
