@@ -1,37 +1,31 @@
-"""Where a fit's (or any prediction's) 3D errors lie, against the store's Occ3D truth inside mask_camera.
+"""Where a fit's 3D errors lie, against the store's Occ3D truth inside mask_camera.
 
     renderocc fit --store STORE --out FIT --indices 0,3,6,9
     python benchmarks/fit_errors.py --store STORE --pred FIT
 
-For the samples under FIT (OUT/<scene>/<token>/labels.npz, as `renderocc fit` and `renderocc predict`
-write them) it prints: how far the false positives lie from the nearest truly occupied voxel (a
-blurred surface puts them at 1 voxel; floaters in open air far away); false positives and false
-negatives per height; false negatives per class; and, where the file holds the fitted density, the
-density's quartiles in truly occupied voxels per class against those in truly free ones (no
-threshold can separate classes whose quartiles overlap the free ones').
+For the samples under FIT (OUT/<scene>/<token>/labels.npz and OUT/metrics.json, as `renderocc fit`
+writes them; the fit's grid is brought to the store's by the scoring rule eval uses) it prints: how
+far the false positives lie from the nearest truly occupied voxel (a blurred surface puts them at 1
+voxel; floaters in open air far away); false positives and false negatives per height; false
+negatives per class; and, where the file holds the fitted density, the density's quartiles in truly
+occupied voxels per class against those in truly free ones (no threshold can separate classes whose
+quartiles overlap the free ones').
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import distance_transform_cdt
 
+from renderocc.geometry import Grid
 from renderocc.store.reader import StoreReader
 
 DISTANCES = (1, 2, 3, 6)
-
-
-def to_label_grid(volume: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """A coarser model grid's values repeated over its label voxels (whole-multiple edges)."""
-    for axis, (n, m) in enumerate(zip(shape, volume.shape, strict=True)):
-        if n % m:
-            raise SystemExit(f"prediction grid {volume.shape} does not divide the store grid {shape}")
-        volume = np.repeat(volume, n // m, axis=axis) if n > m else volume
-    return volume
 
 
 def main() -> int:
@@ -45,6 +39,11 @@ def main() -> int:
     if not files:
         print(f"{args.pred}: no <scene>/<token>/labels.npz", file=sys.stderr)
         return 2
+    metrics = args.pred / "metrics.json"
+    if not metrics.is_file():
+        print(f"{metrics}: missing (the fit's grid is recorded there)", file=sys.stderr)
+        return 2
+    scoring = Grid.from_record(json.loads(metrics.read_text())["grid"]).coarsens(reader.grid)
     names = reader.vocabulary.names
     free = len(names) - 1
     z_centres = reader.grid.axis_centres(2)
@@ -60,7 +59,7 @@ def main() -> int:
         z = np.load(f)
         gt = reader.occ_gt(i)
         sem, mask = np.asarray(gt["semantics"]), np.asarray(gt["mask_camera"], bool)
-        pred = to_label_grid(np.asarray(z["semantics"]), sem.shape)
+        pred = scoring.to_labels_numpy(np.asarray(z["semantics"]))
         p_occ, g_occ = pred != free, sem != free
         fp, fn, tp = p_occ & ~g_occ & mask, ~p_occ & g_occ & mask, p_occ & g_occ & mask
         fp_dist.append(distance_transform_cdt(~g_occ, metric="chessboard")[fp])
@@ -69,7 +68,7 @@ def main() -> int:
         fn_cls += np.bincount(sem[fn], minlength=free)[:free]
         tp_cls += np.bincount(sem[tp], minlength=free)[:free]
         if "density" in z.files:
-            dens = to_label_grid(np.asarray(z["density"], np.float32), sem.shape)
+            dens = scoring.to_labels_numpy(np.asarray(z["density"], np.float32))
             for c in range(free):
                 dens_occ[c].append(dens[(sem == c) & mask])
             dens_free.append(dens[~g_occ & mask])

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from label_efficiency import code_version
 
-from renderocc.eval.infer import load_checkpoint_model, scoring_of, threshold_of
+from renderocc.eval.infer import classify, load_checkpoint_model, scoring_of, threshold_of
 from renderocc.eval.metrics import OccMetrics
 from renderocc.store.reader import StoreReader
 from renderocc.train.dataset import RayDataset
@@ -47,7 +47,7 @@ def score(reader, model, cfg, ckpt, hinted: bool, rules: list[tuple[float, float
         with torch.no_grad():
             out = forward(model, batch, cfg, cpu, batch[DEPTH_HINT] if hinted else None)
         density, logits = scoring.fields_to_labels(out.density[0].float(), out.semantics[0].float())
-        pred = torch.where(density > thr, logits.argmax(-1), n_cls).to(torch.uint8).numpy()
+        pred = classify(density, logits, thr)
         gt = reader.occ_gt(i)
         occ.update(pred, gt["semantics"], gt["mask_camera"])
         truth = np.asarray(gt["semantics"])

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from motion_checks import dynamic_labels_in_mask
 from paths import REAL_FIXTURE as REAL
 from scipy.spatial import cKDTree
 from test_prep import assert_matches_devkit
@@ -356,16 +357,7 @@ def test_motion_masks_flag_sweep_rays_on_moving_objects(store, world, tmp_path):
         moving, known = truth["moving"].astype(bool)[k], annotated[truth["instance"][k]]
         pred, moving = lb["dynamic"][known], moving[known]
         tp, fp, fn = tp + int((pred & moving).sum()), fp + int((pred & ~moving).sum()), fn + int((~pred & moving).sum())
-        mask = v.motion_mask(j)
-        assert mask.shape == (len(v.cameras), v.image_size[1], v.image_size[0])
-        for c, name in enumerate(v.cameras):
-            sel = (lb["camera"] == c) & lb["dynamic"]
-            cam = sample["cameras"][name]
-            scale = cam["K"] @ np.linalg.inv(cam["K_orig"])
-            uv = np.stack([lb["u"][sel], lb["v"][sel], np.ones(sel.sum())], 1) @ scale.T
-            x = np.clip(np.floor(uv[:, 0]).astype(int), 0, v.image_size[0] - 1)
-            y = np.clip(np.floor(uv[:, 1]).astype(int), 0, v.image_size[1] - 1)
-            covered += int(mask[c, y, x].sum())
+        covered += dynamic_labels_in_mask(lb, sample, v.motion_mask(j), v.cameras, v.image_size)[0]
     assert tp > 500, "the world must hold moving objects"
     assert tp / (tp + fp) >= 0.99 and tp / (tp + fn) >= 0.97, (tp, fp, fn)
     assert covered / tp > 0.95

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from motion_checks import dynamic_labels_in_mask
 from scipy.spatial import cKDTree
 
 from renderocc.cli import main
@@ -69,17 +70,9 @@ def test_dense_masks_cover_dynamic_labels(synth_store):
     reader = StoreReader(synth_store)
     covered = total = 0
     for i in range(len(reader)):
-        lab, s, mask = reader.labels(i), reader.sample(i), reader.motion_mask(i)
-        assert mask.shape == (len(reader.cameras), reader.image_size[1], reader.image_size[0])
-        for j, name in enumerate(reader.cameras):
-            sel = (lab["camera"] == j) & lab["dynamic"]
-            cam = s["cameras"][name]
-            scale = cam["K"] @ np.linalg.inv(cam["K_orig"])
-            uv = np.stack([lab["u"][sel], lab["v"][sel], np.ones(sel.sum())], 1) @ scale.T
-            x = np.clip(np.floor(uv[:, 0]).astype(int), 0, reader.image_size[0] - 1)
-            y = np.clip(np.floor(uv[:, 1]).astype(int), 0, reader.image_size[1] - 1)
-            covered += int(mask[j, y, x].sum())
-            total += int(sel.sum())
+        c, n = dynamic_labels_in_mask(reader.labels(i), reader.sample(i), reader.motion_mask(i), reader.cameras,
+                                      reader.image_size)
+        covered, total = covered + c, total + n
     assert total > 0 and covered / total > 0.97
 
 
