@@ -155,6 +155,9 @@ class LossConfig:
     los_margin: float = _opt(1.0, "margin of freespace and termination, in voxels", ge=0)
     los_margin_rel: float = _opt(0.0, "free space ends at (1 − rel)·d − margin (grazing ground rays)", ge=0)
     sparsity: float = _opt(0.0, "label-free prior: mean σ·voxel over the whole grid", ge=0)
+    label_voxels: float = _opt(
+        0.0, "the sample's label rays (key + aux) read voxel-exactly, as the 3D loss: a voxel holding an end "
+             "point occupied (the end points' majority class), voxels the rays cross before it free", ge=0)
     lss_depth: float = _opt(0.2, "CE of the LSS depth distribution against LiDAR depth", ge=0)
     occ3d: float = _opt(1.0, "3D voxel loss (lidar-sparse / 3d / mixed contracts)", ge=0)
     occ3d_mask: Literal["camera", "lidar", "none"] = _opt(

@@ -43,7 +43,7 @@ from renderocc.train.dataset import RayDataset, draw_free_beams, draw_label_rays
 from renderocc.train.losses import active_terms, needed_batch_keys
 from renderocc.train.mask_rays import MaskPool, mask_ray_count
 from renderocc.train.step import compute_loss
-from renderocc.train.targets import dense_target
+from renderocc.train.targets import dense_target, label_voxel_target
 from renderocc.train.threshold import candidate_counts, pick_threshold
 
 FIT_SOURCE = "the fitted sample itself (a fit has no held-out sample)"
@@ -96,6 +96,8 @@ def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
     rendered = cfg.supervision != "3d"
     beams = "free_valid" in needed_batch_keys(cfg)
     pool = ends_in_grid(frames, grid) if rendered else None  # concatenated once, drawn from every iteration
+    if rendered and "label_voxels" in needed_batch_keys(cfg):
+        base["label_voxels"] = torch.from_numpy(label_voxel_target(pool, grid, num_classes))[None]
     n_mask = mask_ray_count(cfg.data.rays, cfg.data.mask_ray_share) if masks is not None else 0
     losses = []
     for _ in range(iters):

@@ -37,7 +37,7 @@ from renderocc.train.mask_rays import (
     mask_classes_at,
     mask_ray_count,
 )
-from renderocc.train.targets import dense_target, lss_depth_target, sparse_target
+from renderocc.train.targets import dense_target, label_voxel_target, lss_depth_target, sparse_target
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
@@ -145,8 +145,12 @@ class RayDataset(Dataset):
             frames = [(bda.ray_dict(f), w) for f, w in frames]
         key = frames[0][0]
         masks = self.mask_pool(i, s) if self.mask_rays else None
-        out.update(draw_label_rays(ends_in_grid(frames, self.grid), masks, self.grid, self.rays, self.mask_rays,
-                                   self.cfg.data.class_balance, rng, bda))
+        pool = ends_in_grid(frames, self.grid)
+        out.update(draw_label_rays(pool, masks, self.grid, self.rays, self.mask_rays, self.cfg.data.class_balance,
+                                   rng, bda))
+        if "label_voxels" in self.needs:  # every label ray of the sample, not only the drawn ones
+            out["label_voxels"] = torch.from_numpy(label_voxel_target(pool, self.grid,
+                                                                      self.reader.vocabulary.num_semantic))
         if self.want_depth:  # camera-frame z: unchanged by the BEV augmentation
             out["depth_target"] = lss_depth_target(key_labels, K_orig, K, img.shape[-2:], self.feature_stride)
         if "occ_target" in self.needs:

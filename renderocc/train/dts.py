@@ -33,7 +33,7 @@ from renderocc.train.step import LossFn, forward, to_device
 
 UNLABELLED_SEED = 7919  # the unlabelled stream's seed offset: its draws never repeat the labelled ones
 DEPTH_HINT = "depth_target"  # the batch key of the LiDAR depth per feature cell (the lift's target too)
-RENDERED_DEPTH_TERMS = ("depth", "depth_absrel", "distortion", "freespace", "termination", "sparsity")
+RENDERED_DEPTH_TERMS = ("depth", "depth_absrel", "distortion", "freespace", "termination", "sparsity", "label_voxels")
 DEFAULT_THRESHOLD = 0.5  # density (1/m) when no threshold was ever chosen (eval's fallback too)
 LOG_FIELDS = ("unlabelled", "pseudo", "pseudo_share")  # what `unlabelled_terms` adds to a step's record
 

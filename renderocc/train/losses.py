@@ -101,7 +101,7 @@ def class_weights_from_counts(counts: torch.Tensor) -> torch.Tensor:
 
 def line_of_sight(density: torch.Tensor, origins: torch.Tensor, directions: torch.Tensor, ends: torch.Tensor,
                   batch_index: torch.Tensor, n: int, grid: Grid, step: float, margin: float, rel: float = 0.0,
-                  near: float = 0.0, backend: str = "auto", window: bool = False
+                  near: float = 0.0, backend: str = "auto", window: bool = False, guard: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Line-of-sight losses from the depth label of each ray, on the renderer's own samples.
 
@@ -115,14 +115,21 @@ def line_of_sight(density: torch.Tensor, origins: torch.Tensor, directions: torc
       only the optical depth inside [(1 − rel)·d − margin, d + margin] counts — the ray must stop
       at its label, so fog in front (which the uniform pull of the plain form builds on long rays,
       where the per-unit-length free term is weak) cannot satisfy it.
-    Both use only the 2D depth label (camera z converted to ray distance). Returns (free, term).
+    Both use only the 2D depth label (camera z converted to ray distance). `guard` (bool, like
+    `density`): voxels the free term may not lower, because a label ray ends in them (the end point
+    outweighs the rays that cross the voxel's free part: the grazing ground, a thin pole, a car the
+    neighbouring frames' rays pass where it now stands). Returns (free, term).
     """
     t_ends = torch.stack([(1 - rel) * ends - margin, ends + margin], 1)
     tau, count = ray_optical_depth(density, origins, directions, batch_index, t_ends, grid=grid, step=step, near=near,
                                    backend=backend)
+    free = tau[:, 0]
+    if guard is not None:
+        free = ray_optical_depth(torch.where(guard, density.detach(), density), origins, directions, batch_index,
+                                 t_ends[:, :1].contiguous(), grid=grid, step=step, near=near, backend=backend)[0][:, 0]
     has = count[:, 0] > 0
     zero = density.sum() * 0
-    tau_free = tau[:, 0] / count[:, 0].clamp_min(1)
+    tau_free = free / count[:, 0].clamp_min(1)
     loss_free = per_sample_mean(tau_free, batch_index, n, has.to(tau_free.dtype))
     stop = (tau[:, 1] - tau[:, 0]) if window else tau[:, 1]
     loss_term = per_sample_mean(-torch.log(-torch.expm1(-stop.clamp_min(1e-4))), batch_index, n) if len(ends) else zero
@@ -230,8 +237,15 @@ class LossInputs:
             self._cache["los"] = line_of_sight(
                 self.out.density, r.origins, r.directions, r.ends, r.batch_index, self.n, g,
                 self.cfg.render.step, lc.los_margin * g.edge, lc.los_margin_rel,
-                self.cfg.render.near, self.cfg.render.backend, lc.termination_window)
+                self.cfg.render.near, self.cfg.render.backend, lc.termination_window, self.end_voxels)
         return self._cache["los"]
+
+    @property
+    def end_voxels(self) -> torch.Tensor | None:
+        """bool (B, X, Y, Z): voxels a label ray of the sample ends in, with its class (the `label_voxels`
+        target's occupied voxels), which the free-space term may not lower; None without that target."""
+        target = self.batch.get("label_voxels")
+        return None if target is None else target.to(self.out.density.device) < self.out.semantics.shape[-1]
 
     @property
     def free_beams(self) -> torch.Tensor:
@@ -312,6 +326,18 @@ def _sparsity(x: LossInputs) -> torch.Tensor:  # a label-free prior: space is em
     return (x.out.density * x.voxel).mean()
 
 
+def _label_voxels(x: LossInputs) -> torch.Tensor:
+    """The 3D loss on the label rays' own voxels (`targets.label_voxel_target`, on the model grid).
+
+    Why beside the rendered terms: Occ3D calls a voxel occupied when it holds a surface, but a
+    rendered voxel is opaque throughout, so a ray grazing the ground crosses the upper half of the
+    ground's voxels before its end point, and a thin object fills a fraction of its voxel. The
+    rendered depth and line-of-sight terms then prefer a blurred, thinned field to the one that
+    holds every end point (measured: `benchmarks/results/fit_voxelize_baseline.md`). Read voxel by
+    voxel, the same labels say which voxels hold a surface."""
+    return occupancy_3d(x.out.density, x.out.semantics, x.batch["label_voxels"], x.voxel, x.class_weights)
+
+
 def _occ3d(x: LossInputs) -> torch.Tensor:
     density, logits, voxel = x.out.density, x.out.semantics, x.voxel
     if x.scoring is not None and x.scoring.mode == "interpolate":  # a finer model grid: scored at the labels
@@ -349,6 +375,7 @@ TERMS: tuple[LossTerm, ...] = (
     LossTerm("termination", RENDERED, RAY_KEYS, lambda x: x.los[1]),
     LossTerm("free_beams", RENDERED, FREE_BEAM_KEYS, lambda x: x.free_beams, lambda cfg: cfg.data.free_beams > 0),
     LossTerm("sparsity", RENDERED, (), _sparsity),
+    LossTerm("label_voxels", RENDERED, ("label_voxels",), _label_voxels),
     LossTerm("occ3d", VOXEL_3D, ("occ_target",), _occ3d),
     LossTerm("lss_depth", EVERY, ("depth_target",), _lss_depth),
 )

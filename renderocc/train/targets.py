@@ -4,6 +4,8 @@ Kept apart from `RayDataset` so each rule can be tested on hand-built inputs:
 - `lss_depth_target`: nearest LiDAR z per stride×stride feature cell (the LSS depth head's target);
 - `sparse_target` (`lidar-sparse`): a discrete voxel set, so it uses the exact traversal and the
   voxel cells of `renderocc.geometry`, never samples along the ray;
+- `label_voxel_target` (`loss.label_voxels`): the sample's label rays, key and auxiliary, as a
+  voxel set by the same rule from their camera origins;
 - `dense_target` (`3d`/`mixed`): Occ3D GT inside a mask (`loss.occ3d_mask`), pooled to the model grid.
 """
 
@@ -80,6 +82,14 @@ def sparse_target(origins: np.ndarray, directions: np.ndarray, ends: np.ndarray,
         np.add.at(counts, (inv, lab[known]), 1)
         flat[uniq] = counts.argmax(1).astype(np.uint8)  # argmax: first maximum = smallest class id
     return tgt
+
+
+def label_voxel_target(pool: Sequence[np.ndarray], grid: Grid, num_classes: int = NUM_SEMANTIC) -> np.ndarray:
+    """uint8 (X, Y, Z) target of `loss.label_voxels` from an `ends_in_grid` pool (origins, directions,
+    ends, label, ...): `sparse_target` with each ray's camera as its origin. Only 2D labels go in (a
+    pixel, its depth, the camera pose): the same facts the rendered terms read, taken voxel by voxel."""
+    origins, directions, ends, label = pool[:4]
+    return sparse_target(origins, directions, ends, label, grid, None, num_classes)
 
 
 def dense_target(semantics: np.ndarray, mask: np.ndarray, shape: Sequence[int], num_classes: int = NUM_SEMANTIC
