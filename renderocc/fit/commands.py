@@ -17,6 +17,11 @@ from renderocc.outputs import prepare_out_dir
 DEFAULT_ITERS = 100
 DEFAULT_LR = 0.3
 DEFAULT_RAYS = 4096  # per iteration: the renderer's backward has a large per-call cost on a full grid
+# A free grid shares nothing between voxels: a voxel's end points are all that keep it occupied against
+# the rendered terms' pull (a grazing ray crosses the ground's voxels; a thin object fills part of its
+# voxel). 0 → 1 → 5 → 20: 23 → 57 → 65 → 70 mIoU on a held-out synthetic sample, 100 iterations
+# (benchmarks/results/fit_voxelize_baseline.md). --set loss.label_voxels=… overrides it.
+DEFAULT_LABEL_VOXELS = 20.0
 
 
 def _pct(v) -> str:
@@ -61,8 +66,9 @@ def pick_samples(indices: str | None, count: int | None, n: int) -> list[int]:
 def build_fit_config(store_grid: dict, config: str, overrides: tuple[str, ...] | list[str], *,
                      aux_frames: int | None = None, no_motion_masks: bool = False,
                      supervision: str | None = None):
-    """The fit's Config: fit defaults (store grid, `DEFAULT_RAYS` rays), then --set, then the flags."""
-    items = [f"data.rays={DEFAULT_RAYS}", *overrides]
+    """The fit's Config: fit defaults (store grid, `DEFAULT_RAYS` rays, `DEFAULT_LABEL_VOXELS`), then --set,
+    then the flags."""
+    items = [f"data.rays={DEFAULT_RAYS}", f"loss.label_voxels={DEFAULT_LABEL_VOXELS}", *overrides]
     if aux_frames is not None:
         items.append(f"data.aux_frames={aux_frames}")
     if no_motion_masks:
@@ -107,9 +113,11 @@ def fit(store: str, out: str, indices: str | None, samples: int | None, aux_fram
     """How much of the scene do the 2D labels determine? Fit a free voxel grid per keyframe.
 
     Per sample, free per-voxel density and semantic logits (no network) are optimised with the
-    training renderer, losses and label rays (key + ±K auxiliary, dynamic aux labels dropped),
-    the threshold is chosen by training's rule on that sample, and the result is scored against
-    the store's Occ3D GT like `renderocc eval`, beside the label coverage.
+    training renderer, losses and label rays (key + ±K auxiliary, dynamic aux labels dropped;
+    every ray once per epoch; loss.label_voxels 20 unless set), the threshold is chosen by
+    training's rule on that sample, and the result is scored against the store's Occ3D GT like
+    `renderocc eval`, beside the voxelisation baseline, the label coverage and the convergence
+    trace (metrics.md, convergence.png).
 
     \b
     Example:

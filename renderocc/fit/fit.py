@@ -18,7 +18,8 @@ import json
 import math
 import subprocess
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from renderocc.errors import UserError
 from renderocc.eval.common import clean_json
 from renderocc.eval.infer import classify
 from renderocc.eval.metrics import OccMetrics
+from renderocc.fit import convergence
 from renderocc.fit.grid_model import FreeGrid
 from renderocc.fit.voxelize import voxelize_frames
 from renderocc.geometry import Grid
@@ -39,7 +41,14 @@ from renderocc.ops import first_hits
 from renderocc.outputs import sample_dirs, savez_atomic, share, write_atomic
 from renderocc.seeding import mix_seed
 from renderocc.train.class_weights import class_weights
-from renderocc.train.dataset import RayDataset, draw_free_beams, draw_label_rays, ends_in_grid
+from renderocc.train.dataset import (
+    RayDataset,
+    balance_weights,
+    draw_free_beams,
+    draw_mask_rays,
+    ends_in_grid,
+    padded_rays,
+)
 from renderocc.train.losses import active_terms, needed_batch_keys
 from renderocc.train.mask_rays import MaskPool, mask_ray_count
 from renderocc.train.step import compute_loss
@@ -65,15 +74,68 @@ class FitResult:
     loss_last: float
     rays: int  # label rays in the pool the fit drew from
     seconds: float
+    trace: list[dict] = field(default_factory=list)  # per `trace_points` iteration: loss, scores, threshold
+
+    @property
+    def plateau(self) -> int | None:
+        """The first traced iteration whose geometry IoU is within `PLATEAU_TOLERANCE` of the last one."""
+        scored = [t for t in self.trace if t.get("geometry_iou") is not None]
+        if not scored:
+            return None
+        last = scored[-1]["geometry_iou"]
+        return next(t["iter"] for t in scored if t["geometry_iou"] >= last - PLATEAU_TOLERANCE)
+
+
+PLATEAU_TOLERANCE = 0.01  # geometry IoU: a fit within one point of where it ends has converged
+
+
+class EpochDraw:
+    """The label rays of a fit in epochs: each epoch is one weighted random permutation of the whole
+    pool (training's weights: frame weight × class balance; Efraimidis–Spirakis keys), cut into
+    batches, so every label ray is used once per epoch and rare classes come early in it."""
+
+    def __init__(self, pool: tuple[np.ndarray, ...], per_iter: int, class_balance: float, rng: np.random.Generator):
+        self.pool, self.per_iter, self.rng = pool, per_iter, rng
+        self.weights = pool[5] * balance_weights(pool[3], class_balance)
+        self.order = np.zeros(0, np.int64)
+        self.epoch = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.weights)
+
+    def next(self) -> dict[str, torch.Tensor]:
+        """The next `per_iter` rays (padded like training's draw), starting a new epoch when one ends."""
+        if len(self.order) == 0:
+            keys = np.log(self.rng.random(self.size)) / np.maximum(self.weights, 1e-12)
+            self.order = np.argsort(-keys, kind="stable")
+            self.epoch += 1
+        pick, self.order = self.order[:self.per_iter], self.order[self.per_iter:]
+        o, d, dist, lab, is_key, _ = self.pool
+        return padded_rays(self.per_iter, o[pick], d[pick], dist[pick], lab[pick], is_key[pick])
+
+
+def trace_points(iters: int) -> list[int]:
+    """Iterations a fit is scored at: 1, 2, 5, 10, 20, 50, … (log-spaced) and the last."""
+    points, k = [], 0
+    while True:
+        it = (1, 2, 5)[k % 3] * 10 ** (k // 3)
+        if it >= iters:
+            break
+        points.append(it)
+        k += 1
+    return [*points, iters]
 
 
 def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr: float,
                class_weights: torch.Tensor | None = None, occ_target: np.ndarray | None = None,
                device: str | torch.device = "cpu", seed: int = 0, free_beams: dict | None = None,
-               num_classes: int = NUM_SEMANTIC, masks: MaskPool | None = None) -> tuple[FreeGrid, list[float]]:
-    """Optimise a `FreeGrid` on the resolved grid of `cfg` against `frames` (2D contracts) or
-    `occ_target` (`3d`), with the key frame's no-return `free_beams` when their term is active and
-    `data.mask_ray_share` of the rays from the dense-mask pixels `masks`.
+               num_classes: int = NUM_SEMANTIC, masks: MaskPool | None = None,
+               on_trace: Callable[[int, FreeGrid], None] | None = None) -> tuple[FreeGrid, list[float]]:
+    """Optimise a `FreeGrid` on the resolved grid of `cfg` against `frames` (2D contracts: every
+    label ray once per epoch, `EpochDraw`) or `occ_target` (`3d`), with the key frame's no-return
+    `free_beams` when their term is active and `data.mask_ray_share` of the rays from the dense-mask
+    pixels `masks`. `on_trace(iteration, grid)` is called at `trace_points(iters)`.
     Returns the grid and the loss per iteration."""
     device = torch.device(device)
     grid = cfg.grid.spec
@@ -99,12 +161,17 @@ def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
     if rendered and "label_voxels" in needed_batch_keys(cfg):
         base["label_voxels"] = torch.from_numpy(label_voxel_target(pool, grid, num_classes))[None]
     n_mask = mask_ray_count(cfg.data.rays, cfg.data.mask_ray_share) if masks is not None else 0
+    draw = EpochDraw(pool, cfg.data.rays - n_mask, cfg.data.class_balance, rng) if rendered else None
+    traced = set(trace_points(iters)) if on_trace is not None else set()
     losses = []
-    for _ in range(iters):
+    for it in range(1, iters + 1):
         batch = dict(base)
         if rendered:
-            batch.update({k: v[None] for k, v in draw_label_rays(
-                pool, masks, grid, cfg.data.rays, n_mask, cfg.data.class_balance, rng).items()})
+            rays = draw.next()
+            if n_mask:
+                extra = draw_mask_rays(masks, grid, n_mask, cfg.data.class_balance, rng)
+                rays = {k: torch.cat([rays[k], extra[k]]) for k in rays}
+            batch.update({k: v[None] for k, v in rays.items()})
         if beams:
             batch.update({k: v[None] for k, v in draw_free_beams(free_beams, cfg.data.free_beams, rng).items()})
         loss, _, _ = compute_loss(model, batch, cfg, class_weights, device)
@@ -113,6 +180,8 @@ def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
+        if it in traced:
+            on_trace(it, model)
     return model, losses
 
 
@@ -133,20 +202,36 @@ def fit_frames(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
                class_weights: torch.Tensor | None = None, occ_target: np.ndarray | None = None,
                device: str | torch.device = "cpu", seed: int = 0, index: int = 0,
                free_beams: dict | None = None, num_classes: int = NUM_SEMANTIC,
-               masks: MaskPool | None = None) -> FitResult:
-    """The reader-free core: fit, choose the threshold, classify. `cfg` must be resolved."""
+               masks: MaskPool | None = None, score: Callable[[np.ndarray], dict] | None = None) -> FitResult:
+    """The reader-free core: fit, choose the threshold, classify. `cfg` must be resolved. With
+    `score` (fit-grid classes → {"miou", "geometry_iou"}) the fit is scored at `trace_points` as it
+    goes, each time at the threshold training's rule picks then: how many iterations it needs."""
     t0 = time.time()
+    n_rays = len(ends_in_grid(frames, cfg.grid.spec)[2]) if frames and cfg.supervision != "3d" else 0
+    trace: list[dict] = []
+
+    def on_trace(it: int, model: FreeGrid) -> None:
+        with torch.no_grad():
+            density, logits = model.density.detach().float().cpu(), model.logits.detach().float().cpu()
+        thr = fit_threshold(density, cfg, frames, occ_target, index, free=num_classes)
+        m = score(classify(density, logits, thr["threshold"]))
+        trace.append({"iter": it, "epoch": it * cfg.data.rays / n_rays if n_rays else None,
+                      "miou": m["miou"], "geometry_iou": m["geometry_iou"], "threshold": thr["threshold"]})
+
     model, losses = fit_volume(frames, cfg, iters=iters, lr=lr, class_weights=class_weights,
                                occ_target=occ_target, device=device, seed=seed, free_beams=free_beams,
-                               num_classes=num_classes, masks=masks)
+                               num_classes=num_classes, masks=masks, on_trace=on_trace if score else None)
+    previous = 0
+    for t in trace:  # the mean training loss over the iterations since the previous point
+        t["loss"] = float(np.mean(losses[previous:t["iter"]]))
+        previous = t["iter"]
     with torch.no_grad():
         density = model.density.detach().float().cpu()
         logits = model.logits.detach().float().cpu()
     thr = fit_threshold(density, cfg, frames, occ_target, index, free=num_classes)
-    n_rays = len(ends_in_grid(frames, cfg.grid.spec)[2]) if frames else 0
     return FitResult(density, logits, classify(density, logits, thr["threshold"]), thr,
                      losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"),
-                     n_rays, time.time() - t0)
+                     n_rays, time.time() - t0, trace)
 
 
 # -- label coverage ------------------------------------------------------------------------------
@@ -274,7 +359,9 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         if method != "voxelize":
             res = fit_frames(frames, cfg, iters=iters, lr=lr, class_weights=cw, occ_target=target, device=device,
                              seed=mix_seed(cfg.seed, i), index=i, free_beams=reader.free_beams(i),
-                             num_classes=n_cls, masks=masks)
+                             num_classes=n_cls, masks=masks,
+                             score=lambda sem, g=sem_gt, k=mask: _scores(scoring.to_labels_numpy(sem), g, k,
+                                                                         len(vocab.names)))
         sc = semantic_coverage_counts(frames, masks, sem_gt, mask, reader.grid, n_cls)
         sem_cov += sc
         pred = vox if res is None else scoring.to_labels_numpy(res.semantics)
@@ -292,7 +379,9 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
                      "threshold_score": res.threshold["score"] if res else None,
                      "rays": res.rays if res else len(ends_in_grid(frames, cfg.grid.spec)[2]),
                      "loss_first": res.loss_first if res else None, "loss_last": res.loss_last if res else None,
-                     "seconds": res.seconds if res else None})
+                     "seconds": res.seconds if res else None,
+                     "epochs": iters * cfg.data.rays / res.rays if res and res.rays else None,
+                     "plateau_iter": res.plateau if res else None, "trace": res.trace if res else []})
         if root is not None:
             d = dirs[i]
             d.mkdir(parents=True, exist_ok=True)
@@ -325,6 +414,8 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
                            else "2D depth agreement of the first crossing on the key rays")
                           + f", chosen on {FIT_SOURCE}",
         "per_sample": rows, "samples": len(indices), "supervision": cfg.supervision,
+        "convergence": convergence.mean_trace(rows),
+        "plateau_rule": f"the first traced iteration within {100 * PLATEAU_TOLERANCE:g} point of the last geometry IoU",
         "semantic_source": semantic_source(cfg, reader.has_semantics), "mask_rays_per_iter": ds.mask_rays,
         "aux_frames": ds.aux, "use_motion_masks": cfg.data.use_motion_masks,
         "iters": iters, "lr": lr, "rays_per_iter": cfg.data.rays if cfg.supervision != "3d" else 0,
@@ -347,6 +438,7 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         root.mkdir(parents=True, exist_ok=True)
         write_atomic(root / "metrics.json", json.dumps(clean_json(m), indent=1))
         write_atomic(root / "metrics.md", markdown(m))
+        convergence.plot(rows, root / "convergence.png")
     return m
 
 
@@ -394,6 +486,12 @@ def markdown(m: dict) -> str:
         lines.append(f"| {r['sample']} | {r['scene']} | {_pct(r['miou'])} | {_pct(r['geometry_iou'])} | "
                      f"{_pct(r['voxelize_miou'])} | {_pct(r['voxelize_geometry_iou'])} | "
                      f"{_pct(r['label_coverage'])} | {thr} | {r['rays']} | {loss} |")
+    lines += convergence.table(m["per_sample"])
+    if any(r.get("plateau_iter") for r in m["per_sample"]):
+        lines += ["", f"Plateau ({m['plateau_rule']}): " + ", ".join(
+            f"sample {r['sample']} at iteration {r['plateau_iter']}"
+            + (f" ({r['epochs']:.2f} epochs of label rays in all)" if r.get("epochs") is not None else "")
+            for r in m["per_sample"] if r.get("plateau_iter"))]
     lines += ["", "IoU and coverage in %. `–`: class absent from both GT and prediction.",
               f"Free voxels: {len(m['iou_per_class']) - 1}; ignored GT: {IGNORE}."]
     return "\n".join(lines) + "\n"
