@@ -16,7 +16,16 @@ from renderocc.classes import FREE
 from renderocc.cli import main
 from renderocc.config import load_config
 from renderocc.errors import UserError
-from renderocc.fit.fit import coverage_counts, dilate26, fit_config, fit_frames, fit_store
+from renderocc.fit.fit import (
+    EpochDraw,
+    FitResult,
+    coverage_counts,
+    dilate26,
+    fit_config,
+    fit_frames,
+    fit_store,
+    trace_points,
+)
 from renderocc.fit.grid_model import FreeGrid
 from renderocc.geometry import Grid
 
@@ -79,6 +88,39 @@ def test_fit_recovers_a_planted_box():
     assert res.threshold["score"] > 0.95 and res.loss_last < res.loss_first
 
 
+def test_epoch_draw_uses_every_ray_once_per_epoch():
+    """37 rays in batches of 8 (the last one short, padded): each epoch draws each ray exactly once,
+    the next epoch in another order; rays of a rare class come early (training's class balance)."""
+    n = 37
+    label = np.where(np.arange(n) < 3, 7, 1)
+    pool = (np.zeros((n, 3)), np.tile([1.0, 0.0, 0.0], (n, 1)), np.arange(n, dtype=np.float64) + 1, label,
+            np.ones(n, bool), np.ones(n))
+    draw = EpochDraw(pool, 8, 1.0, np.random.default_rng(0))
+    epochs, firsts = [], []
+    for _ in range(2):
+        seen = []
+        for k in range(5):
+            b = draw.next()
+            seen += b["ends"][b["valid"]].int().tolist()
+            assert b["valid"].sum() == (8 if k < 4 else 5)
+            if k == 0:
+                firsts.append(b["label"][b["valid"]].tolist())
+        assert sorted(seen) == list(range(1, n + 1))
+        epochs.append(seen)
+    assert epochs[0] != epochs[1] and draw.epoch == 2
+    rare_early = sum(f.count(7) for f in firsts)
+    assert rare_early >= 4  # 3 rare rays of 37 in each epoch's first 8: by chance ≈ 0.65 of them per epoch
+
+
+def test_trace_points_and_plateau():
+    assert trace_points(100) == [1, 2, 5, 10, 20, 50, 100]
+    assert trace_points(300) == [1, 2, 5, 10, 20, 50, 100, 200, 300] and trace_points(1) == [1]
+    trace = [{"iter": i, "geometry_iou": g} for i, g in ((1, 0.2), (10, 0.6), (100, 0.695), (300, 0.70))]
+    res = FitResult(torch.zeros(1), torch.zeros(1), np.zeros(1, np.uint8), {}, 1.0, 0.5, 10, 1.0, trace)
+    assert res.plateau == 100
+    assert FitResult(torch.zeros(1), torch.zeros(1), np.zeros(1, np.uint8), {}, 1.0, 0.5, 10, 1.0).plateau is None
+
+
 def test_coverage_counts_hold_or_border():
     gt = np.full((6, 6, 4), FREE, np.uint8)
     gt[1, 1, 1] = gt[4, 4, 2] = CAR
@@ -112,6 +154,14 @@ def test_fit_cli_writes_predictions_and_metrics(small_store, tmp_path):
     assert z["semantics"].dtype == np.uint8 and z["semantics"].shape == (200, 200, 16)
     assert z["density"].dtype == np.float16
     assert "| label coverage |" in (out / "metrics.md").read_text()
+    # the convergence trace: log-spaced iterations, each scored, as a table and a picture
+    trace = m["per_sample"][0]["trace"]
+    assert [t["iter"] for t in trace] == [1, 2, 3] and all(0 <= t["geometry_iou"] <= 1 for t in trace)
+    assert [t["iter"] for t in m["convergence"]] == [1, 2, 3] and m["per_sample"][0]["plateau_iter"] in (1, 2, 3)
+    assert m["per_sample"][0]["epochs"] == pytest.approx(3 * 256 / m["per_sample"][0]["rays"])
+    assert "## Convergence" in (out / "metrics.md").read_text()
+    assert (out / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert m["config"]["loss"]["label_voxels"] == 20.0  # the fit's default
 
 
 def test_fit_voxelize_alone_and_beside_the_optimised_fit(small_store, tmp_path):

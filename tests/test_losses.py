@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from renderocc.config import load_config
+from renderocc.config import load_config, resolved
 from renderocc.geometry import Grid
+from renderocc.model import OccupancyOutput
 from renderocc.train import losses as L
 
 
@@ -104,3 +105,42 @@ def test_termination_window_is_not_satisfied_by_fog_in_front():
     grad = torch.autograd.grad(window, density)[0][0, :, 4, 2]
     assert grad[:9].abs().max() < 1e-9  # the free stretch up to (1 − 0.1)·10 − 0.8 = 8.2 m: no pull
     assert grad[10:14].min() < 0  # the window around 10 m: density pulled up
+
+
+def test_guarded_voxels_are_not_lowered_by_the_free_term():
+    """A ray crossing a voxel another ray ends in: unguarded, the free term pushes that voxel down;
+    guarded, its gradient there is zero, while the voxels it only crosses are still pushed, and the
+    termination term is the same (it reads the unguarded density)."""
+    grid = Grid([0.0, -1.6, -1.6, 8.0, 1.6, 1.6], [0.8, 0.8, 0.8], [10, 4, 4])
+    density = torch.full((1, 10, 4, 4), 0.3, dtype=torch.float64, requires_grad=True)
+    o, d = torch.tensor([[0.1, 0.0, 0.0]], dtype=torch.float64), torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+    dist, sample = torch.tensor([7.0], dtype=torch.float64), torch.tensor([0])
+    guard = torch.zeros(1, 10, 4, 4, dtype=torch.bool)
+    guard[0, 4, :, :] = True  # x 3.2–4.0 m: on the free stretch of this ray
+    free, term = L.line_of_sight(density, o, d, dist, sample, 1, grid, 0.2, 0.8)
+    free_g, term_g = L.line_of_sight(density, o, d, dist, sample, 1, grid, 0.2, 0.8, guard=guard)
+    assert torch.allclose(term, term_g)
+    grad = torch.autograd.grad(free, density)[0][0, :, 2, 2]
+    grad_g = torch.autograd.grad(free_g, density)[0][0, :, 2, 2]
+    assert grad[4] > 0 and grad_g[4] == 0
+    assert grad_g[2] > 0 and grad_g[6] > 0
+
+
+def test_label_voxels_term_reads_the_batch_target_and_guards_end_voxels():
+    """`loss.label_voxels` is the 3D loss on the batch's `label_voxels` target; with it the free-space
+    term leaves the target's occupied voxels alone."""
+    cfg = load_config("demo", ["loss.label_voxels=1", "loss.lss_depth=0"])
+    assert "label_voxels" in L.needed_batch_keys(cfg)
+    assert "label_voxels" not in L.needed_batch_keys(load_config("demo"))
+    assert "label_voxels" not in L.needed_batch_keys(load_config("demo", ["loss.label_voxels=1", "supervision='3d'"]))
+    g = Grid([-2.0, -2.0, -1.0, 2.0, 2.0, 1.4], [0.4, 0.4, 0.4], [10, 10, 6])
+    cfg = resolved(cfg.replace(grid={"pc_range": list(g.box), "voxel_size": list(g.voxel), "shape": None}), g)
+    density = torch.full((1, *g.shape), 0.5)
+    logits = torch.zeros(1, *g.shape, 17)
+    target = torch.full((1, *g.shape), 255, dtype=torch.uint8)
+    target[0, 3, 4, 5], target[0, 0, 0, 0] = 4, 17
+    out = OccupancyOutput(density, logits, density.new_zeros(1, 0, 0, 0, 0))
+    x = L.LossInputs(out, {"label_voxels": target}, cfg, None)
+    ref = L.occupancy_3d(density, logits, target, g.edge, None)
+    assert torch.allclose(L._label_voxels(x), ref)
+    assert x.end_voxels.sum() == 1 and bool(x.end_voxels[0, 3, 4, 5])

@@ -7,7 +7,7 @@ import torch
 
 from renderocc.classes import FREE, IGNORE
 from renderocc.geometry import Grid
-from renderocc.train.targets import dense_target, lss_depth_target, sparse_target
+from renderocc.train.targets import dense_target, label_voxel_target, lss_depth_target, sparse_target
 
 GRID = Grid([0.0, 0.0, 0.0, 4.0, 4.0, 4.0], [1.0, 1.0, 1.0], [4, 4, 4])
 
@@ -114,3 +114,20 @@ def test_lss_depth_target_strides():
     t = lss_depth_target(labels, K_orig, np.stack([half @ K, half @ K]), (8, 16), 4)
     assert t.shape == (2, 2, 4) and t[0, 0, 0] == 7.0 and t[0, 1, 3] == 3.0
 
+
+
+def test_label_voxel_target_is_the_sparse_rule_from_each_camera():
+    """Rays from two cameras: each frees what it crosses from its own origin; end voxels keep the
+    end points' class and win over another ray's crossing."""
+    o = np.array([[0.5, 1.5, 1.5], [1.5, 0.5, 2.5]])
+    d = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    dist, label = np.array([3.0, 3.0]), np.array([9, 4])
+    pool = (o, d, dist, label, np.array([True, False]), np.ones(2))
+    t = label_voxel_target(pool, GRID)
+    assert np.array_equal(t, sparse_target(o, d, dist, label, GRID))
+    assert t[3, 1, 1] == 9 and t[1, 3, 2] == 4
+    assert t[:3, 1, 1].tolist() == [FREE] * 3 and t[1, :3, 2].tolist() == [FREE] * 3
+    o2 = np.vstack([o, [[1.5, 1.5, 1.5]]])  # a third ray ending in voxel (1, 1, 1), which ray 0 crosses
+    d2 = np.vstack([d, [[0.0, 0.0, 1.0]]])
+    t2 = label_voxel_target((o2, d2, np.array([3.0, 3.0, 0.2]), np.array([9, 4, 7])), GRID)
+    assert t2[1, 1, 1] == 7

@@ -23,9 +23,10 @@ from renderocc.geometry import Grid, label_rays
 from renderocc.model.build import build_model
 from renderocc.store.reader import StoreReader
 from renderocc.train.checkpoint import load_model
-from renderocc.train.dataset import EpochSampler, RayDataset, weighted_sample
+from renderocc.train.dataset import EpochSampler, RayDataset, ends_in_grid, weighted_sample
 from renderocc.train.distributed import seed_everything
 from renderocc.train.step import compute_loss
+from renderocc.train.targets import label_voxel_target
 from renderocc.train.trainer import train
 
 
@@ -139,6 +140,24 @@ def test_sample_has_rays_targets_and_aux(store):
     assert item["depth_target"].shape == (6, 4, 8) and (item["depth_target"] > 0).any()
     cfg = resolved(tiny(), r.grid)  # store without motion masks: aux dropped by default
     assert RayDataset(r, cfg, train=True)[(0, 1)]["is_key"].all()
+
+
+def test_label_voxels_target_covers_every_label_ray_of_the_sample(store):
+    """With loss.label_voxels the item carries the voxel reading of ALL the sample's label rays (key
+    and aux), not only the drawn ones; a second draw of the sample reuses it; the loss runs on it."""
+    r = StoreReader(store)
+    cfg = resolved(tiny("loss.label_voxels=1", "data.aux_without_motion_masks='keep'"), r.grid)
+    ds = RayDataset(r, cfg, train=True)
+    item = ds[(0, 1)]
+    want = label_voxel_target(ends_in_grid(ds.label_frames(1), cfg.grid.spec), cfg.grid.spec)
+    assert item["label_voxels"].dtype == torch.uint8 and np.array_equal(item["label_voxels"].numpy(), want)
+    assert (want < FREE).sum() > int(item["valid"].sum()) // 50 and (want == FREE).any()
+    assert 1 in ds._label_voxel_cache and np.array_equal(ds[(1, 1)]["label_voxels"].numpy(), want)
+    assert "label_voxels" not in RayDataset(r, resolved(tiny(), r.grid), train=True)[(0, 1)]
+    model = build_model(cfg)
+    batch = {k: v[None] for k, v in item.items() if k != "index"}
+    loss, parts, _ = compute_loss(model, batch, cfg, None, torch.device("cpu"))
+    assert torch.isfinite(loss) and parts["label_voxels"] > 0
 
 
 def test_aux_rays_drop_dynamic_labels_and_held_out_neighbours(store):

@@ -16,6 +16,8 @@ the same sample whatever process draws it — that is what makes `--resume` exac
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import numpy as np
 import torch
 from torch.nn import functional as F
@@ -41,6 +43,7 @@ from renderocc.train.targets import dense_target, label_voxel_target, lss_depth_
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32) * 255
 STD = np.array([0.229, 0.224, 0.225], np.float32) * 255
+LABEL_VOXEL_CACHE = 64  # samples whose label-voxel target a dataset keeps (≤ 41 MB on the Occ3D grid)
 
 
 def weighted_sample(weights: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -121,6 +124,7 @@ class RayDataset(Dataset):
             raise UserError("data.mask_ray_share > 0 needs a contract that renders label rays "
                             "(2d, lidar-sparse or mixed), not '3d'")
         self.masks: MaskCache | None = None  # opened on first use
+        self._label_voxel_cache: OrderedDict[int, np.ndarray] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -149,8 +153,7 @@ class RayDataset(Dataset):
         out.update(draw_label_rays(pool, masks, self.grid, self.rays, self.mask_rays, self.cfg.data.class_balance,
                                    rng, bda))
         if "label_voxels" in self.needs:  # every label ray of the sample, not only the drawn ones
-            out["label_voxels"] = torch.from_numpy(label_voxel_target(pool, self.grid,
-                                                                      self.reader.vocabulary.num_semantic))
+            out["label_voxels"] = torch.from_numpy(self._label_voxels(i, pool, bda))
         if self.want_depth:  # camera-frame z: unchanged by the BEV augmentation
             out["depth_target"] = lss_depth_target(key_labels, K_orig, K, img.shape[-2:], self.feature_stride)
         if "occ_target" in self.needs:
@@ -223,6 +226,19 @@ class RayDataset(Dataset):
         return prepare_images(self.reader.images(i), Ks, self.input_wh, d.resize_range, d.flip, rng)
 
     # -- 3D targets (built by renderocc/train/targets.py) ----------------------------------------
+    def _label_voxels(self, i: int, pool: tuple[np.ndarray, ...], bda: BevAug | None) -> np.ndarray:
+        """Sample i's `label_voxel_target` (a walk of every label ray: ~0.3 s on a 640k-voxel grid),
+        kept for the last `LABEL_VOXEL_CACHE` samples when no BEV augmentation moves the rays."""
+        if bda is None and i in self._label_voxel_cache:
+            self._label_voxel_cache.move_to_end(i)
+            return self._label_voxel_cache[i]
+        target = label_voxel_target(pool, self.grid, self.reader.vocabulary.num_semantic)
+        if bda is None:
+            self._label_voxel_cache[i] = target
+            while len(self._label_voxel_cache) > LABEL_VOXEL_CACHE:
+                self._label_voxel_cache.popitem(last=False)
+        return target
+
     def _occ_target(self, i: int, s: dict, key: dict, bda: BevAug | None = None) -> np.ndarray:
         """lidar-sparse: from the key LiDAR rays (free space from the sensor when the store gives
         `lidar2ego`); 3d / mixed: the store's GT inside `loss.occ3d_mask` (mask_camera, mask_lidar or
