@@ -10,7 +10,7 @@ import numpy as np
 from renderocc.config import load_config
 from renderocc.errors import UserError
 from renderocc.eval.common import open_store
-from renderocc.fit.fit import METHODS, fit_config, fit_store
+from renderocc.fit.fit import METHODS, PLATEAU_TOLERANCE, fit_config, fit_store
 from renderocc.options import FiniteFloat, device_option, quiet_option, resolve_device
 from renderocc.outputs import prepare_out_dir
 
@@ -146,6 +146,15 @@ def fit(store: str, out: str, indices: str | None, samples: int | None, aux_fram
         thr = sorted(m["thresholds"].values())
         click.echo(f"thresholds: density > {thr[0]:.3g}" + (f" … {thr[-1]:.3g}" if len(thr) > 1 else "")
                    + f" ({m['threshold_rule']})")
+        rows = [r for r in m["per_sample"] if r.get("plateau_iter")]
+        if rows:
+            plateau = sorted(r["plateau_iter"] for r in rows)
+            epochs = sorted(r["epochs"] for r in rows if r.get("epochs") is not None)
+            span = (f"; {epochs[0]:.2f}" + (f" … {epochs[-1]:.2f}" if len(epochs) > 1 else "") + " epochs of label rays"
+                    if epochs else "")
+            click.echo(f"convergence: geometry IoU within {100 * PLATEAU_TOLERANCE:g} point of its last value from "
+                       f"iteration {plateau[0]}"
+                       + (f" … {plateau[-1]}" if len(plateau) > 1 else "") + f"{span} (convergence.png)")
     if method != "optimise":
         click.echo(f"voxelisation baseline: mIoU {_pct(v['miou'])}, geometry IoU {_pct(v['geometry_iou'])}"
                    f"{'' if method == 'both' else ', label coverage ' + _pct(m['label_coverage'])} "
