@@ -41,7 +41,8 @@ def table(rows: list[dict]) -> list[str]:
     def pct(v):
         return "–" if v is None else f"{100 * v:.2f}"
 
-    lines = ["", "## Convergence (mean over samples; scored at each point with the threshold rule's pick then)", "",
+    lines = ["", "## Convergence (mean over samples; scored at each point at the threshold the rule picks then, on "
+             "evenly spaced key rays)", "",
              "| iteration | epochs of label rays | training loss | geometry IoU | mIoU |", "|---:|---:|---:|---:|---:|"]
     for t in trace:
         ep = "–" if t["epoch"] is None else f"{t['epoch']:.2f}"

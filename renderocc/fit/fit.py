@@ -87,6 +87,7 @@ class FitResult:
 
 
 PLATEAU_TOLERANCE = 0.01  # geometry IoU: a fit within one point of where it ends has converged
+TRACE_THRESHOLD_RAYS = 8192  # key rays a trace point picks its threshold on (the final pick: all of them)
 
 
 class EpochDraw:
@@ -186,13 +187,18 @@ def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
 
 
 def fit_threshold(density: torch.Tensor, cfg: Config, frames: list[tuple[dict, float]] | None = None,
-                  occ_target: np.ndarray | None = None, index: int = 0, free: int = NUM_SEMANTIC) -> dict:
+                  occ_target: np.ndarray | None = None, index: int = 0, free: int = NUM_SEMANTIC,
+                  max_rays: int | None = None) -> dict:
     """Training's threshold rule on the fitted sample: 3D IoU against `occ_target` (`3d`) or the
-    2D depth agreement of the first crossing along every key ray ending in the grid (`2d`)."""
+    2D depth agreement of the first crossing along every key ray ending in the grid (`2d`; with
+    `max_rays`, along that many evenly spaced ones: the convergence trace's cheaper pick)."""
     if cfg.supervision in ("3d", "mixed") and occ_target is not None:
         num, den = candidate_counts(density, cfg, occ_target=torch.from_numpy(np.asarray(occ_target)), free=free)
         return pick_threshold(num, den, True, [index], FIT_SOURCE)
     o, d, dist, *_ = ends_in_grid(frames[:1], cfg.grid.spec)
+    if max_rays is not None and len(dist) > max_rays:
+        pick = np.linspace(0, len(dist) - 1, max_rays).round().astype(np.int64)
+        o, d, dist = o[pick], d[pick], dist[pick]
     rays = tuple(torch.from_numpy(np.ascontiguousarray(a)).float() for a in (o, d, dist))
     num, den = candidate_counts(density, cfg, rays=rays)
     return pick_threshold(num, den, False, [index], FIT_SOURCE)
@@ -213,7 +219,7 @@ def fit_frames(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
     def on_trace(it: int, model: FreeGrid) -> None:
         with torch.no_grad():
             density, logits = model.density.detach().float().cpu(), model.logits.detach().float().cpu()
-        thr = fit_threshold(density, cfg, frames, occ_target, index, free=num_classes)
+        thr = fit_threshold(density, cfg, frames, occ_target, index, free=num_classes, max_rays=TRACE_THRESHOLD_RAYS)
         m = score(classify(density, logits, thr["threshold"]))
         trace.append({"iter": it, "epoch": it * cfg.data.rays / n_rays if n_rays else None,
                       "miou": m["miou"], "geometry_iou": m["geometry_iou"], "threshold": thr["threshold"]})
