@@ -55,6 +55,8 @@ VARIANTS = [  # name, description, overrides, train store
     ("3d", "dense 3D voxel loss only (GT inside mask_camera)", ["supervision='3d'"], "train"),
     ("2d-label-voxels", "2d + the label rays read voxel-exactly (loss.label_voxels 1, the 3D loss's weight)",
      ["supervision='2d'", "loss.label_voxels=1"], "train"),
+    ("2d-label-voxels-5", "2d + the label rays read voxel-exactly at 5× the 3D loss's weight",
+     ["supervision='2d'", "loss.label_voxels=5"], "train"),
     ("mixed", "2D rendering + dense 3D voxel loss", ["supervision='mixed'"], "train"),
     ("2d-prev-losses", "2d with the previous demo losses (no termination, lss_depth 0.2)",
      ["supervision='2d'", "loss.termination=0", "loss.lss_depth=0.2"], "train"),
