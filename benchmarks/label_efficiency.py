@@ -254,14 +254,22 @@ def ratio_line(summary: dict, what: str) -> str:
 def world_table(rows: list[dict], truth: str, worlds: list[int]) -> str:
     """2D-only against 3D-only per world and overall (targets: ratio ≥ 0.85 overall, ≥ 0.75 per world;
     geometry IoU and floaters no worse than 3D-only's)."""
-    lines = ["| world (generator seed) | 2d mIoU % | 3d mIoU % | 2d / 3d | 2d geometry IoU % | 3d geometry IoU % | "
-             "2d floaters > 2 m | 3d floaters > 2 m |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    ran = list(dict.fromkeys(r["variant"] for r in rows))
+    two = "2d" if "2d" in ran else next((v for v in ran if v.startswith("2d")), "2d")  # the 2D variant compared
+    lines = ([] if two == "2d" else [f"2d: `{two}`.", ""]) + [
+        "| world (generator seed) | 2d mIoU % | 3d mIoU % | 2d / 3d | 2d geometry IoU % | 3d geometry IoU % | "
+        "2d floaters > 2 m | 3d floaters > 2 m |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for w in worlds:
-        line = ratio_line(summarise([r for r in rows if r["world"] == w], truth, ["2d", "3d"]), str(w))
+        line = ratio_line(rename(summarise([r for r in rows if r["world"] == w], truth, [two, "3d"]), two), str(w))
         if line:
             lines.append(line)
-    line = ratio_line(summarise(rows, truth, ["2d", "3d"]), f"overall ({len(worlds)} worlds)")
+    line = ratio_line(rename(summarise(rows, truth, [two, "3d"]), two), f"overall ({len(worlds)} worlds)")
     return "\n".join(lines + ([line] if line else []))
+
+
+def rename(summary: dict, two: str) -> dict:
+    """`summary` with the 2D variant `two` under the key "2d" (what `ratio_line` compares)."""
+    return {("2d" if k == two else k): v for k, v in summary.items()}
 
 
 def table(summary: dict, desc: dict[str, str], seeds: int) -> str:
