@@ -70,8 +70,8 @@ def main() -> int:
         val = StoreReader(str(ckpt_path.parents[2] / "store-val"))
         model, ckpt = load_checkpoint_model(str(ckpt_path), "cpu", train)
         new = label_voxel_threshold(model, ckpt, train)
-        row = {"world": world, "run": ckpt_path.parent.name, "tau_2d": ckpt["threshold"], "tau_voxels": new["threshold"],
-               "2d_rule": score(val, model, ckpt, ckpt["threshold"]),
+        row = {"world": world, "run": ckpt_path.parent.name, "tau_2d": ckpt["threshold"],
+               "tau_voxels": new["threshold"], "2d_rule": score(val, model, ckpt, ckpt["threshold"]),
                "voxel_rule": score(val, model, ckpt, new["threshold"])}
         rows.append(row)
         print(json.dumps(row), flush=True)
