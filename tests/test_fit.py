@@ -24,10 +24,14 @@ from renderocc.fit.fit import (
     fit_config,
     fit_frames,
     fit_store,
+    fit_threshold,
     trace_points,
 )
 from renderocc.fit.grid_model import FreeGrid
 from renderocc.geometry import Grid
+from renderocc.train.dataset import ends_in_grid
+from renderocc.train.targets import label_voxel_target
+from renderocc.train.threshold import LABEL_VOXEL_METRIC
 
 GRID = Grid([-4.0, -4.0, -1.0, 4.0, 4.0, 1.4], [0.4, 0.4, 0.4], [20, 20, 6])
 BOX_LO, BOX_HI = np.array([-0.4, -0.4, -0.2]), np.array([0.4, 0.4, 0.6])  # voxels x 9-10, y 9-10, z 2-3
@@ -86,6 +90,21 @@ def test_fit_recovers_a_planted_box():
     assert (occ & gt).sum() / (occ | gt).sum() >= 0.4
     assert set(np.unique(res.semantics[occ])) == {CAR}
     assert res.threshold["score"] > 0.95 and res.loss_last < res.loss_first
+
+
+def test_fit_threshold_with_label_voxels_is_the_iou_against_them():
+    """With `loss.label_voxels` the threshold maximises IoU against the rays' own voxels: on a field
+    dense in the voxels the rays end in and fainter fog elsewhere, τ falls between the two."""
+    rays = box_rays(per_origin=60)
+    cfg = fit_config(load_config("demo", ["loss.label_voxels=20"]), GRID)
+    ends = label_voxel_target(ends_in_grid([(rays, 1.0)], GRID), GRID) < FREE
+    density = torch.full(GRID.shape, 0.3)
+    density[torch.from_numpy(ends)] = 5.0
+    thr = fit_threshold(density, cfg, [(rays, 1.0)])
+    assert 0.3 <= thr["threshold"] < 5.0 and thr["score"] == 1.0
+    assert thr["metric"] == LABEL_VOXEL_METRIC and "label voxels" in thr["how"]
+    plain = fit_threshold(density, fit_config(load_config("demo"), GRID), [(rays, 1.0)])
+    assert plain["metric"] != LABEL_VOXEL_METRIC
 
 
 def test_epoch_draw_uses_every_ray_once_per_epoch():

@@ -27,6 +27,7 @@ from renderocc.train.dataset import EpochSampler, RayDataset, ends_in_grid, weig
 from renderocc.train.distributed import seed_everything
 from renderocc.train.step import compute_loss
 from renderocc.train.targets import label_voxel_target
+from renderocc.train.threshold import LABEL_VOXEL_METRIC, choose_threshold
 from renderocc.train.trainer import train
 
 
@@ -158,6 +159,11 @@ def test_label_voxels_target_covers_every_label_ray_of_the_sample(store):
     batch = {k: v[None] for k, v in item.items() if k != "index"}
     loss, parts, _ = compute_loss(model, batch, cfg, None, torch.device("cpu"))
     assert torch.isfinite(loss) and parts["label_voxels"] > 0
+    # its threshold rule: IoU against the held-out samples' label voxels, not 2D depth agreement
+    thr = choose_threshold(model, r, [2, 3], cfg, torch.device("cpu"), "held-out training samples")
+    assert thr["metric"] == LABEL_VOXEL_METRIC and thr["samples"] == [2, 3] and 0 <= thr["score"] <= 1
+    thr = choose_threshold(model, r, [2, 3], resolved(tiny(), r.grid), torch.device("cpu"), "held-out")
+    assert thr["metric"] != LABEL_VOXEL_METRIC
 
 
 def test_aux_rays_drop_dynamic_labels_and_held_out_neighbours(store):

@@ -53,7 +53,7 @@ from renderocc.train.losses import active_terms, needed_batch_keys
 from renderocc.train.mask_rays import MaskPool, mask_ray_count
 from renderocc.train.step import compute_loss
 from renderocc.train.targets import dense_target, label_voxel_target
-from renderocc.train.threshold import candidate_counts, pick_threshold
+from renderocc.train.threshold import LABEL_VOXEL_METRIC, candidate_counts, pick_threshold, uses_label_voxels
 
 FIT_SOURCE = "the fitted sample itself (a fit has no held-out sample)"
 KEYS = {
@@ -195,6 +195,10 @@ def fit_threshold(density: torch.Tensor, cfg: Config, frames: list[tuple[dict, f
     if cfg.supervision in ("3d", "mixed") and occ_target is not None:
         num, den = candidate_counts(density, cfg, occ_target=torch.from_numpy(np.asarray(occ_target)), free=free)
         return pick_threshold(num, den, True, [index], FIT_SOURCE)
+    if uses_label_voxels(cfg):  # training's rule for a run that reads its labels voxel by voxel
+        target = label_voxel_target(ends_in_grid(frames, cfg.grid.spec), cfg.grid.spec, free)
+        num, den = candidate_counts(density, cfg, occ_target=torch.from_numpy(target), free=free)
+        return pick_threshold(num, den, False, [index], FIT_SOURCE, LABEL_VOXEL_METRIC)
     o, d, dist, *_ = ends_in_grid(frames[:1], cfg.grid.spec)
     if max_rays is not None and len(dist) > max_rays:
         pick = np.linspace(0, len(dist) - 1, max_rays).round().astype(np.int64)
@@ -417,6 +421,7 @@ def fit_store(reader, indices: list[int], cfg: Config, *, iters: int, lr: float,
         "confusion_camera": o["confusion_camera"],
         "thresholds": {str(r["sample"]): r["threshold"] for r in rows},
         "threshold_rule": ("3D geometry IoU in mask_camera" if cfg.supervision == "3d"
+                           else LABEL_VOXEL_METRIC if uses_label_voxels(cfg)
                            else "2D depth agreement of the first crossing on the key rays")
                           + f", chosen on {FIT_SOURCE}",
         "per_sample": rows, "samples": len(indices), "supervision": cfg.supervision,

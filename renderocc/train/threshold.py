@@ -5,7 +5,10 @@ Never on the evaluation split (the reference code tuned it on val). A model trai
 inside mask_camera. Any other contract must not see 3D labels, even held-out ones, or "2D-only"
 would be a lie: τ maximising 2D depth agreement — the first render sample (the renderer's sample rule
 and trilinear density, `renderocc.geometry.sampling`) with density > τ along each held-out label ray must lie
-within max(1.5 voxels, 10 %) of the LiDAR distance.
+within max(1.5 voxels, 10 %) of the LiDAR distance. A 2D run that reads its labels voxel by voxel
+(`loss.label_voxels` > 0) picks τ as the 3D contracts do, but against the held-out samples' label
+voxels (`targets.label_voxel_target`: 2D labels only): the depth-agreement rule favours a low τ
+that trades geometry and floaters for mIoU (benchmarks/threshold_rules.py).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from renderocc.classes import FREE, IGNORE
 from renderocc.config import Config
 from renderocc.geometry import Grid
 from renderocc.geometry.sampling import sample_positions, trilinear
-from renderocc.train.dataset import RayDataset
+from renderocc.train.dataset import RayDataset, ends_in_grid
+from renderocc.train.losses import RENDERED
+from renderocc.train.targets import label_voxel_target
 
 NEAR_VOXELS = 1.5  # a first crossing this many voxels (Grid.edge) from the label agrees with it
 NEAR_SHARE = 0.1   # ... or this share of the label's distance, whichever is larger
@@ -29,6 +34,7 @@ CANDIDATES = np.geomspace(0.01, 20.0, 40)
 def choose_threshold(model, reader, indices: list[int], cfg: Config, device: torch.device, source: str) -> dict:
     """{"threshold", "how", "metric", "score", "source", "samples"} for the given samples."""
     use_3d = bool(reader.has_occ_gt) and cfg.supervision in ("3d", "mixed")
+    voxels = LabelVoxels(reader, cfg, indices) if not use_3d and uses_label_voxels(cfg) else None
     # key rays only, and the 3D target only where 3D labels are allowed
     eval_cfg = cfg.replace(supervision="3d" if use_3d else "2d", data={"aux_frames": 0, "mask_ray_share": 0.0},
                            loss={"lss_depth": 0.0, "occ3d": 1.0})
@@ -46,14 +52,38 @@ def choose_threshold(model, reader, indices: list[int], cfg: Config, device: tor
         density = out.density[0]
         if use_3d and scoring.mode == "interpolate":
             density = scoring.to_labels(density[None])[0]
-        n, d = candidate_counts(density, cfg, occ_target=item["occ_target"] if use_3d else None,
-                                free=reader.vocabulary.free,
-                                rays=None if use_3d else
-                                (item["origins"][ok], item["directions"][ok], item["ends"][ok]))
+        if voxels is not None:
+            n, d = candidate_counts(density, cfg, occ_target=voxels.target(indices[k]), free=reader.vocabulary.free)
+        else:
+            n, d = candidate_counts(density, cfg, occ_target=item["occ_target"] if use_3d else None,
+                                    free=reader.vocabulary.free,
+                                    rays=None if use_3d else
+                                    (item["origins"][ok], item["directions"][ok], item["ends"][ok]))
         num += n
         den += d
     model.train(was_training)
-    return pick_threshold(num, den, use_3d, indices, source)
+    return pick_threshold(num, den, use_3d, indices, source, LABEL_VOXEL_METRIC if voxels is not None else None)
+
+
+LABEL_VOXEL_METRIC = "3D IoU against the label voxels (2D labels only)"
+
+
+def uses_label_voxels(cfg: Config) -> bool:
+    """A 2D-label run that reads its label rays voxel by voxel: its threshold rule is `LabelVoxels`'."""
+    return cfg.loss.label_voxels > 0 and cfg.supervision in RENDERED
+
+
+class LabelVoxels:
+    """The label-voxel targets of held-out samples on the model grid: all their label rays, key and
+    auxiliary, as the run's `label_voxels` term reads them."""
+
+    def __init__(self, reader, cfg: Config, indices: list[int]):
+        self.ds = RayDataset(reader, cfg, indices, train=False)
+        self.grid, self.classes = cfg.grid.spec, reader.vocabulary.num_semantic
+
+    def target(self, i: int) -> torch.Tensor:
+        pool = ends_in_grid(self.ds.label_frames(i), self.grid)
+        return torch.from_numpy(label_voxel_target(pool, self.grid, self.classes))
 
 
 def candidate_counts(density: torch.Tensor, cfg: Config, *, occ_target: torch.Tensor | None = None,
@@ -80,16 +110,20 @@ def candidate_counts(density: torch.Tensor, cfg: Config, *, occ_target: torch.Te
     return good, torch.full((len(cand),), float(n))
 
 
-def pick_threshold(num: torch.Tensor, den: torch.Tensor, use_3d: bool, indices: list[int], source: str) -> dict:
-    """The candidate with the best score num/den (the smallest τ among ties), described."""
+def pick_threshold(num: torch.Tensor, den: torch.Tensor, use_3d: bool, indices: list[int], source: str,
+                   metric: str | None = None) -> dict:
+    """The candidate with the best score num/den (the smallest τ among ties), described (`metric`
+    names a rule other than the contract's own)."""
     cand = torch.tensor(CANDIDATES, dtype=torch.float32)
     score = num / den.clamp_min(1)
     best = int(torch.argmax(score))  # first maximum: the smallest τ among ties
+    short = "3D IoU" if use_3d else "2D depth agreement"
+    if metric is not None:
+        short = metric.split(" (")[0]
     return {"threshold": float(cand[best]), "score": float(score[best]), "source": source,
-            "metric": "3D geometry IoU in mask_camera" if use_3d
-            else "2D depth agreement of the first occupied voxel",
-            "how": f"{'3D IoU' if use_3d else '2D depth agreement'} {float(score[best]):.3f} on "
-                   f"{len(indices)} {source}",
+            "metric": metric or ("3D geometry IoU in mask_camera" if use_3d
+                                 else "2D depth agreement of the first occupied voxel"),
+            "how": f"{short} {float(score[best]):.3f} on {len(indices)} {source}",
             "samples": [int(i) for i in indices]}
 
 
