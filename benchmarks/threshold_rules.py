@@ -24,9 +24,7 @@ import torch
 from renderocc.eval.evaluate import evaluate
 from renderocc.eval.infer import load_checkpoint_model, run_model
 from renderocc.store.reader import StoreReader
-from renderocc.train.dataset import RayDataset, ends_in_grid
-from renderocc.train.targets import label_voxel_target
-from renderocc.train.threshold import candidate_counts, pick_threshold
+from renderocc.train.threshold import LABEL_VOXEL_METRIC, LabelVoxels, candidate_counts, pick_threshold
 
 KEYS = ("miou", "geometry_iou")
 
@@ -35,16 +33,14 @@ def label_voxel_threshold(model, ckpt: dict, reader: StoreReader) -> dict:
     """τ maximising 3D IoU against the label voxels of the samples the run chose its threshold on."""
     cfg = ckpt["config"]
     samples = ckpt["threshold_info"]["samples"]
-    ds = RayDataset(reader, cfg, samples, train=False)
+    voxels = LabelVoxels(reader, cfg, samples)  # training's rule: the same targets
     num = den = 0
     for i in samples:
-        target = label_voxel_target(ends_in_grid(ds.label_frames(i), cfg.grid.spec), cfg.grid.spec,
-                                    reader.vocabulary.num_semantic)
         with torch.no_grad():
             density, _ = run_model(model, reader, i, cfg)
-        n, d = candidate_counts(density, cfg, occ_target=torch.from_numpy(target), free=reader.vocabulary.free)
+        n, d = candidate_counts(density, cfg, occ_target=voxels.target(i), free=reader.vocabulary.free)
         num, den = num + n, den + d
-    return pick_threshold(num, den, True, samples, "held-out training samples (label voxels)")
+    return pick_threshold(num, den, False, samples, "held-out training samples", LABEL_VOXEL_METRIC)
 
 
 def score(reader: StoreReader, model, ckpt: dict, threshold: float) -> dict:

@@ -85,6 +85,3 @@ def plot(rows: list[dict], path: Path) -> Path | None:
     plt.close(fig)
     tmp.replace(path)
     return path
-
-
-

@@ -132,11 +132,13 @@ def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
                class_weights: torch.Tensor | None = None, occ_target: np.ndarray | None = None,
                device: str | torch.device = "cpu", seed: int = 0, free_beams: dict | None = None,
                num_classes: int = NUM_SEMANTIC, masks: MaskPool | None = None,
-               on_trace: Callable[[int, FreeGrid], None] | None = None) -> tuple[FreeGrid, list[float]]:
+               on_trace: Callable[[int, FreeGrid], None] | None = None,
+               label_voxels: np.ndarray | None = None) -> tuple[FreeGrid, list[float]]:
     """Optimise a `FreeGrid` on the resolved grid of `cfg` against `frames` (2D contracts: every
     label ray once per epoch, `EpochDraw`) or `occ_target` (`3d`), with the key frame's no-return
     `free_beams` when their term is active and `data.mask_ray_share` of the rays from the dense-mask
-    pixels `masks`. `on_trace(iteration, grid)` is called at `trace_points(iters)`.
+    pixels `masks`. `on_trace(iteration, grid)` is called at `trace_points(iters)`; `label_voxels`:
+    the frames' `label_voxel_target` when the caller already has it.
     Returns the grid and the loss per iteration."""
     device = torch.device(device)
     grid = cfg.grid.spec
@@ -160,7 +162,9 @@ def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
     beams = "free_valid" in needed_batch_keys(cfg)
     pool = ends_in_grid(frames, grid) if rendered else None  # concatenated once, drawn from every iteration
     if rendered and "label_voxels" in needed_batch_keys(cfg):
-        base["label_voxels"] = torch.from_numpy(label_voxel_target(pool, grid, num_classes))[None]
+        if label_voxels is None:
+            label_voxels = label_voxel_target(pool, grid, num_classes)
+        base["label_voxels"] = torch.from_numpy(label_voxels)[None]
     n_mask = mask_ray_count(cfg.data.rays, cfg.data.mask_ray_share) if masks is not None else 0
     draw = EpochDraw(pool, cfg.data.rays - n_mask, cfg.data.class_balance, rng) if rendered else None
     traced = set(trace_points(iters)) if on_trace is not None else set()
@@ -188,16 +192,18 @@ def fit_volume(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
 
 def fit_threshold(density: torch.Tensor, cfg: Config, frames: list[tuple[dict, float]] | None = None,
                   occ_target: np.ndarray | None = None, index: int = 0, free: int = NUM_SEMANTIC,
-                  max_rays: int | None = None) -> dict:
-    """Training's threshold rule on the fitted sample: 3D IoU against `occ_target` (`3d`) or the
-    2D depth agreement of the first crossing along every key ray ending in the grid (`2d`; with
+                  max_rays: int | None = None, label_voxels: np.ndarray | None = None) -> dict:
+    """Training's threshold rule on the fitted sample: 3D IoU against `occ_target` (`3d`), against
+    the frames' label voxels (`loss.label_voxels` > 0; `label_voxels` when the caller has them), or
+    the 2D depth agreement of the first crossing along every key ray ending in the grid (`2d`; with
     `max_rays`, along that many evenly spaced ones: the convergence trace's cheaper pick)."""
     if cfg.supervision in ("3d", "mixed") and occ_target is not None:
         num, den = candidate_counts(density, cfg, occ_target=torch.from_numpy(np.asarray(occ_target)), free=free)
         return pick_threshold(num, den, True, [index], FIT_SOURCE)
     if uses_label_voxels(cfg):  # training's rule for a run that reads its labels voxel by voxel
-        target = label_voxel_target(ends_in_grid(frames, cfg.grid.spec), cfg.grid.spec, free)
-        num, den = candidate_counts(density, cfg, occ_target=torch.from_numpy(target), free=free)
+        if label_voxels is None:
+            label_voxels = label_voxel_target(ends_in_grid(frames, cfg.grid.spec), cfg.grid.spec, free)
+        num, den = candidate_counts(density, cfg, occ_target=torch.from_numpy(label_voxels), free=free)
         return pick_threshold(num, den, False, [index], FIT_SOURCE, LABEL_VOXEL_METRIC)
     o, d, dist, *_ = ends_in_grid(frames[:1], cfg.grid.spec)
     if max_rays is not None and len(dist) > max_rays:
@@ -217,20 +223,25 @@ def fit_frames(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
     `score` (fit-grid classes → {"miou", "geometry_iou"}) the fit is scored at `trace_points` as it
     goes, each time at the threshold training's rule picks then: how many iterations it needs."""
     t0 = time.time()
-    n_rays = len(ends_in_grid(frames, cfg.grid.spec)[2]) if frames and cfg.supervision != "3d" else 0
+    pool = ends_in_grid(frames, cfg.grid.spec) if frames and cfg.supervision != "3d" else None
+    n_rays = len(pool[2]) if pool is not None else 0
+    voxels = label_voxel_target(pool, cfg.grid.spec, num_classes) if pool is not None and uses_label_voxels(cfg) \
+        else None  # built once: the loss, every trace point and the final threshold read it
     trace: list[dict] = []
 
     def on_trace(it: int, model: FreeGrid) -> None:
         with torch.no_grad():
             density, logits = model.density.detach().float().cpu(), model.logits.detach().float().cpu()
-        thr = fit_threshold(density, cfg, frames, occ_target, index, free=num_classes, max_rays=TRACE_THRESHOLD_RAYS)
+        thr = fit_threshold(density, cfg, frames, occ_target, index, free=num_classes, max_rays=TRACE_THRESHOLD_RAYS,
+                            label_voxels=voxels)
         m = score(classify(density, logits, thr["threshold"]))
         trace.append({"iter": it, "epoch": it * cfg.data.rays / n_rays if n_rays else None,
                       "miou": m["miou"], "geometry_iou": m["geometry_iou"], "threshold": thr["threshold"]})
 
     model, losses = fit_volume(frames, cfg, iters=iters, lr=lr, class_weights=class_weights,
                                occ_target=occ_target, device=device, seed=seed, free_beams=free_beams,
-                               num_classes=num_classes, masks=masks, on_trace=on_trace if score else None)
+                               num_classes=num_classes, masks=masks, on_trace=on_trace if score else None,
+                               label_voxels=voxels)
     previous = 0
     for t in trace:  # the mean training loss over the iterations since the previous point
         t["loss"] = float(np.mean(losses[previous:t["iter"]]))
@@ -238,7 +249,7 @@ def fit_frames(frames: list[tuple[dict, float]], cfg: Config, *, iters: int, lr:
     with torch.no_grad():
         density = model.density.detach().float().cpu()
         logits = model.logits.detach().float().cpu()
-    thr = fit_threshold(density, cfg, frames, occ_target, index, free=num_classes)
+    thr = fit_threshold(density, cfg, frames, occ_target, index, free=num_classes, label_voxels=voxels)
     return FitResult(density, logits, classify(density, logits, thr["threshold"]), thr,
                      losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"),
                      n_rays, time.time() - t0, trace)
