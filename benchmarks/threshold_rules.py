@@ -1,8 +1,8 @@
 """Which threshold rule a 2D-trained model should use: the 2D depth agreement it was given, or the
 3D IoU against its held-out samples' label voxels (still 2D labels only), on finished runs.
 
-    python benchmarks/label_efficiency.py --work WORK --variants 2d-label-voxels,3d ...
-    python benchmarks/threshold_rules.py --work WORK --variant 2d-label-voxels
+    python benchmarks/label_efficiency.py --work WORK --variants 2d,3d ...
+    python benchmarks/threshold_rules.py --work WORK --variant 2d
 
 For every WORK/world-*/runs/<variant>-s*/last.pt: the threshold its run chose (the checkpoint's), and
 the one that maximises occupied/free IoU against `targets.label_voxel_target` of the same held-out
@@ -53,7 +53,7 @@ def score(reader: StoreReader, model, ckpt: dict, threshold: float) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--variant", default="2d-label-voxels")
+    ap.add_argument("--variant", default="2d")
     args = ap.parse_args()
     runs = sorted(args.work.glob(f"world-*/runs/{args.variant}-s*/last.pt"))
     if not runs:
