@@ -80,7 +80,9 @@ def test_fit_recovers_a_planted_box():
     # d + one voxel) is left out: it legitimately thickens the faces by the voxel in front of them;
     # the box's faces are hit head-on, so free space runs to the hit (the demo's relative margin is
     # for grazing ground rays: at its 0.12 the faces' border fills in, IoU 0.25, recall still 1)
-    cfg = fit_config(load_config("demo", ["data.rays=2048", "loss.termination=0", "loss.los_margin_rel=0"]), GRID)
+    # and so is the voxel reading of the rays (`loss.label_voxels`): its end voxels are the baseline's
+    cfg = fit_config(load_config("demo", ["data.rays=2048", "loss.termination=0", "loss.los_margin_rel=0",
+                                          "loss.label_voxels=0"]), GRID)
     res = fit_frames([(box_rays(), 1.0)], cfg, iters=80, lr=0.3)
     gt = np.zeros(GRID.shape, bool)
     gt[9:11, 9:11, 2:4] = True
@@ -103,7 +105,7 @@ def test_fit_threshold_with_label_voxels_is_the_iou_against_them():
     thr = fit_threshold(density, cfg, [(rays, 1.0)])
     assert 0.3 <= thr["threshold"] < 5.0 and thr["score"] == 1.0
     assert thr["metric"] == LABEL_VOXEL_METRIC and "label voxels" in thr["how"]
-    plain = fit_threshold(density, fit_config(load_config("demo"), GRID), [(rays, 1.0)])
+    plain = fit_threshold(density, fit_config(load_config("demo", ["loss.label_voxels=0"]), GRID), [(rays, 1.0)])
     assert plain["metric"] != LABEL_VOXEL_METRIC
 
 

@@ -154,7 +154,7 @@ def test_label_voxels_target_covers_every_label_ray_of_the_sample(store):
     assert item["label_voxels"].dtype == torch.uint8 and np.array_equal(item["label_voxels"].numpy(), want)
     assert (want < FREE).sum() > int(item["valid"].sum()) // 50 and (want == FREE).any()
     assert 1 in ds._label_voxel_cache and np.array_equal(ds[(1, 1)]["label_voxels"].numpy(), want)
-    assert "label_voxels" not in RayDataset(r, resolved(tiny(), r.grid), train=True)[(0, 1)]
+    assert "label_voxels" not in RayDataset(r, resolved(tiny("loss.label_voxels=0"), r.grid), train=True)[(0, 1)]
     model = build_model(cfg)
     batch = {k: v[None] for k, v in item.items() if k != "index"}
     loss, parts, _ = compute_loss(model, batch, cfg, None, torch.device("cpu"))
@@ -162,7 +162,8 @@ def test_label_voxels_target_covers_every_label_ray_of_the_sample(store):
     # its threshold rule: IoU against the held-out samples' label voxels, not 2D depth agreement
     thr = choose_threshold(model, r, [2, 3], cfg, torch.device("cpu"), "held-out training samples")
     assert thr["metric"] == LABEL_VOXEL_METRIC and thr["samples"] == [2, 3] and 0 <= thr["score"] <= 1
-    thr = choose_threshold(model, r, [2, 3], resolved(tiny(), r.grid), torch.device("cpu"), "held-out")
+    thr = choose_threshold(model, r, [2, 3], resolved(tiny("loss.label_voxels=0"), r.grid), torch.device("cpu"),
+                           "held-out")
     assert thr["metric"] != LABEL_VOXEL_METRIC
 
 

@@ -112,11 +112,15 @@ def candidate_counts(density: torch.Tensor, cfg: Config, *, occ_target: torch.Te
 
 def pick_threshold(num: torch.Tensor, den: torch.Tensor, use_3d: bool, indices: list[int], source: str,
                    metric: str | None = None) -> dict:
-    """The candidate with the best score num/den (the smallest τ among ties), described (`metric`
-    names a rule other than the contract's own)."""
+    """The candidate with the best score num/den, described (`metric` names a rule other than the
+    contract's own). Among tied candidates the middle one (the candidates are log-spaced, so the
+    geometric middle of a tied range): a tie means the scored voxels or rays cannot tell those τ
+    apart, and its lowest end would call occupied every voxel they do not see (unobserved air at
+    the initial density, say) that is denser than it."""
     cand = torch.tensor(CANDIDATES, dtype=torch.float32)
     score = num / den.clamp_min(1)
-    best = int(torch.argmax(score))  # first maximum: the smallest τ among ties
+    tied = torch.nonzero(score == score.max()).flatten()
+    best = int(tied[(len(tied) - 1) // 2])
     short = "3D IoU" if use_3d else "2D depth agreement"
     if metric is not None:
         short = metric.split(" (")[0]
