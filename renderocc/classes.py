@@ -31,6 +31,9 @@ OCC3D_CLASSES: list[str] = [
 NUM_SEMANTIC = 17  # classes 0..16; 17 is free space
 FREE = 17
 IGNORE = 255
+# A 3D target voxel something was seen in (a LiDAR return, a label end point) with no class: occupied,
+# class unknown. The occupancy loss and the threshold count it as occupied; the class loss skips it.
+OCCUPIED_UNKNOWN = 254
 MAX_CLASSES = 64  # the renderer's limit on semantic channels
 
 # The 32 standard nuScenes lidarseg categories and their Occ3D class.

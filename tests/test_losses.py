@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from renderocc.classes import OCCUPIED_UNKNOWN
 from renderocc.config import load_config, resolved
 from renderocc.geometry import Grid
 from renderocc.model import OccupancyOutput
@@ -77,11 +78,12 @@ def test_active_terms_follow_weights_and_contracts():
     names = lambda cfg: [t.name for t in L.active_terms(cfg)]  # noqa: E731
     demo = load_config("demo")
     assert names(demo) == ["depth", "semantic", "distortion", "freespace", "termination", "free_beams", "sparsity",
-                           "lss_depth"]
+                           "label_voxels", "lss_depth"]
     assert names(load_config("demo", ["supervision='3d'"])) == ["occ3d", "lss_depth"]
     assert "occ3d" in names(load_config("demo", ["supervision='mixed'"]))
-    assert names(load_config("demo", ["loss.lss_depth=0", "loss.distortion=0", "loss.termination=0"])) == [
-        "depth", "semantic", "freespace", "free_beams", "sparsity"]
+    assert names(load_config("demo", ["loss.lss_depth=0", "loss.distortion=0", "loss.termination=0",
+                                      "loss.label_voxels=0"])) == ["depth", "semantic", "freespace", "free_beams",
+                                                                   "sparsity"]
     assert L.needed_batch_keys(load_config("demo", ["supervision='3d'"])) == {"occ_target", "depth_target"}
     # every term is a [loss] weight key and a log column
     from renderocc.train.logger import LOG_FIELDS
@@ -131,7 +133,7 @@ def test_label_voxels_term_reads_the_batch_target_and_guards_end_voxels():
     term leaves the target's occupied voxels alone."""
     cfg = load_config("demo", ["loss.label_voxels=1", "loss.lss_depth=0"])
     assert "label_voxels" in L.needed_batch_keys(cfg)
-    assert "label_voxels" not in L.needed_batch_keys(load_config("demo"))
+    assert "label_voxels" not in L.needed_batch_keys(load_config("demo", ["loss.label_voxels=0"]))
     assert "label_voxels" not in L.needed_batch_keys(load_config("demo", ["loss.label_voxels=1", "supervision='3d'"]))
     g = Grid([-2.0, -2.0, -1.0, 2.0, 2.0, 1.4], [0.4, 0.4, 0.4], [10, 10, 6])
     cfg = resolved(cfg.replace(grid={"pc_range": list(g.box), "voxel_size": list(g.voxel), "shape": None}), g)
@@ -143,4 +145,21 @@ def test_label_voxels_term_reads_the_batch_target_and_guards_end_voxels():
     x = L.LossInputs(out, {"label_voxels": target}, cfg, None)
     ref = L.occupancy_3d(density, logits, target, g.edge, None)
     assert torch.allclose(L._label_voxels(x), ref)
+    assert x.end_voxels.sum() == 1 and bool(x.end_voxels[0, 3, 4, 5])
+
+
+def test_a_voxel_occupied_of_unknown_class_trains_occupancy_not_class():
+    """Depth-only labels (no lidarseg) still say a voxel holds a surface: OCCUPIED_UNKNOWN raises its
+    density, leaves its logits alone, and is guarded from the free-space term like any end voxel."""
+    g = Grid([-2.0, -2.0, -1.0, 2.0, 2.0, 1.4], [0.4, 0.4, 0.4], [10, 10, 6])
+    density = torch.full((1, *g.shape), 0.5, requires_grad=True)
+    logits = torch.zeros(1, *g.shape, 17, requires_grad=True)
+    target = torch.full((1, *g.shape), 255, dtype=torch.uint8)
+    target[0, 3, 4, 5], target[0, 0, 0, 0] = OCCUPIED_UNKNOWN, 17
+    L.occupancy_3d(density, logits, target, g.edge, None).backward()
+    assert density.grad[0, 3, 4, 5] < 0 and density.grad[0, 0, 0, 0] > 0
+    assert logits.grad is None or not logits.grad.any()
+    cfg = load_config("demo", ["loss.label_voxels=1"])
+    out = OccupancyOutput(density.detach(), logits.detach(), density.new_zeros(1, 0, 0, 0, 0))
+    x = L.LossInputs(out, {"label_voxels": target}, cfg, None)
     assert x.end_voxels.sum() == 1 and bool(x.end_voxels[0, 3, 4, 5])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from renderocc.classes import FREE, IGNORE
+from renderocc.classes import FREE, IGNORE, OCCUPIED_UNKNOWN
 from renderocc.geometry import Grid
 from renderocc.train.targets import dense_target, label_voxel_target, lss_depth_target, sparse_target
 
@@ -21,7 +21,7 @@ def _rays_to(points: np.ndarray, origin=(0.5, 0.5, 0.5)):
 
 def test_sparse_majority_explicit_count_and_tie():
     # voxel (3, 3, 3): 3 × class 5 vs 2 × class 3; voxel (3, 0, 3): 2 × 7 vs 2 × 4 (tie → 4);
-    # voxel (0, 3, 3): only unlabelled returns → ignore, though a return is there.
+    # voxel (0, 3, 3): only unlabelled returns → occupied, class unknown.
     pts = np.array([[3.2, 3.5, 3.5], [3.5, 3.2, 3.5], [3.8, 3.8, 3.8], [3.3, 3.3, 3.3], [3.7, 3.7, 3.2],
                     [3.5, 0.5, 3.5], [3.6, 0.6, 3.4], [3.4, 0.4, 3.6], [3.5, 0.5, 3.7],
                     [0.5, 3.5, 3.5]])
@@ -29,7 +29,7 @@ def test_sparse_majority_explicit_count_and_tie():
     o, d, dist = _rays_to(pts)
     t = sparse_target(o, d, dist, label, GRID)
     assert t.dtype == np.uint8 and t.shape == (4, 4, 4)
-    assert t[3, 3, 3] == 5 and t[3, 0, 3] == 4 and t[0, 3, 3] == IGNORE
+    assert t[3, 3, 3] == 5 and t[3, 0, 3] == 4 and t[0, 3, 3] == OCCUPIED_UNKNOWN
     assert t[0, 0, 0] == FREE  # the origin's voxel is crossed by every ray
 
 
@@ -67,7 +67,8 @@ def test_sparse_free_space_is_exactly_the_crossed_voxels():
     o, seg = cams, ends - cams
     dist = np.linalg.norm(seg, axis=1)
     d = seg / dist[:, None]
-    label = np.full(12, IGNORE)  # no classes: every end voxel is ignore, the rest is free or untouched
+    label = np.full(12, IGNORE)  # no classes: every end voxel is occupied of unknown class, the rest is free
+    # or untouched
     for origin in (None, sensor):
         t = sparse_target(o, d, dist, label, grid, sensor_origin=origin)
         start = o if origin is None else np.broadcast_to(origin, o.shape)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-from renderocc.classes import IGNORE
+from renderocc.classes import IGNORE, OCCUPIED_UNKNOWN
 from renderocc.config import Config
 from renderocc.geometry import Grid, Rays, Scoring
 from renderocc.geometry.sampling import sample_positions, trilinear
@@ -72,22 +72,23 @@ def lss_depth(depth_logits: torch.Tensor, target: torch.Tensor, bins: list) -> t
 def occupancy_3d(density: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, voxel: float,
                  class_weights: torch.Tensor | None) -> torch.Tensor:
     """3D loss: occupancy BCE with P(occ) = 1 − exp(−σ·voxel), balanced occupied/free, + CE on
-    the semantic logits of occupied voxels. Target: 0..C-1 occupied, C (= the logits' classes) free,
-    255 ignored."""
+    the semantic logits of occupied voxels of known class. Target: 0..C-1 occupied, C (= the logits'
+    classes) free, OCCUPIED_UNKNOWN occupied without a class (occupancy only), 255 ignored."""
     b = density.shape[0]
     sigma = (density * voxel).clamp_min(1e-6)
     n_cls = logits.shape[-1]
-    occ = target < n_cls
+    known = target < n_cls
+    occ = known | (target == OCCUPIED_UNKNOWN)
     free = target == n_cls
     sample = torch.arange(b, device=density.device).view(b, 1, 1, 1).expand_as(target)
     zero = density.sum() * 0
     loss_occ = per_sample_mean(-torch.log(-torch.expm1(-sigma[occ])), sample[occ], b) if occ.any() else zero
     loss_free = per_sample_mean(sigma[free], sample[free], b) if free.any() else zero
     loss_sem = zero
-    if occ.any():
-        ce = F.cross_entropy(logits[occ], target[occ].long(), reduction="none")
-        w = class_weights[target[occ].long()] if class_weights is not None else None
-        loss_sem = per_sample_mean(ce, sample[occ], b, w)
+    if known.any():
+        ce = F.cross_entropy(logits[known], target[known].long(), reduction="none")
+        w = class_weights[target[known].long()] if class_weights is not None else None
+        loss_sem = per_sample_mean(ce, sample[known], b, w)
     return loss_occ + loss_free + loss_sem
 
 
@@ -242,10 +243,14 @@ class LossInputs:
 
     @property
     def end_voxels(self) -> torch.Tensor | None:
-        """bool (B, X, Y, Z): voxels a label ray of the sample ends in, with its class (the `label_voxels`
-        target's occupied voxels), which the free-space term may not lower; None without that target."""
+        """bool (B, X, Y, Z): voxels a label ray of the sample ends in (the `label_voxels` target's
+        occupied voxels, of known class or not), which the free-space term may not lower; None without
+        that target."""
         target = self.batch.get("label_voxels")
-        return None if target is None else target.to(self.out.density.device) < self.out.semantics.shape[-1]
+        if target is None:
+            return None
+        target = target.to(self.out.density.device)
+        return (target < self.out.semantics.shape[-1]) | (target == OCCUPIED_UNKNOWN)
 
     @property
     def free_beams(self) -> torch.Tensor:

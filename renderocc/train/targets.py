@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from renderocc.classes import IGNORE, NUM_SEMANTIC
+from renderocc.classes import IGNORE, NUM_SEMANTIC, OCCUPIED_UNKNOWN
 from renderocc.geometry import Grid
 from renderocc.ops import mark_crossed
 
@@ -47,11 +47,12 @@ def lss_depth_target(labels: dict, K_orig: dict[int, np.ndarray], K_in: np.ndarr
 def sparse_target(origins: np.ndarray, directions: np.ndarray, ends: np.ndarray, label: np.ndarray, grid: Grid,
                   sensor_origin: np.ndarray | None = None, num_classes: int = NUM_SEMANTIC) -> np.ndarray:
     """`lidar-sparse` target, uint8 (X, Y, Z): class 0..C-1 (C = `num_classes`; Occ3D: 0–16), C free,
-    255 ignore (no evidence).
+    254 occupied of unknown class, 255 ignore (no evidence).
 
     - End voxels: the cell of each ray's end point o + d·ends. With labelled points (class 0–16)
       it takes their majority class by an explicit per-voxel count (ties → smallest class id);
-      with only unlabelled points (255) it is IGNORE: something is there, its class is unknown.
+      with only unlabelled points (255) it is OCCUPIED_UNKNOWN (254): something is there, its class
+      is unknown (a depth-only store: every end voxel).
     - Free: every voxel the segment from the sensor (`sensor_origin`, else each ray's camera
       origin) towards the end point crosses, exactly (`ops.mark_crossed`), up to one voxel
       (`Grid.edge`) before the end point.
@@ -74,7 +75,7 @@ def sparse_target(origins: np.ndarray, directions: np.ndarray, ends: np.ndarray,
     vox = grid.flat(ijk[inside])
     lab = np.asarray(label).astype(np.int64)[inside]
     flat = tgt.reshape(-1)
-    flat[vox] = IGNORE  # every return: occupied, class unknown until a label says otherwise
+    flat[vox] = OCCUPIED_UNKNOWN  # every return: occupied, class unknown until a label says otherwise
     known = lab < num_classes
     if known.any():
         uniq, inv = np.unique(vox[known], return_inverse=True)

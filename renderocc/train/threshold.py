@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from renderocc.classes import FREE, IGNORE
+from renderocc.classes import FREE, IGNORE, OCCUPIED_UNKNOWN
 from renderocc.config import Config
 from renderocc.geometry import Grid
 from renderocc.geometry.sampling import sample_positions, trilinear
@@ -91,7 +91,7 @@ def candidate_counts(density: torch.Tensor, cfg: Config, *, occ_target: torch.Te
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """(numerator, denominator) per candidate τ for one sample's density grid (X, Y, Z).
 
-    With `occ_target` (below `free` occupied, `free`, 255 ignored): intersection and union of
+    With `occ_target` (below `free` or OCCUPIED_UNKNOWN occupied, `free`, 255 ignored): intersection and union of
     density > τ with the occupied voxels. Otherwise `rays` = (origins, dirs, dist) of key label rays:
     rays whose first crossing agrees with the label, and the ray count. Summed over samples, the
     ratio is the score `pick_threshold` maximises; `renderocc fit` calls this on its one sample.
@@ -101,7 +101,7 @@ def candidate_counts(density: torch.Tensor, cfg: Config, *, occ_target: torch.Te
     if occ_target is not None:
         tgt = occ_target.cpu()
         m = tgt != IGNORE
-        occ = (tgt < free)[m]
+        occ = ((tgt < free) | (tgt == OCCUPIED_UNKNOWN))[m]
         pred = density[m][None, :] > cand[:, None]
         return (pred & occ).sum(1).float(), (pred | occ).sum(1).float()
     if rays is None:
