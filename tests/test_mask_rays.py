@@ -131,7 +131,8 @@ def test_depth_terms_ignore_mask_rays_and_the_semantic_term_uses_them(ops):
     logits0 = torch.randn(1, 20, 20, 4, 5, generator=g)
     for term in terms:
         cfg = resolved(load_config("demo", ["data.free_beams=0", "loss.lss_depth=0", "loss.sparsity=0",
-                                            "grid.voxel_size=0.8"]), grid).replace(loss={**zero, term: 1.0})
+                                            "loss.label_voxels=0", "grid.voxel_size=0.8"]), grid
+                       ).replace(loss={**zero, term: 1.0})
         results = []
         for with_masks in (True, False):
             density, logits = density0.clone().requires_grad_(), logits0.clone().requires_grad_()
@@ -171,7 +172,7 @@ def test_surface_mask_semantics_name_the_wall_not_the_fog_in_front(ops):
                "semantic": 1.0, "sparsity": 0.0, "lss_depth": 0.0}
     grads = {}
     for mode in ("surface", "rendered"):
-        cfg = resolved(load_config("demo", ["data.free_beams=0"]), grid).replace(
+        cfg = resolved(load_config("demo", ["data.free_beams=0", "loss.label_voxels=0"]), grid).replace(
             loss={**weights, "mask_semantics": mode})
         logits = logits0.clone().requires_grad_()
         loss, _, _ = L.total_loss(OccupancyOutput(density, logits, density.new_zeros(1, 0, 0, 0, 0)), batch,
