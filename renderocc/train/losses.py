@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 import torch
 from torch.nn import functional as F
 
-from renderocc.classes import IGNORE, OCCUPIED_UNKNOWN
+from renderocc.classes import IGNORE
 from renderocc.config import Config
 from renderocc.geometry import Grid, Rays, Scoring
 from renderocc.geometry.sampling import sample_positions, trilinear
 from renderocc.model import OccupancyOutput
 from renderocc.model.view_transform import depth_bin_index
 from renderocc.ops import ray_optical_depth, render_rays
+from renderocc.train.targets import occupied
 
 
 def per_sample_mean(values: torch.Tensor, sample: torch.Tensor, n: int, weight: torch.Tensor | None = None
@@ -78,7 +79,7 @@ def occupancy_3d(density: torch.Tensor, logits: torch.Tensor, target: torch.Tens
     sigma = (density * voxel).clamp_min(1e-6)
     n_cls = logits.shape[-1]
     known = target < n_cls
-    occ = known | (target == OCCUPIED_UNKNOWN)
+    occ = occupied(target, n_cls)
     free = target == n_cls
     sample = torch.arange(b, device=density.device).view(b, 1, 1, 1).expand_as(target)
     zero = density.sum() * 0
@@ -247,10 +248,7 @@ class LossInputs:
         occupied voxels, of known class or not), which the free-space term may not lower; None without
         that target."""
         target = self.batch.get("label_voxels")
-        if target is None:
-            return None
-        target = target.to(self.out.density.device)
-        return (target < self.out.semantics.shape[-1]) | (target == OCCUPIED_UNKNOWN)
+        return None if target is None else occupied(target.to(self.out.density.device), self.out.semantics.shape[-1])
 
     @property
     def free_beams(self) -> torch.Tensor:

@@ -44,6 +44,12 @@ def lss_depth_target(labels: dict, K_orig: dict[int, np.ndarray], K_in: np.ndarr
     return torch.from_numpy(out.reshape(len(K_in), h, w))
 
 
+def occupied(target: torch.Tensor, free: int) -> torch.Tensor:
+    """bool: the voxels a 3D target (`sparse_target`, `label_voxel_target`, `dense_target`) calls
+    occupied, with a class (below `free`) or without one (OCCUPIED_UNKNOWN)."""
+    return (target < free) | (target == OCCUPIED_UNKNOWN)
+
+
 def sparse_target(origins: np.ndarray, directions: np.ndarray, ends: np.ndarray, label: np.ndarray, grid: Grid,
                   sensor_origin: np.ndarray | None = None, num_classes: int = NUM_SEMANTIC) -> np.ndarray:
     """`lidar-sparse` target, uint8 (X, Y, Z): class 0..C-1 (C = `num_classes`; Occ3D: 0–16), C free,

@@ -16,13 +16,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from renderocc.classes import FREE, IGNORE, OCCUPIED_UNKNOWN
+from renderocc.classes import FREE, IGNORE
 from renderocc.config import Config
 from renderocc.geometry import Grid
 from renderocc.geometry.sampling import sample_positions, trilinear
 from renderocc.train.dataset import RayDataset, ends_in_grid
 from renderocc.train.losses import RENDERED
-from renderocc.train.targets import label_voxel_target
+from renderocc.train.targets import label_voxel_target, occupied
 
 NEAR_VOXELS = 1.5  # a first crossing this many voxels (Grid.edge) from the label agrees with it
 NEAR_SHARE = 0.1   # ... or this share of the label's distance, whichever is larger
@@ -91,8 +91,8 @@ def candidate_counts(density: torch.Tensor, cfg: Config, *, occ_target: torch.Te
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """(numerator, denominator) per candidate τ for one sample's density grid (X, Y, Z).
 
-    With `occ_target` (below `free` or OCCUPIED_UNKNOWN occupied, `free`, 255 ignored): intersection and union of
-    density > τ with the occupied voxels. Otherwise `rays` = (origins, dirs, dist) of key label rays:
+    With `occ_target` (`targets.occupied` voxels occupied, `free` free, 255 ignored): intersection and
+    union of density > τ with the occupied voxels. Otherwise `rays` = (origins, dirs, dist) of key label rays:
     rays whose first crossing agrees with the label, and the ray count. Summed over samples, the
     ratio is the score `pick_threshold` maximises; `renderocc fit` calls this on its one sample.
     """
@@ -101,7 +101,7 @@ def candidate_counts(density: torch.Tensor, cfg: Config, *, occ_target: torch.Te
     if occ_target is not None:
         tgt = occ_target.cpu()
         m = tgt != IGNORE
-        occ = ((tgt < free) | (tgt == OCCUPIED_UNKNOWN))[m]
+        occ = occupied(tgt, free)[m]
         pred = density[m][None, :] > cand[:, None]
         return (pred & occ).sum(1).float(), (pred | occ).sum(1).float()
     if rays is None:
